@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
+use crate::CatalogError;
 use crate::region::RegionId;
 use crate::units::{Gbps, Millis, UsdPerGb};
-use crate::CatalogError;
 
 /// One measured directed link.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,7 +91,10 @@ impl ThroughputGrid {
     /// measurements of a pair are averaged.
     pub fn from_csv(reader: impl Read, file: &str) -> Result<Self, CatalogError> {
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-        let headers = rdr.headers().map_err(|e| CatalogError::csv(file, e))?.clone();
+        let headers = rdr
+            .headers()
+            .map_err(|e| CatalogError::csv(file, e))?
+            .clone();
         let src_i = header_index(&headers, &["src_region", "src"], file)?;
         let dst_i = header_index(&headers, &["dst_region", "dst", "dest"], file)?;
         let tput_i = header_index(&headers, &RECEIVED_COLUMNS, file)?;
@@ -213,7 +216,10 @@ impl EgressPriceGrid {
     /// variant). Tiered files keep PREMIUM rows only.
     pub fn from_csv(reader: impl Read, file: &str) -> Result<Self, CatalogError> {
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-        let headers = rdr.headers().map_err(|e| CatalogError::csv(file, e))?.clone();
+        let headers = rdr
+            .headers()
+            .map_err(|e| CatalogError::csv(file, e))?
+            .clone();
         let src_i = header_index(&headers, &["src", "src_region"], file)?;
         let dst_i = header_index(&headers, &["dest", "dst", "dst_region"], file)?;
         let cost_i = header_index(&headers, &["cost", "usd_per_gb"], file)?;
@@ -281,7 +287,10 @@ impl RttGrid {
     /// Reads Skyplane's `latency.csv` schema (`src_region,…,dst_region,…,avg_rtt`, ms).
     pub fn from_csv(reader: impl Read, file: &str) -> Result<Self, CatalogError> {
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-        let headers = rdr.headers().map_err(|e| CatalogError::csv(file, e))?.clone();
+        let headers = rdr
+            .headers()
+            .map_err(|e| CatalogError::csv(file, e))?
+            .clone();
         let src_i = header_index(&headers, &["src_region", "src"], file)?;
         let dst_i = header_index(&headers, &["dst_region", "dst"], file)?;
         let rtt_i = header_index(&headers, &["avg_rtt", "rtt_ms"], file)?;
@@ -356,7 +365,10 @@ mod tests {
                    gcp:us-east1-b,PREMIUM,aws:us-east-1,PREMIUM,7000000000\n";
         let grid = ThroughputGrid::from_csv(csv.as_bytes(), "t.csv").unwrap();
         let link = grid
-            .get(&"gcp:us-east1-b".parse().unwrap(), &"aws:us-east-1".parse().unwrap())
+            .get(
+                &"gcp:us-east1-b".parse().unwrap(),
+                &"aws:us-east-1".parse().unwrap(),
+            )
             .unwrap();
         assert!((link.gbps.0 - 7.0).abs() < 1e-9);
     }
@@ -374,7 +386,10 @@ mod tests {
         let msg = ThroughputGrid::from_csv(missing.as_bytes(), "m.csv")
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("throughput_received or throughput_recieved"), "{msg}");
+        assert!(
+            msg.contains("throughput_received or throughput_recieved"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -397,7 +412,8 @@ mod tests {
 
     #[test]
     fn price_grid_reads_both_skyplane_schemas() {
-        let tiered = "src,dest,src_tier,dest_tier,cost\naws:us-east-1,gcp:us-east1-b,PREMIUM,PREMIUM,0.09\n";
+        let tiered =
+            "src,dest,src_tier,dest_tier,cost\naws:us-east-1,gcp:us-east1-b,PREMIUM,PREMIUM,0.09\n";
         let plain = "src,dest,cost\naws:us-east-1,gcp:us-east1-b,0.09\n";
         for text in [tiered, plain] {
             let grid = EgressPriceGrid::from_csv(text.as_bytes(), "c.csv").unwrap();

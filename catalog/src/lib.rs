@@ -19,11 +19,11 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use grid::{EgressPriceGrid, LinkThroughput, RttGrid, ThroughputGrid};
-pub use region::{location_of, Cloud, Continent, Location, RegionId, EU_COUNTRIES};
+pub use region::{Cloud, Continent, EU_COUNTRIES, Location, RegionId, location_of};
 pub use units::{Gbps, Millis, UsdPerGb, UsdPerHour};
 pub use vm::{
-    gateway_vm_type, GatewayVm, GatewayVmType, VmOffer, VmPriceSource, VmPriceTable,
-    GATEWAY_VM_TYPES,
+    GATEWAY_VM_TYPES, GatewayVm, GatewayVmType, VmOffer, VmPriceSource, VmPriceTable,
+    gateway_vm_type,
 };
 
 /// Errors from loading or querying the catalog.
@@ -35,7 +35,10 @@ pub enum CatalogError {
     BadRegionId { id: String, why: String },
     /// A well-formed region id that no loaded grid mentions.
     #[error("unknown region '{id}'{}", suggest(.suggestions))]
-    UnknownRegion { id: String, suggestions: Vec<String> },
+    UnknownRegion {
+        id: String,
+        suggestions: Vec<String>,
+    },
     /// A cloud name other than aws, azure or gcp.
     #[error("unknown cloud '{0}' (expected aws, azure or gcp)")]
     UnknownCloud(String),
@@ -47,7 +50,11 @@ pub enum CatalogError {
     UnknownContinent(String),
     /// A data file that does not follow its schema.
     #[error("{file}: line {line}: {why}")]
-    BadFile { file: String, line: u64, why: String },
+    BadFile {
+        file: String,
+        line: u64,
+        why: String,
+    },
 }
 
 fn suggest(suggestions: &[String]) -> String {
@@ -340,15 +347,26 @@ mod tests {
         for src in cat.regions() {
             for dst in cat.regions() {
                 if src != dst {
-                    assert!(cat.egress_price(src, dst).is_some(), "{src}->{dst} unpriced");
+                    assert!(
+                        cat.egress_price(src, dst).is_some(),
+                        "{src}->{dst} unpriced"
+                    );
                 }
             }
             let loc = location_of(src);
             assert!(loc.is_some(), "{src} has no location");
-            assert!(cat.gateway_vm(src).is_some(), "{src} has no gateway VM price");
+            assert!(
+                cat.gateway_vm(src).is_some(),
+                "{src} has no gateway VM price"
+            );
         }
-        assert!(cat.rtt(&"aws:us-east-1".parse().unwrap(), &"aws:us-west-2".parse().unwrap())
-            .is_some());
+        assert!(
+            cat.rtt(
+                &"aws:us-east-1".parse().unwrap(),
+                &"aws:us-west-2".parse().unwrap()
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -357,7 +375,10 @@ mod tests {
         let (text, name) = BUILTIN_THROUGHPUT_2022_01;
         let grid = ThroughputGrid::from_csv(text.as_bytes(), name).unwrap();
         for (src, dst, _) in grid.iter() {
-            assert!(cat.egress_price(src, dst).is_some(), "{src}->{dst} unpriced");
+            assert!(
+                cat.egress_price(src, dst).is_some(),
+                "{src}->{dst} unpriced"
+            );
             assert!(location_of(src).is_some(), "{src} has no location");
         }
     }
@@ -370,15 +391,23 @@ mod tests {
         assert!((vm.price.0 - 4.0 * 0.384).abs() < 1e-9, "{:?}", vm.price);
         assert!(matches!(vm.source, VmPriceSource::Catalog { .. }));
         // The Azure subset covers US regions only: others are estimates, and say so.
-        let eu = cat.gateway_vm(&"azure:westeurope".parse().unwrap()).unwrap();
-        assert!(matches!(eu.source, VmPriceSource::EstimatedCloudMedian { .. }));
+        let eu = cat
+            .gateway_vm(&"azure:westeurope".parse().unwrap())
+            .unwrap();
+        assert!(matches!(
+            eu.source,
+            VmPriceSource::EstimatedCloudMedian { .. }
+        ));
     }
 
     #[test]
     fn unknown_regions_suggest_near_matches() {
         let cat = Catalog::builtin();
         let msg = cat.resolve_region("aws:us-east-7").unwrap_err().to_string();
-        assert!(msg.contains("did you mean") && msg.contains("aws:us-east-1"), "{msg}");
+        assert!(
+            msg.contains("did you mean") && msg.contains("aws:us-east-1"),
+            "{msg}"
+        );
         assert_eq!(
             cat.resolve_region("gcp:us-central1").unwrap().to_string(),
             "gcp:us-central1-a"

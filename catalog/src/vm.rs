@@ -5,9 +5,9 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use crate::CatalogError;
 use crate::region::{Cloud, RegionId};
 use crate::units::{Gbps, UsdPerHour};
-use crate::CatalogError;
 
 /// One row of a SkyPilot `vms.csv`: an instance type (or, for GCP, an accelerator priced on its
 /// own) in one region or zone.
@@ -37,7 +37,10 @@ impl VmPriceTable {
     /// three clouds order them differently.
     pub fn from_csv(cloud: Cloud, reader: impl Read, file: &str) -> Result<Self, CatalogError> {
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-        let headers = rdr.headers().map_err(|e| CatalogError::csv(file, e))?.clone();
+        let headers = rdr
+            .headers()
+            .map_err(|e| CatalogError::csv(file, e))?
+            .clone();
         let col = |name: &str| headers.iter().position(|h| h.trim() == name);
         let need = |name: &str| {
             col(name).ok_or_else(|| CatalogError::BadFile {
@@ -236,10 +239,19 @@ n2-standard-8,8.0,32.0,,,,europe-west4,europe-west4-a,0.42,0.09\n\
     fn gcp_zone_price_prefers_the_exact_zone() {
         let t = VmPriceTable::from_csv(Cloud::Gcp, GCP.as_bytes(), "gcp.csv").unwrap();
         let b: RegionId = "gcp:us-central1-b".parse().unwrap();
-        assert_eq!(t.on_demand_price(&b, "n2-standard-8"), Some(UsdPerHour(0.4)));
+        assert_eq!(
+            t.on_demand_price(&b, "n2-standard-8"),
+            Some(UsdPerHour(0.4))
+        );
         let f: RegionId = "gcp:us-central1-f".parse().unwrap();
-        assert_eq!(t.on_demand_price(&f, "n2-standard-8"), Some(UsdPerHour(0.388)));
-        assert_eq!(t.median_price(Cloud::Gcp, "n2-standard-8"), Some(UsdPerHour(0.42)));
+        assert_eq!(
+            t.on_demand_price(&f, "n2-standard-8"),
+            Some(UsdPerHour(0.388))
+        );
+        assert_eq!(
+            t.median_price(Cloud::Gcp, "n2-standard-8"),
+            Some(UsdPerHour(0.42))
+        );
         let tpu = t.offers().iter().find(|o| o.accelerator.is_some()).unwrap();
         assert_eq!(tpu.accelerator, Some(("tpu-v3-8".to_string(), 1.0)));
     }

@@ -1,1 +1,425 @@
-pub fn _x(){}
+//! The overlay planner: a pure function from a catalog and a transfer request to a plan.
+//!
+//! No IO, no clock, no async. `plan_transfer` builds the planning [`Network`] (allowed regions,
+//! measured and priced links), picks relay candidates, solves the mixed-integer program of
+//! [`solve`], and computes the direct and best single-relay plans under the same objective so
+//! every answer says how much the overlay buys.
+
+mod network;
+mod plan;
+mod request;
+pub mod solve;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use skyx_catalog::{Catalog, VmPriceSource};
+
+pub use network::{BuildNotes, Link, Network, Node, build_network};
+pub use plan::{
+    CostBreakdown, EdgePlan, PathShare, RegionVms, RouteKind, RoutePlan, to_dot, validate,
+};
+pub use request::{
+    CostCap, Objective, PlannerConfig, RegionConstraints, RouteChoice, TransferRequest,
+};
+use solve::{Budget, Flows};
+
+/// Why no plan was produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The request itself is malformed (non-positive volume, compression below 1, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The source, destination or a forced relay is excluded by the region constraints.
+    #[error("{region} cannot be used: {why}")]
+    EndpointRefused {
+        region: skyx_catalog::RegionId,
+        why: String,
+    },
+    /// No chain of allowed, measured links leads from source to destination.
+    #[error("no route from {src} to {dst}: {why}")]
+    Disconnected {
+        src: skyx_catalog::RegionId,
+        dst: skyx_catalog::RegionId,
+        why: String,
+    },
+    /// The objective cannot be met; `achievable` says what can.
+    #[error("infeasible: {why}; {achievable}")]
+    Infeasible { why: String, achievable: String },
+    /// The solver failed for a reason other than infeasibility.
+    #[error("solver failed: {0}")]
+    Solver(String),
+}
+
+/// The planner's answer with its baselines.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferPlan {
+    pub src: skyx_catalog::RegionId,
+    pub dst: skyx_catalog::RegionId,
+    pub volume_bytes: u64,
+    pub compression_ratio: f64,
+    pub objective: Objective,
+    /// The chosen plan (its figures are also flattened into the top level of the JSON).
+    #[serde(flatten)]
+    pub chosen: RoutePlan,
+    /// The direct plan under the same objective, when one is feasible.
+    pub direct: Option<RoutePlan>,
+    /// Why there is no direct plan, when there is none.
+    pub direct_infeasible: Option<String>,
+    /// The best plan through exactly one relay, when one is feasible.
+    pub best_single_relay: Option<RoutePlan>,
+    /// Facts the user should know: estimates used, links skipped, candidates considered.
+    pub notes: Vec<String>,
+    /// Size of the overlay model that was solved.
+    pub model: ModelSize,
+}
+
+/// How big the overlay problem was.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ModelSize {
+    pub regions_allowed: usize,
+    pub regions_considered: usize,
+    pub links_considered: usize,
+}
+
+/// Plans `req` over `catalog`.
+pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<TransferPlan, PlanError> {
+    check_request(req)?;
+    let (full, build_notes) = build_network(catalog, req)?;
+    if !full.connects_src_to_dst() {
+        return Err(disconnected(req, &full, &build_notes));
+    }
+    let mut notes = Vec::new();
+    if build_notes.unpriced_or_unmeasured > 0 {
+        notes.push(format!(
+            "{} region pairs have a measurement but no price (or the reverse) and were not used",
+            build_notes.unpriced_or_unmeasured
+        ));
+    }
+
+    let (overlay_net, kind) = match &req.route {
+        RouteChoice::Auto => {
+            let candidates = relay_candidates(&full, req.config.max_relay_candidates);
+            if candidates.len() + 2 < full.nodes.len() {
+                notes.push(format!(
+                    "overlay considered {} of {} allowed relay regions (best by two-hop \
+                     throughput and by two-hop price)",
+                    candidates.len(),
+                    full.nodes.len() - 2
+                ));
+            }
+            (full.restricted_to(&candidates), RouteKind::Overlay)
+        }
+        RouteChoice::Direct => (full.clone(), RouteKind::Direct),
+        RouteChoice::Via(_) => (full.clone(), RouteKind::Via),
+    };
+
+    let mut chosen = solve_for(&overlay_net, req, kind)?;
+
+    let direct_net = full.with_links(|l| l.src == full.src && l.dst == full.dst);
+    let (direct, direct_infeasible) = if direct_net.links.is_empty() {
+        (
+            None,
+            Some("the direct link is not measured or not priced".to_string()),
+        )
+    } else {
+        match solve_for(&direct_net, req, RouteKind::Direct) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    };
+    let best_single_relay = best_single_relay(&full, req);
+
+    // The overlay contains the direct and single-relay routes; if rounding in the second stage
+    // left one of them ahead, it is the better plan and the overlay answer is that plan.
+    if req.route == RouteChoice::Auto {
+        for baseline in [&direct, &best_single_relay].into_iter().flatten() {
+            if baseline.better_than(&chosen, &req.objective) {
+                chosen = baseline.clone();
+            }
+        }
+    }
+
+    for region in chosen.vms.keys() {
+        let node = full.nodes.iter().find(|n| &n.region == region);
+        if let Some(Node {
+            vm_price_source: VmPriceSource::EstimatedCloudMedian { priced_as, .. },
+            ..
+        }) = node
+        {
+            notes.push(format!(
+                "VM price in {region} is an estimate: the catalog lists no {priced_as} there, so \
+                 the {} median is used",
+                region.cloud()
+            ));
+        }
+    }
+
+    Ok(TransferPlan {
+        src: req.src.clone(),
+        dst: req.dst.clone(),
+        volume_bytes: req.volume_bytes,
+        compression_ratio: req.compression_ratio,
+        objective: req.objective,
+        chosen,
+        direct,
+        direct_infeasible,
+        best_single_relay,
+        notes,
+        model: ModelSize {
+            regions_allowed: full.nodes.len(),
+            regions_considered: overlay_net
+                .links
+                .iter()
+                .flat_map(|l| [l.src, l.dst])
+                .collect::<BTreeSet<_>>()
+                .len(),
+            links_considered: overlay_net.links.len(),
+        },
+    })
+}
+
+fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
+    let bad = |m: String| Err(PlanError::InvalidRequest(m));
+    if req.volume_bytes == 0 {
+        return bad("the volume must be more than 0 bytes".into());
+    }
+    if !(req.compression_ratio.is_finite() && req.compression_ratio >= 1.0) {
+        return bad(format!(
+            "compression ratio {} must be a number ≥ 1 (logical bytes per wire byte)",
+            req.compression_ratio
+        ));
+    }
+    if req.config.max_vms_per_region == 0 || req.config.max_connections_per_vm == 0 {
+        return bad("max VMs per region and max connections per VM must be at least 1".into());
+    }
+    match req.objective {
+        Objective::MinCost { throughput_floor } => {
+            if !(throughput_floor.0.is_finite() && throughput_floor.0 > 0.0) {
+                return bad(format!(
+                    "throughput floor {} must be more than 0",
+                    throughput_floor
+                ));
+            }
+        }
+        Objective::Deadline { seconds } => {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return bad(format!("deadline {seconds} s must be more than 0"));
+            }
+        }
+        Objective::MaxThroughput { cost_cap } => {
+            let v = match cost_cap {
+                CostCap::TotalUsd(v) => v,
+                CostCap::PerGb(p) => p.0,
+            };
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("cost cap {v} must be more than 0"));
+            }
+        }
+    }
+    if let Some(p) = req.config.vm_price_override {
+        if !(p.0.is_finite() && p.0 >= 0.0) {
+            return bad(format!("VM price {} must be a number ≥ 0", p.0));
+        }
+    }
+    Ok(())
+}
+
+fn disconnected(req: &TransferRequest, net: &Network, notes: &BuildNotes) -> PlanError {
+    let why = match &req.route {
+        RouteChoice::Direct => "the direct link is not measured or not priced".to_string(),
+        RouteChoice::Via(relays) => format!(
+            "a hop of the chain {} -> {} -> {} is not measured or not priced",
+            req.src,
+            relays
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(" -> "),
+            req.dst
+        ),
+        RouteChoice::Auto if !notes.refused.is_empty() => format!(
+            "the region constraints leave {} regions and no measured path between them \
+             ({} regions refused)",
+            net.nodes.len(),
+            notes.refused.len()
+        ),
+        RouteChoice::Auto => "no measured, priced path exists in the grid".to_string(),
+    };
+    PlanError::Disconnected {
+        src: req.src.clone(),
+        dst: req.dst.clone(),
+        why,
+    }
+}
+
+/// Relay candidates: the best `k/2` by two-hop bottleneck throughput and the best `k/2` by
+/// two-hop price, so both fast and cheap detours stay in the model. Regions reachable only by
+/// longer chains are still reachable through these candidates.
+fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
+    let relays: Vec<usize> = (0..net.nodes.len())
+        .filter(|&r| r != net.src && r != net.dst)
+        .collect();
+    let Some(k) = k else {
+        return relays.into_iter().collect();
+    };
+    let mut two_hop: Vec<(usize, f64, f64)> = relays
+        .iter()
+        .filter_map(|&r| {
+            let a = &net.links[net.link_between(net.src, r)?];
+            let b = &net.links[net.link_between(r, net.dst)?];
+            Some((r, a.gbps.0.min(b.gbps.0), a.price.0 + b.price.0))
+        })
+        .collect();
+    let mut chosen = BTreeSet::new();
+    two_hop.sort_by(|x, y| y.1.total_cmp(&x.1));
+    chosen.extend(two_hop.iter().take(k.div_ceil(2)).map(|x| x.0));
+    two_hop.sort_by(|x, y| x.2.total_cmp(&y.2).then(y.1.total_cmp(&x.1)));
+    for x in &two_hop {
+        if chosen.len() >= k {
+            break;
+        }
+        chosen.insert(x.0);
+    }
+    chosen
+}
+
+/// Solves `req`'s objective on `net` and turns the answer into a plan.
+fn solve_for(
+    net: &Network,
+    req: &TransferRequest,
+    kind: RouteKind,
+) -> Result<RoutePlan, PlanError> {
+    let wire_gb = req.wire_volume_gb();
+    let ratio = req.compression_ratio;
+    let flows = match req.objective {
+        Objective::MinCost { throughput_floor } => {
+            min_cost_plan(net, throughput_floor.0 / ratio, wire_gb, ratio)?
+        }
+        Objective::Deadline { seconds } => {
+            let floor_wire = wire_gb * 8.0 / seconds;
+            min_cost_plan(net, floor_wire, wire_gb, ratio)?
+        }
+        Objective::MaxThroughput { cost_cap } => {
+            let cap = match cost_cap {
+                CostCap::TotalUsd(v) => v,
+                CostCap::PerGb(p) => p.0 * req.volume_gb(),
+            };
+            let Some(stage1) = solve::max_throughput(net, cap, wire_gb)? else {
+                return Err(cost_cap_infeasible(net, cap, wire_gb));
+            };
+            solve::finalize(
+                net,
+                &stage1,
+                Budget::Total {
+                    cap_usd: cap,
+                    wire_gb,
+                },
+            )?
+        }
+    };
+    validate(net, &flows).map_err(|e| PlanError::Solver(format!("plan failed its checks: {e}")))?;
+    Ok(RoutePlan::from_flows(kind, net, &flows, wire_gb, ratio))
+}
+
+fn min_cost_plan(
+    net: &Network,
+    floor_wire: f64,
+    wire_gb: f64,
+    ratio: f64,
+) -> Result<Flows, PlanError> {
+    let mut target = floor_wire;
+    // Integer connections can cost a sliver of capacity; aim a little higher and retry.
+    for _ in 0..4 {
+        let Some(stage1) = solve::min_cost_at(net, target)? else {
+            let best = solve::max_throughput(net, f64::INFINITY, wire_gb)?
+                .map(|f| solve::finalize(net, &f, Budget::Unlimited))
+                .transpose()?;
+            let achievable = match best {
+                Some(f) => format!(
+                    "the most this route set can carry is {:.2} Gbps ({:.2} Gbps on the wire) \
+                     with up to {} VMs per region",
+                    f.wire_gbps * ratio,
+                    f.wire_gbps,
+                    net.max_vms_per_region
+                ),
+                None => "no throughput is achievable".into(),
+            };
+            return Err(PlanError::Infeasible {
+                why: format!(
+                    "a throughput of {:.2} Gbps ({:.2} Gbps on the wire) cannot be reached",
+                    floor_wire * ratio,
+                    floor_wire
+                ),
+                achievable,
+            });
+        };
+        let k = solve::egress_per_gb(net, &stage1);
+        let flows = solve::finalize(net, &stage1, Budget::EgressPerGb(k))?;
+        if flows.wire_gbps >= floor_wire * (1.0 - 1e-9) {
+            return Ok(flows);
+        }
+        target *= (floor_wire / flows.wire_gbps).max(1.0 + 1e-6);
+    }
+    Err(PlanError::Solver(format!(
+        "could not round connections to whole numbers while keeping {floor_wire:.3} Gbps"
+    )))
+}
+
+fn cost_cap_infeasible(net: &Network, cap: f64, wire_gb: f64) -> PlanError {
+    // The cheapest plan per GB is usually the direct link with one VM per end.
+    let one_vm = Network {
+        max_vms_per_region: 1,
+        ..net.with_links(|l| l.src == net.src && l.dst == net.dst)
+    };
+    let achievable = match solve::max_throughput(&one_vm, f64::INFINITY, wire_gb) {
+        Ok(Some(f)) => {
+            let egress = solve::egress_per_gb(&one_vm, &f) * wire_gb;
+            let time_h = wire_gb * 8.0 / f.wire_gbps / 3600.0;
+            let vm: f64 = one_vm
+                .nodes
+                .iter()
+                .zip(&f.vms)
+                .map(|(n, c)| f64::from(*c) * n.vm_price.0 * time_h)
+                .sum();
+            format!(
+                "the direct route with one VM per end costs ${:.2} at {:.2} Gbps",
+                egress + vm,
+                f.wire_gbps
+            )
+        }
+        _ => "no cheaper route was found".into(),
+    };
+    PlanError::Infeasible {
+        why: format!("no plan costs ${cap:.2} or less"),
+        achievable,
+    }
+}
+
+/// The best plan through exactly one relay, under the request's objective.
+fn best_single_relay(full: &Network, req: &TransferRequest) -> Option<RoutePlan> {
+    let mut best: Option<RoutePlan> = None;
+    for r in 0..full.nodes.len() {
+        if r == full.src || r == full.dst {
+            continue;
+        }
+        let (Some(_), Some(_)) = (
+            full.link_between(full.src, r),
+            full.link_between(r, full.dst),
+        ) else {
+            continue;
+        };
+        let path = full
+            .with_links(|l| (l.src == full.src && l.dst == r) || (l.src == r && l.dst == full.dst));
+        if let Ok(plan) = solve_for(&path, req, RouteKind::SingleRelay) {
+            if best
+                .as_ref()
+                .is_none_or(|b| plan.better_than(b, &req.objective))
+            {
+                best = Some(plan);
+            }
+        }
+    }
+    best
+}

@@ -1,0 +1,309 @@
+//! The overlay optimisation as mixed-integer programs (good_lp + microlp).
+//!
+//! Variables: flow `f_e` (wire Gbps) on each link, integer VMs `n_r` per region. Connections
+//! are eliminated from the first stage: "`f_e ≤ c_e · g_e / C_e` and `Σ_out c_e ≤ K · n_u`" is
+//! the same as "`Σ_out f_e · C_e / g_e ≤ K · n_u`" for continuous `c`, which halves the model.
+//! A second, small stage fixes the VMs, makes connections integer on the links in use and lets
+//! the transfer run as fast as the provisioned VMs allow.
+//!
+//! Cost of a plan moving `V` wire-GB at `W` wire-Gbps:
+//! egress `= V/W · Σ p_e f_e`, VMs `= V·8/W/3600 · Σ n_r · price_r`. For a fixed `W` both are
+//! linear; for a cost cap `Cap`, `cost ≤ Cap` multiplied by `W` is linear in `(f, n, W)` too.
+
+use good_lp::{
+    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp,
+    variable,
+};
+
+use crate::PlanError;
+use crate::network::Network;
+
+/// A solved routing: flow per link, connections per link, VMs per node, and the rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flows {
+    /// Wire Gbps per link of the network, indexed like `Network::links`.
+    pub link_gbps: Vec<f64>,
+    /// Parallel connections per link (0 for unused links).
+    pub connections: Vec<u32>,
+    /// Agent VMs per node, indexed like `Network::nodes`.
+    pub vms: Vec<u32>,
+    /// Wire Gbps leaving the source.
+    pub wire_gbps: f64,
+}
+
+/// Flow below this is numerical noise, not a route.
+pub const FLOW_EPS: f64 = 1e-7;
+
+/// Small weight on total flow so zero-price cycles never appear in an optimum.
+const CYCLE_PENALTY: f64 = 1e-7;
+
+/// The budget the second stage must keep to while it speeds the plan up.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// No cost limit: as fast as the VMs allow.
+    Unlimited,
+    /// Egress dollars per wire Gb must not exceed the first stage's.
+    EgressPerGb(f64),
+    /// Total dollars (egress + VMs) for `wire_gb` must not exceed the cap.
+    Total { cap_usd: f64, wire_gb: f64 },
+}
+
+struct Model {
+    vars: ProblemVariables,
+    f: Vec<Variable>,
+    n: Vec<Variable>,
+}
+
+fn vm_hours_per_gbps(wire_gb: f64) -> f64 {
+    // Time = wire_gb·8/W seconds; multiplying by W gives this constant in hour·Gbps.
+    wire_gb * 8.0 / 3600.0
+}
+
+fn solver_error(e: ResolutionError) -> Option<PlanError> {
+    match e {
+        ResolutionError::Infeasible => None,
+        other => Some(PlanError::Solver(other.to_string())),
+    }
+}
+
+impl Model {
+    fn new(net: &Network, fixed_vms: Option<&[u32]>) -> Model {
+        let mut vars = ProblemVariables::new();
+        let f = net
+            .links
+            .iter()
+            .map(|_| vars.add(variable().min(0.0)))
+            .collect();
+        let n = (0..net.nodes.len())
+            .map(|i| {
+                let v = match fixed_vms {
+                    Some(fixed) => variable().min(fixed[i]).max(fixed[i]),
+                    None => variable()
+                        .integer()
+                        .min(0)
+                        .max(f64::from(net.max_vms_per_region)),
+                };
+                vars.add(v)
+            })
+            .collect();
+        Model { vars, f, n }
+    }
+
+    fn egress_dollars_per_gb_times_w(&self, net: &Network) -> Expression {
+        net.links
+            .iter()
+            .zip(&self.f)
+            .map(|(l, f)| l.price.0 * *f)
+            .sum()
+    }
+
+    fn vm_dollars_per_hour(&self, net: &Network) -> Expression {
+        net.nodes
+            .iter()
+            .zip(&self.n)
+            .map(|(node, n)| node.vm_price.0 * *n)
+            .sum()
+    }
+
+    /// Conservation, per-VM caps and (unless `connections` is given) the connection budget in
+    /// its flow form.
+    fn network_constraints(
+        &self,
+        net: &Network,
+        rate: Expression,
+        connections: Option<&[Option<Variable>]>,
+    ) -> Vec<good_lp::Constraint> {
+        let mut cs = Vec::new();
+        let k = f64::from(net.max_connections_per_vm);
+        for node in 0..net.nodes.len() {
+            let out: Expression = net.out_links(node).map(|(i, _)| self.f[i]).sum();
+            let inn: Expression = net.in_links(node).map(|(i, _)| self.f[i]).sum();
+            let balance = if node == net.src {
+                rate.clone()
+            } else if node == net.dst {
+                -rate.clone()
+            } else {
+                Expression::from(0.0)
+            };
+            cs.push((out.clone() - inn.clone()).eq(balance));
+            let n = self.n[node];
+            cs.push(out.leq(net.nodes[node].egress_cap.0 * n));
+            cs.push(inn.leq(net.nodes[node].ingress_cap.0 * n));
+            match connections {
+                None => {
+                    let conn_out: Expression = net
+                        .out_links(node)
+                        .map(|(i, l)| self.f[i] / l.gbps_per_connection())
+                        .sum();
+                    let conn_in: Expression = net
+                        .in_links(node)
+                        .map(|(i, l)| self.f[i] / l.gbps_per_connection())
+                        .sum();
+                    cs.push(conn_out.leq(k * n));
+                    cs.push(conn_in.leq(k * n));
+                }
+                Some(c) => {
+                    let conn_out: Expression = net.out_links(node).filter_map(|(i, _)| c[i]).sum();
+                    let conn_in: Expression = net.in_links(node).filter_map(|(i, _)| c[i]).sum();
+                    cs.push(conn_out.leq(k * n));
+                    cs.push(conn_in.leq(k * n));
+                }
+            }
+        }
+        cs.push(Expression::from(self.n[net.src]).geq(1.0));
+        cs.push(Expression::from(self.n[net.dst]).geq(1.0));
+        cs
+    }
+
+    fn flows(&self, net: &Network, sol: &impl Solution, wire_gbps: f64) -> Flows {
+        let link_gbps: Vec<f64> = self
+            .f
+            .iter()
+            .map(|f| {
+                let v = sol.value(*f);
+                if v < FLOW_EPS { 0.0 } else { v }
+            })
+            .collect();
+        let vms = self
+            .n
+            .iter()
+            .map(|n| sol.value(*n).round().max(0.0) as u32)
+            .collect();
+        Flows {
+            connections: vec![0; net.links.len()],
+            link_gbps,
+            vms,
+            wire_gbps,
+        }
+    }
+}
+
+/// Stage 1 for minimum cost: the cheapest routing that carries exactly `wire_gbps`.
+/// `Ok(None)` when no routing can carry that rate.
+pub fn min_cost_at(net: &Network, wire_gbps: f64) -> Result<Option<Flows>, PlanError> {
+    let mut m = Model::new(net, None);
+    // Objective scaled by W/V (a positive constant): Σ p f + (8/3600) Σ n price.
+    let objective = m.egress_dollars_per_gb_times_w(net)
+        + vm_hours_per_gbps(1.0) * m.vm_dollars_per_hour(net)
+        + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>();
+    let vars = std::mem::take(&mut m.vars);
+    let mut problem = vars.minimise(objective).using(microlp);
+    for c in m.network_constraints(net, Expression::from(wire_gbps), None) {
+        problem = problem.with(c);
+    }
+    match problem.solve() {
+        Ok(sol) => Ok(Some(m.flows(net, &sol, wire_gbps))),
+        Err(e) => solver_error(e).map_or(Ok(None), Err),
+    }
+}
+
+/// The fastest routing whose total cost for `wire_gb` stays within `cap_usd`
+/// (`f64::INFINITY` for no cap). `Ok(None)` when even the slowest routing costs more.
+pub fn max_throughput(
+    net: &Network,
+    cap_usd: f64,
+    wire_gb: f64,
+) -> Result<Option<Flows>, PlanError> {
+    let mut m = Model::new(net, None);
+    let w = m.vars.add(variable().min(0.0));
+    let egress = m.egress_dollars_per_gb_times_w(net);
+    let vm = m.vm_dollars_per_hour(net);
+    // Prefer the cheaper of two equally fast plans.
+    let tie_break = 1e-6 * (egress.clone() + vm_hours_per_gbps(1.0) * vm.clone());
+    let objective = Expression::from(w) - tie_break;
+    let vars = std::mem::take(&mut m.vars);
+    let mut problem = vars.maximise(objective).using(microlp);
+    for c in m.network_constraints(net, Expression::from(w), None) {
+        problem = problem.with(c);
+    }
+    if cap_usd.is_finite() {
+        problem =
+            problem.with((wire_gb * egress + vm_hours_per_gbps(wire_gb) * vm).leq(cap_usd * w));
+    }
+    match problem.solve() {
+        Ok(sol) => {
+            let rate = sol.value(w);
+            if rate < FLOW_EPS {
+                return Ok(None);
+            }
+            Ok(Some(m.flows(net, &sol, rate)))
+        }
+        Err(e) => solver_error(e).map_or(Ok(None), Err),
+    }
+}
+
+/// Stage 2: with the VMs of `stage1` fixed and only its links in use, choose integer
+/// connections and run as fast as those VMs allow within `budget`.
+pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Flows, PlanError> {
+    let used: Vec<bool> = stage1.link_gbps.iter().map(|f| *f > FLOW_EPS).collect();
+    let mut m = Model::new(net, Some(&stage1.vms));
+    let w = m.vars.add(variable().min(0.0));
+    let k = f64::from(net.max_connections_per_vm);
+    let max_conn = k * f64::from(net.max_vms_per_region);
+    let conns: Vec<Option<Variable>> = used
+        .iter()
+        .map(|&u| u.then(|| m.vars.add(variable().integer().min(0.0).max(max_conn))))
+        .collect();
+    let egress = m.egress_dollars_per_gb_times_w(net);
+    let vm = m.vm_dollars_per_hour(net);
+    let objective = Expression::from(w) - 1e-6 * conns.iter().flatten().sum::<Expression>();
+    let vars = std::mem::take(&mut m.vars);
+    let mut problem = vars.maximise(objective).using(microlp);
+    for c in m.network_constraints(net, Expression::from(w), Some(&conns)) {
+        problem = problem.with(c);
+    }
+    for (i, link) in net.links.iter().enumerate() {
+        match conns[i] {
+            Some(c) => {
+                problem = problem.with(Expression::from(m.f[i]).leq(link.gbps_per_connection() * c))
+            }
+            None => problem = problem.with(Expression::from(m.f[i]).eq(0.0)),
+        }
+    }
+    problem = match budget {
+        Budget::Unlimited => problem,
+        Budget::EgressPerGb(k) => problem.with(egress.leq((k * (1.0 + 1e-9) + 1e-12) * w)),
+        Budget::Total { cap_usd, wire_gb } => problem.with(
+            (wire_gb * egress + vm_hours_per_gbps(wire_gb) * vm).leq(cap_usd * (1.0 + 1e-9) * w),
+        ),
+    };
+    let sol = problem.solve().map_err(|e| {
+        PlanError::Solver(format!(
+            "fixing connections on the chosen route failed: {e}"
+        ))
+    })?;
+    let rate = sol.value(w);
+    let mut flows = m.flows(net, &sol, rate);
+    flows.connections = conns
+        .iter()
+        .zip(&flows.link_gbps)
+        .map(|(c, f)| match c {
+            Some(c) if *f > FLOW_EPS => sol.value(*c).round() as u32,
+            _ => 0,
+        })
+        .collect();
+    // VMs that ended up carrying nothing are not provisioned.
+    for node in 0..net.nodes.len() {
+        let touches = net
+            .out_links(node)
+            .chain(net.in_links(node))
+            .any(|(i, _)| flows.link_gbps[i] > FLOW_EPS);
+        if !touches {
+            flows.vms[node] = 0;
+        }
+    }
+    Ok(flows)
+}
+
+/// The egress dollars per wire-GB of a routing (Σ p_e f_e / W).
+pub fn egress_per_gb(net: &Network, flows: &Flows) -> f64 {
+    if flows.wire_gbps <= 0.0 {
+        return 0.0;
+    }
+    net.links
+        .iter()
+        .zip(&flows.link_gbps)
+        .map(|(l, f)| l.price.0 * f)
+        .sum::<f64>()
+        / flows.wire_gbps
+}
