@@ -79,6 +79,14 @@ fn parse_number(value: &str, file: &str, line: u64, column: &str) -> Result<f64,
     Ok(v)
 }
 
+/// True unless a tier column says something other than PREMIUM: GCP's STANDARD tier is a
+/// different, slower product and must not be averaged with PREMIUM measurements.
+fn is_premium(record: &csv::StringRecord, tier_column: Option<usize>) -> bool {
+    tier_column
+        .and_then(|i| record.get(i))
+        .is_none_or(|t| t.trim().is_empty() || t.trim().eq_ignore_ascii_case("PREMIUM"))
+}
+
 fn line_of(record: &csv::StringRecord) -> u64 {
     record.position().map(|p| p.line()).unwrap_or(0)
 }
@@ -108,22 +116,18 @@ impl ThroughputGrid {
             let record = record.map_err(|e| CatalogError::csv(file, e))?;
             let line = line_of(&record);
             let field = |i: usize| record.get(i).unwrap_or("").trim();
-            if let Some(i) = success_i {
-                if field(i).eq_ignore_ascii_case("false") {
-                    continue;
-                }
+            if let Some(i) = success_i
+                && field(i).eq_ignore_ascii_case("false")
+            {
+                continue;
             }
-            let premium = |i: Option<usize>| {
-                i.map(|i| field(i))
-                    .is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("PREMIUM"))
-            };
-            if !premium(src_tier_i) || !premium(dst_tier_i) {
+            if !is_premium(&record, src_tier_i) || !is_premium(&record, dst_tier_i) {
                 continue;
             }
             let src = parse_region(field(src_i), file, line, "src_region")?;
             let dst = parse_region(field(dst_i), file, line, "dst_region")?;
             let bits = parse_number(field(tput_i), file, line, "throughput_received")?;
-            let connections = match conn_i.map(|i| field(i)) {
+            let connections = match conn_i.map(field) {
                 Some(c) if !c.is_empty() => parse_number(c, file, line, "iperf3_connections")?,
                 _ => 64.0,
             };
@@ -230,11 +234,7 @@ impl EgressPriceGrid {
             let record = record.map_err(|e| CatalogError::csv(file, e))?;
             let line = line_of(&record);
             let field = |i: usize| record.get(i).unwrap_or("").trim();
-            let premium = |i: Option<usize>| {
-                i.map(|i| field(i))
-                    .is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("PREMIUM"))
-            };
-            if !premium(src_tier_i) || !premium(dst_tier_i) {
+            if !is_premium(&record, src_tier_i) || !is_premium(&record, dst_tier_i) {
                 continue;
             }
             let src = parse_region(field(src_i), file, line, "src")?;
@@ -301,11 +301,7 @@ impl RttGrid {
             let record = record.map_err(|e| CatalogError::csv(file, e))?;
             let line = line_of(&record);
             let field = |i: usize| record.get(i).unwrap_or("").trim();
-            let premium = |i: Option<usize>| {
-                i.map(|i| field(i))
-                    .is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("PREMIUM"))
-            };
-            if !premium(src_tier_i) || !premium(dst_tier_i) {
+            if !is_premium(&record, src_tier_i) || !is_premium(&record, dst_tier_i) {
                 continue;
             }
             let src = parse_region(field(src_i), file, line, "src_region")?;

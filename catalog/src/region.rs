@@ -87,14 +87,14 @@ impl RegionId {
     /// The region without a GCP zone suffix: `gcp:us-central1-a` → `us-central1`. AWS and Azure
     /// ids are regions already.
     pub fn region_name(&self) -> &str {
-        if self.cloud == Cloud::Gcp {
-            if let Some((region, zone)) = self.name.rsplit_once('-') {
-                // GCP zones are one or two lowercase letters (`a`, `ai1b` is a rare exception).
-                if region.ends_with(|c: char| c.is_ascii_digit())
-                    && zone.starts_with(|c: char| c.is_ascii_lowercase())
-                {
-                    return region;
-                }
+        if self.cloud == Cloud::Gcp
+            && let Some((region, zone)) = self.name.rsplit_once('-')
+        {
+            // GCP zones are one or two lowercase letters (`a`, `ai1b` is a rare exception).
+            if region.ends_with(|c: char| c.is_ascii_digit())
+                && zone.starts_with(|c: char| c.is_ascii_lowercase())
+            {
+                return region;
             }
         }
         &self.name

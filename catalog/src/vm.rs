@@ -106,6 +106,10 @@ impl VmPriceTable {
         self.offers.extend(other.offers);
     }
 
+    pub fn push(&mut self, offer: VmOffer) {
+        self.offers.push(offer);
+    }
+
     pub fn offers(&self) -> &[VmOffer] {
         &self.offers
     }
@@ -135,11 +139,12 @@ impl VmPriceTable {
     pub fn median_price(&self, cloud: Cloud, instance_type: &str) -> Option<UsdPerHour> {
         let mut per_region: BTreeMap<&str, f64> = BTreeMap::new();
         for o in &self.offers {
-            if o.cloud == cloud && o.instance_type == instance_type {
-                if let Some(p) = o.price {
-                    let e = per_region.entry(&o.region).or_insert(f64::INFINITY);
-                    *e = e.min(p.0);
-                }
+            if o.cloud == cloud
+                && o.instance_type == instance_type
+                && let Some(p) = o.price
+            {
+                let e = per_region.entry(&o.region).or_insert(f64::INFINITY);
+                *e = e.min(p.0);
             }
         }
         let mut prices: Vec<f64> = per_region.into_values().collect();

@@ -22,7 +22,7 @@ pub use plan::{
 pub use request::{
     CostCap, Objective, PlannerConfig, RegionConstraints, RouteChoice, TransferRequest,
 };
-use solve::{Budget, Flows};
+use solve::{Budget, Flows, Vms};
 
 /// Why no plan was produced.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +100,15 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
 
     let (overlay_net, kind) = match &req.route {
         RouteChoice::Auto => {
-            let candidates = relay_candidates(&full, req.config.max_relay_candidates);
+            let mut candidates = relay_candidates(&full, req.config.max_relay_candidates);
+            if req.config.max_relay_candidates.is_some() {
+                candidates.extend(relaxation_support(&full, req)?);
+            }
             if candidates.len() + 2 < full.nodes.len() {
                 notes.push(format!(
                     "overlay considered {} of {} allowed relay regions (best by two-hop \
-                     throughput and by two-hop price)",
+                     throughput, by two-hop price, and those the LP relaxation over all of \
+                     them routes through)",
                     candidates.len(),
                     full.nodes.len() - 2
                 ));
@@ -218,10 +222,10 @@ fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
             }
         }
     }
-    if let Some(p) = req.config.vm_price_override {
-        if !(p.0.is_finite() && p.0 >= 0.0) {
-            return bad(format!("VM price {} must be a number ≥ 0", p.0));
-        }
+    if let Some(p) = req.config.vm_price_override
+        && !(p.0.is_finite() && p.0 >= 0.0)
+    {
+        return bad(format!("VM price {} must be a number ≥ 0", p.0));
     }
     Ok(())
 }
@@ -285,6 +289,41 @@ fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
     chosen
 }
 
+/// Relay regions that carry flow in the LP relaxation (fractional VMs) of `req`'s objective over
+/// the whole network. The relaxation needs no branch and bound, so it sees every region cheaply;
+/// the exact MILP then runs on these plus the two-hop candidates.
+fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<usize>, PlanError> {
+    let wire_gb = req.wire_volume_gb();
+    let relaxed = match req.objective {
+        Objective::MinCost { throughput_floor } => solve::min_cost_at(
+            net,
+            throughput_floor.0 / req.compression_ratio,
+            Vms::Relaxed,
+        )?,
+        Objective::Deadline { seconds } => {
+            solve::min_cost_at(net, wire_gb * 8.0 / seconds, Vms::Relaxed)?
+        }
+        Objective::MaxThroughput { cost_cap } => {
+            let cap = match cost_cap {
+                CostCap::TotalUsd(v) => v,
+                CostCap::PerGb(p) => p.0 * req.volume_gb(),
+            };
+            solve::max_throughput(net, cap, wire_gb, Vms::Relaxed)?
+        }
+    };
+    Ok(relaxed
+        .map(|f| {
+            net.links
+                .iter()
+                .zip(&f.link_gbps)
+                .filter(|(_, g)| **g > solve::FLOW_EPS)
+                .flat_map(|(l, _)| [l.src, l.dst])
+                .filter(|&n| n != net.src && n != net.dst)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Solves `req`'s objective on `net` and turns the answer into a plan.
 fn solve_for(
     net: &Network,
@@ -306,8 +345,8 @@ fn solve_for(
                 CostCap::TotalUsd(v) => v,
                 CostCap::PerGb(p) => p.0 * req.volume_gb(),
             };
-            let Some(stage1) = solve::max_throughput(net, cap, wire_gb)? else {
-                return Err(cost_cap_infeasible(net, cap, wire_gb));
+            let Some(stage1) = solve::max_throughput(net, cap, wire_gb, Vms::Integer)? else {
+                return Err(cost_cap_infeasible(net, req, cap));
             };
             solve::finalize(
                 net,
@@ -332,8 +371,8 @@ fn min_cost_plan(
     let mut target = floor_wire;
     // Integer connections can cost a sliver of capacity; aim a little higher and retry.
     for _ in 0..4 {
-        let Some(stage1) = solve::min_cost_at(net, target)? else {
-            let best = solve::max_throughput(net, f64::INFINITY, wire_gb)?
+        let Some(stage1) = solve::min_cost_at(net, target, Vms::Integer)? else {
+            let best = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
                 .map(|f| solve::finalize(net, &f, Budget::Unlimited))
                 .transpose()?;
             let achievable = match best {
@@ -367,34 +406,52 @@ fn min_cost_plan(
     )))
 }
 
-fn cost_cap_infeasible(net: &Network, cap: f64, wire_gb: f64) -> PlanError {
-    // The cheapest plan per GB is usually the direct link with one VM per end.
-    let one_vm = Network {
-        max_vms_per_region: 1,
-        ..net.with_links(|l| l.src == net.src && l.dst == net.dst)
-    };
-    let achievable = match solve::max_throughput(&one_vm, f64::INFINITY, wire_gb) {
-        Ok(Some(f)) => {
-            let egress = solve::egress_per_gb(&one_vm, &f) * wire_gb;
-            let time_h = wire_gb * 8.0 / f.wire_gbps / 3600.0;
-            let vm: f64 = one_vm
-                .nodes
-                .iter()
-                .zip(&f.vms)
-                .map(|(n, c)| f64::from(*c) * n.vm_price.0 * time_h)
-                .sum();
-            format!(
-                "the direct route with one VM per end costs ${:.2} at {:.2} Gbps",
-                egress + vm,
-                f.wire_gbps
-            )
-        }
-        _ => "no cheaper route was found".into(),
+fn cost_cap_infeasible(net: &Network, req: &TransferRequest, cap: f64) -> PlanError {
+    let achievable = match plain_direct(net, req) {
+        Ok(p) => format!(
+            "the direct route with one VM per end costs ${:.2} at {:.2} Gbps",
+            p.cost_usd.total, p.throughput_gbps
+        ),
+        Err(_) => "no cheaper route was found".into(),
     };
     PlanError::Infeasible {
         why: format!("no plan costs ${cap:.2} or less"),
         achievable,
     }
+}
+
+/// A plain direct copy: the direct link, one VM per end, as fast as they go. This is what a
+/// single-machine tool achieves at best, and usually the cheapest plan per GB.
+fn plain_direct(net: &Network, req: &TransferRequest) -> Result<RoutePlan, PlanError> {
+    let one_vm = Network {
+        max_vms_per_region: 1,
+        ..net.with_links(|l| l.src == net.src && l.dst == net.dst)
+    };
+    let wire_gb = req.wire_volume_gb();
+    let flows = solve::max_throughput(&one_vm, f64::INFINITY, wire_gb, Vms::Integer)?
+        .map(|f| solve::finalize(&one_vm, &f, Budget::Unlimited))
+        .transpose()?
+        .ok_or_else(|| PlanError::Disconnected {
+            src: req.src.clone(),
+            dst: req.dst.clone(),
+            why: "the direct link is not measured or not priced".into(),
+        })?;
+    Ok(RoutePlan::from_flows(
+        RouteKind::Direct,
+        &one_vm,
+        &flows,
+        wire_gb,
+        req.compression_ratio,
+    ))
+}
+
+/// The plan of a plain direct copy (direct link, one VM per end) for `req`'s endpoints, volume
+/// and compression. `skyx plan` uses its cost as the default cost cap: "the fastest plan that
+/// costs no more than copying directly".
+pub fn plain_direct_plan(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan, PlanError> {
+    check_request(req)?;
+    let (net, _) = build_network(catalog, req)?;
+    plain_direct(&net, req)
 }
 
 /// The best plan through exactly one relay, under the request's objective.
@@ -412,13 +469,12 @@ fn best_single_relay(full: &Network, req: &TransferRequest) -> Option<RoutePlan>
         };
         let path = full
             .with_links(|l| (l.src == full.src && l.dst == r) || (l.src == r && l.dst == full.dst));
-        if let Ok(plan) = solve_for(&path, req, RouteKind::SingleRelay) {
-            if best
+        if let Ok(plan) = solve_for(&path, req, RouteKind::SingleRelay)
+            && best
                 .as_ref()
                 .is_none_or(|b| plan.better_than(b, &req.objective))
-            {
-                best = Some(plan);
-            }
+        {
+            best = Some(plan);
         }
     }
     best

@@ -201,10 +201,10 @@ pub fn build_network(
             if i == j || j == src || i == dst {
                 continue;
             }
-            if let Some(pairs) = &allowed_pairs {
-                if !pairs.contains(&(i, j)) {
-                    continue;
-                }
+            if let Some(pairs) = &allowed_pairs
+                && !pairs.contains(&(i, j))
+            {
+                continue;
             }
             match (
                 catalog.throughput(&a.region, &b.region),

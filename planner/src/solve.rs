@@ -66,8 +66,16 @@ fn solver_error(e: ResolutionError) -> Option<PlanError> {
     }
 }
 
+/// Whether VM counts are whole numbers (the real problem) or fractions (its LP relaxation,
+/// solved without branch and bound to see which regions matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vms {
+    Integer,
+    Relaxed,
+}
+
 impl Model {
-    fn new(net: &Network, fixed_vms: Option<&[u32]>) -> Model {
+    fn new(net: &Network, fixed_vms: Option<&[u32]>, vms: Vms) -> Model {
         let mut vars = ProblemVariables::new();
         let f = net
             .links
@@ -78,10 +86,10 @@ impl Model {
             .map(|i| {
                 let v = match fixed_vms {
                     Some(fixed) => variable().min(fixed[i]).max(fixed[i]),
-                    None => variable()
-                        .integer()
-                        .min(0)
-                        .max(f64::from(net.max_vms_per_region)),
+                    None => {
+                        let v = variable().min(0).max(f64::from(net.max_vms_per_region));
+                        if vms == Vms::Integer { v.integer() } else { v }
+                    }
                 };
                 vars.add(v)
             })
@@ -180,8 +188,8 @@ impl Model {
 
 /// Stage 1 for minimum cost: the cheapest routing that carries exactly `wire_gbps`.
 /// `Ok(None)` when no routing can carry that rate.
-pub fn min_cost_at(net: &Network, wire_gbps: f64) -> Result<Option<Flows>, PlanError> {
-    let mut m = Model::new(net, None);
+pub fn min_cost_at(net: &Network, wire_gbps: f64, vms: Vms) -> Result<Option<Flows>, PlanError> {
+    let mut m = Model::new(net, None, vms);
     // Objective scaled by W/V (a positive constant): Σ p f + (8/3600) Σ n price.
     let objective = m.egress_dollars_per_gb_times_w(net)
         + vm_hours_per_gbps(1.0) * m.vm_dollars_per_hour(net)
@@ -203,8 +211,9 @@ pub fn max_throughput(
     net: &Network,
     cap_usd: f64,
     wire_gb: f64,
+    vms: Vms,
 ) -> Result<Option<Flows>, PlanError> {
-    let mut m = Model::new(net, None);
+    let mut m = Model::new(net, None, vms);
     let w = m.vars.add(variable().min(0.0));
     let egress = m.egress_dollars_per_gb_times_w(net);
     let vm = m.vm_dollars_per_hour(net);
@@ -236,7 +245,7 @@ pub fn max_throughput(
 /// connections and run as fast as those VMs allow within `budget`.
 pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Flows, PlanError> {
     let used: Vec<bool> = stage1.link_gbps.iter().map(|f| *f > FLOW_EPS).collect();
-    let mut m = Model::new(net, Some(&stage1.vms));
+    let mut m = Model::new(net, Some(&stage1.vms), Vms::Integer);
     let w = m.vars.add(variable().min(0.0));
     let k = f64::from(net.max_connections_per_vm);
     let max_conn = k * f64::from(net.max_vms_per_region);

@@ -193,7 +193,7 @@ fn min_cost_matches_brute_force_on_random_graphs() {
                 brute = brute.min(cost(&net, link, &vms, wire_gbps));
             }
         });
-        let milp = solve::min_cost_at(&net, wire_gbps).unwrap();
+        let milp = solve::min_cost_at(&net, wire_gbps, solve::Vms::Integer).unwrap();
         match milp {
             None => assert!(
                 brute.is_infinite(),
@@ -229,17 +229,15 @@ fn max_throughput_matches_brute_force_on_random_graphs() {
             let w = quarter as f64 * 0.25;
             let mut ok = false;
             enumerate_splits(&net, w, |link| {
-                if !ok {
-                    if let Some(vms) = min_vms(&net, link) {
-                        ok = cost(&net, link, &vms, w) <= cap;
-                    }
+                if !ok && let Some(vms) = min_vms(&net, link) {
+                    ok = cost(&net, link, &vms, w) <= cap;
                 }
             });
             if ok {
                 brute = brute.max(w);
             }
         }
-        let milp = solve::max_throughput(&net, cap, WIRE_GB).unwrap();
+        let milp = solve::max_throughput(&net, cap, WIRE_GB, solve::Vms::Integer).unwrap();
         match milp {
             None => assert_eq!(
                 brute, 0.0,
@@ -270,7 +268,7 @@ fn second_stage_keeps_vms_and_never_slows_down_or_raises_egress() {
     for _ in 0..20 {
         let net = random_network(&mut rng);
         let w = rng.random_range(1..=4) as f64;
-        let Some(stage1) = solve::min_cost_at(&net, w).unwrap() else {
+        let Some(stage1) = solve::min_cost_at(&net, w, solve::Vms::Integer).unwrap() else {
             continue;
         };
         let k = solve::egress_per_gb(&net, &stage1);

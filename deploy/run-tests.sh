@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI and the README run it: formatting, lints, then every test of the
+# workspace. Installs and starts whatever the tests need (nothing beyond the Rust toolchain yet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+# Print one closing tally for the whole run (cargo prints one line per test binary).
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' \
+    target/test-output.txt

@@ -1,0 +1,291 @@
+use serde_json::Value;
+
+use crate::util::{fails_with, ok};
+
+fn plan_json(args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(&all)).expect("plan --json prints one JSON object")
+}
+
+#[test]
+fn json_has_the_documented_fields() {
+    let v = plan_json(&[
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "gcp:asia-southeast1",
+        "--volume",
+        "100GB",
+        "--min-cost",
+        "--throughput-floor",
+        "5",
+    ]);
+    for key in ["throughput_gbps", "time_s"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    for key in ["egress", "vm", "total"] {
+        assert!(v["cost_usd"][key].as_f64().is_some(), "cost_usd.{key}");
+    }
+    let edges = v["edges"].as_array().unwrap();
+    assert!(!edges.is_empty());
+    for e in edges {
+        assert!(e["src"].is_string() && e["dst"].is_string());
+        assert!(e["gbps"].as_f64().unwrap() > 0.0 && e["connections"].as_u64().unwrap() >= 1);
+    }
+    assert!(v["vms"]["aws:us-east-1"].as_u64().unwrap() >= 1);
+    // Direct can't reach 5 Gbps on this pair (0.11 Gbps per VM pair), so it is explained.
+    assert!(v["direct"].is_null());
+    assert!(
+        v["direct_infeasible"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached")
+    );
+    assert!(v["throughput_gbps"].as_f64().unwrap() >= 5.0);
+}
+
+#[test]
+fn direct_figures_are_reported_next_to_the_overlay() {
+    let v = plan_json(&[
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "aws:eu-west-1",
+        "--volume",
+        "1TB",
+        "--cost-cap",
+        "40",
+    ]);
+    let d = &v["direct"];
+    assert!(d["throughput_gbps"].as_f64().unwrap() > 0.0);
+    assert!(d["time_s"].as_f64().unwrap() > 0.0);
+    assert!(d["cost_usd"]["total"].as_f64().unwrap() <= 40.0);
+    assert!(
+        v["throughput_gbps"].as_f64().unwrap()
+            >= d["throughput_gbps"].as_f64().unwrap() * (1.0 - 1e-9)
+    );
+    assert!(v["cost_usd"]["total"].as_f64().unwrap() <= 40.0 + 1e-6);
+}
+
+#[test]
+fn vm_price_override_applies_to_every_region() {
+    let base = [
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "aws:eu-west-1",
+        "--volume",
+        "100GB",
+        "--via",
+        "direct",
+        "--throughput-floor",
+        "2",
+    ];
+    let mut free = base.to_vec();
+    free.extend(["--vm-price-per-hour", "0"]);
+    let v = plan_json(&free);
+    assert_eq!(v["cost_usd"]["vm"].as_f64().unwrap(), 0.0);
+    for (_, d) in v["vm_details"].as_object().unwrap() {
+        assert_eq!(d["price_source"], "user override");
+    }
+}
+
+#[test]
+fn eu_only_never_routes_outside_the_eu() {
+    let v = plan_json(&[
+        "--src",
+        "aws:eu-west-1",
+        "--dst",
+        "gcp:europe-north1",
+        "--volume",
+        "500GB",
+        "--only-country",
+        "eu",
+        "--cost-cap",
+        "100",
+    ]);
+    for region in v["vms"].as_object().unwrap().keys() {
+        assert!(
+            !region.contains("eu-west-2")
+                && !region.contains("europe-west2")
+                && !region.contains("uksouth"),
+            "{region} is in the UK"
+        );
+        assert!(
+            !region.contains("switzerland")
+                && !region.contains("europe-west6")
+                && !region.contains("eu-central-2"),
+            "{region} is in CH"
+        );
+    }
+}
+
+#[test]
+fn human_output_compares_with_direct_and_names_relays() {
+    let out = ok(&[
+        "plan",
+        "--src",
+        "azure:southcentralus",
+        "--dst",
+        "gcp:asia-northeast3",
+        "--volume",
+        "1TB",
+        "--throughput-floor",
+        "10",
+    ]);
+    assert!(out.contains("relays: azure:"), "{out}");
+    assert!(
+        out.contains("direct") && out.contains("not feasible"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Predicted:") && out.contains("egress $"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dot_output_is_a_graph_of_the_plan() {
+    let out = ok(&[
+        "plan",
+        "--dot",
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "aws:eu-west-1",
+        "--via",
+        "direct",
+        "--throughput-floor",
+        "1",
+    ]);
+    assert!(out.starts_with("digraph skyx_plan {"), "{out}");
+    assert!(
+        out.contains("\"aws:us-east-1\" -> \"aws:eu-west-1\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn infeasible_requests_exit_3_and_say_what_is_achievable() {
+    let err = fails_with(
+        3,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--throughput-floor",
+            "900",
+        ],
+    );
+    assert!(
+        err.contains("900.00 Gbps") && err.contains("the most this route set can carry is"),
+        "{err}"
+    );
+    let err = fails_with(
+        3,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--only-continent",
+            "europe",
+        ],
+    );
+    assert!(err.contains("aws:us-east-1 cannot be used"), "{err}");
+    let err = fails_with(
+        3,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--cost-cap",
+            "0.01",
+        ],
+    );
+    assert!(err.contains("no plan costs $0.01"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_flag() {
+    let err = fails_with(
+        2,
+        &["plan", "--src", "aws:us-east-1", "--dst", "aws:eu-west-9"],
+    );
+    assert!(
+        err.contains("--dst") && err.contains("did you mean aws:eu-west-1"),
+        "{err}"
+    );
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--volume",
+            "ten",
+        ],
+    );
+    assert!(err.contains("--volume"), "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--cost-cap",
+            "cheap",
+        ],
+    );
+    assert!(err.contains("--cost-cap 'cheap'"), "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--compression-ratio",
+            "0.2",
+        ],
+    );
+    assert!(err.contains("compression ratio 0.2"), "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--only-country",
+            "Germany",
+        ],
+    );
+    assert!(err.contains("two-letter ISO code"), "{err}");
+    fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            "aws:eu-west-1",
+            "--throughput-floor",
+            "1",
+            "--cost-cap",
+            "5",
+        ],
+    );
+}
