@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts the real local object-store servers the tests run against,
+# all on 127.0.0.1:
+#   S3     s3s-fs 0.14.1 (cargo)            port 9001   keys skyx-test / skyx-test-secret
+#   Azure  Azurite (npm)                    port 10000  well-known dev account devstoreaccount1
+#   GCS    gcp-storage-emulator (pip)       port 9023
+# Usage: deploy/test-servers.sh install | start | stop | env
+# `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
+# answers; it fails loudly if one cannot be installed or started, so the suite never silently
+# skips a backend.
+set -euo pipefail
+cd "$(dirname "$0")"
+TOOLS="${SKYX_TOOLS_DIR:-$HOME/.cache/skyx-tools}"
+RUN="$PWD/.servers"
+S3_PORT=9001 AZ_PORT=10000 GCS_PORT=9023
+
+log() { echo "test-servers: $*" >&2; }
+
+install() {
+    mkdir -p "$TOOLS"
+    if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+        log "installing s3s-fs 0.14.1 (cargo, about 80 s)"
+        # 0.15+ needs a newer rustc than this machine's; cargo install is not MSRV-aware.
+        cargo install s3s-fs@0.14.1 --features binary --locked --root "$TOOLS" --quiet
+    fi
+    if [ ! -x "$TOOLS/npm/bin/azurite-blob" ]; then
+        log "installing Azurite (npm)"
+        npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" -g azurite@3 >/dev/null
+    fi
+    if [ ! -x "$TOOLS/venv/bin/gcp-storage-emulator" ]; then
+        log "installing gcp-storage-emulator (pip)"
+        python3 -m venv "$TOOLS/venv"
+        "$TOOLS/venv/bin/pip" install --quiet gcp-storage-emulator
+    fi
+}
+
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "$name did not start on port $port; its log:"; cat "$RUN/$name.log" >&2 || true
+    return 1
+}
+
+start() {
+    install
+    stop 2>/dev/null || true
+    rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/azurite"
+    "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
+        --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
+    echo $! >"$RUN/s3s.pid"
+    "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --location "$RUN/azurite" \
+        --loose --skipApiVersionCheck --disableTelemetry >"$RUN/azurite.log" 2>&1 &
+    echo $! >"$RUN/azurite.pid"
+    "$TOOLS/venv/bin/gcp-storage-emulator" start -H 127.0.0.1 --port $GCS_PORT --in-memory \
+        >"$RUN/gcs.log" 2>&1 &
+    echo $! >"$RUN/gcs.pid"
+    wait_port $S3_PORT s3s; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs
+    cat >"$RUN/env" <<ENV
+export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export SKYX_TEST_S3_ACCESS_KEY=skyx-test
+export SKYX_TEST_S3_SECRET_KEY=skyx-test-secret
+export SKYX_TEST_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;'
+export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
+ENV
+    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT); env in $RUN/env"
+}
+
+stop() {
+    for name in s3s azurite gcs; do
+        if [ -f "$RUN/$name.pid" ]; then
+            kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+            rm -f "$RUN/$name.pid"
+        fi
+    done
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) start ;;
+    stop) stop ;;
+    env) cat "$RUN/env" ;;
+    *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,323 @@
+//! One object-store trait, one module per backend.
+//!
+//! [`ObjectStore`] is the small required surface every backend implements (list, head, ranged
+//! streaming read, put, multipart create/part/complete/abort, delete, copy).
+//! [`ObjectStoreExt`] adds conveniences built only on that surface, notably [`ObjectStoreExt::upload`],
+//! which streams any size through multipart with memory bounded by part size × concurrency and
+//! aborts the upload on every failure path so no orphaned parts cost money.
+//!
+//! Backends: [`local`] (files, atomic via temp file + rename), [`s3`] (aws-sdk-s3).
+//! [`open`] builds the right one for an [`ObjectUrl`] from a [`StoreConfig`].
+
+pub mod error;
+pub mod local;
+pub mod retry;
+pub mod s3;
+pub mod url;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+pub use error::{ErrorKind, Result, StoreError};
+pub use retry::RetryPolicy;
+pub use url::{ObjectUrl, StoreLocation, UrlError};
+
+/// A stream of an object's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// What a store knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+    /// The store's entity tag, quotes removed.
+    pub etag: Option<String>,
+    /// MD5 of the content, where the store keeps it (S3 single-part ETag, Azure Content-MD5,
+    /// GCS md5Hash).
+    pub md5: Option<[u8; 16]>,
+    /// CRC32C of the content, where the store keeps it (GCS).
+    pub crc32c: Option<u32>,
+}
+
+/// One level of a listing: objects directly under the prefix and the "directories" below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListResult {
+    pub objects: Vec<ObjectMeta>,
+    pub common_prefixes: Vec<String>,
+}
+
+/// An open multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// Proof that a part landed; `complete_multipart` needs one per part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    /// 1-based, as in S3.
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// The operations every backend provides. Keys are relative to the store's bucket/container;
+/// for the local filesystem they are absolute paths without the leading `/`.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Which store this is, for messages.
+    fn location(&self) -> &StoreLocation;
+
+    /// Every object whose key starts with `prefix`, recursively, page after page.
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta>>;
+
+    /// Objects directly under `prefix` and the common prefixes (delimiter `/`) below it.
+    async fn list_with_delimiter(&self, prefix: &str) -> Result<ListResult>;
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// The bytes in `range` (end exclusive), streamed.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream>;
+
+    /// Writes a whole object in one request. Readers never see a partial object.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload>;
+
+    /// Uploads part `part_number` (1-based). Parts may arrive in any order and concurrently;
+    /// every part but the last must be at least [`ObjectStore::min_part_size`].
+    async fn put_part(
+        &self,
+        upload: &MultipartUpload,
+        part_number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt>;
+
+    /// Assembles the parts in part-number order into the object, atomically.
+    async fn complete_multipart(
+        &self,
+        upload: &MultipartUpload,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()>;
+
+    /// Discards the upload and its parts.
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Copies within this store, server-side where the store supports it.
+    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+
+    /// The smallest non-final part the store accepts.
+    fn min_part_size(&self) -> u64 {
+        5 * 1024 * 1024
+    }
+
+    /// The most parts one upload may have.
+    fn max_parts(&self) -> u32 {
+        10_000
+    }
+
+    /// An error of this store, for backends and callers.
+    fn error(&self, kind: ErrorKind, op: &'static str, key: &str, message: String) -> StoreError {
+        StoreError::new(kind, self.location().to_string(), op, key, message)
+    }
+}
+
+/// How [`ObjectStoreExt::upload`] splits and parallelises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// Bytes per part (raised to the store's minimum).
+    pub part_size: u64,
+    /// Parts in flight at once. Memory is about `part_size × (concurrency + 1)`.
+    pub concurrency: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            part_size: 16 * 1024 * 1024,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Conveniences built only on [`ObjectStore`].
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// The whole object in memory (small objects only).
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let meta = self.head(key).await?;
+        self.get_range_bytes(key, 0..meta.size).await
+    }
+
+    /// A range in memory.
+    async fn get_range_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end.saturating_sub(range.start);
+        let mut buf = BytesMut::with_capacity(want as usize);
+        let mut stream = self.get_range(key, range).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        if buf.len() as u64 != want {
+            return Err(self.error(
+                ErrorKind::Transient,
+                "get",
+                key,
+                format!("expected {want} bytes, the store sent {}", buf.len()),
+            ));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Streams `data` into `key`: one put when it fits in one part, else a multipart upload with
+    /// at most `concurrency` parts in flight. Any failure aborts the upload, so no parts are left
+    /// behind, and the error is returned. Returns the bytes written.
+    async fn upload<S>(&self, key: &str, data: S, options: UploadOptions) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Send + Unpin,
+    {
+        let part_size = options.part_size.max(self.min_part_size()) as usize;
+        let mut data = data;
+        let mut buf = BytesMut::with_capacity(part_size);
+        // Fill the first part; if the stream ends first, a single put does it.
+        while buf.len() < part_size {
+            match data.try_next().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => {
+                    let len = buf.len() as u64;
+                    self.put(key, buf.freeze()).await?;
+                    return Ok(len);
+                }
+            }
+        }
+        let upload = self.create_multipart(key).await?;
+        match upload_parts(self, &upload, data, buf, part_size, options.concurrency.max(1)).await {
+            Ok((parts, total)) => match self.complete_multipart(&upload, parts).await {
+                Ok(()) => Ok(total),
+                Err(e) => Err(abort_after(self, &upload, e).await),
+            },
+            Err(e) => Err(abort_after(self, &upload, e).await),
+        }
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
+
+async fn abort_after<S: ObjectStore + ?Sized>(
+    store: &S,
+    upload: &MultipartUpload,
+    cause: StoreError,
+) -> StoreError {
+    if let Err(abort) = store.abort_multipart(upload).await {
+        tracing::warn!(key = %upload.key, error = %abort, "aborting a failed multipart upload failed");
+    }
+    cause
+}
+
+async fn upload_parts<S, D>(
+    store: &S,
+    upload: &MultipartUpload,
+    mut data: D,
+    first: BytesMut,
+    part_size: usize,
+    concurrency: usize,
+) -> Result<(Vec<PartReceipt>, u64)>
+where
+    S: ObjectStore + ?Sized,
+    D: Stream<Item = Result<Bytes>> + Send + Unpin,
+{
+    let mut in_flight = FuturesUnordered::new();
+    let mut receipts = Vec::new();
+    let mut total = 0u64;
+    let mut part_number = 0u32;
+    let mut buf = first;
+    let mut done = false;
+    loop {
+        // Cut every full part out of the buffer.
+        while buf.len() >= part_size || (done && !buf.is_empty()) {
+            let take = buf.len().min(part_size);
+            let part = buf.split_to(take).freeze();
+            part_number += 1;
+            if part_number > store.max_parts() {
+                return Err(store.error(
+                    ErrorKind::InvalidInput,
+                    "put_part",
+                    &upload.key,
+                    format!(
+                        "object needs more than {} parts of {part_size} bytes; raise the part size",
+                        store.max_parts()
+                    ),
+                ));
+            }
+            total += part.len() as u64;
+            // Backpressure: wait for a slot before reading more.
+            while in_flight.len() >= concurrency {
+                let receipt: PartReceipt = in_flight.next().await.expect("non-empty")?;
+                receipts.push(receipt);
+            }
+            in_flight.push(store.put_part(upload, part_number, part));
+        }
+        if done {
+            break;
+        }
+        match data.try_next().await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => done = true,
+        }
+    }
+    while let Some(receipt) = in_flight.next().await {
+        receipts.push(receipt?);
+    }
+    receipts.sort_by_key(|r| r.part_number);
+    Ok((receipts, total))
+}
+
+/// How to reach each kind of store. `from_env` reads the variables the clouds' own tools read.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    pub s3: s3::S3Config,
+    pub retry: RetryPolicy,
+}
+
+impl StoreConfig {
+    pub fn from_env() -> Self {
+        StoreConfig {
+            s3: s3::S3Config::from_env(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Opens the store that holds `url`.
+pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
+    Ok(match &url.location {
+        StoreLocation::Local => Arc::new(local::LocalStore::new(config.retry.clone())),
+        StoreLocation::S3 { bucket } => {
+            Arc::new(s3::S3Store::new(bucket, &config.s3, config.retry.clone()).await?)
+        }
+        other => {
+            return Err(StoreError::new(
+                ErrorKind::InvalidInput,
+                other.to_string(),
+                "open",
+                &url.key,
+                format!("the {} backend is not available yet", other.scheme()),
+            ))
+        }
+    })
+}
+
+/// Lists `prefix` into a vector (tests and small listings).
+pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    store.list(prefix).try_collect().await
+}

@@ -1,0 +1,333 @@
+//! The local filesystem as an object store. Keys are absolute paths without the leading `/`.
+//!
+//! Writes land atomically: data goes to a hidden temp file in the destination directory and is
+//! renamed into place, so a reader (or a crash) never sees a partial object. Multipart parts are
+//! staged in a hidden directory beside the destination and concatenated on complete. Hidden
+//! names start with `.skyx-` and are never listed.
+
+use std::io::{ErrorKind as IoKind, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::retry::RetryPolicy;
+use crate::{ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation};
+
+const HIDDEN: &str = ".skyx-";
+const READ_CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct LocalStore {
+    location: StoreLocation,
+    // Local IO is not retried (failures are not transient), but the policy is kept for parity.
+    _retry: RetryPolicy,
+}
+
+impl LocalStore {
+    pub fn new(retry: RetryPolicy) -> Self {
+        LocalStore {
+            location: StoreLocation::Local,
+            _retry: retry,
+        }
+    }
+}
+
+fn path_of(key: &str) -> PathBuf {
+    PathBuf::from(format!("/{}", key.trim_start_matches('/')))
+}
+
+fn key_of(path: &Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_string()
+}
+
+fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
+    let kind = match e.kind() {
+        IoKind::NotFound => ErrorKind::NotFound,
+        IoKind::PermissionDenied => ErrorKind::PermissionDenied,
+        IoKind::InvalidInput | IoKind::NotADirectory | IoKind::IsADirectory => ErrorKind::InvalidInput,
+        IoKind::Interrupted | IoKind::TimedOut => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    };
+    StoreError::new(kind, "file://", op, key, e.to_string()).with_source(e)
+}
+
+fn meta_of(path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key: key_of(path),
+        size: md.len(),
+        last_modified: md.modified().ok(),
+        etag: None,
+        md5: None,
+        crc32c: None,
+    }
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with(HIDDEN)
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// Writes `write` into a temp file beside `dest` and renames it into place.
+fn write_atomically(dest: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> std::io::Result<()> {
+    let dir = dest.parent().ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = dest.file_name().ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
+    let tmp = dir.join(format!("{HIDDEN}tmp-{}-{}", random_suffix(), name.to_string_lossy()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        write(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::new(ErrorKind::Other, "file://", "io", "", format!("IO task failed: {e}")))?
+}
+
+/// Walks `dir` depth-first in name order, sending files whose key starts with `prefix`.
+fn walk(dir: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<ObjectMeta>>) -> bool {
+    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+        Err(e) if e.kind() == IoKind::NotFound => return true,
+        Err(e) => return tx.blocking_send(Err(io_error("list", &key_of(dir), e))).is_ok(),
+    };
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if is_hidden(&name.to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let key = key_of(&path);
+        let Ok(file_type) = entry.file_type() else { continue };
+        if file_type.is_dir() {
+            // Descend only where keys below can still match the prefix.
+            let dir_key = format!("{key}/");
+            if (dir_key.starts_with(prefix) || prefix.starts_with(&dir_key)) && !walk(&path, prefix, tx) {
+                return false;
+            }
+        } else if key.starts_with(prefix) {
+            // Follows symlinks to files; symlinked directories and special files are skipped
+            // (no loops, nothing that is not an object).
+            let item = match std::fs::metadata(&path) {
+                Ok(md) if !md.is_file() => continue,
+                Ok(md) => Ok(meta_of(&path, &md)),
+                Err(e) => Err(io_error("list", &key, e)),
+            };
+            if tx.blocking_send(item).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta>> {
+        let prefix = prefix.trim_start_matches('/').to_string();
+        let start = if prefix.is_empty() || prefix.ends_with('/') {
+            path_of(&prefix)
+        } else {
+            path_of(&prefix).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+        };
+        // A bounded channel: the walk runs only as far ahead as the consumer reads.
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            walk(&start, &prefix, &tx);
+        });
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: &str) -> Result<ListResult> {
+        let prefix = prefix.trim_start_matches('/').to_string();
+        blocking(move || {
+            let dir = if prefix.is_empty() || prefix.ends_with('/') {
+                path_of(&prefix)
+            } else {
+                path_of(&prefix).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+            };
+            let mut out = ListResult::default();
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == IoKind::NotFound => return Ok(out),
+                Err(e) => return Err(io_error("list", &prefix, e)),
+            };
+            for entry in rd.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let path = entry.path();
+                let key = key_of(&path);
+                if is_hidden(&name) || !key.starts_with(&prefix) {
+                    continue;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(md) if md.is_dir() => out.common_prefixes.push(format!("{key}/")),
+                    Ok(md) => out.objects.push(meta_of(&path, &md)),
+                    Err(_) => continue,
+                }
+            }
+            out.objects.sort_by(|a, b| a.key.cmp(&b.key));
+            out.common_prefixes.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let key = key.to_string();
+        blocking(move || {
+            let path = path_of(&key);
+            let md = std::fs::metadata(&path).map_err(|e| io_error("head", &key, e))?;
+            if md.is_dir() {
+                return Err(StoreError::new(ErrorKind::NotFound, "file://", "head", &key, "is a directory, not an object"));
+            }
+            Ok(meta_of(&path, &md))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        let path = path_of(key);
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_error("get", key, e))?;
+        let md = file.metadata().await.map_err(|e| io_error("get", key, e))?;
+        if md.is_dir() {
+            return Err(StoreError::new(ErrorKind::NotFound, "file://", "get", key, "is a directory, not an object"));
+        }
+        if range.start > range.end || range.end > md.len() {
+            return Err(StoreError::new(
+                ErrorKind::InvalidInput,
+                "file://",
+                "get",
+                key,
+                format!("range {}..{} outside the object's {} bytes", range.start, range.end, md.len()),
+            ));
+        }
+        file.seek(SeekFrom::Start(range.start)).await.map_err(|e| io_error("get", key, e))?;
+        let reader = file.take(range.end - range.start);
+        let key = key.to_string();
+        Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
+            .map(move |r| r.map_err(|e| io_error("get", &key, e)))
+            .boxed())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let key = key.to_string();
+        blocking(move || write_atomically(&path_of(&key), |f| f.write_all(&data)).map_err(|e| io_error("put", &key, e))).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
+        let key = key.to_string();
+        blocking(move || {
+            let dest = path_of(&key);
+            if dest.file_name().is_none() || key.ends_with('/') {
+                return Err(StoreError::new(ErrorKind::InvalidInput, "file://", "create_multipart", &key, "key names a directory"));
+            }
+            let upload_id = random_suffix();
+            let staging = staging_dir(&dest, &upload_id);
+            std::fs::create_dir_all(&staging).map_err(|e| io_error("create_multipart", &key, e))?;
+            Ok(MultipartUpload { key, upload_id })
+        })
+        .await
+    }
+
+    async fn put_part(&self, upload: &MultipartUpload, part_number: u32, data: Bytes) -> Result<PartReceipt> {
+        let upload = upload.clone();
+        blocking(move || {
+            let staging = staging_dir(&path_of(&upload.key), &upload.upload_id);
+            if !staging.is_dir() {
+                return Err(StoreError::new(ErrorKind::NotFound, "file://", "put_part", &upload.key, "no such multipart upload"));
+            }
+            let part = staging.join(format!("{part_number:06}"));
+            write_atomically(&part, |f| f.write_all(&data)).map_err(|e| io_error("put_part", &upload.key, e))?;
+            Ok(PartReceipt { part_number, etag: format!("{part_number}-{}", data.len()) })
+        })
+        .await
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: Vec<PartReceipt>) -> Result<()> {
+        let upload = upload.clone();
+        blocking(move || {
+            let dest = path_of(&upload.key);
+            let staging = staging_dir(&dest, &upload.upload_id);
+            let mut parts = parts;
+            parts.sort_by_key(|p| p.part_number);
+            write_atomically(&dest, |out| {
+                for p in &parts {
+                    let mut f = std::fs::File::open(staging.join(format!("{:06}", p.part_number)))?;
+                    std::io::copy(&mut f, out)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| io_error("complete_multipart", &upload.key, e))?;
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        let upload = upload.clone();
+        blocking(move || {
+            match std::fs::remove_dir_all(staging_dir(&path_of(&upload.key), &upload.upload_id)) {
+                Err(e) if e.kind() != IoKind::NotFound => Err(io_error("abort_multipart", &upload.key, e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        blocking(move || match std::fs::remove_file(path_of(&key)) {
+            Err(e) if e.kind() != IoKind::NotFound => Err(io_error("delete", &key, e)),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        blocking(move || {
+            let mut src = std::fs::File::open(path_of(&from)).map_err(|e| io_error("copy", &from, e))?;
+            write_atomically(&path_of(&to), |out| std::io::copy(&mut src, out).map(|_| ()))
+                .map_err(|e| io_error("copy", &to, e))
+        })
+        .await
+    }
+
+    fn min_part_size(&self) -> u64 {
+        1
+    }
+
+    fn max_parts(&self) -> u32 {
+        1_000_000
+    }
+}
+
+fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
+}

@@ -1,0 +1,161 @@
+//! Retries with exponential backoff and full jitter, as documented data.
+//!
+//! Defaults: 6 attempts in all, backoff starting at 100 ms, doubling, capped at 10 s, each
+//! sleep drawn uniformly from `[0, cap]` ("full jitter") so many agents that hit the same
+//! throttle do not retry in lockstep. Only errors whose kind is retryable (throttling, network
+//! and 5xx failures) are retried; everything else surfaces at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+
+use crate::error::{Result, StoreError};
+
+/// How hard to retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Backoff cap of the first retry.
+    pub initial_backoff: Duration,
+    /// Factor applied to the cap after each retry.
+    pub multiplier: f64,
+    /// The cap never exceeds this.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all (tests of error paths).
+    pub fn never() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The upper bound of the sleep before retry number `retry` (0-based).
+    pub fn cap(&self, retry: u32) -> Duration {
+        let factor = self.multiplier.powi(retry.min(63) as i32);
+        let secs = self.initial_backoff.as_secs_f64() * factor;
+        Duration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()))
+    }
+
+    /// The sleep before retry number `retry`, drawn with full jitter from `rng`.
+    pub fn backoff(&self, retry: u32, rng: &mut impl RngCore) -> Duration {
+        let cap = self.cap(retry).as_secs_f64();
+        Duration::from_secs_f64(rng.random_range(0.0..=cap))
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-retryable error, or attempts run out.
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut retry = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && retry + 1 < self.max_attempts => {
+                    let sleep = self.backoff(retry, &mut rand::rng());
+                    tracing::debug!(error = %e, retry, ?sleep, "retrying store operation");
+                    tokio::time::sleep(sleep).await;
+                    retry += 1;
+                }
+                Err(e) => return Err(annotate_attempts(e, retry + 1)),
+            }
+        }
+    }
+}
+
+fn annotate_attempts(mut e: StoreError, attempts: u32) -> StoreError {
+    if attempts > 1 {
+        e.message = format!("{} (after {attempts} attempts)", e.message);
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn caps_grow_exponentially_and_stop_at_the_max() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.cap(0), Duration::from_millis(100));
+        assert_eq!(p.cap(3), Duration::from_millis(800));
+        assert_eq!(p.cap(20), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_within_the_cap_and_varies() {
+        let p = RetryPolicy::default();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let draws: Vec<Duration> = (0..50).map(|_| p.backoff(4, &mut rng)).collect();
+        assert!(draws.iter().all(|d| *d <= p.cap(4)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]), "full jitter must vary");
+    }
+
+    fn err(kind: ErrorKind) -> StoreError {
+        StoreError::new(kind, "test://", "get", "k", "boom")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_throttling_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let out = RetryPolicy::default()
+            .run(|| async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(err(ErrorKind::Throttled))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((out, calls.load(Ordering::SeqCst)), (7, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn does_not_retry_permanent_errors_and_counts_attempts() {
+        let calls = AtomicU32::new(0);
+        let e = RetryPolicy::default()
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(err(ErrorKind::NotFound))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(e.kind, ErrorKind::NotFound);
+
+        let calls = AtomicU32::new(0);
+        let e = RetryPolicy { max_attempts: 3, ..Default::default() }
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(err(ErrorKind::Transient))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(e.message.contains("after 3 attempts"), "{e}");
+    }
+}

@@ -1,0 +1,477 @@
+//! Amazon S3 and S3-compatible servers, on the official aws-sdk-s3.
+//!
+//! Credentials and region come from the standard AWS chain (environment, profiles, SSO,
+//! process, instance metadata), `AWS_ENDPOINT_URL[_S3]` included. A custom endpoint switches to
+//! path-style addressing, which S3-compatible servers expect. The SDK's own retries are turned
+//! off so that [`RetryPolicy`] is the one documented policy in force.
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as AwsBody;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{kind_from_http_status, ErrorKind, Result, StoreError};
+use crate::retry::RetryPolicy;
+use crate::{ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation};
+
+/// How to reach S3. Every field is optional; unset fields come from the standard AWS chain.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible server (the chain's `AWS_ENDPOINT_URL` otherwise).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Static access key and secret (the chain otherwise).
+    pub static_credentials: Option<(String, String)>,
+    pub profile: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`); implied by a custom endpoint.
+    pub force_path_style: bool,
+}
+
+impl S3Config {
+    /// Reads what the AWS CLI reads, plus `SKYX_S3_FORCE_PATH_STYLE=1`.
+    pub fn from_env() -> Self {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|s| !s.is_empty());
+        let force = std::env::var("SKYX_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        S3Config {
+            force_path_style: force || endpoint.is_some(),
+            endpoint,
+            ..Default::default()
+        }
+    }
+}
+
+/// Copies above this size need multipart copy (S3's CopyObject limit).
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+const COPY_PART: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    location: StoreLocation,
+    retry: RetryPolicy,
+}
+
+impl S3Store {
+    pub async fn new(bucket: &str, config: &S3Config, retry: RetryPolicy) -> Result<Self> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(p) = &config.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &config.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(e) = &config.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some((ak, sk)) = &config.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "skyx-static"));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style || config.endpoint.is_some());
+        if shared.region().is_none() {
+            // Signing needs a region; us-east-1 is what the AWS CLI assumes for S3.
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: bucket.to_string(),
+            location: StoreLocation::S3 { bucket: bucket.to_string() },
+            retry,
+        })
+    }
+
+    fn fail<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let (kind, message) = match &e {
+            SdkError::ServiceError(se) => {
+                let code = se.err().code().unwrap_or("");
+                let msg = se.err().message().unwrap_or("").to_string();
+                let kind = match code {
+                    "NoSuchKey" | "NotFound" | "NoSuchUpload" => ErrorKind::NotFound,
+                    "NoSuchBucket" => ErrorKind::BucketNotFound,
+                    "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => ErrorKind::Throttled,
+                    "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" => {
+                        ErrorKind::PermissionDenied
+                    }
+                    "InternalError" | "ServiceUnavailable" | "RequestTimeout" => ErrorKind::Transient,
+                    _ => ErrorKind::Other,
+                };
+                let kind = if kind == ErrorKind::Other { status_kind(&e).unwrap_or(kind) } else { kind };
+                (kind, if code.is_empty() { msg } else { format!("{code}: {msg}") })
+            }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                (ErrorKind::Transient, format!("network: {}", error_chain(&e)))
+            }
+            SdkError::ConstructionFailure(_) => (ErrorKind::InvalidInput, error_chain(&e)),
+            _ => (ErrorKind::Other, error_chain(&e)),
+        };
+        StoreError::new(kind, self.location.to_string(), op, key, message).with_source(e)
+    }
+
+    async fn list_page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
+        self.retry
+            .run(|| async {
+                let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+                if delimiter {
+                    req = req.delimiter("/");
+                }
+                if let Some(t) = &token {
+                    req = req.continuation_token(t);
+                }
+                req.send().await.map_err(|e| self.fail("list", prefix, e))
+            })
+            .await
+    }
+}
+
+fn status_kind<E>(e: &SdkError<E, HttpResponse>) -> Option<ErrorKind> {
+    e.raw_response().map(|r| kind_from_http_status(r.status().as_u16()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn md5_from_etag(etag: &str) -> Option<[u8; 16]> {
+    // A single-part upload's ETag is the content MD5; multipart ETags carry a `-N` suffix.
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(etag, &mut out).ok().map(|_| out)
+}
+
+fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+fn object_meta(key: String, size: Option<i64>, etag: Option<&str>, modified: Option<&aws_sdk_s3::primitives::DateTime>) -> ObjectMeta {
+    let etag = etag.map(|e| e.trim_matches('"').to_string());
+    ObjectMeta {
+        key,
+        size: size.unwrap_or(0).max(0) as u64,
+        last_modified: to_system_time(modified),
+        md5: etag.as_deref().and_then(md5_from_etag),
+        etag,
+        crc32c: None,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta>> {
+        let prefix = prefix.to_string();
+        // State: (next token, finished). One page at a time: the consumer pulls pages.
+        stream::try_unfold((None::<String>, false), move |(token, finished)| {
+            let prefix = prefix.clone();
+            async move {
+                if finished {
+                    return Ok(None);
+                }
+                let page = self.list_page(&prefix, false, token).await?;
+                let next = page.next_continuation_token().map(str::to_string);
+                let done = !page.is_truncated().unwrap_or(false) || next.is_none();
+                let items: Vec<Result<ObjectMeta>> = page
+                    .contents()
+                    .iter()
+                    .map(|o| Ok(object_meta(o.key().unwrap_or("").to_string(), o.size(), o.e_tag(), o.last_modified())))
+                    .collect();
+                Ok(Some((stream::iter(items), (next, done))))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: &str) -> Result<ListResult> {
+        let mut out = ListResult::default();
+        let mut token = None;
+        loop {
+            let page = self.list_page(prefix, true, token).await?;
+            out.objects.extend(
+                page.contents()
+                    .iter()
+                    .map(|o| object_meta(o.key().unwrap_or("").to_string(), o.size(), o.e_tag(), o.last_modified())),
+            );
+            out.common_prefixes
+                .extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
+            token = page.next_continuation_token().map(str::to_string);
+            if !page.is_truncated().unwrap_or(false) || token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.retry
+            .run(|| async {
+                let o = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                Ok(object_meta(key.to_string(), o.content_length(), o.e_tag(), o.last_modified()))
+            })
+            .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        if range.start >= range.end {
+            if range.start > range.end {
+                return Err(self.error(ErrorKind::InvalidInput, "get", key, format!("empty range {range:?}")));
+            }
+            return Ok(stream::empty().boxed());
+        }
+        let out = self
+            .retry
+            .run(|| async {
+                self.client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .range(format!("bytes={}-{}", range.start, range.end - 1))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("get", key, e))
+            })
+            .await?;
+        let store = self.location.to_string();
+        let key = key.to_string();
+        Ok(stream::unfold(Some(out.body), move |body| {
+            let (store, key) = (store.clone(), key.clone());
+            async move {
+                let mut body: AwsBody = body?;
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                    Ok(None) => None,
+                    Err(e) => Some((
+                        Err(StoreError::new(ErrorKind::Transient, store, "get", key, format!("reading the body: {e}")).with_source(e)),
+                        None,
+                    )),
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.retry
+            .run(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(AwsBody::from(data.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("put", key, e))
+                    .map(|_| ())
+            })
+            .await
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
+        let out = self
+            .retry
+            .run(|| async {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("create_multipart", key, e))
+            })
+            .await?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| self.error(ErrorKind::Other, "create_multipart", key, "the server returned no upload id".into()))?;
+        Ok(MultipartUpload { key: key.to_string(), upload_id: upload_id.to_string() })
+    }
+
+    async fn put_part(&self, upload: &MultipartUpload, part_number: u32, data: Bytes) -> Result<PartReceipt> {
+        let key = &upload.key;
+        let out = self
+            .retry
+            .run(|| async {
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload.upload_id)
+                    .part_number(part_number as i32)
+                    .body(AwsBody::from(data.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("put_part", key, e))
+            })
+            .await?;
+        let etag = out
+            .e_tag()
+            .ok_or_else(|| self.error(ErrorKind::Other, "put_part", key, "the server returned no part ETag".into()))?;
+        Ok(PartReceipt { part_number, etag: etag.to_string() })
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: Vec<PartReceipt>) -> Result<()> {
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.part_number);
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| CompletedPart::builder().part_number(p.part_number as i32).e_tag(&p.etag).build())
+                    .collect(),
+            ))
+            .build();
+        self.retry
+            .run(|| async {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&upload.key)
+                    .upload_id(&upload.upload_id)
+                    .multipart_upload(completed.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("complete_multipart", &upload.key, e))
+                    .map(|_| ())
+            })
+            .await
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        self.retry
+            .run(|| async {
+                match self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&upload.key)
+                    .upload_id(&upload.upload_id)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let err = self.fail("abort_multipart", &upload.key, e);
+                        // Already gone is what we wanted.
+                        if err.kind == ErrorKind::NotFound { Ok(()) } else { Err(err) }
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.retry
+            .run(|| async {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("delete", key, e))
+                    .map(|_| ())
+            })
+            .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE).collect::<String>()
+        );
+        let size = self.head(from).await?.size;
+        if size <= MAX_SINGLE_COPY {
+            return self
+                .retry
+                .run(|| async {
+                    self.client
+                        .copy_object()
+                        .bucket(&self.bucket)
+                        .key(to)
+                        .copy_source(&source)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail("copy", to, e))
+                        .map(|_| ())
+                })
+                .await;
+        }
+        // Server-side multipart copy for objects past the single-request limit.
+        let upload = self.create_multipart(to).await?;
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut part_number = 1;
+        let result: Result<()> = async {
+            while offset < size {
+                let end = (offset + COPY_PART).min(size) - 1;
+                let out = self
+                    .retry
+                    .run(|| async {
+                        self.client
+                            .upload_part_copy()
+                            .bucket(&self.bucket)
+                            .key(to)
+                            .upload_id(&upload.upload_id)
+                            .part_number(part_number)
+                            .copy_source(&source)
+                            .copy_source_range(format!("bytes={offset}-{end}"))
+                            .send()
+                            .await
+                            .map_err(|e| self.fail("copy", to, e))
+                    })
+                    .await?;
+                let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap_or("").to_string();
+                parts.push(PartReceipt { part_number: part_number as u32, etag });
+                offset = end + 1;
+                part_number += 1;
+            }
+            self.complete_multipart(&upload, parts.clone()).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.abort_multipart(&upload).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Characters escaped in `x-amz-copy-source` (everything but unreserved and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
