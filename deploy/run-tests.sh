@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI and the README run it: formatting, lints, then every test of the
-# workspace. Installs and starts whatever the tests need (nothing beyond the Rust toolchain yet).
+# workspace. Installs (first run: about 2 minutes) and starts the local object-store servers the
+# store conformance suite runs against, and stops them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,12 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== test servers"
+bash deploy/test-servers.sh start
+trap 'bash deploy/test-servers.sh stop' EXIT
+# shellcheck disable=SC1091
+source deploy/.servers/env
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt

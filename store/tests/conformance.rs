@@ -1,0 +1,273 @@
+//! One conformance suite, run against every backend: the local filesystem and the real local
+//! servers `deploy/test-servers.sh start` brings up (S3: s3s-fs). A backend whose server is not
+//! configured fails its test; it is never skipped.
+//!
+//! Checks: put/get of empty, 1-byte and small objects; head sizes and checksums; ranged reads;
+//! listing past 1,000 keys (pagination) and with a delimiter; a streamed multipart upload of
+//! several hundred MiB read back by streaming; aborted uploads leave nothing; delete; copy;
+//! and errors (missing key, missing bucket, bad credentials) with the right kind.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use skyx_store::s3::{S3Config, S3Store};
+use skyx_store::{
+    list_all, local::LocalStore, ErrorKind, ObjectStore, ObjectStoreExt, RetryPolicy, StoreError,
+    UploadOptions,
+};
+
+const MIB: usize = 1024 * 1024;
+
+/// Deterministic pseudo-random bytes (xorshift), so large objects need no memory to check.
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the conformance suite needs the local test servers. Run \
+             `bash deploy/test-servers.sh start && source deploy/.servers/env` (the README's test \
+             command does this)"
+        )
+    })
+}
+
+fn kind_of(e: &StoreError) -> ErrorKind {
+    e.kind
+}
+
+/// The suite. `root` is a key prefix private to this run.
+async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
+    let key = |name: &str| format!("{root}/{name}");
+
+    // put / get / head: empty, one byte, small.
+    for (name, data) in [("empty", Vec::new()), ("one", vec![0x5a]), ("small", pseudo_random(1, 100_000))] {
+        store.put(&key(name), Bytes::from(data.clone())).await.unwrap();
+        let meta = store.head(&key(name)).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64, "{name}");
+        assert_eq!(meta.key, key(name));
+        if let Some(md5) = meta.md5 {
+            assert_eq!(md5, <[u8; 16]>::from(Md5::digest(&data)), "{name}: head MD5 differs from content");
+        }
+        assert_eq!(store.get(&key(name)).await.unwrap(), Bytes::from(data), "{name}");
+    }
+
+    // Ranged reads, including the last byte and a range across the middle.
+    let small = pseudo_random(1, 100_000);
+    for (a, b) in [(0, 1), (99_999, 100_000), (12_345, 67_890), (0, 100_000), (500, 500)] {
+        let got = store.get_range_bytes(&key("small"), a..b).await.unwrap();
+        assert_eq!(&got[..], &small[a as usize..b as usize], "range {a}..{b}");
+    }
+    let e = store.get_range_bytes(&key("small"), 99_000..200_000).await.unwrap_err();
+    assert!(matches!(kind_of(&e), ErrorKind::InvalidInput | ErrorKind::Other), "range past the end: {e}");
+
+    // Listing: more than 1,000 keys forces pagination on S3-like stores.
+    let many = format!("{root}/many");
+    stream::iter(0..1100)
+        .map(|i| {
+            let store = store.clone();
+            let k = format!("{many}/obj-{i:05}");
+            async move { store.put(&k, Bytes::from(format!("{i}"))).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let listed = list_all(store.as_ref(), &format!("{many}/")).await.unwrap();
+    assert_eq!(listed.len(), 1100, "recursive listing across pages");
+    let mut keys: Vec<_> = listed.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 1100, "no duplicates across pages");
+    assert!(listed.iter().all(|m| m.size >= 1));
+    let only = list_all(store.as_ref(), &format!("{many}/obj-001")).await.unwrap();
+    assert_eq!(only.len(), 100, "prefix filter obj-001xx");
+
+    store.put(&key("dir/a/x"), Bytes::from_static(b"x")).await.unwrap();
+    store.put(&key("dir/b/y"), Bytes::from_static(b"y")).await.unwrap();
+    store.put(&key("dir/top"), Bytes::from_static(b"t")).await.unwrap();
+    let level = store.list_with_delimiter(&key("dir/")).await.unwrap();
+    assert_eq!(level.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), vec![key("dir/top")]);
+    let mut prefixes = level.common_prefixes.clone();
+    prefixes.sort();
+    assert_eq!(prefixes, vec![key("dir/a/"), key("dir/b/")]);
+
+    // A streamed multipart upload of several hundred MiB, checked by streaming it back.
+    let big_len = 300 * MIB + 12_345;
+    let chunks = (0..big_len.div_ceil(MIB)).map(move |i| {
+        let len = MIB.min(big_len - i * MIB);
+        Ok(Bytes::from(pseudo_random(1000 + i as u64, len)))
+    });
+    let mut expected = Md5::new();
+    for c in chunks.clone() {
+        expected.update(c.as_ref().unwrap());
+    }
+    let expected = expected.finalize();
+    let written = store
+        .upload(&key("big"), stream::iter(chunks), UploadOptions { part_size: 16 * MIB as u64, concurrency: 4 })
+        .await
+        .unwrap();
+    assert_eq!(written, big_len as u64);
+    assert_eq!(store.head(&key("big")).await.unwrap().size, big_len as u64);
+    let mut got = Md5::new();
+    let mut n = 0usize;
+    let mut body = store.get_range(&key("big"), 0..big_len as u64).await.unwrap();
+    while let Some(chunk) = body.try_next().await.unwrap() {
+        n += chunk.len();
+        got.update(&chunk);
+    }
+    assert_eq!(n, big_len);
+    assert_eq!(got.finalize(), expected, "multipart object differs from what was streamed in");
+    let straddle = store.get_range_bytes(&key("big"), (16 * MIB - 10) as u64..(16 * MIB + 10) as u64).await.unwrap();
+    let mut want = pseudo_random(1015, MIB)[MIB - 10..].to_vec();
+    want.extend_from_slice(&pseudo_random(1016, 10));
+    assert_eq!(&straddle[..], &want[..], "range across a part boundary");
+
+    // An explicitly aborted upload leaves no object.
+    let up = store.create_multipart(&key("aborted")).await.unwrap();
+    store.put_part(&up, 1, Bytes::from(pseudo_random(9, 5 * MIB))).await.unwrap();
+    store.abort_multipart(&up).await.unwrap();
+    assert_eq!(kind_of(&store.head(&key("aborted")).await.unwrap_err()), ErrorKind::NotFound);
+
+    // A failing source stream aborts the upload and leaves no object.
+    let failing = stream::iter((0..6).map(|i| {
+        if i < 5 {
+            Ok(Bytes::from(pseudo_random(i, 4 * MIB)))
+        } else {
+            Err(StoreError::new(ErrorKind::Other, "source", "get", "x", "source died"))
+        }
+    }));
+    let e = store
+        .upload(&key("failed"), failing, UploadOptions { part_size: 5 * MIB as u64, concurrency: 2 })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("source died"), "{e}");
+    assert_eq!(kind_of(&store.head(&key("failed")).await.unwrap_err()), ErrorKind::NotFound);
+    let leftovers = list_all(store.as_ref(), &format!("{root}/failed")).await.unwrap();
+    assert!(leftovers.is_empty(), "nothing visible after a failed upload: {leftovers:?}");
+
+    // Copy and delete.
+    store.copy(&key("small"), &key("copied")).await.unwrap();
+    assert_eq!(store.get(&key("copied")).await.unwrap(), Bytes::from(small));
+    store.delete(&key("copied")).await.unwrap();
+    assert_eq!(kind_of(&store.head(&key("copied")).await.unwrap_err()), ErrorKind::NotFound);
+    store.delete(&key("copied")).await.expect("deleting a missing object is not an error");
+
+    // Errors carry the kind, the store, the operation and the key.
+    let e = store.get(&key("no-such-key")).await.unwrap_err();
+    assert_eq!(kind_of(&e), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("no-such-key"), "{e}");
+
+    // Clean up what this run wrote.
+    let all = list_all(store.as_ref(), &format!("{root}/")).await.unwrap();
+    stream::iter(all)
+        .map(|m| {
+            let store = store.clone();
+            async move { store.delete(&m.key).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert!(list_all(store.as_ref(), &format!("{root}/")).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_filesystem_conforms() {
+    let dir = std::env::temp_dir().join(unique("skyx-store-local"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = dir.to_str().unwrap().trim_start_matches('/').to_string();
+    conformance(Arc::new(LocalStore::new(RetryPolicy::default())), &root).await;
+    // No hidden staging or temp files are left behind either.
+    let left: Vec<_> = walk(&dir);
+    assert!(left.is_empty(), "leftovers: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn s3_config(secret: &str) -> S3Config {
+    S3Config {
+        endpoint: Some(env("SKYX_TEST_S3_ENDPOINT")),
+        region: Some("us-east-1".into()),
+        static_credentials: Some((env("SKYX_TEST_S3_ACCESS_KEY"), secret.to_string())),
+        profile: None,
+        force_path_style: true,
+    }
+}
+
+async fn s3_bucket(name: &str) -> String {
+    let conf = s3_config(&env("SKYX_TEST_S3_SECRET_KEY"));
+    let sdk = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(conf.endpoint.unwrap())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                env("SKYX_TEST_S3_ACCESS_KEY"),
+                env("SKYX_TEST_S3_SECRET_KEY"),
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    );
+    let bucket = unique(name).to_lowercase();
+    let bucket: String = bucket.chars().take(63).collect();
+    sdk.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+    bucket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_conforms() {
+    let bucket = s3_bucket("conf").await;
+    let store = S3Store::new(&bucket, &s3_config(&env("SKYX_TEST_S3_SECRET_KEY")), RetryPolicy::default())
+        .await
+        .unwrap();
+    conformance(Arc::new(store), "run").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_name_missing_buckets_and_bad_credentials() {
+    let cfg = s3_config(&env("SKYX_TEST_S3_SECRET_KEY"));
+    // Listing, not put: s3s-fs creates a bucket on put where S3 answers NoSuchBucket.
+    let name: String = unique("skyx-missing").chars().take(40).collect();
+    let missing = S3Store::new(&name, &cfg, RetryPolicy::never()).await.unwrap();
+    let e = missing.list_with_delimiter("").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BucketNotFound, "{e}");
+    assert!(e.to_string().contains(&format!("s3://{name}")), "{e}");
+
+    let bucket = s3_bucket("creds").await;
+    let wrong = S3Store::new(&bucket, &s3_config("not-the-secret"), RetryPolicy::never()).await.unwrap();
+    let e = wrong.put("k", Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+    let e = wrong.head("k").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+}
