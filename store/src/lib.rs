@@ -9,6 +9,7 @@
 //! Backends: [`local`] (files, atomic via temp file + rename), [`s3`] (aws-sdk-s3).
 //! [`open`] builds the right one for an [`ObjectUrl`] from a [`StoreConfig`].
 
+pub mod azure;
 pub mod error;
 pub mod local;
 pub mod retry;
@@ -201,7 +202,16 @@ pub trait ObjectStoreExt: ObjectStore {
             }
         }
         let upload = self.create_multipart(key).await?;
-        match upload_parts(self, &upload, data, buf, part_size, options.concurrency.max(1)).await {
+        match upload_parts(
+            self,
+            &upload,
+            data,
+            buf,
+            part_size,
+            options.concurrency.max(1),
+        )
+        .await
+        {
             Ok((parts, total)) => match self.complete_multipart(&upload, parts).await {
                 Ok(()) => Ok(total),
                 Err(e) => Err(abort_after(self, &upload, e).await),
@@ -286,6 +296,7 @@ where
 #[derive(Debug, Clone, Default)]
 pub struct StoreConfig {
     pub s3: s3::S3Config,
+    pub azure: azure::AzureConfig,
     pub retry: RetryPolicy,
 }
 
@@ -293,6 +304,7 @@ impl StoreConfig {
     pub fn from_env() -> Self {
         StoreConfig {
             s3: s3::S3Config::from_env(),
+            azure: azure::AzureConfig::from_env(),
             retry: RetryPolicy::default(),
         }
     }
@@ -305,6 +317,12 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
         StoreLocation::S3 { bucket } => {
             Arc::new(s3::S3Store::new(bucket, &config.s3, config.retry.clone()).await?)
         }
+        StoreLocation::Azure { account, container } => Arc::new(azure::AzureStore::new(
+            account,
+            container,
+            &config.azure,
+            config.retry.clone(),
+        )?),
         other => {
             return Err(StoreError::new(
                 ErrorKind::InvalidInput,
@@ -312,7 +330,7 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
                 "open",
                 &url.key,
                 format!("the {} backend is not available yet", other.scheme()),
-            ))
+            ));
         }
     })
 }

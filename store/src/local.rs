@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{self, BoxStream};
 use futures::StreamExt;
+use futures::stream::{self, BoxStream};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::retry::RetryPolicy;
-use crate::{ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation};
+use crate::{
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+};
 
 const HIDDEN: &str = ".skyx-";
 const READ_CHUNK: usize = 1024 * 1024;
@@ -52,7 +54,9 @@ fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
     let kind = match e.kind() {
         IoKind::NotFound => ErrorKind::NotFound,
         IoKind::PermissionDenied => ErrorKind::PermissionDenied,
-        IoKind::InvalidInput | IoKind::NotADirectory | IoKind::IsADirectory => ErrorKind::InvalidInput,
+        IoKind::InvalidInput | IoKind::NotADirectory | IoKind::IsADirectory => {
+            ErrorKind::InvalidInput
+        }
         IoKind::Interrupted | IoKind::TimedOut => ErrorKind::Transient,
         _ => ErrorKind::Other,
     };
@@ -79,11 +83,22 @@ fn random_suffix() -> String {
 }
 
 /// Writes `write` into a temp file beside `dest` and renames it into place.
-fn write_atomically(dest: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> std::io::Result<()> {
-    let dir = dest.parent().ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
+fn write_atomically(
+    dest: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
     std::fs::create_dir_all(dir)?;
-    let name = dest.file_name().ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
-    let tmp = dir.join(format!("{HIDDEN}tmp-{}-{}", random_suffix(), name.to_string_lossy()));
+    let name = dest
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
+    let tmp = dir.join(format!(
+        "{HIDDEN}tmp-{}-{}",
+        random_suffix(),
+        name.to_string_lossy()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         write(&mut f)?;
@@ -97,9 +112,15 @@ fn write_atomically(dest: &Path, write: impl FnOnce(&mut std::fs::File) -> std::
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::new(ErrorKind::Other, "file://", "io", "", format!("IO task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        StoreError::new(
+            ErrorKind::Other,
+            "file://",
+            "io",
+            "",
+            format!("IO task failed: {e}"),
+        )
+    })?
 }
 
 /// Walks `dir` depth-first in name order, sending files whose key starts with `prefix`.
@@ -107,7 +128,11 @@ fn walk(dir: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<ObjectMe
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
         Err(e) if e.kind() == IoKind::NotFound => return true,
-        Err(e) => return tx.blocking_send(Err(io_error("list", &key_of(dir), e))).is_ok(),
+        Err(e) => {
+            return tx
+                .blocking_send(Err(io_error("list", &key_of(dir), e)))
+                .is_ok();
+        }
     };
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -117,11 +142,15 @@ fn walk(dir: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<ObjectMe
         }
         let path = entry.path();
         let key = key_of(&path);
-        let Ok(file_type) = entry.file_type() else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
         if file_type.is_dir() {
             // Descend only where keys below can still match the prefix.
             let dir_key = format!("{key}/");
-            if (dir_key.starts_with(prefix) || prefix.starts_with(&dir_key)) && !walk(&path, prefix, tx) {
+            if (dir_key.starts_with(prefix) || prefix.starts_with(&dir_key))
+                && !walk(&path, prefix, tx)
+            {
                 return false;
             }
         } else if key.starts_with(prefix) {
@@ -151,14 +180,20 @@ impl ObjectStore for LocalStore {
         let start = if prefix.is_empty() || prefix.ends_with('/') {
             path_of(&prefix)
         } else {
-            path_of(&prefix).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+            path_of(&prefix)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"))
         };
         // A bounded channel: the walk runs only as far ahead as the consumer reads.
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::task::spawn_blocking(move || {
             walk(&start, &prefix, &tx);
         });
-        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+        stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: &str) -> Result<ListResult> {
@@ -167,7 +202,10 @@ impl ObjectStore for LocalStore {
             let dir = if prefix.is_empty() || prefix.ends_with('/') {
                 path_of(&prefix)
             } else {
-                path_of(&prefix).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+                path_of(&prefix)
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("/"))
             };
             let mut out = ListResult::default();
             let rd = match std::fs::read_dir(&dir) {
@@ -201,7 +239,13 @@ impl ObjectStore for LocalStore {
             let path = path_of(&key);
             let md = std::fs::metadata(&path).map_err(|e| io_error("head", &key, e))?;
             if md.is_dir() {
-                return Err(StoreError::new(ErrorKind::NotFound, "file://", "head", &key, "is a directory, not an object"));
+                return Err(StoreError::new(
+                    ErrorKind::NotFound,
+                    "file://",
+                    "head",
+                    &key,
+                    "is a directory, not an object",
+                ));
             }
             Ok(meta_of(&path, &md))
         })
@@ -210,10 +254,18 @@ impl ObjectStore for LocalStore {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
         let path = path_of(key);
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_error("get", key, e))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error("get", key, e))?;
         let md = file.metadata().await.map_err(|e| io_error("get", key, e))?;
         if md.is_dir() {
-            return Err(StoreError::new(ErrorKind::NotFound, "file://", "get", key, "is a directory, not an object"));
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                "file://",
+                "get",
+                key,
+                "is a directory, not an object",
+            ));
         }
         if range.start > range.end || range.end > md.len() {
             return Err(StoreError::new(
@@ -221,10 +273,17 @@ impl ObjectStore for LocalStore {
                 "file://",
                 "get",
                 key,
-                format!("range {}..{} outside the object's {} bytes", range.start, range.end, md.len()),
+                format!(
+                    "range {}..{} outside the object's {} bytes",
+                    range.start,
+                    range.end,
+                    md.len()
+                ),
             ));
         }
-        file.seek(SeekFrom::Start(range.start)).await.map_err(|e| io_error("get", key, e))?;
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| io_error("get", key, e))?;
         let reader = file.take(range.end - range.start);
         let key = key.to_string();
         Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
@@ -234,7 +293,11 @@ impl ObjectStore for LocalStore {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let key = key.to_string();
-        blocking(move || write_atomically(&path_of(&key), |f| f.write_all(&data)).map_err(|e| io_error("put", &key, e))).await
+        blocking(move || {
+            write_atomically(&path_of(&key), |f| f.write_all(&data))
+                .map_err(|e| io_error("put", &key, e))
+        })
+        .await
     }
 
     async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
@@ -242,7 +305,13 @@ impl ObjectStore for LocalStore {
         blocking(move || {
             let dest = path_of(&key);
             if dest.file_name().is_none() || key.ends_with('/') {
-                return Err(StoreError::new(ErrorKind::InvalidInput, "file://", "create_multipart", &key, "key names a directory"));
+                return Err(StoreError::new(
+                    ErrorKind::InvalidInput,
+                    "file://",
+                    "create_multipart",
+                    &key,
+                    "key names a directory",
+                ));
             }
             let upload_id = random_suffix();
             let staging = staging_dir(&dest, &upload_id);
@@ -252,21 +321,40 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn put_part(&self, upload: &MultipartUpload, part_number: u32, data: Bytes) -> Result<PartReceipt> {
+    async fn put_part(
+        &self,
+        upload: &MultipartUpload,
+        part_number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt> {
         let upload = upload.clone();
         blocking(move || {
             let staging = staging_dir(&path_of(&upload.key), &upload.upload_id);
             if !staging.is_dir() {
-                return Err(StoreError::new(ErrorKind::NotFound, "file://", "put_part", &upload.key, "no such multipart upload"));
+                return Err(StoreError::new(
+                    ErrorKind::NotFound,
+                    "file://",
+                    "put_part",
+                    &upload.key,
+                    "no such multipart upload",
+                ));
             }
             let part = staging.join(format!("{part_number:06}"));
-            write_atomically(&part, |f| f.write_all(&data)).map_err(|e| io_error("put_part", &upload.key, e))?;
-            Ok(PartReceipt { part_number, etag: format!("{part_number}-{}", data.len()) })
+            write_atomically(&part, |f| f.write_all(&data))
+                .map_err(|e| io_error("put_part", &upload.key, e))?;
+            Ok(PartReceipt {
+                part_number,
+                etag: format!("{part_number}-{}", data.len()),
+            })
         })
         .await
     }
 
-    async fn complete_multipart(&self, upload: &MultipartUpload, parts: Vec<PartReceipt>) -> Result<()> {
+    async fn complete_multipart(
+        &self,
+        upload: &MultipartUpload,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()> {
         let upload = upload.clone();
         blocking(move || {
             let dest = path_of(&upload.key);
@@ -291,7 +379,9 @@ impl ObjectStore for LocalStore {
         let upload = upload.clone();
         blocking(move || {
             match std::fs::remove_dir_all(staging_dir(&path_of(&upload.key), &upload.upload_id)) {
-                Err(e) if e.kind() != IoKind::NotFound => Err(io_error("abort_multipart", &upload.key, e)),
+                Err(e) if e.kind() != IoKind::NotFound => {
+                    Err(io_error("abort_multipart", &upload.key, e))
+                }
                 _ => Ok(()),
             }
         })
@@ -310,9 +400,12 @@ impl ObjectStore for LocalStore {
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let (from, to) = (from.to_string(), to.to_string());
         blocking(move || {
-            let mut src = std::fs::File::open(path_of(&from)).map_err(|e| io_error("copy", &from, e))?;
-            write_atomically(&path_of(&to), |out| std::io::copy(&mut src, out).map(|_| ()))
-                .map_err(|e| io_error("copy", &to, e))
+            let mut src =
+                std::fs::File::open(path_of(&from)).map_err(|e| io_error("copy", &from, e))?;
+            write_atomically(&path_of(&to), |out| {
+                std::io::copy(&mut src, out).map(|_| ())
+            })
+            .map_err(|e| io_error("copy", &to, e))
         })
         .await
     }
@@ -328,6 +421,9 @@ impl ObjectStore for LocalStore {
 
 fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
     let dir = dest.parent().unwrap_or(Path::new("/"));
-    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
 }

@@ -91,8 +91,8 @@ fn annotate_attempts(mut e: StoreError, attempts: u32) -> StoreError {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use rand::rngs::SmallRng;
     use rand::SeedableRng;
+    use rand::rngs::SmallRng;
 
     use super::*;
     use crate::error::ErrorKind;
@@ -111,7 +111,10 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(1);
         let draws: Vec<Duration> = (0..50).map(|_| p.backoff(4, &mut rng)).collect();
         assert!(draws.iter().all(|d| *d <= p.cap(4)));
-        assert!(draws.windows(2).any(|w| w[0] != w[1]), "full jitter must vary");
+        assert!(
+            draws.windows(2).any(|w| w[0] != w[1]),
+            "full jitter must vary"
+        );
     }
 
     fn err(kind: ErrorKind) -> StoreError {
@@ -148,13 +151,16 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::NotFound);
 
         let calls = AtomicU32::new(0);
-        let e = RetryPolicy { max_attempts: 3, ..Default::default() }
-            .run(|| async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(err(ErrorKind::Transient))
-            })
-            .await
-            .unwrap_err();
+        let e = RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        }
+        .run(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(err(ErrorKind::Transient))
+        })
+        .await
+        .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert!(e.message.contains("after 3 attempts"), "{e}");
     }

@@ -9,19 +9,21 @@ use std::ops::Range;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as AwsBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::error::{kind_from_http_status, ErrorKind, Result, StoreError};
+use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
-use crate::{ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation};
+use crate::{
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+};
 
 /// How to reach S3. Every field is optional; unset fields come from the standard AWS chain.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +45,8 @@ impl S3Config {
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
             .ok()
             .filter(|s| !s.is_empty());
-        let force = std::env::var("SKYX_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        let force =
+            std::env::var("SKYX_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
         S3Config {
             force_path_style: force || endpoint.is_some(),
             endpoint,
@@ -78,7 +81,8 @@ impl S3Store {
             loader = loader.endpoint_url(e);
         }
         if let Some((ak, sk)) = &config.static_credentials {
-            loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "skyx-static"));
+            loader =
+                loader.credentials_provider(Credentials::new(ak, sk, None, None, "skyx-static"));
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -90,7 +94,9 @@ impl S3Store {
         Ok(S3Store {
             client: Client::from_conf(builder.build()),
             bucket: bucket.to_string(),
-            location: StoreLocation::S3 { bucket: bucket.to_string() },
+            location: StoreLocation::S3 {
+                bucket: bucket.to_string(),
+            },
             retry,
         })
     }
@@ -106,29 +112,57 @@ impl S3Store {
                 let kind = match code {
                     "NoSuchKey" | "NotFound" | "NoSuchUpload" => ErrorKind::NotFound,
                     "NoSuchBucket" => ErrorKind::BucketNotFound,
-                    "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => ErrorKind::Throttled,
-                    "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" => {
-                        ErrorKind::PermissionDenied
+                    "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
+                        ErrorKind::Throttled
                     }
-                    "InternalError" | "ServiceUnavailable" | "RequestTimeout" => ErrorKind::Transient,
+                    "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken" => ErrorKind::PermissionDenied,
+                    "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                        ErrorKind::Transient
+                    }
                     _ => ErrorKind::Other,
                 };
-                let kind = if kind == ErrorKind::Other { status_kind(&e).unwrap_or(kind) } else { kind };
-                (kind, if code.is_empty() { msg } else { format!("{code}: {msg}") })
+                let kind = if kind == ErrorKind::Other {
+                    status_kind(&e).unwrap_or(kind)
+                } else {
+                    kind
+                };
+                (
+                    kind,
+                    if code.is_empty() {
+                        msg
+                    } else {
+                        format!("{code}: {msg}")
+                    },
+                )
             }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                (ErrorKind::Transient, format!("network: {}", error_chain(&e)))
-            }
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => (
+                ErrorKind::Transient,
+                format!("network: {}", error_chain(&e)),
+            ),
             SdkError::ConstructionFailure(_) => (ErrorKind::InvalidInput, error_chain(&e)),
             _ => (ErrorKind::Other, error_chain(&e)),
         };
         StoreError::new(kind, self.location.to_string(), op, key, message).with_source(e)
     }
 
-    async fn list_page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        token: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
         self.retry
             .run(|| async {
-                let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+                let mut req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix);
                 if delimiter {
                     req = req.delimiter("/");
                 }
@@ -142,7 +176,8 @@ impl S3Store {
 }
 
 fn status_kind<E>(e: &SdkError<E, HttpResponse>) -> Option<ErrorKind> {
-    e.raw_response().map(|r| kind_from_http_status(r.status().as_u16()))
+    e.raw_response()
+        .map(|r| kind_from_http_status(r.status().as_u16()))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -166,7 +201,12 @@ fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<System
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
-fn object_meta(key: String, size: Option<i64>, etag: Option<&str>, modified: Option<&aws_sdk_s3::primitives::DateTime>) -> ObjectMeta {
+fn object_meta(
+    key: String,
+    size: Option<i64>,
+    etag: Option<&str>,
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> ObjectMeta {
     let etag = etag.map(|e| e.trim_matches('"').to_string());
     ObjectMeta {
         key,
@@ -199,7 +239,14 @@ impl ObjectStore for S3Store {
                 let items: Vec<Result<ObjectMeta>> = page
                     .contents()
                     .iter()
-                    .map(|o| Ok(object_meta(o.key().unwrap_or("").to_string(), o.size(), o.e_tag(), o.last_modified())))
+                    .map(|o| {
+                        Ok(object_meta(
+                            o.key().unwrap_or("").to_string(),
+                            o.size(),
+                            o.e_tag(),
+                            o.last_modified(),
+                        ))
+                    })
                     .collect();
                 Ok(Some((stream::iter(items), (next, done))))
             }
@@ -213,13 +260,19 @@ impl ObjectStore for S3Store {
         let mut token = None;
         loop {
             let page = self.list_page(prefix, true, token).await?;
-            out.objects.extend(
-                page.contents()
+            out.objects.extend(page.contents().iter().map(|o| {
+                object_meta(
+                    o.key().unwrap_or("").to_string(),
+                    o.size(),
+                    o.e_tag(),
+                    o.last_modified(),
+                )
+            }));
+            out.common_prefixes.extend(
+                page.common_prefixes()
                     .iter()
-                    .map(|o| object_meta(o.key().unwrap_or("").to_string(), o.size(), o.e_tag(), o.last_modified())),
+                    .filter_map(|p| p.prefix().map(str::to_string)),
             );
-            out.common_prefixes
-                .extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
             token = page.next_continuation_token().map(str::to_string);
             if !page.is_truncated().unwrap_or(false) || token.is_none() {
                 return Ok(out);
@@ -238,7 +291,12 @@ impl ObjectStore for S3Store {
                     .send()
                     .await
                     .map_err(|e| self.fail("head", key, e))?;
-                Ok(object_meta(key.to_string(), o.content_length(), o.e_tag(), o.last_modified()))
+                Ok(object_meta(
+                    key.to_string(),
+                    o.content_length(),
+                    o.e_tag(),
+                    o.last_modified(),
+                ))
             })
             .await
     }
@@ -246,7 +304,12 @@ impl ObjectStore for S3Store {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
         if range.start >= range.end {
             if range.start > range.end {
-                return Err(self.error(ErrorKind::InvalidInput, "get", key, format!("empty range {range:?}")));
+                return Err(self.error(
+                    ErrorKind::InvalidInput,
+                    "get",
+                    key,
+                    format!("empty range {range:?}"),
+                ));
             }
             return Ok(stream::empty().boxed());
         }
@@ -266,12 +329,18 @@ impl ObjectStore for S3Store {
         // S3 clamps a range that runs past the end; the trait promises exactly the range.
         let want = range.end - range.start;
         if out.content_length().is_some_and(|n| n as u64 != want) {
-            let size = out.content_range().and_then(|r| r.rsplit('/').next()).unwrap_or("?");
+            let size = out
+                .content_range()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or("?");
             return Err(self.error(
                 ErrorKind::InvalidInput,
                 "get",
                 key,
-                format!("range {}..{} outside the object's {size} bytes", range.start, range.end),
+                format!(
+                    "range {}..{} outside the object's {size} bytes",
+                    range.start, range.end
+                ),
             ));
         }
         let store = self.location.to_string();
@@ -284,7 +353,14 @@ impl ObjectStore for S3Store {
                     Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
                     Ok(None) => None,
                     Err(e) => Some((
-                        Err(StoreError::new(ErrorKind::Transient, store, "get", key, format!("reading the body: {e}")).with_source(e)),
+                        Err(StoreError::new(
+                            ErrorKind::Transient,
+                            store,
+                            "get",
+                            key,
+                            format!("reading the body: {e}"),
+                        )
+                        .with_source(e)),
                         None,
                     )),
                 }
@@ -322,13 +398,26 @@ impl ObjectStore for S3Store {
                     .map_err(|e| self.fail("create_multipart", key, e))
             })
             .await?;
-        let upload_id = out
-            .upload_id()
-            .ok_or_else(|| self.error(ErrorKind::Other, "create_multipart", key, "the server returned no upload id".into()))?;
-        Ok(MultipartUpload { key: key.to_string(), upload_id: upload_id.to_string() })
+        let upload_id = out.upload_id().ok_or_else(|| {
+            self.error(
+                ErrorKind::Other,
+                "create_multipart",
+                key,
+                "the server returned no upload id".into(),
+            )
+        })?;
+        Ok(MultipartUpload {
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        })
     }
 
-    async fn put_part(&self, upload: &MultipartUpload, part_number: u32, data: Bytes) -> Result<PartReceipt> {
+    async fn put_part(
+        &self,
+        upload: &MultipartUpload,
+        part_number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt> {
         let key = &upload.key;
         let out = self
             .retry
@@ -345,20 +434,37 @@ impl ObjectStore for S3Store {
                     .map_err(|e| self.fail("put_part", key, e))
             })
             .await?;
-        let etag = out
-            .e_tag()
-            .ok_or_else(|| self.error(ErrorKind::Other, "put_part", key, "the server returned no part ETag".into()))?;
-        Ok(PartReceipt { part_number, etag: etag.to_string() })
+        let etag = out.e_tag().ok_or_else(|| {
+            self.error(
+                ErrorKind::Other,
+                "put_part",
+                key,
+                "the server returned no part ETag".into(),
+            )
+        })?;
+        Ok(PartReceipt {
+            part_number,
+            etag: etag.to_string(),
+        })
     }
 
-    async fn complete_multipart(&self, upload: &MultipartUpload, parts: Vec<PartReceipt>) -> Result<()> {
+    async fn complete_multipart(
+        &self,
+        upload: &MultipartUpload,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()> {
         let mut parts = parts;
         parts.sort_by_key(|p| p.part_number);
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
                     .iter()
-                    .map(|p| CompletedPart::builder().part_number(p.part_number as i32).e_tag(&p.etag).build())
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.part_number as i32)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
                     .collect(),
             ))
             .build();
@@ -394,7 +500,11 @@ impl ObjectStore for S3Store {
                     Err(e) => {
                         let err = self.fail("abort_multipart", &upload.key, e);
                         // Already gone is what we wanted.
-                        if err.kind == ErrorKind::NotFound { Ok(()) } else { Err(err) }
+                        if err.kind == ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(err)
+                        }
                     }
                 }
             })
@@ -463,8 +573,15 @@ impl ObjectStore for S3Store {
                             .map_err(|e| self.fail("copy", to, e))
                     })
                     .await?;
-                let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap_or("").to_string();
-                parts.push(PartReceipt { part_number: part_number as u32, etag });
+                let etag = out
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .unwrap_or("")
+                    .to_string();
+                parts.push(PartReceipt {
+                    part_number: part_number as u32,
+                    etag,
+                });
                 offset = end + 1;
                 part_number += 1;
             }

@@ -9,9 +9,16 @@ use std::path::{Path, PathBuf};
 /// Where a store lives (everything but the key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StoreLocation {
-    S3 { bucket: String },
-    Gcs { bucket: String },
-    Azure { account: String, container: String },
+    S3 {
+        bucket: String,
+    },
+    Gcs {
+        bucket: String,
+    },
+    Azure {
+        account: String,
+        container: String,
+    },
     /// The local filesystem; keys are absolute paths without the leading `/`.
     Local,
 }
@@ -75,7 +82,11 @@ fn err(url: &str, part: &'static str, why: impl Into<String>) -> UrlError {
 
 fn check_bucket(url: &str, bucket: &str, cloud: &str) -> Result<(), UrlError> {
     let ok_chars = bucket.chars().all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || (cloud == "gs" && c == '_')
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == '.'
+            || c == '-'
+            || (cloud == "gs" && c == '_')
     });
     let ok_ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
@@ -107,7 +118,9 @@ fn check_key(url: &str, key: &str) -> Result<(), UrlError> {
 
 fn check_azure(url: &str, account: &str, container: &str) -> Result<(), UrlError> {
     if !(3..=24).contains(&account.len())
-        || !account.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        || !account
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     {
         return Err(err(
             url,
@@ -116,7 +129,9 @@ fn check_azure(url: &str, account: &str, container: &str) -> Result<(), UrlError
         ));
     }
     let ok = (3..=63).contains(&container.len())
-        && container.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && container
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && container.starts_with(|c: char| c.is_ascii_alphanumeric())
         && container.ends_with(|c: char| c.is_ascii_alphanumeric())
         && !container.contains("--");
@@ -223,21 +238,28 @@ impl ObjectUrl {
             "file" => {
                 let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
                 if !(host.is_empty() || host == "localhost") {
-                    return Err(err(url, "host", format!("file URLs name no host ('{host}'); use file:///abs/path")));
+                    return Err(err(
+                        url,
+                        "host",
+                        format!("file URLs name no host ('{host}'); use file:///abs/path"),
+                    ));
                 }
                 local(url, &Path::new("/").join(path))
             }
             other => Err(err(
                 url,
                 "scheme",
-                format!("unknown scheme '{other}' (expected s3, gs, az, https (Azure), file, or a path)"),
+                format!(
+                    "unknown scheme '{other}' (expected s3, gs, az, https (Azure), file, or a path)"
+                ),
             )),
         }
     }
 
     /// The local path of a `Local` URL.
     pub fn local_path(&self) -> Option<PathBuf> {
-        matches!(self.location, StoreLocation::Local).then(|| PathBuf::from(format!("/{}", self.key)))
+        matches!(self.location, StoreLocation::Local)
+            .then(|| PathBuf::from(format!("/{}", self.key)))
     }
 }
 
@@ -259,14 +281,22 @@ mod tests {
     #[test]
     fn cloud_urls() {
         let u = parse("s3://my-bucket/data/part-0.parquet");
-        assert_eq!(u.location, StoreLocation::S3 { bucket: "my-bucket".into() });
+        assert_eq!(
+            u.location,
+            StoreLocation::S3 {
+                bucket: "my-bucket".into()
+            }
+        );
         assert_eq!(u.key, "data/part-0.parquet");
         assert_eq!(u.to_string(), "s3://my-bucket/data/part-0.parquet");
         assert_eq!(parse("gs://bkt").key, "");
         let a = parse("az://acct01/container-1/dir/x");
         assert_eq!(
             a.location,
-            StoreLocation::Azure { account: "acct01".into(), container: "container-1".into() }
+            StoreLocation::Azure {
+                account: "acct01".into(),
+                container: "container-1".into()
+            }
         );
         let h = parse("https://acct01.blob.core.windows.net/container-1/dir/x");
         assert_eq!(h, a);
@@ -276,7 +306,10 @@ mod tests {
     fn local_paths() {
         assert_eq!(parse("file:///tmp/x/y").key, "tmp/x/y");
         assert_eq!(parse("/tmp/x/").key, "tmp/x/");
-        assert_eq!(parse("/tmp/x").local_path().unwrap(), PathBuf::from("/tmp/x"));
+        assert_eq!(
+            parse("/tmp/x").local_path().unwrap(),
+            PathBuf::from("/tmp/x")
+        );
         let rel = parse("some/rel");
         assert!(rel.local_path().unwrap().is_absolute());
     }

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, stream};
 use md5::{Digest, Md5};
 use skyx_store::s3::{S3Config, S3Store};
 use skyx_store::{
-    list_all, local::LocalStore, ErrorKind, ObjectStore, ObjectStoreExt, RetryPolicy, StoreError,
-    UploadOptions,
+    ErrorKind, ObjectStore, ObjectStoreExt, RetryPolicy, StoreError, UploadOptions, list_all,
+    local::LocalStore,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -35,7 +35,14 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn env(name: &str) -> String {
@@ -57,25 +64,52 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     let key = |name: &str| format!("{root}/{name}");
 
     // put / get / head: empty, one byte, small.
-    for (name, data) in [("empty", Vec::new()), ("one", vec![0x5a]), ("small", pseudo_random(1, 100_000))] {
-        store.put(&key(name), Bytes::from(data.clone())).await.unwrap();
+    for (name, data) in [
+        ("empty", Vec::new()),
+        ("one", vec![0x5a]),
+        ("small", pseudo_random(1, 100_000)),
+    ] {
+        store
+            .put(&key(name), Bytes::from(data.clone()))
+            .await
+            .unwrap();
         let meta = store.head(&key(name)).await.unwrap();
         assert_eq!(meta.size, data.len() as u64, "{name}");
         assert_eq!(meta.key, key(name));
         if let Some(md5) = meta.md5 {
-            assert_eq!(md5, <[u8; 16]>::from(Md5::digest(&data)), "{name}: head MD5 differs from content");
+            assert_eq!(
+                md5,
+                <[u8; 16]>::from(Md5::digest(&data)),
+                "{name}: head MD5 differs from content"
+            );
         }
-        assert_eq!(store.get(&key(name)).await.unwrap(), Bytes::from(data), "{name}");
+        assert_eq!(
+            store.get(&key(name)).await.unwrap(),
+            Bytes::from(data),
+            "{name}"
+        );
     }
 
     // Ranged reads, including the last byte and a range across the middle.
     let small = pseudo_random(1, 100_000);
-    for (a, b) in [(0, 1), (99_999, 100_000), (12_345, 67_890), (0, 100_000), (500, 500)] {
+    for (a, b) in [
+        (0, 1),
+        (99_999, 100_000),
+        (12_345, 67_890),
+        (0, 100_000),
+        (500, 500),
+    ] {
         let got = store.get_range_bytes(&key("small"), a..b).await.unwrap();
         assert_eq!(&got[..], &small[a as usize..b as usize], "range {a}..{b}");
     }
-    let e = store.get_range_bytes(&key("small"), 99_000..200_000).await.unwrap_err();
-    assert!(matches!(kind_of(&e), ErrorKind::InvalidInput | ErrorKind::Other), "range past the end: {e}");
+    let e = store
+        .get_range_bytes(&key("small"), 99_000..200_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(kind_of(&e), ErrorKind::InvalidInput | ErrorKind::Other),
+        "range past the end: {e}"
+    );
 
     // Listing: more than 1,000 keys forces pagination on S3-like stores.
     let many = format!("{root}/many");
@@ -96,14 +130,32 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     keys.dedup();
     assert_eq!(keys.len(), 1100, "no duplicates across pages");
     assert!(listed.iter().all(|m| m.size >= 1));
-    let only = list_all(store.as_ref(), &format!("{many}/obj-001")).await.unwrap();
+    let only = list_all(store.as_ref(), &format!("{many}/obj-001"))
+        .await
+        .unwrap();
     assert_eq!(only.len(), 100, "prefix filter obj-001xx");
 
-    store.put(&key("dir/a/x"), Bytes::from_static(b"x")).await.unwrap();
-    store.put(&key("dir/b/y"), Bytes::from_static(b"y")).await.unwrap();
-    store.put(&key("dir/top"), Bytes::from_static(b"t")).await.unwrap();
+    store
+        .put(&key("dir/a/x"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store
+        .put(&key("dir/b/y"), Bytes::from_static(b"y"))
+        .await
+        .unwrap();
+    store
+        .put(&key("dir/top"), Bytes::from_static(b"t"))
+        .await
+        .unwrap();
     let level = store.list_with_delimiter(&key("dir/")).await.unwrap();
-    assert_eq!(level.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), vec![key("dir/top")]);
+    assert_eq!(
+        level
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .collect::<Vec<_>>(),
+        vec![key("dir/top")]
+    );
     let mut prefixes = level.common_prefixes.clone();
     prefixes.sort();
     assert_eq!(prefixes, vec![key("dir/a/"), key("dir/b/")]);
@@ -120,54 +172,104 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     }
     let expected = expected.finalize();
     let written = store
-        .upload(&key("big"), stream::iter(chunks), UploadOptions { part_size: 16 * MIB as u64, concurrency: 4 })
+        .upload(
+            &key("big"),
+            stream::iter(chunks),
+            UploadOptions {
+                part_size: 16 * MIB as u64,
+                concurrency: 4,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(written, big_len as u64);
     assert_eq!(store.head(&key("big")).await.unwrap().size, big_len as u64);
     let mut got = Md5::new();
     let mut n = 0usize;
-    let mut body = store.get_range(&key("big"), 0..big_len as u64).await.unwrap();
+    let mut body = store
+        .get_range(&key("big"), 0..big_len as u64)
+        .await
+        .unwrap();
     while let Some(chunk) = body.try_next().await.unwrap() {
         n += chunk.len();
         got.update(&chunk);
     }
     assert_eq!(n, big_len);
-    assert_eq!(got.finalize(), expected, "multipart object differs from what was streamed in");
-    let straddle = store.get_range_bytes(&key("big"), (16 * MIB - 10) as u64..(16 * MIB + 10) as u64).await.unwrap();
+    assert_eq!(
+        got.finalize(),
+        expected,
+        "multipart object differs from what was streamed in"
+    );
+    let straddle = store
+        .get_range_bytes(&key("big"), (16 * MIB - 10) as u64..(16 * MIB + 10) as u64)
+        .await
+        .unwrap();
     let mut want = pseudo_random(1015, MIB)[MIB - 10..].to_vec();
     want.extend_from_slice(&pseudo_random(1016, 10));
     assert_eq!(&straddle[..], &want[..], "range across a part boundary");
 
     // An explicitly aborted upload leaves no object.
     let up = store.create_multipart(&key("aborted")).await.unwrap();
-    store.put_part(&up, 1, Bytes::from(pseudo_random(9, 5 * MIB))).await.unwrap();
+    store
+        .put_part(&up, 1, Bytes::from(pseudo_random(9, 5 * MIB)))
+        .await
+        .unwrap();
     store.abort_multipart(&up).await.unwrap();
-    assert_eq!(kind_of(&store.head(&key("aborted")).await.unwrap_err()), ErrorKind::NotFound);
+    assert_eq!(
+        kind_of(&store.head(&key("aborted")).await.unwrap_err()),
+        ErrorKind::NotFound
+    );
 
     // A failing source stream aborts the upload and leaves no object.
     let failing = stream::iter((0..6).map(|i| {
         if i < 5 {
             Ok(Bytes::from(pseudo_random(i, 4 * MIB)))
         } else {
-            Err(StoreError::new(ErrorKind::Other, "source", "get", "x", "source died"))
+            Err(StoreError::new(
+                ErrorKind::Other,
+                "source",
+                "get",
+                "x",
+                "source died",
+            ))
         }
     }));
     let e = store
-        .upload(&key("failed"), failing, UploadOptions { part_size: 5 * MIB as u64, concurrency: 2 })
+        .upload(
+            &key("failed"),
+            failing,
+            UploadOptions {
+                part_size: 5 * MIB as u64,
+                concurrency: 2,
+            },
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("source died"), "{e}");
-    assert_eq!(kind_of(&store.head(&key("failed")).await.unwrap_err()), ErrorKind::NotFound);
-    let leftovers = list_all(store.as_ref(), &format!("{root}/failed")).await.unwrap();
-    assert!(leftovers.is_empty(), "nothing visible after a failed upload: {leftovers:?}");
+    assert_eq!(
+        kind_of(&store.head(&key("failed")).await.unwrap_err()),
+        ErrorKind::NotFound
+    );
+    let leftovers = list_all(store.as_ref(), &format!("{root}/failed"))
+        .await
+        .unwrap();
+    assert!(
+        leftovers.is_empty(),
+        "nothing visible after a failed upload: {leftovers:?}"
+    );
 
     // Copy and delete.
     store.copy(&key("small"), &key("copied")).await.unwrap();
     assert_eq!(store.get(&key("copied")).await.unwrap(), Bytes::from(small));
     store.delete(&key("copied")).await.unwrap();
-    assert_eq!(kind_of(&store.head(&key("copied")).await.unwrap_err()), ErrorKind::NotFound);
-    store.delete(&key("copied")).await.expect("deleting a missing object is not an error");
+    assert_eq!(
+        kind_of(&store.head(&key("copied")).await.unwrap_err()),
+        ErrorKind::NotFound
+    );
+    store
+        .delete(&key("copied"))
+        .await
+        .expect("deleting a missing object is not an error");
 
     // Errors carry the kind, the store, the operation and the key.
     let e = store.get(&key("no-such-key")).await.unwrap_err();
@@ -185,7 +287,12 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
-    assert!(list_all(store.as_ref(), &format!("{root}/")).await.unwrap().is_empty());
+    assert!(
+        list_all(store.as_ref(), &format!("{root}/"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,16 +348,24 @@ async fn s3_bucket(name: &str) -> String {
     );
     let bucket = unique(name).to_lowercase();
     let bucket: String = bucket.chars().take(63).collect();
-    sdk.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+    sdk.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create test bucket");
     bucket
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_conforms() {
     let bucket = s3_bucket("conf").await;
-    let store = S3Store::new(&bucket, &s3_config(&env("SKYX_TEST_S3_SECRET_KEY")), RetryPolicy::default())
-        .await
-        .unwrap();
+    let store = S3Store::new(
+        &bucket,
+        &s3_config(&env("SKYX_TEST_S3_SECRET_KEY")),
+        RetryPolicy::default(),
+    )
+    .await
+    .unwrap();
     conformance(Arc::new(store), "run").await;
 }
 
@@ -259,15 +374,123 @@ async fn s3_errors_name_missing_buckets_and_bad_credentials() {
     let cfg = s3_config(&env("SKYX_TEST_S3_SECRET_KEY"));
     // Listing, not put: s3s-fs creates a bucket on put where S3 answers NoSuchBucket.
     let name: String = unique("skyx-missing").chars().take(40).collect();
-    let missing = S3Store::new(&name, &cfg, RetryPolicy::never()).await.unwrap();
+    let missing = S3Store::new(&name, &cfg, RetryPolicy::never())
+        .await
+        .unwrap();
     let e = missing.list_with_delimiter("").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::BucketNotFound, "{e}");
     assert!(e.to_string().contains(&format!("s3://{name}")), "{e}");
 
     let bucket = s3_bucket("creds").await;
-    let wrong = S3Store::new(&bucket, &s3_config("not-the-secret"), RetryPolicy::never()).await.unwrap();
+    let wrong = S3Store::new(&bucket, &s3_config("not-the-secret"), RetryPolicy::never())
+        .await
+        .unwrap();
     let e = wrong.put("k", Bytes::from_static(b"x")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
     let e = wrong.head("k").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+}
+
+/// The Azurite account from the connection string the test servers script exports.
+fn azure_account() -> (String, String, String) {
+    let cs = env("SKYX_TEST_AZURE_CONNECTION_STRING");
+    let field = |name: &str| {
+        cs.split(';')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing from the test connection string"))
+            .to_string()
+    };
+    (
+        field("AccountName"),
+        field("AccountKey"),
+        field("BlobEndpoint"),
+    )
+}
+
+async fn azure_container(name: &str) -> String {
+    let (account, key, endpoint) = azure_account();
+    let container: String = unique(name).to_lowercase().chars().take(63).collect();
+    let sas = skyx_store::azure::account_sas(
+        &account,
+        &key,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let url = url::Url::parse(&format!("{endpoint}/{container}?{sas}")).unwrap();
+    azure_storage_blob::BlobContainerClient::new(url, None, None)
+        .unwrap()
+        .create(None)
+        .await
+        .expect("create test container");
+    container
+}
+
+fn azure_config(key: Option<&str>) -> skyx_store::azure::AzureConfig {
+    let cs = env("SKYX_TEST_AZURE_CONNECTION_STRING");
+    let cs = match key {
+        Some(k) => cs
+            .split(';')
+            .map(|p| {
+                if p.starts_with("AccountKey=") {
+                    format!("AccountKey={k}")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+        None => cs,
+    };
+    skyx_store::azure::AzureConfig {
+        connection_string: Some(cs),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_conforms() {
+    let (account, _, _) = azure_account();
+    let container = azure_container("conf").await;
+    let store = skyx_store::azure::AzureStore::new(
+        &account,
+        &container,
+        &azure_config(None),
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    conformance(Arc::new(store), "run").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_errors_name_missing_containers_and_bad_credentials() {
+    let (account, _, _) = azure_account();
+    let missing = skyx_store::azure::AzureStore::new(
+        &account,
+        "skyx-no-such-container",
+        &azure_config(None),
+        RetryPolicy::never(),
+    )
+    .unwrap();
+    let e = missing
+        .put("k", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BucketNotFound, "{e}");
+    assert!(
+        e.to_string()
+            .contains("az://devstoreaccount1/skyx-no-such-container"),
+        "{e}"
+    );
+
+    let container = azure_container("creds").await;
+    // A valid base64 key that is not the account's: every request is refused.
+    let wrong = skyx_store::azure::AzureStore::new(
+        &account,
+        &container,
+        &azure_config(Some("d3Jvbmcta2V5LXdyb25nLWtleQ==")),
+        RetryPolicy::never(),
+    )
+    .unwrap();
+    let e = wrong.put("k", Bytes::from_static(b"x")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
 }
