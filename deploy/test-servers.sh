@@ -3,7 +3,7 @@
 # all on 127.0.0.1:
 #   S3     s3s-fs 0.14.1 (cargo)            port 9001   keys skyx-test / skyx-test-secret
 #   Azure  Azurite (npm)                    port 10000  well-known dev account devstoreaccount1
-#   GCS    gcp-storage-emulator (pip)       port 9023
+#   GCS    gcp-storage-emulator (pip)       port 9023   via deploy/gcs_emulator.py (see its docstring)
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
 # answers; it fails loudly if one cannot be installed or started, so the suite never silently
@@ -54,7 +54,8 @@ start() {
     "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --location "$RUN/azurite" \
         --loose --skipApiVersionCheck --disableTelemetry >"$RUN/azurite.log" 2>&1 &
     echo $! >"$RUN/azurite.pid"
-    "$TOOLS/venv/bin/gcp-storage-emulator" start -H 127.0.0.1 --port $GCS_PORT --in-memory \
+    # Our launcher: the emulator plus two documented fixes (threaded server, empty uploads).
+    "$TOOLS/venv/bin/python" "$PWD/gcs_emulator.py" start -H 127.0.0.1 --port $GCS_PORT --in-memory \
         >"$RUN/gcs.log" 2>&1 &
     echo $! >"$RUN/gcs.pid"
     wait_port $S3_PORT s3s; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs

@@ -6,11 +6,13 @@
 //! which streams any size through multipart with memory bounded by part size × concurrency and
 //! aborts the upload on every failure path so no orphaned parts cost money.
 //!
-//! Backends: [`local`] (files, atomic via temp file + rename), [`s3`] (aws-sdk-s3).
+//! Backends: [`local`] (files, atomic via temp file + rename), [`s3`] (aws-sdk-s3),
+//! [`azure`] (the official azure_storage_blob), [`gcs`] (gcloud-storage, JSON API).
 //! [`open`] builds the right one for an [`ObjectUrl`] from a [`StoreConfig`].
 
 pub mod azure;
 pub mod error;
+pub mod gcs;
 pub mod local;
 pub mod retry;
 pub mod s3;
@@ -297,6 +299,7 @@ where
 pub struct StoreConfig {
     pub s3: s3::S3Config,
     pub azure: azure::AzureConfig,
+    pub gcs: gcs::GcsConfig,
     pub retry: RetryPolicy,
 }
 
@@ -305,6 +308,7 @@ impl StoreConfig {
         StoreConfig {
             s3: s3::S3Config::from_env(),
             azure: azure::AzureConfig::from_env(),
+            gcs: gcs::GcsConfig::from_env(),
             retry: RetryPolicy::default(),
         }
     }

@@ -494,3 +494,89 @@ async fn azure_errors_name_missing_containers_and_bad_credentials() {
     let e = wrong.put("k", Bytes::from_static(b"x")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
 }
+
+fn gcs_config() -> skyx_store::gcs::GcsConfig {
+    skyx_store::gcs::GcsConfig {
+        endpoint: Some(env("SKYX_TEST_GCS_ENDPOINT")),
+    }
+}
+
+async fn gcs_bucket(name: &str) -> String {
+    use gcloud_storage::client::{Client, ClientConfig};
+    use gcloud_storage::http::buckets::insert::{InsertBucketParam, InsertBucketRequest};
+    let client = Client::new(
+        ClientConfig {
+            storage_endpoint: env("SKYX_TEST_GCS_ENDPOINT"),
+            ..Default::default()
+        }
+        .anonymous(),
+    );
+    let bucket: String = unique(name).to_lowercase().chars().take(63).collect();
+    client
+        .insert_bucket(&InsertBucketRequest {
+            name: bucket.clone(),
+            param: InsertBucketParam {
+                project: "skyx-test".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .expect("create test bucket");
+    bucket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_conforms() {
+    let bucket = gcs_bucket("conf").await;
+    let store = skyx_store::gcs::GcsStore::new(&bucket, &gcs_config(), RetryPolicy::default())
+        .await
+        .unwrap();
+    conformance(Arc::new(store), "run").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_composes_more_than_32_parts_in_levels() {
+    let bucket = gcs_bucket("compose").await;
+    let store = skyx_store::gcs::GcsStore::new(&bucket, &gcs_config(), RetryPolicy::default())
+        .await
+        .unwrap();
+    let parts: Vec<Bytes> = (0..70)
+        .map(|i| Bytes::from(pseudo_random(i, 1000 + i as usize)))
+        .collect();
+    let all: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
+    store
+        .upload(
+            "k",
+            stream::iter(parts.into_iter().map(Ok)),
+            UploadOptions {
+                part_size: 1000,
+                concurrency: 8,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Bytes::from(all));
+    assert!(
+        list_all(&store, "")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.key == "k"),
+        "temporary parts are gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_errors_name_missing_buckets() {
+    let missing =
+        skyx_store::gcs::GcsStore::new("skyx-no-such-bucket", &gcs_config(), RetryPolicy::never())
+            .await
+            .unwrap();
+    let e = missing.list_with_delimiter("").await.unwrap_err();
+    assert!(
+        matches!(e.kind, ErrorKind::BucketNotFound | ErrorKind::NotFound),
+        "{e}"
+    );
+    assert!(e.to_string().contains("gs://skyx-no-such-bucket"), "{e}");
+}

@@ -1,0 +1,79 @@
+"""Launches gcp-storage-emulator with two fixes the skyx test suite needs.
+
+Run with the emulator's own virtualenv python, with the emulator's usual arguments:
+    python deploy/gcs_emulator.py start -H 127.0.0.1 --port 9023 --in-memory
+
+What it changes, and why (nothing else is touched):
+
+1. Connections are accepted by a thread each, with a deep listen backlog, while request
+   handlers still run one at a time. The emulator serves with http.server.HTTPServer: one
+   connection at a time and socketserver's backlog of 5, so clients that upload parts in
+   parallel (16 in our suite, as any transfer tool does) overflow the backlog and get their
+   connections reset. Its storage is not thread-safe (it serialises its metadata dict while
+   other writes change it), so handlers are serialised with one lock.
+
+2. Empty media uploads. For an empty body the emulator's Request.data is None and the media
+   upload handler crashes on len(None), so a zero-byte object cannot be written. Real GCS
+   accepts empty objects; here an empty simple/media upload gets b"" as its data.
+
+3. Sizes as strings. GCS's JSON API encodes int64 fields such as `size` as strings, and the
+   emulator does so for uploads, but its compose handler returns the size as a number, which
+   clients that follow the API (gcloud-storage) cannot decode. Object resources are built with
+   the size as a string everywhere.
+"""
+import sys
+import threading
+from http import server as http_server
+
+import gcp_storage_emulator.server as emulator
+from gcp_storage_emulator.handlers import objects
+
+
+class ThreadingServer(http_server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+emulator.server = type(sys)("patched_http_server")
+emulator.server.__dict__.update(http_server.__dict__)
+emulator.server.HTTPServer = ThreadingServer
+
+_media_upload = objects._media_upload
+
+
+def media_upload_allowing_empty(request, response, storage):
+    if request.data is None:
+        request._data = b""
+    return _media_upload(request, response, storage)
+
+
+objects._media_upload = media_upload_allowing_empty
+
+_make_object_resource = objects._make_object_resource
+
+
+def object_resource_with_string_size(base_url, bucket, name, content_type, length, *rest, **kw):
+    return _make_object_resource(base_url, bucket, name, content_type, str(length), *rest, **kw)
+
+
+objects._make_object_resource = object_resource_with_string_size
+
+_handler_lock = threading.Lock()
+
+
+def serialised(method):
+    def run(self):
+        with _handler_lock:
+            return method(self)
+
+    return run
+
+
+for _name in ("do_GET", "do_POST", "do_PUT", "do_PATCH", "do_DELETE", "do_HEAD"):
+    if hasattr(emulator.RequestHandler, _name):
+        setattr(emulator.RequestHandler, _name, serialised(getattr(emulator.RequestHandler, _name)))
+
+if __name__ == "__main__":
+    from gcp_storage_emulator.__main__ import main
+
+    sys.exit(main())
