@@ -119,15 +119,20 @@ pub fn account_sas(
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string();
     Ok(format!(
         "sv={VERSION}&ss=b&srt=sco&sp={PERMISSIONS}&se={}&spr=https,http&sig={}",
         enc(&expiry),
         enc(&sig)
     ))
 }
+
+/// Characters escaped in a query value: all but RFC 3986's unreserved ones.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// How long a SAS signed from a key stays valid; transfers can run for days.
 const SAS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
