@@ -1,0 +1,20 @@
+//! The skyx chunk protocol, sans-IO.
+//!
+//! - [`frame`]: the wire format of chunks and acknowledgements, and an incremental decoder.
+//! - [`codec`]: zstd per chunk when it shrinks the chunk, raw otherwise; end-to-end checksums.
+//! - [`sender`] / [`receiver`]: the per-hop state machines. Inputs arrive through `handle_*`
+//!   methods (time is passed in), outputs leave through `poll_*` methods. No sockets, no clock,
+//!   no runtime: the agent's async code drives them, and tests drive them with a simulated
+//!   lossy link and a virtual clock.
+
+pub mod codec;
+pub mod frame;
+pub mod receiver;
+pub mod sender;
+
+pub use codec::{Compression, DecodeError, decode_chunk, encode_chunk};
+pub use frame::{
+    ChunkId, ChunkRef, Codec, DataFrame, Frame, FrameDecoder, FrameError, JobId, NackReason,
+};
+pub use receiver::{Receiver, ReceiverEvent, Role};
+pub use sender::{Failure, Sender, SenderConfig, SenderEvent};

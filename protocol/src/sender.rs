@@ -1,0 +1,297 @@
+//! The sending side of one hop: which chunk goes on the wire next, and which are done.
+//!
+//! A chunk stays the sender's responsibility until the next hop acknowledges it. Chunks are sent
+//! in the order they were queued, at most `window` unacknowledged at once (backpressure: a slow
+//! receiver holds the window full and the sender stops pulling chunks from its source). A chunk
+//! is sent again when it is nacked as corrupt, when its acknowledgement does not come within the
+//! retransmission timeout, or when the connection it was on is lost; after `max_attempts`
+//! sends it is given up and reported, so the gateway can re-dispatch it another way.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::frame::{ChunkId, NackReason};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// Most chunks sent and not yet acknowledged.
+    pub window: usize,
+    /// How long to wait for an acknowledgement before sending again.
+    pub retransmit_after: Duration,
+    /// Sends of one chunk before it is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            window: 64,
+            retransmit_after: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// What the sender reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderEvent {
+    /// The next hop took responsibility for the chunk; its buffer can be released.
+    Acked(ChunkId),
+    /// The chunk could not be delivered on this hop.
+    GaveUp {
+        chunk: ChunkId,
+        attempts: u32,
+        last: Failure,
+    },
+}
+
+/// The most recent reason a chunk had to be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Timeout,
+    ConnectionLost,
+    Nack(NackReason),
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    sent_at: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+pub struct Sender {
+    config: SenderConfig,
+    /// Chunks waiting for (re)transmission, with how many times each was already sent.
+    ready: VecDeque<(ChunkId, u32)>,
+    in_flight: HashMap<ChunkId, InFlight>,
+    events: VecDeque<SenderEvent>,
+}
+
+impl Sender {
+    pub fn new(config: SenderConfig) -> Self {
+        assert!(
+            config.window > 0 && config.max_attempts > 0,
+            "window and attempts must be positive"
+        );
+        Sender {
+            config,
+            ready: VecDeque::new(),
+            in_flight: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Queues a chunk for its first transmission.
+    pub fn enqueue(&mut self, chunk: ChunkId) {
+        self.ready.push_back((chunk, 0));
+    }
+
+    /// Whether the driver may hand the sender another chunk without exceeding the window.
+    pub fn has_room(&self) -> bool {
+        self.ready.len() + self.in_flight.len() < self.config.window
+    }
+
+    /// The next chunk to put on the wire now, if the window allows.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<ChunkId> {
+        self.expire(now);
+        if self.in_flight.len() >= self.config.window {
+            return None;
+        }
+        let (chunk, attempts) = self.ready.pop_front()?;
+        self.in_flight.insert(
+            chunk,
+            InFlight {
+                sent_at: now,
+                attempts: attempts + 1,
+            },
+        );
+        Some(chunk)
+    }
+
+    /// When the driver must call `poll_transmit` again even if nothing arrives.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.in_flight
+            .values()
+            .map(|f| f.sent_at + self.config.retransmit_after)
+            .min()
+    }
+
+    pub fn handle_ack(&mut self, chunk: ChunkId) {
+        // An ack for a chunk not in flight is a duplicate (or for a resend): nothing to do,
+        // unless the chunk sits in the ready queue after a timeout, in which case it is done.
+        let was_flying = self.in_flight.remove(&chunk).is_some();
+        let was_ready = if was_flying {
+            false
+        } else {
+            let before = self.ready.len();
+            self.ready.retain(|(c, _)| *c != chunk);
+            self.ready.len() != before
+        };
+        if was_flying || was_ready {
+            self.events.push_back(SenderEvent::Acked(chunk));
+        }
+    }
+
+    pub fn handle_nack(&mut self, chunk: ChunkId, reason: NackReason) {
+        if let Some(f) = self.in_flight.remove(&chunk) {
+            match reason {
+                NackReason::WrongJob => self.give_up(chunk, f.attempts, Failure::Nack(reason)),
+                _ => self.retry(chunk, f.attempts, Failure::Nack(reason)),
+            }
+        }
+    }
+
+    /// The connection died: nothing in flight on it will be acknowledged.
+    pub fn handle_connection_lost(&mut self) {
+        let mut flying: Vec<(ChunkId, InFlight)> = self.in_flight.drain().collect();
+        // Resend in the original order of first transmission.
+        flying.sort_by_key(|(_, f)| f.sent_at);
+        for (chunk, f) in flying.into_iter().rev() {
+            if f.attempts >= self.config.max_attempts {
+                self.give_up(chunk, f.attempts, Failure::ConnectionLost);
+            } else {
+                self.ready.push_front((chunk, f.attempts));
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+
+    /// Nothing queued and nothing awaiting acknowledgement.
+    pub fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.in_flight.is_empty()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config.retransmit_after;
+        let mut expired: Vec<(ChunkId, InFlight)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.sent_at + timeout)
+            .map(|(c, f)| (*c, f.clone()))
+            .collect();
+        expired.sort_by_key(|(_, f)| f.sent_at);
+        for (chunk, f) in expired {
+            self.in_flight.remove(&chunk);
+            self.retry(chunk, f.attempts, Failure::Timeout);
+        }
+    }
+
+    fn retry(&mut self, chunk: ChunkId, attempts: u32, why: Failure) {
+        if attempts >= self.config.max_attempts {
+            self.give_up(chunk, attempts, why);
+        } else {
+            // Repairs go first: the receiver is waiting for them.
+            self.ready.push_front((chunk, attempts));
+        }
+    }
+
+    fn give_up(&mut self, chunk: ChunkId, attempts: u32, last: Failure) {
+        self.events.push_back(SenderEvent::GaveUp {
+            chunk,
+            attempts,
+            last,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(window: usize, attempts: u32) -> Sender {
+        Sender::new(SenderConfig {
+            window,
+            retransmit_after: Duration::from_secs(1),
+            max_attempts: attempts,
+        })
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_in_flight() {
+        let t = Instant::now();
+        let mut s = sender(2, 3);
+        for i in 0..4 {
+            s.enqueue(ChunkId(i));
+        }
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(0)));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(1)));
+        assert_eq!(s.poll_transmit(t), None, "window full");
+        s.handle_ack(ChunkId(0));
+        assert_eq!(s.poll_event(), Some(SenderEvent::Acked(ChunkId(0))));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(2)));
+    }
+
+    #[test]
+    fn timeouts_and_nacks_resend_until_attempts_run_out() {
+        let t = Instant::now();
+        let mut s = sender(4, 2);
+        s.enqueue(ChunkId(9));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(9)));
+        assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(1)));
+        assert_eq!(s.poll_transmit(t + Duration::from_millis(999)), None);
+        assert_eq!(
+            s.poll_transmit(t + Duration::from_secs(1)),
+            Some(ChunkId(9)),
+            "resent after timeout"
+        );
+        s.handle_nack(ChunkId(9), NackReason::Corrupt);
+        assert_eq!(
+            s.poll_event(),
+            Some(SenderEvent::GaveUp {
+                chunk: ChunkId(9),
+                attempts: 2,
+                last: Failure::Nack(NackReason::Corrupt)
+            })
+        );
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_lost_connection_requeues_in_flight_chunks_in_order() {
+        let t = Instant::now();
+        let mut s = sender(8, 5);
+        for i in 0..3 {
+            s.enqueue(ChunkId(i));
+        }
+        for i in 0..3 {
+            assert_eq!(
+                s.poll_transmit(t + Duration::from_millis(i)),
+                Some(ChunkId(i))
+            );
+        }
+        s.handle_connection_lost();
+        let resent: Vec<_> = std::iter::from_fn(|| s.poll_transmit(t)).collect();
+        assert_eq!(resent, vec![ChunkId(0), ChunkId(1), ChunkId(2)]);
+    }
+
+    #[test]
+    fn duplicate_acks_are_reported_once_and_wrong_job_is_final() {
+        let t = Instant::now();
+        let mut s = sender(8, 5);
+        s.enqueue(ChunkId(1));
+        s.enqueue(ChunkId(2));
+        s.poll_transmit(t);
+        s.poll_transmit(t);
+        s.handle_ack(ChunkId(1));
+        s.handle_ack(ChunkId(1));
+        assert_eq!(s.poll_event(), Some(SenderEvent::Acked(ChunkId(1))));
+        assert_eq!(s.poll_event(), None);
+        s.handle_nack(ChunkId(2), NackReason::WrongJob);
+        assert!(matches!(
+            s.poll_event(),
+            Some(SenderEvent::GaveUp {
+                chunk: ChunkId(2),
+                attempts: 1,
+                ..
+            })
+        ));
+    }
+}
