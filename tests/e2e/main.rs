@@ -3,7 +3,9 @@
 //! Modules:
 //! - `plan`: `skyx plan` output, JSON schema, Graphviz, exit codes and error messages.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
+//! - `tidy`: the dependency-direction rules between the workspace's crates.
 
 mod catalog;
 mod plan;
+mod tidy;
 mod util;
