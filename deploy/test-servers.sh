@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the real local object-store servers the tests run against,
-# all on 127.0.0.1:
-#   S3     s3s-fs 0.14.1 (cargo)            port 9001   keys skyx-test / skyx-test-secret
-#   Azure  Azurite (npm)                    port 10000  well-known dev account devstoreaccount1
-#   GCS    gcp-storage-emulator (pip)       port 9023   via deploy/gcs_emulator.py (see its docstring)
+# all on 127.0.0.1, each on a free port picked at start (so a stale server of another checkout
+# can never answer for this one):
+#   S3     s3s-fs 0.14.1 (cargo)            keys skyx-test / skyx-test-secret
+#   Azure  Azurite (npm)                    well-known dev account devstoreaccount1
+#   GCS    gcp-storage-emulator (pip)       via deploy/gcs_emulator.py (see its docstring)
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
 # answers; it fails loudly if one cannot be installed or started, so the suite never silently
@@ -12,7 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 TOOLS="${SKYX_TOOLS_DIR:-$HOME/.cache/skyx-tools}"
 RUN="$PWD/.servers"
-S3_PORT=9001 AZ_PORT=10000 GCS_PORT=9023
 
 log() { echo "test-servers: $*" >&2; }
 
@@ -44,10 +44,15 @@ wait_port() {
     return 1
 }
 
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 start() {
     install
     stop 2>/dev/null || true
     rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/azurite"
+    S3_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port)
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"

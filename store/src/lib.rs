@@ -239,7 +239,7 @@ async fn abort_after<S: ObjectStore + ?Sized>(
 async fn upload_parts<S, D>(
     store: &S,
     upload: &MultipartUpload,
-    mut data: D,
+    data: D,
     first: BytesMut,
     part_size: usize,
     concurrency: usize,
@@ -249,6 +249,37 @@ where
     D: Stream<Item = Result<Bytes>> + Send + Unpin,
 {
     let mut in_flight = FuturesUnordered::new();
+    let result = feed_parts(
+        store,
+        upload,
+        data,
+        first,
+        part_size,
+        concurrency,
+        &mut in_flight,
+    )
+    .await;
+    if result.is_err() {
+        // Let every part already sent finish before the caller aborts: a part that lands after
+        // the abort would be orphaned (and billed), and dropping its future does not recall it.
+        while in_flight.next().await.is_some() {}
+    }
+    result
+}
+
+async fn feed_parts<'a, S, D>(
+    store: &'a S,
+    upload: &'a MultipartUpload,
+    mut data: D,
+    first: BytesMut,
+    part_size: usize,
+    concurrency: usize,
+    in_flight: &mut FuturesUnordered<futures::future::BoxFuture<'a, Result<PartReceipt>>>,
+) -> Result<(Vec<PartReceipt>, u64)>
+where
+    S: ObjectStore + ?Sized,
+    D: Stream<Item = Result<Bytes>> + Send + Unpin,
+{
     let mut receipts = Vec::new();
     let mut total = 0u64;
     let mut part_number = 0u32;
