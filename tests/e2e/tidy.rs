@@ -9,6 +9,16 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("planner", &["skyx-catalog"], false),
     ("protocol", &[], false),
     ("store", &[], true),
+    (
+        "gateway",
+        &[
+            "skyx-protocol",
+            "skyx-store",
+            "skyx-catalog",
+            "skyx-planner",
+        ],
+        true,
+    ),
 ];
 
 fn dependencies(manifest: &str) -> Vec<String> {
