@@ -156,6 +156,16 @@ impl Sender {
         }
     }
 
+    /// Takes every chunk this sender still holds (queued or in flight), leaving it idle: the
+    /// driver moves them to another connection when this one cannot be used any more.
+    pub fn take_all(&mut self) -> Vec<ChunkId> {
+        let mut flying: Vec<(ChunkId, InFlight)> = self.in_flight.drain().collect();
+        flying.sort_by_key(|(_, f)| f.sent_at);
+        let mut out: Vec<ChunkId> = flying.into_iter().map(|(c, _)| c).collect();
+        out.extend(self.ready.drain(..).map(|(c, _)| c));
+        out
+    }
+
     pub fn poll_event(&mut self) -> Option<SenderEvent> {
         self.events.pop_front()
     }
@@ -270,6 +280,22 @@ mod tests {
         s.handle_connection_lost();
         let resent: Vec<_> = std::iter::from_fn(|| s.poll_transmit(t)).collect();
         assert_eq!(resent, vec![ChunkId(0), ChunkId(1), ChunkId(2)]);
+    }
+
+    #[test]
+    fn take_all_empties_the_sender_oldest_first() {
+        let t = Instant::now();
+        let mut s = sender(2, 5);
+        for i in 0..4 {
+            s.enqueue(ChunkId(i));
+        }
+        s.poll_transmit(t);
+        s.poll_transmit(t + Duration::from_millis(1));
+        assert_eq!(
+            s.take_all(),
+            vec![ChunkId(0), ChunkId(1), ChunkId(2), ChunkId(3)]
+        );
+        assert!(s.is_idle());
     }
 
     #[test]

@@ -1,0 +1,440 @@
+//! One hop of the data plane over TCP: many connections to the next agent, each driven by the
+//! protocol's sans-IO state machines.
+//!
+//! Sending ([`HopSender`]): one driver task owns a [`Sender`] per connection and the frames not
+//! yet acknowledged; thin reader and writer tasks move bytes. A new chunk goes to the connection
+//! with the fewest chunks in flight; when a connection dies its chunks move to the live ones;
+//! when none is left, every chunk still held is reported given up so the gateway can send it
+//! another way. Producers block in [`HopSender::send`] while every window is full
+//! (backpressure).
+//!
+//! Receiving ([`HopListener`]): one task per connection decodes frames into a [`Receiver`],
+//! hands each new chunk to the agent with a commit handle, and acknowledges it once the agent
+//! commits. It stops reading the socket while too many chunks await commit, so a slow next
+//! step slows the sender through TCP instead of filling memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use skyx_protocol::{
+    ChunkId, DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role, Sender,
+    SenderConfig, SenderEvent,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Errors of the data path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HopError {
+    #[error("cannot connect to next hop {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the hop is closed: every connection to the next hop failed")]
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct HopSenderConfig {
+    /// Parallel TCP connections to the next hop.
+    pub connections: usize,
+    /// Per-connection window, retransmission and attempt limits.
+    pub sender: SenderConfig,
+}
+
+impl Default for HopSenderConfig {
+    fn default() -> Self {
+        HopSenderConfig {
+            connections: 8,
+            sender: SenderConfig {
+                window: 16,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+enum DriverInput {
+    Frame(Frame),
+    Lost,
+}
+
+/// Sends chunks to the next hop over several connections.
+#[derive(Debug)]
+pub struct HopSender {
+    frames: mpsc::Sender<DataFrame>,
+    driver: JoinHandle<()>,
+}
+
+impl HopSender {
+    /// Opens `config.connections` connections to `addr`. Events (acks, give-ups) arrive on the
+    /// returned receiver.
+    pub async fn connect(
+        addr: SocketAddr,
+        config: HopSenderConfig,
+    ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), HopError> {
+        let n = config.connections.max(1);
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|source| HopError::Connect { addr, source })?;
+            // Chunks are large; Nagle only delays acknowledgements.
+            let _ = s.set_nodelay(true);
+            streams.push(s);
+        }
+        let (frames_tx, frames_rx) = mpsc::channel(n);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(streams, config.sender, frames_rx, events_tx));
+        Ok((
+            HopSender {
+                frames: frames_tx,
+                driver,
+            },
+            events_rx,
+        ))
+    }
+
+    /// Queues a chunk; waits while every connection's window is full.
+    pub async fn send(&self, frame: DataFrame) -> Result<(), HopError> {
+        self.frames.send(frame).await.map_err(|_| HopError::Closed)
+    }
+
+    /// No more chunks: the driver ends once everything queued is acknowledged or given up.
+    pub async fn finish(self) {
+        drop(self.frames);
+        let _ = self.driver.await;
+    }
+}
+
+struct Conn {
+    sender: Sender,
+    writer: mpsc::Sender<Bytes>,
+    alive: bool,
+    tasks: [JoinHandle<()>; 2],
+}
+
+async fn read_frames(
+    mut read: OwnedReadHalf,
+    idx: usize,
+    to_driver: mpsc::UnboundedSender<(usize, DriverInput)>,
+) {
+    let mut dec = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dec.push(&buf[..n]),
+        }
+        loop {
+            match dec.next_frame() {
+                Ok(Some(f)) => {
+                    if to_driver.send((idx, DriverInput::Frame(f))).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_fatal() => {
+                    tracing::warn!(conn = idx, error = %e, "corrupt stream from next hop; dropping the connection");
+                    let _ = to_driver.send((idx, DriverInput::Lost));
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let _ = to_driver.send((idx, DriverInput::Lost));
+}
+
+async fn write_frames(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = rx.recv().await {
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn drive(
+    streams: Vec<TcpStream>,
+    config: SenderConfig,
+    mut frames_rx: mpsc::Receiver<DataFrame>,
+    events: mpsc::UnboundedSender<SenderEvent>,
+) {
+    let (input_tx, mut input_rx) = mpsc::unbounded_channel();
+    let mut conns: Vec<Conn> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (read, write) = s.into_split();
+            let (wtx, wrx) = mpsc::channel(config.window.max(1));
+            Conn {
+                sender: Sender::new(config.clone()),
+                writer: wtx,
+                alive: true,
+                tasks: [
+                    tokio::spawn(read_frames(read, i, input_tx.clone())),
+                    tokio::spawn(write_frames(write, wrx)),
+                ],
+            }
+        })
+        .collect();
+    drop(input_tx);
+    let mut held: HashMap<ChunkId, DataFrame> = HashMap::new();
+    let mut producer_done = false;
+    loop {
+        // Put every chunk a window allows on its wire.
+        let now = Instant::now();
+        for c in conns.iter_mut().filter(|c| c.alive) {
+            while let Some(chunk) = c.sender.poll_transmit(now) {
+                if let Some(f) = held.get(&chunk)
+                    && c.writer
+                        .send(Frame::Data(f.clone()).to_bytes())
+                        .await
+                        .is_err()
+                {
+                    c.alive = false;
+                    break;
+                }
+            }
+        }
+        move_chunks_off_dead_connections(&mut conns, &held);
+        for c in conns.iter_mut() {
+            while let Some(e) = c.sender.poll_event() {
+                match &e {
+                    SenderEvent::Acked(chunk) | SenderEvent::GaveUp { chunk, .. } => {
+                        held.remove(chunk);
+                    }
+                }
+                let _ = events.send(e);
+            }
+        }
+        if !conns.iter().any(|c| c.alive) {
+            // Nothing left to send on: everything held is given up, and so is everything the
+            // producer still sends.
+            for (chunk, _) in held.drain() {
+                let _ = events.send(SenderEvent::GaveUp {
+                    chunk,
+                    attempts: 0,
+                    last: skyx_protocol::Failure::ConnectionLost,
+                });
+            }
+            while let Some(f) = frames_rx.recv().await {
+                let _ = events.send(SenderEvent::GaveUp {
+                    chunk: f.chunk.chunk,
+                    attempts: 0,
+                    last: skyx_protocol::Failure::ConnectionLost,
+                });
+            }
+            break;
+        }
+        if producer_done && held.is_empty() {
+            break;
+        }
+        let room = conns.iter().any(|c| c.alive && c.sender.has_room());
+        let deadline = conns.iter().filter_map(|c| c.sender.poll_timeout()).min();
+        tokio::select! {
+            f = frames_rx.recv(), if room && !producer_done => match f {
+                Some(f) => {
+                    let chunk = f.chunk.chunk;
+                    held.insert(chunk, f);
+                    let target = conns
+                        .iter_mut()
+                        .filter(|c| c.alive && c.sender.has_room())
+                        .min_by_key(|c| c.sender.in_flight())
+                        .expect("room on a live connection");
+                    target.sender.enqueue(chunk);
+                }
+                None => producer_done = true,
+            },
+            Some((idx, input)) = input_rx.recv() => match input {
+                DriverInput::Frame(Frame::Ack { chunk, .. }) => conns[idx].sender.handle_ack(chunk),
+                DriverInput::Frame(Frame::Nack { chunk, reason, .. }) => conns[idx].sender.handle_nack(chunk, reason),
+                DriverInput::Frame(Frame::Data(_)) => {}
+                DriverInput::Lost => conns[idx].alive = false,
+            },
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    for c in conns {
+        drop(c.writer);
+        let [reader, writer] = c.tasks;
+        let _ = writer.await;
+        reader.abort();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn move_chunks_off_dead_connections(conns: &mut [Conn], held: &HashMap<ChunkId, DataFrame>) {
+    let orphans: Vec<ChunkId> = conns
+        .iter_mut()
+        .filter(|c| !c.alive)
+        .flat_map(|c| {
+            c.sender.handle_connection_lost();
+            c.sender.take_all()
+        })
+        .filter(|chunk| held.contains_key(chunk))
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    let live: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].alive).collect();
+    if live.is_empty() {
+        // The caller reports everything still held as given up.
+        return;
+    }
+    tracing::debug!(
+        chunks = orphans.len(),
+        "moving chunks off a dead connection"
+    );
+    for (k, chunk) in orphans.into_iter().enumerate() {
+        conns[live[k % live.len()]].sender.enqueue(chunk);
+    }
+}
+
+/// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is
+/// written (sink) or queued onward (relay), or [`Delivery::fail`].
+#[derive(Debug)]
+pub struct Delivery {
+    pub frame: DataFrame,
+    /// The decoded, end-to-end verified bytes (sinks only).
+    pub raw: Option<Bytes>,
+    done: oneshot::Sender<bool>,
+}
+
+impl Delivery {
+    pub fn commit(self) {
+        let _ = self.done.send(true);
+    }
+
+    pub fn fail(self) {
+        let _ = self.done.send(false);
+    }
+}
+
+/// Accepts connections from the previous hop for one job.
+#[derive(Debug)]
+pub struct HopListener {
+    pub local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl HopListener {
+    /// Listens on `addr`; every new chunk of `job` is delivered on the returned channel.
+    /// `max_pending` bounds chunks awaiting commit per connection.
+    pub async fn bind(
+        addr: SocketAddr,
+        job: JobId,
+        role: Role,
+        max_pending: usize,
+    ) -> std::io::Result<(HopListener, mpsc::Receiver<Delivery>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(max_pending.max(1));
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    job,
+                    role,
+                    max_pending.max(1),
+                    tx.clone(),
+                ));
+            }
+        });
+        Ok((HopListener { local_addr, accept }, rx))
+    }
+
+    /// Stops accepting; open connections end when their peers close them.
+    pub fn close(&self) {
+        self.accept.abort();
+    }
+}
+
+impl Drop for HopListener {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    job: JobId,
+    role: Role,
+    max_pending: usize,
+    deliveries: mpsc::Sender<Delivery>,
+) {
+    let (mut read, mut write) = stream.into_split();
+    let mut receiver = Receiver::new(job, role);
+    let mut decoder = FrameDecoder::new();
+    let mut pending = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut eof = false;
+    loop {
+        while let Some(ReceiverEvent::Deliver { frame, raw }) = receiver.poll_event() {
+            let chunk = frame.chunk.chunk;
+            let (done_tx, done_rx) = oneshot::channel();
+            if deliveries
+                .send(Delivery {
+                    frame,
+                    raw,
+                    done: done_tx,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            pending.spawn(async move { (chunk, done_rx.await.unwrap_or(false)) });
+        }
+        let mut out = BytesMut::new();
+        while let Some(f) = receiver.poll_transmit() {
+            f.encode(&mut out);
+        }
+        if !out.is_empty() && write.write_all(&out).await.is_err() {
+            return;
+        }
+        if eof && pending.is_empty() {
+            return;
+        }
+        let can_read = !eof && pending.len() < max_pending;
+        tokio::select! {
+            r = read.read(&mut buf), if can_read => match r {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => {
+                    decoder.push(&buf[..n]);
+                    loop {
+                        match decoder.next_frame() {
+                            Ok(Some(f)) => receiver.handle_frame(Ok(f)),
+                            Ok(None) => break,
+                            Err(e) if e.is_fatal() => {
+                                tracing::warn!(%peer, error = %e, "corrupt stream; closing the connection");
+                                return;
+                            }
+                            Err(e) => receiver.handle_frame(Err(e)),
+                        }
+                    }
+                }
+            },
+            Some(Ok((chunk, ok))) = pending.join_next(), if !pending.is_empty() => {
+                if ok { receiver.handle_committed(chunk) } else { receiver.handle_failed(chunk) }
+            }
+        }
+    }
+}
