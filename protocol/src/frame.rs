@@ -148,6 +148,22 @@ impl FrameError {
 impl Frame {
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(HEADER_LEN + self.payload().len());
+        out.put_slice(&self.encode_header());
+        out.put_slice(self.payload());
+    }
+
+    /// The payload that follows the header on the wire (empty for acknowledgements).
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Frame::Data(d) => &d.payload,
+            _ => &[],
+        }
+    }
+
+    /// The header alone, so a large payload can be written from its own buffer without being
+    /// copied next to it.
+    pub fn encode_header(&self) -> [u8; HEADER_LEN] {
         let (kind, code, job, chunk, offset, raw_len, raw_crc, object, payload): (
             u8,
             u8,
@@ -175,8 +191,7 @@ impl Frame {
                 (KIND_NACK, reason.to_byte(), *job, *chunk, 0, 0, 0, 0, &[])
             }
         };
-        out.reserve(HEADER_LEN + payload.len());
-        let start = out.len();
+        let mut out = BytesMut::with_capacity(HEADER_LEN);
         out.put_slice(&MAGIC);
         out.put_u8(kind);
         out.put_u8(code);
@@ -189,9 +204,9 @@ impl Frame {
         out.put_u32_le(raw_crc);
         out.put_u32_le(crc32c::crc32c(payload));
         out.put_u32_le(object);
-        let header_crc = crc32c::crc32c(&out[start..start + 52]);
+        let header_crc = crc32c::crc32c(&out[..52]);
         out.put_u32_le(header_crc);
-        out.put_slice(payload);
+        out[..].try_into().expect("header is HEADER_LEN bytes")
     }
 
     pub fn to_bytes(&self) -> Bytes {

@@ -15,9 +15,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use skyx_protocol::frame::HEADER_LEN;
 use skyx_protocol::{
     ChunkId, DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role, Sender,
     SenderConfig, SenderEvent,
@@ -25,7 +27,8 @@ use skyx_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Errors of the data path.
@@ -47,6 +50,9 @@ pub struct HopSenderConfig {
     pub connections: usize,
     /// Per-connection window, retransmission and attempt limits.
     pub sender: SenderConfig,
+    /// Most chunks held (queued or unacknowledged) across all connections: the hop's memory
+    /// bound is this times the chunk size, however many connections there are.
+    pub max_held: usize,
 }
 
 impl Default for HopSenderConfig {
@@ -57,6 +63,7 @@ impl Default for HopSenderConfig {
                 window: 16,
                 ..Default::default()
             },
+            max_held: 32,
         }
     }
 }
@@ -92,7 +99,13 @@ impl HopSender {
         }
         let (frames_tx, frames_rx) = mpsc::channel(n);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(streams, config.sender, frames_rx, events_tx));
+        let driver = tokio::spawn(drive(
+            streams,
+            config.sender,
+            config.max_held.max(1),
+            frames_rx,
+            events_tx,
+        ));
         Ok((
             HopSender {
                 frames: frames_tx,
@@ -116,7 +129,8 @@ impl HopSender {
 
 struct Conn {
     sender: Sender,
-    writer: mpsc::Sender<Bytes>,
+    /// Frames to write: the header, and the payload shared with `held` (never copied).
+    writer: mpsc::Sender<([u8; HEADER_LEN], Bytes)>,
     alive: bool,
     tasks: [JoinHandle<()>; 2],
 }
@@ -153,9 +167,12 @@ async fn read_frames(
     let _ = to_driver.send((idx, DriverInput::Lost));
 }
 
-async fn write_frames(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(bytes) = rx.recv().await {
-        if write.write_all(&bytes).await.is_err() {
+async fn write_frames(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<([u8; HEADER_LEN], Bytes)>,
+) {
+    while let Some((header, payload)) = rx.recv().await {
+        if write.write_all(&header).await.is_err() || write.write_all(&payload).await.is_err() {
             return;
         }
     }
@@ -165,6 +182,7 @@ async fn write_frames(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) 
 async fn drive(
     streams: Vec<TcpStream>,
     config: SenderConfig,
+    max_held: usize,
     mut frames_rx: mpsc::Receiver<DataFrame>,
     events: mpsc::UnboundedSender<SenderEvent>,
 ) {
@@ -174,7 +192,8 @@ async fn drive(
         .enumerate()
         .map(|(i, s)| {
             let (read, write) = s.into_split();
-            let (wtx, wrx) = mpsc::channel(config.window.max(1));
+            // Two frames queued per connection keep the socket busy; more would only hold memory.
+            let (wtx, wrx) = mpsc::channel(2);
             Conn {
                 sender: Sender::new(config.clone()),
                 writer: wtx,
@@ -196,7 +215,7 @@ async fn drive(
             while let Some(chunk) = c.sender.poll_transmit(now) {
                 if let Some(f) = held.get(&chunk)
                     && c.writer
-                        .send(Frame::Data(f.clone()).to_bytes())
+                        .send((Frame::Data(f.clone()).encode_header(), f.payload.clone()))
                         .await
                         .is_err()
                 {
@@ -238,7 +257,7 @@ async fn drive(
         if producer_done && held.is_empty() {
             break;
         }
-        let room = conns.iter().any(|c| c.alive && c.sender.has_room());
+        let room = held.len() < max_held && conns.iter().any(|c| c.alive && c.sender.has_room());
         let deadline = conns.iter().filter_map(|c| c.sender.poll_timeout()).min();
         tokio::select! {
             f = frames_rx.recv(), if room && !producer_done => match f {
@@ -313,6 +332,9 @@ pub struct Delivery {
     /// The decoded, end-to-end verified bytes (sinks only).
     pub raw: Option<Bytes>,
     done: oneshot::Sender<bool>,
+    /// One of the listener's `max_pending` slots, freed when the delivery is committed or
+    /// failed (or dropped).
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Delivery {
@@ -334,7 +356,8 @@ pub struct HopListener {
 
 impl HopListener {
     /// Listens on `addr`; every new chunk of `job` is delivered on the returned channel.
-    /// `max_pending` bounds chunks awaiting commit per connection.
+    /// `max_pending` bounds the chunks awaiting commit across all connections: past it, no
+    /// connection reads its socket, and TCP pushes back on the sender.
     pub async fn bind(
         addr: SocketAddr,
         job: JobId,
@@ -344,6 +367,7 @@ impl HopListener {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(max_pending.max(1));
+        let slots = Arc::new(Semaphore::new(max_pending.max(1)));
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
@@ -352,7 +376,7 @@ impl HopListener {
                     peer,
                     job,
                     role,
-                    max_pending.max(1),
+                    slots.clone(),
                     tx.clone(),
                 ));
             }
@@ -377,7 +401,7 @@ async fn serve_connection(
     peer: SocketAddr,
     job: JobId,
     role: Role,
-    max_pending: usize,
+    slots: Arc<Semaphore>,
     deliveries: mpsc::Sender<Delivery>,
 ) {
     let (mut read, mut write) = stream.into_split();
@@ -389,12 +413,17 @@ async fn serve_connection(
     loop {
         while let Some(ReceiverEvent::Deliver { frame, raw }) = receiver.poll_event() {
             let chunk = frame.chunk.chunk;
+            // Waiting for a slot here stops this connection's reads: backpressure.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (done_tx, done_rx) = oneshot::channel();
             if deliveries
                 .send(Delivery {
                     frame,
                     raw,
                     done: done_tx,
+                    _slot: slot,
                 })
                 .await
                 .is_err()
@@ -413,7 +442,7 @@ async fn serve_connection(
         if eof && pending.is_empty() {
             return;
         }
-        let can_read = !eof && pending.len() < max_pending;
+        let can_read = !eof;
         tokio::select! {
             r = read.read(&mut buf), if can_read => match r {
                 Ok(0) | Err(_) => eof = true,
