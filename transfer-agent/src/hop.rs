@@ -24,9 +24,11 @@ use skyx_protocol::{
     ChunkId, DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role, Sender,
     SenderConfig, SenderEvent,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::tls::{AgentIdentity, TlsError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -35,11 +37,23 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HopError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot connect to next hop {addr}: {source}")]
     Connect {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS handshake with next hop {addr} failed (is it an agent of this job?): {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the hop is closed: every connection to the next hop failed")]
     Closed,
 }
@@ -83,11 +97,19 @@ pub struct HopSender {
 impl HopSender {
     /// Opens `config.connections` connections to `addr`. Events (acks, give-ups) arrive on the
     /// returned receiver.
+    ///
+    /// With `identity`, every connection is mutual TLS with the job's CA (the production mode);
+    /// without, plain TCP (tests and benchmarks that measure the protocol alone).
     pub async fn connect(
         addr: SocketAddr,
         config: HopSenderConfig,
+        identity: Option<&AgentIdentity>,
     ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), HopError> {
         let n = config.connections.max(1);
+        let tls = match identity {
+            Some(id) => Some((TlsConnector::from(id.client_config()?), id.server_name())),
+            None => None,
+        };
         let mut streams = Vec::with_capacity(n);
         for _ in 0..n {
             let s = TcpStream::connect(addr)
@@ -95,7 +117,16 @@ impl HopSender {
                 .map_err(|source| HopError::Connect { addr, source })?;
             // Chunks are large; Nagle only delays acknowledgements.
             let _ = s.set_nodelay(true);
-            streams.push(s);
+            streams.push(match &tls {
+                Some((connector, name)) => {
+                    let t = connector
+                        .connect(name.clone(), s)
+                        .await
+                        .map_err(|source| HopError::Handshake { addr, source })?;
+                    halves(t)
+                }
+                None => halves(s),
+            });
         }
         let (frames_tx, frames_rx) = mpsc::channel(n);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -135,8 +166,16 @@ struct Conn {
     tasks: [JoinHandle<()>; 2],
 }
 
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+fn halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (BoxRead, BoxWrite) {
+    let (r, w) = tokio::io::split(stream);
+    (Box::new(r), Box::new(w))
+}
+
 async fn read_frames(
-    mut read: OwnedReadHalf,
+    mut read: BoxRead,
     idx: usize,
     to_driver: mpsc::UnboundedSender<(usize, DriverInput)>,
 ) {
@@ -167,10 +206,7 @@ async fn read_frames(
     let _ = to_driver.send((idx, DriverInput::Lost));
 }
 
-async fn write_frames(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<([u8; HEADER_LEN], Bytes)>,
-) {
+async fn write_frames(mut write: BoxWrite, mut rx: mpsc::Receiver<([u8; HEADER_LEN], Bytes)>) {
     while let Some((header, payload)) = rx.recv().await {
         if write.write_all(&header).await.is_err() || write.write_all(&payload).await.is_err() {
             return;
@@ -180,7 +216,7 @@ async fn write_frames(
 }
 
 async fn drive(
-    streams: Vec<TcpStream>,
+    streams: Vec<(BoxRead, BoxWrite)>,
     config: SenderConfig,
     max_held: usize,
     mut frames_rx: mpsc::Receiver<DataFrame>,
@@ -191,7 +227,7 @@ async fn drive(
         .into_iter()
         .enumerate()
         .map(|(i, s)| {
-            let (read, write) = s.into_split();
+            let (read, write) = s;
             // Two frames queued per connection keep the socket busy; more would only hold memory.
             let (wtx, wrx) = mpsc::channel(2);
             Conn {
@@ -358,27 +394,45 @@ impl HopListener {
     /// Listens on `addr`; every new chunk of `job` is delivered on the returned channel.
     /// `max_pending` bounds the chunks awaiting commit across all connections: past it, no
     /// connection reads its socket, and TCP pushes back on the sender.
+    ///
+    /// With `identity`, connections must complete mutual TLS with a certificate of the same
+    /// job's CA; others are dropped before a byte of data is read.
     pub async fn bind(
         addr: SocketAddr,
         job: JobId,
         role: Role,
         max_pending: usize,
-    ) -> std::io::Result<(HopListener, mpsc::Receiver<Delivery>)> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
+        identity: Option<&AgentIdentity>,
+    ) -> Result<(HopListener, mpsc::Receiver<Delivery>), HopError> {
+        let acceptor = identity
+            .map(|id| id.server_config())
+            .transpose()?
+            .map(TlsAcceptor::from);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HopError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| HopError::Bind { addr, source })?;
         let (tx, rx) = mpsc::channel(max_pending.max(1));
         let slots = Arc::new(Semaphore::new(max_pending.max(1)));
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(
-                    stream,
-                    peer,
-                    job,
-                    role,
-                    slots.clone(),
-                    tx.clone(),
-                ));
+                let (acceptor, slots, tx) = (acceptor.clone(), slots.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let io = match acceptor {
+                        Some(a) => match a.accept(stream).await {
+                            Ok(t) => halves(t),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "refused a connection that is not a peer of this job");
+                                return;
+                            }
+                        },
+                        None => halves(stream),
+                    };
+                    serve_connection(io, peer, job, role, slots, tx).await;
+                });
             }
         });
         Ok((HopListener { local_addr, accept }, rx))
@@ -397,14 +451,13 @@ impl Drop for HopListener {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    (mut read, mut write): (BoxRead, BoxWrite),
     peer: SocketAddr,
     job: JobId,
     role: Role,
     slots: Arc<Semaphore>,
     deliveries: mpsc::Sender<Delivery>,
 ) {
-    let (mut read, mut write) = stream.into_split();
     let mut receiver = Receiver::new(job, role);
     let mut decoder = FrameDecoder::new();
     let mut pending = tokio::task::JoinSet::new();

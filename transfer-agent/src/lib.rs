@@ -1,7 +1,10 @@
 //! `skyx-agent`, the daemon on each VM. So far its data path: [`hop`] moves chunks to the next
 //! agent over many TCP connections driven by the protocol's sans-IO state machines, and accepts
-//! them from the previous one. The control API, TLS and store reading/writing build on it.
+//! them from the previous one. [`tls`] makes every data connection mutual TLS with a per-job CA. The control API and store
+//! reading/writing build on these.
 
 pub mod hop;
+pub mod tls;
 
 pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig};
+pub use tls::{AgentIdentity, JobCa, TlsError};

@@ -52,9 +52,10 @@ async fn sink() -> (
     tokio::task::JoinHandle<HashMap<ChunkId, (Bytes, u32)>>,
     HopListener,
 ) {
-    let (listener, mut rx) = HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Sink, 32)
-        .await
-        .unwrap();
+    let (listener, mut rx) =
+        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Sink, 32, None)
+            .await
+            .unwrap();
     let addr = listener.local_addr;
     let task = tokio::spawn(async move {
         let mut got: HashMap<ChunkId, (Bytes, u32)> = HashMap::new();
@@ -76,7 +77,7 @@ async fn relay(
     connections: usize,
 ) -> (SocketAddr, HopListener, tokio::task::JoinHandle<()>) {
     let (listener, mut rx) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32)
+        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32, None)
             .await
             .unwrap();
     let addr = listener.local_addr;
@@ -86,6 +87,7 @@ async fn relay(
             connections,
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -111,6 +113,7 @@ async fn send_all(to: SocketAddr, connections: usize, data: &[(DataFrame, Bytes)
             connections,
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -243,6 +246,7 @@ async fn when_every_connection_dies_all_chunks_are_given_up_not_lost() {
             connections: 2,
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();

@@ -79,7 +79,7 @@ async fn run(
     chunks: u64,
 ) -> Result<Outcome> {
     let (sink, mut sink_rx) =
-        HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Sink, 64).await?;
+        HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Sink, 64, None).await?;
     let sink_task = tokio::spawn(async move {
         let mut n = 0u64;
         while let Some(d) = sink_rx.recv().await {
@@ -91,13 +91,14 @@ async fn run(
     let mut relay_parts = None;
     let first_hop = if relay {
         let (listener, mut rx) =
-            HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64).await?;
+            HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64, None).await?;
         let (onward, mut ev) = HopSender::connect(
             sink.local_addr,
             HopSenderConfig {
                 connections,
                 ..Default::default()
             },
+            None,
         )
         .await?;
         let addr = listener.local_addr;
@@ -123,6 +124,7 @@ async fn run(
             connections,
             ..Default::default()
         },
+        None,
     )
     .await?;
     let start = Instant::now();
