@@ -77,9 +77,21 @@ async fn run(
     compression: Compression,
     data: &[Bytes],
     chunks: u64,
+    tls: bool,
 ) -> Result<Outcome> {
+    // With `tls`, every hop is mutual TLS with a fresh job CA, as agents run in production.
+    let ca = skyx_agent::JobCa::generate(JOB)?;
+    let ids = if tls {
+        Some((ca.issue("source")?, ca.issue("relay")?, ca.issue("sink")?))
+    } else {
+        None
+    };
+    let (source_id, relay_id, sink_id) = match &ids {
+        Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+        None => (None, None, None),
+    };
     let (sink, mut sink_rx) =
-        HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Sink, 64, None).await?;
+        HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Sink, 64, sink_id).await?;
     let sink_task = tokio::spawn(async move {
         let mut n = 0u64;
         while let Some(d) = sink_rx.recv().await {
@@ -91,14 +103,14 @@ async fn run(
     let mut relay_parts = None;
     let first_hop = if relay {
         let (listener, mut rx) =
-            HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64, None).await?;
+            HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64, relay_id).await?;
         let (onward, mut ev) = HopSender::connect(
             sink.local_addr,
             HopSenderConfig {
                 connections,
                 ..Default::default()
             },
-            None,
+            relay_id,
         )
         .await?;
         let addr = listener.local_addr;
@@ -124,7 +136,7 @@ async fn run(
             connections,
             ..Default::default()
         },
-        None,
+        source_id,
     )
     .await?;
     let start = Instant::now();
@@ -220,7 +232,7 @@ async fn main() -> Result<()> {
                     if only.is_some_and(|k| k != row_index - 1) {
                         continue;
                     }
-                    let o = run(connections, relay, compression, data, chunks).await?;
+                    let o = run(connections, relay, compression, data, chunks, false).await?;
                     let row = format!(
                         "| {path} | {name} | {cname} | {connections} | {:.0} | {:.2} |\n",
                         o.mb_s, o.wire_ratio
@@ -229,6 +241,23 @@ async fn main() -> Result<()> {
                     table.push_str(&row);
                 }
             }
+        }
+    }
+    // The same paths over per-job mutual TLS (the production mode), 8 connections.
+    table.push_str("\nOver mutual TLS (aws-lc-rs), 8 connections:\n\n| path | data | compression | MB/s (logical) |\n|---|---|---|---|\n");
+    for (relay, path) in [(false, "direct"), (true, "via relay")] {
+        for (data, name, compression, cname) in [
+            (&noise, "random", Compression::Off, "off"),
+            (&text, "text", Compression::Zstd(1), "zstd -1"),
+        ] {
+            row_index += 1;
+            if only.is_some_and(|k| k != row_index - 1) {
+                continue;
+            }
+            let o = run(8, relay, compression, data, chunks, true).await?;
+            let row = format!("| {path} | {name} | {cname} | {:.0} |\n", o.mb_s);
+            eprint!("{row}");
+            table.push_str(&row);
         }
     }
     table.push_str(&format!(
