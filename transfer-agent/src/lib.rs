@@ -4,7 +4,9 @@
 //! reading/writing build on these.
 
 pub mod hop;
+pub mod objects;
 pub mod tls;
 
 pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig};
+pub use objects::{ManifestObject, ObjectWriter, read_chunk};
 pub use tls::{AgentIdentity, JobCa, TlsError};
