@@ -396,28 +396,10 @@ impl ObjectStore for AzureStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
-        if range.start > range.end {
-            return Err(self.error(
-                ErrorKind::InvalidInput,
-                "get",
-                key,
-                format!("empty range {range:?}"),
-            ));
-        }
         // Azure clamps ranges past the end (and refuses a start at or past it); the trait
         // promises exactly the range, so check the size first.
         let size = self.head(key).await?.size;
-        if range.end > size {
-            return Err(self.error(
-                ErrorKind::InvalidInput,
-                "get",
-                key,
-                format!(
-                    "range {}..{} outside the object's {size} bytes",
-                    range.start, range.end
-                ),
-            ));
-        }
+        crate::check_range(self, key, &range, size)?;
         if range.start == range.end {
             return Ok(stream::empty().boxed());
         }

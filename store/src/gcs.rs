@@ -299,27 +299,9 @@ impl ObjectStore for GcsStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
-        if range.start > range.end {
-            return Err(self.error(
-                ErrorKind::InvalidInput,
-                "get",
-                key,
-                format!("empty range {range:?}"),
-            ));
-        }
         // GCS clamps a range past the end; the trait promises exactly the range.
         let size = self.head(key).await?.size;
-        if range.end > size {
-            return Err(self.error(
-                ErrorKind::InvalidInput,
-                "get",
-                key,
-                format!(
-                    "range {}..{} outside the object's {size} bytes",
-                    range.start, range.end
-                ),
-            ));
-        }
+        crate::check_range(self, key, &range, size)?;
         if range.start == range.end {
             return Ok(stream::empty().boxed());
         }

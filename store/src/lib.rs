@@ -370,6 +370,28 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
     })
 }
 
+/// Checks a requested range against the object's size: every backend returns exactly the
+/// range or fails, even where the store itself would clamp it.
+pub(crate) fn check_range<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+    range: &Range<u64>,
+    size: u64,
+) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(store.error(
+            ErrorKind::InvalidInput,
+            "get",
+            key,
+            format!(
+                "range {}..{} outside the object's {size} bytes",
+                range.start, range.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Lists `prefix` into a vector (tests and small listings).
 pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ObjectMeta>> {
     store.list(prefix).try_collect().await

@@ -267,20 +267,7 @@ impl ObjectStore for LocalStore {
                 "is a directory, not an object",
             ));
         }
-        if range.start > range.end || range.end > md.len() {
-            return Err(StoreError::new(
-                ErrorKind::InvalidInput,
-                "file://",
-                "get",
-                key,
-                format!(
-                    "range {}..{} outside the object's {} bytes",
-                    range.start,
-                    range.end,
-                    md.len()
-                ),
-            ));
-        }
+        crate::check_range(self, key, &range, md.len())?;
         file.seek(SeekFrom::Start(range.start))
             .await
             .map_err(|e| io_error("get", key, e))?;
