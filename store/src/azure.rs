@@ -450,11 +450,7 @@ impl ObjectStore for AzureStore {
     }
 
     async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
-        use rand::Rng;
-        Ok(MultipartUpload {
-            key: key.to_string(),
-            upload_id: format!("{:016x}", rand::rng().random::<u64>()),
-        })
+        Ok(MultipartUpload::client_side(key))
     }
 
     async fn put_part(

@@ -64,6 +64,18 @@ pub struct MultipartUpload {
     pub upload_id: String,
 }
 
+impl MultipartUpload {
+    /// An upload whose id the client mints itself, for stores without a server-side upload
+    /// (Azure blocks, GCS composed parts): random, so concurrent uploads never share parts.
+    pub fn client_side(key: &str) -> Self {
+        use rand::Rng;
+        MultipartUpload {
+            key: key.to_string(),
+            upload_id: format!("{:016x}", rand::rng().random::<u64>()),
+        }
+    }
+}
+
 /// Proof that a part landed; `complete_multipart` needs one per part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartReceipt {
