@@ -360,6 +360,26 @@ fn move_chunks_off_dead_connections(conns: &mut [Conn], held: &HashMap<ChunkId, 
     }
 }
 
+/// The relay role: every chunk delivered from the previous hop is queued to the next hop and
+/// acknowledged upstream once queued (or refused if the next hop is gone). Runs until the
+/// listener's deliveries end, then finishes the onward hop. The onward hop's events are the
+/// relay's own business (the gateway learns of landings from the sink), so they are drained.
+pub async fn relay(
+    mut deliveries: mpsc::Receiver<Delivery>,
+    onward: HopSender,
+    mut onward_events: mpsc::UnboundedReceiver<SenderEvent>,
+) {
+    let drain = tokio::spawn(async move { while onward_events.recv().await.is_some() {} });
+    while let Some(d) = deliveries.recv().await {
+        match onward.send(d.frame.clone()).await {
+            Ok(()) => d.commit(),
+            Err(_) => d.fail(),
+        }
+    }
+    onward.finish().await;
+    let _ = drain.await;
+}
+
 /// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is
 /// written (sink) or queued onward (relay), or [`Delivery::fail`].
 #[derive(Debug)]

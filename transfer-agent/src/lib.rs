@@ -7,6 +7,6 @@ pub mod hop;
 pub mod objects;
 pub mod tls;
 
-pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig};
+pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
 pub use objects::{ManifestObject, ObjectWriter, read_chunk};
 pub use tls::{AgentIdentity, JobCa, TlsError};

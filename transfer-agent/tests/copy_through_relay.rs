@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use skyx_agent::{
-    HopListener, HopSender, HopSenderConfig, JobCa, ManifestObject, ObjectWriter, read_chunk,
+    HopListener, HopSender, HopSenderConfig, JobCa, ManifestObject, ObjectWriter, read_chunk, relay,
 };
 use skyx_gateway::{
     ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, chunk_size,
@@ -114,7 +114,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
 
     // Relay.
     let relay_id = ca.issue("relay").unwrap();
-    let (relay, mut relay_rx) = HopListener::bind(
+    let (relay_listener, relay_rx) = HopListener::bind(
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Relay,
@@ -123,7 +123,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     )
     .await
     .unwrap();
-    let (onward, mut onward_events) = HopSender::connect(
+    let (onward, onward_events) = HopSender::connect(
         sink.local_addr,
         HopSenderConfig {
             connections: 4,
@@ -133,15 +133,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     )
     .await
     .unwrap();
-    tokio::spawn(async move { while onward_events.recv().await.is_some() {} });
-    tokio::spawn(async move {
-        while let Some(d) = relay_rx.recv().await {
-            match onward.send(d.frame.clone()).await {
-                Ok(()) => d.commit(),
-                Err(_) => d.fail(),
-            }
-        }
-    });
+    tokio::spawn(relay(relay_rx, onward, onward_events));
 
     // Source: read, compress, send everything the tracker dispatches.
     let mut tracker = Tracker::new(specs.clone(), entries.len(), TrackerConfig::default());
@@ -149,7 +141,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     assert_eq!(batch.len(), specs.len());
     let source_id = ca.issue("source").unwrap();
     let (source, mut source_events) = HopSender::connect(
-        relay.local_addr,
+        relay_listener.local_addr,
         HopSenderConfig {
             connections: 3,
             ..Default::default()

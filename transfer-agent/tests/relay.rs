@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use skyx_agent::{HopListener, HopSender, HopSenderConfig};
+use skyx_agent::{HopListener, HopSender, HopSenderConfig, relay};
 use skyx_protocol::{
     ChunkId, ChunkRef, Compression, DataFrame, JobId, Role, SenderEvent, encode_chunk,
 };
@@ -72,16 +72,16 @@ async fn sink() -> (
 }
 
 /// Starts a relay forwarding to `next` over `connections` connections.
-async fn relay(
+async fn start_relay(
     next: SocketAddr,
     connections: usize,
 ) -> (SocketAddr, HopListener, tokio::task::JoinHandle<()>) {
-    let (listener, mut rx) =
+    let (listener, rx) =
         HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32, None)
             .await
             .unwrap();
     let addr = listener.local_addr;
-    let (onward, mut events) = HopSender::connect(
+    let (onward, events) = HopSender::connect(
         next,
         HopSenderConfig {
             connections,
@@ -91,18 +91,7 @@ async fn relay(
     )
     .await
     .unwrap();
-    let task = tokio::spawn(async move {
-        let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-        while let Some(d) = rx.recv().await {
-            // Commit (ack upstream) once the chunk is queued onward.
-            match onward.send(d.frame.clone()).await {
-                Ok(()) => d.commit(),
-                Err(_) => d.fail(),
-            }
-        }
-        onward.finish().await;
-        let _ = drain.await;
-    });
+    let task = tokio::spawn(relay(rx, onward, events));
     (addr, listener, task)
 }
 
@@ -139,7 +128,7 @@ async fn send_all(to: SocketAddr, connections: usize, data: &[(DataFrame, Bytes)
 async fn chunks_cross_a_relay_intact_and_once() {
     let data = chunks(200);
     let (sink_addr, collected, sink_listener) = sink().await;
-    let (relay_addr, relay_listener, relay_task) = relay(sink_addr, 4).await;
+    let (relay_addr, relay_listener, relay_task) = start_relay(sink_addr, 4).await;
     let (acked, gave_up) = send_all(relay_addr, 3, &data).await;
     assert_eq!((acked, gave_up), (200, 0));
     // Closing the relay's listener ends its input once the source's connections are gone.

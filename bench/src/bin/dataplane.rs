@@ -102,9 +102,9 @@ async fn run(
     });
     let mut relay_parts = None;
     let first_hop = if relay {
-        let (listener, mut rx) =
+        let (listener, rx) =
             HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64, relay_id).await?;
-        let (onward, mut ev) = HopSender::connect(
+        let (onward, ev) = HopSender::connect(
             sink.local_addr,
             HopSenderConfig {
                 connections,
@@ -114,17 +114,7 @@ async fn run(
         )
         .await?;
         let addr = listener.local_addr;
-        let task = tokio::spawn(async move {
-            let drain = tokio::spawn(async move { while ev.recv().await.is_some() {} });
-            while let Some(d) = rx.recv().await {
-                match onward.send(d.frame.clone()).await {
-                    Ok(()) => d.commit(),
-                    Err(_) => d.fail(),
-                }
-            }
-            onward.finish().await;
-            let _ = drain.await;
-        });
+        let task = tokio::spawn(skyx_agent::relay(rx, onward, ev));
         relay_parts = Some((listener, task));
         addr
     } else {
