@@ -188,12 +188,32 @@ impl RouteArgs {
     }
 }
 
-/// Builds the planner request from the flags (shared by `plan`, `cp --dry-run` later).
+/// Builds the planner request from the flags of `plan`.
 pub fn build_request(args: &PlanArgs, catalog: &Catalog) -> Result<TransferRequest> {
     let src = catalog.resolve_region(&args.src).context("--src")?;
     let dst = catalog.resolve_region(&args.dst).context("--dst")?;
     let volume = parse_bytes(&args.volume).context("--volume")?;
-    let o = &args.objective;
+    request_from_flags(
+        src,
+        dst,
+        volume,
+        &args.objective,
+        &args.route,
+        &args.constraints,
+        catalog,
+    )
+}
+
+/// Builds a planner request from the planning flags `plan`, `cp` and `sync` share.
+pub fn request_from_flags(
+    src: RegionId,
+    dst: RegionId,
+    volume: u64,
+    o: &ObjectiveArgs,
+    route: &RouteArgs,
+    constraints: &ConstraintArgs,
+    catalog: &Catalog,
+) -> Result<TransferRequest> {
     let objective = if let Some(floor) = o.throughput_floor {
         Objective::MinCost {
             throughput_floor: Gbps(floor),
@@ -213,13 +233,13 @@ pub fn build_request(args: &PlanArgs, catalog: &Catalog) -> Result<TransferReque
         }
     };
     let mut req = TransferRequest::new(src, dst, volume, objective);
-    req.compression_ratio = args.route.compression_ratio;
-    req.constraints = args.constraints.to_constraints(catalog)?;
-    req.route = args.route.to_route(catalog)?;
-    req.config.max_vms_per_region = args.route.max_vms_per_region;
-    req.config.max_connections_per_vm = args.route.max_connections_per_vm;
-    req.config.vm_price_override = args.route.vm_price_per_hour.map(UsdPerHour);
-    req.config.max_relay_candidates = match args.route.relay_candidates.as_str() {
+    req.compression_ratio = route.compression_ratio;
+    req.constraints = constraints.to_constraints(catalog)?;
+    req.route = route.to_route(catalog)?;
+    req.config.max_vms_per_region = route.max_vms_per_region;
+    req.config.max_connections_per_vm = route.max_connections_per_vm;
+    req.config.vm_price_override = route.vm_price_per_hour.map(UsdPerHour);
+    req.config.max_relay_candidates = match route.relay_candidates.as_str() {
         "all" => None,
         n => Some(
             n.parse()

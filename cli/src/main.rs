@@ -5,7 +5,9 @@
 
 mod catalog_args;
 mod cmd_catalog;
+mod cmd_cp;
 mod cmd_plan;
+mod transfer;
 mod units;
 
 use std::process::ExitCode;
@@ -28,14 +30,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Copy objects between stores (s3://, gs://, az://, local paths) over the planned overlay.
+    Cp(Box<cmd_cp::CpArgs>),
     /// Plan a transfer: relays, VMs per region, connections per hop, predicted time and cost.
     Plan(Box<cmd_plan::PlanArgs>),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
     Catalog(cmd_catalog::CatalogCmd),
+    /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
+    #[command(hide = true)]
+    Agent(Box<skyx_agent::daemon::DaemonArgs>),
 }
 
-/// Exit code for a failure, chosen from what failed.
+/// Exit code for a failure, chosen from what failed: 2 for bad input (flags, URLs, regions,
+/// missing buckets or paths, refused credentials), 3 for an infeasible plan, 130 for an
+/// interrupted copy, 1 for everything else (the copy itself failed, or some objects did).
 fn exit_code(err: &anyhow::Error) -> u8 {
+    use skyx_store::ErrorKind;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<skyx_planner::PlanError>() {
             return match e {
@@ -46,18 +56,54 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
-        if cause.downcast_ref::<skyx_catalog::CatalogError>().is_some() {
+        if cause.downcast_ref::<transfer::PartialFailure>().is_some() {
+            return 1;
+        }
+        if cause.downcast_ref::<transfer::BadInput>().is_some()
+            || cause.downcast_ref::<skyx_catalog::CatalogError>().is_some()
+            || cause.downcast_ref::<skyx_store::UrlError>().is_some()
+        {
             return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<skyx_gateway::ListError>() {
+            return match e {
+                skyx_gateway::ListError::Store(s) => store_exit(s.kind),
+                _ => 2,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<skyx_store::StoreError>() {
+            return store_exit(e.kind);
+        }
+        if let Some(e) = cause.downcast_ref::<skyx_gateway::CopyError>() {
+            return match e {
+                skyx_gateway::CopyError::Interrupted { .. } => 130,
+                skyx_gateway::CopyError::ResumeMismatch { .. } => 2,
+                skyx_gateway::CopyError::Store(s) => store_exit(s.kind),
+                _ => 1,
+            };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return 2;
         }
     }
-    2
+    fn store_exit(kind: ErrorKind) -> u8 {
+        match kind {
+            ErrorKind::NotFound
+            | ErrorKind::BucketNotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::InvalidInput => 2,
+            _ => 1,
+        }
+    }
+    1
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Agent(args) = cli.command {
+        // The daemon sets up its own logging and runtime.
+        return skyx_agent::daemon::main(*args);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
@@ -65,8 +111,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match &cli.command {
+        Command::Cp(args) => cmd_cp::run(args),
         Command::Plan(args) => cmd_plan::run(args),
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
+        Command::Agent(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

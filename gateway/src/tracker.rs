@@ -191,6 +191,33 @@ impl Tracker {
         }
     }
 
+    /// The source of `route` could not deliver the chunk (its next hop gave it up). It goes out
+    /// again unless it has meanwhile landed or been re-dispatched elsewhere.
+    pub fn handle_chunk_lost(&mut self, chunk: ChunkId, route: RouteId) {
+        let i = chunk.0 as usize;
+        if matches!(self.state.get(i), Some(State::InFlight { route: r, .. }) if *r == route) {
+            self.requeue(i);
+        }
+    }
+
+    /// Every chunk of the object landed, but completing or verifying it at the destination
+    /// failed: it counts as failed, not complete.
+    pub fn handle_object_failed_after_landing(&mut self, object: u32) {
+        let o = object as usize;
+        if o < self.object_failed.len()
+            && self.remaining[o] == 0
+            && !std::mem::replace(&mut self.object_failed[o], true)
+        {
+            self.progress.objects_complete -= 1;
+            self.progress.objects_failed += 1;
+        }
+    }
+
+    /// The chunk's state, for callers that must not act twice (e.g. journal only new landings).
+    pub fn is_landed(&self, chunk: ChunkId) -> bool {
+        matches!(self.state.get(chunk.0 as usize), Some(State::Landed))
+    }
+
     /// Sends again whatever has been in flight longer than the landing timeout.
     pub fn handle_tick(&mut self, now: Instant) {
         let timeout = self.config.landing_timeout;

@@ -370,14 +370,8 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
             &config.azure,
             config.retry.clone(),
         )?),
-        other => {
-            return Err(StoreError::new(
-                ErrorKind::InvalidInput,
-                other.to_string(),
-                "open",
-                &url.key,
-                format!("the {} backend is not available yet", other.scheme()),
-            ));
+        StoreLocation::Gcs { bucket } => {
+            Arc::new(gcs::GcsStore::new(bucket, &config.gcs, config.retry.clone()).await?)
         }
     })
 }

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -67,6 +68,9 @@ pub struct HopSenderConfig {
     /// Most chunks held (queued or unacknowledged) across all connections: the hop's memory
     /// bound is this times the chunk size, however many connections there are.
     pub max_held: usize,
+    /// Fault injection for tests: flip one payload bit in every Nth data frame put on the wire
+    /// (the held copy stays intact, so the resend is clean). `None` in production.
+    pub corrupt_every: Option<u64>,
 }
 
 impl Default for HopSenderConfig {
@@ -78,6 +82,7 @@ impl Default for HopSenderConfig {
                 ..Default::default()
             },
             max_held: 32,
+            corrupt_every: None,
         }
     }
 }
@@ -92,6 +97,7 @@ enum DriverInput {
 pub struct HopSender {
     frames: mpsc::Sender<DataFrame>,
     driver: JoinHandle<()>,
+    wire_bytes: Arc<AtomicU64>,
 }
 
 impl HopSender {
@@ -128,22 +134,61 @@ impl HopSender {
                 None => halves(s),
             });
         }
-        let (frames_tx, frames_rx) = mpsc::channel(n);
+        Ok(Self::start(streams, config, Box::new(())))
+    }
+
+    /// As [`HopSender::connect`], over one QUIC connection with `config.connections` streams.
+    /// QUIC's TLS 1.3 uses the same job identity, so the peer checks are those of TCP + TLS.
+    pub async fn connect_quic(
+        addr: SocketAddr,
+        config: HopSenderConfig,
+        identity: &AgentIdentity,
+    ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), HopError> {
+        let (endpoint, conn) = crate::quic::connect(addr, identity).await?;
+        let mut streams = Vec::with_capacity(config.connections.max(1));
+        for _ in 0..config.connections.max(1) {
+            let (send, recv) = conn.open_bi().await.map_err(|e| HopError::Connect {
+                addr,
+                source: std::io::Error::other(e),
+            })?;
+            streams.push((Box::new(recv) as BoxRead, Box::new(send) as BoxWrite));
+        }
+        Ok(Self::start(streams, config, Box::new((endpoint, conn))))
+    }
+
+    fn start(
+        streams: Vec<(BoxRead, BoxWrite)>,
+        config: HopSenderConfig,
+        keepalive: Box<dyn std::any::Any + Send>,
+    ) -> (HopSender, mpsc::UnboundedReceiver<SenderEvent>) {
+        let (frames_tx, frames_rx) = mpsc::channel(streams.len());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let wire_bytes = Arc::new(AtomicU64::new(0));
         let driver = tokio::spawn(drive(
             streams,
-            config.sender,
-            config.max_held.max(1),
+            DriveConfig {
+                sender: config.sender,
+                max_held: config.max_held.max(1),
+                corrupt_every: config.corrupt_every,
+                wire_bytes: wire_bytes.clone(),
+                keepalive,
+            },
             frames_rx,
             events_tx,
         ));
-        Ok((
+        (
             HopSender {
                 frames: frames_tx,
                 driver,
+                wire_bytes,
             },
             events_rx,
-        ))
+        )
+    }
+
+    /// Bytes put on the wire so far (frame headers and resends included).
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes.load(Ordering::Relaxed)
     }
 
     /// Queues a chunk; waits while every connection's window is full.
@@ -206,22 +251,66 @@ async fn read_frames(
     let _ = to_driver.send((idx, DriverInput::Lost));
 }
 
-async fn write_frames(mut write: BoxWrite, mut rx: mpsc::Receiver<([u8; HEADER_LEN], Bytes)>) {
+/// What the writer tasks of one hop share.
+#[derive(Clone)]
+struct WireCounters {
+    bytes: Arc<AtomicU64>,
+    frames: Arc<AtomicU64>,
+    corrupt_every: Option<u64>,
+}
+
+async fn write_frames(
+    mut write: BoxWrite,
+    mut rx: mpsc::Receiver<([u8; HEADER_LEN], Bytes)>,
+    counters: WireCounters,
+) {
     while let Some((header, payload)) = rx.recv().await {
+        let n = counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        let payload = match counters.corrupt_every {
+            Some(every) if every > 0 && n.is_multiple_of(every) && !payload.is_empty() => {
+                let mut bad = payload.to_vec();
+                bad[0] ^= 0x01;
+                Bytes::from(bad)
+            }
+            _ => payload,
+        };
         if write.write_all(&header).await.is_err() || write.write_all(&payload).await.is_err() {
             return;
         }
+        counters
+            .bytes
+            .fetch_add((HEADER_LEN + payload.len()) as u64, Ordering::Relaxed);
     }
     let _ = write.shutdown().await;
 }
 
+struct DriveConfig {
+    sender: SenderConfig,
+    max_held: usize,
+    corrupt_every: Option<u64>,
+    wire_bytes: Arc<AtomicU64>,
+    /// Whatever must live as long as the streams (a QUIC endpoint and connection).
+    keepalive: Box<dyn std::any::Any + Send>,
+}
+
 async fn drive(
     streams: Vec<(BoxRead, BoxWrite)>,
-    config: SenderConfig,
-    max_held: usize,
+    drive_config: DriveConfig,
     mut frames_rx: mpsc::Receiver<DataFrame>,
     events: mpsc::UnboundedSender<SenderEvent>,
 ) {
+    let DriveConfig {
+        sender: config,
+        max_held,
+        corrupt_every,
+        wire_bytes,
+        keepalive,
+    } = drive_config;
+    let counters = WireCounters {
+        bytes: wire_bytes,
+        frames: Arc::new(AtomicU64::new(0)),
+        corrupt_every,
+    };
     let (input_tx, mut input_rx) = mpsc::unbounded_channel();
     let mut conns: Vec<Conn> = streams
         .into_iter()
@@ -236,7 +325,7 @@ async fn drive(
                 alive: true,
                 tasks: [
                     tokio::spawn(read_frames(read, i, input_tx.clone())),
-                    tokio::spawn(write_frames(write, wrx)),
+                    tokio::spawn(write_frames(write, wrx, counters.clone())),
                 ],
             }
         })
@@ -324,6 +413,7 @@ async fn drive(
         let _ = writer.await;
         reader.abort();
     }
+    drop(keepalive);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -366,7 +456,7 @@ fn move_chunks_off_dead_connections(conns: &mut [Conn], held: &HashMap<ChunkId, 
 /// relay's own business (the gateway learns of landings from the sink), so they are drained.
 pub async fn relay(
     mut deliveries: mpsc::Receiver<Delivery>,
-    onward: HopSender,
+    onward: Arc<HopSender>,
     mut onward_events: mpsc::UnboundedReceiver<SenderEvent>,
 ) {
     let drain = tokio::spawn(async move { while onward_events.recv().await.is_some() {} });
@@ -376,8 +466,12 @@ pub async fn relay(
             Err(_) => d.fail(),
         }
     }
-    onward.finish().await;
-    let _ = drain.await;
+    drop(deliveries);
+    // The agent may share the hop (to read its counters); then it ends with the agent.
+    if let Ok(onward) = Arc::try_unwrap(onward) {
+        onward.finish().await;
+        let _ = drain.await;
+    }
 }
 
 /// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is
@@ -408,6 +502,7 @@ impl Delivery {
 pub struct HopListener {
     pub local_addr: SocketAddr,
     accept: JoinHandle<()>,
+    corrupt: Arc<AtomicU64>,
 }
 
 impl HopListener {
@@ -436,10 +531,18 @@ impl HopListener {
             .map_err(|source| HopError::Bind { addr, source })?;
         let (tx, rx) = mpsc::channel(max_pending.max(1));
         let slots = Arc::new(Semaphore::new(max_pending.max(1)));
+        let corrupt = Arc::new(AtomicU64::new(0));
+        let shared = Served {
+            job,
+            role,
+            slots,
+            deliveries: tx,
+            corrupt: corrupt.clone(),
+        };
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                let (acceptor, slots, tx) = (acceptor.clone(), slots.clone(), tx.clone());
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
                 tokio::spawn(async move {
                     let io = match acceptor {
                         Some(a) => match a.accept(stream).await {
@@ -451,11 +554,77 @@ impl HopListener {
                         },
                         None => halves(stream),
                     };
-                    serve_connection(io, peer, job, role, slots, tx).await;
+                    serve_connection(io, peer, shared).await;
                 });
             }
         });
-        Ok((HopListener { local_addr, accept }, rx))
+        Ok((
+            HopListener {
+                local_addr,
+                accept,
+                corrupt,
+            },
+            rx,
+        ))
+    }
+
+    /// As [`HopListener::bind`], for QUIC: every bidirectional stream of every connection that
+    /// completes the job's mutual TLS is served like one TCP connection.
+    pub async fn bind_quic(
+        addr: SocketAddr,
+        job: JobId,
+        role: Role,
+        max_pending: usize,
+        identity: &AgentIdentity,
+    ) -> Result<(HopListener, mpsc::Receiver<Delivery>), HopError> {
+        let endpoint = crate::quic::listen(addr, identity)?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| HopError::Bind { addr, source })?;
+        let (tx, rx) = mpsc::channel(max_pending.max(1));
+        let corrupt = Arc::new(AtomicU64::new(0));
+        let shared = Served {
+            job,
+            role,
+            slots: Arc::new(Semaphore::new(max_pending.max(1))),
+            deliveries: tx,
+            corrupt: corrupt.clone(),
+        };
+        let accept = tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let peer = incoming.remote_address();
+                    let conn = match incoming.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "refused a QUIC connection that is not a peer of this job");
+                            return;
+                        }
+                    };
+                    while let Ok((send, recv)) = conn.accept_bi().await {
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            let io = (Box::new(recv) as BoxRead, Box::new(send) as BoxWrite);
+                            serve_connection(io, peer, shared).await;
+                        });
+                    }
+                });
+            }
+        });
+        Ok((
+            HopListener {
+                local_addr,
+                accept,
+                corrupt,
+            },
+            rx,
+        ))
+    }
+
+    /// Chunks refused so far because their payload failed its checksum (each was resent).
+    pub fn corrupt_chunks(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
     }
 
     /// Stops accepting; open connections end when their peers close them.
@@ -470,20 +639,40 @@ impl Drop for HopListener {
     }
 }
 
+/// What every connection of one listener shares.
+#[derive(Clone)]
+struct Served {
+    job: JobId,
+    role: Role,
+    /// The listener's `max_pending` slots.
+    slots: Arc<Semaphore>,
+    deliveries: mpsc::Sender<Delivery>,
+    corrupt: Arc<AtomicU64>,
+}
+
 async fn serve_connection(
     (mut read, mut write): (BoxRead, BoxWrite),
     peer: SocketAddr,
-    job: JobId,
-    role: Role,
-    slots: Arc<Semaphore>,
-    deliveries: mpsc::Sender<Delivery>,
+    shared: Served,
 ) {
+    let Served {
+        job,
+        role,
+        slots,
+        deliveries,
+        corrupt,
+    } = shared;
     let mut receiver = Receiver::new(job, role);
     let mut decoder = FrameDecoder::new();
     let mut pending = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut eof = false;
+    let mut corrupt_seen = 0;
     loop {
+        if receiver.stats.corrupt > corrupt_seen {
+            corrupt.fetch_add(receiver.stats.corrupt - corrupt_seen, Ordering::Relaxed);
+            corrupt_seen = receiver.stats.corrupt;
+        }
         while let Some(ReceiverEvent::Deliver { frame, raw }) = receiver.poll_event() {
             let chunk = frame.chunk.chunk;
             // Waiting for a slot here stops this connection's reads: backpressure.

@@ -1,12 +1,26 @@
-//! `skyx-agent`, the daemon on each VM. So far its data path: [`hop`] moves chunks to the next
-//! agent over many TCP connections driven by the protocol's sans-IO state machines, and accepts
-//! them from the previous one. [`tls`] makes every data connection mutual TLS with a per-job CA. The control API and store
-//! reading/writing build on these.
+//! `skyx-agent`, the daemon on each VM, as a library ([`daemon`] is its entry point, run by the
+//! `skyx-agent` binary and by `skyx agent`).
+//!
+//! - [`hop`]: one hop of the data plane: many TCP connections (or QUIC streams, [`quic`]) to
+//!   the next agent, driven by the protocol's sans-IO state machines, and the listener that
+//!   accepts them. [`tls`] makes every data connection mutual TLS with a per-job CA.
+//! - [`objects`]: reading chunks from the source store and writing them at the destination.
+//! - [`agent`]: the source, relay and sink roles an agent plays for its job.
+//! - [`api`] / [`control`] / [`client`]: the HTTP control API's wire types, its server (in
+//!   the agent) and its client (in the gateway).
 
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod control;
+pub mod daemon;
 pub mod hop;
 pub mod objects;
+pub mod quic;
 pub mod tls;
 
+pub use agent::{Agent, AgentConfig, AgentError, EventLog};
+pub use client::{AgentClient, ClientError};
 pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
 pub use objects::{ManifestObject, ObjectWriter, read_chunk};
 pub use tls::{AgentIdentity, JobCa, TlsError};

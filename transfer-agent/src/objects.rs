@@ -5,11 +5,10 @@
 //! its part number and whether it is the whole object.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use skyx_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError};
-use tokio::sync::{Mutex, OnceCell};
 
 /// One object of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +44,16 @@ pub async fn read_chunk(
         .await
 }
 
-/// Writes chunks into the destination store and completes objects.
+/// Writes verified chunks into the destination store. Whole objects are one put; other objects
+/// are parts of a multipart upload the gateway opened and registered (see [`ObjectWriter::register`])
+/// before dispatching any of their chunks. The writer keeps no part receipts: it returns each
+/// one, the sink reports it, and the gateway (which keeps them in its journal) completes the
+/// object. A sink that dies therefore loses nothing but the chunks it had not yet written.
 #[derive(Debug)]
 pub struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
     manifest: Arc<Vec<ManifestObject>>,
-    /// One multipart upload per object, created by whichever chunk arrives first.
-    uploads: Mutex<HashMap<u32, Arc<OnceCell<MultipartUpload>>>>,
-    parts: Mutex<HashMap<u32, Vec<PartReceipt>>>,
+    uploads: Mutex<HashMap<u32, MultipartUpload>>,
 }
 
 impl ObjectWriter {
@@ -61,7 +62,6 @@ impl ObjectWriter {
             store,
             manifest,
             uploads: Mutex::new(HashMap::new()),
-            parts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,61 +76,60 @@ impl ObjectWriter {
         })
     }
 
-    async fn upload(&self, index: u32, key: &str) -> Result<MultipartUpload, StoreError> {
-        let cell = self.uploads.lock().await.entry(index).or_default().clone();
-        cell.get_or_try_init(|| self.store.create_multipart(key))
-            .await
-            .cloned()
+    /// Object `index` is written as parts of `upload_id`.
+    pub fn register(&self, index: u32, upload_id: String) -> Result<(), StoreError> {
+        let key = self.object(index)?.dst_key.clone();
+        self.uploads
+            .lock()
+            .expect("uploads lock")
+            .insert(index, MultipartUpload { key, upload_id });
+        Ok(())
     }
 
-    /// Writes the verified chunk at `offset` of object `index`. Writing the same chunk twice
-    /// writes the same part twice (harmless: the later write wins with identical bytes).
-    pub async fn write(&self, index: u32, offset: u64, data: Bytes) -> Result<(), StoreError> {
+    /// Writes the verified chunk at `offset` of object `index`; returns the part's receipt, or
+    /// `None` for a whole object. Writing the same chunk twice writes the same part twice
+    /// (harmless: the later write wins with identical bytes).
+    pub async fn write(
+        &self,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Option<PartReceipt>, StoreError> {
         let object = self.object(index)?;
         if object.is_whole() {
-            return self.store.put(&object.dst_key, data).await;
+            if data.len() as u64 != object.size || offset != 0 {
+                return Err(self.store.error(
+                    skyx_store::ErrorKind::InvalidInput,
+                    "put",
+                    &object.dst_key,
+                    format!(
+                        "chunk of {} bytes at {offset} is not the whole {}-byte object",
+                        data.len(),
+                        object.size
+                    ),
+                ));
+            }
+            self.store.put(&object.dst_key, data).await?;
+            return Ok(None);
         }
-        let upload = self.upload(index, &object.dst_key).await?;
+        let upload = self
+            .uploads
+            .lock()
+            .expect("uploads lock")
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| {
+                self.store.error(
+                    skyx_store::ErrorKind::InvalidInput,
+                    "put_part",
+                    &object.dst_key,
+                    format!("no multipart upload registered for object {index}"),
+                )
+            })?;
         let receipt = self
             .store
             .put_part(&upload, object.part_of(offset), data)
             .await?;
-        let mut parts = self.parts.lock().await;
-        let list = parts.entry(index).or_default();
-        list.retain(|p| p.part_number != receipt.part_number);
-        list.push(receipt);
-        Ok(())
-    }
-
-    /// Every chunk of object `index` landed: assemble it. Whole objects are already in place.
-    pub async fn complete(&self, index: u32) -> Result<(), StoreError> {
-        let object = self.object(index)?;
-        if object.is_whole() {
-            return Ok(());
-        }
-        let upload = self.upload(index, &object.dst_key).await?;
-        let parts = self.parts.lock().await.remove(&index).unwrap_or_default();
-        let expected = object.size.div_ceil(object.chunk_size.max(1)) as usize;
-        if parts.len() != expected {
-            return Err(self.store.error(
-                skyx_store::ErrorKind::InvalidInput,
-                "complete_multipart",
-                &object.dst_key,
-                format!("{} of {expected} parts were written", parts.len()),
-            ));
-        }
-        self.store.complete_multipart(&upload, parts).await?;
-        self.uploads.lock().await.remove(&index);
-        Ok(())
-    }
-
-    /// Gives the object up: its parts are discarded so none is left to bill.
-    pub async fn abort(&self, index: u32) -> Result<(), StoreError> {
-        let cell = self.uploads.lock().await.remove(&index);
-        self.parts.lock().await.remove(&index);
-        if let Some(upload) = cell.and_then(|c| c.get().cloned()) {
-            self.store.abort_multipart(&upload).await?;
-        }
-        Ok(())
+        Ok(Some(receipt))
     }
 }

@@ -14,7 +14,7 @@ use skyx_gateway::{
 };
 use skyx_protocol::{ChunkId, ChunkRef, Compression, JobId, Role, encode_chunk};
 use skyx_store::local::LocalStore;
-use skyx_store::{ObjectStore, RetryPolicy};
+use skyx_store::{ObjectStore, PartReceipt, RetryPolicy};
 use tokio::sync::mpsc;
 
 const JOB: JobId = JobId(11);
@@ -82,9 +82,19 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     let ca = JobCa::generate(JOB).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(RetryPolicy::default()));
 
-    // Sink: verify, write, report landed chunks to the gateway.
+    // Sink: verify, write, report landed chunks (with their part receipts) to the gateway,
+    // which opened every multi-chunk object's upload and will complete it.
     let writer = Arc::new(ObjectWriter::new(store.clone(), manifest.clone()));
-    let (landed_tx, mut landed_rx) = mpsc::unbounded_channel::<ChunkId>();
+    let mut uploads = std::collections::HashMap::new();
+    for (i, o) in manifest.iter().enumerate() {
+        if !o.is_whole() {
+            let up = store.create_multipart(&o.dst_key).await.unwrap();
+            writer.register(i as u32, up.upload_id.clone()).unwrap();
+            uploads.insert(i as u32, up);
+        }
+    }
+    let (landed_tx, mut landed_rx) =
+        mpsc::unbounded_channel::<(ChunkId, u32, Option<PartReceipt>)>();
     let sink_id = ca.issue("sink").unwrap();
     let (sink, mut sink_rx) = HopListener::bind(
         "127.0.0.1:0".parse().unwrap(),
@@ -103,9 +113,9 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
                 .write(c.object, c.offset, d.raw.clone().unwrap())
                 .await
             {
-                Ok(()) => {
+                Ok(receipt) => {
                     d.commit();
-                    let _ = landed_tx.send(c.chunk);
+                    let _ = landed_tx.send((c.chunk, c.object, receipt));
                 }
                 Err(_) => d.fail(),
             }
@@ -133,7 +143,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     )
     .await
     .unwrap();
-    tokio::spawn(relay(relay_rx, onward, onward_events));
+    tokio::spawn(relay(relay_rx, Arc::new(onward), onward_events));
 
     // Source: read, compress, send everything the tracker dispatches.
     let mut tracker = Tracker::new(specs.clone(), entries.len(), TrackerConfig::default());
@@ -177,16 +187,23 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
 
     // Gateway loop: landed chunks complete objects.
     let mut completed = 0;
+    let mut receipts: std::collections::HashMap<u32, Vec<PartReceipt>> = Default::default();
     while !tracker.is_done() {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), landed_rx.recv())
-            .await
-            .expect("progress")
-            .unwrap();
+        let (chunk, object, receipt) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), landed_rx.recv())
+                .await
+                .expect("progress")
+                .unwrap();
+        receipts.entry(object).or_default().extend(receipt);
         tracker.handle_landed(chunk);
         while let Some(e) = tracker.poll_event() {
             match e {
                 TrackerEvent::ObjectComplete { object } => {
-                    writer.complete(object).await.unwrap();
+                    if let Some(up) = uploads.get(&object) {
+                        let mut parts = receipts.remove(&object).unwrap_or_default();
+                        parts.sort_by_key(|p| p.part_number);
+                        store.complete_multipart(up, parts).await.unwrap();
+                    }
                     completed += 1;
                 }
                 other => panic!("{other:?}"),

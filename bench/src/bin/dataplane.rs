@@ -114,7 +114,7 @@ async fn run(
         )
         .await?;
         let addr = listener.local_addr;
-        let task = tokio::spawn(skyx_agent::relay(rx, onward, ev));
+        let task = tokio::spawn(skyx_agent::relay(rx, std::sync::Arc::new(onward), ev));
         relay_parts = Some((listener, task));
         addr
     } else {

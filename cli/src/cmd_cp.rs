@@ -1,0 +1,68 @@
+//! `skyx cp SRC DST`: copy objects between stores through the planned overlay.
+
+use anyhow::Result;
+use clap::Args;
+use skyx_gateway::{KeyFilter, list_copy};
+
+use crate::transfer::{
+    BadInput, TransferArgs, check_failures, execute, open_endpoints, plan_routing, render_dry_run,
+    render_report,
+};
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: s3://bucket/key, gs://bucket/key, az://account/container/key, a local path.
+    pub src: String,
+    /// Destination, in the same forms.
+    pub dst: String,
+    /// Copy everything under the source prefix (directory).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+pub fn run(args: &CpArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: &CpArgs) -> Result<()> {
+    let t = &args.transfer;
+    let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
+    let ends = open_endpoints(&args.src, &args.dst).await?;
+    let items = list_copy(
+        ends.src.as_ref(),
+        &ends.src_url,
+        &ends.dst_url,
+        args.recursive,
+        &filter,
+    )
+    .await?;
+    let volume: u64 = items.iter().map(|i| i.size).sum();
+    let routing = plan_routing(t, volume)?;
+    if t.dry_run {
+        if t.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "objects": items.len(),
+                    "bytes": volume,
+                    "copies": items.iter().map(|i| serde_json::json!({"src": i.src_key, "dst": i.dst_key, "size": i.size})).collect::<Vec<_>>(),
+                    "agents": routing.topology.agents.iter().map(|a| a.name()).collect::<Vec<_>>(),
+                    "routes": routing.topology.routes.iter().map(|r| serde_json::json!({
+                        "agents": r.agents.iter().map(|&a| routing.topology.agents[a].name()).collect::<Vec<_>>(),
+                        "connections": r.connections,
+                    })).collect::<Vec<_>>(),
+                    "plan": routing.plan,
+                }))?
+            );
+        } else {
+            print!("{}", render_dry_run(&items, &routing, "Would copy"));
+        }
+        return Ok(());
+    }
+    let report = execute(t, &ends, items, &routing).await?;
+    print!("{}", render_report(&report, &routing, t.json)?);
+    check_failures(&report)
+}

@@ -1,0 +1,531 @@
+//! What `skyx cp` and `skyx sync` share: the transfer flags, planning the route, running the
+//! copy with a progress bar and Ctrl-C handling, and the summary.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use skyx_agent::api::{CompressionSpec, Transport};
+use skyx_catalog::{Catalog, RegionId};
+use skyx_gateway::{
+    CopyItem, CopyJob, CopyOptions, CopyReport, LocalProvider, Pricing, ProgressSnapshot, Topology,
+    journal_path, run_copy,
+};
+use skyx_planner::{TransferPlan, plan_transfer};
+use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
+
+use crate::catalog_args::CatalogArgs;
+use crate::cmd_plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
+use crate::units::{format_bytes, format_duration, parse_bytes};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransportArg {
+    Tcp,
+    Quic,
+}
+
+/// Flags every data-moving command takes.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Only objects whose key (relative to the source prefix) matches this glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip objects whose relative key matches this glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Region of the source (e.g. aws:us-east-1). Needed for local paths and local servers;
+    /// with neither region given, one local agent pair copies directly.
+    #[arg(long, value_name = "REGION")]
+    pub src_region: Option<String>,
+    /// Region of the destination.
+    #[arg(long, value_name = "REGION")]
+    pub dst_region: Option<String>,
+    /// Compression: auto (zstd -1, skipped for objects that do not shrink), off, zstd:LEVEL.
+    #[arg(long, default_value = "auto")]
+    pub compress: String,
+    /// Connections on every hop of every route (default: the plan's; 8 without regions).
+    #[arg(long)]
+    pub connections: Option<u32>,
+    /// Data transport between agents.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportArg,
+    /// Chunk size (raised where the destination's part rules need it).
+    #[arg(long, default_value = "8MiB")]
+    pub chunk_size: String,
+    /// Print what would be copied, the plan and its predicted time and cost; copy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Continue an interrupted copy of the same source and destination from its journal.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Where journals and agent logs live (default $SKYX_STATE_DIR, else
+    /// $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Agents that may be replaced after dying before the copy gives up.
+    #[arg(long, default_value_t = 4)]
+    pub max_replacements: u32,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    #[command(flatten)]
+    pub route: RouteArgs,
+    #[command(flatten)]
+    pub constraints: ConstraintArgs,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+}
+
+/// A usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Some objects failed: exit code 1 after the summary.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} objects failed")]
+pub struct PartialFailure {
+    pub failed: usize,
+    pub total: u64,
+}
+
+fn state_dir(args: &TransferArgs) -> PathBuf {
+    if let Some(d) = &args.state_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("SKYX_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("skyx");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".local/state/skyx")
+}
+
+fn compression(text: &str) -> Result<CompressionSpec> {
+    Ok(match text.trim() {
+        "auto" => CompressionSpec::Auto { level: 1 },
+        "off" | "none" => CompressionSpec::Off,
+        t => match t.strip_prefix("zstd:").or(t.strip_prefix("zstd")) {
+            Some("") => CompressionSpec::Zstd { level: 1 },
+            Some(level) => {
+                let level: i32 = level.parse().map_err(|_| {
+                    BadInput(format!(
+                        "--compress {t}: the level must be a number (zstd:3)"
+                    ))
+                })?;
+                if !(-7..=22).contains(&level) {
+                    return Err(
+                        BadInput(format!("--compress {t}: zstd levels run from -7 to 22")).into(),
+                    );
+                }
+                CompressionSpec::Zstd { level }
+            }
+            None => {
+                return Err(
+                    BadInput(format!("--compress {t}: expected auto, off or zstd:LEVEL")).into(),
+                );
+            }
+        },
+    })
+}
+
+/// The URLs and stores of a transfer.
+pub struct Endpoints {
+    pub src_url: ObjectUrl,
+    pub dst_url: ObjectUrl,
+    pub src: Arc<dyn ObjectStore>,
+    pub dst: Arc<dyn ObjectStore>,
+}
+
+pub async fn open_endpoints(src: &str, dst: &str) -> Result<Endpoints> {
+    let src_url = ObjectUrl::parse(src).map_err(|e| BadInput(e.to_string()))?;
+    let dst_url = ObjectUrl::parse(dst).map_err(|e| BadInput(e.to_string()))?;
+    let config = StoreConfig::from_env();
+    let src_store = skyx_store::open(&src_url, &config)
+        .await
+        .with_context(|| format!("opening the source {src}"))?;
+    let dst_store = skyx_store::open(&dst_url, &config)
+        .await
+        .with_context(|| format!("opening the destination {dst}"))?;
+    Ok(Endpoints {
+        src_url,
+        dst_url,
+        src: src_store,
+        dst: dst_store,
+    })
+}
+
+/// The store root agents open (the URL without its key).
+fn store_root(url: &ObjectUrl) -> String {
+    match &url.location {
+        skyx_store::StoreLocation::Local => "file:///".to_string(),
+        loc => format!("{loc}/"),
+    }
+}
+
+/// The route the copy takes.
+pub struct Routing {
+    pub topology: Topology,
+    pub plan: Option<TransferPlan>,
+    pub pricing: Pricing,
+}
+
+pub fn plan_routing(args: &TransferArgs, volume: u64) -> Result<Routing> {
+    let connections = args.connections;
+    let (src, dst) = match (&args.src_region, &args.dst_region) {
+        (None, None) => {
+            if args.route.via != "auto" && args.route.via != "direct" {
+                bail!(BadInput(
+                    "--via with relays needs --src-region and --dst-region".into()
+                ));
+            }
+            return Ok(Routing {
+                topology: Topology::direct("local", "local", connections.unwrap_or(8)),
+                plan: None,
+                pricing: Pricing::default(),
+            });
+        }
+        (Some(s), Some(d)) => (s, d),
+        _ => bail!(BadInput(
+            "give both --src-region and --dst-region, or neither".into()
+        )),
+    };
+    let catalog: Catalog = args.catalog.load()?;
+    let src = catalog.resolve_region(src).context("--src-region")?;
+    let dst = catalog.resolve_region(dst).context("--dst-region")?;
+    let req = request_from_flags(
+        src.clone(),
+        dst.clone(),
+        volume.max(1),
+        &args.objective,
+        &args.route,
+        &args.constraints,
+        &catalog,
+    )?;
+    let plan = plan_transfer(&catalog, &req)?;
+    let mut topology = Topology::from_plan(&plan.chosen, args.route.max_connections_per_vm);
+    if let Some(n) = connections {
+        topology = topology.with_connections(n);
+    }
+    let mut pricing = Pricing::default();
+    for a in &topology.agents {
+        for b in &topology.agents {
+            if let (Ok(ra), Ok(rb)) = (a.region.parse::<RegionId>(), b.region.parse::<RegionId>())
+                && let Some(p) = catalog.egress_price(&ra, &rb)
+            {
+                pricing
+                    .egress_usd_per_gb
+                    .insert((a.region.clone(), b.region.clone()), p.0);
+            }
+        }
+    }
+    for (region, vms) in &plan.chosen.vm_details {
+        pricing
+            .vm_usd_per_hour
+            .insert(region.to_string(), vms.instance_type_price_per_hour);
+    }
+    Ok(Routing {
+        topology,
+        plan: Some(plan),
+        pricing,
+    })
+}
+
+pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {
+    let chunk_size =
+        parse_bytes(&args.chunk_size).map_err(|e| BadInput(format!("--chunk-size: {e}")))?;
+    if chunk_size < 64 * 1024 {
+        bail!(BadInput(format!(
+            "--chunk-size {}: at least 64KiB",
+            args.chunk_size
+        )));
+    }
+    Ok(CopyOptions {
+        transport: match args.transport {
+            TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Quic => Transport::Quic,
+        },
+        compression: compression(&args.compress)?,
+        chunk_size,
+        journal: Some(journal_path(
+            &state_dir(args),
+            &src.to_string(),
+            &dst.to_string(),
+        )),
+        resume: args.resume,
+        max_replacements: args.max_replacements,
+        ..Default::default()
+    })
+}
+
+pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> String {
+    let total: u64 = items.iter().map(|i| i.size).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{what}: {} objects, {}",
+        items.len(),
+        format_bytes(total as f64)
+    );
+    for i in items.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "  {} -> {} ({})",
+            i.src_key,
+            i.dst_key,
+            format_bytes(i.size as f64)
+        );
+    }
+    if items.len() > 20 {
+        let _ = writeln!(out, "  ... and {} more", items.len() - 20);
+    }
+    render_topology(&mut out, routing);
+    out
+}
+
+fn render_topology(out: &mut String, routing: &Routing) {
+    let t = &routing.topology;
+    let _ = writeln!(
+        out,
+        "\nAgents: {} ({} routes)",
+        t.agents.len(),
+        t.routes.len()
+    );
+    for r in &t.routes {
+        let chain: Vec<String> = r.agents.iter().map(|&a| t.agents[a].name()).collect();
+        let conns: Vec<String> = r.connections.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {}  (connections per hop: {})",
+            chain.join(" -> "),
+            conns.join(", ")
+        );
+    }
+    match &routing.plan {
+        Some(plan) => {
+            let c = &plan.chosen;
+            let _ = writeln!(
+                out,
+                "\nPredicted: {} at {:.2} Gbps; ${:.4} = egress ${:.4} + VMs ${:.4}",
+                format_duration(c.time_s),
+                c.throughput_gbps,
+                c.cost_usd.total,
+                c.cost_usd.egress,
+                c.cost_usd.vm
+            );
+            if let Some(d) = &plan.direct {
+                let _ = writeln!(
+                    out,
+                    "Direct:    {} at {:.2} Gbps; ${:.4}",
+                    format_duration(d.time_s),
+                    d.throughput_gbps,
+                    d.cost_usd.total
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nNo regions given (--src-region/--dst-region): one local agent pair, no egress pricing."
+            );
+        }
+    }
+}
+
+/// Runs the copy with a progress bar and Ctrl-C handling.
+pub async fn execute(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    items: Vec<CopyItem>,
+    routing: &Routing,
+) -> Result<CopyReport> {
+    let options = options(args, &ends.src_url, &ends.dst_url)?;
+    let mut provider = LocalProvider::new(LocalProvider::default_program());
+    provider.log_dir = Some(state_dir(args).join("logs"));
+    let job = CopyJob {
+        src_store: store_root(&ends.src_url),
+        dst_store: store_root(&ends.dst_url),
+        items,
+        topology: routing.topology.clone(),
+        options,
+        pricing: routing.pricing.clone(),
+    };
+    let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let total: u64 = job.items.iter().map(|i| i.size).sum();
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        b
+    };
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+        }
+    });
+    let bar2 = bar.clone();
+    let mut on_progress = move |p: &ProgressSnapshot| {
+        bar2.set_position(p.progress.bytes_landed);
+        bar2.set_message(format!(
+            "{}/{} objects, {} on the wire",
+            p.progress.objects_complete,
+            p.progress.objects_total,
+            format_bytes(p.wire_bytes as f64)
+        ));
+    };
+    let report = run_copy(
+        &job,
+        &provider,
+        ends.src.clone(),
+        ends.dst.clone(),
+        &mut on_progress,
+        cancel_rx,
+    )
+    .await;
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+/// The summary: human-readable or JSON, with the plan's prediction next to what happened.
+pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Result<String> {
+    let predicted = routing.plan.as_ref().map(|p| {
+        serde_json::json!({
+            "time_s": p.chosen.time_s,
+            "throughput_gbps": p.chosen.throughput_gbps,
+            "cost_usd": p.chosen.cost_usd.total,
+            "egress_usd": p.chosen.cost_usd.egress,
+            "vm_usd": p.chosen.cost_usd.vm,
+        })
+    });
+    if json {
+        let mut v = serde_json::to_value(report)?;
+        v["predicted"] = predicted.unwrap_or(serde_json::Value::Null);
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    let mut out = String::new();
+    let r = report;
+    let _ = writeln!(
+        out,
+        "Copied {} of {} objects ({} resumed, {} failed), {} in {} at {:.3} Gbps",
+        r.objects_copied,
+        r.objects_total,
+        r.objects_resumed,
+        r.objects_failed.len(),
+        format_bytes(r.bytes_total as f64),
+        format_duration(r.elapsed_s),
+        r.throughput_gbps
+    );
+    let _ = writeln!(
+        out,
+        "  read and sent {} ({} chunks of {} skipped as already landed); compression {:.2}x",
+        format_bytes(r.bytes_sent as f64),
+        r.chunks_skipped,
+        r.chunks_total,
+        r.compression_ratio
+    );
+    if !r.hops.is_empty() {
+        let _ = writeln!(out, "  hops (bytes on the wire, metered egress):");
+        for h in &r.hops {
+            let price = h
+                .usd_per_gb
+                .map(|p| format!("${p:.3}/GB"))
+                .unwrap_or_else(|| "unpriced".into());
+            let _ = writeln!(
+                out,
+                "    {:<26} -> {:<26} {:>10}  {:>11}  ${:.4}",
+                h.src_region,
+                h.dst_region,
+                format_bytes(h.wire_bytes as f64),
+                price,
+                h.egress_usd
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  cost: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{})",
+        r.total_usd,
+        r.egress_usd,
+        r.vm_usd,
+        r.agents.len(),
+        if r.agents_replaced > 0 {
+            format!(", {} replaced after failing", r.agents_replaced)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(p) = &routing.plan {
+        let _ = writeln!(
+            out,
+            "  planner predicted: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4})",
+            format_duration(p.chosen.time_s),
+            p.chosen.throughput_gbps,
+            p.chosen.cost_usd.total,
+            p.chosen.cost_usd.egress,
+            p.chosen.cost_usd.vm
+        );
+    }
+    let verified: Vec<String> = r
+        .verified
+        .iter()
+        .map(|(how, n)| format!("{n} by {how}"))
+        .collect();
+    if !verified.is_empty() {
+        let _ = writeln!(
+            out,
+            "  verified at the destination: {}",
+            verified.join(", ")
+        );
+    }
+    if r.corrupt_chunks_detected > 0 {
+        let _ = writeln!(
+            out,
+            "  {} corrupt chunks detected on the wire and resent",
+            r.corrupt_chunks_detected
+        );
+    }
+    for f in &r.objects_failed {
+        let _ = writeln!(out, "  FAILED {}: {}", f.key, f.why);
+    }
+    if !r.objects_failed.is_empty()
+        && let Some(j) = &r.journal
+    {
+        let _ = writeln!(
+            out,
+            "  journal kept at {j}: run the same command with --resume to retry the failed objects"
+        );
+    }
+    Ok(out)
+}
+
+/// Exit with the right code when objects failed.
+pub fn check_failures(report: &CopyReport) -> Result<()> {
+    if report.objects_failed.is_empty() {
+        Ok(())
+    } else {
+        Err(PartialFailure {
+            failed: report.objects_failed.len(),
+            total: report.objects_total,
+        }
+        .into())
+    }
+}

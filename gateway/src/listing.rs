@@ -1,0 +1,251 @@
+//! What a copy moves: the source objects, filtered, each with its destination key.
+//!
+//! Semantics follow `aws s3 cp` / `gsutil cp`, which the users already know:
+//! - `cp SRC_OBJECT DST` copies one object to `DST`, or into it when `DST` ends with `/`, is a
+//!   bucket root or an existing local directory (`DST/basename`).
+//! - `cp -r SRC_PREFIX DST_PREFIX` copies every object under `SRC_PREFIX/` to the same relative
+//!   key under `DST_PREFIX/` (the prefix is matched at a `/`, so `data` never takes `data2/`).
+//! - `--include` / `--exclude` globs match the key relative to the source prefix; an object is
+//!   copied when it matches an include (or there is none) and no exclude.
+
+use futures::TryStreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use skyx_store::{ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, StoreError, StoreLocation};
+
+/// One object to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyItem {
+    pub src_key: String,
+    pub dst_key: String,
+    pub size: u64,
+    /// What identifies this version of the source object (etag, else modification time).
+    pub version: String,
+    pub md5: Option<[u8; 16]>,
+    pub crc32c: Option<u32>,
+}
+
+/// Why the listing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("bad pattern '{pattern}': {why}")]
+    Pattern { pattern: String, why: String },
+    #[error("{url} is a prefix (directory) holding {count}+ objects; copy it with -r/--recursive")]
+    IsPrefix { url: String, count: usize },
+    #[error("{url}: no such object or prefix")]
+    NotFound { url: String },
+}
+
+/// Include and exclude globs over relative keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+fn globs(patterns: &[String]) -> Result<Option<GlobSet>, ListError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| ListError::Pattern {
+            pattern: p.clone(),
+            why: e.kind().to_string(),
+        })?);
+    }
+    Ok(Some(b.build().map_err(|e| ListError::Pattern {
+        pattern: patterns.join(","),
+        why: e.to_string(),
+    })?))
+}
+
+impl KeyFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<KeyFilter, ListError> {
+        Ok(KeyFilter {
+            include: globs(include)?,
+            exclude: globs(exclude)?,
+        })
+    }
+
+    pub fn accepts(&self, relative_key: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|g| g.is_match(relative_key))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|g| g.is_match(relative_key))
+    }
+}
+
+fn join(prefix: &str, rel: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        rel.to_string()
+    } else if rel.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/{rel}")
+    }
+}
+
+/// What identifies a version of an object: its etag, else its modification time.
+pub fn version_of(meta: &ObjectMeta) -> String {
+    if let Some(e) = &meta.etag {
+        return e.clone();
+    }
+    match meta.last_modified {
+        Some(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => format!("mtime:{}.{:09}", d.as_secs(), d.subsec_nanos()),
+            Err(_) => String::new(),
+        },
+        None => String::new(),
+    }
+}
+
+fn item(meta: &ObjectMeta, dst_key: String) -> CopyItem {
+    CopyItem {
+        src_key: meta.key.clone(),
+        dst_key,
+        size: meta.size,
+        version: version_of(meta),
+        md5: meta.md5,
+        crc32c: meta.crc32c,
+    }
+}
+
+/// Whether `dst` names a container to copy *into* rather than an object name.
+fn dst_is_directory(dst: &ObjectUrl) -> bool {
+    if dst.key.is_empty() || dst.key.ends_with('/') {
+        return true;
+    }
+    matches!(dst.location, StoreLocation::Local) && dst.local_path().is_some_and(|p| p.is_dir())
+}
+
+/// Lists what `cp [-r] src dst` copies.
+pub async fn list_copy(
+    src_store: &dyn ObjectStore,
+    src: &ObjectUrl,
+    dst: &ObjectUrl,
+    recursive: bool,
+    filter: &KeyFilter,
+) -> Result<Vec<CopyItem>, ListError> {
+    let base = src.key.trim_end_matches('/');
+    let prefix = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    };
+    if recursive {
+        let mut out = Vec::new();
+        let mut listing = src_store.list(&prefix);
+        while let Some(meta) = listing.try_next().await? {
+            let rel = &meta.key[prefix.len()..];
+            if rel.is_empty() || !filter.accepts(rel) {
+                continue;
+            }
+            out.push(item(&meta, join(&dst.key, rel)));
+        }
+        if out.is_empty() && !base.is_empty() {
+            // `cp -r FILE DST` copies the file, as the single-object form would.
+            if let Ok(meta) = src_store.head(base).await {
+                return Ok(single(meta, src, dst, filter));
+            }
+        }
+        out.sort_by(|a, b| a.src_key.cmp(&b.src_key));
+        return Ok(out);
+    }
+    match src_store.head(base).await {
+        Ok(meta) => Ok(single(meta, src, dst, filter)),
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            // Not an object: say whether it is a prefix, which needs -r.
+            let mut listing = src_store.list(&prefix);
+            let mut count = 0;
+            while count < 1 {
+                match listing.try_next().await? {
+                    Some(_) => count += 1,
+                    None => break,
+                }
+            }
+            if count > 0 {
+                Err(ListError::IsPrefix {
+                    url: src.to_string(),
+                    count,
+                })
+            } else {
+                Err(ListError::NotFound {
+                    url: src.to_string(),
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter) -> Vec<CopyItem> {
+    let name = src
+        .key
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if !filter.accepts(&name) {
+        return Vec::new();
+    }
+    let dst_key = if dst_is_directory(dst) {
+        join(&dst.key, &name)
+    } else {
+        dst.key.clone()
+    };
+    vec![item(&meta, dst_key)]
+}
+
+/// Lists the destination objects under `dst`'s prefix, keyed by full key (for `sync`).
+pub async fn list_destination(
+    dst_store: &dyn ObjectStore,
+    dst: &ObjectUrl,
+) -> Result<Vec<ObjectMeta>, ListError> {
+    let base = dst.key.trim_end_matches('/');
+    let prefix = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    };
+    match dst_store.list(&prefix).try_collect().await {
+        Ok(v) => Ok(v),
+        // A local destination directory that does not exist yet holds nothing.
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_take_includes_then_drop_excludes() {
+        let f = KeyFilter::new(&["*.csv".into(), "logs/**".into()], &["**/tmp-*".into()]).unwrap();
+        assert!(f.accepts("a.csv"));
+        assert!(f.accepts("logs/2026/x.txt"));
+        assert!(!f.accepts("a.json"));
+        assert!(!f.accepts("logs/tmp-1"));
+        assert!(KeyFilter::default().accepts("anything"));
+        assert!(matches!(
+            KeyFilter::new(&["a[".into()], &[]),
+            Err(ListError::Pattern { .. })
+        ));
+    }
+
+    #[test]
+    fn keys_join_at_one_slash() {
+        assert_eq!(join("", "a/b"), "a/b");
+        assert_eq!(join("dst/", "a"), "dst/a");
+        assert_eq!(join("dst", "a"), "dst/a");
+        assert_eq!(join("dst", ""), "dst");
+    }
+}

@@ -1,0 +1,688 @@
+//! What an agent does for the job installed on it: the roles of the control API's requests.
+//!
+//! An agent serves one job. Per route it is a *source* (reads dispatched chunks from the source
+//! store, encodes them and sends them to the next hop), a *relay* (a listener whose deliveries
+//! are forwarded, undecoded, to the next hop), or a *sink* (a listener whose deliveries, decoded
+//! and verified end to end by the protocol, are written to the destination store). Everything
+//! the gateway must know comes back as [`AgentEvent`]s in an [`EventLog`] it polls.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use skyx_protocol::{ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
+use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::api::{
+    AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, JobSpec,
+    ListenRequest, ListenResponse, NextHop, PartWire, RouteMetrics, RouteRequest, Transport,
+    Uploads,
+};
+use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
+use crate::objects::{ManifestObject, ObjectWriter, read_chunk};
+use crate::tls::{AgentIdentity, TlsError};
+
+/// How an agent process is set up (its command line).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    /// The address data listeners bind to.
+    pub data_bind: IpAddr,
+    /// The address peers are told to connect to (defaults to `data_bind`).
+    pub advertise: Option<IpAddr>,
+    pub store: StoreConfig,
+    /// Fault injection for tests: corrupt every Nth frame this agent sends.
+    pub corrupt_every: Option<u64>,
+}
+
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("no job is installed on this agent")]
+    NoJob,
+    #[error("job {0} is already installed on this agent")]
+    JobInstalled(u64),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("route {0} is not known here")]
+    UnknownRoute(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hop(#[from] HopError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl AgentError {
+    /// Whether the gateway sent something wrong (HTTP 400) rather than the agent failing.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            AgentError::BadRequest(_)
+                | AgentError::UnknownRoute(_)
+                | AgentError::JobInstalled(_)
+                | AgentError::NoJob
+        )
+    }
+}
+
+/// Events for the gateway, numbered; the gateway asks for those after the last it saw, which
+/// also releases the ones before.
+#[derive(Debug)]
+pub struct EventLog {
+    inner: Mutex<(u64, VecDeque<AgentEvent>)>,
+    next: watch::Sender<u64>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog {
+            inner: Mutex::new((0, VecDeque::new())),
+            next: watch::Sender::new(0),
+        }
+    }
+}
+
+impl EventLog {
+    pub fn push(&self, event: AgentEvent) {
+        let mut inner = self.inner.lock().expect("event log");
+        inner.1.push_back(event);
+        let next = inner.0 + inner.1.len() as u64;
+        drop(inner);
+        self.next.send_replace(next);
+    }
+
+    /// Events numbered `after` and later, waiting up to `wait` for one if there is none.
+    pub async fn since(&self, after: u64, wait: Duration) -> (u64, Vec<AgentEvent>) {
+        let mut rx = self.next.subscribe();
+        if *rx.borrow_and_update() <= after {
+            let _ = tokio::time::timeout(wait, rx.wait_for(|&n| n > after)).await;
+        }
+        let mut inner = self.inner.lock().expect("event log");
+        let (first, events) = &mut *inner;
+        // Everything before `after` was delivered in an earlier answer: release it.
+        while *first < after && !events.is_empty() {
+            events.pop_front();
+            *first += 1;
+        }
+        let skip = after.saturating_sub(*first) as usize;
+        let out: Vec<AgentEvent> = events.iter().skip(skip).cloned().collect();
+        (*first + events.len() as u64, out)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    store_read: AtomicU64,
+    store_written: AtomicU64,
+    raw_sent: AtomicU64,
+}
+
+/// The agent: at most one job, its routes and listeners, its events and counters.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    job: Mutex<Option<Arc<Job>>>,
+    pub events: Arc<EventLog>,
+    counters: Arc<Counters>,
+}
+
+struct Job {
+    id: JobId,
+    identity: AgentIdentity,
+    transport: Transport,
+    compression: CompressionSpec,
+    source: Option<Arc<dyn ObjectStore>>,
+    writer: Option<Arc<ObjectWriter>>,
+    manifest: Arc<Vec<ManifestObject>>,
+    read_concurrency: usize,
+    write_concurrency: usize,
+    routes: Mutex<HashMap<u32, mpsc::UnboundedSender<ChunkOrder>>>,
+    /// Bytes each route's outgoing hop put on the wire.
+    wire: Mutex<Vec<(u32, Arc<HopSender>)>>,
+    listeners: Mutex<Vec<HopListener>>,
+    /// Objects found incompressible by `auto` compression.
+    incompressible: Mutex<HashSet<u32>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn b64(field: &str, s: &str) -> Result<Vec<u8>, AgentError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| AgentError::BadRequest(format!("{field} is not base64: {e}")))
+}
+
+async fn open_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, AgentError> {
+    let url = ObjectUrl::parse(url).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    Ok(skyx_store::open(&url, config).await?)
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent {
+            config,
+            job: Mutex::new(None),
+            events: Arc::new(EventLog::default()),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn job(&self) -> Result<Arc<Job>, AgentError> {
+        self.job
+            .lock()
+            .expect("job lock")
+            .clone()
+            .ok_or(AgentError::NoJob)
+    }
+
+    /// `POST /v1/job`.
+    pub async fn install(&self, spec: JobSpec) -> Result<(), AgentError> {
+        if let Some(job) = self.job.lock().expect("job lock").as_ref() {
+            return Err(AgentError::JobInstalled(job.id.0));
+        }
+        let identity = AgentIdentity {
+            job: JobId(spec.job),
+            cert: b64("identity.cert", &spec.identity.cert_der_b64)?.into(),
+            key: b64("identity.key", &spec.identity.key_der_b64)?,
+            ca: b64("identity.ca", &spec.identity.ca_der_b64)?.into(),
+        };
+        // Fail now, not at the first connection, if the identity is unusable.
+        identity.server_config()?;
+        let manifest: Arc<Vec<ManifestObject>> = Arc::new(
+            spec.objects
+                .into_iter()
+                .map(|o| ManifestObject {
+                    src_key: o.src_key,
+                    dst_key: o.dst_key,
+                    size: o.size,
+                    chunk_size: o.chunk_size,
+                })
+                .collect(),
+        );
+        let source = match &spec.source_store {
+            Some(url) => Some(open_store(url, &self.config.store).await?),
+            None => None,
+        };
+        let writer = match &spec.sink_store {
+            Some(url) => Some(Arc::new(ObjectWriter::new(
+                open_store(url, &self.config.store).await?,
+                manifest.clone(),
+            ))),
+            None => None,
+        };
+        let job = Arc::new(Job {
+            id: JobId(spec.job),
+            identity,
+            transport: spec.transport,
+            compression: spec.compression,
+            source,
+            writer,
+            manifest,
+            read_concurrency: spec.read_concurrency.clamp(1, 256),
+            write_concurrency: spec.write_concurrency.clamp(1, 256),
+            routes: Mutex::new(HashMap::new()),
+            wire: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
+            incompressible: Mutex::new(HashSet::new()),
+        });
+        let mut slot = self.job.lock().expect("job lock");
+        if let Some(existing) = slot.as_ref() {
+            return Err(AgentError::JobInstalled(existing.id.0));
+        }
+        *slot = Some(job);
+        tracing::info!(agent = %self.config.name, job = spec.job, "job installed");
+        Ok(())
+    }
+
+    fn hop_config(&self, next: &NextHop) -> HopSenderConfig {
+        let connections = next.connections.clamp(1, 1024) as usize;
+        let mut config = HopSenderConfig {
+            connections,
+            // Enough chunks held to keep every connection busy, bounded so memory is too:
+            // at most 64 chunks per hop whatever the connection count.
+            max_held: (connections * 2).clamp(8, 64),
+            corrupt_every: self.config.corrupt_every,
+            ..Default::default()
+        };
+        config.sender.window = 4;
+        config
+    }
+
+    async fn connect_with_events(
+        &self,
+        job: &Job,
+        next: &NextHop,
+    ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), AgentError> {
+        let config = self.hop_config(next);
+        Ok(match job.transport {
+            Transport::Tcp => HopSender::connect(next.addr, config, Some(&job.identity)).await?,
+            Transport::Quic => HopSender::connect_quic(next.addr, config, &job.identity).await?,
+        })
+    }
+
+    async fn bind(
+        &self,
+        job: &Job,
+        role: Role,
+        max_pending: usize,
+    ) -> Result<(HopListener, mpsc::Receiver<Delivery>), AgentError> {
+        let addr = SocketAddr::new(self.config.data_bind, 0);
+        Ok(match job.transport {
+            Transport::Tcp => {
+                HopListener::bind(addr, job.id, role, max_pending, Some(&job.identity)).await?
+            }
+            Transport::Quic => {
+                HopListener::bind_quic(addr, job.id, role, max_pending, &job.identity).await?
+            }
+        })
+    }
+
+    /// `POST /v1/listen`: a relay or sink listener for one route.
+    pub async fn listen(&self, req: ListenRequest) -> Result<ListenResponse, AgentError> {
+        let job = self.job()?;
+        let (listener, deliveries) = match req.onward {
+            Some(next) => {
+                let (listener, deliveries) = self
+                    .bind(&job, Role::Relay, self.hop_config(&next).max_held)
+                    .await?;
+                let (onward, onward_events) = self.connect_with_events(&job, &next).await?;
+                let onward = Arc::new(onward);
+                job.wire
+                    .lock()
+                    .expect("wire")
+                    .push((req.route, onward.clone()));
+                let route = req.route;
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    relay(deliveries, onward, onward_events).await;
+                    events.push(AgentEvent::Warning {
+                        message: format!("relay of route {route} stopped"),
+                    });
+                });
+                (listener, None)
+            }
+            None => {
+                let Some(writer) = job.writer.clone() else {
+                    return Err(AgentError::BadRequest(
+                        "a sink listener needs the job's sink_store".into(),
+                    ));
+                };
+                let (listener, deliveries) =
+                    self.bind(&job, Role::Sink, job.write_concurrency).await?;
+                (listener, Some((deliveries, writer)))
+            }
+        };
+        if let Some((deliveries, writer)) = deliveries {
+            tokio::spawn(run_sink(
+                deliveries,
+                writer,
+                self.events.clone(),
+                self.counters.clone(),
+            ));
+        }
+        let port = listener.local_addr.port();
+        job.listeners.lock().expect("listeners").push(listener);
+        let ip = self.config.advertise.unwrap_or(self.config.data_bind);
+        Ok(ListenResponse {
+            addr: SocketAddr::new(ip, port),
+        })
+    }
+
+    /// `POST /v1/route`: become the source of a route.
+    pub async fn add_route(&self, req: RouteRequest) -> Result<(), AgentError> {
+        let job = self.job()?;
+        let Some(store) = job.source.clone() else {
+            return Err(AgentError::BadRequest(
+                "a source route needs the job's source_store".into(),
+            ));
+        };
+        if job.routes.lock().expect("routes").contains_key(&req.route) {
+            return Err(AgentError::BadRequest(format!(
+                "route {} is already installed",
+                req.route
+            )));
+        }
+        let (hop, hop_events) = self.connect_with_events(&job, &req.next).await?;
+        let hop = Arc::new(hop);
+        job.wire
+            .lock()
+            .expect("wire")
+            .push((req.route, hop.clone()));
+        let (orders_tx, orders_rx) = mpsc::unbounded_channel();
+        job.routes
+            .lock()
+            .expect("routes")
+            .insert(req.route, orders_tx);
+        tokio::spawn(run_source_route(SourceRoute {
+            route: req.route,
+            job: job.clone(),
+            store,
+            hop,
+            hop_events,
+            orders: orders_rx,
+            events: self.events.clone(),
+            counters: self.counters.clone(),
+        }));
+        Ok(())
+    }
+
+    /// `POST /v1/uploads`.
+    pub fn register_uploads(&self, req: Uploads) -> Result<(), AgentError> {
+        let job = self.job()?;
+        let Some(writer) = job.writer.as_ref() else {
+            return Err(AgentError::BadRequest("uploads go to sinks".into()));
+        };
+        for (object, upload_id) in req.uploads {
+            writer.register(object, upload_id)?;
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/dispatch`.
+    pub fn dispatch(&self, req: Dispatch) -> Result<(), AgentError> {
+        let job = self.job()?;
+        let routes = job.routes.lock().expect("routes");
+        let Some(orders) = routes.get(&req.route) else {
+            return Err(AgentError::UnknownRoute(req.route));
+        };
+        for order in req.chunks {
+            let Some(object) = job.manifest.get(order.object as usize) else {
+                return Err(AgentError::BadRequest(format!(
+                    "chunk {} names object {}, past the manifest's {}",
+                    order.chunk,
+                    order.object,
+                    job.manifest.len()
+                )));
+            };
+            if order.offset + order.len > object.size {
+                return Err(AgentError::BadRequest(format!(
+                    "chunk {} ({}..{}) runs past the end of {} ({} bytes)",
+                    order.chunk,
+                    order.offset,
+                    order.offset + order.len,
+                    object.src_key,
+                    object.size
+                )));
+            }
+            // The route task ends only when the agent does; a closed channel means it is
+            // shutting down, and the gateway will learn that from the agent's absence.
+            let _ = orders.send(order);
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/events`.
+    pub async fn events(&self, after: u64, wait: Duration) -> EventsResponse {
+        let (next, events) = self.events.since(after, wait).await;
+        EventsResponse {
+            next,
+            events,
+            metrics: self.metrics(),
+        }
+    }
+
+    pub fn metrics(&self) -> AgentMetrics {
+        let mut m = AgentMetrics {
+            store_read_bytes: self.counters.store_read.load(Ordering::Relaxed),
+            store_written_bytes: self.counters.store_written.load(Ordering::Relaxed),
+            raw_bytes_sent: self.counters.raw_sent.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        if let Ok(job) = self.job() {
+            m.routes = job
+                .wire
+                .lock()
+                .expect("wire")
+                .iter()
+                .map(|(route, hop)| RouteMetrics {
+                    route: *route,
+                    wire_bytes: hop.wire_bytes(),
+                })
+                .collect();
+            m.corrupt_chunks_received = job
+                .listeners
+                .lock()
+                .expect("listeners")
+                .iter()
+                .map(|l| l.corrupt_chunks())
+                .sum();
+        }
+        m
+    }
+}
+
+/// The sink role: write every delivery, report it landed, then acknowledge it. The report
+/// comes first: if the agent dies between the two, the chunk is sent again and written again,
+/// which is harmless; the other order could acknowledge a chunk the gateway never hears of.
+async fn run_sink(
+    mut deliveries: mpsc::Receiver<Delivery>,
+    writer: Arc<ObjectWriter>,
+    events: Arc<EventLog>,
+    counters: Arc<Counters>,
+) {
+    while let Some(d) = deliveries.recv().await {
+        let (writer, events, counters) = (writer.clone(), events.clone(), counters.clone());
+        // The listener's pending limit bounds how many of these run at once.
+        tokio::spawn(async move {
+            let c = d.frame.chunk;
+            let Some(raw) = d.raw.clone() else {
+                d.fail();
+                return;
+            };
+            let len = raw.len() as u64;
+            match writer.write(c.object, c.offset, raw).await {
+                Ok(receipt) => {
+                    counters.store_written.fetch_add(len, Ordering::Relaxed);
+                    events.push(AgentEvent::Landed {
+                        chunk: c.chunk.0,
+                        object: c.object,
+                        part: receipt.map(|r| PartWire {
+                            part_number: r.part_number,
+                            etag: r.etag,
+                        }),
+                        raw_len: len,
+                        raw_crc32c: c.raw_crc32c,
+                    });
+                    d.commit();
+                }
+                Err(e) => {
+                    tracing::warn!(chunk = c.chunk.0, error = %e, "sink write failed");
+                    events.push(AgentEvent::Warning {
+                        message: format!("writing chunk {} failed: {e}", c.chunk.0),
+                    });
+                    d.fail();
+                }
+            }
+        });
+    }
+}
+
+struct SourceRoute {
+    route: u32,
+    job: Arc<Job>,
+    store: Arc<dyn ObjectStore>,
+    hop: Arc<HopSender>,
+    hop_events: mpsc::UnboundedReceiver<SenderEvent>,
+    orders: mpsc::UnboundedReceiver<ChunkOrder>,
+    events: Arc<EventLog>,
+    counters: Arc<Counters>,
+}
+
+/// The source role for one route: up to `read_concurrency` chunks are read and encoded at once
+/// and handed to the hop, which holds them until the next hop acknowledges them. Reads wait
+/// while the hop is full, so a slow link or sink slows reading instead of filling memory.
+async fn run_source_route(r: SourceRoute) {
+    let SourceRoute {
+        route,
+        job,
+        store,
+        hop,
+        mut hop_events,
+        mut orders,
+        events,
+        counters,
+    } = r;
+    let lost_events = events.clone();
+    tokio::spawn(async move {
+        while let Some(e) = hop_events.recv().await {
+            if let SenderEvent::GaveUp {
+                chunk,
+                attempts,
+                last,
+            } = e
+            {
+                lost_events.push(AgentEvent::Lost {
+                    chunk: chunk.0,
+                    route,
+                    why: format!("next hop: {last:?} after {attempts} attempts"),
+                });
+            }
+        }
+    });
+    let readers = Arc::new(Semaphore::new(job.read_concurrency));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    while let Some(order) = orders.recv().await {
+        let Ok(permit) = readers.clone().acquire_owned().await else {
+            break;
+        };
+        let (job, store, hop, events, counters, down) = (
+            job.clone(),
+            store.clone(),
+            hop.clone(),
+            events.clone(),
+            counters.clone(),
+            down.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            if down.load(Ordering::Relaxed) {
+                events.push(AgentEvent::Lost {
+                    chunk: order.chunk,
+                    route,
+                    why: "route is down".into(),
+                });
+                return;
+            }
+            let object = &job.manifest[order.object as usize];
+            let raw = match read_chunk(store.as_ref(), object, order.offset, order.len).await {
+                Ok(raw) => raw,
+                Err(e) if e.is_retryable() => {
+                    events.push(AgentEvent::Lost {
+                        chunk: order.chunk,
+                        route,
+                        why: format!("source read: {e}"),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    events.push(AgentEvent::Unreadable {
+                        chunk: order.chunk,
+                        object: order.object,
+                        why: e.to_string(),
+                    });
+                    return;
+                }
+            };
+            counters
+                .store_read
+                .fetch_add(raw.len() as u64, Ordering::Relaxed);
+            let frame = encode(&job, order, raw).await;
+            let raw_len = u64::from(frame.chunk.raw_len);
+            match hop.send(frame).await {
+                Ok(()) => {
+                    counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if !down.swap(true, Ordering::Relaxed) {
+                        events.push(AgentEvent::RouteDown {
+                            route,
+                            why: e.to_string(),
+                        });
+                    }
+                    events.push(AgentEvent::Lost {
+                        chunk: order.chunk,
+                        route,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
+async fn encode(job: &Arc<Job>, order: ChunkOrder, raw: Bytes) -> skyx_protocol::DataFrame {
+    let chunk = ChunkRef {
+        job: job.id,
+        chunk: skyx_protocol::ChunkId(order.chunk),
+        object: order.object,
+        offset: order.offset,
+        raw_len: 0,
+        raw_crc32c: 0,
+    };
+    let compression = match job.compression {
+        CompressionSpec::Off => Compression::Off,
+        CompressionSpec::Zstd { level } => Compression::Zstd(level),
+        CompressionSpec::Auto { level } => {
+            if job
+                .incompressible
+                .lock()
+                .expect("incompressible")
+                .contains(&order.object)
+            {
+                Compression::Off
+            } else {
+                Compression::Zstd(level)
+            }
+        }
+    };
+    let raw_len = raw.len();
+    let frame = if matches!(compression, Compression::Off) || raw_len < 64 {
+        encode_chunk(chunk, raw, Compression::Off)
+    } else {
+        tokio::task::spawn_blocking(move || encode_chunk(chunk, raw, compression))
+            .await
+            .expect("encoding does not panic")
+    };
+    if let CompressionSpec::Auto { .. } = job.compression
+        && order.offset == 0
+        && raw_len > 0
+        && frame.payload.len() as f64 > 0.95 * raw_len as f64
+    {
+        // The first chunk barely shrank: the rest of this object is sent raw.
+        job.incompressible
+            .lock()
+            .expect("incompressible")
+            .insert(order.object);
+    }
+    frame
+}
+
+impl Agent {
+    /// Stops every listener (used at shutdown so peers see connections close).
+    pub fn close(&self) {
+        if let Ok(job) = self.job() {
+            for l in job.listeners.lock().expect("listeners").iter() {
+                l.close();
+            }
+        }
+    }
+}

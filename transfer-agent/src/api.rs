@@ -1,0 +1,235 @@
+//! The control API's wire types: what the gateway sends an agent and what the agent answers.
+//!
+//! Serialization lives here, at the boundary, and nowhere else: the agent converts these into
+//! its own types ([`crate::objects::ManifestObject`], [`crate::tls::AgentIdentity`], protocol
+//! ids) as it takes them in. Every request but `GET /v1/hello` must carry the job's token as
+//! `Authorization: Bearer <token>`.
+//!
+//! | method and path        | body → answer                         | who            |
+//! |------------------------|---------------------------------------|----------------|
+//! | `GET /v1/hello`        | → [`Hello`]                           | any            |
+//! | `POST /v1/job`         | [`JobSpec`] → `{}`                    | every agent    |
+//! | `POST /v1/listen`      | [`ListenRequest`] → [`ListenResponse`] | relays, sinks  |
+//! | `POST /v1/route`       | [`RouteRequest`] → `{}`               | sources        |
+//! | `POST /v1/uploads`     | [`Uploads`] → `{}`                    | sinks          |
+//! | `POST /v1/dispatch`    | [`Dispatch`] → `{}`                   | sources        |
+//! | `GET /v1/events?after=N&wait_ms=M` | → [`EventsResponse`]      | every agent    |
+//! | `GET /v1/metrics`      | → [`AgentMetrics`]                    | every agent    |
+//! | `POST /v1/shutdown`    | → `{}`, then the process exits        | every agent    |
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this API; the gateway refuses agents that speak another.
+pub const API_VERSION: u32 = 1;
+
+/// The environment variable a launched agent reads its control token from (never a flag, so
+/// it does not show in `ps`).
+pub const TOKEN_ENV: &str = "SKYX_AGENT_TOKEN";
+
+/// What an agent prints as its first line on stdout once its control API listens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ready {
+    pub control: SocketAddr,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub api_version: u32,
+    pub name: String,
+    pub agent_version: String,
+}
+
+/// How chunks travel between agents.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// N TCP connections per hop, each mutual TLS.
+    #[default]
+    Tcp,
+    /// One QUIC connection per hop with N streams (QUIC's own TLS 1.3, the same job CA).
+    Quic,
+}
+
+/// How sources encode chunks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum CompressionSpec {
+    Off,
+    /// zstd at `level` on every chunk that shrinks.
+    Zstd {
+        level: i32,
+    },
+    /// zstd at `level`, but an object whose first chunk does not shrink by a few percent is
+    /// sent raw from then on (incompressible data costs no more CPU than it must).
+    Auto {
+        level: i32,
+    },
+}
+
+/// The job's certificate and key for this agent (DER, base64).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityWire {
+    pub cert_der_b64: String,
+    pub key_der_b64: String,
+    pub ca_der_b64: String,
+}
+
+impl std::fmt::Debug for IdentityWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityWire { .. }")
+    }
+}
+
+/// One object of the copy, as every source and sink of the job sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectWire {
+    pub src_key: String,
+    pub dst_key: String,
+    pub size: u64,
+    pub chunk_size: u64,
+}
+
+/// The job an agent takes part in. Installed once, before anything else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub job: u64,
+    pub identity: IdentityWire,
+    pub transport: Transport,
+    pub compression: CompressionSpec,
+    /// The store sources read from (`s3://bucket`, `file:///`, ...); only sources use it.
+    pub source_store: Option<String>,
+    /// The store sinks write to; only sinks use it.
+    pub sink_store: Option<String>,
+    /// The objects, indexed by a chunk's `object` field. Relays get an empty list.
+    pub objects: Vec<ObjectWire>,
+    /// Chunks a source reads from its store at once per route.
+    pub read_concurrency: usize,
+    /// Chunks a sink writes to its store at once per route.
+    pub write_concurrency: usize,
+}
+
+/// The next agent on a route.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NextHop {
+    pub addr: SocketAddr,
+    pub connections: u32,
+}
+
+/// Open a data listener for `route`: a relay (forwarding to `onward`) or a sink (`onward`
+/// absent). Each route gets its own listener, so a relay knows where every chunk it receives
+/// goes without the frames carrying routes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenRequest {
+    pub route: u32,
+    pub onward: Option<NextHop>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenResponse {
+    /// The address the previous hop connects to.
+    pub addr: SocketAddr,
+}
+
+/// Make this agent the source of `route`, sending to `next`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteRequest {
+    pub route: u32,
+    pub next: NextHop,
+}
+
+/// Multipart uploads the gateway opened at the destination; a sink writes an object's chunks as
+/// parts of its upload. Registered before any chunk of the object is dispatched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Uploads {
+    /// (object index, upload id)
+    pub uploads: Vec<(u32, String)>,
+}
+
+/// One chunk for a source to read and send.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkOrder {
+    pub chunk: u64,
+    pub object: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Chunks for a source to send on `route`, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dispatch {
+    pub route: u32,
+    pub chunks: Vec<ChunkOrder>,
+}
+
+/// Something that happened at an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum AgentEvent {
+    /// (sink) The chunk was verified end to end and written to the destination store.
+    Landed {
+        chunk: u64,
+        object: u32,
+        /// The part it was written as, with the store's receipt; absent for whole objects.
+        part: Option<PartWire>,
+        raw_len: u64,
+        raw_crc32c: u32,
+    },
+    /// (source) The chunk could not be delivered to the next hop (every attempt failed or the
+    /// hop is down): the gateway should send it again, perhaps another way.
+    Lost { chunk: u64, route: u32, why: String },
+    /// (source) The chunk cannot be read from the source store; retrying will not help.
+    Unreadable {
+        chunk: u64,
+        object: u32,
+        why: String,
+    },
+    /// Every connection of this route's next hop failed; nothing more goes out on it.
+    RouteDown { route: u32, why: String },
+    /// Worth telling the user, not fatal (e.g. a sink's write failed and will be retried).
+    Warning { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartWire {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// Counters since the job was installed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentMetrics {
+    /// Bytes read from the source store.
+    pub store_read_bytes: u64,
+    /// Bytes written to the destination store.
+    pub store_written_bytes: u64,
+    /// Bytes this agent put on the wire, per route it sends on (frames, headers included,
+    /// resends included: what egress is billed for).
+    pub routes: Vec<RouteMetrics>,
+    /// Raw bytes of the chunks handed to the next hop (before compression).
+    pub raw_bytes_sent: u64,
+    /// Chunks refused by this agent's listeners as corrupt (and resent by the sender).
+    pub corrupt_chunks_received: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteMetrics {
+    pub route: u32,
+    pub wire_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventsResponse {
+    /// Pass as `after` next time.
+    pub next: u64,
+    pub events: Vec<AgentEvent>,
+    pub metrics: AgentMetrics,
+}
+
+/// An error answer: every non-2xx response carries one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: String,
+}

@@ -1,0 +1,231 @@
+//! The gateway's side of the control API: typed calls to one agent.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    AgentMetrics, ApiError, Dispatch, EventsResponse, Hello, JobSpec, ListenRequest,
+    ListenResponse, RouteRequest, Uploads,
+};
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("agent {agent} at {addr} is unreachable: {message}")]
+    Unreachable {
+        agent: String,
+        addr: SocketAddr,
+        message: String,
+    },
+    #[error("agent {agent} did not answer {path} within {after:?}")]
+    Timeout {
+        agent: String,
+        path: String,
+        after: Duration,
+    },
+    #[error("agent {agent} refused {path} ({status}): {message}")]
+    Refused {
+        agent: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("agent {agent} answered {path} with something unreadable: {message}")]
+    Malformed {
+        agent: String,
+        path: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the agent itself is gone or not answering (as opposed to refusing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
+        )
+    }
+}
+
+/// A connection pool to one agent's control API, with the job token.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    name: String,
+    addr: SocketAddr,
+    token: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Calls that do work at the agent (opening stores, connecting hops) get this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl AgentClient {
+    pub fn new(name: impl Into<String>, addr: SocketAddr, token: impl Into<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        AgentClient {
+            name: name.into(),
+            addr,
+            token: token.into(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<R, ClientError> {
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).expect("serializable")),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes))
+            .expect("valid request");
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    agent: self.name.clone(),
+                    addr: self.addr,
+                    message: error_chain(&e),
+                })?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    agent: self.name.clone(),
+                    addr: self.addr,
+                    message: e.to_string(),
+                })?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                agent: self.name.clone(),
+                path: path.to_string(),
+                after: timeout,
+            })??;
+        if status != StatusCode::OK {
+            let message = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused {
+                agent: self.name.clone(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Malformed {
+            agent: self.name.clone(),
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn hello(&self) -> Result<Hello, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/hello", None, Duration::from_secs(10))
+            .await
+    }
+
+    pub async fn install(&self, spec: &JobSpec) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/job", Some(spec), CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    pub async fn listen(&self, req: &ListenRequest) -> Result<ListenResponse, ClientError> {
+        self.call(Method::POST, "/v1/listen", Some(req), CALL_TIMEOUT)
+            .await
+    }
+
+    pub async fn add_route(&self, req: &RouteRequest) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/route", Some(req), CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    pub async fn register_uploads(&self, req: &Uploads) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/uploads", Some(req), CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    pub async fn dispatch(&self, req: &Dispatch) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/dispatch", Some(req), CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Events after `after`, waiting up to `wait` for one.
+    pub async fn events(&self, after: u64, wait: Duration) -> Result<EventsResponse, ClientError> {
+        let path = format!("/v1/events?after={after}&wait_ms={}", wait.as_millis());
+        self.call::<(), _>(Method::GET, &path, None, wait + Duration::from_secs(10))
+            .await
+    }
+
+    /// The agent's counters.
+    pub async fn metrics(&self) -> Result<AgentMetrics, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/metrics", None, Duration::from_secs(10))
+            .await
+    }
+
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.call::<(), serde_json::Value>(
+            Method::POST,
+            "/v1/shutdown",
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,207 @@
+//! The agent's control API over HTTP/1.1 (hyper): routing, the token check, JSON in and out.
+//! What each request does is [`crate::agent::Agent`]'s business; the wire types are
+//! [`crate::api`]'s.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::agent::{Agent, AgentError};
+use crate::api::{API_VERSION, ApiError, Hello};
+
+/// Largest request body accepted (a job's manifest of a few million objects fits).
+const MAX_BODY: usize = 1 << 30;
+
+/// When the control API last saw an authenticated request, for the idle lease.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last authenticated request (or since start).
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub agent: Arc<Agent>,
+    pub token: Arc<str>,
+    pub activity: Arc<Activity>,
+    /// Notified when the gateway asks the agent to shut down.
+    pub shutdown: Arc<Notify>,
+}
+
+/// Serves the control API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, control: Control) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let control = control.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(handle(control, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).expect("serializable");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &ApiError {
+            error: message.into(),
+        },
+    )
+}
+
+fn from_agent<T: Serialize>(result: Result<T, AgentError>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) if e.is_bad_request() => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if method == Method::GET && path == "/v1/hello" {
+        return json(
+            StatusCode::OK,
+            &Hello {
+                api_version: API_VERSION,
+                name: c.agent.name().to_string(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        );
+    }
+    let authorized = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|t| same_token(t, c.token.as_bytes()));
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong job token (Authorization: Bearer ...)",
+        );
+    }
+    c.activity.touch();
+    let agent = &c.agent;
+    match (method, path.as_str()) {
+        (Method::POST, "/v1/job") => match body(req).await {
+            Ok(spec) => from_agent(agent.install(spec).await.map(|()| serde_json::json!({}))),
+            Err(r) => r,
+        },
+        (Method::POST, "/v1/listen") => match body(req).await {
+            Ok(r) => from_agent(agent.listen(r).await),
+            Err(r) => r,
+        },
+        (Method::POST, "/v1/route") => match body(req).await {
+            Ok(r) => from_agent(agent.add_route(r).await.map(|()| serde_json::json!({}))),
+            Err(r) => r,
+        },
+        (Method::POST, "/v1/uploads") => match body(req).await {
+            Ok(r) => from_agent(agent.register_uploads(r).map(|()| serde_json::json!({}))),
+            Err(r) => r,
+        },
+        (Method::POST, "/v1/dispatch") => match body(req).await {
+            Ok(r) => from_agent(agent.dispatch(r).map(|()| serde_json::json!({}))),
+            Err(r) => r,
+        },
+        (Method::GET, "/v1/events") => {
+            let q = query(&req);
+            let after = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let wait_ms: u64 = q.get("wait_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let wait = Duration::from_millis(wait_ms.min(30_000));
+            json(StatusCode::OK, &agent.events(after, wait).await)
+        }
+        (Method::GET, "/v1/metrics") => json(StatusCode::OK, &agent.metrics()),
+        (Method::POST, "/v1/shutdown") => {
+            c.shutdown.notify_one();
+            json(StatusCode::OK, &serde_json::json!({}))
+        }
+        (_, p) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {p}")),
+    }
+}
