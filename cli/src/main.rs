@@ -7,6 +7,7 @@ mod catalog_args;
 mod cmd_catalog;
 mod cmd_cp;
 mod cmd_plan;
+mod cmd_store;
 mod transfer;
 mod units;
 
@@ -34,6 +35,10 @@ enum Command {
     Cp(Box<cmd_cp::CpArgs>),
     /// Plan a transfer: relays, VMs per region, connections per hop, predicted time and cost.
     Plan(Box<cmd_plan::PlanArgs>),
+    /// Make a bucket (container).
+    Mb(cmd_store::MbArgs),
+    /// List objects under a URL.
+    Ls(cmd_store::LsArgs),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
     Catalog(cmd_catalog::CatalogCmd),
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
@@ -114,6 +119,8 @@ fn main() -> ExitCode {
         Command::Cp(args) => cmd_cp::run(args),
         Command::Plan(args) => cmd_plan::run(args),
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
+        Command::Mb(args) => cmd_store::mb(args),
+        Command::Ls(args) => cmd_store::ls(args),
         Command::Agent(_) => unreachable!("handled above"),
     };
     match result {

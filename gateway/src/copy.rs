@@ -423,7 +423,7 @@ async fn open_journal(
         tracing::info!(journal = %path.display(), landed = state.landed.len(), complete = state.complete.len(), "resuming");
         return Ok((Some(journal), state));
     }
-    if let Some((journal, state)) = Journal::open(path)? {
+    if let Some((journal, state)) = existing {
         for (object, (id, key)) in &state.uploads {
             if !state.complete.contains(object) {
                 let upload = MultipartUpload {
@@ -1124,9 +1124,15 @@ impl Run<'_> {
                     }
                     // A multi-chunk object was read in pieces: make sure it did not change.
                     match src.head(&item.src_key).await {
-                        Ok(m) if m.size == item.size && version_of(&m) == item.version => {}
-                        Ok(_) => {
-                            return Err("changed at the source during the copy".to_string());
+                        Ok(m) if item.is_same_version(&m) => {}
+                        Ok(m) => {
+                            return Err(format!(
+                                "changed at the source during the copy (listed as {} bytes, version {:?}; now {} bytes, version {:?})",
+                                item.size,
+                                item.version,
+                                m.size,
+                                version_of(&m)
+                            ));
                         }
                         Err(e) => return Err(format!("re-checking the source: {e}")),
                     }

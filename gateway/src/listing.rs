@@ -20,6 +20,8 @@ pub struct CopyItem {
     pub size: u64,
     /// What identifies this version of the source object (etag, else modification time).
     pub version: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<std::time::SystemTime>,
     pub md5: Option<[u8; 16]>,
     pub crc32c: Option<u32>,
 }
@@ -106,12 +108,38 @@ pub fn version_of(meta: &ObjectMeta) -> String {
     }
 }
 
+impl CopyItem {
+    /// Whether `now` (a fresh head of the source) is still the version that was listed. Stores
+    /// do not always report the same fields in listings and heads (s3s-fs lists no etag for
+    /// multipart objects; S3 lists milliseconds and heads whole seconds), so compare what
+    /// both have: size always, etags when both have one, else times to the second.
+    pub fn is_same_version(&self, now: &ObjectMeta) -> bool {
+        if now.size != self.size {
+            return false;
+        }
+        if let (Some(a), Some(b)) = (&self.etag, &now.etag) {
+            return a == b;
+        }
+        if let (Some(a), Some(b)) = (self.last_modified, now.last_modified) {
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            };
+            return secs(a) == secs(b);
+        }
+        true
+    }
+}
+
 fn item(meta: &ObjectMeta, dst_key: String) -> CopyItem {
     CopyItem {
         src_key: meta.key.clone(),
         dst_key,
         size: meta.size,
         version: version_of(meta),
+        etag: meta.etag.clone(),
+        last_modified: meta.last_modified,
         md5: meta.md5,
         crc32c: meta.crc32c,
     }

@@ -61,7 +61,8 @@ impl Topology {
                 },
                 AgentSlot {
                     region: dst.to_string(),
-                    index: 0,
+                    // Two agents of one region (a copy within it) need distinct names.
+                    index: u32::from(src == dst),
                 },
             ],
             routes: vec![RouteSpec {

@@ -546,6 +546,18 @@ impl ObjectStore for AzureStore {
             .await
     }
 
+    async fn create_bucket(&self) -> Result<()> {
+        self.retry
+            .run(|| async {
+                match self.container.create(None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
+                    Err(e) => Err(self.fail("create_container", "", e)),
+                }
+            })
+            .await
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         // Copy Blob: server-side, any size. Within one account it usually completes at once;
         // otherwise it is pending and we poll until it ends.

@@ -48,6 +48,8 @@ const COMPOSE_FAN_IN: usize = 32;
 pub struct GcsConfig {
     /// An emulator or proxy endpoint; implies anonymous access.
     pub endpoint: Option<String>,
+    /// The project new buckets belong to (`GOOGLE_CLOUD_PROJECT`).
+    pub project: Option<String>,
 }
 
 impl GcsConfig {
@@ -63,12 +65,16 @@ impl GcsConfig {
                     format!("http://{v}")
                 }
             });
-        GcsConfig { endpoint }
+        let project = ["GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()));
+        GcsConfig { endpoint, project }
     }
 }
 
 pub struct GcsStore {
     client: Client,
+    project: Option<String>,
     bucket: String,
     location: StoreLocation,
     retry: RetryPolicy,
@@ -105,6 +111,7 @@ impl GcsStore {
         };
         Ok(GcsStore {
             client: Client::new(client_config),
+            project: config.project.clone(),
             bucket: bucket.into(),
             location,
             retry,
@@ -438,6 +445,35 @@ impl ObjectStore for GcsStore {
                             Err(err)
                         }
                     }
+                }
+            })
+            .await
+    }
+
+    async fn create_bucket(&self) -> Result<()> {
+        use gcloud_storage::http::buckets::insert::{InsertBucketParam, InsertBucketRequest};
+        let Some(project) = self.project.clone() else {
+            return Err(self.error(
+                ErrorKind::InvalidInput,
+                "create_bucket",
+                "",
+                "creating a GCS bucket needs a project: set GOOGLE_CLOUD_PROJECT".into(),
+            ));
+        };
+        self.retry
+            .run(|| async {
+                let req = InsertBucketRequest {
+                    name: self.bucket.clone(),
+                    param: InsertBucketParam {
+                        project: project.clone(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match self.client.insert_bucket(&req).await {
+                    Ok(_) => Ok(()),
+                    Err(GcsError::Response(r)) if r.code == 409 => Ok(()),
+                    Err(e) => Err(self.fail("create_bucket", "", e)),
                 }
             })
             .await

@@ -132,6 +132,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Copies within this store, server-side where the store supports it.
     async fn copy(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Creates the bucket (container) this store names; an existing one is not an error.
+    async fn create_bucket(&self) -> Result<()>;
+
     /// The smallest non-final part the store accepts.
     fn min_part_size(&self) -> u64 {
         5 * 1024 * 1024

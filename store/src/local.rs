@@ -384,6 +384,11 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    /// The filesystem has no buckets: directories appear as files are written.
+    async fn create_bucket(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let (from, to) = (from.to_string(), to.to_string());
         blocking(move || {

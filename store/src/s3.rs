@@ -526,6 +526,33 @@ impl ObjectStore for S3Store {
             .await
     }
 
+    async fn create_bucket(&self) -> Result<()> {
+        self.retry
+            .run(|| async {
+                match self
+                    .client
+                    .create_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let code = e.as_service_error().and_then(|s| s.meta().code());
+                        if matches!(
+                            code,
+                            Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                        ) {
+                            Ok(())
+                        } else {
+                            Err(self.fail("create_bucket", "", e))
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let source = format!(
             "{}/{}",

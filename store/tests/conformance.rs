@@ -498,6 +498,7 @@ async fn azure_errors_name_missing_containers_and_bad_credentials() {
 fn gcs_config() -> skyx_store::gcs::GcsConfig {
     skyx_store::gcs::GcsConfig {
         endpoint: Some(env("SKYX_TEST_GCS_ENDPOINT")),
+        project: Some("skyx-test".into()),
     }
 }
 

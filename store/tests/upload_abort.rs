@@ -68,6 +68,9 @@ impl ObjectStore for SlowParts {
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         self.inner.copy(from, to).await
     }
+    async fn create_bucket(&self) -> Result<()> {
+        self.inner.create_bucket().await
+    }
     fn min_part_size(&self) -> u64 {
         1
     }

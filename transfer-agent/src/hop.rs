@@ -277,6 +277,12 @@ async fn write_frames(
         if write.write_all(&header).await.is_err() || write.write_all(&payload).await.is_err() {
             return;
         }
+        // TLS (and QUIC) streams may keep written bytes in their own buffers when the socket
+        // is busy; without a flush the last frame of a burst can sit there until something
+        // else is written (here: a resend 30 s later). Flush whenever nothing more is queued.
+        if rx.is_empty() && write.flush().await.is_err() {
+            return;
+        }
         counters
             .bytes
             .fetch_add((HEADER_LEN + payload.len()) as u64, Ordering::Relaxed);
@@ -698,7 +704,9 @@ async fn serve_connection(
         while let Some(f) = receiver.poll_transmit() {
             f.encode(&mut out);
         }
-        if !out.is_empty() && write.write_all(&out).await.is_err() {
+        // Flushed at once: an acknowledgement left in a TLS buffer stalls the sender's window.
+        if !out.is_empty() && (write.write_all(&out).await.is_err() || write.flush().await.is_err())
+        {
             return;
         }
         if eof && pending.is_empty() {

@@ -242,6 +242,7 @@ async fn main() -> Result<()> {
             "skyx-bench",
             &skyx_store::gcs::GcsConfig {
                 endpoint: Some(gcs_endpoint),
+                project: Some("skyx-bench".into()),
             },
             retry,
         )
