@@ -20,7 +20,18 @@ What it changes, and why (nothing else is touched):
    emulator does so for uploads, but its compose handler returns the size as a number, which
    clients that follow the API (gcloud-storage) cannot decode. Object resources are built with
    the size as a string everywhere.
+
+4. No metadata rewrite per request in memory. After every write the emulator serialises the
+   metadata of every object (json.dumps, indented) into a ".meta" file so a restarted emulator
+   finds its objects; with --in-memory nothing survives a restart anyway, and the rewrite makes
+   each write O(objects): 10,000 small uploads slow to ~5 per second. With --in-memory the
+   rewrite is skipped (the metadata lives in the emulator's dicts, as before).
+
+5. TCP_NODELAY on accepted connections. http.server writes a response's headers and body in
+   separate small segments; with Nagle on, the body waits for the client's delayed ACK, about
+   20-40 ms per request on loopback (measured: 50 uploads/s with the emulator's CPU idle).
 """
+import socket
 import sys
 import threading
 from http import server as http_server
@@ -32,6 +43,11 @@ from gcp_storage_emulator.handlers import objects
 class ThreadingServer(http_server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
 
 
 emulator.server = type(sys)("patched_http_server")
@@ -57,6 +73,11 @@ def object_resource_with_string_size(base_url, bucket, name, content_type, lengt
 
 
 objects._make_object_resource = object_resource_with_string_size
+
+if "--in-memory" in sys.argv:
+    from gcp_storage_emulator import storage as _storage
+
+    _storage.Storage._write_config_to_file = lambda self: None
 
 _handler_lock = threading.Lock()
 

@@ -56,10 +56,12 @@ start() {
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"
-    "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --location "$RUN/azurite" \
+    # In memory: persisting to disk makes every Azurite write take ~24 ms (measured: 2.3 ms in
+    # memory), which turns 10,000-object copies into minutes; the tests never restart it.
+    "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --inMemoryPersistence \
         --loose --skipApiVersionCheck --disableTelemetry >"$RUN/azurite.log" 2>&1 &
     echo $! >"$RUN/azurite.pid"
-    # Our launcher: the emulator plus two documented fixes (threaded server, empty uploads).
+    # Our launcher: the emulator plus the fixes its docstring documents.
     "$TOOLS/venv/bin/python" "$PWD/gcs_emulator.py" start -H 127.0.0.1 --port $GCS_PORT --in-memory \
         >"$RUN/gcs.log" 2>&1 &
     echo $! >"$RUN/gcs.pid"

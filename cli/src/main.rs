@@ -8,6 +8,7 @@ mod cmd_catalog;
 mod cmd_cp;
 mod cmd_plan;
 mod cmd_store;
+mod cmd_sync;
 mod transfer;
 mod units;
 
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Copy objects between stores (s3://, gs://, az://, local paths) over the planned overlay.
     Cp(Box<cmd_cp::CpArgs>),
+    /// Make a destination prefix hold what a source prefix holds (copy only what differs).
+    Sync(Box<cmd_sync::SyncArgs>),
     /// Plan a transfer: relays, VMs per region, connections per hop, predicted time and cost.
     Plan(Box<cmd_plan::PlanArgs>),
     /// Make a bucket (container).
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Command::Cp(args) => cmd_cp::run(args),
+        Command::Sync(args) => cmd_sync::run(args),
         Command::Plan(args) => cmd_plan::run(args),
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
         Command::Mb(args) => cmd_store::mb(args),

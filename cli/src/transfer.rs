@@ -160,6 +160,15 @@ pub async fn open_endpoints(src: &str, dst: &str) -> Result<Endpoints> {
     let dst_store = skyx_store::open(&dst_url, &config)
         .await
         .with_context(|| format!("opening the destination {dst}"))?;
+    // Fail before launching anything if the destination bucket is missing or refuses us.
+    // (One page of a listing: enough to prove the bucket exists and we may read it.)
+    match futures::TryStreamExt::try_next(&mut dst_store.list(&dst_url.key)).await {
+        Ok(_) => {}
+        Err(e) if e.kind == skyx_store::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("checking the destination {dst}")));
+        }
+    }
     Ok(Endpoints {
         src_url,
         dst_url,
@@ -267,6 +276,10 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         )),
         resume: args.resume,
         max_replacements: args.max_replacements,
+        // Fault injection for the crash-and-resume tests (see tests/e2e/cp_faults.rs).
+        abort_after_landed: std::env::var("SKYX_FAULT_ABORT_AFTER_LANDED")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         ..Default::default()
     })
 }

@@ -58,6 +58,9 @@ pub struct CopyOptions {
     pub max_replacements: u32,
     /// Objects completed and verified at once.
     pub finalize_concurrency: usize,
+    /// Fault injection for tests: the process aborts (as if killed) right after journaling
+    /// this many landed chunks.
+    pub abort_after_landed: Option<u64>,
 }
 
 impl Default for CopyOptions {
@@ -73,6 +76,7 @@ impl Default for CopyOptions {
             tracker: TrackerConfig::default(),
             max_replacements: 4,
             finalize_concurrency: 32,
+            abort_after_landed: None,
         }
     }
 }
@@ -240,6 +244,8 @@ struct Run<'a> {
     routes: Vec<RouteRt>,
     objects: Arc<Vec<ObjectWire>>,
     specs: Vec<ChunkSpec>,
+    /// Object → its chunks' ids (contiguous: the chunker numbers chunks in object order).
+    object_chunks: Vec<std::ops::Range<usize>>,
     /// Object → upload id, for multipart objects.
     uploads: HashMap<u32, String>,
     /// Object → part number → etag.
@@ -251,6 +257,7 @@ struct Run<'a> {
     replaced: u32,
     /// Where the next round of dispatch starts (rotates for fairness).
     next_route: usize,
+    landed_this_run: u64,
     failed: Vec<FailedObject>,
     verified: BTreeMap<String, u64>,
     /// Objects already complete before this run.
@@ -331,6 +338,7 @@ pub async fn run_copy(
         routes: Vec::new(),
         objects,
         crcs: vec![None; specs.len()],
+        object_chunks: object_chunk_ranges(&specs, job.items.len()),
         specs,
         uploads: HashMap::new(),
         receipts: HashMap::new(),
@@ -338,6 +346,7 @@ pub async fn run_copy(
         polls: polls_tx,
         replaced: 0,
         next_route: 0,
+        landed_this_run: 0,
         failed: Vec::new(),
         verified: BTreeMap::new(),
         resumed_complete: state.complete.clone(),
@@ -925,6 +934,13 @@ impl Run<'_> {
         if let Some(j) = &self.journal {
             j.record(&journal)?;
         }
+        self.landed_this_run += journal.landed.len() as u64;
+        if let Some(limit) = self.job.options.abort_after_landed
+            && self.landed_this_run >= limit
+        {
+            eprintln!("fault injection: the gateway aborts after {limit} landed chunks");
+            std::process::abort();
+        }
         for c in landed {
             tracker.handle_landed(c);
         }
@@ -1058,11 +1074,9 @@ impl Run<'_> {
         }
         self.receipts.remove(&object);
         if let Some(j) = &self.journal {
-            let chunks = self
-                .specs
-                .iter()
-                .filter(|s| s.object == object)
-                .map(|s| s.id.0)
+            let chunks = self.object_chunks[object as usize]
+                .clone()
+                .map(|c| c as u64)
                 .collect();
             j.record(&JournalBatch {
                 forget: vec![(object, chunks)],
@@ -1097,7 +1111,7 @@ impl Run<'_> {
             .unwrap_or_default();
         // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
         let mut crc: Option<u32> = Some(0);
-        for s in self.specs.iter().filter(|s| s.object == object) {
+        for s in &self.specs[self.object_chunks[object as usize].clone()] {
             crc = match (crc, self.crcs[s.id.0 as usize]) {
                 (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, c, len as usize)),
                 _ => None,
@@ -1295,6 +1309,20 @@ impl Run<'_> {
                 .map(|j| j.path().display().to_string()),
         }
     }
+}
+
+/// Each object's range of chunk ids.
+fn object_chunk_ranges(specs: &[ChunkSpec], objects: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = vec![0..0; objects];
+    for (i, s) in specs.iter().enumerate() {
+        let r = &mut ranges[s.object as usize];
+        if r.start == r.end {
+            *r = i..i + 1;
+        } else {
+            r.end = i + 1;
+        }
+    }
+    ranges
 }
 
 /// Launches one agent and installs `spec` on it; an agent that cannot be installed is

@@ -21,7 +21,9 @@ pub use copy::{
     CopyError, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, Verification, run_copy,
 };
 pub use journal::{Journal, JournalError, journal_path};
-pub use listing::{CopyItem, KeyFilter, ListError, list_copy, list_destination};
+pub use listing::{
+    CopyItem, KeyFilter, ListError, SyncPlan, list_copy, list_destination, plan_sync,
+};
 pub use provider::{LocalProvider, Provider, ProviderError};
 pub use topology::{AgentSlot, RouteSpec, Topology};
 pub use tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};

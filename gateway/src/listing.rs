@@ -251,6 +251,79 @@ pub async fn list_destination(
     }
 }
 
+/// What `sync` does: the objects to copy, how many are already in place, and (with
+/// `--delete`) the destination objects the source no longer has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub copy: Vec<CopyItem>,
+    pub unchanged: usize,
+    /// Destination keys to delete.
+    pub delete: Vec<String>,
+}
+
+/// Whether the destination object `dst` already holds `src`: same size, and the same
+/// checksum where both stores expose a comparable one, else a destination at least as new as
+/// the source (a copy is written after its source was last modified).
+pub fn is_in_place(src: &CopyItem, dst: &ObjectMeta) -> bool {
+    if src.size != dst.size {
+        return false;
+    }
+    if let (Some(a), Some(b)) = (src.md5, dst.md5) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (src.crc32c, dst.crc32c) {
+        return a == b;
+    }
+    match (src.last_modified, dst.last_modified) {
+        (Some(s), Some(d)) => d >= s,
+        _ => false,
+    }
+}
+
+/// Decides a sync from the source items (already filtered, with destination keys) and the
+/// destination's listing under `dst_prefix` (its keys full, as listed). Deletion candidates are
+/// destination objects whose key relative to `dst_prefix` passes `filter` and that no source
+/// item maps to; objects the filter excludes are never deleted.
+pub fn plan_sync(
+    items: Vec<CopyItem>,
+    destination: &[ObjectMeta],
+    dst_prefix: &str,
+    filter: &KeyFilter,
+    delete: bool,
+) -> SyncPlan {
+    let existing: std::collections::HashMap<&str, &ObjectMeta> =
+        destination.iter().map(|m| (m.key.as_str(), m)).collect();
+    let wanted: std::collections::HashSet<String> =
+        items.iter().map(|i| i.dst_key.clone()).collect();
+    let mut plan = SyncPlan::default();
+    for item in items {
+        match existing.get(item.dst_key.as_str()) {
+            Some(meta) if is_in_place(&item, meta) => plan.unchanged += 1,
+            _ => plan.copy.push(item),
+        }
+    }
+    if delete {
+        let base = dst_prefix.trim_end_matches('/');
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        plan.delete = destination
+            .iter()
+            .filter(|m| !wanted.contains(&m.key))
+            .filter(|m| {
+                m.key
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rel| filter.accepts(rel))
+            })
+            .map(|m| m.key.clone())
+            .collect();
+        plan.delete.sort();
+    }
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +340,62 @@ mod tests {
             KeyFilter::new(&["a[".into()], &[]),
             Err(ListError::Pattern { .. })
         ));
+    }
+
+    fn src(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> CopyItem {
+        CopyItem {
+            src_key: format!("s/{key}"),
+            dst_key: format!("d/{key}"),
+            size,
+            version: String::new(),
+            etag: None,
+            last_modified: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime)),
+            md5: md5.map(|b| [b; 16]),
+            crc32c: None,
+        }
+    }
+
+    fn dst(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: format!("d/{key}"),
+            size,
+            last_modified: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime)),
+            etag: None,
+            md5: md5.map(|b| [b; 16]),
+            crc32c: None,
+        }
+    }
+
+    #[test]
+    fn sync_copies_what_is_missing_or_different_and_deletes_only_extraneous_filtered_keys() {
+        let items = vec![
+            src("same-md5", 5, Some(1), 100),
+            src("other-md5", 5, Some(1), 100),
+            src("other-size", 5, None, 100),
+            src("newer-dst", 5, None, 100),
+            src("older-dst", 5, None, 100),
+            src("missing", 5, None, 100),
+        ];
+        let destination = vec![
+            dst("same-md5", 5, Some(1), 50),
+            dst("other-md5", 5, Some(2), 500),
+            dst("other-size", 6, None, 500),
+            dst("newer-dst", 5, None, 200),
+            dst("older-dst", 5, None, 50),
+            dst("extra", 1, None, 1),
+            dst("keep.tmp", 1, None, 1),
+        ];
+        let filter = KeyFilter::new(&[], &["*.tmp".into()]).unwrap();
+        let plan = plan_sync(items, &destination, "d", &filter, true);
+        let copied: Vec<&str> = plan.copy.iter().map(|i| i.dst_key.as_str()).collect();
+        assert_eq!(
+            copied,
+            vec!["d/other-md5", "d/other-size", "d/older-dst", "d/missing"]
+        );
+        assert_eq!(plan.unchanged, 2);
+        assert_eq!(plan.delete, vec!["d/extra".to_string()]);
+        let plan = plan_sync(Vec::new(), &destination, "d", &filter, false);
+        assert!(plan.delete.is_empty());
     }
 
     #[test]

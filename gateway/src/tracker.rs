@@ -86,6 +86,8 @@ pub struct Tracker {
     object_failed: Vec<bool>,
     events: VecDeque<TrackerEvent>,
     progress: Progress,
+    /// Chunks in flight per route (kept with every state change, so asking is O(1)).
+    in_flight: std::collections::HashMap<RouteId, usize>,
 }
 
 impl Tracker {
@@ -126,6 +128,7 @@ impl Tracker {
             object_failed: vec![false; objects],
             events: VecDeque::new(),
             progress,
+            in_flight: std::collections::HashMap::new(),
         };
         // Every object has at least one chunk (an empty object travels as one empty chunk), so
         // an object is complete exactly when its last chunk is reported here or later.
@@ -147,11 +150,14 @@ impl Tracker {
                 if self.object_failed[self.specs[i].object as usize] {
                     continue;
                 }
-                self.state[i] = State::InFlight {
-                    route,
-                    attempts: attempts + 1,
-                    since: now,
-                };
+                self.set_state(
+                    i,
+                    State::InFlight {
+                        route,
+                        attempts: attempts + 1,
+                        since: now,
+                    },
+                );
                 out.push(self.specs[i]);
             }
         }
@@ -167,7 +173,7 @@ impl Tracker {
         if matches!(state, State::Landed | State::Failed) {
             return;
         }
-        self.state[i] = State::Landed;
+        self.set_state(i, State::Landed);
         let spec = self.specs[i];
         self.progress.chunks_landed += 1;
         self.progress.bytes_landed += spec.len;
@@ -244,14 +250,14 @@ impl Tracker {
             if attempts >= self.config.max_attempts {
                 self.fail(i, attempts);
             } else {
-                self.state[i] = State::Queued { attempts };
+                self.set_state(i, State::Queued { attempts });
                 self.queue.push_front(ChunkId(i as u64));
             }
         }
     }
 
     fn fail(&mut self, i: usize, attempts: u32) {
-        self.state[i] = State::Failed;
+        self.set_state(i, State::Failed);
         let object = self.specs[i].object;
         if !std::mem::replace(&mut self.object_failed[object as usize], true) {
             self.progress.objects_failed += 1;
@@ -261,6 +267,19 @@ impl Tracker {
                 attempts,
             });
         }
+    }
+
+    /// Every state change goes through here, to keep the per-route counts.
+    fn set_state(&mut self, i: usize, new: State) {
+        if let State::InFlight { route, .. } = self.state[i]
+            && let Some(n) = self.in_flight.get_mut(&route)
+        {
+            *n -= 1;
+        }
+        if let State::InFlight { route, .. } = new {
+            *self.in_flight.entry(route).or_default() += 1;
+        }
+        self.state[i] = new;
     }
 
     pub fn poll_event(&mut self) -> Option<TrackerEvent> {
@@ -289,9 +308,6 @@ impl Tracker {
 
     /// Chunks in flight on `route`.
     pub fn in_flight_on(&self, route: RouteId) -> usize {
-        self.state
-            .iter()
-            .filter(|s| matches!(s, State::InFlight { route: r, .. } if *r == route))
-            .count()
+        self.in_flight.get(&route).copied().unwrap_or(0)
     }
 }

@@ -450,8 +450,14 @@ fn plain_direct(net: &Network, req: &TransferRequest) -> Result<RoutePlan, PlanE
 /// costs no more than copying directly".
 pub fn plain_direct_plan(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan, PlanError> {
     check_request(req)?;
-    let (net, _) = build_network(catalog, req)?;
-    plain_direct(&net, req)
+    // The baseline is the direct link whatever route the request forces (`--via` builds a
+    // network without it).
+    let direct = TransferRequest {
+        route: RouteChoice::Auto,
+        ..req.clone()
+    };
+    let (net, _) = build_network(catalog, &direct)?;
+    plain_direct(&net, &direct)
 }
 
 /// The best plan through exactly one relay, under the request's objective.

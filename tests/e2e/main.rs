@@ -3,9 +3,17 @@
 //! Modules:
 //! - `plan`: `skyx plan` output, JSON schema, Graphviz, exit codes and error messages.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
+//! - `cp`: `skyx cp` between every pair of store kinds through a relay, 10,000 small objects,
+//!   a 2 GiB object, QUIC, filters, dry runs.
+//! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
+//!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
+//! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `tidy`: the dependency-direction rules between the workspace's crates.
 
 mod catalog;
+mod cp;
+mod cp_faults;
 mod plan;
+mod stores;
 mod tidy;
 mod util;

@@ -249,3 +249,25 @@ fn bad_input_exits_2_naming_the_flag() {
         assert!(err.contains(expect), "{flags:?}: {err}");
     }
 }
+
+/// Regression: with `--via` and no objective flag, the default cost cap (a plain direct copy)
+/// must still be computed over the direct link, which the forced chain leaves out.
+#[test]
+fn via_without_an_objective_flag_is_capped_by_the_direct_copy() {
+    let v = plan_json(&[
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "gcp:asia-southeast1",
+        "--via",
+        "aws:us-east-2",
+    ]);
+    let relays: Vec<&str> = v["paths"][0]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(relays[1], "aws:us-east-2", "{v}");
+    assert!(v["throughput_gbps"].as_f64().unwrap() > 0.0);
+}

@@ -9,6 +9,7 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("planner", &["skyx-catalog"], false),
     ("protocol", &[], false),
     ("store", &[], true),
+    ("transfer-agent", &["skyx-protocol", "skyx-store"], true),
     (
         "gateway",
         &[
@@ -16,6 +17,7 @@ const RULES: &[(&str, &[&str], bool)] = &[
             "skyx-store",
             "skyx-catalog",
             "skyx-planner",
+            "skyx-transfer-agent",
         ],
         true,
     ),

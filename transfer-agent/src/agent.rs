@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub store: StoreConfig,
     /// Fault injection for tests: corrupt every Nth frame this agent sends.
     pub corrupt_every: Option<u64>,
+    /// Fault injection for tests: the process aborts (as if killed) after handling this many
+    /// chunks in any role.
+    pub abort_after_chunks: Option<u64>,
 }
 
 /// Why a control request failed.
@@ -123,6 +126,20 @@ struct Counters {
     store_read: AtomicU64,
     store_written: AtomicU64,
     raw_sent: AtomicU64,
+    /// Chunks handled in any role, for fault injection.
+    handled: AtomicU64,
+    abort_after: Option<u64>,
+}
+
+impl Counters {
+    /// One more chunk handled; with fault injection on, the process dies at the threshold.
+    fn chunk_handled(&self) {
+        let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.abort_after.is_some_and(|limit| n >= limit) {
+            eprintln!("fault injection: aborting after {n} chunks");
+            std::process::abort();
+        }
+    }
 }
 
 /// The agent: at most one job, its routes and listeners, its events and counters.
@@ -174,10 +191,13 @@ async fn open_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectSto
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
+            counters: Arc::new(Counters {
+                abort_after: config.abort_after_chunks,
+                ..Default::default()
+            }),
             config,
             job: Mutex::new(None),
             events: Arc::new(EventLog::default()),
-            counters: Arc::new(Counters::default()),
         }
     }
 
@@ -311,6 +331,7 @@ impl Agent {
                     .push((req.route, onward.clone()));
                 let route = req.route;
                 let events = self.events.clone();
+                let deliveries = counted(deliveries, self.counters.clone());
                 tokio::spawn(async move {
                     relay(deliveries, onward, onward_events).await;
                     events.push(AgentEvent::Warning {
@@ -469,6 +490,23 @@ impl Agent {
     }
 }
 
+/// Passes deliveries through, counting them (for fault injection).
+fn counted(
+    mut deliveries: mpsc::Receiver<Delivery>,
+    counters: Arc<Counters>,
+) -> mpsc::Receiver<Delivery> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(d) = deliveries.recv().await {
+            counters.chunk_handled();
+            if tx.send(d).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The sink role: write every delivery, report it landed, then acknowledge it. The report
 /// comes first: if the agent dies between the two, the chunk is sent again and written again,
 /// which is harmless; the other order could acknowledge a chunk the gateway never hears of.
@@ -491,6 +529,7 @@ async fn run_sink(
             match writer.write(c.object, c.offset, raw).await {
                 Ok(receipt) => {
                     counters.store_written.fetch_add(len, Ordering::Relaxed);
+                    counters.chunk_handled();
                     events.push(AgentEvent::Landed {
                         chunk: c.chunk.0,
                         object: c.object,
@@ -609,6 +648,7 @@ async fn run_source_route(r: SourceRoute) {
             match hop.send(frame).await {
                 Ok(()) => {
                     counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
+                    counters.chunk_handled();
                 }
                 Err(e) => {
                     if !down.swap(true, Ordering::Relaxed) {

@@ -98,7 +98,22 @@ async fn run(args: DaemonArgs) -> Result<()> {
     if corrupt_every.is_some() {
         tracing::warn!("fault injection on: corrupting every {corrupt_every:?}th frame sent");
     }
+    // SKYX_FAULT_ABORT_AFTER_CHUNKS=NAME=N[,NAME=N]: the named agents die after N chunks.
+    let abort_after_chunks = match std::env::var("SKYX_FAULT_ABORT_AFTER_CHUNKS") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|kv| kv.rsplit_once('='))
+            .find(|(name, _)| *name == args.name)
+            .map(|(_, n)| n.parse::<u64>())
+            .transpose()
+            .context("SKYX_FAULT_ABORT_AFTER_CHUNKS must be NAME=N[,NAME=N]")?,
+        Err(_) => None,
+    };
+    if let Some(n) = abort_after_chunks {
+        tracing::warn!("fault injection on: this agent aborts after {n} chunks");
+    }
     let agent = Arc::new(Agent::new(AgentConfig {
+        abort_after_chunks,
         name: args.name.clone(),
         data_bind: args.data_bind,
         advertise: args.advertise,

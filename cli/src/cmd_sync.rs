@@ -1,0 +1,146 @@
+//! `skyx sync SRC DST [--delete]`: make the destination prefix hold what the source prefix
+//! holds, copying only objects missing or different there.
+
+use anyhow::Result;
+use clap::Args;
+use futures::StreamExt;
+use skyx_gateway::{KeyFilter, list_copy, list_destination, plan_sync};
+
+use crate::transfer::{
+    BadInput, TransferArgs, check_failures, execute, open_endpoints, plan_routing, render_report,
+};
+use crate::units::format_bytes;
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Source prefix (directory): s3://, gs://, az://, or a local path.
+    pub src: String,
+    /// Destination prefix.
+    pub dst: String,
+    /// Also delete destination objects the source does not have (after a fully successful
+    /// copy; objects excluded by --include/--exclude are never deleted).
+    #[arg(long)]
+    pub delete: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+pub fn run(args: &SyncArgs) -> Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(run_async(args))
+}
+
+async fn run_async(args: &SyncArgs) -> Result<()> {
+    let t = &args.transfer;
+    let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
+    let ends = open_endpoints(&args.src, &args.dst).await?;
+    let items = list_copy(
+        ends.src.as_ref(),
+        &ends.src_url,
+        &ends.dst_url,
+        true,
+        &filter,
+    )
+    .await?;
+    let existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
+    let plan = plan_sync(items, &existing, &ends.dst_url.key, &filter, args.delete);
+    let volume: u64 = plan.copy.iter().map(|i| i.size).sum();
+    if t.dry_run {
+        if t.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "copy": plan.copy.iter().map(|i| serde_json::json!({"src": i.src_key, "dst": i.dst_key, "size": i.size})).collect::<Vec<_>>(),
+                    "unchanged": plan.unchanged,
+                    "delete": plan.delete,
+                }))?
+            );
+        } else {
+            println!(
+                "Would copy {} objects ({}), leave {} unchanged, delete {}",
+                plan.copy.len(),
+                format_bytes(volume as f64),
+                plan.unchanged,
+                plan.delete.len()
+            );
+            for i in &plan.copy {
+                println!("  copy   {} -> {}", i.src_key, i.dst_key);
+            }
+            for k in &plan.delete {
+                println!("  delete {k}");
+            }
+        }
+        return Ok(());
+    }
+    let copied = if plan.copy.is_empty() {
+        None
+    } else {
+        let routing = plan_routing(t, volume)?;
+        let report = execute(t, &ends, plan.copy.clone(), &routing).await?;
+        Some((report, routing))
+    };
+    let copy_failed = copied
+        .as_ref()
+        .is_some_and(|(r, _)| !r.objects_failed.is_empty());
+    // Deleting only after every copy succeeded: a failed sync never leaves the destination
+    // with less than it had.
+    let mut deleted = Vec::new();
+    let mut delete_errors = Vec::new();
+    if !copy_failed {
+        let results: Vec<(String, Result<(), skyx_store::StoreError>)> =
+            futures::stream::iter(plan.delete.iter().cloned())
+                .map(|k| {
+                    let dst = ends.dst.clone();
+                    async move {
+                        let r = dst.delete(&k).await;
+                        (k, r)
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+        for (k, r) in results {
+            match r {
+                Ok(()) => deleted.push(k),
+                Err(e) => delete_errors.push(format!("{k}: {e}")),
+            }
+        }
+    }
+    if t.json {
+        let mut v = match &copied {
+            Some((report, routing)) => {
+                serde_json::from_str(&render_report(report, routing, true)?)?
+            }
+            None => serde_json::json!({}),
+        };
+        v["unchanged"] = plan.unchanged.into();
+        v["deleted"] = deleted.len().into();
+        v["delete_errors"] = delete_errors.clone().into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if let Some((report, routing)) = &copied {
+            print!("{}", render_report(report, routing, false)?);
+        } else {
+            println!("Nothing to copy.");
+        }
+        println!(
+            "{} objects unchanged, {} deleted{}",
+            plan.unchanged,
+            deleted.len(),
+            if copy_failed && !plan.delete.is_empty() {
+                " (deletions skipped: some copies failed)"
+            } else {
+                ""
+            }
+        );
+        for e in &delete_errors {
+            println!("  delete failed: {e}");
+        }
+    }
+    if let Some((report, _)) = &copied {
+        check_failures(report)?;
+    }
+    if !delete_errors.is_empty() {
+        anyhow::bail!("{} deletions failed", delete_errors.len());
+    }
+    Ok(())
+}

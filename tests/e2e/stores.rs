@@ -1,0 +1,443 @@
+//! Fixtures for the data-moving tests: the real local servers `deploy/test-servers.sh start`
+//! brings up (s3s-fs, Azurite, the GCS emulator), fresh buckets in them, deterministic datasets,
+//! running `skyx` against them, and checking what landed, byte for byte, through the store
+//! layer (not through `skyx`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
+
+use crate::util::bin;
+
+/// A kind of store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    S3,
+    Azure,
+    Gcs,
+}
+
+pub const ALL: [Kind; 4] = [Kind::Local, Kind::S3, Kind::Azure, Kind::Gcs];
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the local test servers. Run \
+             `bash deploy/test-servers.sh start && source deploy/.servers/env` (the README's test \
+             command does this)"
+        )
+    })
+}
+
+/// A name no other test (or run) uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+    .to_lowercase()
+    .chars()
+    .take(60)
+    .collect()
+}
+
+/// The environment a user would have set to reach the test servers.
+pub fn store_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), env("SKYX_TEST_S3_ENDPOINT")),
+        ("AWS_ACCESS_KEY_ID".into(), env("SKYX_TEST_S3_ACCESS_KEY")),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            env("SKYX_TEST_S3_SECRET_KEY"),
+        ),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        (
+            "AZURE_STORAGE_CONNECTION_STRING".into(),
+            env("SKYX_TEST_AZURE_CONNECTION_STRING"),
+        ),
+        (
+            "STORAGE_EMULATOR_HOST".into(),
+            env("SKYX_TEST_GCS_ENDPOINT"),
+        ),
+        ("GOOGLE_CLOUD_PROJECT".into(), "skyx-test".into()),
+    ]
+}
+
+/// The store layer configured for the test servers (for checking results independently).
+pub fn store_config() -> StoreConfig {
+    let mut c = StoreConfig::default();
+    c.s3.endpoint = Some(env("SKYX_TEST_S3_ENDPOINT"));
+    c.s3.region = Some("us-east-1".into());
+    c.s3.static_credentials = Some((
+        env("SKYX_TEST_S3_ACCESS_KEY"),
+        env("SKYX_TEST_S3_SECRET_KEY"),
+    ));
+    c.s3.force_path_style = true;
+    c.azure.connection_string = Some(env("SKYX_TEST_AZURE_CONNECTION_STRING"));
+    c.gcs.endpoint = Some(env("SKYX_TEST_GCS_ENDPOINT"));
+    c.gcs.project = Some("skyx-test".into());
+    c
+}
+
+/// A scratch area private to one test: a state directory for journals and agent logs, and
+/// local directories.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(unique(&format!("skyx-e2e-{name}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Runs `skyx ARGS` with the servers' environment and this scratch's state directory.
+    pub fn skyx(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin("skyx"));
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env("SKYX_STATE_DIR", self.state())
+            .envs(store_env())
+            .envs(extra_env.iter().copied());
+        let out = cmd.output().expect("run skyx");
+        self.assert_no_agents_left();
+        out
+    }
+
+    /// A root URL of `kind` for this test, in a new bucket (or directory).
+    pub fn root(&self, kind: Kind, name: &str) -> String {
+        let bucket = unique(name);
+        let url = match kind {
+            Kind::Local => return self.dir.join(name).display().to_string(),
+            Kind::S3 => format!("s3://{bucket}"),
+            Kind::Azure => format!("az://devstoreaccount1/{bucket}"),
+            Kind::Gcs => format!("gs://{bucket}"),
+        };
+        let out = self.skyx(&["mb", &url], &[]);
+        assert!(
+            out.status.success(),
+            "skyx mb {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{url}/{name}")
+    }
+
+    /// Agents are launched by the gateway with the test's state directory in their
+    /// environment; none may outlive the command that launched them.
+    pub fn assert_no_agents_left(&self) {
+        let marker = format!("SKYX_STATE_DIR={}", self.state().display());
+        // Agents exit as soon as their gateway's pipe closes; allow them a moment to do so.
+        for _ in 0..100 {
+            let left = processes_with_env(&marker);
+            if left.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "agent processes left running: {:?}",
+            processes_with_env(&marker)
+        );
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Pids of agent processes (`skyx agent` / `skyx-agent`) whose environment holds `marker`.
+pub fn processes_with_env(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let is_agent = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == b"agent" || arg.ends_with(b"skyx-agent"));
+        if !is_agent {
+            continue;
+        }
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Deterministic content for object `name`, generated in pieces (so multi-GiB objects need
+/// no memory): half the objects compressible text, half pseudo-random bytes, so both
+/// compression paths run.
+pub struct Content {
+    /// The repeated line of a text object.
+    line: Option<Vec<u8>>,
+    /// xorshift state of a random object, and the unused bytes of its last word.
+    x: u64,
+    spare: Vec<u8>,
+    pos: usize,
+}
+
+impl Content {
+    pub fn new(name: &str) -> Content {
+        let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+        let line = (seed % 2 == 0).then(|| format!("{name},aws:us-east-1,{seed}\n").into_bytes());
+        Content {
+            line,
+            x: seed | 1,
+            spare: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Fills `buf` with the next bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        match &self.line {
+            Some(line) => {
+                for b in buf.iter_mut() {
+                    *b = line[self.pos % line.len()];
+                    self.pos += 1;
+                }
+            }
+            None => {
+                let mut i = 0;
+                while i < buf.len() {
+                    if self.spare.is_empty() {
+                        self.x ^= self.x << 13;
+                        self.x ^= self.x >> 7;
+                        self.x ^= self.x << 17;
+                        self.spare = self.x.to_le_bytes().into_iter().rev().collect();
+                    }
+                    buf[i] = self.spare.pop().expect("refilled");
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The whole content of a (small) object.
+pub fn content(name: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    Content::new(name).fill(&mut out);
+    out
+}
+
+/// A dataset: relative key → size.
+pub type Dataset = BTreeMap<String, usize>;
+
+/// Empty, one byte, `small` small objects in a few directories, and `large` bytes in one
+/// multi-chunk object.
+pub fn dataset(small: usize, large: usize) -> Dataset {
+    let mut d = Dataset::new();
+    d.insert("empty".into(), 0);
+    d.insert("one-byte".into(), 1);
+    for i in 0..small {
+        d.insert(
+            format!("dir{:02}/small-{i:05}", i % 20),
+            100 + (i * 37) % 2000,
+        );
+    }
+    if large > 0 {
+        d.insert("big/large.bin".into(), large);
+    }
+    d
+}
+
+/// Writes `data` under local directory `dir`.
+pub fn write_local(dir: &Path, data: &Dataset) {
+    use std::io::Write;
+    for (key, &len) in data {
+        let path = dir.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut generator = Content::new(key);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len());
+            generator.fill(&mut buf[..n]);
+            f.write_all(&buf[..n]).unwrap();
+            left -= n;
+        }
+        f.flush().unwrap();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn open(url: &str) -> (Arc<dyn ObjectStore>, String) {
+    let url = ObjectUrl::parse(url).unwrap();
+    let store = skyx_store::open(&url, &store_config()).await.unwrap();
+    (store, url.key.trim_end_matches('/').to_string())
+}
+
+/// Checks that exactly `data` is under `url`, every object byte-identical (read back through
+/// the store layer and compared with the expected content).
+pub fn assert_holds(url: &str, data: &Dataset) {
+    runtime().block_on(async {
+        let (store, base) = open(url).await;
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        let metas: BTreeMap<String, skyx_store::ObjectMeta> = store
+            .list(&prefix)
+            .map_ok(|m| (m.key[prefix.len()..].to_string(), m))
+            .try_collect()
+            .await
+            .unwrap();
+        let listed: BTreeMap<String, u64> =
+            metas.iter().map(|(k, m)| (k.clone(), m.size)).collect();
+        let want: BTreeMap<String, u64> =
+            data.iter().map(|(k, &v)| (k.clone(), v as u64)).collect();
+        if listed != want {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !listed.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = listed
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "{url}: {} objects listed, {} expected; missing {missing:?}, unexpected {extra:?}",
+                listed.len(),
+                want.len()
+            );
+        }
+        futures::stream::iter(data.iter())
+            .map(|(key, &len)| {
+                let store = store.clone();
+                let full = format!("{prefix}{key}");
+                let listed_md5 = metas[key].md5;
+                async move {
+                    // Where the store lists a content MD5 it computed itself, comparing it
+                    // with the expected content's is the byte-for-byte check, without reading
+                    // every object back (10,000 GETs from an emulator take minutes).
+                    if let Some(md5) = listed_md5 {
+                        let mut want = Content::new(key);
+                        let mut hasher = Md5::new();
+                        let mut buf = vec![0u8; 1 << 20];
+                        let mut left = len;
+                        while left > 0 {
+                            let n = left.min(buf.len());
+                            want.fill(&mut buf[..n]);
+                            hasher.update(&buf[..n]);
+                            left -= n;
+                        }
+                        assert_eq!(
+                            <[u8; 16]>::from(hasher.finalize()),
+                            md5,
+                            "{url}/{key}: content MD5 differs from its source"
+                        );
+                        return;
+                    }
+                    // Streamed and compared piece by piece: objects may be GiBs.
+                    let mut want = Content::new(key);
+                    let mut expected = Vec::new();
+                    let mut seen = 0usize;
+                    let mut s = store.get_range(&full, 0..len as u64).await.unwrap();
+                    while let Some(piece) = s.next().await {
+                        let piece = piece.unwrap();
+                        expected.resize(piece.len(), 0);
+                        want.fill(&mut expected);
+                        assert!(
+                            piece[..] == expected[..],
+                            "{url}/{key} differs from its source near byte {seen}"
+                        );
+                        seen += piece.len();
+                    }
+                    assert_eq!(seen, len, "{url}/{key}: length");
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    });
+}
+
+/// One object's bytes.
+pub fn read(url: &str) -> Vec<u8> {
+    runtime().block_on(async {
+        let (store, key) = open(url).await;
+        let meta = store.head(&key).await.unwrap();
+        let mut got = Vec::new();
+        let mut s = store.get_range(&key, 0..meta.size).await.unwrap();
+        while let Some(piece) = s.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        got
+    })
+}
+
+/// Whether anything at all is under `url` (bad-input tests: nothing may be written).
+pub fn is_empty(url: &str) -> bool {
+    runtime().block_on(async {
+        let (store, base) = open(url).await;
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        match store.list(&prefix).try_next().await {
+            Ok(first) => first.is_none(),
+            Err(e) => e.kind == skyx_store::ErrorKind::NotFound,
+        }
+    })
+}
+
+/// The summary `skyx cp --json` printed.
+pub fn report(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "skyx failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "skyx --json did not print JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
