@@ -164,7 +164,21 @@ pub async fn open_endpoints(src: &str, dst: &str) -> Result<Endpoints> {
     // (One page of a listing: enough to prove the bucket exists and we may read it.)
     match futures::TryStreamExt::try_next(&mut dst_store.list(&dst_url.key)).await {
         Ok(_) => {}
-        Err(e) if e.kind == skyx_store::ErrorKind::NotFound => {}
+        // A local destination directory that does not exist yet is created by the copy; a
+        // bucket that answers "not found" does not exist.
+        Err(e)
+            if e.kind == skyx_store::ErrorKind::NotFound
+                && dst_url.location == skyx_store::StoreLocation::Local => {}
+        Err(e) if e.kind == skyx_store::ErrorKind::NotFound => {
+            let e = skyx_store::StoreError::new(
+                skyx_store::ErrorKind::BucketNotFound,
+                dst_url.location.to_string(),
+                "list",
+                &dst_url.key,
+                format!("the destination bucket does not exist ({})", e.message),
+            );
+            return Err(anyhow::Error::new(e).context(format!("checking the destination {dst}")));
+        }
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!("checking the destination {dst}")));
         }

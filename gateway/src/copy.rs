@@ -227,6 +227,8 @@ struct RouteRt {
     agents: Vec<usize>,
     connections: Vec<u32>,
     alive: bool,
+    /// A dead route already rebuilt under a new id (kept for metering what it carried).
+    rebuilt: bool,
     window: usize,
 }
 
@@ -568,6 +570,7 @@ impl Run<'_> {
             agents,
             connections,
             alive: true,
+            rebuilt: false,
             window,
         });
         Ok(route)
@@ -964,9 +967,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Finds agents that died (process gone, or unreachable for a while), gives up their
-    /// routes, and replaces them.
-    async fn check_agents(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+    /// Marks agents that died (process gone, or unreachable for a while); returns them.
+    fn find_dead_agents(&mut self) -> Vec<usize> {
         let mut died = Vec::new();
         for (i, rt) in self.agents.iter_mut().enumerate() {
             if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 5) {
@@ -979,6 +981,12 @@ impl Run<'_> {
                 died.push(i);
             }
         }
+        died
+    }
+
+    /// Gives up the routes of agents that died and replaces them.
+    async fn check_agents(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+        let died = self.find_dead_agents();
         if died.is_empty() {
             return Ok(());
         }
@@ -995,48 +1003,27 @@ impl Run<'_> {
     /// in their region (once each) and the route is wired anew under a new id.
     async fn repair(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
         let dead_routes: Vec<usize> = (0..self.routes.len())
-            .filter(|&r| !self.routes[r].alive && !self.routes[r].agents.is_empty())
+            .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
             .collect();
         let mut replacement: HashMap<usize, usize> = HashMap::new();
         for r in dead_routes {
-            let old = std::mem::take(&mut self.routes[r].agents);
+            self.routes[r].rebuilt = true;
+            let old = self.routes[r].agents.clone();
             let connections = self.routes[r].connections.clone();
-            let mut agents = Vec::with_capacity(old.len());
-            let mut ok = true;
-            for (pos, &a) in old.iter().enumerate() {
-                if self.agents[a].alive {
-                    agents.push(a);
-                    continue;
-                }
-                if let Some(&n) = replacement.get(&a) {
-                    agents.push(n);
-                    continue;
-                }
-                if self.replaced >= self.job.options.max_replacements {
-                    ok = false;
+            // A route may die before its agent's death is noticed (the next hop's connections
+            // reset first), and wiring may find another agent gone: look again and retry.
+            for _attempt in 0..3 {
+                self.find_dead_agents();
+                let Some(agents) = self.replace_dead(&old, &mut replacement).await else {
                     break;
-                }
-                self.replaced += 1;
-                let mut slot = self.agents[a].slot.clone();
-                slot.index += 100 * self.replaced;
-                tracing::warn!(agent = %slot.name(), "launching a replacement agent");
-                let (source, sink) = (pos == 0, pos == old.len() - 1);
-                match self.launch(slot, source, sink).await {
-                    Ok(n) => {
-                        replacement.insert(a, n);
-                        agents.push(n);
-                    }
+                };
+                match self.build_route(agents, connections.clone()).await {
+                    Ok(_) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "replacement failed");
-                        ok = false;
-                        break;
+                        tracing::warn!(error = %e, "rebuilding a route failed");
+                        // Give a dying process a moment to be seen as dead.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
                     }
-                }
-            }
-            if ok {
-                // A route that fails to wire is given up like a dead one.
-                if let Err(e) = self.build_route(agents, connections).await {
-                    tracing::warn!(error = %e, "rebuilding a route failed");
                 }
             }
         }
@@ -1050,6 +1037,47 @@ impl Run<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The route `old` with its dead agents replaced (each dead agent once, shared through
+    /// `replacement`); `None` when the replacement budget is spent or a launch fails.
+    async fn replace_dead(
+        &mut self,
+        old: &[usize],
+        replacement: &mut HashMap<usize, usize>,
+    ) -> Option<Vec<usize>> {
+        let mut agents = Vec::with_capacity(old.len());
+        for (pos, &a) in old.iter().enumerate() {
+            if self.agents[a].alive {
+                agents.push(a);
+                continue;
+            }
+            if let Some(&n) = replacement.get(&a)
+                && self.agents[n].alive
+            {
+                agents.push(n);
+                continue;
+            }
+            if self.replaced >= self.job.options.max_replacements {
+                return None;
+            }
+            self.replaced += 1;
+            let mut slot = self.agents[a].slot.clone();
+            slot.index += 100 * self.replaced;
+            tracing::warn!(agent = %slot.name(), "launching a replacement agent");
+            let (source, sink) = (pos == 0, pos == old.len() - 1);
+            match self.launch(slot, source, sink).await {
+                Ok(n) => {
+                    replacement.insert(a, n);
+                    agents.push(n);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "replacement failed");
+                    return None;
+                }
+            }
+        }
+        Some(agents)
     }
 
     fn note_failure(&mut self, object: u32, why: String) {
@@ -1265,8 +1293,9 @@ impl Run<'_> {
             })
             .collect();
         let bytes_sent: u64 = self.agents.iter().map(|a| a.metrics.raw_bytes_sent).sum();
-        let egress_usd: f64 = hops.iter().map(|h| h.egress_usd).sum();
-        let vm_usd: f64 = agents.iter().map(|a| a.usd).sum();
+        // (`+ 0.0`: an empty float sum is -0.0, which prints as "$-0.0000".)
+        let egress_usd: f64 = hops.iter().map(|h| h.egress_usd).sum::<f64>() + 0.0;
+        let vm_usd: f64 = agents.iter().map(|a| a.usd).sum::<f64>() + 0.0;
         let moved: u64 = p.bytes_landed;
         CopyReport {
             job: self.job_id.0,

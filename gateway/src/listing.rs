@@ -178,10 +178,15 @@ pub async fn list_copy(
             out.push(item(&meta, join(&dst.key, rel)));
         }
         if out.is_empty() && !base.is_empty() {
-            // `cp -r FILE DST` copies the file, as the single-object form would.
-            if let Ok(meta) = src_store.head(base).await {
-                return Ok(single(meta, src, dst, filter));
-            }
+            // `cp -r FILE DST` copies the file, as the single-object form would; a prefix with
+            // nothing under it is most likely a typo, and says so.
+            return match src_store.head(base).await {
+                Ok(meta) => Ok(single(meta, src, dst, filter)),
+                Err(e) if e.kind == ErrorKind::NotFound => Err(ListError::NotFound {
+                    url: src.to_string(),
+                }),
+                Err(e) => Err(e.into()),
+            };
         }
         out.sort_by(|a, b| a.src_key.cmp(&b.src_key));
         return Ok(out);

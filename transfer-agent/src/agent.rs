@@ -579,7 +579,8 @@ async fn run_source_route(r: SourceRoute) {
         events,
         counters,
     } = r;
-    let lost_events = events.clone();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (lost_events, hop_down) = (events.clone(), down.clone());
     tokio::spawn(async move {
         while let Some(e) = hop_events.recv().await {
             if let SenderEvent::GaveUp {
@@ -588,6 +589,18 @@ async fn run_source_route(r: SourceRoute) {
                 last,
             } = e
             {
+                // Given up without a single send, for a lost connection: the hop has no live
+                // connection left. Say so once, so the gateway stops dispatching here at once
+                // instead of burning every chunk's attempts on a dead route.
+                if attempts == 0
+                    && last == skyx_protocol::Failure::ConnectionLost
+                    && !hop_down.swap(true, Ordering::Relaxed)
+                {
+                    lost_events.push(AgentEvent::RouteDown {
+                        route,
+                        why: "every connection to the next hop failed".into(),
+                    });
+                }
                 lost_events.push(AgentEvent::Lost {
                     chunk: chunk.0,
                     route,
@@ -597,7 +610,6 @@ async fn run_source_route(r: SourceRoute) {
         }
     });
     let readers = Arc::new(Semaphore::new(job.read_concurrency));
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     while let Some(order) = orders.recv().await {
         let Ok(permit) = readers.clone().acquire_owned().await else {
             break;
