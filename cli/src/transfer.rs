@@ -500,6 +500,15 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
             String::new()
         }
     );
+    let peak = r.agents.iter().map(|a| a.peak_rss_bytes).max().unwrap_or(0);
+    if peak > 0 {
+        let _ = writeln!(
+            out,
+            "  agents: peak memory {} (largest), CPU {:.1} s in all",
+            format_bytes(peak as f64),
+            r.agents.iter().map(|a| a.cpu_seconds).sum::<f64>()
+        );
+    }
     if let Some(p) = &routing.plan {
         let _ = writeln!(
             out,

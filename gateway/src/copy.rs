@@ -166,6 +166,11 @@ pub struct AgentReport {
     pub seconds: f64,
     pub usd_per_hour: Option<f64>,
     pub usd: f64,
+    /// CPU the agent used, and its peak memory (as it last reported them).
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    /// Bytes it put on the wire (all its routes' outgoing hops).
+    pub wire_bytes_out: u64,
 }
 
 /// What a copy did.
@@ -1289,6 +1294,9 @@ impl Run<'_> {
                     seconds,
                     usd_per_hour: price,
                     usd: price.unwrap_or(0.0) * seconds / 3600.0,
+                    cpu_seconds: rt.metrics.cpu_seconds,
+                    peak_rss_bytes: rt.metrics.peak_rss_bytes,
+                    wire_bytes_out: rt.metrics.routes.iter().map(|r| r.wire_bytes).sum(),
                 }
             })
             .collect();

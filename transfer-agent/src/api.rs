@@ -199,7 +199,7 @@ pub struct PartWire {
 }
 
 /// Counters since the job was installed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AgentMetrics {
     /// Bytes read from the source store.
     pub store_read_bytes: u64,
@@ -212,6 +212,12 @@ pub struct AgentMetrics {
     pub raw_bytes_sent: u64,
     /// Chunks refused by this agent's listeners as corrupt (and resent by the sender).
     pub corrupt_chunks_received: u64,
+    /// CPU time the agent process has used (user + system), where the OS tells (Linux).
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// The agent process's peak resident memory, where the OS tells (Linux).
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -220,7 +226,7 @@ pub struct RouteMetrics {
     pub wire_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventsResponse {
     /// Pass as `after` next time.
     pub next: u64,

@@ -66,6 +66,17 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// How hops are carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// Plain TCP (the protocol alone).
+    Tcp,
+    /// TCP with per-job mutual TLS (production).
+    Tls,
+    /// One QUIC connection per hop, one stream per "connection" (production alternative).
+    Quic,
+}
+
 struct Outcome {
     mb_s: f64,
     wire_ratio: f64,
@@ -77,11 +88,11 @@ async fn run(
     compression: Compression,
     data: &[Bytes],
     chunks: u64,
-    tls: bool,
+    wire: Wire,
 ) -> Result<Outcome> {
-    // With `tls`, every hop is mutual TLS with a fresh job CA, as agents run in production.
+    // With TLS or QUIC, every hop authenticates with a fresh job CA, as agents do in production.
     let ca = skyx_agent::JobCa::generate(JOB)?;
-    let ids = if tls {
+    let ids = if wire != Wire::Tcp {
         Some((ca.issue("source")?, ca.issue("relay")?, ca.issue("sink")?))
     } else {
         None
@@ -90,8 +101,32 @@ async fn run(
         Some((a, b, c)) => (Some(a), Some(b), Some(c)),
         None => (None, None, None),
     };
-    let (sink, mut sink_rx) =
-        HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Sink, 64, sink_id).await?;
+    let bind = |role, id: Option<&skyx_agent::AgentIdentity>| {
+        let id = id.cloned();
+        async move {
+            let addr = "127.0.0.1:0".parse()?;
+            anyhow::Ok(match wire {
+                Wire::Quic => {
+                    HopListener::bind_quic(addr, JOB, role, 64, id.as_ref().unwrap()).await?
+                }
+                _ => HopListener::bind(addr, JOB, role, 64, id.as_ref()).await?,
+            })
+        }
+    };
+    let connect = |addr, connections, id: Option<&skyx_agent::AgentIdentity>| {
+        let id = id.cloned();
+        async move {
+            let config = HopSenderConfig {
+                connections,
+                ..Default::default()
+            };
+            anyhow::Ok(match wire {
+                Wire::Quic => HopSender::connect_quic(addr, config, id.as_ref().unwrap()).await?,
+                _ => HopSender::connect(addr, config, id.as_ref()).await?,
+            })
+        }
+    };
+    let (sink, mut sink_rx) = bind(Role::Sink, sink_id).await?;
     let sink_task = tokio::spawn(async move {
         let mut n = 0u64;
         while let Some(d) = sink_rx.recv().await {
@@ -102,17 +137,8 @@ async fn run(
     });
     let mut relay_parts = None;
     let first_hop = if relay {
-        let (listener, rx) =
-            HopListener::bind("127.0.0.1:0".parse()?, JOB, Role::Relay, 64, relay_id).await?;
-        let (onward, ev) = HopSender::connect(
-            sink.local_addr,
-            HopSenderConfig {
-                connections,
-                ..Default::default()
-            },
-            relay_id,
-        )
-        .await?;
+        let (listener, rx) = bind(Role::Relay, relay_id).await?;
+        let (onward, ev) = connect(sink.local_addr, connections, relay_id).await?;
         let addr = listener.local_addr;
         let task = tokio::spawn(skyx_agent::relay(rx, std::sync::Arc::new(onward), ev));
         relay_parts = Some((listener, task));
@@ -120,15 +146,7 @@ async fn run(
     } else {
         sink.local_addr
     };
-    let (hop, mut events) = HopSender::connect(
-        first_hop,
-        HopSenderConfig {
-            connections,
-            ..Default::default()
-        },
-        source_id,
-    )
-    .await?;
+    let (hop, mut events) = connect(first_hop, connections, source_id).await?;
     let start = Instant::now();
     let data = data.to_vec();
     let feeder = tokio::spawn(async move {
@@ -222,7 +240,7 @@ async fn main() -> Result<()> {
                     if only.is_some_and(|k| k != row_index - 1) {
                         continue;
                     }
-                    let o = run(connections, relay, compression, data, chunks, false).await?;
+                    let o = run(connections, relay, compression, data, chunks, Wire::Tcp).await?;
                     let row = format!(
                         "| {path} | {name} | {cname} | {connections} | {:.0} | {:.2} |\n",
                         o.mb_s, o.wire_ratio
@@ -233,21 +251,31 @@ async fn main() -> Result<()> {
             }
         }
     }
-    // The same paths over per-job mutual TLS (the production mode), 8 connections.
-    table.push_str("\nOver mutual TLS (aws-lc-rs), 8 connections:\n\n| path | data | compression | MB/s (logical) |\n|---|---|---|---|\n");
+    // The production transports: TCP with per-job mutual TLS, and QUIC (its own TLS 1.3).
+    table.push_str(
+        "\nProduction transports (per-job mutual TLS; QUIC: one connection, N streams):\n\n\
+         | path | data | compression | transport | connections | MB/s (logical) |\n|---|---|---|---|---|---|\n",
+    );
     for (relay, path) in [(false, "direct"), (true, "via relay")] {
         for (data, name, compression, cname) in [
             (&noise, "random", Compression::Off, "off"),
             (&text, "text", Compression::Zstd(1), "zstd -1"),
         ] {
-            row_index += 1;
-            if only.is_some_and(|k| k != row_index - 1) {
-                continue;
+            for (wire, wname) in [(Wire::Tls, "TCP+TLS"), (Wire::Quic, "QUIC")] {
+                for connections in [1, 8, 32] {
+                    row_index += 1;
+                    if only.is_some_and(|k| k != row_index - 1) {
+                        continue;
+                    }
+                    let o = run(connections, relay, compression, data, chunks, wire).await?;
+                    let row = format!(
+                        "| {path} | {name} | {cname} | {wname} | {connections} | {:.0} |\n",
+                        o.mb_s
+                    );
+                    eprint!("{row}");
+                    table.push_str(&row);
+                }
             }
-            let o = run(8, relay, compression, data, chunks, true).await?;
-            let row = format!("| {path} | {name} | {cname} | {:.0} |\n", o.mb_s);
-            eprint!("{row}");
-            table.push_str(&row);
         }
     }
     table.push_str(&format!(
