@@ -40,7 +40,8 @@ async fn run_async(args: &CpArgs) -> Result<()> {
     )
     .await?;
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let routing = plan_routing(t, volume)?;
+    let regions = crate::transfer::infer_regions(t, &ends).await;
+    let routing = plan_routing(t, volume, regions)?;
     if t.dry_run {
         if t.json {
             println!(

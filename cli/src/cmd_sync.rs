@@ -74,7 +74,8 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     let copied = if plan.copy.is_empty() {
         None
     } else {
-        let routing = plan_routing(t, volume)?;
+        let regions = crate::transfer::infer_regions(t, &ends).await;
+        let routing = plan_routing(t, volume, regions)?;
         let report = execute(t, &ends, plan.copy.clone(), &routing).await?;
         Some((report, routing))
     };
@@ -140,7 +141,11 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         check_failures(report)?;
     }
     if !delete_errors.is_empty() {
-        anyhow::bail!("{} deletions failed", delete_errors.len());
+        return Err(crate::transfer::PartialFailure {
+            failed: delete_errors.len(),
+            total: plan.delete.len() as u64,
+        }
+        .into());
     }
     Ok(())
 }

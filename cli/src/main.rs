@@ -51,7 +51,7 @@ enum Command {
 
 /// Exit code for a failure, chosen from what failed: 2 for bad input (flags, URLs, regions,
 /// missing buckets or paths, refused credentials), 3 for an infeasible plan, 130 for an
-/// interrupted copy, 1 for everything else (the copy itself failed, or some objects did).
+/// interrupted copy, 1 when the copy itself failed or some objects did.
 fn exit_code(err: &anyhow::Error) -> u8 {
     use skyx_store::ErrorKind;
     for cause in err.chain() {
@@ -103,7 +103,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             _ => 1,
         }
     }
-    1
+    // What is left are the CLI's own checks of flags and files.
+    2
 }
 
 fn main() -> ExitCode {

@@ -206,9 +206,59 @@ pub struct Routing {
     pub pricing: Pricing,
 }
 
-pub fn plan_routing(args: &TransferArgs, volume: u64) -> Result<Routing> {
+/// Each endpoint's region as its store reports it (`aws:REGION`, `gcp:REGION`), for endpoints
+/// whose region flag is not given. Failing to ask is not an error: the flags remain.
+pub async fn infer_regions(
+    args: &TransferArgs,
+    ends: &Endpoints,
+) -> (Option<String>, Option<String>) {
+    async fn ask(url: &ObjectUrl, store: &Arc<dyn ObjectStore>) -> Option<String> {
+        let cloud = match url.location {
+            skyx_store::StoreLocation::S3 { .. } => "aws",
+            skyx_store::StoreLocation::Gcs { .. } => "gcp",
+            _ => return None,
+        };
+        match store.bucket_region().await {
+            Ok(Some(r)) => Some(format!("{cloud}:{r}")),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the bucket's region; use --src-region/--dst-region");
+                None
+            }
+        }
+    }
+    let src = match &args.src_region {
+        Some(r) => Some(r.clone()),
+        None => ask(&ends.src_url, &ends.src).await,
+    };
+    let dst = match &args.dst_region {
+        Some(r) => Some(r.clone()),
+        None => ask(&ends.dst_url, &ends.dst).await,
+    };
+    (src, dst)
+}
+
+/// Plans the route between the regions given or found (`regions`); with neither known, one
+/// local agent pair copies directly.
+pub fn plan_routing(
+    args: &TransferArgs,
+    volume: u64,
+    regions: (Option<String>, Option<String>),
+) -> Result<Routing> {
     let connections = args.connections;
-    let (src, dst) = match (&args.src_region, &args.dst_region) {
+    let flagged = args.src_region.is_some() || args.dst_region.is_some();
+    let regions = match regions {
+        // One region found from a bucket, none given: copy directly rather than refuse.
+        (Some(r), None) | (None, Some(r)) if !flagged => {
+            tracing::warn!(
+                "only one endpoint's region is known ({r}); copying directly without a plan \
+                 (give --src-region and --dst-region to plan the route)"
+            );
+            (None, None)
+        }
+        other => other,
+    };
+    let (src, dst) = match (&regions.0, &regions.1) {
         (None, None) => {
             if args.route.via != "auto" && args.route.via != "direct" {
                 bail!(BadInput(
@@ -222,9 +272,9 @@ pub fn plan_routing(args: &TransferArgs, volume: u64) -> Result<Routing> {
             });
         }
         (Some(s), Some(d)) => (s, d),
-        _ => bail!(BadInput(
-            "give both --src-region and --dst-region, or neither".into()
-        )),
+        (Some(known), None) | (None, Some(known)) => bail!(BadInput(format!(
+            "only one endpoint's region is known ({known}); give --src-region and --dst-region"
+        ))),
     };
     let catalog: Catalog = args.catalog.load()?;
     let src = catalog.resolve_region(src).context("--src-region")?;

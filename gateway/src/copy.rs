@@ -1166,6 +1166,12 @@ impl Run<'_> {
                         upload_id,
                     };
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
+                        // An earlier run may have completed it and died before journaling
+                        // that (the parts are gone now): what is at the destination decides.
+                        if let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await {
+                            tracing::info!(key = %item.dst_key, "already completed by an earlier run");
+                            return Ok(v);
+                        }
                         let _ = dst.abort_multipart(&upload).await;
                         return Err(format!("completing the upload: {e}"));
                     }

@@ -75,6 +75,8 @@ impl GcsConfig {
 pub struct GcsStore {
     client: Client,
     project: Option<String>,
+    /// Behind an emulator endpoint, not Google.
+    emulator: bool,
     bucket: String,
     location: StoreLocation,
     retry: RetryPolicy,
@@ -112,6 +114,7 @@ impl GcsStore {
         Ok(GcsStore {
             client: Client::new(client_config),
             project: config.project.clone(),
+            emulator: config.endpoint.is_some(),
             bucket: bucket.into(),
             location,
             retry,
@@ -448,6 +451,29 @@ impl ObjectStore for GcsStore {
                 }
             })
             .await
+    }
+
+    async fn bucket_region(&self) -> Result<Option<String>> {
+        if self.emulator {
+            return Ok(None);
+        }
+        use gcloud_storage::http::buckets::get::GetBucketRequest;
+        let bucket = self
+            .retry
+            .run(|| async {
+                let req = GetBucketRequest {
+                    bucket: self.bucket.clone(),
+                    ..Default::default()
+                };
+                self.client
+                    .get_bucket(&req)
+                    .await
+                    .map_err(|e| self.fail("get_bucket", "", e))
+            })
+            .await?;
+        // Multi- and dual-region buckets ("US", "EUR4") are not one region.
+        Ok((bucket.location_type.eq_ignore_ascii_case("region"))
+            .then(|| bucket.location.to_ascii_lowercase()))
     }
 
     async fn create_bucket(&self) -> Result<()> {

@@ -135,6 +135,13 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Creates the bucket (container) this store names; an existing one is not an error.
     async fn create_bucket(&self) -> Result<()>;
 
+    /// The cloud region the bucket lives in (`us-east-1`, `europe-west4`), where the store can
+    /// tell: real S3 and GCS buckets. `None` for local paths, stores behind a custom endpoint
+    /// (a local server's answer means nothing) and multi-region buckets.
+    async fn bucket_region(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// The smallest non-final part the store accepts.
     fn min_part_size(&self) -> u64 {
         5 * 1024 * 1024

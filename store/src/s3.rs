@@ -62,6 +62,8 @@ const COPY_PART: u64 = 512 * 1024 * 1024;
 #[derive(Debug)]
 pub struct S3Store {
     client: Client,
+    /// Behind a custom endpoint (an S3-compatible server), not AWS.
+    custom_endpoint: bool,
     bucket: String,
     location: StoreLocation,
     retry: RetryPolicy,
@@ -92,6 +94,7 @@ impl S3Store {
             builder = builder.region(Region::new("us-east-1"));
         }
         Ok(S3Store {
+            custom_endpoint: shared.endpoint_url().is_some(),
             client: Client::from_conf(builder.build()),
             bucket: bucket.to_string(),
             location: StoreLocation::S3 {
@@ -524,6 +527,32 @@ impl ObjectStore for S3Store {
                     .map(|_| ())
             })
             .await
+    }
+
+    async fn bucket_region(&self) -> Result<Option<String>> {
+        if self.custom_endpoint {
+            return Ok(None);
+        }
+        let out = self
+            .retry
+            .run(|| async {
+                self.client
+                    .get_bucket_location()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("get_bucket_location", "", e))
+            })
+            .await?;
+        // No constraint means us-east-1; "EU" is the legacy name of eu-west-1.
+        Ok(Some(
+            match out.location_constraint().map(|c| c.as_str()) {
+                None | Some("") => "us-east-1",
+                Some("EU") => "eu-west-1",
+                Some(r) => r,
+            }
+            .to_string(),
+        ))
     }
 
     async fn create_bucket(&self) -> Result<()> {

@@ -218,3 +218,40 @@ fn filters_and_single_objects() {
     let got = crate::stores::read(&format!("{into}/small-00001"));
     assert!(got == crate::stores::content("dir01/small-00001", data["dir01/small-00001"]));
 }
+
+/// `skyx sync` copies only what is missing or different and, with `--delete`, removes what
+/// the source no longer has; `--dry-run` says so without doing it.
+#[test]
+fn sync_copies_only_what_differs_and_deletes_extraneous_objects() {
+    let s = Scratch::new("sync");
+    let mut data = dataset(30, 0);
+    let src_dir = s.dir.join("src");
+    write_local(&src_dir, &data);
+    let src = src_dir.display().to_string();
+    let dst = s.root(Kind::Gcs, "mirror");
+    let first = report(&s.skyx(&["sync", &src, &dst, "--json"], &[]));
+    assert_eq!(first["objects_copied"], data.len() as u64);
+    assert_holds(&dst, &data);
+
+    // Change one object's size, add one, remove one (the others are left untouched).
+    let mut changed = crate::stores::Dataset::new();
+    changed.insert("dir00/small-00000".into(), 5000);
+    changed.insert("added".into(), 77);
+    write_local(&src_dir, &changed);
+    data.extend(changed);
+    std::fs::remove_file(src_dir.join("one-byte")).unwrap();
+    data.remove("one-byte");
+
+    let dry = s.skyx(&["sync", &src, &dst, "--delete", "--dry-run"], &[]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("Would copy 2 objects"), "{text}");
+    assert!(text.contains("delete 1"), "{text}");
+    let second = report(&s.skyx(&["sync", &src, &dst, "--delete", "--json"], &[]));
+    assert_eq!(second["objects_copied"], 2, "{second}");
+    assert_eq!(second["deleted"], 1, "{second}");
+    assert_eq!(second["unchanged"], (data.len() - 2) as u64, "{second}");
+    assert_holds(&dst, &data);
+    let third = report(&s.skyx(&["sync", &src, &dst, "--delete", "--json"], &[]));
+    assert_eq!(third["unchanged"], data.len() as u64, "{third}");
+    assert_eq!(third["deleted"], 0);
+}
