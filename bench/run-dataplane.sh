@@ -17,7 +17,8 @@ tmp=$(mktemp)
     echo "  every row is what this one box does playing all roles; compare rows, not machines."
     echo "- Compression: zstd -1 per 8 MiB chunk, two chunks at a time; a chunk that does not shrink"
     echo "  is sent raw (so 'random + zstd' costs one compression attempt, not the wire)."
-    echo "- TCP only: QUIC is not built yet."
+    echo "- Transports: plain TCP (the protocol alone), then the production ones: TCP with per-job"
+    echo "  mutual TLS, and QUIC (quinn, one connection per hop with N streams, its own TLS 1.3)."
     echo
     cat "$tmp"
 } > "$dir/dataplane.md"
