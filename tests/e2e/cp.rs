@@ -3,23 +3,8 @@
 //! destination object is read back through the store layer and compared with its source.
 
 use crate::stores::{
-    ALL, Kind, Scratch, assert_holds, dataset, is_empty, report, unique, write_local,
+    ALL, Kind, Scratch, VIA_RELAY, assert_holds, dataset, is_empty, report, unique, write_local,
 };
-
-/// A route with one relay: aws:us-east-1 -> aws:us-east-2 -> gcp:asia-southeast1, one agent
-/// per region, a few connections per hop.
-const VIA_RELAY: &[&str] = &[
-    "--src-region",
-    "aws:us-east-1",
-    "--dst-region",
-    "gcp:asia-southeast1",
-    "--via",
-    "aws:us-east-2",
-    "--max-vms-per-region",
-    "1",
-    "--connections",
-    "4",
-];
 
 const MIB: usize = 1024 * 1024;
 

@@ -4,22 +4,11 @@
 //! `CopyOptions::abort_after_landed`), so no test races a timer. After every command, no agent
 //! process of the test may be left running (checked by `Scratch::skyx`).
 
-use crate::stores::{Kind, Scratch, assert_holds, dataset, is_empty, report, write_local};
+use crate::stores::{
+    Kind, Scratch, VIA_RELAY, assert_holds, dataset, is_empty, report, write_local,
+};
 
 const MIB: usize = 1024 * 1024;
-
-const VIA_RELAY: &[&str] = &[
-    "--src-region",
-    "aws:us-east-1",
-    "--dst-region",
-    "gcp:asia-southeast1",
-    "--via",
-    "aws:us-east-2",
-    "--max-vms-per-region",
-    "1",
-    "--connections",
-    "3",
-];
 
 fn args<'a>(src: &'a str, dst: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["cp", "-r", src, dst, "--json", "--chunk-size", "5MiB"];

@@ -252,6 +252,21 @@ pub fn content(name: &str, len: usize) -> Vec<u8> {
     out
 }
 
+/// A route with one relay: aws:us-east-1 -> aws:us-east-2 -> gcp:asia-southeast1, one agent
+/// per region, a few connections per hop.
+pub const VIA_RELAY: &[&str] = &[
+    "--src-region",
+    "aws:us-east-1",
+    "--dst-region",
+    "gcp:asia-southeast1",
+    "--via",
+    "aws:us-east-2",
+    "--max-vms-per-region",
+    "1",
+    "--connections",
+    "4",
+];
+
 /// A dataset: relative key → size.
 pub type Dataset = BTreeMap<String, usize>;
 
@@ -307,16 +322,21 @@ async fn open(url: &str) -> (Arc<dyn ObjectStore>, String) {
     (store, url.key.trim_end_matches('/').to_string())
 }
 
+/// The listing prefix of everything under key `base` (matched at a `/`).
+fn prefix_of(base: &str) -> String {
+    if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    }
+}
+
 /// Checks that exactly `data` is under `url`, every object byte-identical (read back through
 /// the store layer and compared with the expected content).
 pub fn assert_holds(url: &str, data: &Dataset) {
     runtime().block_on(async {
         let (store, base) = open(url).await;
-        let prefix = if base.is_empty() {
-            String::new()
-        } else {
-            format!("{base}/")
-        };
+        let prefix = prefix_of(&base);
         let metas: BTreeMap<String, skyx_store::ObjectMeta> = store
             .list(&prefix)
             .map_ok(|m| (m.key[prefix.len()..].to_string(), m))
@@ -413,11 +433,7 @@ pub fn read(url: &str) -> Vec<u8> {
 pub fn is_empty(url: &str) -> bool {
     runtime().block_on(async {
         let (store, base) = open(url).await;
-        let prefix = if base.is_empty() {
-            String::new()
-        } else {
-            format!("{base}/")
-        };
+        let prefix = prefix_of(&base);
         match store.list(&prefix).try_next().await {
             Ok(first) => first.is_none(),
             Err(e) => e.kind == skyx_store::ErrorKind::NotFound,

@@ -535,16 +535,8 @@ impl HopListener {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HopError::Bind { addr, source })?;
-        let (tx, rx) = mpsc::channel(max_pending.max(1));
-        let slots = Arc::new(Semaphore::new(max_pending.max(1)));
-        let corrupt = Arc::new(AtomicU64::new(0));
-        let shared = Served {
-            job,
-            role,
-            slots,
-            deliveries: tx,
-            corrupt: corrupt.clone(),
-        };
+        let (shared, rx) = Served::new(job, role, max_pending);
+        let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
@@ -587,15 +579,8 @@ impl HopListener {
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| HopError::Bind { addr, source })?;
-        let (tx, rx) = mpsc::channel(max_pending.max(1));
-        let corrupt = Arc::new(AtomicU64::new(0));
-        let shared = Served {
-            job,
-            role,
-            slots: Arc::new(Semaphore::new(max_pending.max(1))),
-            deliveries: tx,
-            corrupt: corrupt.clone(),
-        };
+        let (shared, rx) = Served::new(job, role, max_pending);
+        let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let shared = shared.clone();
@@ -654,6 +639,21 @@ struct Served {
     slots: Arc<Semaphore>,
     deliveries: mpsc::Sender<Delivery>,
     corrupt: Arc<AtomicU64>,
+}
+
+impl Served {
+    /// The shared state of a new listener, and the receiving end of its deliveries.
+    fn new(job: JobId, role: Role, max_pending: usize) -> (Served, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(max_pending.max(1));
+        let served = Served {
+            job,
+            role,
+            slots: Arc::new(Semaphore::new(max_pending.max(1))),
+            deliveries: tx,
+            corrupt: Arc::new(AtomicU64::new(0)),
+        };
+        (served, rx)
+    }
 }
 
 async fn serve_connection(
