@@ -95,6 +95,9 @@ pub struct Catalog {
     vms: VmPriceTable,
     regions: BTreeSet<RegionId>,
     provenance: Vec<Provenance>,
+    /// Multiplies every agent VM's network caps: an emulated sky shapes links to a fraction of
+    /// the measured throughput, and its VMs are that much smaller too.
+    vm_network_scale: f64,
 }
 
 macro_rules! builtin_file {
@@ -185,11 +188,20 @@ impl Catalog {
             vms,
             regions,
             provenance,
+            vm_network_scale: 1.0,
         }
     }
 
     /// Replaces the throughput grid (e.g. with `skyx bench paths` output). The set of plannable
     /// regions becomes that grid's regions.
+    /// Scales every agent VM's egress and ingress caps by `factor` (for a scaled-down network
+    /// such as the emulated sky).
+    pub fn with_vm_network_scale(mut self, factor: f64, provenance: Provenance) -> Self {
+        self.vm_network_scale = factor;
+        self.provenance.push(provenance);
+        self
+    }
+
     pub fn with_throughput_grid(mut self, grid: ThroughputGrid, provenance: Provenance) -> Self {
         self.regions = grid.regions();
         self.throughput = grid;
@@ -275,8 +287,8 @@ impl Catalog {
             instance_type: ty.instance_type.to_string(),
             price: UsdPerHour(base.0 * ty.vcpu_factor),
             source,
-            egress_cap: ty.egress_cap,
-            ingress_cap: ty.ingress_cap,
+            egress_cap: Gbps(ty.egress_cap.0 * self.vm_network_scale),
+            ingress_cap: Gbps(ty.ingress_cap.0 * self.vm_network_scale),
         })
     }
 

@@ -30,7 +30,7 @@ pub fn run(args: &CpArgs) -> Result<()> {
 async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
     let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
-    let ends = open_endpoints(&args.src, &args.dst).await?;
+    let ends = open_endpoints(t, &args.src, &args.dst).await?;
     let items = list_copy(
         ends.src.as_ref(),
         &ends.src_url,

@@ -61,7 +61,7 @@ pub struct ObjectiveArgs {
     pub deadline: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct RouteArgs {
     /// Routing: auto (overlay), direct, or a comma-separated relay chain R1,R2.
     #[arg(long, default_value = "auto")]

@@ -7,6 +7,7 @@ mod catalog_args;
 mod cmd_catalog;
 mod cmd_cp;
 mod cmd_plan;
+mod cmd_sky;
 mod cmd_store;
 mod cmd_sync;
 mod transfer;
@@ -44,6 +45,8 @@ enum Command {
     Ls(cmd_store::LsArgs),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
     Catalog(cmd_catalog::CatalogCmd),
+    /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
+    Sky(cmd_sky::SkyCmd),
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
     #[command(hide = true)]
     Agent(Box<skyx_agent::daemon::DaemonArgs>),
@@ -90,6 +93,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
+        if let Some(e) = cause.downcast_ref::<skyx_sky::SkyError>() {
+            return match e {
+                skyx_sky::SkyError::BadOptions(_)
+                | skyx_sky::SkyError::NotRoot
+                | skyx_sky::SkyError::AlreadyUp { .. }
+                | skyx_sky::SkyError::NoManifest { .. }
+                | skyx_sky::SkyError::ToolMissing { .. } => 2,
+                _ => 1,
+            };
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return 2;
         }
@@ -124,6 +137,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => cmd_sync::run(args),
         Command::Plan(args) => cmd_plan::run(args),
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
+        Command::Sky(cmd) => cmd_sky::run(cmd),
         Command::Mb(args) => cmd_store::mb(args),
         Command::Ls(args) => cmd_store::ls(args),
         Command::Agent(_) => unreachable!("handled above"),

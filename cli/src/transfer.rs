@@ -16,6 +16,7 @@ use skyx_gateway::{
     journal_path, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
+use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
 use crate::catalog_args::CatalogArgs;
@@ -72,6 +73,11 @@ pub struct TransferArgs {
     /// $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Run inside an emulated sky (`skyx sky up`), given by name or state directory: agents
+    /// run in their regions' namespaces, each end's store is its region's server, and the
+    /// planner sees the sky's links (1 agent VM per region).
+    #[arg(long, env = "SKYX_SKY", value_name = "NAME|DIR")]
+    pub sky: Option<String>,
     /// Agents that may be replaced after dying before the copy gives up.
     #[arg(long, default_value_t = 4)]
     pub max_replacements: u32,
@@ -150,14 +156,77 @@ pub struct Endpoints {
     pub dst: Arc<dyn ObjectStore>,
 }
 
-pub async fn open_endpoints(src: &str, dst: &str) -> Result<Endpoints> {
+/// The emulated sky of `--sky`, if any: a state directory or a sky's name.
+pub fn load_sky(args: &TransferArgs) -> Result<Option<SkyManifest>> {
+    let Some(text) = &args.sky else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(text);
+    let dir = if path.exists() {
+        path
+    } else {
+        SkyManifest::default_state_dir(text)
+    };
+    let manifest = SkyManifest::load(&dir).map_err(|e| BadInput(format!("--sky {text}: {e}")))?;
+    Ok(Some(manifest))
+}
+
+/// How to reach one end's store: the process environment, or in a sky, the store of the
+/// region the end is in (whose cloud must match the URL's).
+fn end_config(
+    sky: Option<&SkyManifest>,
+    region: Option<&String>,
+    url: &ObjectUrl,
+    flag: &str,
+) -> Result<StoreConfig> {
+    let Some(sky) = sky else {
+        return Ok(StoreConfig::from_env());
+    };
+    let Some(region) = region else {
+        bail!(BadInput(format!(
+            "in a sky, give {flag}: the region decides which store the URL means"
+        )));
+    };
+    let r = crate::cmd_sky::sky_region(sky, region)?;
+    let scheme = match url.location {
+        skyx_store::StoreLocation::Local => None,
+        skyx_store::StoreLocation::S3 { .. } => Some("s3"),
+        skyx_store::StoreLocation::Azure { .. } => Some("az"),
+        skyx_store::StoreLocation::Gcs { .. } => Some("gs"),
+    };
+    if let Some(scheme) = scheme
+        && scheme != r.store.scheme()
+    {
+        bail!(BadInput(format!(
+            "{flag} {}: that region's store is {}://, not {scheme}://",
+            r.region,
+            r.store.scheme()
+        )));
+    }
+    let env = SkyManifest::store_env(r);
+    Ok(StoreConfig::from_lookup(&|k| env.get(k).cloned()))
+}
+
+pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result<Endpoints> {
     let src_url = ObjectUrl::parse(src).map_err(|e| BadInput(e.to_string()))?;
     let dst_url = ObjectUrl::parse(dst).map_err(|e| BadInput(e.to_string()))?;
-    let config = StoreConfig::from_env();
-    let src_store = skyx_store::open(&src_url, &config)
+    let sky = load_sky(args)?;
+    let src_config = end_config(
+        sky.as_ref(),
+        args.src_region.as_ref(),
+        &src_url,
+        "--src-region",
+    )?;
+    let dst_config = end_config(
+        sky.as_ref(),
+        args.dst_region.as_ref(),
+        &dst_url,
+        "--dst-region",
+    )?;
+    let src_store = skyx_store::open(&src_url, &src_config)
         .await
         .with_context(|| format!("opening the source {src}"))?;
-    let dst_store = skyx_store::open(&dst_url, &config)
+    let dst_store = skyx_store::open(&dst_url, &dst_config)
         .await
         .with_context(|| format!("opening the destination {dst}"))?;
     // Fail before launching anything if the destination bucket is missing or refuses us.
@@ -227,6 +296,10 @@ pub async fn infer_regions(
             }
         }
     }
+    if args.sky.is_some() {
+        // A sky's stores are emulators: the flags are the regions.
+        return (args.src_region.clone(), args.dst_region.clone());
+    }
     let src = match &args.src_region {
         Some(r) => Some(r.clone()),
         None => ask(&ends.src_url, &ends.src).await,
@@ -276,7 +349,13 @@ pub fn plan_routing(
             "only one endpoint's region is known ({known}); give --src-region and --dst-region"
         ))),
     };
-    let catalog: Catalog = args.catalog.load()?;
+    let mut catalog: Catalog = args.catalog.load()?;
+    let mut route = args.route.clone();
+    if let Some(sky) = load_sky(args)? {
+        catalog = sky_catalog(catalog, &sky, args.catalog.throughput_grid.is_some())?;
+        // One namespace is one VM: a second agent in a region adds no bandwidth there.
+        route.max_vms_per_region = 1;
+    }
     let src = catalog.resolve_region(src).context("--src-region")?;
     let dst = catalog.resolve_region(dst).context("--dst-region")?;
     let req = request_from_flags(
@@ -284,7 +363,7 @@ pub fn plan_routing(
         dst.clone(),
         volume.max(1),
         &args.objective,
-        &args.route,
+        &route,
         &args.constraints,
         &catalog,
     )?;
@@ -315,6 +394,35 @@ pub fn plan_routing(
         plan: Some(plan),
         pricing,
     })
+}
+
+/// The planner's catalog for a sky: the sky's links (its shaped grid, unless the user gave a
+/// grid, e.g. one `skyx bench paths` measured in the sky) and VM caps scaled like the links.
+pub fn sky_catalog(catalog: Catalog, sky: &SkyManifest, user_grid: bool) -> Result<Catalog> {
+    let mut catalog = catalog.with_vm_network_scale(
+        sky.spec.scale,
+        skyx_catalog::Provenance {
+            what: "vm network caps",
+            source: format!("scaled × {} for sky {:?}", sky.spec.scale, sky.spec.name),
+            as_of: "now".into(),
+        },
+    );
+    if !user_grid {
+        let path = sky.grid_path();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the sky's grid {}", path.display()))?;
+        let grid =
+            skyx_catalog::ThroughputGrid::from_csv(text.as_bytes(), &path.display().to_string())?;
+        catalog = catalog.with_throughput_grid(
+            grid,
+            skyx_catalog::Provenance {
+                what: "throughput",
+                source: format!("sky {:?} shaping ({})", sky.spec.name, path.display()),
+                as_of: "now".into(),
+            },
+        );
+    }
+    Ok(catalog)
 }
 
 pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {
@@ -432,6 +540,20 @@ pub async fn execute(
     let options = options(args, &ends.src_url, &ends.dst_url)?;
     let mut provider = LocalProvider::new(LocalProvider::default_program());
     provider.log_dir = Some(state_dir(args).join("logs"));
+    if let Some(sky) = load_sky(args)? {
+        provider.namespaces = sky.namespaces();
+        provider.region_env = sky
+            .spec
+            .regions
+            .iter()
+            .map(|r| {
+                (
+                    r.region.to_string(),
+                    SkyManifest::store_env(r).into_iter().collect(),
+                )
+            })
+            .collect();
+    }
     let job = CopyJob {
         src_store: store_root(&ends.src_url),
         dst_store: store_root(&ends.dst_url),

@@ -90,6 +90,9 @@ pub struct LocalProvider {
     pub namespaces: BTreeMap<String, (String, IpAddr)>,
     /// Extra environment for every agent (e.g. fault injection in tests).
     pub env: Vec<(String, String)>,
+    /// Environment for the agents of one region, after `env` (in an emulated sky: where that
+    /// region's object store is).
+    pub region_env: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl LocalProvider {
@@ -113,6 +116,7 @@ impl LocalProvider {
             idle_timeout_s: 60,
             namespaces: BTreeMap::new(),
             env: Vec::new(),
+            region_env: BTreeMap::new(),
         }
     }
 }
@@ -180,6 +184,7 @@ impl Provider for LocalProvider {
         }
         cmd.env(TOKEN_ENV, &req.token)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.region_env.get(&req.region).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);

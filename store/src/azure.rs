@@ -55,7 +55,11 @@ pub struct AzureConfig {
 
 impl AzureConfig {
     pub fn from_env() -> Self {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        Self::from_lookup(&crate::env_var)
+    }
+
+    /// As `from_env`, reading variables through `var`.
+    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
         AzureConfig {
             connection_string: var("AZURE_STORAGE_CONNECTION_STRING"),
             sas_token: var("AZURE_STORAGE_SAS_TOKEN"),

@@ -55,19 +55,21 @@ pub struct GcsConfig {
 impl GcsConfig {
     /// Reads `STORAGE_EMULATOR_HOST` (`host:port` or a URL), as Google's tools do.
     pub fn from_env() -> Self {
-        let endpoint = std::env::var("STORAGE_EMULATOR_HOST")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                if v.starts_with("http://") || v.starts_with("https://") {
-                    v
-                } else {
-                    format!("http://{v}")
-                }
-            });
+        Self::from_lookup(&crate::env_var)
+    }
+
+    /// As `from_env`, reading variables through `var`.
+    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
+        let endpoint = var("STORAGE_EMULATOR_HOST").map(|v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                v
+            } else {
+                format!("http://{v}")
+            }
+        });
         let project = ["GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"]
             .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()));
+            .find_map(|v| var(v));
         GcsConfig { endpoint, project }
     }
 }

@@ -358,13 +358,24 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn from_env() -> Self {
+        Self::from_lookup(&env_var)
+    }
+
+    /// Every store's settings from variables looked up through `var` instead of the process
+    /// environment (e.g. one region of an emulated sky, whose stores differ per region).
+    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
         StoreConfig {
-            s3: s3::S3Config::from_env(),
-            azure: azure::AzureConfig::from_env(),
-            gcs: gcs::GcsConfig::from_env(),
+            s3: s3::S3Config::from_lookup(var),
+            azure: azure::AzureConfig::from_lookup(var),
+            gcs: gcs::GcsConfig::from_lookup(var),
             retry: RetryPolicy::default(),
         }
     }
+}
+
+/// A variable of the process environment; empty counts as unset.
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Opens the store that holds `url`.

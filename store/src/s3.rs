@@ -41,16 +41,26 @@ pub struct S3Config {
 impl S3Config {
     /// Reads what the AWS CLI reads, plus `SKYX_S3_FORCE_PATH_STYLE=1`.
     pub fn from_env() -> Self {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .ok()
-            .filter(|s| !s.is_empty());
-        let force =
-            std::env::var("SKYX_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        // Region, keys (with session tokens) and profile: the SDK's own chain reads them.
+        S3Config {
+            region: None,
+            static_credentials: None,
+            profile: None,
+            ..Self::from_lookup(&crate::env_var)
+        }
+    }
+
+    /// As `from_env`, reading variables through `var` (for configurations kept elsewhere, such
+    /// as one region of an emulated sky). Credentials given there are used as static keys.
+    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
+        let endpoint = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
+        let force = var("SKYX_S3_FORCE_PATH_STYLE").is_some_and(|v| v == "1" || v == "true");
         S3Config {
             force_path_style: force || endpoint.is_some(),
             endpoint,
-            ..Default::default()
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            static_credentials: var("AWS_ACCESS_KEY_ID").zip(var("AWS_SECRET_ACCESS_KEY")),
+            profile: var("AWS_PROFILE"),
         }
     }
 }

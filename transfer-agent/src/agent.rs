@@ -20,8 +20,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::{
     AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, JobSpec,
-    ListenRequest, ListenResponse, NextHop, PartWire, RouteMetrics, RouteRequest, Transport,
-    Uploads,
+    ListenRequest, ListenResponse, NextHop, PartWire, ProbeListen, ProbeRequest, ProbeResult,
+    RouteMetrics, RouteRequest, Transport, Uploads,
 };
 use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
 use crate::objects::{ManifestObject, ObjectWriter, read_chunk};
@@ -61,6 +61,13 @@ pub enum AgentError {
     Hop(#[from] HopError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
+    #[error("cannot open a probe listener on {addr}: {source}")]
+    ProbeListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl AgentError {
@@ -365,6 +372,48 @@ impl Agent {
         Ok(ListenResponse {
             addr: SocketAddr::new(ip, port),
         })
+    }
+
+    /// `POST /v1/probe/listen`: a probe listener on the data address (no job needed).
+    pub async fn probe_listen(&self, req: ProbeListen) -> Result<ListenResponse, AgentError> {
+        if !(req.accept_for_s > 0.0 && req.accept_for_s <= crate::probe::MAX_PROBE_SECONDS * 2.0) {
+            return Err(AgentError::BadRequest(format!(
+                "accept_for_s {} must be in (0, {}]",
+                req.accept_for_s,
+                crate::probe::MAX_PROBE_SECONDS * 2.0
+            )));
+        }
+        let addr = SocketAddr::new(self.config.data_bind, 0);
+        let bound = crate::probe::listen(addr, Duration::from_secs_f64(req.accept_for_s))
+            .await
+            .map_err(|source| AgentError::ProbeListen { addr, source })?;
+        let ip = self.config.advertise.unwrap_or(self.config.data_bind);
+        Ok(ListenResponse {
+            addr: SocketAddr::new(ip, bound.port()),
+        })
+    }
+
+    /// `POST /v1/probe/send`: measure the path to another agent's probe listener.
+    pub async fn probe_send(&self, req: ProbeRequest) -> Result<ProbeResult, AgentError> {
+        use crate::probe::{MAX_PROBE_CONNECTIONS, MAX_PROBE_SECONDS};
+        if req.connections == 0 || req.connections > MAX_PROBE_CONNECTIONS {
+            return Err(AgentError::BadRequest(format!(
+                "connections {} must be 1 to {MAX_PROBE_CONNECTIONS}",
+                req.connections
+            )));
+        }
+        if !(req.seconds > 0.0 && req.seconds <= MAX_PROBE_SECONDS) {
+            return Err(AgentError::BadRequest(format!(
+                "seconds {} must be in (0, {MAX_PROBE_SECONDS}]",
+                req.seconds
+            )));
+        }
+        Ok(crate::probe::probe(
+            req.addr,
+            req.connections,
+            Duration::from_secs_f64(req.seconds),
+        )
+        .await?)
     }
 
     /// `POST /v1/route`: become the source of a route.

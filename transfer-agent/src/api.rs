@@ -16,6 +16,8 @@
 //! | `GET /v1/events?after=N&wait_ms=M` | → [`EventsResponse`]      | every agent    |
 //! | `GET /v1/metrics`      | → [`AgentMetrics`]                    | every agent    |
 //! | `POST /v1/shutdown`    | → `{}`, then the process exits        | every agent    |
+//! | `POST /v1/probe/listen` | [`ProbeListen`] → [`ListenResponse`] | any (no job)   |
+//! | `POST /v1/probe/send`  | [`ProbeRequest`] → [`ProbeResult`]    | any (no job)   |
 
 use std::net::SocketAddr;
 
@@ -238,4 +240,30 @@ pub struct EventsResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {
     pub error: String,
+}
+
+/// Open a probe listener (see [`crate::probe`]) that accepts connections for `accept_for_s`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeListen {
+    pub accept_for_s: f64,
+}
+
+/// Measure the path from this agent to a probe listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeRequest {
+    pub addr: SocketAddr,
+    pub connections: u32,
+    pub seconds: f64,
+}
+
+/// What a probe measured: bytes the listener received over the span from the first to the
+/// last byte, and round-trip times of 8-byte pings on an idle connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeResult {
+    pub connections: u32,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub gbps: f64,
+    pub rtt_ms_min: f64,
+    pub rtt_ms_median: f64,
 }

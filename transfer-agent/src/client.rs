@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     AgentMetrics, ApiError, Dispatch, EventsResponse, Hello, JobSpec, ListenRequest,
-    ListenResponse, RouteRequest, Uploads,
+    ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest, Uploads,
 };
 
 /// Why a control call failed.
@@ -204,6 +204,20 @@ impl AgentClient {
     /// The agent's counters.
     pub async fn metrics(&self) -> Result<AgentMetrics, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/metrics", None, Duration::from_secs(10))
+            .await
+    }
+
+    /// Opens a probe listener on the agent; answers the address to probe.
+    pub async fn probe_listen(&self, req: &ProbeListen) -> Result<ListenResponse, ClientError> {
+        self.call(Method::POST, "/v1/probe/listen", Some(req), CALL_TIMEOUT)
+            .await
+    }
+
+    /// Has the agent probe the path to a listener; returns when the probe is done.
+    pub async fn probe_send(&self, req: &ProbeRequest) -> Result<ProbeResult, ClientError> {
+        let wait =
+            Duration::from_secs_f64(req.seconds.clamp(0.0, 3600.0)) + Duration::from_secs(60);
+        self.call(Method::POST, "/v1/probe/send", Some(req), wait)
             .await
     }
 

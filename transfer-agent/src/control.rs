@@ -198,6 +198,14 @@ async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             json(StatusCode::OK, &agent.events(after, wait).await)
         }
         (Method::GET, "/v1/metrics") => json(StatusCode::OK, &agent.metrics()),
+        (Method::POST, "/v1/probe/listen") => match body(req).await {
+            Ok(r) => from_agent(agent.probe_listen(r).await),
+            Err(r) => r,
+        },
+        (Method::POST, "/v1/probe/send") => match body(req).await {
+            Ok(r) => from_agent(agent.probe_send(r).await),
+            Err(r) => r,
+        },
         (Method::POST, "/v1/shutdown") => {
             c.shutdown.notify_one();
             json(StatusCode::OK, &serde_json::json!({}))

@@ -5,6 +5,7 @@
 //!   the next agent, driven by the protocol's sans-IO state machines, and the listener that
 //!   accepts them. [`tls`] makes every data connection mutual TLS with a per-job CA.
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
+//! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
 //! - [`agent`]: the source, relay and sink roles an agent plays for its job.
 //! - [`api`] / [`control`] / [`client`]: the HTTP control API's wire types, its server (in
 //!   the agent) and its client (in the gateway).
@@ -16,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod hop;
 pub mod objects;
+pub mod probe;
 pub mod quic;
 pub mod tls;
 
