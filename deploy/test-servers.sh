@@ -18,6 +18,11 @@ log() { echo "test-servers: $*" >&2; }
 
 install() {
     mkdir -p "$TOOLS"
+    # The emulated sky's tests build namespaces and shape links with iproute2's ip and tc.
+    if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
+        log "installing iproute2 (apt)"
+        apt-get install -y -q iproute2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 >/dev/null; }
+    fi
     if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
         log "installing s3s-fs 0.14.1 (cargo, about 80 s)"
         # 0.15+ needs a newer rustc than this machine's; cargo install is not MSRV-aware.

@@ -4,6 +4,7 @@
 //! 3 no plan satisfies the request (infeasible objective or constraints).
 
 mod catalog_args;
+mod cmd_bench;
 mod cmd_catalog;
 mod cmd_cp;
 mod cmd_plan;
@@ -45,6 +46,8 @@ enum Command {
     Ls(cmd_store::LsArgs),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
     Catalog(cmd_catalog::CatalogCmd),
+    /// Measure egress paths between regions with real agents.
+    Bench(cmd_bench::BenchCmd),
     /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
     Sky(cmd_sky::SkyCmd),
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
@@ -93,6 +96,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
+        if let Some(skyx_gateway::PathsError::BadRequest(_)) = cause.downcast_ref() {
+            return 2;
+        }
         if let Some(e) = cause.downcast_ref::<skyx_sky::SkyError>() {
             return match e {
                 skyx_sky::SkyError::BadOptions(_)
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd_plan::run(args),
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
         Command::Sky(cmd) => cmd_sky::run(cmd),
+        Command::Bench(cmd) => cmd_bench::run(cmd),
         Command::Mb(args) => cmd_store::mb(args),
         Command::Ls(args) => cmd_store::ls(args),
         Command::Agent(_) => unreachable!("handled above"),

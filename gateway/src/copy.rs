@@ -271,7 +271,7 @@ struct Run<'a> {
     resumed_complete: HashSet<u32>,
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let bytes: [u8; 24] = rand::rng().random();
     hex::encode(bytes)
 }

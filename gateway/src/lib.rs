@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod copy;
 pub mod journal;
 pub mod listing;
+pub mod paths;
 pub mod provider;
 pub mod topology;
 pub mod tracker;
@@ -24,6 +25,7 @@ pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
     CopyItem, KeyFilter, ListError, SyncPlan, list_copy, list_destination, plan_sync,
 };
+pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use provider::{LocalProvider, Provider, ProviderError};
 pub use topology::{AgentSlot, RouteSpec, Topology};
 pub use tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};

@@ -7,6 +7,8 @@
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
 //!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
+//! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
+//!   copy between two regions' stores through a third, and a teardown that leaves nothing.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `tidy`: the dependency-direction rules between the workspace's crates.
 
@@ -14,6 +16,7 @@ mod catalog;
 mod cp;
 mod cp_faults;
 mod plan;
+mod sky;
 mod stores;
 mod tidy;
 mod util;

@@ -10,6 +10,8 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("protocol", &[], false),
     ("store", &[], true),
     ("transfer-agent", &["skyx-protocol", "skyx-store"], true),
+    // The sky builds namespaces and starts servers with plain processes: no runtime needed.
+    ("sky", &["skyx-catalog"], false),
     (
         "gateway",
         &[

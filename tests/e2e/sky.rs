@@ -1,0 +1,329 @@
+//! The emulated sky end to end, as a user drives it: `skyx sky up` (three regions, two clouds),
+//! `skyx bench paths` against the shaping, an overlay `skyx cp` between two regions' own stores
+//! with its contents checked byte for byte, and `skyx sky down` leaving no namespace, link or
+//! process behind. Needs root (network namespaces and tc), as CI has.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::stores::{Scratch, dataset, report, write_local};
+use crate::util::{bin, stderr, stdout};
+
+const SRC: &str = "aws:us-east-1";
+const RELAY_FAST: &str = "gcp:europe-west1-b";
+const DST: &str = "gcp:asia-southeast1-a";
+
+/// A sky for one test, torn down when dropped (also when the test fails).
+struct TestSky {
+    name: String,
+    state: PathBuf,
+    scratch_state: PathBuf,
+}
+
+impl TestSky {
+    fn skyx(&self, args: &[&str]) -> Output {
+        Command::new(bin("skyx"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("SKYX_SKY")
+            .env("SKYX_STATE_DIR", &self.scratch_state)
+            .output()
+            .expect("run skyx")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.skyx(args);
+        assert!(
+            o.status.success(),
+            "skyx {args:?} failed: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Runs `skyx ARGS` inside `region`'s namespace with its store's variables.
+    fn in_region(&self, region: &str, args: &[&str]) -> String {
+        let state = self.state.display().to_string();
+        let skyx = bin("skyx").display().to_string();
+        let mut full = vec!["sky", "exec", region, "--state-dir", &state, "--", &skyx];
+        full.extend_from_slice(args);
+        self.ok(&full)
+    }
+
+    fn down(&self) -> Output {
+        self.skyx(&[
+            "sky",
+            "down",
+            "--name",
+            &self.name,
+            "--state-dir",
+            &self.state.display().to_string(),
+        ])
+    }
+}
+
+impl Drop for TestSky {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+fn namespaces_named(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes whose command line or working directory is inside `dir` (the sky's servers).
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+        let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && (cmdline.contains(&needle) || cwd.starts_with(dir)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
+    let scratch = Scratch::new("sky");
+    // A name and subnet of its own: a user's default sky (skyx, 10.77/16) may be up.
+    let id = std::process::id() % 100_000;
+    let name = format!("e2e{id}");
+    let subnet = (100 + id % 100).to_string();
+    let sky = TestSky {
+        name: name.clone(),
+        state: scratch.dir.join("sky"),
+        scratch_state: scratch.state(),
+    };
+    let state = sky.state.display().to_string();
+    let regions = format!("{SRC},{RELAY_FAST},{DST}");
+    let up = sky.ok(&[
+        "sky",
+        "up",
+        "--name",
+        &name,
+        "--state-dir",
+        &state,
+        "--regions",
+        &regions,
+        "--scale",
+        "0.02",
+        "--subnet",
+        &subnet,
+    ]);
+    assert!(up.contains(&format!("{name}-aws-us-east-1")), "{up}");
+    assert_eq!(namespaces_named(&format!("{name}-")).len(), 3);
+    // A second sky of the same name is refused, naming the way out.
+    let again = sky.skyx(&[
+        "sky",
+        "up",
+        "--name",
+        &name,
+        "--state-dir",
+        &state,
+        "--regions",
+        &regions,
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already up"), "{}", stderr(&again));
+
+    // Every ordered pair measures what it was shaped to (link or VM egress cap), within the
+    // error of a 2-second probe.
+    let grid = scratch.dir.join("grid.csv");
+    let measured = sky.ok(&[
+        "bench",
+        "paths",
+        "--sky",
+        &state,
+        "--seconds",
+        "2",
+        "--connections",
+        "8",
+        "--json",
+        "--out",
+        &grid.display().to_string(),
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&measured).unwrap();
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        let (got, shaped) = (
+            row["gbps"].as_f64().unwrap(),
+            row["shaped_gbps"].as_f64().unwrap(),
+        );
+        let ratio = got / shaped;
+        assert!(
+            (0.8..=1.1).contains(&ratio),
+            "{} → {}: measured {:.1} Mbit/s, shaped {:.1} Mbit/s",
+            row["src"],
+            row["dst"],
+            got * 1e3,
+            shaped * 1e3
+        );
+    }
+    // The measured grid is a catalog grid: the planner takes it and routes around the slow
+    // direct path (2.2 Mbit/s shaped, against 84.7 through the relay).
+    let plan = sky.ok(&[
+        "plan",
+        "--src",
+        SRC,
+        "--dst",
+        DST,
+        "--volume",
+        "1GB",
+        "--throughput-grid",
+        &grid.display().to_string(),
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let paths = plan["paths"].as_array().unwrap();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p["regions"].as_array().unwrap().len() == 3),
+        "expected every path through a relay: {plan}"
+    );
+
+    // An overlay copy from the S3 store in aws:us-east-1 to the GCS store in
+    // gcp:asia-southeast1-a, through a relay agent in the third namespace.
+    let data = dataset(40, 3 << 20);
+    let local = scratch.dir.join("data");
+    write_local(&local, &data);
+    sky.in_region(SRC, &["mb", "s3://sky-src"]);
+    sky.in_region(
+        SRC,
+        &[
+            "cp",
+            "-r",
+            &local.display().to_string(),
+            "s3://sky-src/ds/",
+            "--no-progress",
+        ],
+    );
+    sky.in_region(DST, &["mb", "gs://sky-dst"]);
+    let out = sky.skyx(&[
+        "cp",
+        "-r",
+        "s3://sky-src/ds/",
+        "gs://sky-dst/ds/",
+        "--sky",
+        &state,
+        "--src-region",
+        SRC,
+        "--dst-region",
+        DST,
+        "--json",
+        "--no-progress",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["objects_copied"].as_u64(), Some(data.len() as u64), "{r}");
+    let hop_regions: Vec<(String, String)> = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["src_region"].as_str().unwrap().into(),
+                h["dst_region"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(hop_regions.len(), 2, "one relay: {hop_regions:?}");
+    assert_eq!(hop_regions[0].0, SRC);
+    assert_eq!(hop_regions[1].1, DST);
+    // Read the destination back inside its region and compare every byte.
+    let back = scratch.dir.join("back");
+    sky.in_region(
+        DST,
+        &[
+            "cp",
+            "-r",
+            "gs://sky-dst/ds/",
+            &back.display().to_string(),
+            "--no-progress",
+        ],
+    );
+    let (want, got) = (files_under(&local), files_under(&back));
+    assert_eq!(want.len(), data.len());
+    assert!(want == got, "the copy's contents differ from the source");
+    // A URL whose cloud is not the region's store is refused before anything runs.
+    let wrong = sky.skyx(&[
+        "cp",
+        "-r",
+        "gs://sky-dst/ds/",
+        "gs://sky-dst/x/",
+        "--sky",
+        &state,
+        "--src-region",
+        SRC,
+        "--dst-region",
+        DST,
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("s3://, not gs://"),
+        "{}",
+        stderr(&wrong)
+    );
+    scratch.assert_no_agents_left();
+
+    // Down removes every namespace, link and process, and the state directory.
+    let down = sky.down();
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(namespaces_named(&format!("{name}-")).is_empty());
+    let links = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}c"))
+        })
+        .count();
+    assert_eq!(links, 0, "control links left in the root namespace");
+    assert!(
+        processes_under(&sky.state).is_empty(),
+        "{:?}",
+        processes_under(&sky.state)
+    );
+    assert!(!sky.state.exists());
+}
