@@ -11,7 +11,7 @@
 
 mod grid;
 mod region;
-mod units;
+pub mod units;
 mod vm;
 
 use std::collections::BTreeSet;

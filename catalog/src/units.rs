@@ -43,3 +43,76 @@ unit!(
     Millis,
     "ms"
 );
+
+/// Parses `100GB`, `1.5TB`, `500MiB`, `10GiB`, `4096` (bytes). Decimal units are powers of
+/// 1000 (as clouds bill), binary units powers of 1024.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (try 100GB, 1.5TB or 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "pb" | "p" => 1e15,
+        "kib" => 1024.0,
+        "mib" => 1024f64.powi(2),
+        "gib" => 1024f64.powi(3),
+        "tib" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "'{text}': unknown size unit '{other}' (use B, KB, MB, GB, TB, PB or KiB..TiB)"
+            ));
+        }
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses `90s`, `30m`, `1h30m`, `2h`, `1d`, or plain seconds.
+pub fn parse_duration_s(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Ok(secs);
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let scale = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => {
+                return Err(format!(
+                    "'{text}': unknown duration unit '{c}' (use s, m, h or d, e.g. 1h30m)"
+                ));
+            }
+        };
+        let v: f64 = num
+            .parse()
+            .map_err(|_| format!("'{text}' is not a duration (try 30m or 1h30m)"))?;
+        total += v * scale;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(format!(
+            "'{text}': the number '{num}' has no unit (use s, m, h or d)"
+        ));
+    }
+    Ok(total)
+}

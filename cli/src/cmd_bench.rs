@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use skyx_gateway::{LocalProvider, PathMeasurement, PathOptions, measure_paths};
-use skyx_sky::SkyManifest;
 
 use crate::catalog_args::CatalogArgs;
 use crate::transfer::BadInput;
@@ -63,15 +62,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
 
 fn paths(args: &PathsArgs) -> Result<()> {
     let sky = match &args.sky {
-        Some(text) => {
-            let path = PathBuf::from(text);
-            let dir = if path.exists() {
-                path
-            } else {
-                SkyManifest::default_state_dir(text)
-            };
-            Some(SkyManifest::load(&dir).map_err(|e| BadInput(format!("--sky {text}: {e}")))?)
-        }
+        Some(text) => Some(crate::cmd_sky::resolve_sky(text)?),
         None => None,
     };
     let catalog = args.catalog.load()?;

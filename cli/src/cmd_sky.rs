@@ -160,6 +160,17 @@ pub fn run(cmd: &SkyCmd) -> Result<()> {
     }
 }
 
+/// The sky `--sky TEXT` means: a path when it contains a `/` (a state directory or manifest),
+/// otherwise a sky's name.
+pub fn resolve_sky(text: &str) -> Result<SkyManifest> {
+    let dir = if text.contains('/') {
+        PathBuf::from(text)
+    } else {
+        SkyManifest::default_state_dir(text)
+    };
+    Ok(SkyManifest::load(&dir).map_err(|e| BadInput(format!("--sky {text}: {e}")))?)
+}
+
 /// Finds a region of the sky by its id (`aws:us-east-1`) or namespace.
 pub fn sky_region<'a>(manifest: &'a SkyManifest, text: &str) -> Result<&'a skyx_sky::SkyRegion> {
     let text = text.trim();

@@ -8,6 +8,7 @@ mod cmd_bench;
 mod cmd_catalog;
 mod cmd_cp;
 mod cmd_plan;
+mod cmd_run;
 mod cmd_sky;
 mod cmd_store;
 mod cmd_sync;
@@ -46,6 +47,8 @@ enum Command {
     Ls(cmd_store::LsArgs),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
     Catalog(cmd_catalog::CatalogCmd),
+    /// Plan (and run) a staged pipeline: stages placed jointly with the transfers between them.
+    Run(Box<cmd_run::RunArgs>),
     /// Measure egress paths between regions with real agents.
     Bench(cmd_bench::BenchCmd),
     /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
@@ -96,6 +99,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
+        if let Some(skyx_pipeline::JointError::Infeasible(_)) = cause.downcast_ref() {
+            return 3;
+        }
         if let Some(skyx_gateway::PathsError::BadRequest(_)) = cause.downcast_ref() {
             return 2;
         }
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
         Command::Catalog(cmd) => cmd_catalog::run(cmd),
         Command::Sky(cmd) => cmd_sky::run(cmd),
         Command::Bench(cmd) => cmd_bench::run(cmd),
+        Command::Run(args) => cmd_run::run(args),
         Command::Mb(args) => cmd_store::mb(args),
         Command::Ls(args) => cmd_store::ls(args),
         Command::Agent(_) => unreachable!("handled above"),

@@ -73,7 +73,7 @@ pub struct TransferArgs {
     /// $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Run inside an emulated sky (`skyx sky up`), given by name or state directory: agents
+    /// Run inside an emulated sky (`skyx sky up`), given by name or by a path with a `/`: agents
     /// run in their regions' namespaces, each end's store is its region's server, and the
     /// planner sees the sky's links (1 agent VM per region).
     #[arg(long, env = "SKYX_SKY", value_name = "NAME|DIR")]
@@ -161,14 +161,7 @@ pub fn load_sky(args: &TransferArgs) -> Result<Option<SkyManifest>> {
     let Some(text) = &args.sky else {
         return Ok(None);
     };
-    let path = PathBuf::from(text);
-    let dir = if path.exists() {
-        path
-    } else {
-        SkyManifest::default_state_dir(text)
-    };
-    let manifest = SkyManifest::load(&dir).map_err(|e| BadInput(format!("--sky {text}: {e}")))?;
-    Ok(Some(manifest))
+    Ok(Some(crate::cmd_sky::resolve_sky(text)?))
 }
 
 /// How to reach one end's store: the process environment, or in a sky, the store of the

@@ -98,41 +98,9 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         ));
     }
 
-    let (overlay_net, kind) = match &req.route {
-        RouteChoice::Auto => {
-            let mut candidates = relay_candidates(&full, req.config.max_relay_candidates);
-            if req.config.max_relay_candidates.is_some() {
-                candidates.extend(relaxation_support(&full, req)?);
-            }
-            if candidates.len() + 2 < full.nodes.len() {
-                notes.push(format!(
-                    "overlay considered {} of {} allowed relay regions (best by two-hop \
-                     throughput, by two-hop price, and those the LP relaxation over all of \
-                     them routes through)",
-                    candidates.len(),
-                    full.nodes.len() - 2
-                ));
-            }
-            (full.restricted_to(&candidates), RouteKind::Overlay)
-        }
-        RouteChoice::Direct => (full.clone(), RouteKind::Direct),
-        RouteChoice::Via(_) => (full.clone(), RouteKind::Via),
-    };
-
+    let (overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
     let mut chosen = solve_for(&overlay_net, req, kind)?;
-
-    let direct_net = full.with_links(|l| l.src == full.src && l.dst == full.dst);
-    let (direct, direct_infeasible) = if direct_net.links.is_empty() {
-        (
-            None,
-            Some("the direct link is not measured or not priced".to_string()),
-        )
-    } else {
-        match solve_for(&direct_net, req, RouteKind::Direct) {
-            Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(e.to_string())),
-        }
-    };
+    let (direct, direct_infeasible) = direct_plan(&full, req);
     let best_single_relay = best_single_relay(&full, req);
 
     // The overlay contains the direct and single-relay routes; if rounding in the second stage
@@ -182,6 +150,70 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
             links_considered: overlay_net.links.len(),
         },
     })
+}
+
+/// The network the overlay MILP sees: with automatic routing, the relay candidates (best by
+/// two-hop throughput and price, plus what the LP relaxation routes through) and the endpoints.
+fn overlay_network(
+    full: &Network,
+    req: &TransferRequest,
+    notes: &mut Vec<String>,
+) -> Result<(Network, RouteKind), PlanError> {
+    Ok(match &req.route {
+        RouteChoice::Auto => {
+            let mut candidates = relay_candidates(full, req.config.max_relay_candidates);
+            if req.config.max_relay_candidates.is_some() {
+                candidates.extend(relaxation_support(full, req)?);
+            }
+            if candidates.len() + 2 < full.nodes.len() {
+                notes.push(format!(
+                    "overlay considered {} of {} allowed relay regions (best by two-hop \
+                     throughput, by two-hop price, and those the LP relaxation over all of \
+                     them routes through)",
+                    candidates.len(),
+                    full.nodes.len() - 2
+                ));
+            }
+            (full.restricted_to(&candidates), RouteKind::Overlay)
+        }
+        RouteChoice::Direct => (full.clone(), RouteKind::Direct),
+        RouteChoice::Via(_) => (full.clone(), RouteKind::Via),
+    })
+}
+
+/// The direct route under the request's objective, or why there is none.
+fn direct_plan(full: &Network, req: &TransferRequest) -> (Option<RoutePlan>, Option<String>) {
+    let direct_net = full.with_links(|l| l.src == full.src && l.dst == full.dst);
+    if direct_net.links.is_empty() {
+        return (
+            None,
+            Some("the direct link is not measured or not priced".to_string()),
+        );
+    }
+    match solve_for(&direct_net, req, RouteKind::Direct) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// The chosen route alone, never worse than the direct one, without the single-relay
+/// comparison `plan_transfer` reports (which solves one program per relay region): for callers
+/// that price many region pairs, such as pipeline placement.
+pub fn plan_route(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan, PlanError> {
+    check_request(req)?;
+    let (full, build_notes) = build_network(catalog, req)?;
+    if !full.connects_src_to_dst() {
+        return Err(disconnected(req, &full, &build_notes));
+    }
+    let (overlay_net, kind) = overlay_network(&full, req, &mut Vec::new())?;
+    let mut chosen = solve_for(&overlay_net, req, kind)?;
+    if req.route == RouteChoice::Auto
+        && let (Some(direct), _) = direct_plan(&full, req)
+        && direct.better_than(&chosen, &req.objective)
+    {
+        chosen = direct;
+    }
+    Ok(chosen)
 }
 
 fn check_request(req: &TransferRequest) -> Result<(), PlanError> {

@@ -20,6 +20,11 @@ pub struct SenderConfig {
     pub retransmit_after: Duration,
     /// Sends of one chunk before it is given up.
     pub max_attempts: u32,
+    /// The slowest a connection may drain and still count as working: a chunk's timeout
+    /// grows by the time the bytes sent ahead of it (and its own) take at this rate. Without
+    /// it, a chunk behind megabytes on a slow path (1-2 Mbit/s per connection happens between
+    /// far regions) times out while still in the socket's buffer and is sent twice.
+    pub min_rate_bytes_per_s: u64,
 }
 
 impl Default for SenderConfig {
@@ -28,6 +33,8 @@ impl Default for SenderConfig {
             window: 64,
             retransmit_after: Duration::from_secs(30),
             max_attempts: 5,
+            // 256 kbit/s.
+            min_rate_bytes_per_s: 32 * 1024,
         }
     }
 }
@@ -56,6 +63,8 @@ pub enum Failure {
 #[derive(Debug, Clone)]
 struct InFlight {
     sent_at: Instant,
+    /// When to give up waiting for its acknowledgement.
+    deadline: Instant,
     attempts: u32,
 }
 
@@ -65,6 +74,8 @@ pub struct Sender {
     /// Chunks waiting for (re)transmission, with how many times each was already sent.
     ready: VecDeque<(ChunkId, u32)>,
     in_flight: HashMap<ChunkId, InFlight>,
+    /// Wire bytes of each chunk held (0 when the driver did not say).
+    sizes: HashMap<ChunkId, u64>,
     events: VecDeque<SenderEvent>,
 }
 
@@ -78,12 +89,20 @@ impl Sender {
             config,
             ready: VecDeque::new(),
             in_flight: HashMap::new(),
+            sizes: HashMap::new(),
             events: VecDeque::new(),
         }
     }
 
     /// Queues a chunk for its first transmission.
     pub fn enqueue(&mut self, chunk: ChunkId) {
+        self.enqueue_sized(chunk, 0);
+    }
+
+    /// Queues a chunk of `wire_bytes` for its first transmission; its size stretches its
+    /// timeout on slow connections (see [`SenderConfig::min_rate_bytes_per_s`]).
+    pub fn enqueue_sized(&mut self, chunk: ChunkId, wire_bytes: u64) {
+        self.sizes.insert(chunk, wire_bytes);
         self.ready.push_back((chunk, 0));
     }
 
@@ -99,10 +118,20 @@ impl Sender {
             return None;
         }
         let (chunk, attempts) = self.ready.pop_front()?;
+        // Everything in flight is ahead of this chunk on the connection's byte stream.
+        let ahead: u64 = self
+            .in_flight
+            .keys()
+            .chain(std::iter::once(&chunk))
+            .map(|c| self.sizes.get(c).copied().unwrap_or(0))
+            .sum();
+        let drain =
+            Duration::from_secs_f64(ahead as f64 / self.config.min_rate_bytes_per_s.max(1) as f64);
         self.in_flight.insert(
             chunk,
             InFlight {
                 sent_at: now,
+                deadline: now + self.config.retransmit_after + drain,
                 attempts: attempts + 1,
             },
         );
@@ -111,16 +140,14 @@ impl Sender {
 
     /// When the driver must call `poll_transmit` again even if nothing arrives.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.in_flight
-            .values()
-            .map(|f| f.sent_at + self.config.retransmit_after)
-            .min()
+        self.in_flight.values().map(|f| f.deadline).min()
     }
 
     pub fn handle_ack(&mut self, chunk: ChunkId) {
         // An ack for a chunk not in flight is a duplicate (or for a resend): nothing to do,
         // unless the chunk sits in the ready queue after a timeout, in which case it is done.
         let was_flying = self.in_flight.remove(&chunk).is_some();
+        self.sizes.remove(&chunk);
         let was_ready = if was_flying {
             false
         } else {
@@ -163,6 +190,7 @@ impl Sender {
         flying.sort_by_key(|(_, f)| f.sent_at);
         let mut out: Vec<ChunkId> = flying.into_iter().map(|(c, _)| c).collect();
         out.extend(self.ready.drain(..).map(|(c, _)| c));
+        self.sizes.clear();
         out
     }
 
@@ -179,12 +207,16 @@ impl Sender {
         self.in_flight.len()
     }
 
+    /// Wire bytes of a held chunk, as the driver gave them.
+    pub fn size_of(&self, chunk: ChunkId) -> u64 {
+        self.sizes.get(&chunk).copied().unwrap_or(0)
+    }
+
     fn expire(&mut self, now: Instant) {
-        let timeout = self.config.retransmit_after;
         let mut expired: Vec<(ChunkId, InFlight)> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| now >= f.sent_at + timeout)
+            .filter(|(_, f)| now >= f.deadline)
             .map(|(c, f)| (*c, f.clone()))
             .collect();
         expired.sort_by_key(|(_, f)| f.sent_at);
@@ -204,6 +236,7 @@ impl Sender {
     }
 
     fn give_up(&mut self, chunk: ChunkId, attempts: u32, last: Failure) {
+        self.sizes.remove(&chunk);
         self.events.push_back(SenderEvent::GaveUp {
             chunk,
             attempts,
@@ -221,7 +254,38 @@ mod tests {
             window,
             retransmit_after: Duration::from_secs(1),
             max_attempts: attempts,
+            min_rate_bytes_per_s: 1000,
         })
+    }
+
+    #[test]
+    fn a_chunk_behind_big_ones_waits_for_them_to_drain_before_timing_out() {
+        let mut s = sender(4, 3);
+        let t = Instant::now();
+        // 2000 bytes at the 1000 B/s floor: 2 s to drain, on top of the 1 s timeout.
+        s.enqueue_sized(ChunkId(1), 2000);
+        s.enqueue_sized(ChunkId(2), 1000);
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(1)));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(2)));
+        assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(3)));
+        // Chunk 2 has chunk 1's bytes ahead of it as well as its own: 1 + 3 = 4 s.
+        assert_eq!(s.poll_transmit(t + Duration::from_millis(2999)), None);
+        assert_eq!(
+            s.poll_transmit(t + Duration::from_secs(3)),
+            Some(ChunkId(1)),
+            "chunk 1 is resent at 3 s"
+        );
+        s.handle_ack(ChunkId(1));
+        assert_eq!(s.poll_transmit(t + Duration::from_millis(3999)), None);
+        assert_eq!(
+            s.poll_transmit(t + Duration::from_secs(4)),
+            Some(ChunkId(2))
+        );
+        // Unsized chunks keep the plain timeout.
+        let mut plain = sender(2, 3);
+        plain.enqueue(ChunkId(7));
+        assert_eq!(plain.poll_transmit(t), Some(ChunkId(7)));
+        assert_eq!(plain.poll_timeout(), Some(t + Duration::from_secs(1)));
     }
 
     #[test]

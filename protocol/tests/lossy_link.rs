@@ -114,6 +114,7 @@ fn run(seed: u64, n: u64, faults: Faults) -> (f64, u64) {
         window: 16,
         retransmit_after: Duration::from_millis(500),
         max_attempts: 1000,
+        min_rate_bytes_per_s: 1 << 20,
     });
     let mut receiver = Receiver::new(JOB, Role::Sink);
     let mut forward = Link {

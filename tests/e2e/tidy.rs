@@ -12,6 +12,8 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("transfer-agent", &["skyx-protocol", "skyx-store"], true),
     // The sky builds namespaces and starts servers with plain processes: no runtime needed.
     ("sky", &["skyx-catalog"], false),
+    // Pipeline placement is pure optimisation, like the planner.
+    ("pipeline", &["skyx-catalog", "skyx-planner"], false),
     (
         "gateway",
         &[

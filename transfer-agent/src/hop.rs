@@ -400,7 +400,7 @@ async fn drive(
                         .filter(|c| c.alive && c.sender.has_room())
                         .min_by_key(|c| c.sender.in_flight())
                         .expect("room on a live connection");
-                    target.sender.enqueue(chunk);
+                    target.sender.enqueue_sized(chunk, wire_size(&held[&chunk]));
                 }
                 None => producer_done = true,
             },
@@ -452,8 +452,15 @@ fn move_chunks_off_dead_connections(conns: &mut [Conn], held: &HashMap<ChunkId, 
         "moving chunks off a dead connection"
     );
     for (k, chunk) in orphans.into_iter().enumerate() {
-        conns[live[k % live.len()]].sender.enqueue(chunk);
+        conns[live[k % live.len()]]
+            .sender
+            .enqueue_sized(chunk, wire_size(&held[&chunk]));
     }
+}
+
+/// Bytes a data frame takes on the wire (what its timeout must allow to drain).
+fn wire_size(frame: &DataFrame) -> u64 {
+    (HEADER_LEN + frame.payload.len()) as u64
 }
 
 /// The relay role: every chunk delivered from the previous hop is queued to the next hop and

@@ -1,0 +1,70 @@
+//! Pricing the transfers between stages with the overlay planner: for each region pair, the
+//! fastest overlay plan that costs no more than a plain direct copy (what `skyx plan` and
+//! `skyx cp` do by default), so a pipeline edge carries relays, parallel VMs and connections,
+//! and compression, priced by region pair.
+
+use skyx_catalog::{Catalog, Gbps, RegionId};
+use skyx_planner::{
+    CostCap, Objective, PlannerConfig, RegionConstraints, TransferRequest, plain_direct_plan,
+    plan_route,
+};
+
+use crate::joint::{EdgePricer, EdgeRate};
+
+/// Edge prices from the overlay planner over `catalog`, with the pipeline's data rules applied
+/// to every relay.
+#[derive(Debug)]
+pub struct OverlayPricer<'a> {
+    pub catalog: &'a Catalog,
+    pub constraints: RegionConstraints,
+    pub config: PlannerConfig,
+}
+
+impl<'a> OverlayPricer<'a> {
+    pub fn new(catalog: &'a Catalog, constraints: RegionConstraints) -> Self {
+        OverlayPricer {
+            catalog,
+            constraints,
+            // Fewer relay candidates than `skyx plan`: a pipeline prices hundreds of pairs.
+            config: PlannerConfig {
+                max_relay_candidates: Some(8),
+                ..PlannerConfig::default()
+            },
+        }
+    }
+}
+
+impl EdgePricer for OverlayPricer<'_> {
+    fn rate(&self, src: &RegionId, dst: &RegionId, compression: f64) -> Option<EdgeRate> {
+        // Any volume gives the same rate (see `EdgeRate`); 100 GB keeps the numbers readable.
+        const VOLUME: u64 = 100_000_000_000;
+        let mut req = TransferRequest::new(
+            src.clone(),
+            dst.clone(),
+            VOLUME,
+            Objective::MinCost {
+                throughput_floor: Gbps(0.1),
+            },
+        );
+        req.compression_ratio = compression;
+        req.constraints = self.constraints.clone();
+        req.config = self.config.clone();
+        if let Ok(direct) = plain_direct_plan(self.catalog, &req) {
+            req.objective = Objective::MaxThroughput {
+                cost_cap: CostCap::TotalUsd(direct.cost_usd.total),
+            };
+        }
+        let plan = plan_route(self.catalog, &req).ok()?;
+        let widest = plan.paths.iter().max_by(|a, b| a.gbps.total_cmp(&b.gbps));
+        let via = widest
+            .map(|p| p.regions[1..p.regions.len().saturating_sub(1)].to_vec())
+            .unwrap_or_default();
+        let gb = VOLUME as f64 / 1e9;
+        Some(EdgeRate {
+            gbps: plan.throughput_gbps,
+            usd_per_gb: plan.cost_usd.total / gb,
+            egress_usd_per_gb: plan.cost_usd.egress / gb,
+            via,
+        })
+    }
+}
