@@ -265,16 +265,22 @@ def main():
           f"lines. Each method copies it from the source region's store to the destination "
           f"region's store.\n",
           f"Command: `bash bench/run-sky.sh` ({' '.join(sys.argv[1:])})\n",
+          "Wire bytes and egress are the kernel's transmit counters on every shaped link (the same "
+          "for every tool; with GSO they undercount TCP/IP headers), priced at the catalog's "
+          "egress price of each link. VM time is left out of the comparison: in a sky scaled to "
+          "1/50 every transfer takes 50 times longer than in the clouds, so VM-hours would be "
+          "50 times too high; skyx's own prediction and bill (with agent VMs) are in the last "
+          "column and in sky.json.\n",
           "## The sky's grid, measured (`skyx bench paths`, 16 connections)\n",
           f"{len(probe)} ordered pairs; measured / shaped: min {ratios[0]:.3f}, median "
           f"{ratios[len(ratios)//2]:.3f}, max {ratios[-1]:.3f}. Grid: `sky-measured-grid.csv`.\n",
           "## Copies\n",
-          "| pair | method | time s | Mbit/s | wire MB (all links) | route | egress $ (metered) | skyx predicted s / $ |",
+          "| pair | method | time s | Mbit/s | wire MB (all links) | links used (MB) | egress $ (metered) | skyx predicted s / $ |",
           "|---|---|---:|---:|---:|---|---:|---|"]
     for pair, res in pairs.items():
         for m, label in METHODS:
             r = res[m]
-            route = " → ".join([r["route"][0][0]] + [h[1] for h in r["route"]]) if r.get("route") else "direct"
+            route = ", ".join(f"{k.replace(' -> ', '→')} ({v/1e6:.0f})" for k, v in sorted(r["link_bytes"].items()))
             pred = (f"{r['predicted_seconds']:.1f} / {r['predicted_usd']:.4f}"
                     if r.get("predicted_seconds") is not None else "-")
             md.append(f"| {pair} | {label} | {r['seconds']:.1f} | {r['throughput_mbps']:.1f} | "

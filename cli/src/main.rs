@@ -102,6 +102,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(skyx_pipeline::JointError::Infeasible(_)) = cause.downcast_ref() {
             return 3;
         }
+        if let Some(e) = cause.downcast_ref::<skyx_gateway::pipeline_run::PipelineRunError>() {
+            return match e {
+                skyx_gateway::pipeline_run::PipelineRunError::Interrupted(_) => 130,
+                _ => 1,
+            };
+        }
         if let Some(skyx_gateway::PathsError::BadRequest(_)) = cause.downcast_ref() {
             return 2;
         }

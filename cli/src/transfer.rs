@@ -361,7 +361,22 @@ pub fn plan_routing(
         &catalog,
     )?;
     let plan = plan_transfer(&catalog, &req)?;
-    let mut topology = Topology::from_plan(&plan.chosen, args.route.max_connections_per_vm);
+    Ok(routing_from_plan(
+        &catalog,
+        plan,
+        args.route.max_connections_per_vm,
+        connections,
+    ))
+}
+
+/// The agents, routes and prices that carry out `plan`.
+pub fn routing_from_plan(
+    catalog: &Catalog,
+    plan: TransferPlan,
+    max_connections_per_vm: u32,
+    connections: Option<u32>,
+) -> Routing {
+    let mut topology = Topology::from_plan(&plan.chosen, max_connections_per_vm);
     if let Some(n) = connections {
         topology = topology.with_connections(n);
     }
@@ -382,11 +397,11 @@ pub fn plan_routing(
             .vm_usd_per_hour
             .insert(region.to_string(), vms.instance_type_price_per_hour);
     }
-    Ok(Routing {
+    Routing {
         topology,
         plan: Some(plan),
         pricing,
-    })
+    }
 }
 
 /// The planner's catalog for a sky: the sky's links (its shaped grid, unless the user gave a

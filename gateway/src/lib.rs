@@ -10,9 +10,11 @@
 
 pub mod chunker;
 pub mod copy;
+pub mod dag;
 pub mod journal;
 pub mod listing;
 pub mod paths;
+pub mod pipeline_run;
 pub mod provider;
 pub mod topology;
 pub mod tracker;

@@ -7,6 +7,8 @@
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
 //!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
+//! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
+//!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
 //!   copy between two regions' stores through a third, and a teardown that leaves nothing.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
@@ -16,6 +18,7 @@ mod catalog;
 mod cp;
 mod cp_faults;
 mod plan;
+mod run;
 mod sky;
 mod stores;
 mod tidy;

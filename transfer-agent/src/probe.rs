@@ -1,16 +1,24 @@
 //! Path probes between agents, as iperf3 does them: many TCP connections writing as fast as the
-//! path allows for a fixed time, counted at the receiver (bytes the sender's socket buffers
-//! still hold are not throughput), and round trips of a few bytes on a connection of their own.
+//! path allows, counted at the receiver (bytes the sender's socket buffers still hold are not
+//! throughput), over a window that starts after a warm-up (slow start is not the path's
+//! capacity) and ends before the senders stop (the drain of queues after the last write is not
+//! either); and round trips of a few bytes on an idle path.
 //!
 //! Each connection starts with one byte saying what it is for:
-//! - `E` (echo): the listener writes back every 8-byte ping it reads.
-//! - `D` (discard): the listener counts what it reads until the sender closes its half, then
-//!   answers with 24 bytes: bytes read, and the first and last byte's arrival in nanoseconds
-//!   since the listener started (one clock for every connection, so spans can be merged).
+//! - `C` (control): 8-byte requests. `P…` is a ping, echoed back; `S…` asks for a snapshot:
+//!   16 bytes back, the bytes all discard connections of this listener have received so far
+//!   and the listener's clock in nanoseconds.
+//! - `D` (discard): the listener counts what it reads (into the listener's total) until the
+//!   connection ends.
 //!
-//! Probes are plain TCP, not the job's TLS: they measure the path, not the agent's crypto.
+//! Throughput is the difference of two snapshots over the difference of their clocks; both
+//! requests wait in the same queue on the way, so the window is measured where the bytes
+//! arrive. Probes are plain TCP, not the job's TLS: they measure the path, not the agent's
+//! crypto.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,8 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::ProbeResult;
 
-const MODE_ECHO: u8 = b'E';
+const MODE_CONTROL: u8 = b'C';
 const MODE_DISCARD: u8 = b'D';
+const PING: u8 = b'P';
+const SNAPSHOT: u8 = b'S';
 const PINGS: usize = 10;
 const WRITE_BUF: usize = 256 * 1024;
 /// Longest probe an agent accepts (seconds), and most connections.
@@ -35,8 +45,8 @@ pub enum ProbeError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("probe to {addr}: the listener answered {got:?} instead of a byte count")]
-    Malformed { addr: SocketAddr, got: Vec<u8> },
+    #[error("probe to {addr}: no bytes arrived during the measurement window")]
+    NothingArrived { addr: SocketAddr },
 }
 
 /// Starts a probe listener on `bind` that accepts connections for `accept_for`, then stops
@@ -45,6 +55,7 @@ pub async fn listen(bind: SocketAddr, accept_for: Duration) -> std::io::Result<S
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let epoch = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(accept_for);
         tokio::pin!(deadline);
@@ -52,7 +63,7 @@ pub async fn listen(bind: SocketAddr, accept_for: Duration) -> std::io::Result<S
             tokio::select! {
                 _ = &mut deadline => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => { tokio::spawn(serve(stream, epoch)); }
+                    Ok((stream, _)) => { tokio::spawn(serve(stream, epoch, received.clone())); }
                     Err(e) => tracing::warn!("probe listener: accept failed: {e}"),
                 },
             }
@@ -61,68 +72,80 @@ pub async fn listen(bind: SocketAddr, accept_for: Duration) -> std::io::Result<S
     Ok(addr)
 }
 
-async fn serve(mut stream: TcpStream, epoch: Instant) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    epoch: Instant,
+    received: Arc<AtomicU64>,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     match stream.read_u8().await? {
-        MODE_ECHO => {
-            let mut ping = [0u8; 8];
+        MODE_CONTROL => {
+            let mut request = [0u8; 8];
             loop {
-                match stream.read_exact(&mut ping).await {
-                    Ok(_) => stream.write_all(&ping).await?,
+                match stream.read_exact(&mut request).await {
+                    Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                     Err(e) => return Err(e),
+                }
+                match request[0] {
+                    PING => stream.write_all(&request).await?,
+                    SNAPSHOT => {
+                        let mut answer = [0u8; 16];
+                        answer[..8]
+                            .copy_from_slice(&received.load(Ordering::Relaxed).to_be_bytes());
+                        answer[8..]
+                            .copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+                        stream.write_all(&answer).await?;
+                    }
+                    _ => return Ok(()),
                 }
             }
         }
         MODE_DISCARD => {
             let mut buf = vec![0u8; WRITE_BUF];
-            let (mut total, mut first, mut last) = (0u64, None, 0u64);
             loop {
                 let n = stream.read(&mut buf).await?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
-                let at = epoch.elapsed().as_nanos() as u64;
-                first.get_or_insert(at);
-                last = at;
-                total += n as u64;
+                received.fetch_add(n as u64, Ordering::Relaxed);
             }
-            let mut answer = [0u8; 24];
-            answer[..8].copy_from_slice(&total.to_be_bytes());
-            answer[8..16].copy_from_slice(&first.unwrap_or(last).to_be_bytes());
-            answer[16..].copy_from_slice(&last.to_be_bytes());
-            stream.write_all(&answer).await?;
-            stream.shutdown().await
         }
         _ => Ok(()),
     }
 }
 
 /// Measures the path to a probe listener at `addr`: round trips first (on an idle path), then
-/// `connections` parallel streams for `duration`.
+/// `connections` parallel streams, counted over `duration` after a warm-up of a fifth of it
+/// (at most 2 s).
 pub async fn probe(
     addr: SocketAddr,
     connections: u32,
     duration: Duration,
 ) -> Result<ProbeResult, ProbeError> {
     let io = move |what| move |source| ProbeError::Io { addr, what, source };
-    let mut echo = TcpStream::connect(addr).await.map_err(io("connecting"))?;
-    let _ = echo.set_nodelay(true);
-    echo.write_u8(MODE_ECHO).await.map_err(io("echo"))?;
+    let mut control = TcpStream::connect(addr).await.map_err(io("connecting"))?;
+    let _ = control.set_nodelay(true);
+    control
+        .write_u8(MODE_CONTROL)
+        .await
+        .map_err(io("control"))?;
     let mut rtts = Vec::with_capacity(PINGS);
     for i in 0..PINGS as u64 {
+        let mut ping = i.to_be_bytes();
+        ping[0] = PING;
         let started = Instant::now();
-        echo.write_all(&i.to_be_bytes()).await.map_err(io("echo"))?;
+        control.write_all(&ping).await.map_err(io("ping"))?;
         let mut back = [0u8; 8];
-        echo.read_exact(&mut back).await.map_err(io("echo"))?;
+        control.read_exact(&mut back).await.map_err(io("ping"))?;
         rtts.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    drop(echo);
     rtts.sort_by(f64::total_cmp);
 
-    let deadline = Instant::now() + duration;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut streams = Vec::new();
     for _ in 0..connections {
+        let mut stop = stop.clone();
         streams.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.map_err(io("connecting"))?;
             s.write_u8(MODE_DISCARD).await.map_err(io("sending"))?;
@@ -137,53 +160,51 @@ pub async fn probe(
                     state as u8
                 })
                 .collect();
-            while Instant::now() < deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, s.write_all(&buf)).await {
-                    Ok(r) => r.map_err(io("sending"))?,
-                    Err(_) => break,
+            while !*stop.borrow() {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    r = s.write_all(&buf) => r.map_err(io("sending"))?,
                 }
             }
-            s.shutdown().await.map_err(io("closing"))?;
-            let mut answer = Vec::with_capacity(24);
-            s.read_to_end(&mut answer)
-                .await
-                .map_err(io("reading the count"))?;
-            let got: [u8; 24] = answer
-                .clone()
-                .try_into()
-                .map_err(|_| ProbeError::Malformed { addr, got: answer })?;
-            let word = |i: usize| u64::from_be_bytes(got[i..i + 8].try_into().expect("8 bytes"));
-            Ok::<_, ProbeError>((word(0), word(8), word(16)))
+            // Reset rather than close: what the socket still holds must not drain into the
+            // next probe. (A zero linger resets at once; it is a non-zero one that blocks.)
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            Ok::<_, ProbeError>(())
         }));
     }
-    let (mut bytes, mut first, mut last) = (0u64, u64::MAX, 0u64);
+    let warm_up = (duration / 5).min(Duration::from_secs(2));
+    tokio::time::sleep(warm_up).await;
+    let (bytes_a, at_a) = snapshot(&mut control).await.map_err(io("snapshot"))?;
+    tokio::time::sleep(duration).await;
+    let (bytes_b, at_b) = snapshot(&mut control).await.map_err(io("snapshot"))?;
+    let _ = stop_tx.send(true);
     for s in streams {
-        let (b, f, l) = s.await.expect("probe stream task panicked")?;
-        if b > 0 {
-            bytes += b;
-            first = first.min(f);
-            last = last.max(l);
-        }
+        s.await.expect("probe stream task panicked")?;
     }
-    let seconds = if bytes == 0 {
-        0.0
-    } else {
-        (last.saturating_sub(first)) as f64 / 1e9
-    };
-    let gbps = if seconds > 0.0 {
-        bytes as f64 * 8.0 / seconds / 1e9
-    } else {
-        0.0
-    };
+    let bytes = bytes_b.saturating_sub(bytes_a);
+    let seconds = at_b.saturating_sub(at_a) as f64 / 1e9;
+    if bytes == 0 || seconds <= 0.0 {
+        return Err(ProbeError::NothingArrived { addr });
+    }
     Ok(ProbeResult {
         connections,
         bytes,
         seconds,
-        gbps,
+        gbps: bytes as f64 * 8.0 / seconds / 1e9,
         rtt_ms_min: rtts[0],
         rtt_ms_median: rtts[rtts.len() / 2],
     })
+}
+
+async fn snapshot(control: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+    let mut request = [0u8; 8];
+    request[0] = SNAPSHOT;
+    control.write_all(&request).await?;
+    let mut answer = [0u8; 16];
+    control.read_exact(&mut answer).await?;
+    let word = |i: usize| u64::from_be_bytes(answer[i..i + 8].try_into().expect("8 bytes"));
+    Ok((word(0), word(8)))
 }
 
 #[cfg(test)]
