@@ -181,7 +181,7 @@ def svg_plot(pairs, dataset_bytes, path):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
            f'<rect width="{w}" height="{h}" fill="white"/>']
     for p_i, (key, title, fmt) in enumerate([("throughput_mbps", "Throughput (Mbit/s, logical bytes)", "{:.0f}"),
-                                              ("egress_usd_metered", "Egress cost (USD, metered on the links)", "${:.4f}")]):
+                                              ("egress_usd_metered", "Egress cost (USD, metered on the links)", "{:.4f}")]):
         x0 = pad + p_i * (panel_w + pad)
         y0, ph = 40, h - 140
         vmax = max(r[m][key] for r in pairs.values() for m, _ in METHODS) or 1
@@ -196,7 +196,7 @@ def svg_plot(pairs, dataset_bytes, path):
                 bh = ph * v / vmax
                 bx = gx + m_i * bar_w
                 out.append(f'<rect x="{bx:.1f}" y="{y0+ph-bh:.1f}" width="{bar_w-2:.1f}" height="{bh:.1f}" fill="{COLORS[m]}"/>')
-                out.append(f'<text x="{bx+bar_w/2:.1f}" y="{y0+ph-bh-3:.1f}" text-anchor="middle" font-size="9">{fmt.format(v)}</text>')
+                out.append(f'<text x="{bx+bar_w/2:.1f}" y="{y0+ph-bh-3:.1f}" text-anchor="middle" font-size="8">{fmt.format(v)}</text>')
             src, dst = pair.split(" -> ")
             out.append(f'<text x="{gx+(group_w-gap)/2:.1f}" y="{y0+ph+15}" text-anchor="middle" font-size="10">{src} →</text>')
             out.append(f'<text x="{gx+(group_w-gap)/2:.1f}" y="{y0+ph+28}" text-anchor="middle" font-size="10">{dst}</text>')
@@ -211,7 +211,17 @@ def svg_plot(pairs, dataset_bytes, path):
         f.write("\n".join(out) + "\n")
 
 
+def replot(out_dir):
+    """Redraws sky.svg from sky.json (after a change to the plot, without re-measuring)."""
+    with open(os.path.join(out_dir, "sky.json")) as f:
+        d = json.load(f)
+    svg_plot(d["pairs"], d["dataset_bytes"], os.path.join(out_dir, "sky.svg"))
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--replot":
+        replot(sys.argv[2])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--skyx", required=True)
     ap.add_argument("--sky", required=True)
