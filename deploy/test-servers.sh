@@ -5,6 +5,7 @@
 #   S3     s3s-fs 0.14.1 (cargo)            keys skyx-test / skyx-test-secret
 #   Azure  Azurite (npm)                    well-known dev account devstoreaccount1
 #   GCS    gcp-storage-emulator (pip)       via deploy/gcs_emulator.py (see its docstring)
+#   EC2    moto's server (pip, moto[server]) for the EC2 agent provider
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
 # answers; it fails loudly if one cannot be installed or started, so the suite never silently
@@ -37,6 +38,11 @@ install() {
         python3 -m venv "$TOOLS/venv"
         "$TOOLS/venv/bin/pip" install --quiet gcp-storage-emulator
     fi
+    if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then
+        log "installing moto[server] (pip)"
+        python3 -m venv "$TOOLS/moto"
+        "$TOOLS/moto/bin/pip" install --quiet "moto[server]"
+    fi
 }
 
 wait_port() {
@@ -57,7 +63,7 @@ start() {
     install
     stop 2>/dev/null || true
     rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/azurite"
-    S3_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port)
+    S3_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port); EC2_PORT=$(free_port)
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"
@@ -70,19 +76,22 @@ start() {
     "$TOOLS/venv/bin/python" "$PWD/gcs_emulator.py" start -H 127.0.0.1 --port $GCS_PORT --in-memory \
         >"$RUN/gcs.log" 2>&1 &
     echo $! >"$RUN/gcs.pid"
-    wait_port $S3_PORT s3s; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs
+    "$TOOLS/moto/bin/moto_server" -H 127.0.0.1 -p $EC2_PORT >"$RUN/moto.log" 2>&1 &
+    echo $! >"$RUN/moto.pid"
+    wait_port $S3_PORT s3s; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
     cat >"$RUN/env" <<ENV
 export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export SKYX_TEST_S3_ACCESS_KEY=skyx-test
 export SKYX_TEST_S3_SECRET_KEY=skyx-test-secret
 export SKYX_TEST_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;'
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
+export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
 ENV
-    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT); env in $RUN/env"
+    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT); env in $RUN/env"
 }
 
 stop() {
-    for name in s3s azurite gcs; do
+    for name in s3s azurite gcs moto; do
         if [ -f "$RUN/$name.pid" ]; then
             kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
             rm -f "$RUN/$name.pid"

@@ -11,6 +11,7 @@
 pub mod chunker;
 pub mod copy;
 pub mod dag;
+pub mod ec2;
 pub mod journal;
 pub mod listing;
 pub mod paths;

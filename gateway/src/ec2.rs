@@ -1,0 +1,482 @@
+//! Agents on AWS EC2 VMs, through aws-sdk-ec2.
+//!
+//! Each job gets, per region it uses, a security group that admits the agents' control port
+//! from the gateway's address alone and everything else from the job's own agents alone: each
+//! launch adds the new VM's address to every region's group, and the group of a new region
+//! starts with every peer already launched. A VM boots with [`render_user_data`] (cloud-init:
+//! download `skyx-agent`, hand it the job token, start it under systemd) and is launched with
+//! "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
+//! because the gateway is gone) takes its VM with it. VMs are tagged with the job, and
+//! [`Ec2Provider::sweep`] terminates whatever a job left: termination does not depend on the
+//! gateway staying alive.
+//!
+//! Launch waits until the VM runs and its agent answers `GET /v1/hello`; a VM whose agent never
+//! answers is terminated before the error is returned.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, ShutdownBehavior,
+    Tag, TagSpecification,
+};
+use base64::Engine;
+use skyx_agent::AgentClient;
+
+use crate::provider::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
+
+/// The systemd unit and cloud-init template shipped in `deploy/agent/`.
+pub const AGENT_SERVICE: &str = include_str!("../../deploy/agent/skyx-agent.service");
+pub const CLOUD_INIT_TEMPLATE: &str = include_str!("../../deploy/agent/cloud-init.yaml");
+
+/// The tag every VM and group of a job carries.
+pub const JOB_TAG: &str = "skyx-job";
+
+/// Where and how to launch agent VMs.
+#[derive(Debug, Clone)]
+pub struct Ec2Config {
+    /// AMI per region (a Linux with cloud-init and systemd: Debian, Ubuntu, Amazon Linux).
+    pub images: BTreeMap<String, String>,
+    /// Instance type of every agent (the catalog's gateway type, `m5.8xlarge`).
+    pub instance_type: String,
+    /// Where VMs download the `skyx-agent` binary.
+    pub agent_url: String,
+    /// The agents' control port.
+    pub control_port: u16,
+    /// The gateway's address as the VMs see it (`203.0.113.7/32`).
+    pub gateway_cidr: String,
+    /// An EC2-compatible endpoint instead of AWS (tests use moto's server).
+    pub endpoint: Option<String>,
+    /// Static keys instead of the standard AWS credential chain.
+    pub credentials: Option<(String, String)>,
+    /// How long a VM may take to boot and answer.
+    pub ready_timeout: Duration,
+}
+
+/// A VM that runs an agent.
+#[derive(Debug)]
+struct Ec2Agent {
+    client: Client,
+    instance_id: String,
+    terminated: bool,
+}
+
+#[async_trait]
+impl AgentHandle for Ec2Agent {
+    fn id(&self) -> String {
+        self.instance_id.clone()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        // The control API tells the gateway whether the agent answers; this only tracks
+        // whether the VM was let go.
+        !self.terminated
+    }
+
+    async fn terminate(&mut self) {
+        if self.terminated {
+            return;
+        }
+        match terminate(&self.client, std::slice::from_ref(&self.instance_id)).await {
+            Ok(()) => self.terminated = true,
+            Err(e) => tracing::error!(
+                instance = %self.instance_id,
+                "terminating the agent VM failed ({e}); `sweep` or the VM's own shutdown will"
+            ),
+        }
+    }
+}
+
+async fn terminate(client: &Client, ids: &[String]) -> Result<(), String> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    client
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))
+}
+
+/// Per region: the client and the job's security group.
+#[derive(Debug, Clone)]
+struct RegionState {
+    client: Client,
+    group_id: String,
+}
+
+#[derive(Debug)]
+pub struct Ec2Provider {
+    config: Ec2Config,
+    job: String,
+    regions: tokio::sync::Mutex<BTreeMap<String, RegionState>>,
+    /// Addresses of every agent launched so far (the peers each group admits).
+    peers: Mutex<Vec<IpAddr>>,
+}
+
+/// cloud-init user data for one agent.
+pub fn render_user_data(name: &str, token: &str, agent_url: &str) -> String {
+    let service = base64::engine::general_purpose::STANDARD.encode(AGENT_SERVICE);
+    CLOUD_INIT_TEMPLATE
+        .replace("@TOKEN@", token)
+        .replace("@SERVICE_B64@", &service)
+        .replace("@AGENT_URL@", agent_url)
+        .replace("@NAME@", name)
+}
+
+fn aws_region(region: &str) -> Option<&str> {
+    region.strip_prefix("aws:")
+}
+
+impl Ec2Provider {
+    pub fn new(config: Ec2Config, job: impl Into<String>) -> Self {
+        Ec2Provider {
+            config,
+            job: job.into(),
+            regions: tokio::sync::Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The EC2 client for `region` (`us-east-1`), as the provider makes it.
+    pub async fn client_for(&self, region: &str) -> Client {
+        Self::client(&self.config, region).await
+    }
+
+    async fn client(config: &Ec2Config, region: &str) -> Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()));
+        if let Some(e) = &config.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some((key, secret)) = &config.credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                key,
+                secret,
+                None,
+                None,
+                "skyx-static",
+            ));
+        }
+        Client::new(&loader.load().await)
+    }
+
+    fn fail(agent: &str, region: &str, why: impl std::fmt::Display) -> ProviderError {
+        ProviderError::NotReady {
+            agent: agent.to_string(),
+            why: format!("EC2 in {region}: {why}"),
+        }
+    }
+
+    /// The job's group in `region`, created on first use with the gateway's and every known
+    /// peer's access.
+    async fn region_state(&self, agent: &str, region: &str) -> Result<RegionState, ProviderError> {
+        let mut regions = self.regions.lock().await;
+        if let Some(s) = regions.get(region) {
+            return Ok(s.clone());
+        }
+        let client = Self::client(&self.config, region).await;
+        let group = client
+            .create_security_group()
+            .group_name(format!("skyx-{}", self.job))
+            .description(format!(
+                "skyx job {}: the gateway and the job's agents only",
+                self.job
+            ))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .tags(Tag::builder().key(JOB_TAG).value(&self.job).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Self::fail(agent, region, aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        let group_id = group.group_id().unwrap_or_default().to_string();
+        let control = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(self.config.control_port))
+            .to_port(i32::from(self.config.control_port))
+            .ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(&self.config.gateway_cidr)
+                    .description("skyx gateway")
+                    .build(),
+            )
+            .build();
+        let mut permissions = vec![control];
+        let peers: Vec<IpAddr> = self.peers.lock().expect("peers").clone();
+        permissions.extend(peers.iter().map(|ip| peer_permission(*ip)));
+        client
+            .authorize_security_group_ingress()
+            .group_id(&group_id)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await
+            .map_err(|e| Self::fail(agent, region, aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        let state = RegionState { client, group_id };
+        regions.insert(region.to_string(), state.clone());
+        Ok(state)
+    }
+
+    /// Admits a new agent's address in every region's group.
+    async fn admit_peer(&self, ip: IpAddr) -> Result<(), String> {
+        self.peers.lock().expect("peers").push(ip);
+        let regions = self.regions.lock().await;
+        for state in regions.values() {
+            state
+                .client
+                .authorize_security_group_ingress()
+                .group_id(&state.group_id)
+                .ip_permissions(peer_permission(ip))
+                .send()
+                .await
+                .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Terminates every VM tagged with this job in the regions it used, and deletes its
+    /// groups once nothing uses them. Returns the instances terminated.
+    pub async fn sweep(&self) -> Result<Vec<String>, String> {
+        let regions = self.regions.lock().await.clone();
+        let mut terminated = Vec::new();
+        for state in regions.values() {
+            let ids = job_instances(&state.client, &self.job).await?;
+            terminate(&state.client, &ids).await?;
+            terminated.extend(ids);
+        }
+        for state in regions.values() {
+            // A group still attached to shutting-down VMs cannot go yet; AWS deletes nothing
+            // else of ours, and an empty group costs nothing.
+            if let Err(e) = state
+                .client
+                .delete_security_group()
+                .group_id(&state.group_id)
+                .send()
+                .await
+            {
+                tracing::debug!("security group {} stays for now: {e}", state.group_id);
+            }
+        }
+        Ok(terminated)
+    }
+}
+
+fn peer_permission(ip: IpAddr) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("-1")
+        .ip_ranges(
+            IpRange::builder()
+                .cidr_ip(format!("{ip}/32"))
+                .description("skyx job peer")
+                .build(),
+        )
+        .build()
+}
+
+/// Instances tagged with `job` that are not terminated.
+pub async fn job_instances(client: &Client, job: &str) -> Result<Vec<String>, String> {
+    let out = client
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{JOB_TAG}"))
+                .values(job)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()),
+                Some(InstanceStateName::Terminated) | Some(InstanceStateName::ShuttingDown)
+            )
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
+
+#[async_trait]
+impl Provider for Ec2Provider {
+    fn name(&self) -> &str {
+        "ec2"
+    }
+
+    async fn launch(&self, req: LaunchRequest) -> Result<LaunchedAgent, ProviderError> {
+        let Some(region) = aws_region(&req.region) else {
+            return Err(ProviderError::Capacity {
+                agent: req.name.clone(),
+                region: req.region.clone(),
+                why: "the EC2 provider launches in aws: regions only".into(),
+            });
+        };
+        let Some(image) = self.config.images.get(region) else {
+            return Err(Self::fail(
+                &req.name,
+                region,
+                "no image (AMI) configured for this region",
+            ));
+        };
+        let state = self.region_state(&req.name, region).await?;
+        let user_data = base64::engine::general_purpose::STANDARD.encode(render_user_data(
+            &req.name,
+            &req.token,
+            &self.config.agent_url,
+        ));
+        let run = state
+            .client
+            .run_instances()
+            .image_id(image)
+            .instance_type(InstanceType::from(self.config.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .user_data(user_data)
+            .security_group_ids(&state.group_id)
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(Tag::builder().key(JOB_TAG).value(&self.job).build())
+                    .tags(Tag::builder().key("Name").value(&req.name).build())
+                    .build(),
+            )
+            .send()
+            .await;
+        let run = match run {
+            Ok(r) => r,
+            Err(e) => {
+                let text = format!("{}", aws_sdk_ec2::error::DisplayErrorContext(&e));
+                // Out of capacity or over quota there: the planner can place it elsewhere.
+                let capacity = [
+                    "InsufficientInstanceCapacity",
+                    "InstanceLimitExceeded",
+                    "VcpuLimitExceeded",
+                ]
+                .iter()
+                .any(|code| text.contains(code));
+                return Err(if capacity {
+                    ProviderError::Capacity {
+                        agent: req.name.clone(),
+                        region: req.region.clone(),
+                        why: text,
+                    }
+                } else {
+                    Self::fail(&req.name, region, text)
+                });
+            }
+        };
+        let Some(instance_id) = run
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(str::to_string)
+        else {
+            return Err(Self::fail(
+                &req.name,
+                region,
+                "RunInstances returned no instance",
+            ));
+        };
+        let mut handle = Ec2Agent {
+            client: state.client.clone(),
+            instance_id: instance_id.clone(),
+            terminated: false,
+        };
+        match self.wait_ready(&state.client, &instance_id, &req).await {
+            Ok(control) => Ok(LaunchedAgent {
+                name: req.name,
+                region: req.region,
+                control,
+                handle: Box::new(handle),
+            }),
+            Err(e) => {
+                // Never leave a VM behind a failed launch.
+                handle.terminate().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Ec2Provider {
+    async fn wait_ready(
+        &self,
+        client: &Client,
+        instance_id: &str,
+        req: &LaunchRequest,
+    ) -> Result<SocketAddr, ProviderError> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        let region = aws_region(&req.region).unwrap_or(&req.region);
+        // Running, with an address.
+        let ip = loop {
+            let out = client
+                .describe_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await
+                .map_err(|e| {
+                    Self::fail(
+                        &req.name,
+                        region,
+                        aws_sdk_ec2::error::DisplayErrorContext(e),
+                    )
+                })?;
+            let inst = out.reservations().iter().flat_map(|r| r.instances()).next();
+            let running = inst
+                .and_then(|i| i.state())
+                .and_then(|s| s.name())
+                .is_some_and(|n| *n == InstanceStateName::Running);
+            let ip = inst
+                .and_then(|i| i.public_ip_address().or(i.private_ip_address()))
+                .and_then(|a| a.parse::<IpAddr>().ok());
+            if let (true, Some(ip)) = (running, ip) {
+                break ip;
+            }
+            if Instant::now() > deadline {
+                return Err(Self::fail(
+                    &req.name,
+                    region,
+                    format!("{instance_id} did not start"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        self.admit_peer(ip)
+            .await
+            .map_err(|e| Self::fail(&req.name, region, e))?;
+        // The agent answers once cloud-init has installed and started it.
+        let control = SocketAddr::new(ip, self.config.control_port);
+        let client = AgentClient::new(req.name.clone(), control, req.token.clone());
+        loop {
+            match client.hello().await {
+                Ok(_) => return Ok(control),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(Self::fail(
+                        &req.name,
+                        region,
+                        format!(
+                            "{instance_id} runs but its agent never answered on {control}: {e}"
+                        ),
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+}
