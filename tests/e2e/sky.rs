@@ -147,7 +147,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         "--regions",
         &regions,
         "--scale",
-        "0.02",
+        "0.05",
         "--subnet",
         &subnet,
     ]);
@@ -168,7 +168,9 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
     assert!(stderr(&again).contains("already up"), "{}", stderr(&again));
 
     // Every ordered pair measures what it was shaped to (link or VM egress cap), within the
-    // error of a 2-second probe.
+    // error of a 3-second probe. (At 1/20 scale the slowest link runs at 5.5 Mbit/s; at the
+    // benchmark's 1/50 it is 2.2 Mbit/s, where a few dozen flows' losses and timeouts make
+    // short probes read low: 0.84 of the shaping over 3 s in bench/results.)
     let grid = scratch.dir.join("grid.csv");
     let measured = sky.ok(&[
         "bench",
@@ -176,7 +178,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         "--sky",
         &state,
         "--seconds",
-        "2",
+        "3",
         "--connections",
         "8",
         "--json",
@@ -201,7 +203,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         );
     }
     // The measured grid is a catalog grid: the planner takes it and routes around the slow
-    // direct path (2.2 Mbit/s shaped, against 84.7 through the relay).
+    // direct path (5.5 Mbit/s shaped at this scale, against 212 through the relay).
     let plan = sky.ok(&[
         "plan",
         "--src",
