@@ -431,8 +431,7 @@ pub async fn run_pipeline(
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let mut computes: BTreeMap<usize, Box<dyn Compute>> = BTreeMap::new();
-    let mut copies: BTreeMap<usize, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
-        BTreeMap::new();
+    let mut copies: Copies = BTreeMap::new();
     let mut pending: Vec<DagCommand> = dag.start();
     let mut provisioning = tokio::task::JoinSet::new();
     let mut running = tokio::task::JoinSet::new();
@@ -612,15 +611,13 @@ pub async fn run_pipeline(
                         on_status("pipeline finished");
                     }
                     DagCommand::Abort { why } => {
-                        for (_, (c, h)) in std::mem::take(&mut copies) {
-                            let _ = c.send(true);
-                            h.abort();
-                        }
-                        for (_, mut c) in std::mem::take(&mut computes) {
-                            c.release().await;
-                        }
-                        running.shutdown().await;
-                        provisioning.shutdown().await;
+                        stop_everything(
+                            &mut copies,
+                            &mut computes,
+                            &mut running,
+                            &mut provisioning,
+                        )
+                        .await;
                         return Err(PipelineRunError::Failed {
                             pipeline: driver.run.name.clone(),
                             why,
@@ -679,15 +676,7 @@ pub async fn run_pipeline(
                 pending.extend(dag.handle(event));
             }
             _ = cancel.changed() => {
-                for (_, (c, h)) in std::mem::take(&mut copies) {
-                    let _ = c.send(true);
-                    h.abort();
-                }
-                for (_, mut c) in std::mem::take(&mut computes) {
-                    c.release().await;
-                }
-                running.shutdown().await;
-                provisioning.shutdown().await;
+                stop_everything(&mut copies, &mut computes, &mut running, &mut provisioning).await;
                 return Err(PipelineRunError::Interrupted(driver.run.name.clone()));
             }
         }
@@ -701,6 +690,27 @@ pub async fn run_pipeline(
         elapsed_s: driver.started.elapsed().as_secs_f64(),
         replans: driver.replans,
     })
+}
+
+type Copies = BTreeMap<usize, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>;
+
+/// Stops every copy, gives back all idle compute and ends every stage and provisioning task
+/// (a stage's process dies with its task), so an aborted or interrupted run leaves nothing.
+async fn stop_everything<A: 'static, B: 'static>(
+    copies: &mut Copies,
+    computes: &mut BTreeMap<usize, Box<dyn Compute>>,
+    running: &mut tokio::task::JoinSet<A>,
+    provisioning: &mut tokio::task::JoinSet<B>,
+) {
+    for (_, (cancel, copy)) in std::mem::take(copies) {
+        let _ = cancel.send(true);
+        copy.abort();
+    }
+    for (_, mut c) in std::mem::take(computes) {
+        c.release().await;
+    }
+    running.shutdown().await;
+    provisioning.shutdown().await;
 }
 
 struct CopyCtx {
