@@ -350,7 +350,7 @@ impl SkySpec {
             }
         }
         for l in &self.links {
-            let (i, a) = self.index(&l.src);
+            let (_, a) = self.index(&l.src);
             let (j, _) = self.index(&l.dst);
             let dev = format!("to{j}");
             let tbf = tbf_args(l.shaped_gbps);
@@ -369,7 +369,6 @@ impl SkySpec {
             ];
             argv.extend(tbf.iter().map(String::as_str));
             cmd(&argv);
-            let _ = i;
         }
         for (i, r) in self.regions.iter().enumerate() {
             let Some(cap) = self.cap_binds(i) else {
