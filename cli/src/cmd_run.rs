@@ -61,19 +61,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         catalog =
             crate::transfer::sky_catalog(catalog, sky, args.catalog.throughput_grid.is_some())?;
     }
-    let options =
-        skyx_pipeline::stage_options(&catalog, &spec).map_err(|e| BadInput(e.to_string()))?;
-    let input_regions = input_regions(&catalog, &spec)?;
-    let data_rules = skyx_pipeline::resources::constraints(&spec.rules, &catalog, &spec, 1)
-        .map_err(|e| BadInput(e.to_string()))?;
-    let pricer = skyx_pipeline::OverlayPricer::new(&catalog, data_rules);
-    let problem = JointProblem::new(&spec, input_regions.clone(), options.clone(), &pricer);
-    let plan = skyx_pipeline::plan_with_pricer(&spec, input_regions, options, &pricer).map_err(
-        |e| match e {
-            skyx_pipeline::PipelineError::Spec(e) => anyhow::Error::new(BadInput(e.to_string())),
-            skyx_pipeline::PipelineError::Joint(e) => anyhow::Error::new(e),
-        },
-    )?;
+    let to_cli = |e: skyx_pipeline::PipelineError| match e {
+        skyx_pipeline::PipelineError::Spec(e) => anyhow::Error::new(BadInput(e.to_string())),
+        skyx_pipeline::PipelineError::Joint(e) => anyhow::Error::new(e),
+    };
+    // Priced once: the plan comes from it, and the executor re-places stages with it.
+    let problem = skyx_pipeline::pipeline_problem(&catalog, &spec).map_err(to_cli)?;
+    let plan = skyx_pipeline::plan_problem(&problem).map_err(to_cli)?;
     if args.dry_run {
         if args.json {
             println!(
@@ -108,21 +102,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print!("{}", render_report(&spec, &plan, &report));
     }
     Ok(())
-}
-
-fn input_regions(catalog: &Catalog, spec: &PipelineSpec) -> Result<Vec<skyx_catalog::RegionId>> {
-    spec.inputs
-        .iter()
-        .map(|i| {
-            catalog.resolve_region(&i.region).map_err(|e| {
-                BadInput(format!(
-                    "{}:{}: input {}: region {:?}: {e}",
-                    spec.file, i.line, i.name, i.region
-                ))
-                .into()
-            })
-        })
-        .collect()
 }
 
 /// What the driver asks of the plan: routes between regions, and new places for stages that

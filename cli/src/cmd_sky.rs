@@ -173,26 +173,9 @@ pub fn resolve_sky(text: &str) -> Result<SkyManifest> {
 
 /// Finds a region of the sky by its id (`aws:us-east-1`) or namespace.
 pub fn sky_region<'a>(manifest: &'a SkyManifest, text: &str) -> Result<&'a skyx_sky::SkyRegion> {
-    let text = text.trim();
     manifest
-        .spec
-        .regions
-        .iter()
-        .find(|r| r.region.to_string() == text || r.namespace == text)
-        .ok_or_else(|| {
-            BadInput(format!(
-                "region {text:?} is not in sky {:?} (it has {})",
-                manifest.spec.name,
-                manifest
-                    .spec
-                    .regions
-                    .iter()
-                    .map(|r| r.region.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .into()
-        })
+        .find_region(text)
+        .map_err(|e| BadInput(e.to_string()).into())
 }
 
 fn print_status(m: &SkyManifest) {

@@ -54,6 +54,16 @@ pub fn plan_pipeline(
     catalog: &Catalog,
     spec: &PipelineSpec,
 ) -> Result<PipelinePlan, PipelineError> {
+    plan_problem(&pipeline_problem(catalog, spec)?)
+}
+
+/// The placement problem of `spec`: each stage's options, the inputs' regions (checked against
+/// the pipeline's rules), and every transfer some choice could need, priced by the overlay
+/// planner. The executor keeps it to re-place stages.
+pub fn pipeline_problem(
+    catalog: &Catalog,
+    spec: &PipelineSpec,
+) -> Result<JointProblem, PipelineError> {
     let options = stage_options(catalog, spec)?;
     let mut input_regions: Vec<RegionId> = Vec::new();
     let data_rules = resources::constraints(&spec.rules, catalog, spec, 1)?;
@@ -81,18 +91,11 @@ pub fn plan_pipeline(
         input_regions.push(region);
     }
     let pricer = OverlayPricer::new(catalog, data_rules);
-    plan_with_pricer(spec, input_regions, options, &pricer)
+    Ok(JointProblem::new(spec, input_regions, options, &pricer))
 }
 
-/// As [`plan_pipeline`] with the options and the pricer given (tests use closed-form pricers).
-pub fn plan_with_pricer(
-    spec: &PipelineSpec,
-    input_regions: Vec<RegionId>,
-    options: Vec<Vec<StageOption>>,
-    pricer: &dyn EdgePricer,
-) -> Result<PipelinePlan, PipelineError> {
-    let options_per_stage = options.iter().map(Vec::len).collect();
-    let problem = JointProblem::new(spec, input_regions, options, pricer);
+/// The joint plan of a priced problem, with the single-cloud and greedy baselines.
+pub fn plan_problem(problem: &JointProblem) -> Result<PipelinePlan, PipelineError> {
     let joint = problem.solve(None)?;
     let mut single_cloud: Option<(Cloud, Schedule)> = None;
     let mut single_cloud_notes = Vec::new();
@@ -116,7 +119,7 @@ pub fn plan_with_pricer(
         single_cloud_notes,
         greedy_meets_objective: greedy.as_ref().is_some_and(|g| problem.satisfies(g)),
         greedy,
-        options_per_stage,
+        options_per_stage: problem.options.iter().map(Vec::len).collect(),
         transfers_priced: problem.pairs_priced,
     })
 }

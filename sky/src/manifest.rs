@@ -84,20 +84,26 @@ impl SkyManifest {
         self.spec.region(id)
     }
 
-    /// Looks a region up, with an error that lists the sky's regions.
-    pub fn require_region(&self, id: &RegionId) -> Result<&SkyRegion, SkyError> {
-        self.region(id).ok_or_else(|| {
-            SkyError::BadOptions(format!(
-                "region {id} is not in sky {:?} (it has {})",
-                self.spec.name,
-                self.spec
-                    .regions
-                    .iter()
-                    .map(|r| r.region.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+    /// Finds a region by its id (`aws:us-east-1`) or namespace, with an error that lists the
+    /// sky's regions.
+    pub fn find_region(&self, text: &str) -> Result<&SkyRegion, SkyError> {
+        let text = text.trim();
+        self.spec
+            .regions
+            .iter()
+            .find(|r| r.region.to_string() == text || r.namespace == text)
+            .ok_or_else(|| {
+                SkyError::BadOptions(format!(
+                    "region {text:?} is not in sky {:?} (it has {})",
+                    self.spec.name,
+                    self.spec
+                        .regions
+                        .iter()
+                        .map(|r| r.region.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
 
     /// The store endpoint of a region (`http://addr:port`).
