@@ -5,7 +5,9 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use skyx_catalog::{Catalog, Gbps};
-use skyx_planner::{CostCap, Objective, TransferRequest, plan_transfer};
+use skyx_planner::{
+    CostCap, Objective, TransferRequest, fastest_within_direct_cost, plan_transfer,
+};
 
 struct Case {
     name: &'static str,
@@ -73,9 +75,48 @@ fn bench_plans(c: &mut Criterion) {
     group.finish();
 }
 
+/// The default objective (fastest within the plain direct copy's cost) with and without the
+/// VMs' billed overhead: with it, a cost-capped plan whose VMs the overhead binds is searched
+/// again with fewer VMs per region and against the direct copy, so small copies take more
+/// solves. Both settings run in the same process, so their ratio is the price of the search.
+fn bench_vm_overhead(c: &mut Criterion) {
+    let catalog = Catalog::builtin();
+    let mut group = c.benchmark_group("default_objective_vm_overhead");
+    group.sample_size(10);
+    for (volume, bytes) in [
+        ("8MB", 8_000_000u64),
+        ("10GB", 10_000_000_000),
+        ("1TB", 1_000_000_000_000),
+    ] {
+        for overhead_s in [0.0, 60.0] {
+            let mut req = TransferRequest::new(
+                "aws:us-east-1".parse().unwrap(),
+                "gcp:asia-southeast1-a".parse().unwrap(),
+                bytes,
+                Objective::MaxThroughput {
+                    cost_cap: CostCap::TotalUsd(1.0),
+                },
+            );
+            req.config.vm_overhead_s = overhead_s;
+            group.bench_with_input(
+                BenchmarkId::new(volume, format!("overhead{overhead_s}s")),
+                &req,
+                |b, req| {
+                    b.iter(|| {
+                        let mut req = req.clone();
+                        fastest_within_direct_cost(&catalog, &mut req).expect("direct plannable");
+                        plan_transfer(&catalog, &req).expect("plannable")
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
 fn bench_catalog_load(c: &mut Criterion) {
     c.bench_function("catalog_builtin_load", |b| b.iter(Catalog::builtin));
 }
 
-criterion_group!(benches, bench_plans, bench_catalog_load);
+criterion_group!(benches, bench_plans, bench_vm_overhead, bench_catalog_load);
 criterion_main!(benches);

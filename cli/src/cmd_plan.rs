@@ -7,7 +7,7 @@ use clap::Args;
 use skyx_catalog::{Catalog, Cloud, Continent, EU_COUNTRIES, Gbps, RegionId, UsdPerGb, UsdPerHour};
 use skyx_planner::{
     CostCap, Objective, RegionConstraints, RouteChoice, RoutePlan, TransferPlan, TransferRequest,
-    plain_direct_plan, plan_transfer, to_dot,
+    fastest_within_direct_cost, plan_transfer, to_dot,
 };
 
 use crate::catalog_args::CatalogArgs;
@@ -78,6 +78,10 @@ pub struct RouteArgs {
     /// Hourly price for every agent VM, replacing the catalog (spot or negotiated prices).
     #[arg(long, value_name = "USD")]
     pub vm_price_per_hour: Option<f64>,
+    /// Time each agent VM is billed beyond the transfer (boot and the clouds' one-minute
+    /// minimum): what keeps a small copy from starting VMs it cannot pay back.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub vm_overhead: String,
     /// Relay candidates for the overlay model: a number, or `all` for every allowed region.
     #[arg(long, default_value = "16")]
     pub relay_candidates: String,
@@ -239,6 +243,7 @@ pub fn request_from_flags(
     req.config.max_vms_per_region = route.max_vms_per_region;
     req.config.max_connections_per_vm = route.max_connections_per_vm;
     req.config.vm_price_override = route.vm_price_per_hour.map(UsdPerHour);
+    req.config.vm_overhead_s = parse_duration_s(&route.vm_overhead).context("--vm-overhead")?;
     req.config.max_relay_candidates = match route.relay_candidates.as_str() {
         "all" => None,
         n => Some(
@@ -247,10 +252,7 @@ pub fn request_from_flags(
         ),
     };
     if o.throughput_floor.is_none() && o.cost_cap.is_none() && o.deadline.is_none() {
-        let direct = plain_direct_plan(catalog, &req)?;
-        req.objective = Objective::MaxThroughput {
-            cost_cap: CostCap::TotalUsd(direct.cost_usd.total),
-        };
+        fastest_within_direct_cost(catalog, &mut req)?;
     }
     Ok(req)
 }

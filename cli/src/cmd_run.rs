@@ -4,22 +4,27 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use skyx_catalog::{Catalog, Gbps};
-use skyx_gateway::copy::Pricing;
+use skyx_catalog::{Catalog, Gbps, RegionId};
+use skyx_gateway::agent_compute::AgentCompute;
+use skyx_gateway::pipeline_run::ComputeProvider;
+use skyx_gateway::{LocalProvider, Provider};
+
+use crate::provider_args::{ProviderArgs, ProviderKind};
 use skyx_gateway::dag::DataSource;
 use skyx_gateway::pipeline_run::{
-    EdgeRun, InputRun, LocalCompute, PipelineHooks, PipelineReport, PipelineRun, StageRun,
-    run_pipeline,
+    EdgeRun, InputRun, LocalCompute, PipelineHooks, PipelineReport, PipelineRun, Placement,
+    PlannedRoute, RegionStore, Replanned, StageRun, run_pipeline,
 };
-use skyx_gateway::{LocalProvider, Topology};
 use skyx_pipeline::{
     DataRef, JointProblem, PipelineObjective, PipelinePlan, PipelineSpec, Schedule, StageOption,
 };
-use skyx_planner::{CostCap, Objective, TransferRequest, plain_direct_plan, plan_transfer};
+use skyx_planner::{Objective, TransferRequest, fastest_within_direct_cost, plan_transfer};
+use skyx_sky::SkyManifest;
+use skyx_store::StoreConfig;
 
 use crate::catalog_args::CatalogArgs;
 use crate::transfer::BadInput;
@@ -43,6 +48,12 @@ pub struct RunArgs {
     /// $SKYX_STATE_DIR, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Run each stage on an agent of its own (launched by the provider, as stage VMs are with
+    /// `--provider ec2`) rather than as a process of this gateway.
+    #[arg(long)]
+    pub stages_on_agents: bool,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     #[command(flatten)]
     pub catalog: CatalogArgs,
 }
@@ -109,13 +120,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
 struct Hooks {
     catalog: Catalog,
     problem: JointProblem,
-    /// The option each stage runs on now (re-plans change it).
-    current: Mutex<Vec<StageOption>>,
     max_vms_per_region: u32,
 }
 
+fn placement(o: &StageOption) -> Placement {
+    Placement {
+        region: o.region.to_string(),
+        instance: o.instance.clone(),
+        usd_per_hour: o.usd_per_hour,
+        predicted_s: o.seconds(),
+    }
+}
+
 impl PipelineHooks for Hooks {
-    fn route(&self, src: &str, dst: &str, bytes: u64) -> Result<(Topology, Pricing), String> {
+    fn route(&self, src: &str, dst: &str, bytes: u64) -> Result<PlannedRoute, String> {
         let a = self
             .catalog
             .resolve_region(src)
@@ -133,41 +151,64 @@ impl PipelineHooks for Hooks {
             },
         );
         req.config.max_vms_per_region = self.max_vms_per_region;
-        if let Ok(direct) = plain_direct_plan(&self.catalog, &req) {
-            req.objective = Objective::MaxThroughput {
-                cost_cap: CostCap::TotalUsd(direct.cost_usd.total),
-            };
-        }
+        // Unplannable directly: the floor objective stands.
+        let _ = fastest_within_direct_cost(&self.catalog, &mut req);
         let plan = plan_transfer(&self.catalog, &req).map_err(|e| e.to_string())?;
+        let (predicted_s, predicted_usd) = (plan.chosen.time_s, plan.chosen.cost_usd.total);
         let routing = crate::transfer::routing_from_plan(&self.catalog, plan, 64, None);
-        Ok((routing.topology, routing.pricing))
+        Ok(PlannedRoute {
+            topology: routing.topology,
+            pricing: routing.pricing,
+            predicted_s,
+            predicted_usd,
+        })
     }
 
-    fn replan(&self, stage: usize, blocked: &[(usize, String)]) -> Option<String> {
-        // Stages other than this one keep their places (they may be running or done); this
-        // one takes its best remaining option given where the others are.
-        let mut current = self.current.lock().expect("placements");
-        let mut p = self.problem.clone();
-        for (s, opts) in p.options.iter_mut().enumerate() {
-            if s == stage {
-                opts.retain(|o| {
-                    !blocked
-                        .iter()
-                        .any(|(b, r)| *b == s && o.region.to_string() == *r)
-                });
-            } else {
-                *opts = vec![current[s].clone()];
-            }
-        }
-        if p.options[stage].is_empty() {
-            return None;
-        }
-        let schedule = p.solve(None).ok()?;
-        let chosen = schedule.stages[stage].option.clone();
-        current[stage] = chosen.clone();
-        Some(chosen.region.to_string())
+    fn replan(
+        &self,
+        _failed: usize,
+        current: &[Placement],
+        replaceable: &[bool],
+        blocked: &[(String, String)],
+    ) -> Result<Replanned, String> {
+        // The options the stages run on now, found again in the problem by region and instance.
+        let current: Vec<StageOption> = current
+            .iter()
+            .zip(&self.problem.options)
+            .zip(&self.problem.stage_names)
+            .map(|((p, opts), name)| {
+                opts.iter()
+                    .find(|o| o.region.to_string() == p.region && o.instance == p.instance)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "stage {name} runs on {} in {}, which the plan does not offer",
+                            p.instance, p.region
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let blocked: Vec<(RegionId, String)> = blocked
+            .iter()
+            .filter_map(|(r, i)| Some((r.parse().ok()?, i.clone())))
+            .collect();
+        let fixed: Vec<bool> = replaceable.iter().map(|r| !r).collect();
+        let r = self
+            .problem
+            .replan(&current, &fixed, &blocked)
+            .map_err(|e| e.to_string())?;
+        Ok(Replanned {
+            placements: (0..current.len())
+                .filter(|&s| replaceable[s])
+                .map(|s| (s, placement(&r.schedule.stages[s].option)))
+                .collect(),
+            note: r.relaxed,
+        })
     }
 }
+
+/// The bucket a pipeline's data goes under in each region of a sky.
+const PIPELINE_BUCKET: &str = "skyx-pipelines";
 
 fn fingerprint(text: &str, plan: &Schedule) -> String {
     // FNV-1a over the spec and the placements: stable across runs and builds.
@@ -212,6 +253,8 @@ fn execute(
                 name: st.name.clone(),
                 region: sched.option.region.to_string(),
                 instance: sched.option.instance.clone(),
+                usd_per_hour: sched.option.usd_per_hour,
+                predicted_s: sched.option.seconds(),
                 command: st.run.clone(),
             })
             .collect(),
@@ -246,22 +289,77 @@ fn execute(
             compression: skyx_agent::api::CompressionSpec::Auto { level: 1 },
             ..Default::default()
         },
+        status_every: (!args.json).then_some(std::time::Duration::from_secs(5)),
+        // In a sky every region keeps the pipeline's data in its own store.
+        region_stores: sky
+            .map(|sky| {
+                sky.spec
+                    .regions
+                    .iter()
+                    .map(|r| {
+                        let env = SkyManifest::store_env(r);
+                        (
+                            r.region.to_string(),
+                            RegionStore {
+                                url: SkyManifest::bucket_url(r, PIPELINE_BUCKET),
+                                config: StoreConfig::from_lookup(&|k| env.get(k).cloned()),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
-    let mut provider = LocalProvider::new(LocalProvider::default_program());
-    provider.log_dir = Some(root.join("logs"));
-    let mut compute = LocalCompute::default();
+    let mut local = LocalProvider::new(LocalProvider::default_program());
+    local.log_dir = Some(root.join("logs"));
+    let mut local_compute = LocalCompute::default();
     if let Some(sky) = sky {
-        provider.namespaces = sky.namespaces();
-        compute.namespaces = sky
+        crate::transfer::in_sky(&mut local, sky);
+        local_compute.namespaces = sky
             .spec
             .regions
             .iter()
             .map(|r| (r.region.to_string(), r.namespace.clone()))
             .collect();
     }
+    // Checked before anything starts: a bad EC2 setting launches no VM.
+    let job = format!(
+        "run-{}-{:x}",
+        spec.name,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let ec2 = match args.provider.provider {
+        ProviderKind::Local => None,
+        ProviderKind::Ec2 => {
+            let mut regions: Vec<&str> = run.stages.iter().map(|s| s.region.as_str()).collect();
+            regions.extend(run.inputs.iter().map(|i| i.region.as_str()));
+            regions.sort_unstable();
+            regions.dedup();
+            let ec2 = Arc::new(args.provider.ec2_for(&regions, &job, sky.is_some())?);
+            eprintln!(
+                "agents and stages on EC2: every VM of this run is tagged {}={job}",
+                skyx_gateway::ec2::JOB_TAG
+            );
+            Some(ec2)
+        }
+    };
+    let provider: Arc<dyn Provider> = match &ec2 {
+        Some(ec2) => ec2.clone(),
+        None => Arc::new(local),
+    };
+    let compute: Arc<dyn ComputeProvider> = if ec2.is_some() || args.stages_on_agents {
+        Arc::new(AgentCompute {
+            provider: provider.clone(),
+            job: job.clone(),
+            token: skyx_gateway::copy::random_token(),
+        })
+    } else {
+        Arc::new(local_compute)
+    };
     let hooks = Hooks {
         catalog,
-        current: Mutex::new(plan.joint.stages.iter().map(|s| s.option.clone()).collect()),
         problem,
         max_vms_per_region: if sky.is_some() { 1 } else { 8 },
     };
@@ -280,29 +378,37 @@ fn execute(
                 eprintln!("[{:>7.1}s] {msg}", started.elapsed().as_secs_f64());
             }
         };
-        Ok(run_pipeline(
+        let report = run_pipeline(
             run,
             Arc::new(hooks),
-            Arc::new(provider),
-            Arc::new(compute),
+            provider,
+            compute,
             &mut on_status,
             cancel_rx,
         )
-        .await?)
+        .await;
+        if let Some(ec2) = &ec2 {
+            // Whatever the run's end, no VM of it outlives it.
+            crate::provider_args::sweep(ec2, "run").await;
+        }
+        Ok(report?)
     })
 }
 
+/// What ran against what the plan predicted: per stage its runtime against the spec's
+/// estimate, per transfer its time and cost against the route's prediction for the bytes that
+/// actually moved, and the totals.
 fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nRan {} in {:.1} s{}",
+        "\nRan {} in {}{}",
         spec.name,
-        r.elapsed_s,
+        hours(r.elapsed_s),
         if r.replans.is_empty() {
-            String::new()
+            ""
         } else {
-            format!(" ({} re-plans)", r.replans.len())
+            ", re-planned on the way"
         }
     );
     for note in &r.replans {
@@ -310,47 +416,52 @@ fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineReport) -
     }
     let _ = writeln!(
         out,
-        "  {:<12} {:<26} {:<30} {:>9} {:>9}",
-        "stage", "region", "instance", "start s", "finish s"
+        "  {:<12} {:<26} {:<30} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "stage", "region", "instance", "start", "ran", "estimate", "metered $", "planned $"
     );
     for s in &r.stages {
-        let t = |v: Option<f64>| {
-            v.map_or(if s.resumed { "done".into() } else { "-".into() }, |v| {
-                format!("{v:.1}")
-            })
+        let ran = match (s.started_s, s.finished_s) {
+            (Some(a), Some(b)) => hours(b - a),
+            _ if s.resumed => "earlier".into(),
+            _ => "-".into(),
         };
         let _ = writeln!(
             out,
-            "  {:<12} {:<26} {:<30} {:>9} {:>9}",
+            "  {:<12} {:<26} {:<30} {:>8} {:>8} {:>10} {:>10} {:>10.2}",
             s.name,
             s.region,
             s.instance,
-            t(s.started_s),
-            t(s.finished_s)
+            s.started_s.map_or("-".into(), hours),
+            ran,
+            hours(s.predicted_s),
+            s.metered_usd.map_or("-".into(), |u| format!("{u:.4}")),
+            s.predicted_s / 3600.0 * s.usd_per_hour
         );
     }
     let moved: Vec<_> = r.transfers.iter().filter(|t| !t.local).collect();
     if !moved.is_empty() {
         let _ = writeln!(
             out,
-            "\n  {:<28} {:<48} {:>10} {:>10} {:>9} {:>9} {:>8}",
-            "transfer", "route", "bytes", "wire", "egress $", "agents $", "secs"
+            "\n  {:<24} {:<44} {:>9} {:>9} {:>8} {:>9} {:>10} {:>11}",
+            "transfer", "route", "bytes", "wire", "took", "predicted", "metered $", "predicted $"
         );
         for t in &moved {
             let _ = writeln!(
                 out,
-                "  {:<28} {:<48} {:>10} {:>10} {:>9.4} {:>9.4} {:>8.1}",
+                "  {:<24} {:<44} {:>9} {:>9} {:>8} {:>9} {:>10.4} {:>11}",
                 format!("{} → {}", t.data, t.to_stage),
                 format!("{} → {}", t.src_region, t.dst_region),
                 format_bytes(t.bytes as f64),
                 format_bytes(t.wire_bytes as f64),
-                t.egress_usd,
-                t.vm_usd,
-                t.finished_s - t.started_s
+                hours(t.finished_s - t.started_s),
+                t.predicted_s.map_or("-".into(), hours),
+                t.egress_usd + t.vm_usd,
+                t.predicted_usd.map_or("-".into(), |u| format!("{u:.4}"))
             );
         }
     }
-    let metered: f64 = r.transfers.iter().map(|t| t.egress_usd + t.vm_usd).sum();
+    let metered: f64 = moved.iter().map(|t| t.egress_usd + t.vm_usd).sum();
+    let predicted: f64 = moved.iter().filter_map(|t| t.predicted_usd).sum();
     let planned_bytes: u64 = plan
         .joint
         .transfers
@@ -361,30 +472,30 @@ fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineReport) -
     let moved_bytes: u64 = moved.iter().map(|t| t.bytes).sum();
     let _ = writeln!(
         out,
-        "\n  data movement: metered ${metered:.4} for {} (the plan priced ${:.2} for the {} its size estimates gave)",
+        "\n  data movement: metered ${metered:.4}, predicted ${predicted:.4} for the {} that moved (the plan priced ${:.4} for the {} the spec's sizes give)",
         format_bytes(moved_bytes as f64),
         plan.joint.transfer_usd,
         format_bytes(planned_bytes as f64),
     );
+    let metered_compute: f64 = r.stages.iter().filter_map(|s| s.metered_usd).sum();
     let _ = writeln!(
         out,
-        "  compute: planned ${:.2} for {:.1} h of stage time on the chosen instances (local processes here ran for {:.1} s)",
+        "  compute: metered ${metered_compute:.4} at the instances' prices for the time stages ran, planned ${:.2} for the spec's estimates",
         plan.joint.compute_usd,
-        plan.joint
-            .stages
-            .iter()
-            .map(|s| s.option.hours)
-            .sum::<f64>(),
-        r.stages
-            .iter()
-            .filter_map(|s| Some(s.finished_s? - s.started_s?))
-            .sum::<f64>(),
+    );
+    let _ = writeln!(
+        out,
+        "  time: {} elapsed, planned {} for the spec's estimates",
+        hours(r.elapsed_s),
+        hours(plan.joint.makespan_s)
     );
     out
 }
 
 fn hours(s: f64) -> String {
-    if s < 90.0 {
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 90.0 {
         format!("{s:.0} s")
     } else if s < 3600.0 {
         format!("{:.0} min", s / 60.0)

@@ -12,6 +12,7 @@ mod cmd_run;
 mod cmd_sky;
 mod cmd_store;
 mod cmd_sync;
+mod provider_args;
 mod transfer;
 mod units;
 

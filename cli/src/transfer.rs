@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent::api::{CompressionSpec, Transport};
 use skyx_catalog::{Catalog, RegionId};
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, LocalProvider, Pricing, ProgressSnapshot, Topology,
-    journal_path, run_copy,
+    CopyItem, CopyJob, CopyOptions, CopyReport, LocalProvider, Pricing, ProgressSnapshot, Provider,
+    Topology, journal_path, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_sky::SkyManifest;
@@ -21,6 +21,7 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
 use crate::catalog_args::CatalogArgs;
 use crate::cmd_plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
+use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::units::{format_bytes, format_duration, parse_bytes};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +82,8 @@ pub struct TransferArgs {
     /// Agents that may be replaced after dying before the copy gives up.
     #[arg(long, default_value_t = 4)]
     pub max_replacements: u32,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     #[command(flatten)]
     pub objective: ObjectiveArgs,
     #[command(flatten)]
@@ -380,7 +383,10 @@ pub fn routing_from_plan(
     if let Some(n) = connections {
         topology = topology.with_connections(n);
     }
-    let mut pricing = Pricing::default();
+    let mut pricing = Pricing {
+        vm_overhead_s: plan.vm_overhead_s,
+        ..Pricing::default()
+    };
     for a in &topology.agents {
         for b in &topology.agents {
             if let (Ok(ra), Ok(rb)) = (a.region.parse::<RegionId>(), b.region.parse::<RegionId>())
@@ -538,6 +544,23 @@ fn render_topology(out: &mut String, routing: &Routing) {
     }
 }
 
+/// Agents of `provider` start in their regions' namespaces of `sky`, with their regions'
+/// stores.
+pub fn in_sky(provider: &mut LocalProvider, sky: &SkyManifest) {
+    provider.namespaces = sky.namespaces();
+    provider.region_env = sky
+        .spec
+        .regions
+        .iter()
+        .map(|r| {
+            (
+                r.region.to_string(),
+                SkyManifest::store_env(r).into_iter().collect(),
+            )
+        })
+        .collect();
+}
+
 /// Runs the copy with a progress bar and Ctrl-C handling.
 pub async fn execute(
     args: &TransferArgs,
@@ -546,22 +569,48 @@ pub async fn execute(
     routing: &Routing,
 ) -> Result<CopyReport> {
     let options = options(args, &ends.src_url, &ends.dst_url)?;
-    let mut provider = LocalProvider::new(LocalProvider::default_program());
-    provider.log_dir = Some(state_dir(args).join("logs"));
-    if let Some(sky) = load_sky(args)? {
-        provider.namespaces = sky.namespaces();
-        provider.region_env = sky
-            .spec
-            .regions
-            .iter()
-            .map(|r| {
-                (
-                    r.region.to_string(),
-                    SkyManifest::store_env(r).into_iter().collect(),
+    let sky = load_sky(args)?;
+    // Checked before anything starts: a bad EC2 setting launches no VM.
+    let ec2 = match args.provider.provider {
+        ProviderKind::Local => None,
+        ProviderKind::Ec2 => {
+            if routing
+                .topology
+                .agents
+                .iter()
+                .any(|a| !a.region.contains(':'))
+            {
+                return Err(BadInput(
+                    "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
                 )
-            })
-            .collect();
+                .into());
+            }
+            let tag = format!(
+                "cp-{:x}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            );
+            Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
+        }
+    };
+    let mut local = LocalProvider::new(LocalProvider::default_program());
+    local.log_dir = Some(state_dir(args).join("logs"));
+    if let Some(sky) = &sky {
+        in_sky(&mut local, sky);
     }
+    let provider: &dyn Provider = match &ec2 {
+        Some(ec2) => {
+            eprintln!(
+                "agents on EC2: every VM of this copy is tagged {}={}",
+                skyx_gateway::ec2::JOB_TAG,
+                ec2.job()
+            );
+            ec2
+        }
+        None => &local,
+    };
     let job = CopyJob {
         src_store: store_root(&ends.src_url),
         dst_store: store_root(&ends.dst_url),
@@ -601,7 +650,7 @@ pub async fn execute(
     };
     let report = run_copy(
         &job,
-        &provider,
+        provider,
         ends.src.clone(),
         ends.dst.clone(),
         &mut on_progress,
@@ -609,6 +658,10 @@ pub async fn execute(
     )
     .await;
     bar.finish_and_clear();
+    if let Some(ec2) = &ec2 {
+        // Whatever the copy's end, no VM of the job outlives it.
+        crate::provider_args::sweep(ec2, "copy").await;
+    }
     Ok(report?)
 }
 
@@ -669,11 +722,19 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     }
     let _ = writeln!(
         out,
-        "  cost: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{})",
+        "  cost: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{}{})",
         r.total_usd,
         r.egress_usd,
         r.vm_usd,
         r.agents.len(),
+        if routing.pricing.vm_overhead_s > 0.0 {
+            format!(
+                ", each billed {:.0} s beyond its run as the plan counts",
+                routing.pricing.vm_overhead_s
+            )
+        } else {
+            String::new()
+        },
         if r.agents_replaced > 0 {
             format!(", {} replaced after failing", r.agents_replaced)
         } else {

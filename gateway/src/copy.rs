@@ -88,6 +88,9 @@ pub struct Pricing {
     pub egress_usd_per_gb: HashMap<(String, String), f64>,
     /// USD per hour of one agent VM in a region.
     pub vm_usd_per_hour: HashMap<String, f64>,
+    /// Seconds each agent is billed beyond the time it ran (boot and minimum billing, as the
+    /// planner priced them), so that metered and predicted cost count alike.
+    pub vm_overhead_s: f64,
 }
 
 /// A copy to run.
@@ -271,7 +274,7 @@ struct Run<'a> {
     resumed_complete: HashSet<u32>,
 }
 
-pub(crate) fn random_token() -> String {
+pub fn random_token() -> String {
     let bytes: [u8; 24] = rand::rng().random();
     hex::encode(bytes)
 }
@@ -1299,7 +1302,7 @@ impl Run<'_> {
                     region: rt.slot.region.clone(),
                     seconds,
                     usd_per_hour: price,
-                    usd: price.unwrap_or(0.0) * seconds / 3600.0,
+                    usd: price.unwrap_or(0.0) * (seconds + self.job.pricing.vm_overhead_s) / 3600.0,
                     cpu_seconds: rt.metrics.cpu_seconds,
                     peak_rss_bytes: rt.metrics.peak_rss_bytes,
                     wire_bytes_out: rt.metrics.routes.iter().map(|r| r.wire_bytes).sum(),
@@ -1380,6 +1383,8 @@ async fn launch_and_install(
     let mut launched = provider
         .launch(LaunchRequest {
             name: name.clone(),
+            instance: None,
+            job: format!("{:016x}", spec.job),
             region: slot.region.clone(),
             token: token.to_string(),
         })

@@ -10,7 +10,8 @@
 //!   every one of its inputs has landed in its region.
 //! - A stage's compute is released when the stage exits.
 //! - A provisioning capacity error asks for a re-plan of that stage away from the region; the
-//!   driver answers with [`Dag::relocate`], which re-targets the stage's inbound transfers.
+//!   driver may also move every stage [`Dag::replaceable`] names (those not started), and
+//!   answers with [`Dag::relocate`], which re-targets the moved stages' transfers.
 //! - Any other failure aborts the pipeline: running work is released, nothing new starts.
 
 /// Where a transfer's data comes from.
@@ -259,24 +260,47 @@ impl Dag {
         out
     }
 
-    /// Places `stage` in `region` after a re-plan: its inbound transfers that were heading for
-    /// the old region go to the new one (moved again if they had started or landed there).
-    pub fn relocate(&mut self, stage: usize, region: &str) -> Vec<DagCommand> {
+    /// Which stages a re-plan after `failed` found no capacity may move: `failed` itself, and
+    /// every stage that has not started in any way (not provisioned, none of its inputs moving
+    /// or landed). The rest keep their places: their compute or data is already committed.
+    pub fn replaceable(&self, failed: usize) -> Vec<bool> {
+        (0..self.stages.len())
+            .map(|s| {
+                s == failed
+                    || (self.stage_state[s] == StageState::Waiting
+                        && self.transfers.iter().enumerate().all(|(t, tr)| {
+                            tr.to_stage != s || self.transfer_state[t] == TransferState::Waiting
+                        }))
+            })
+            .collect()
+    }
+
+    /// Places stages in new regions after a re-plan: their inbound transfers that were heading
+    /// for the old regions go to the new ones (moved again if they had started or landed
+    /// there), and their outputs will leave from the new ones.
+    pub fn relocate(&mut self, moves: &[(usize, String)]) -> Vec<DagCommand> {
         let mut out = Vec::new();
         if self.is_done() {
             return out;
         }
-        self.stages[stage].region = region.to_string();
-        self.stage_state[stage] = StageState::Waiting;
-        for (t, tr) in self.transfers.iter_mut().enumerate() {
-            if tr.to_stage == stage {
-                tr.dst_region = region.to_string();
-                // Whatever reached the old region is of no use there; a running copy's
-                // result is ignored when it lands (`Running` → restarted below).
-                self.transfer_state[t] = TransferState::Waiting;
+        for (stage, region) in moves {
+            let stage = *stage;
+            self.stage_state[stage] = StageState::Waiting;
+            if self.stages[stage].region == *region {
+                // Another instance in the same region: the data there is still good.
+                continue;
             }
-            if tr.source == DataSource::Stage(stage) {
-                tr.src_region = region.to_string();
+            self.stages[stage].region = region.clone();
+            for (t, tr) in self.transfers.iter_mut().enumerate() {
+                if tr.to_stage == stage {
+                    tr.dst_region = region.clone();
+                    // Whatever reached the old region is of no use there; a running copy's
+                    // result is ignored when it lands (`Running` → restarted below).
+                    self.transfer_state[t] = TransferState::Waiting;
+                }
+                if tr.source == DataSource::Stage(stage) {
+                    tr.src_region = region.clone();
+                }
             }
         }
         self.advance(&mut out);
@@ -479,7 +503,7 @@ mod tests {
         );
         // Moved to r5: the input goes again, to r5, and a is provisioned there.
         assert_eq!(
-            d.relocate(0, "r5"),
+            d.relocate(&[(0, "r5".into())]),
             vec![StartTransfer { transfer: 0 }, Provision { stage: 0 }]
         );
         assert_eq!(d.transfer(0).dst_region, "r5");
@@ -491,6 +515,29 @@ mod tests {
             d.handle(TransferLanded { transfer: 0 }),
             vec![RunStage { stage: 0 }]
         );
+    }
+
+    #[test]
+    fn only_stages_that_have_not_started_are_replaceable() {
+        let mut d = chain();
+        d.start();
+        // a is provisioning; c's input in1 is moving; b has not started in any way.
+        assert_eq!(d.replaceable(0), vec![true, true, false]);
+        d.handle(TransferLanded { transfer: 3 });
+        assert_eq!(d.replaceable(0), vec![true, true, false]);
+        // b and c move together: b's output will leave from b's new region.
+        d.handle(ProvisionFailed {
+            stage: 0,
+            capacity: true,
+            why: "none".into(),
+        });
+        assert_eq!(
+            d.relocate(&[(0, "r5".into()), (1, "r6".into())]),
+            vec![StartTransfer { transfer: 0 }, Provision { stage: 0 }]
+        );
+        assert_eq!(d.transfer(1).src_region, "r5");
+        assert_eq!(d.transfer(1).dst_region, "r6");
+        assert_eq!(d.transfer(2).src_region, "r6");
     }
 
     #[test]

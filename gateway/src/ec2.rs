@@ -33,6 +33,9 @@ use crate::provider::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, Provi
 pub const AGENT_SERVICE: &str = include_str!("../../deploy/agent/skyx-agent.service");
 pub const CLOUD_INIT_TEMPLATE: &str = include_str!("../../deploy/agent/cloud-init.yaml");
 
+/// The agents' control port: where `deploy/agent/skyx-agent.service` starts them.
+pub const CONTROL_PORT: u16 = 7443;
+
 /// The tag every VM and group of a job carries.
 pub const JOB_TAG: &str = "skyx-job";
 
@@ -343,7 +346,11 @@ impl Provider for Ec2Provider {
             .client
             .run_instances()
             .image_id(image)
-            .instance_type(InstanceType::from(self.config.instance_type.as_str()))
+            .instance_type(InstanceType::from(
+                req.instance
+                    .as_deref()
+                    .unwrap_or(self.config.instance_type.as_str()),
+            ))
             .min_count(1)
             .max_count(1)
             .user_data(user_data)

@@ -8,6 +8,7 @@
 //! Driving it: [`provider`] launches agents (local processes by default); [`listing`] works out
 //! what a copy moves; [`copy`] runs a copy end to end; [`journal`] makes it resumable.
 
+pub mod agent_compute;
 pub mod chunker;
 pub mod copy;
 pub mod dag;

@@ -82,6 +82,8 @@ pub async fn measure_paths(
     let launches = regions.iter().map(|region| {
         provider.launch(LaunchRequest {
             name: format!("{region}#probe"),
+            instance: None,
+            job: "paths".into(),
             region: region.clone(),
             token: token.clone(),
         })

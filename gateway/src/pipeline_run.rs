@@ -13,14 +13,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use skyx_agent::api::StageRequest;
 use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::copy::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
-use crate::dag::{Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource};
+use crate::dag::{
+    Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
+};
 use crate::listing::{KeyFilter, list_copy};
 use crate::provider::Provider;
 use crate::topology::Topology;
@@ -50,16 +55,23 @@ pub enum ComputeError {
     Failed(String),
 }
 
+/// Where a stage's run keeps its things on the gateway's side.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    /// Scratch space when the stage runs on this machine.
+    pub work: PathBuf,
+    /// The region's store settings when the stage runs on this machine.
+    pub config: StoreConfig,
+    /// Where the stage's output and errors end up (copied back from a remote machine).
+    pub log: PathBuf,
+}
+
 /// Compute for one stage, provisioned in its region.
 #[async_trait]
 pub trait Compute: Send + Sync {
-    /// Runs the stage's command to its end; its output goes to `log`.
-    async fn run(
-        &mut self,
-        command: &str,
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Result<std::process::ExitStatus, std::io::Error>;
+    /// Runs the stage to its end: its inputs brought to its machine, its command, its output
+    /// taken to its region's store. `Err` says what failed.
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String>;
     /// Gives the compute back (terminates the VM).
     async fn release(&mut self);
 }
@@ -111,49 +123,61 @@ struct LocalProcess {
 
 #[async_trait]
 impl Compute for LocalProcess {
-    async fn run(
-        &mut self,
-        command: &str,
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Result<std::process::ExitStatus, std::io::Error> {
-        let mut cmd = match &self.namespace {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns, "sh", "-c", command]);
-                c
-            }
-            None => {
-                let mut c = tokio::process::Command::new("sh");
-                c.args(["-c", command]);
-                c
-            }
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
+        let wrapper: Vec<String> = match &self.namespace {
+            Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            None => Vec::new(),
         };
-        let out = std::fs::File::create(log)?;
-        let err = out.try_clone()?;
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        cmd.status().await
+        skyx_agent::stage::run_stage(stage, &ctx.work, &ctx.config, &wrapper, &ctx.log).await
     }
 
     async fn release(&mut self) {}
 }
 
+/// A route between two regions planned for one transfer, with what the plan predicts for it.
+#[derive(Debug, Clone)]
+pub struct PlannedRoute {
+    pub topology: Topology,
+    pub pricing: Pricing,
+    /// Seconds and USD (egress and agent VMs) the plan predicts for the bytes to move.
+    pub predicted_s: f64,
+    pub predicted_usd: f64,
+}
+
+/// Where a stage runs, and what the plan expects it to take there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    pub region: String,
+    pub instance: String,
+    pub usd_per_hour: f64,
+    /// The spec's runtime estimate for this instance.
+    pub predicted_s: f64,
+}
+
+/// New places for stages after a capacity error.
+#[derive(Debug, Clone)]
+pub struct Replanned {
+    /// Stage → its placement, for every stage the re-plan was allowed to move.
+    pub placements: Vec<(usize, Placement)>,
+    /// Anything the user should know (say, a deadline that can no longer be met).
+    pub note: Option<String>,
+}
+
 /// What the driver asks of its caller, which holds the catalog and the plan.
 pub trait PipelineHooks: Send + Sync {
     /// The agents and routes for moving `bytes` from one region to another, and their prices.
-    fn route(
+    fn route(&self, src_region: &str, dst_region: &str, bytes: u64)
+    -> Result<PlannedRoute, String>;
+    /// Places the pipeline again after `failed` found no capacity: stages with `replaceable`
+    /// set may move, the others keep `current`; no replaceable stage may go to a blocked
+    /// (region, instance). An error says why nothing fits.
+    fn replan(
         &self,
-        src_region: &str,
-        dst_region: &str,
-        bytes: u64,
-    ) -> Result<(Topology, Pricing), String>;
-    /// A new region for `stage`, avoiding every (stage, region) in `blocked`; `None` if there
-    /// is no other placement.
-    fn replan(&self, stage: usize, blocked: &[(usize, String)]) -> Option<String>;
+        failed: usize,
+        current: &[Placement],
+        replaceable: &[bool],
+        blocked: &[(String, String)],
+    ) -> Result<Replanned, String>;
 }
 
 /// One stage as it will run.
@@ -162,7 +186,28 @@ pub struct StageRun {
     pub name: String,
     pub region: String,
     pub instance: String,
+    pub usd_per_hour: f64,
+    /// The spec's runtime estimate on this instance.
+    pub predicted_s: f64,
     pub command: String,
+}
+
+impl StageRun {
+    pub fn placement(&self) -> Placement {
+        Placement {
+            region: self.region.clone(),
+            instance: self.instance.clone(),
+            usd_per_hour: self.usd_per_hour,
+            predicted_s: self.predicted_s,
+        }
+    }
+
+    fn place(&mut self, p: &Placement) {
+        self.region = p.region.clone();
+        self.instance = p.instance.clone();
+        self.usd_per_hour = p.usd_per_hour;
+        self.predicted_s = p.predicted_s;
+    }
 }
 
 /// One pipeline input.
@@ -192,6 +237,21 @@ pub struct PipelineRun {
     /// Identifies the spec and plan: a journal with another fingerprint is not resumed.
     pub fingerprint: String,
     pub copy_options: CopyOptions,
+    /// How often `on_status` hears a line on every stage and transfer (none: only events).
+    pub status_every: Option<Duration>,
+    /// Regions whose data lives in an object store; the others keep it in a local directory
+    /// under `root`.
+    pub region_stores: BTreeMap<String, RegionStore>,
+}
+
+/// A region whose data lives in an object store (on the emulated sky: the region's own S3,
+/// GCS or Azure server).
+#[derive(Debug, Clone)]
+pub struct RegionStore {
+    /// The bucket (container) the pipeline's data goes under, as a URL ending in `/`.
+    pub url: String,
+    /// How to reach the region's store.
+    pub config: StoreConfig,
 }
 
 /// What happened to one stage.
@@ -202,7 +262,13 @@ pub struct StageReport {
     pub instance: String,
     pub started_s: Option<f64>,
     pub finished_s: Option<f64>,
+    /// Done by an earlier run of the pipeline.
     pub resumed: bool,
+    /// The spec's runtime estimate and the instance's price.
+    pub predicted_s: f64,
+    pub usd_per_hour: f64,
+    /// The instance's price for the time the stage ran.
+    pub metered_usd: Option<f64>,
 }
 
 /// What happened to one transfer.
@@ -218,6 +284,9 @@ pub struct TransferReport {
     pub vm_usd: f64,
     pub started_s: f64,
     pub finished_s: f64,
+    /// What the route's plan predicted for these bytes: seconds, and USD (egress + agents).
+    pub predicted_s: Option<f64>,
+    pub predicted_usd: Option<f64>,
     /// Already in the destination region: nothing moved.
     pub local: bool,
 }
@@ -234,8 +303,8 @@ pub struct PipelineReport {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct RunJournal {
     fingerprint: String,
-    /// Stage → region (after any re-plans).
-    regions: BTreeMap<String, String>,
+    /// Stage → where it runs (after any re-plans).
+    placements: BTreeMap<String, Placement>,
     succeeded: BTreeSet<String>,
     /// "data→stage@region" of landed transfers.
     landed: BTreeSet<String>,
@@ -243,13 +312,6 @@ struct RunJournal {
 
 fn region_dir(root: &Path, region: &str) -> PathBuf {
     root.join("regions").join(region.replace([':', '/'], "_"))
-}
-
-/// A stage's output directory.
-pub fn output_dir(root: &Path, stage: &StageRun) -> PathBuf {
-    region_dir(root, &stage.region)
-        .join(&stage.name)
-        .join("output")
 }
 
 fn edge_key(edge: &EdgeRun, region: &str) -> String {
@@ -266,7 +328,12 @@ struct Driver {
     stage_reports: Vec<StageReport>,
     transfer_reports: Vec<TransferReport>,
     replans: Vec<String>,
-    blocked: Vec<(usize, String)>,
+    /// (region, instance) pairs that reported no capacity.
+    blocked: Vec<(String, String)>,
+    /// Transfer → (bytes landed, bytes total) of copies under way, for status lines.
+    progress: Arc<Mutex<BTreeMap<usize, (u64, u64)>>>,
+    /// Per transfer, the attempt under way: a copy's report counts only for its own attempt.
+    attempts: Vec<u64>,
 }
 
 impl Driver {
@@ -287,43 +354,85 @@ impl Driver {
             })
     }
 
-    /// Where the data of `edge` is, in its source region.
+    fn store_config(&self, region: &str) -> StoreConfig {
+        self.run
+            .region_stores
+            .get(region)
+            .map_or_else(StoreConfig::from_env, |r| r.config.clone())
+    }
+
+    /// Where the pipeline's data lives in `region`, ending in `/`.
+    fn region_root(&self, region: &str) -> String {
+        match self.run.region_stores.get(region) {
+            Some(store) => format!("{}{}/", store.url, self.run.name),
+            None => region_dir(&self.run.root, region).display().to_string() + "/",
+        }
+    }
+
+    /// Where stage `s` leaves its output, in its region.
+    fn output_location(&self, s: usize) -> String {
+        let st = &self.run.stages[s];
+        format!("{}{}/output/", self.region_root(&st.region), st.name)
+    }
+
+    /// Where the data of `edge` is, and its region.
     fn source_location(&self, edge: &EdgeRun) -> (String, String) {
         match edge.source {
             DataSource::Input(i) => (
                 self.run.inputs[i].url.clone(),
                 self.run.inputs[i].region.clone(),
             ),
-            DataSource::Stage(u) => {
-                let st = &self.run.stages[u];
-                (
-                    output_dir(&self.run.root, st).display().to_string() + "/",
-                    st.region.clone(),
-                )
-            }
+            DataSource::Stage(u) => (self.output_location(u), self.run.stages[u].region.clone()),
         }
     }
 
-    /// Where stage `to` reads `edge` from once it has landed.
+    /// Where stage `to` reads `edge` from once it has landed in its region: where it already
+    /// is when it starts there, else the stage's inputs in the region.
     fn input_location(&self, edge: &EdgeRun) -> String {
         let to = &self.run.stages[edge.to_stage];
         let (src, src_region) = self.source_location(edge);
-        let local_src =
-            ObjectUrl::parse(&src).is_ok_and(|u| u.location == skyx_store::StoreLocation::Local);
-        if src_region == to.region && local_src {
+        if src_region == to.region {
             return src;
         }
-        region_dir(&self.run.root, &to.region)
-            .join(&to.name)
-            .join("inputs")
-            .join(&edge.name)
-            .display()
-            .to_string()
-            + "/"
+        format!(
+            "{}{}/inputs/{}/",
+            self.region_root(&to.region),
+            to.name,
+            edge.name
+        )
+    }
+
+    /// Stage `s` as its compute runs it, and where its things go here.
+    fn stage_request(&self, s: usize) -> (StageRequest, StageContext) {
+        let st = &self.run.stages[s];
+        let request = StageRequest {
+            stage: st.name.clone(),
+            region: st.region.clone(),
+            command: st.command.clone(),
+            inputs: self
+                .run
+                .edges
+                .iter()
+                .filter(|e| e.to_stage == s)
+                .map(|e| (e.name.clone(), self.input_location(e)))
+                .collect(),
+            output: self.output_location(s),
+        };
+        let ctx = StageContext {
+            work: self.run.root.join("work").join(&st.name),
+            config: self.store_config(&st.region),
+            log: self.run.root.join(format!("{}.log", st.name)),
+        };
+        (request, ctx)
     }
 }
 
-type Reply = (DagEvent, Option<TransferReport>);
+/// What a copy task says when it ends: its transfer's event, for attempt `attempt`.
+struct Reply {
+    attempt: u64,
+    event: DagEvent,
+    report: Option<TransferReport>,
+}
 
 /// Runs `run` to the end (or resumes it from its journal). `on_status` hears every step.
 pub async fn run_pipeline(
@@ -339,6 +448,21 @@ pub async fn run_pipeline(
         what: format!("creating {}", run.root.display()),
         source,
     })?;
+    for (region, store) in &run.region_stores {
+        let failed = |why: String| PipelineRunError::Failed {
+            pipeline: run.name.clone(),
+            why: format!("the store of {region} ({}): {why}", store.url),
+        };
+        let url = ObjectUrl::parse(&store.url).map_err(|e| failed(e.to_string()))?;
+        let opened = skyx_store::open(&url, &store.config)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // Idempotent: an existing bucket is fine.
+        opened
+            .create_bucket()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
     let mut run = run;
     let previous: Option<RunJournal> = std::fs::read_to_string(run.root.join("state.json"))
         .ok()
@@ -346,18 +470,19 @@ pub async fn run_pipeline(
         .filter(|j: &RunJournal| j.fingerprint == run.fingerprint);
     if let Some(j) = &previous {
         for st in &mut run.stages {
-            if let Some(r) = j.regions.get(&st.name) {
-                st.region = r.clone();
+            if let Some(p) = j.placements.get(&st.name) {
+                st.place(p);
             }
         }
     }
+    let edges = run.edges.len();
     let mut driver = Driver {
         journal: previous.clone().unwrap_or_else(|| RunJournal {
             fingerprint: run.fingerprint.clone(),
-            regions: run
+            placements: run
                 .stages
                 .iter()
-                .map(|s| (s.name.clone(), s.region.clone()))
+                .map(|s| (s.name.clone(), s.placement()))
                 .collect(),
             ..RunJournal::default()
         }),
@@ -371,6 +496,9 @@ pub async fn run_pipeline(
                 started_s: None,
                 finished_s: None,
                 resumed: false,
+                predicted_s: s.predicted_s,
+                usd_per_hour: s.usd_per_hour,
+                metered_usd: None,
             })
             .collect(),
         run,
@@ -381,6 +509,8 @@ pub async fn run_pipeline(
         transfer_reports: Vec::new(),
         replans: Vec::new(),
         blocked: Vec::new(),
+        progress: Arc::default(),
+        attempts: vec![0; edges],
     };
     driver.save()?;
     let dag_transfers = |d: &Driver| -> Vec<DagTransfer> {
@@ -433,8 +563,14 @@ pub async fn run_pipeline(
     let mut computes: BTreeMap<usize, Box<dyn Compute>> = BTreeMap::new();
     let mut copies: Copies = BTreeMap::new();
     let mut pending: Vec<DagCommand> = dag.start();
-    let mut provisioning = tokio::task::JoinSet::new();
-    let mut running = tokio::task::JoinSet::new();
+    let mut provisioning: JoinSet<Provisioned> = JoinSet::new();
+    let mut running: JoinSet<StageDone> = JoinSet::new();
+    // Tells running stages to stop (their processes are killed, their compute released).
+    let (stop_stages, stop_rx) = watch::channel(false);
+    let mut ticker =
+        tokio::time::interval(driver.run.status_every.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
     loop {
         // Commands can beget commands (a re-plan restarts transfers): run them all first.
         while !pending.is_empty() {
@@ -456,102 +592,13 @@ pub async fn run_pipeline(
                         });
                     }
                     DagCommand::StartTransfer { transfer } => {
-                        let edge = driver.run.edges[transfer].clone();
-                        let (src, src_region) = driver.source_location(&edge);
-                        let dst = driver.input_location(&edge);
-                        let dst_region = driver.run.stages[edge.to_stage].region.clone();
-                        let started_s = driver.started.elapsed().as_secs_f64();
-                        if src == dst {
-                            let report = TransferReport {
-                                data: edge.name.clone(),
-                                to_stage: driver.run.stages[edge.to_stage].name.clone(),
-                                src_region,
-                                dst_region,
-                                bytes: 0,
-                                wire_bytes: 0,
-                                egress_usd: 0.0,
-                                vm_usd: 0.0,
-                                started_s,
-                                finished_s: started_s,
-                                local: true,
-                            };
-                            let _ = tx.send((DagEvent::TransferLanded { transfer }, Some(report)));
-                            continue;
-                        }
-                        on_status(&format!(
-                            "moving {} to {} ({} → {})",
-                            edge.name,
-                            driver.run.stages[edge.to_stage].name,
-                            src_region,
-                            dst_region
-                        ));
-                        let (cancel_tx, cancel_rx) = watch::channel(false);
-                        let ctx = CopyCtx {
-                            hooks: driver.hooks.clone(),
-                            provider: driver.provider.clone(),
-                            options: driver.run.copy_options.clone(),
-                            journal: driver.run.root.join("copies").join(format!(
-                                "{transfer}-{}.redb",
-                                dst_region.replace([':', '/'], "_")
-                            )),
-                        };
-                        let tx2 = tx.clone();
-                        let to_stage = driver.run.stages[edge.to_stage].name.clone();
-                        let start = driver.started;
-                        let fut = async move {
-                            let result = ctx
-                                .copy(&src, &src_region, &dst, &dst_region, cancel_rx)
-                                .await;
-                            let finished_s = start.elapsed().as_secs_f64();
-                            let reply = match result {
-                                Ok(r) => (
-                                    DagEvent::TransferLanded { transfer },
-                                    Some(TransferReport {
-                                        data: edge.name,
-                                        to_stage,
-                                        src_region,
-                                        dst_region,
-                                        bytes: r.bytes_total,
-                                        wire_bytes: r.hops.first().map_or(0, |h| h.wire_bytes),
-                                        egress_usd: r.egress_usd,
-                                        vm_usd: r.vm_usd,
-                                        started_s,
-                                        finished_s,
-                                        local: false,
-                                    }),
-                                ),
-                                Err(why) => (DagEvent::TransferFailed { transfer, why }, None),
-                            };
-                            let _ = tx2.send(reply);
-                        };
-                        if let Some((old_cancel, old)) = copies.remove(&transfer) {
-                            let _ = old_cancel.send(true);
-                            old.abort();
-                            let _ = old.await;
-                        }
-                        copies.insert(transfer, (cancel_tx, tokio::spawn(fut)));
+                        driver
+                            .start_transfer(transfer, &tx, &mut copies, on_status)
+                            .await;
                     }
                     DagCommand::RunStage { stage } => {
                         let st = driver.run.stages[stage].clone();
-                        let out = output_dir(&driver.run.root, &st);
-                        // A rerun starts from an empty output.
-                        let _ = std::fs::remove_dir_all(&out);
-                        std::fs::create_dir_all(&out).map_err(|source| PipelineRunError::Io {
-                            pipeline: driver.run.name.clone(),
-                            what: format!("creating {}", out.display()),
-                            source,
-                        })?;
-                        let mut env = vec![
-                            ("SKYX_OUTPUT".to_string(), out.display().to_string()),
-                            ("SKYX_REGION".to_string(), st.region.clone()),
-                            ("SKYX_STAGE".to_string(), st.name.clone()),
-                        ];
-                        for e in driver.run.edges.iter().filter(|e| e.to_stage == stage) {
-                            env.push((
-                                format!("SKYX_INPUT_{}", e.name.replace(['-', '.'], "_")),
-                                driver.input_location(e).trim_end_matches('/').to_string(),
-                            ));
-                        }
+                        let (request, ctx) = driver.stage_request(stage);
                         let Some(mut compute) = computes.remove(&stage) else {
                             return Err(PipelineRunError::Failed {
                                 pipeline: driver.run.name.clone(),
@@ -561,10 +608,21 @@ pub async fn run_pipeline(
                         on_status(&format!("running {} in {}", st.name, st.region));
                         driver.stage_reports[stage].started_s =
                             Some(driver.started.elapsed().as_secs_f64());
-                        let log = driver.run.root.join(format!("{}.log", st.name));
+                        let mut stop = stop_rx.clone();
                         running.spawn(async move {
-                            let status = compute.run(&st.command, &env, &log).await;
-                            (stage, compute, status, log)
+                            let outcome = tokio::select! {
+                                outcome = compute.run(&request, &ctx) => Some(outcome),
+                                // The run's future is dropped here, which kills the process.
+                                _ = stop.wait_for(|&s| s) => None,
+                            };
+                            if outcome.is_none() {
+                                compute.release().await;
+                            }
+                            StageDone {
+                                stage,
+                                compute,
+                                outcome,
+                            }
                         });
                     }
                     DagCommand::Release { stage } => {
@@ -573,39 +631,15 @@ pub async fn run_pipeline(
                         }
                     }
                     DagCommand::Replan { stage, region, why } => {
-                        driver.blocked.push((stage, region.clone()));
-                        let name = driver.run.stages[stage].name.clone();
-                        match driver.hooks.replan(stage, &driver.blocked) {
-                            Some(new_region) => {
-                                let note = format!(
-                                    "{name}: no capacity in {region} ({why}); moved to {new_region}"
-                                );
-                                on_status(&format!("re-planned {note}"));
-                                driver.replans.push(note);
-                                driver.run.stages[stage].region = new_region.clone();
-                                driver.stage_reports[stage].region = new_region.clone();
-                                driver.journal.regions.insert(name, new_region.clone());
-                                driver.save()?;
-                                for (t, e) in driver.run.edges.iter().enumerate() {
-                                    if e.to_stage == stage
-                                        && let Some((c, h)) = copies.remove(&t)
-                                    {
-                                        let _ = c.send(true);
-                                        h.abort();
-                                        let _ = h.await; // gone, its journal closed, before it restarts
-                                    }
-                                }
-                                pending.extend(dag.relocate(stage, &new_region));
-                            }
-                            None => {
-                                return Err(PipelineRunError::Failed {
-                                    pipeline: driver.run.name.clone(),
-                                    why: format!(
-                                        "no capacity for {name} in {region} ({why}) and no other placement"
-                                    ),
-                                });
-                            }
-                        }
+                        // Moved stages have no compute yet (only stages not started may move);
+                        // the copies heading for their old regions are restarted, and so
+                        // cancelled, by the `StartTransfer`s the relocation issues.
+                        let moves: Vec<(usize, String)> = driver
+                            .replan(stage, &region, &why, &dag, on_status)?
+                            .into_iter()
+                            .map(|s| (s, driver.run.stages[s].region.clone()))
+                            .collect();
+                        pending.extend(dag.relocate(&moves));
                     }
                     DagCommand::Finish => {
                         on_status("pipeline finished");
@@ -614,6 +648,7 @@ pub async fn run_pipeline(
                         stop_everything(
                             &mut copies,
                             &mut computes,
+                            &stop_stages,
                             &mut running,
                             &mut provisioning,
                         )
@@ -646,14 +681,19 @@ pub async fn run_pipeline(
                 }
             }
             Some(done) = running.join_next() => {
-                let (stage, compute, status, log) = done.expect("stage task panicked");
+                let StageDone { stage, compute, outcome } = done.expect("stage task panicked");
                 computes.insert(stage, compute);
                 let name = driver.run.stages[stage].name.clone();
-                driver.stage_reports[stage].finished_s = Some(driver.started.elapsed().as_secs_f64());
-                let (success, why) = match status {
-                    Ok(s) if s.success() => (true, String::new()),
-                    Ok(s) => (false, format!("its command exited with {s} (log: {})", log.display())),
-                    Err(e) => (false, format!("its command could not start: {e}")),
+                let finished_s = driver.started.elapsed().as_secs_f64();
+                let report = &mut driver.stage_reports[stage];
+                report.finished_s = Some(finished_s);
+                if let Some(started_s) = report.started_s {
+                    report.metered_usd = Some((finished_s - started_s) / 3600.0 * report.usd_per_hour);
+                }
+                let (success, why) = match outcome {
+                    Some(Ok(())) => (true, String::new()),
+                    Some(Err(why)) => (false, why),
+                    None => (false, "it was stopped".into()),
                 };
                 if success {
                     on_status(&format!("{name} finished"));
@@ -662,7 +702,15 @@ pub async fn run_pipeline(
                 }
                 pending.extend(dag.handle(DagEvent::StageExited { stage, success, why }));
             }
-            Some((event, report)) = rx.recv() => {
+            Some(Reply { attempt, event, report }) = rx.recv() => {
+                let (DagEvent::TransferLanded { transfer } | DagEvent::TransferFailed { transfer, .. }) = event else {
+                    unreachable!("copy tasks report transfers only");
+                };
+                // A copy cancelled by a re-plan may have ended just before: its word is stale.
+                if attempt != driver.attempts[transfer] {
+                    continue;
+                }
+                driver.progress.lock().expect("progress").remove(&transfer);
                 if let DagEvent::TransferLanded { transfer } = &event {
                     let e = &driver.run.edges[*transfer];
                     let key = edge_key(e, &driver.run.stages[e.to_stage].region);
@@ -675,8 +723,11 @@ pub async fn run_pipeline(
                 }
                 pending.extend(dag.handle(event));
             }
+            _ = ticker.tick(), if driver.run.status_every.is_some() => {
+                on_status(&driver.status_line(&dag));
+            }
             _ = cancel.changed() => {
-                stop_everything(&mut copies, &mut computes, &mut running, &mut provisioning).await;
+                stop_everything(&mut copies, &mut computes, &stop_stages, &mut running, &mut provisioning).await;
                 return Err(PipelineRunError::Interrupted(driver.run.name.clone()));
             }
         }
@@ -692,25 +743,268 @@ pub async fn run_pipeline(
     })
 }
 
+/// A provisioning task's result: the stage, and its compute or why there is none.
+type Provisioned = (usize, Result<Box<dyn Compute>, ComputeError>);
+
 type Copies = BTreeMap<usize, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>;
 
-/// Stops every copy, gives back all idle compute and ends every stage and provisioning task
-/// (a stage's process dies with its task), so an aborted or interrupted run leaves nothing.
-async fn stop_everything<A: 'static, B: 'static>(
+/// A stage ran (`outcome`: `Err` says what failed), or was stopped (`None`, its compute
+/// released).
+struct StageDone {
+    stage: usize,
+    compute: Box<dyn Compute>,
+    outcome: Option<Result<(), String>>,
+}
+
+/// How long an abort waits for provisioning under way, so that compute that comes up is
+/// released rather than left running.
+const PROVISION_DRAIN: Duration = Duration::from_secs(60);
+
+/// Stops every copy and every stage, and gives back all compute, including compute still
+/// being provisioned (waited for, up to [`PROVISION_DRAIN`]), so an aborted or interrupted
+/// run leaves nothing behind.
+async fn stop_everything(
     copies: &mut Copies,
     computes: &mut BTreeMap<usize, Box<dyn Compute>>,
-    running: &mut tokio::task::JoinSet<A>,
-    provisioning: &mut tokio::task::JoinSet<B>,
+    stop_stages: &watch::Sender<bool>,
+    running: &mut JoinSet<StageDone>,
+    provisioning: &mut JoinSet<Provisioned>,
 ) {
     for (_, (cancel, copy)) in std::mem::take(copies) {
         let _ = cancel.send(true);
         copy.abort();
     }
+    let _ = stop_stages.send(true);
     for (_, mut c) in std::mem::take(computes) {
         c.release().await;
     }
-    running.shutdown().await;
-    provisioning.shutdown().await;
+    // Each stopped stage releases its own compute; a stage that ended meanwhile returns it.
+    while let Some(done) = running.join_next().await {
+        if let Ok(StageDone {
+            mut compute,
+            outcome: Some(_),
+            ..
+        }) = done
+        {
+            compute.release().await;
+        }
+    }
+    let drained = tokio::time::timeout(PROVISION_DRAIN, async {
+        while let Some(done) = provisioning.join_next().await {
+            if let Ok((_, Ok(mut compute))) = done {
+                compute.release().await;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("provisioning still under way after {PROVISION_DRAIN:?}: abandoned");
+        provisioning.shutdown().await;
+    }
+}
+
+impl Driver {
+    /// Starts moving the data of edge `transfer` to its stage's region (or reports it there
+    /// already).
+    async fn start_transfer(
+        &mut self,
+        transfer: usize,
+        tx: &mpsc::UnboundedSender<Reply>,
+        copies: &mut Copies,
+        on_status: &mut (dyn FnMut(&str) + Send),
+    ) {
+        let edge = self.run.edges[transfer].clone();
+        let (src, src_region) = self.source_location(&edge);
+        let dst = self.input_location(&edge);
+        let dst_region = self.run.stages[edge.to_stage].region.clone();
+        let to_stage = self.run.stages[edge.to_stage].name.clone();
+        let started_s = self.started.elapsed().as_secs_f64();
+        self.attempts[transfer] += 1;
+        let attempt = self.attempts[transfer];
+        let mut report = TransferReport {
+            data: edge.name.clone(),
+            to_stage,
+            src_region: src_region.clone(),
+            dst_region: dst_region.clone(),
+            bytes: 0,
+            wire_bytes: 0,
+            egress_usd: 0.0,
+            vm_usd: 0.0,
+            started_s,
+            finished_s: started_s,
+            predicted_s: None,
+            predicted_usd: None,
+            local: true,
+        };
+        if src == dst {
+            let _ = tx.send(Reply {
+                attempt,
+                event: DagEvent::TransferLanded { transfer },
+                report: Some(report),
+            });
+            return;
+        }
+        on_status(&format!(
+            "moving {} to {} ({} → {})",
+            edge.name, report.to_stage, src_region, dst_region
+        ));
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let ctx = CopyCtx {
+            hooks: self.hooks.clone(),
+            provider: self.provider.clone(),
+            options: self.run.copy_options.clone(),
+            journal: self.run.root.join("copies").join(format!(
+                "{transfer}-{}.redb",
+                dst_region.replace([':', '/'], "_")
+            )),
+            progress: self.progress.clone(),
+            transfer,
+            src_config: self.store_config(&src_region),
+            dst_config: self.store_config(&dst_region),
+        };
+        let tx = tx.clone();
+        let start = self.started;
+        let fut = async move {
+            let result = ctx
+                .copy(&src, &src_region, &dst, &dst_region, cancel_rx)
+                .await;
+            report.finished_s = start.elapsed().as_secs_f64();
+            let (event, report) = match result {
+                Ok((r, (predicted_s, predicted_usd))) => {
+                    report.bytes = r.bytes_total;
+                    report.wire_bytes = r.hops.first().map_or(0, |h| h.wire_bytes);
+                    report.egress_usd = r.egress_usd;
+                    report.vm_usd = r.vm_usd;
+                    report.predicted_s = Some(predicted_s);
+                    report.predicted_usd = Some(predicted_usd);
+                    report.local = false;
+                    (DagEvent::TransferLanded { transfer }, Some(report))
+                }
+                Err(why) => (DagEvent::TransferFailed { transfer, why }, None),
+            };
+            let _ = tx.send(Reply {
+                attempt,
+                event,
+                report,
+            });
+        };
+        if let Some((old_cancel, old)) = copies.remove(&transfer) {
+            let _ = old_cancel.send(true);
+            old.abort();
+            let _ = old.await;
+        }
+        self.progress.lock().expect("progress").remove(&transfer);
+        copies.insert(transfer, (cancel_tx, tokio::spawn(fut)));
+    }
+
+    /// Re-places the pipeline after `failed` found no capacity in `region`: returns every
+    /// stage that moved (to another region, or to another instance in place).
+    fn replan(
+        &mut self,
+        failed: usize,
+        region: &str,
+        why: &str,
+        dag: &Dag,
+        on_status: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Vec<usize>, PipelineRunError> {
+        let failed_name = self.run.stages[failed].name.clone();
+        let instance = self.run.stages[failed].instance.clone();
+        self.blocked.push((region.to_string(), instance.clone()));
+        let current: Vec<Placement> = self.run.stages.iter().map(StageRun::placement).collect();
+        let replaceable = dag.replaceable(failed);
+        let replanned = self
+            .hooks
+            .replan(failed, &current, &replaceable, &self.blocked)
+            .map_err(|no| PipelineRunError::Failed {
+                pipeline: self.run.name.clone(),
+                why: format!(
+                    "no capacity for {failed_name} ({instance} in {region}: {why}) and no other placement: {no}"
+                ),
+            })?;
+        let mut moved = Vec::new();
+        for (s, p) in &replanned.placements {
+            let s = *s;
+            if s != failed && *p == current[s] {
+                continue;
+            }
+            let name = self.run.stages[s].name.clone();
+            let note = if s == failed {
+                format!(
+                    "{name}: no capacity for {instance} in {region} ({why}); moved to {} in {}",
+                    p.instance, p.region
+                )
+            } else {
+                format!(
+                    "{name}: moved with {failed_name}, from {} in {} to {} in {}",
+                    current[s].instance, current[s].region, p.instance, p.region
+                )
+            };
+            on_status(&format!("re-planned {note}"));
+            self.replans.push(note);
+            self.run.stages[s].place(p);
+            let report = &mut self.stage_reports[s];
+            report.region = p.region.clone();
+            report.instance = p.instance.clone();
+            report.usd_per_hour = p.usd_per_hour;
+            report.predicted_s = p.predicted_s;
+            self.journal.placements.insert(name, p.clone());
+            moved.push(s);
+        }
+        if let Some(note) = replanned.note {
+            on_status(&format!("re-planned: {note}"));
+            self.replans.push(note);
+        }
+        if !moved.contains(&failed) {
+            return Err(PipelineRunError::Failed {
+                pipeline: self.run.name.clone(),
+                why: format!("the re-plan did not place {failed_name}"),
+            });
+        }
+        self.save()?;
+        Ok(moved)
+    }
+
+    /// One line on every stage and every copy under way.
+    fn status_line(&self, dag: &Dag) -> String {
+        let now = self.started.elapsed().as_secs_f64();
+        let mut parts: Vec<String> = (0..self.run.stages.len())
+            .map(|s| {
+                let name = &self.run.stages[s].name;
+                match dag.stage_state(s) {
+                    StageState::Waiting => format!("{name} waiting"),
+                    StageState::Provisioning => format!("{name} provisioning"),
+                    StageState::Provisioned => {
+                        let inbound: Vec<usize> = (0..self.run.edges.len())
+                            .filter(|&t| self.run.edges[t].to_stage == s)
+                            .collect();
+                        let landed = inbound
+                            .iter()
+                            .filter(|&&t| dag.transfer_state(t) == TransferState::Landed)
+                            .count();
+                        format!("{name} up, {landed}/{} inputs in", inbound.len())
+                    }
+                    StageState::Running => format!(
+                        "{name} running {:.0} s",
+                        now - self.stage_reports[s].started_s.unwrap_or(now)
+                    ),
+                    StageState::Succeeded => format!("{name} done"),
+                    StageState::Failed => format!("{name} failed"),
+                }
+            })
+            .collect();
+        let progress = self.progress.lock().expect("progress");
+        for (&t, &(landed, total)) in progress.iter() {
+            let e = &self.run.edges[t];
+            parts.push(format!(
+                "{}→{} {:.1}/{:.1} MB",
+                e.name,
+                self.run.stages[e.to_stage].name,
+                landed as f64 / 1e6,
+                total as f64 / 1e6
+            ));
+        }
+        format!("status: {}", parts.join(" · "))
+    }
 }
 
 struct CopyCtx {
@@ -718,9 +1012,15 @@ struct CopyCtx {
     provider: Arc<dyn Provider>,
     options: CopyOptions,
     journal: PathBuf,
+    progress: Arc<Mutex<BTreeMap<usize, (u64, u64)>>>,
+    transfer: usize,
+    src_config: StoreConfig,
+    dst_config: StoreConfig,
 }
 
 impl CopyCtx {
+    /// Copies `src` into `dst` over the route the hooks plan, and returns what the route's
+    /// plan predicted for it: (seconds, USD).
     async fn copy(
         &self,
         src: &str,
@@ -728,14 +1028,13 @@ impl CopyCtx {
         dst: &str,
         dst_region: &str,
         cancel: watch::Receiver<bool>,
-    ) -> Result<CopyReport, String> {
+    ) -> Result<(CopyReport, (f64, f64)), String> {
         let src_url = ObjectUrl::parse(src).map_err(|e| e.to_string())?;
         let dst_url = ObjectUrl::parse(dst).map_err(|e| e.to_string())?;
-        let config = StoreConfig::from_env();
-        let src_store = skyx_store::open(&src_url, &config)
+        let src_store = skyx_store::open(&src_url, &self.src_config)
             .await
             .map_err(|e| e.to_string())?;
-        let dst_store = skyx_store::open(&dst_url, &config)
+        let dst_store = skyx_store::open(&dst_url, &self.dst_config)
             .await
             .map_err(|e| e.to_string())?;
         let items = list_copy(
@@ -748,7 +1047,7 @@ impl CopyCtx {
         .await
         .map_err(|e| e.to_string())?;
         let bytes: u64 = items.iter().map(|i| i.size).sum();
-        let (topology, pricing) = self.hooks.route(src_region, dst_region, bytes)?;
+        let route = self.hooks.route(src_region, dst_region, bytes)?;
         if let Some(dir) = self.journal.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -763,16 +1062,23 @@ impl CopyCtx {
             src_store: root(&src_url),
             dst_store: root(&dst_url),
             items,
-            topology,
+            topology: route.topology,
             options,
-            pricing,
+            pricing: route.pricing,
         };
+        let progress = self.progress.clone();
+        let transfer = self.transfer;
         let report = run_copy(
             &job,
             self.provider.as_ref(),
             src_store,
             dst_store,
-            &mut |_| {},
+            &mut |p| {
+                progress
+                    .lock()
+                    .expect("progress")
+                    .insert(transfer, (p.progress.bytes_landed, p.progress.bytes_total));
+            },
             cancel,
         )
         .await
@@ -781,6 +1087,6 @@ impl CopyCtx {
             return Err(format!("{} objects failed", report.objects_failed.len()));
         }
         let _ = std::fs::remove_file(&self.journal);
-        Ok(report)
+        Ok((report, (route.predicted_s, route.predicted_usd)))
     }
 }

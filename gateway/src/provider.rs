@@ -43,7 +43,13 @@ pub enum ProviderError {
 pub struct LaunchRequest {
     /// A name for the agent (shows in `ps` and logs).
     pub name: String,
+    /// The job the agent serves, as it names files: concurrent jobs (a pipeline's copies)
+    /// keep apart.
+    pub job: String,
     pub region: String,
+    /// The machine to launch where the provider has a choice (a stage's planned instance
+    /// type); `None`: the provider's agent machine.
+    pub instance: Option<String>,
     /// The job's control token; the agent gets it through its environment.
     pub token: String,
 }
@@ -191,7 +197,8 @@ impl Provider for LocalProvider {
         match &self.log_dir {
             Some(dir) => {
                 let _ = std::fs::create_dir_all(dir);
-                let file_name = req.name.replace([':', '/', '#'], "_") + ".log";
+                let file_name =
+                    format!("{}-{}.log", req.job, req.name.replace([':', '/', '#'], "_"));
                 match std::fs::File::create(dir.join(file_name)) {
                     Ok(f) => cmd.stderr(f),
                     Err(_) => cmd.stderr(Stdio::null()),

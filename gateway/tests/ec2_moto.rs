@@ -46,6 +46,8 @@ async fn a_vm_whose_agent_never_answers_is_terminated_and_was_launched_as_asked(
     let err = provider
         .launch(LaunchRequest {
             name: "aws:us-east-1#0".into(),
+            instance: None,
+            job: "moto".into(),
             region: "aws:us-east-1".into(),
             token: "secret-token-123".into(),
         })
@@ -158,6 +160,8 @@ async fn sweeping_a_job_terminates_every_vm_it_tagged() {
     let _ = provider
         .launch(LaunchRequest {
             name: "aws:us-east-1#0".into(),
+            instance: None,
+            job: "moto".into(),
             region: "aws:us-east-1".into(),
             token: "t".into(),
         })
@@ -199,6 +203,8 @@ async fn regions_outside_aws_are_refused_as_capacity_elsewhere() {
     let err = provider
         .launch(LaunchRequest {
             name: "gcp:us-central1-a#0".into(),
+            instance: None,
+            job: "moto".into(),
             region: "gcp:us-central1-a".into(),
             token: "t".into(),
         })

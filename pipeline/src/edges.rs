@@ -5,7 +5,7 @@
 
 use skyx_catalog::{Catalog, Gbps, RegionId};
 use skyx_planner::{
-    CostCap, Objective, PlannerConfig, RegionConstraints, TransferRequest, plain_direct_plan,
+    Objective, PlannerConfig, RegionConstraints, TransferRequest, fastest_within_direct_cost,
     plan_route,
 };
 
@@ -49,11 +49,8 @@ impl EdgePricer for OverlayPricer<'_> {
         req.compression_ratio = compression;
         req.constraints = self.constraints.clone();
         req.config = self.config.clone();
-        if let Ok(direct) = plain_direct_plan(self.catalog, &req) {
-            req.objective = Objective::MaxThroughput {
-                cost_cap: CostCap::TotalUsd(direct.cost_usd.total),
-            };
-        }
+        // Unplannable directly: the floor objective stands.
+        let _ = fastest_within_direct_cost(self.catalog, &mut req);
         let plan = plan_route(self.catalog, &req).ok()?;
         let widest = plan.paths.iter().max_by(|a, b| a.gbps.total_cmp(&b.gbps));
         let via = widest

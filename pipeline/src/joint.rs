@@ -334,6 +334,69 @@ impl JointProblem {
         Ok(schedule)
     }
 
+    /// Re-places the pipeline after provisioning failed for lack of capacity. Stages marked
+    /// `fixed` (running, done, or with compute or data already committed) keep `current`; the
+    /// others choose again among their options, none of which may be a blocked (region,
+    /// instance). When the objective's deadline or budget can no longer be met from here, the
+    /// re-plan keeps its direction (least cost, least time) without the limit, and says so.
+    pub fn replan(
+        &self,
+        current: &[StageOption],
+        fixed: &[bool],
+        blocked: &[(RegionId, String)],
+    ) -> Result<Replan, JointError> {
+        assert_eq!(current.len(), self.options.len(), "one placement per stage");
+        assert_eq!(fixed.len(), self.options.len(), "one flag per stage");
+        let mut p = self.clone();
+        for (s, opts) in p.options.iter_mut().enumerate() {
+            if fixed[s] {
+                *opts = vec![current[s].clone()];
+            } else {
+                opts.retain(|o| {
+                    !blocked
+                        .iter()
+                        .any(|(r, i)| *r == o.region && *i == o.instance)
+                });
+                if opts.is_empty() {
+                    return Err(JointError::Infeasible(format!(
+                        "stage {} has no placement left: every option is blocked",
+                        self.stage_names[s]
+                    )));
+                }
+            }
+        }
+        match p.solve(None) {
+            Ok(schedule) => Ok(Replan {
+                schedule,
+                relaxed: None,
+            }),
+            Err(JointError::Infeasible(why)) => {
+                let (objective, dropped) = match self.objective {
+                    PipelineObjective::MinCostDeadline { .. } => {
+                        (PipelineObjective::MinCost, "deadline")
+                    }
+                    PipelineObjective::MinTimeBudget { .. } => {
+                        (PipelineObjective::MinTime, "budget")
+                    }
+                    _ => return Err(JointError::Infeasible(why)),
+                };
+                p.objective = objective;
+                let schedule = p.solve(None)?;
+                Ok(Replan {
+                    schedule,
+                    relaxed: Some(format!(
+                        "the {dropped} can no longer be met ({why}); re-planned for {}",
+                        match objective {
+                            PipelineObjective::MinCost => "the least cost",
+                            _ => "the least time",
+                        }
+                    )),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn describe_limit(&self, allowed: &[Vec<usize>]) -> String {
         let relaxed = JointProblem {
             objective: match self.objective {
@@ -615,6 +678,14 @@ pub struct ScheduledTransfer {
 }
 
 /// A full assignment with its times and costs.
+/// A re-placed pipeline.
+#[derive(Debug, Clone)]
+pub struct Replan {
+    pub schedule: Schedule,
+    /// Set when the objective's limit had to go, saying why.
+    pub relaxed: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Schedule {
     pub choice: Vec<usize>,

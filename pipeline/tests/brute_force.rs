@@ -281,3 +281,119 @@ fn stages_start_only_after_their_data_arrives() {
         }
     }
 }
+
+#[test]
+fn a_replan_keeps_fixed_stages_avoids_blocked_places_and_is_optimal_for_the_rest() {
+    let mut rng = SmallRng::seed_from_u64(29);
+    let mut checked = 0;
+    for case in 0..60 {
+        let inst = random_instance(&mut rng);
+        let p = JointProblem::new(
+            &inst.spec,
+            inst.input_regions.clone(),
+            inst.options.clone(),
+            &inst.pricer,
+        );
+        let Ok(plan) = p.solve(None) else { continue };
+        let current: Vec<StageOption> = plan.stages.iter().map(|s| s.option.clone()).collect();
+        let n = current.len();
+        // One stage finds no capacity; some others are already committed.
+        let failed = rng.random_range(0..n);
+        let fixed: Vec<bool> = (0..n)
+            .map(|s| s != failed && rng.random_bool(0.5))
+            .collect();
+        let blocked = vec![(
+            current[failed].region.clone(),
+            current[failed].instance.clone(),
+        )];
+        // Exhaustive search over exactly what the re-plan may choose from.
+        let mut restricted = p.clone();
+        for (s, opts) in restricted.options.iter_mut().enumerate() {
+            if fixed[s] {
+                *opts = vec![current[s].clone()];
+            } else {
+                opts.retain(|o| !blocked.contains(&(o.region.clone(), o.instance.clone())));
+            }
+        }
+        let brute = if restricted.options.iter().any(Vec::is_empty) {
+            None
+        } else {
+            restricted.enumerate_best(10_000)
+        };
+        match (p.replan(&current, &fixed, &blocked), brute) {
+            (Ok(r), Some(brute)) => {
+                assert!(
+                    r.relaxed.is_none(),
+                    "case {case}: min-cost needs no relaxing"
+                );
+                for s in 0..n {
+                    let o = &r.schedule.stages[s].option;
+                    // A fixed stage may share the blocked place: it already has its compute.
+                    if fixed[s] {
+                        assert_eq!(o, &current[s], "case {case}: fixed stage {s} moved");
+                    } else {
+                        assert!(
+                            !blocked.contains(&(o.region.clone(), o.instance.clone())),
+                            "case {case}: stage {s} placed where there is no capacity"
+                        );
+                    }
+                }
+                assert!(
+                    close(r.schedule.total_usd, brute.total_usd),
+                    "case {case}: re-plan ${} vs exhaustive ${}",
+                    r.schedule.total_usd,
+                    brute.total_usd
+                );
+                checked += 1;
+            }
+            (Err(JointError::Infeasible(why)), None) => assert!(!why.is_empty()),
+            (r, brute) => panic!("case {case}: re-plan {r:?} but exhaustive {brute:?}"),
+        }
+    }
+    assert!(checked > 20, "only {checked} re-plans compared");
+}
+
+#[test]
+fn a_replan_that_cannot_meet_the_deadline_says_so_and_still_places() {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut relaxed = 0;
+    for _ in 0..80 {
+        let inst = random_instance(&mut rng);
+        let base = JointProblem::new(
+            &inst.spec,
+            inst.input_regions.clone(),
+            inst.options.clone(),
+            &inst.pricer,
+        );
+        let Some(fastest) = JointProblem {
+            objective: PipelineObjective::MinTime,
+            ..base.clone()
+        }
+        .enumerate_best(10_000) else {
+            continue;
+        };
+        // The deadline is exactly the fastest plan: blocking one of its places breaks it
+        // whenever that place was the only way to be that fast.
+        let p = JointProblem {
+            objective: PipelineObjective::MinCostDeadline {
+                seconds: fastest.makespan_s,
+            },
+            ..base
+        };
+        let Ok(plan) = p.solve(None) else { continue };
+        let current: Vec<StageOption> = plan.stages.iter().map(|s| s.option.clone()).collect();
+        let fixed = vec![false; current.len()];
+        let blocked: Vec<(RegionId, String)> = current
+            .iter()
+            .map(|o| (o.region.clone(), o.instance.clone()))
+            .collect();
+        if let Ok(r) = p.replan(&current, &fixed, &blocked)
+            && let Some(why) = &r.relaxed
+        {
+            assert!(why.contains("deadline"), "{why}");
+            assert!(r.schedule.makespan_s > fastest.makespan_s * (1.0 + 1e-9));
+            relaxed += 1;
+        }
+    }
+    assert!(relaxed > 0, "no case needed relaxing");
+}

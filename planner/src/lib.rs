@@ -60,6 +60,8 @@ pub struct TransferPlan {
     pub volume_bytes: u64,
     pub compression_ratio: f64,
     pub objective: Objective,
+    /// Seconds each VM is billed beyond the transfer, as the plan's costs count it.
+    pub vm_overhead_s: f64,
     /// The chosen plan (its figures are also flattened into the top level of the JSON).
     #[serde(flatten)]
     pub chosen: RoutePlan,
@@ -134,6 +136,7 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         volume_bytes: req.volume_bytes,
         compression_ratio: req.compression_ratio,
         objective: req.objective,
+        vm_overhead_s: req.config.vm_overhead_s,
         chosen,
         direct,
         direct_infeasible,
@@ -259,6 +262,12 @@ fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
     {
         return bad(format!("VM price {} must be a number ≥ 0", p.0));
     }
+    if !(req.config.vm_overhead_s.is_finite() && req.config.vm_overhead_s >= 0.0) {
+        return bad(format!(
+            "VM overhead {} s must be a number ≥ 0",
+            req.config.vm_overhead_s
+        ));
+    }
     Ok(())
 }
 
@@ -330,10 +339,11 @@ fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<u
         Objective::MinCost { throughput_floor } => solve::min_cost_at(
             net,
             throughput_floor.0 / req.compression_ratio,
+            wire_gb,
             Vms::Relaxed,
         )?,
         Objective::Deadline { seconds } => {
-            solve::min_cost_at(net, wire_gb * 8.0 / seconds, Vms::Relaxed)?
+            solve::min_cost_at(net, wire_gb * 8.0 / seconds, wire_gb, Vms::Relaxed)?
         }
         Objective::MaxThroughput { cost_cap } => {
             let cap = match cost_cap {
@@ -377,21 +387,86 @@ fn solve_for(
                 CostCap::TotalUsd(v) => v,
                 CostCap::PerGb(p) => p.0 * req.volume_gb(),
             };
-            let Some(stage1) = solve::max_throughput(net, cap, wire_gb, Vms::Integer)? else {
-                return Err(cost_cap_infeasible(net, req, cap));
-            };
-            solve::finalize(
-                net,
-                &stage1,
-                Budget::Total {
-                    cap_usd: cap,
-                    wire_gb,
-                },
-            )?
+            max_throughput_plan(net, req, cap)?
         }
     };
     validate(net, &flows).map_err(|e| PlanError::Solver(format!("plan failed its checks: {e}")))?;
     Ok(RoutePlan::from_flows(kind, net, &flows, wire_gb, ratio))
+}
+
+/// The fastest plan within `cap` dollars. The first stage cannot see the VMs' overhead (see
+/// `solve`), so its VMs are a candidate the exact second stage may find over the cap, or slowed
+/// by it: then fewer VMs per region are tried, down to one, and the plain direct copy, and the
+/// fastest that keeps to the cap wins. For large copies the overhead is noise and the first
+/// candidate stands.
+fn max_throughput_plan(net: &Network, req: &TransferRequest, cap: f64) -> Result<Flows, PlanError> {
+    let wire_gb = req.wire_volume_gb();
+    let budget = Budget::Total {
+        cap_usd: cap,
+        wire_gb,
+    };
+    let mut best: Option<Flows> = None;
+    let mut limit = net.max_vms_per_region;
+    loop {
+        let limited = Network {
+            max_vms_per_region: limit,
+            ..net.clone()
+        };
+        if let Some(stage1) = solve::max_throughput(&limited, cap, wire_gb, Vms::Integer)?
+            && let Some(flows) = solve::finalize(&limited, &stage1, budget)?
+        {
+            // The overhead did not bind: nothing with fewer VMs can be faster.
+            let unbound = flows.wire_gbps >= stage1.wire_gbps * (1.0 - 1e-6);
+            if best.as_ref().is_none_or(|b| flows.wire_gbps > b.wire_gbps) {
+                best = Some(flows);
+            }
+            if unbound {
+                break;
+            }
+        }
+        if limit == 1 {
+            break;
+        }
+        limit = (limit / 2).max(1);
+    }
+    if let Some(direct_link) = net.link_between(net.src, net.dst)
+        && let Some(flows) = one_vm_direct_flows(net, wire_gb, budget)?
+        && best.as_ref().is_none_or(|b| flows.wire_gbps > b.wire_gbps)
+    {
+        // Back onto `net`'s links (the direct network has only the one).
+        let mut link_gbps = vec![0.0; net.links.len()];
+        let mut connections = vec![0; net.links.len()];
+        link_gbps[direct_link] = flows.link_gbps[0];
+        connections[direct_link] = flows.connections[0];
+        best = Some(Flows {
+            link_gbps,
+            connections,
+            ..flows
+        });
+    }
+    best.ok_or_else(|| cost_cap_infeasible(net, req, cap))
+}
+
+/// `net` cut down to its direct link and one VM per end.
+fn one_vm_direct(net: &Network) -> Network {
+    Network {
+        max_vms_per_region: 1,
+        ..net.with_links(|l| l.src == net.src && l.dst == net.dst)
+    }
+}
+
+/// The plain direct copy's routing within `budget`, on [`one_vm_direct`]'s network (its only
+/// link is the direct one); `None` without a direct link or when nothing fits the budget.
+fn one_vm_direct_flows(
+    net: &Network,
+    wire_gb: f64,
+    budget: Budget,
+) -> Result<Option<Flows>, PlanError> {
+    let direct = one_vm_direct(net);
+    match solve::max_throughput(&direct, f64::INFINITY, wire_gb, Vms::Integer)? {
+        Some(stage1) => solve::finalize(&direct, &stage1, budget),
+        None => Ok(None),
+    }
 }
 
 fn min_cost_plan(
@@ -403,10 +478,11 @@ fn min_cost_plan(
     let mut target = floor_wire;
     // Integer connections can cost a sliver of capacity; aim a little higher and retry.
     for _ in 0..4 {
-        let Some(stage1) = solve::min_cost_at(net, target, Vms::Integer)? else {
+        let Some(stage1) = solve::min_cost_at(net, target, wire_gb, Vms::Integer)? else {
             let best = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
                 .map(|f| solve::finalize(net, &f, Budget::Unlimited))
-                .transpose()?;
+                .transpose()?
+                .flatten();
             let achievable = match best {
                 Some(f) => format!(
                     "the most this route set can carry is {:.2} Gbps ({:.2} Gbps on the wire) \
@@ -427,7 +503,9 @@ fn min_cost_plan(
             });
         };
         let k = solve::egress_per_gb(net, &stage1);
-        let flows = solve::finalize(net, &stage1, Budget::EgressPerGb(k))?;
+        let flows = solve::finalize(net, &stage1, Budget::EgressPerGb(k))?.ok_or_else(|| {
+            PlanError::Solver("the cheapest routing failed its own egress budget".into())
+        })?;
         if flows.wire_gbps >= floor_wire * (1.0 - 1e-9) {
             return Ok(flows);
         }
@@ -455,19 +533,15 @@ fn cost_cap_infeasible(net: &Network, req: &TransferRequest, cap: f64) -> PlanEr
 /// A plain direct copy: the direct link, one VM per end, as fast as they go. This is what a
 /// single-machine tool achieves at best, and usually the cheapest plan per GB.
 fn plain_direct(net: &Network, req: &TransferRequest) -> Result<RoutePlan, PlanError> {
-    let one_vm = Network {
-        max_vms_per_region: 1,
-        ..net.with_links(|l| l.src == net.src && l.dst == net.dst)
-    };
+    let one_vm = one_vm_direct(net);
     let wire_gb = req.wire_volume_gb();
-    let flows = solve::max_throughput(&one_vm, f64::INFINITY, wire_gb, Vms::Integer)?
-        .map(|f| solve::finalize(&one_vm, &f, Budget::Unlimited))
-        .transpose()?
-        .ok_or_else(|| PlanError::Disconnected {
+    let flows = one_vm_direct_flows(net, wire_gb, Budget::Unlimited)?.ok_or_else(|| {
+        PlanError::Disconnected {
             src: req.src.clone(),
             dst: req.dst.clone(),
             why: "the direct link is not measured or not priced".into(),
-        })?;
+        }
+    })?;
     Ok(RoutePlan::from_flows(
         RouteKind::Direct,
         &one_vm,
@@ -475,6 +549,33 @@ fn plain_direct(net: &Network, req: &TransferRequest) -> Result<RoutePlan, PlanE
         wire_gb,
         req.compression_ratio,
     ))
+}
+
+/// Sets `req`'s objective to skyx's default: the fastest plan that costs no more than a plain
+/// direct copy of the same data (see [`plain_direct_plan`]). When `req` forces a route through
+/// relays, the plain copy along that route (one VM per region on it) may cost more, and then
+/// its cost is the cap: the route was asked for. Fails, leaving `req` as it was, when the
+/// direct copy cannot be planned.
+pub fn fastest_within_direct_cost(
+    catalog: &Catalog,
+    req: &mut TransferRequest,
+) -> Result<(), PlanError> {
+    let mut cap = plain_direct_plan(catalog, req)?.cost_usd.total;
+    if let RouteChoice::Via(_) = req.route {
+        let mut plain = req.clone();
+        plain.config.max_vms_per_region = 1;
+        plain.objective = Objective::MaxThroughput {
+            // No cap worth the name (an infinite one is not a valid request).
+            cost_cap: CostCap::TotalUsd(1e12),
+        };
+        if let Ok(along) = plan_transfer(catalog, &plain) {
+            cap = cap.max(along.chosen.cost_usd.total * (1.0 + 1e-9));
+        }
+    }
+    req.objective = Objective::MaxThroughput {
+        cost_cap: CostCap::TotalUsd(cap),
+    };
+    Ok(())
 }
 
 /// The plan of a plain direct copy (direct link, one VM per end) for `req`'s endpoints, volume

@@ -49,6 +49,8 @@ pub struct Network {
     pub dst: usize,
     pub max_vms_per_region: u32,
     pub max_connections_per_vm: u32,
+    /// Hours each VM is billed beyond the transfer (boot, minimum billing).
+    pub vm_overhead_h: f64,
 }
 
 impl Network {
@@ -229,6 +231,7 @@ pub fn build_network(
         dst,
         max_vms_per_region: req.config.max_vms_per_region,
         max_connections_per_vm: req.config.max_connections_per_vm,
+        vm_overhead_h: req.config.vm_overhead_s / 3600.0,
     };
     Ok((network, notes))
 }

@@ -119,7 +119,7 @@ impl RoutePlan {
             if count == 0 {
                 continue;
             }
-            vm_usd += f64::from(count) * node.vm_price.0 * time_s / 3600.0;
+            vm_usd += f64::from(count) * node.vm_price.0 * (time_s / 3600.0 + net.vm_overhead_h);
             vms.insert(node.region.clone(), count);
             vm_details.insert(
                 node.region.clone(),

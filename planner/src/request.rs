@@ -113,6 +113,10 @@ pub struct PlannerConfig {
     pub max_connections_per_vm: u32,
     /// Override the catalog's gateway VM price in every region (spot or negotiated prices).
     pub vm_price_override: Option<UsdPerHour>,
+    /// Seconds each agent VM is billed beyond the transfer itself: the clouds bill a VM for at
+    /// least a minute, and from boot. Without it a tiny copy would start many VMs whose
+    /// transfer-time cost rounds to nothing.
+    pub vm_overhead_s: f64,
     /// How many relay candidates (besides source and destination) the overlay MILP considers.
     /// Candidates are the best relays by two-hop bottleneck throughput and by two-hop price; the
     /// MILP then routes freely (any number of hops) among them. `None` uses every region.
@@ -125,6 +129,7 @@ impl Default for PlannerConfig {
             max_vms_per_region: 8,
             max_connections_per_vm: 64,
             vm_price_override: None,
+            vm_overhead_s: 60.0,
             max_relay_candidates: Some(16),
         }
     }

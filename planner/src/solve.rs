@@ -7,8 +7,11 @@
 //! the transfer run as fast as the provisioned VMs allow.
 //!
 //! Cost of a plan moving `V` wire-GB at `W` wire-Gbps:
-//! egress `= V/W · Σ p_e f_e`, VMs `= V·8/W/3600 · Σ n_r · price_r`. For a fixed `W` both are
-//! linear; for a cost cap `Cap`, `cost ≤ Cap` multiplied by `W` is linear in `(f, n, W)` too.
+//! egress `= V/W · Σ p_e f_e`, VMs `= (V·8/W/3600 + O) · Σ n_r · price_r`, where `O` is the
+//! hours each VM is billed beyond the transfer. For a fixed `W` all of it is linear. Under a
+//! cost cap `Cap`, `cost ≤ Cap` multiplied by `W` is linear in `(f, n, W)` except for the
+//! overhead `O · W · Σ n price`: [`max_throughput`] leaves the overhead out (its plan is a
+//! candidate), and [`finalize`], where the VMs are fixed, holds the exact cap.
 
 use good_lp::{
     Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp,
@@ -186,13 +189,19 @@ impl Model {
     }
 }
 
-/// Stage 1 for minimum cost: the cheapest routing that carries exactly `wire_gbps`.
-/// `Ok(None)` when no routing can carry that rate.
-pub fn min_cost_at(net: &Network, wire_gbps: f64, vms: Vms) -> Result<Option<Flows>, PlanError> {
+/// Stage 1 for minimum cost: the cheapest routing that carries exactly `wire_gbps` of
+/// `wire_gb`. `Ok(None)` when no routing can carry that rate.
+pub fn min_cost_at(
+    net: &Network,
+    wire_gbps: f64,
+    wire_gb: f64,
+    vms: Vms,
+) -> Result<Option<Flows>, PlanError> {
     let mut m = Model::new(net, None, vms);
-    // Objective scaled by W/V (a positive constant): Σ p f + (8/3600) Σ n price.
+    // Objective scaled by W/V (a positive constant): Σ p f + (8/3600 + O·W/V) Σ n price.
     let objective = m.egress_dollars_per_gb_times_w(net)
-        + vm_hours_per_gbps(1.0) * m.vm_dollars_per_hour(net)
+        + (vm_hours_per_gbps(1.0) + net.vm_overhead_h * wire_gbps / wire_gb.max(1e-12))
+            * m.vm_dollars_per_hour(net)
         + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
     let mut problem = vars.minimise(objective).using(microlp);
@@ -205,8 +214,9 @@ pub fn min_cost_at(net: &Network, wire_gbps: f64, vms: Vms) -> Result<Option<Flo
     }
 }
 
-/// The fastest routing whose total cost for `wire_gb` stays within `cap_usd`
-/// (`f64::INFINITY` for no cap). `Ok(None)` when even the slowest routing costs more.
+/// The fastest routing whose total cost for `wire_gb`, leaving out the VMs' overhead, stays
+/// within `cap_usd` (`f64::INFINITY` for no cap). `Ok(None)` when even the slowest routing
+/// costs more.
 pub fn max_throughput(
     net: &Network,
     cap_usd: f64,
@@ -242,8 +252,9 @@ pub fn max_throughput(
 }
 
 /// Stage 2: with the VMs of `stage1` fixed and only its links in use, choose integer
-/// connections and run as fast as those VMs allow within `budget`.
-pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Flows, PlanError> {
+/// connections and run as fast as those VMs allow within `budget` (VM overhead included).
+/// `Ok(None)` when no rate keeps to the budget with these VMs.
+pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<Flows>, PlanError> {
     let used: Vec<bool> = stage1.link_gbps.iter().map(|f| *f > FLOW_EPS).collect();
     let mut m = Model::new(net, Some(&stage1.vms), Vms::Integer);
     let w = m.vars.add(variable().min(0.0));
@@ -272,15 +283,29 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Flows, 
     problem = match budget {
         Budget::Unlimited => problem,
         Budget::EgressPerGb(k) => problem.with(egress.leq((k * (1.0 + 1e-9) + 1e-12) * w)),
-        Budget::Total { cap_usd, wire_gb } => problem.with(
-            (wire_gb * egress + vm_hours_per_gbps(wire_gb) * vm).leq(cap_usd * (1.0 + 1e-9) * w),
-        ),
+        Budget::Total { cap_usd, wire_gb } => {
+            // The VMs are fixed here, so their overhead is a constant and the cap exact.
+            let overhead: f64 = net
+                .nodes
+                .iter()
+                .zip(&stage1.vms)
+                .map(|(node, n)| node.vm_price.0 * f64::from(*n) * net.vm_overhead_h)
+                .sum();
+            problem.with(
+                (wire_gb * egress + vm_hours_per_gbps(wire_gb) * vm)
+                    .leq((cap_usd * (1.0 + 1e-9) - overhead) * w),
+            )
+        }
     };
-    let sol = problem.solve().map_err(|e| {
-        PlanError::Solver(format!(
-            "fixing connections on the chosen route failed: {e}"
-        ))
-    })?;
+    let sol = match problem.solve() {
+        Ok(sol) => sol,
+        Err(ResolutionError::Infeasible) => return Ok(None),
+        Err(e) => {
+            return Err(PlanError::Solver(format!(
+                "fixing connections on the chosen route failed: {e}"
+            )));
+        }
+    };
     let rate = sol.value(w);
     let mut flows = m.flows(net, &sol, rate);
     flows.connections = conns
@@ -301,7 +326,7 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Flows, 
             flows.vms[node] = 0;
         }
     }
-    Ok(flows)
+    Ok(Some(flows))
 }
 
 /// The egress dollars per wire-GB of a routing (Σ p_e f_e / W).

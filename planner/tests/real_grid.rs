@@ -371,3 +371,49 @@ fn the_whole_grid_can_be_planned_without_relay_pruning() {
     // More candidates can only help the optimum.
     assert!(full.chosen.throughput_gbps >= pruned.chosen.throughput_gbps * (1.0 - 1e-6));
 }
+
+#[test]
+fn a_tiny_copy_starts_no_more_vms_than_its_minimum_billing_allows() {
+    let catalog = Catalog::builtin();
+    let default_for = |bytes: u64| {
+        let mut req = TransferRequest::new(
+            region("aws:us-east-1"),
+            region("gcp:asia-southeast1-a"),
+            bytes,
+            Objective::MaxThroughput {
+                cost_cap: CostCap::TotalUsd(1.0),
+            },
+        );
+        skyx_planner::fastest_within_direct_cost(&catalog, &mut req).unwrap();
+        check(&catalog, &req)
+    };
+    // 8 MB: every VM beyond the two ends would cost a minute's billing, far more than the
+    // data's egress; the plain direct copy is the fastest plan within its own cost.
+    let tiny = default_for(8_000_000);
+    assert_eq!(
+        tiny.chosen.vms.values().sum::<u32>(),
+        2,
+        "{:?}",
+        tiny.chosen.vms
+    );
+    // Each VM is billed at least its minute.
+    let minute: f64 = tiny
+        .chosen
+        .vm_details
+        .values()
+        .map(|v| f64::from(v.count) * v.instance_type_price_per_hour / 60.0)
+        .sum();
+    assert!(
+        tiny.chosen.cost_usd.vm >= minute,
+        "{:?}",
+        tiny.chosen.cost_usd
+    );
+    // 1 TB: the minute is noise; relays and many VMs pay for themselves.
+    let big = default_for(1000 * GB);
+    assert!(
+        big.chosen.vms.values().sum::<u32>() > 2,
+        "{:?}",
+        big.chosen.vms
+    );
+    assert!(big.chosen.throughput_gbps > tiny.chosen.throughput_gbps * 2.0);
+}

@@ -140,6 +140,15 @@ impl SkyManifest {
         env
     }
 
+    /// The URL of bucket (Azure: container) `bucket` in the region's store, ending in `/`.
+    pub fn bucket_url(region: &SkyRegion, bucket: &str) -> String {
+        match region.store {
+            StoreKind::S3 => format!("s3://{bucket}/"),
+            StoreKind::Gcs => format!("gs://{bucket}/"),
+            StoreKind::Azurite => format!("az://{AZURITE_ACCOUNT}/{bucket}/"),
+        }
+    }
+
     /// Region → (namespace, address): where the local provider starts a region's agents.
     pub fn namespaces(&self) -> BTreeMap<String, (String, IpAddr)> {
         self.spec

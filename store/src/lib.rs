@@ -14,6 +14,7 @@ pub mod azure;
 pub mod error;
 pub mod gcs;
 pub mod local;
+pub mod prefix;
 pub mod retry;
 pub mod s3;
 pub mod url;

@@ -7,6 +7,8 @@
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
 //!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
+//! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
+//!   starts, and no VM outliving the copy.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
@@ -17,6 +19,7 @@
 mod catalog;
 mod cp;
 mod cp_faults;
+mod ec2;
 mod plan;
 mod run;
 mod sky;

@@ -253,7 +253,7 @@ fn bad_input_exits_2_naming_the_flag() {
 /// Regression: with `--via` and no objective flag, the default cost cap (a plain direct copy)
 /// must still be computed over the direct link, which the forced chain leaves out.
 #[test]
-fn via_without_an_objective_flag_is_capped_by_the_direct_copy() {
+fn via_without_an_objective_flag_plans_along_the_route_within_its_plain_copy_cost() {
     let v = plan_json(&[
         "--src",
         "aws:us-east-1",

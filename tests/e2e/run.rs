@@ -64,10 +64,45 @@ fn bad_specs_are_refused_with_the_line_at_fault() {
 /// then writes its own output and manifest. Stage `a` counts its runs in `runs-a`; stage `b`
 /// announces itself and, when `HOLD` exists, waits for it to go away.
 fn pipeline(dir: &Path) -> String {
+    let raw = format!("{}/raw/", dir.display());
+    pipeline_over(
+        dir,
+        &raw,
+        "aws:us-east-1",
+        r#"["aws:us-east-1"]"#,
+        r#"["gcp:europe-west1-b"]"#,
+        r#"["azure:eastus", "azure:westus2"]"#,
+    )
+}
+
+/// The three-stage pipeline reading `raw` (a prefix holding files and their MANIFEST) in
+/// `raw_region`, with each stage's allowed regions (TOML arrays).
+pub fn pipeline_over(
+    dir: &Path,
+    raw: &str,
+    raw_region: &str,
+    a_regions: &str,
+    b_regions: &str,
+    c_regions: &str,
+) -> String {
     let check =
         r#"cd "$IN" && sha256sum -c --quiet MANIFEST || { echo "input incomplete" >&2; exit 9; }"#;
     let write = r#"cd "$SKYX_OUTPUT" && for i in 1 2 3; do head -c $((200000 * i)) /dev/urandom > part-$i; done && sha256sum part-* > MANIFEST"#;
     let d = dir.display();
+    let instance = |regions: &str| {
+        if regions.contains("aws:") {
+            "m6i.2xlarge"
+        } else if regions.contains("gcp:") {
+            "n2-standard-8"
+        } else {
+            "Standard_D8s_v5"
+        }
+    };
+    let (ia, ib, ic) = (
+        instance(a_regions),
+        instance(b_regions),
+        instance(c_regions),
+    );
     format!(
         r#"[pipeline]
 name = "e2e-three"
@@ -75,8 +110,8 @@ objective = "min-cost"
 
 [[input]]
 name = "raw"
-url = "{d}/raw/"
-region = "aws:us-east-1"
+url = "{raw}"
+region = "{raw_region}"
 size = "1MB"
 
 [[stage]]
@@ -84,29 +119,29 @@ name = "a"
 run = 'IN=$SKYX_INPUT_raw; {check} && echo run >> {d}/runs-a && {write}'
 inputs = ["raw"]
 output = {{ size = "1MB" }}
-constraints = {{ regions = ["aws:us-east-1"] }}
-candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
+constraints = {{ regions = {a_regions} }}
+candidate = [{{ instance = "{ia}", hours = 1 }}]
 
 [[stage]]
 name = "b"
 run = 'IN=$SKYX_INPUT_a; {check} && touch {d}/b-started && while [ -e {d}/HOLD ]; do sleep 0.2; done && {write}'
 inputs = ["a"]
 output = {{ size = "1MB" }}
-constraints = {{ regions = ["gcp:europe-west1-b"] }}
-candidate = [{{ instance = "n2-standard-8", hours = 1 }}]
+constraints = {{ regions = {b_regions} }}
+candidate = [{{ instance = "{ib}", hours = 1 }}]
 
 [[stage]]
 name = "c"
 run = 'IN=$SKYX_INPUT_b; {check} && (IN=$SKYX_INPUT_raw; {check}) && {write} && cp MANIFEST {d}/final-manifest'
 inputs = ["b", "raw"]
 output = {{ size = "1MB" }}
-constraints = {{ regions = ["azure:eastus", "azure:westus2"] }}
-candidate = [{{ instance = "Standard_D8s_v5", hours = 1 }}]
+constraints = {{ regions = {c_regions} }}
+candidate = [{{ instance = "{ic}", hours = 1 }}]
 "#
     )
 }
 
-fn raw_input(dir: &Path) {
+pub fn raw_input(dir: &Path) {
     let raw = dir.join("raw");
     std::fs::create_dir_all(&raw).unwrap();
     let status = Command::new("sh")
@@ -234,4 +269,72 @@ fn a_stage_without_capacity_is_re_planned_to_another_region() {
     assert!(c_region.starts_with("azure:"));
     assert_eq!(v["report"]["replans"].as_array().unwrap().len(), 1);
     assert!(scratch.dir.join("final-manifest").exists());
+}
+
+#[test]
+fn the_runnable_example_runs_from_the_repository_root() {
+    let scratch = Scratch::new("run-example");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(bin("skyx"))
+        .args(["run", "examples/pipelines/catalog-report.toml", "--json"])
+        .current_dir(root)
+        .env_remove("RUST_LOG")
+        .env_remove("SKYX_SKY")
+        .env("SKYX_STATE_DIR", scratch.state())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    scratch.assert_no_agents_left();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let publish = &v["report"]["stages"][2];
+    let region = publish["region"].as_str().unwrap().replace(':', "_");
+    // The report counts every CSV the catalog ships (each checked through two regions).
+    let csvs = std::fs::read_dir(std::path::Path::new(root).join("catalog/data"))
+        .unwrap()
+        .flatten()
+        .filter(|d| d.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "csv"))
+        .count();
+    let report = std::fs::read_to_string(scratch.state().join(format!(
+        "pipelines/catalog-report/regions/{region}/publish/output/report.txt"
+    )))
+    .unwrap();
+    assert!(
+        report.contains(&format!("catalog files: {csvs}\n")),
+        "{report}"
+    );
+}
+
+#[test]
+fn stages_run_on_agents_of_their_own_when_asked() {
+    let scratch = Scratch::new("run-agents");
+    raw_input(&scratch.dir);
+    let spec = scratch.dir.join("three.toml");
+    std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
+    let out = run_cmd(&scratch, &spec)
+        .arg("--stages-on-agents")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    scratch.assert_no_agents_left();
+    // Every stage checked its inputs on its agent; the last one's manifest is there, and each
+    // stage's log came back from its agent.
+    assert!(scratch.dir.join("final-manifest").exists());
+    let logs = scratch.state().join("pipelines/e2e-three/logs");
+    for stage in ["a", "b", "c"] {
+        assert!(
+            std::fs::read_dir(&logs).unwrap().flatten().any(|f| f
+                .file_name()
+                .to_string_lossy()
+                .ends_with(&format!("stage-{stage}.log"))),
+            "no agent ran stage {stage}"
+        );
+        assert!(
+            scratch
+                .state()
+                .join(format!("pipelines/e2e-three/{stage}.log"))
+                .exists()
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The emulated sky end to end, as a user drives it: `skyx sky up` (three regions, two clouds),
 //! `skyx bench paths` against the shaping, an overlay `skyx cp` between two regions' own stores
-//! with its contents checked byte for byte, and `skyx sky down` leaving no namespace, link or
+//! with its contents checked byte for byte, a three-stage `skyx run` across the three regions
+//! with each region's data in its own store, and `skyx sky down` leaving no namespace, link or
 //! process behind. Needs root (network namespaces and tc), as CI has.
 
 use std::path::{Path, PathBuf};
@@ -227,7 +228,9 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
 
     // An overlay copy from the S3 store in aws:us-east-1 to the GCS store in
     // gcp:asia-southeast1-a, through a relay agent in the third namespace.
-    let data = dataset(40, 3 << 20);
+    // 40 MiB in all: enough for the relay to pay for its VM's minute (the direct path would
+    // take a minute at this scale; a few megabytes go direct, correctly).
+    let data = dataset(40, 40 << 20);
     let local = scratch.dir.join("data");
     write_local(&local, &data);
     sky.in_region(SRC, &["mb", "s3://sky-src"]);
@@ -306,6 +309,92 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         "{}",
         stderr(&wrong)
     );
+    scratch.assert_no_agents_left();
+
+    // A three-stage pipeline across the three regions, each region's data in its own store:
+    // a reads its input where it is (S3 in aws:us-east-1), b's and c's inputs cross the shaped
+    // links through agents into GCS, and every stage checks its input before it works.
+    let pipe_dir = scratch.dir.join("pipeline");
+    crate::run::raw_input(&pipe_dir);
+    sky.in_region(
+        SRC,
+        &[
+            "cp",
+            "-r",
+            &pipe_dir.join("raw").display().to_string(),
+            "s3://sky-src/raw/",
+            "--no-progress",
+        ],
+    );
+    let spec = pipe_dir.join("three.toml");
+    std::fs::write(
+        &spec,
+        crate::run::pipeline_over(
+            &pipe_dir,
+            "s3://sky-src/raw/",
+            SRC,
+            &format!(r#"["{SRC}"]"#),
+            &format!(r#"["{RELAY_FAST}"]"#),
+            &format!(r#"["{DST}"]"#),
+        ),
+    )
+    .unwrap();
+    let out = sky.skyx(&[
+        "run",
+        &spec.display().to_string(),
+        "--sky",
+        &state,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = v["report"]["stages"].as_array().unwrap();
+    let regions: Vec<&str> = stages
+        .iter()
+        .map(|s| s["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, [SRC, RELAY_FAST, DST]);
+    let transfers = v["report"]["transfers"].as_array().unwrap();
+    for t in transfers {
+        // raw → a stays in its region; every other edge crossed, with a prediction beside it.
+        let local = t["data"] == "raw" && t["to_stage"] == "a";
+        assert_eq!(t["local"], local, "{t}");
+        if !local {
+            assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
+            assert!(t["predicted_s"].as_f64().is_some(), "{t}");
+        }
+    }
+    assert!(pipe_dir.join("final-manifest").exists());
+    // The data is where the plan put it: b's output in its region's GCS, and its copy among
+    // c's inputs in the destination region's.
+    let listed = sky.in_region(
+        RELAY_FAST,
+        &["ls", "-r", "gs://skyx-pipelines/e2e-three/b/output/"],
+    );
+    assert!(listed.contains("MANIFEST"), "{listed}");
+    let listed = sky.in_region(
+        DST,
+        &["ls", "-r", "gs://skyx-pipelines/e2e-three/c/inputs/b/"],
+    );
+    assert!(listed.contains("part-3"), "{listed}");
+    scratch.assert_no_agents_left();
+
+    // Again from scratch, each stage on an agent of its own in its region's namespace (the
+    // path stage VMs take): the agent brings the inputs down from its region's store itself.
+    std::fs::remove_file(pipe_dir.join("final-manifest")).unwrap();
+    let agents_state = scratch.dir.join("state-agents").display().to_string();
+    let out = sky.skyx(&[
+        "run",
+        &spec.display().to_string(),
+        "--sky",
+        &state,
+        "--stages-on-agents",
+        "--state-dir",
+        &agents_state,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(pipe_dir.join("final-manifest").exists());
     scratch.assert_no_agents_left();
 
     // Down removes every namespace, link and process, and the state directory.

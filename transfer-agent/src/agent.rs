@@ -196,6 +196,11 @@ async fn open_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectSto
 }
 
 impl Agent {
+    /// How this agent reaches its region's store.
+    pub fn store_config(&self) -> &StoreConfig {
+        &self.config.store
+    }
+
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
             counters: Arc::new(Counters {

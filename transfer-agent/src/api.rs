@@ -267,3 +267,39 @@ pub struct ProbeResult {
     pub rtt_ms_min: f64,
     pub rtt_ms_median: f64,
 }
+
+/// `POST /v1/stage`: a pipeline stage to run on the agent's machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageRequest {
+    pub stage: String,
+    pub region: String,
+    /// Run with `sh -c`, in its own process group.
+    pub command: String,
+    /// (name, location) of each input: a local directory is read where it is; a store prefix
+    /// is brought down to the machine first. The command finds it in `SKYX_INPUT_<name>`.
+    pub inputs: Vec<(String, String)>,
+    /// Where the output goes: a local directory the command writes directly, or a store prefix
+    /// its output is taken up to after it succeeds. The command writes to `SKYX_OUTPUT`.
+    pub output: String,
+}
+
+/// Where a stage is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StageState {
+    /// No stage was started.
+    Idle,
+    Running,
+    Succeeded,
+    Failed {
+        why: String,
+    },
+}
+
+/// `GET /v1/stage`: the stage's state and the end of its log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageStatus {
+    #[serde(flatten)]
+    pub state: StageState,
+    pub log_tail: String,
+}

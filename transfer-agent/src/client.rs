@@ -221,6 +221,23 @@ impl AgentClient {
             .await
     }
 
+    /// Starts a pipeline stage on the agent's machine.
+    pub async fn start_stage(&self, req: &crate::api::StageRequest) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/stage", Some(req), CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// The stage's state, the agent waiting up to `wait` for it to end.
+    pub async fn stage_status(
+        &self,
+        wait: Duration,
+    ) -> Result<crate::api::StageStatus, ClientError> {
+        let path = format!("/v1/stage?wait_ms={}", wait.as_millis());
+        self.call::<(), _>(Method::GET, &path, None, wait + CALL_TIMEOUT)
+            .await
+    }
+
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         self.call::<(), serde_json::Value>(
             Method::POST,

@@ -63,6 +63,8 @@ pub struct Control {
     pub activity: Arc<Activity>,
     /// Notified when the gateway asks the agent to shut down.
     pub shutdown: Arc<Notify>,
+    /// The pipeline stage this agent runs, if any.
+    pub stage: Arc<crate::stage::StageSlot>,
 }
 
 /// Serves the control API on `listener` until the task is dropped.
@@ -206,6 +208,21 @@ async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(r) => from_agent(agent.probe_send(r).await),
             Err(r) => r,
         },
+        (Method::POST, "/v1/stage") => match body::<crate::api::StageRequest>(req).await {
+            Ok(r) => match c.stage.start(r, agent.store_config().clone()) {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                Err(why) => error(StatusCode::CONFLICT, why),
+            },
+            Err(r) => r,
+        },
+        (Method::GET, "/v1/stage") => {
+            let wait_ms: u64 = query(&req)
+                .get("wait_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let wait = Duration::from_millis(wait_ms.min(30_000));
+            json(StatusCode::OK, &c.stage.status(wait).await)
+        }
         (Method::POST, "/v1/shutdown") => {
             c.shutdown.notify_one();
             json(StatusCode::OK, &serde_json::json!({}))

@@ -131,6 +131,13 @@ async fn run(args: DaemonArgs) -> Result<()> {
         token: token.into(),
         activity: activity.clone(),
         shutdown: shutdown.clone(),
+        stage: Arc::new(crate::stage::StageSlot::new(std::env::temp_dir().join(
+            format!(
+                "skyx-agent-{}-{}",
+                std::process::id(),
+                agent.name().replace(['/', ':', '#'], "_")
+            ),
+        ))),
     };
     let server = tokio::spawn(serve(listener, control));
     println!(

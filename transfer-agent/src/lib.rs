@@ -19,6 +19,7 @@ pub mod hop;
 pub mod objects;
 pub mod probe;
 pub mod quic;
+pub mod stage;
 pub mod tls;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};

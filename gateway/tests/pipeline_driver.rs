@@ -1,0 +1,291 @@
+//! The pipeline driver with stages in one region (so no data crosses regions and no agents are
+//! needed): a capacity error re-places the failed stage together with the stages that have not
+//! started, the journal keeps the new places, and an interrupted run stops its running stage
+//! and gives back every piece of compute it was given.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use skyx_agent::api::StageRequest;
+use skyx_gateway::LocalProvider;
+use skyx_gateway::dag::DataSource;
+use skyx_gateway::pipeline_run::{
+    Compute, ComputeError, ComputeProvider, EdgeRun, LocalCompute, PipelineHooks, PipelineRun,
+    PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun, run_pipeline,
+};
+use tokio::sync::watch;
+
+const FIRST: &str = "aws:us-east-1";
+const SECOND: &str = "aws:us-west-2";
+
+/// Local processes, except that `full` regions have no capacity; counts what it hands out
+/// and what comes back.
+struct CountingCompute {
+    full: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    live: Arc<AtomicUsize>,
+}
+
+struct Counted {
+    inner: Box<dyn Compute>,
+    live: Arc<AtomicUsize>,
+    released: bool,
+}
+
+#[async_trait]
+impl Compute for Counted {
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
+        self.inner.run(stage, ctx).await
+    }
+
+    async fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.inner.release().await;
+    }
+}
+
+#[async_trait]
+impl ComputeProvider for CountingCompute {
+    async fn provision(
+        &self,
+        stage: &str,
+        region: &str,
+        instance: &str,
+    ) -> Result<Box<dyn Compute>, ComputeError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{stage}@{region}/{instance}"));
+        if self.full.iter().any(|r| r == region) {
+            return Err(ComputeError::Capacity {
+                region: region.into(),
+                why: "test: full".into(),
+            });
+        }
+        let inner = LocalCompute::default()
+            .provision(stage, region, instance)
+            .await?;
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(Counted {
+            inner,
+            live: self.live.clone(),
+            released: false,
+        }))
+    }
+}
+
+/// Moves every stage the driver allows to SECOND; never asked to route (all data stays in
+/// one region).
+struct MoveAllHooks {
+    asked: Mutex<Vec<Vec<bool>>>,
+}
+
+impl PipelineHooks for MoveAllHooks {
+    fn route(&self, src: &str, dst: &str, _bytes: u64) -> Result<PlannedRoute, String> {
+        Err(format!("no route expected ({src} → {dst})"))
+    }
+
+    fn replan(
+        &self,
+        _failed: usize,
+        current: &[Placement],
+        replaceable: &[bool],
+        blocked: &[(String, String)],
+    ) -> Result<Replanned, String> {
+        self.asked.lock().unwrap().push(replaceable.to_vec());
+        let placements = (0..current.len())
+            .filter(|&s| replaceable[s])
+            .map(|s| {
+                let p = Placement {
+                    region: SECOND.into(),
+                    ..current[s].clone()
+                };
+                assert!(!blocked.contains(&(p.region.clone(), p.instance.clone())));
+                (s, p)
+            })
+            .collect();
+        Ok(Replanned {
+            placements,
+            note: None,
+        })
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("skyx-driver-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// a → b → c, every stage in FIRST (a makes its data, so nothing crosses regions when all
+/// stages move together); `b_command` runs first in stage b.
+fn chain(dir: &Path, b_command: &str) -> PipelineRun {
+    let stage = |name: &str, command: &str| StageRun {
+        name: name.into(),
+        region: FIRST.into(),
+        instance: "m6i.large".into(),
+        usd_per_hour: 0.096,
+        predicted_s: 60.0,
+        command: command.into(),
+    };
+    let copy = |input: &str| {
+        format!(
+            r#"cp -r "${input}"/. "$SKYX_OUTPUT"/ && echo "$SKYX_STAGE@$SKYX_REGION" >> "$SKYX_OUTPUT/trail""#
+        )
+    };
+    PipelineRun {
+        name: "driver".into(),
+        stages: vec![
+            stage(
+                "a",
+                r#"echo "$SKYX_STAGE@$SKYX_REGION" > "$SKYX_OUTPUT/trail""#,
+            ),
+            stage("b", &format!("{b_command} && {}", copy("SKYX_INPUT_a"))),
+            stage("c", &copy("SKYX_INPUT_b")),
+        ],
+        inputs: Vec::new(),
+        edges: vec![
+            EdgeRun {
+                source: DataSource::Stage(0),
+                name: "a".into(),
+                to_stage: 1,
+            },
+            EdgeRun {
+                source: DataSource::Stage(1),
+                name: "b".into(),
+                to_stage: 2,
+            },
+        ],
+        root: dir.join("state"),
+        fingerprint: "test".into(),
+        copy_options: Default::default(),
+        status_every: Some(Duration::from_millis(50)),
+        region_stores: Default::default(),
+    }
+}
+
+fn provider() -> Arc<LocalProvider> {
+    Arc::new(LocalProvider::new(LocalProvider::default_program()))
+}
+
+#[tokio::test]
+async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started() {
+    let dir = scratch("replan");
+    let run = chain(&dir, "true");
+    let root = run.root.clone();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let live = Arc::new(AtomicUsize::new(0));
+    let compute = Arc::new(CountingCompute {
+        full: vec![FIRST.into()],
+        log: log.clone(),
+        live: live.clone(),
+    });
+    let hooks = Arc::new(MoveAllHooks {
+        asked: Mutex::new(Vec::new()),
+    });
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let mut lines = Vec::new();
+    let report = run_pipeline(
+        run,
+        hooks.clone(),
+        provider(),
+        compute,
+        &mut |l| lines.push(l.to_string()),
+        cancel,
+    )
+    .await
+    .expect("the pipeline runs after moving");
+
+    // a failed first; b and c had not started, so they could move with it.
+    assert_eq!(*hooks.asked.lock().unwrap(), vec![vec![true, true, true]]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("a@{FIRST}/m6i.large"),
+            format!("a@{SECOND}/m6i.large"),
+            format!("b@{SECOND}/m6i.large"),
+            format!("c@{SECOND}/m6i.large"),
+        ]
+    );
+    assert!(report.stages.iter().all(|s| s.region == SECOND));
+    assert_eq!(report.replans.len(), 3, "{:?}", report.replans);
+    assert!(
+        report.replans[1].contains("moved with a"),
+        "{:?}",
+        report.replans
+    );
+    let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
+    assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
+    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
+    let journal = std::fs::read_to_string(root.join("state.json")).unwrap();
+    assert!(journal.contains(SECOND), "{journal}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_interrupted_run_stops_its_stage_and_gives_back_all_compute() {
+    let dir = scratch("interrupt");
+    let started = dir.join("b-started");
+    // b announces itself, then works for far longer than the test.
+    // A duration no other process has, to find b's sleep by.
+    let sleep = format!("sleep 599.{}", std::process::id());
+    let run = chain(&dir, &format!("touch {} && {sleep}", started.display()));
+    let live = Arc::new(AtomicUsize::new(0));
+    let compute = Arc::new(CountingCompute {
+        full: Vec::new(),
+        log: Arc::default(),
+        live: live.clone(),
+    });
+    let hooks = Arc::new(MoveAllHooks {
+        asked: Mutex::new(Vec::new()),
+    });
+    let (cancel_tx, cancel) = watch::channel(false);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Interrupted once b has started and a status line has shown it at work.
+    let seen = lines.clone();
+    let watcher = tokio::spawn(async move {
+        while !(started.exists()
+            && seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("status:") && l.contains("b running")))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel_tx.send(true).unwrap();
+    });
+    let heard = lines.clone();
+    let result = run_pipeline(
+        run,
+        hooks,
+        provider(),
+        compute,
+        &mut |l| heard.lock().unwrap().push(l.to_string()),
+        cancel,
+    )
+    .await;
+    watcher.await.unwrap();
+    assert!(
+        matches!(result, Err(PipelineRunError::Interrupted(_))),
+        "{result:?}"
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
+    let lines = lines.lock().unwrap();
+    assert!(lines.iter().any(|l| l.contains("a done")), "{lines:?}");
+    // b's processes are gone, the shell and the sleep it started alike.
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &sleep])
+        .output()
+        .unwrap();
+    let sleepers = String::from_utf8_lossy(&ps.stdout).lines().count();
+    assert_eq!(sleepers, 0, "stage b's processes still run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
