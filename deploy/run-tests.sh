@@ -18,7 +18,18 @@ trap 'bash deploy/test-servers.sh stop' EXIT
 source deploy/.servers/env
 
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+df -h "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/disk before tests: /'
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
 # Print one closing tally for the whole run (cargo prints one line per test binary).
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' \
     target/test-output.txt
+if [ "$status" -ne 0 ]; then
+    # Why each failed test failed, together at the end where a truncated log still shows it.
+    echo "== why tests failed"
+    grep -E -A4 "panicked at" target/test-output.txt | grep -v "^--$" | head -120 || true
+    df -h "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/disk after tests: /'
+    free -m | sed 's/^/memory after tests: /'
+    dmesg 2>/dev/null | grep -iE "out of memory|killed process" | tail -5 || true
+fi
+exit "$status"
