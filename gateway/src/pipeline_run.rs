@@ -26,7 +26,7 @@ use crate::copy::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
 use crate::dag::{
     Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
 };
-use crate::listing::{KeyFilter, list_copy};
+use crate::listing::{KeyFilter, ListError, list_copy};
 use crate::provider::Provider;
 use crate::topology::Topology;
 
@@ -862,15 +862,22 @@ impl Driver {
             src_config: self.store_config(&src_region),
             dst_config: self.store_config(&dst_region),
         };
+        let from_stage = matches!(edge.source, DataSource::Stage(_));
         let tx = tx.clone();
         let start = self.started;
         let fut = async move {
             let result = ctx
-                .copy(&src, &src_region, &dst, &dst_region, cancel_rx)
+                .copy(&src, &src_region, &dst, &dst_region, from_stage, cancel_rx)
                 .await;
             report.finished_s = start.elapsed().as_secs_f64();
             let (event, report) = match result {
-                Ok((r, (predicted_s, predicted_usd))) => {
+                Ok(None) => {
+                    report.predicted_s = Some(0.0);
+                    report.predicted_usd = Some(0.0);
+                    report.local = false;
+                    (DagEvent::TransferLanded { transfer }, Some(report))
+                }
+                Ok(Some((r, (predicted_s, predicted_usd)))) => {
                     report.bytes = r.bytes_total;
                     report.wire_bytes = r.hops.first().map_or(0, |h| h.wire_bytes);
                     report.egress_usd = r.egress_usd;
@@ -1020,15 +1027,18 @@ struct CopyCtx {
 
 impl CopyCtx {
     /// Copies `src` into `dst` over the route the hooks plan, and returns what the route's
-    /// plan predicted for it: (seconds, USD).
+    /// plan predicted for it: (seconds, USD). `None`: `src` is a stage's output that holds
+    /// nothing, which is a stage's right (a filter that keeps nothing), so nothing moves and
+    /// the consumer finds an empty input.
     async fn copy(
         &self,
         src: &str,
         src_region: &str,
         dst: &str,
         dst_region: &str,
+        src_is_stage_output: bool,
         cancel: watch::Receiver<bool>,
-    ) -> Result<(CopyReport, (f64, f64)), String> {
+    ) -> Result<Option<(CopyReport, (f64, f64))>, String> {
         let src_url = ObjectUrl::parse(src).map_err(|e| e.to_string())?;
         let dst_url = ObjectUrl::parse(dst).map_err(|e| e.to_string())?;
         let src_store = skyx_store::open(&src_url, &self.src_config)
@@ -1037,7 +1047,7 @@ impl CopyCtx {
         let dst_store = skyx_store::open(&dst_url, &self.dst_config)
             .await
             .map_err(|e| e.to_string())?;
-        let items = list_copy(
+        let items = match list_copy(
             src_store.as_ref(),
             &src_url,
             &dst_url,
@@ -1045,7 +1055,18 @@ impl CopyCtx {
             &KeyFilter::default(),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        {
+            Ok(items) => items,
+            Err(ListError::NotFound { .. }) if src_is_stage_output => {
+                if let skyx_store::StoreLocation::Local = dst_url.location {
+                    // Read in place by local compute: the directory must be there, empty.
+                    std::fs::create_dir_all(format!("/{}", dst_url.key))
+                        .map_err(|e| format!("{dst}: {e}"))?;
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let bytes: u64 = items.iter().map(|i| i.size).sum();
         let route = self.hooks.route(src_region, dst_region, bytes)?;
         if let Some(dir) = self.journal.parent() {
@@ -1087,6 +1108,6 @@ impl CopyCtx {
             return Err(format!("{} objects failed", report.objects_failed.len()));
         }
         let _ = std::fs::remove_file(&self.journal);
-        Ok((report, (route.predicted_s, route.predicted_usd)))
+        Ok(Some((report, (route.predicted_s, route.predicted_usd))))
     }
 }

@@ -1,7 +1,8 @@
-//! The pipeline driver with stages in one region (so no data crosses regions and no agents are
-//! needed): a capacity error re-places the failed stage together with the stages that have not
-//! started, the journal keeps the new places, and an interrupted run stops its running stage
-//! and gives back every piece of compute it was given.
+//! The pipeline driver with no data to route (stages in one region, or only an empty output
+//! crossing regions), so no agents are needed: a capacity error re-places the failed stage
+//! together with the stages that have not started, the journal keeps the new places, an
+//! interrupted run stops its running stage and gives back every piece of compute it was given,
+//! and a stage that keeps nothing feeds another region an empty input.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -287,5 +288,46 @@ async fn an_interrupted_run_stops_its_stage_and_gives_back_all_compute() {
         .unwrap();
     let sleepers = String::from_utf8_lossy(&ps.stdout).lines().count();
     assert_eq!(sleepers, 0, "stage b's processes still run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_empty_output_reaches_a_stage_in_another_region_as_an_empty_input() {
+    let dir = scratch("empty-output");
+    // a keeps nothing; b and c, in another region, go on: b finds an empty input (nothing
+    // is routed: the hooks refuse every route).
+    let mut run = chain(
+        &dir,
+        r#"test -d "$SKYX_INPUT_a" && test -z "$(ls -A "$SKYX_INPUT_a")""#,
+    );
+    run.stages[0].command = "true".into();
+    run.stages[1].region = SECOND.into();
+    run.stages[2].region = SECOND.into();
+    let hooks = Arc::new(MoveAllHooks {
+        asked: Mutex::new(Vec::new()),
+    });
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let mut lines = Vec::new();
+    let report = run_pipeline(
+        run,
+        hooks,
+        provider(),
+        Arc::new(LocalCompute::default()),
+        &mut |l| lines.push(l.to_string()),
+        cancel,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    let a_to_b = report
+        .transfers
+        .iter()
+        .find(|t| t.data == "a")
+        .expect("a's transfer is reported");
+    assert_eq!(a_to_b.bytes, 0);
+    assert_eq!(a_to_b.dst_region, SECOND);
+    assert!(
+        report.stages.iter().all(|s| s.finished_s.is_some()),
+        "{report:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
