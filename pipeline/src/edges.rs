@@ -1,15 +1,16 @@
 //! Pricing the transfers between stages with the overlay planner: for each region pair, the
 //! fastest overlay plan that costs no more than a plain direct copy (what `skyx plan` and
 //! `skyx cp` do by default), so a pipeline edge carries relays, parallel VMs and connections,
-//! and compression, priced by region pair.
+//! and compression, priced by region pair; and the plain direct copy itself, which small data
+//! sets take (see [`EdgeRate`]).
 
 use skyx_catalog::{Catalog, Gbps, RegionId};
 use skyx_planner::{
-    Objective, PlannerConfig, RegionConstraints, TransferRequest, fastest_within_direct_cost,
-    plan_route,
+    Objective, PlannerConfig, RegionConstraints, RoutePlan, TransferRequest,
+    fastest_within_direct_cost, plan_route,
 };
 
-use crate::joint::{EdgePricer, EdgeRate};
+use crate::joint::{EdgePricer, EdgeRate, RouteRate};
 
 /// Edge prices from the overlay planner over `catalog`, with the pipeline's data rules applied
 /// to every relay.
@@ -34,9 +35,30 @@ impl<'a> OverlayPricer<'a> {
     }
 }
 
+/// `plan` as a line in the volume it was planned for (`gb` logical GB).
+fn route_rate(plan: &RoutePlan, gb: f64, vm_overhead_s: f64) -> RouteRate {
+    let fixed_usd: f64 = plan
+        .vm_details
+        .values()
+        .map(|v| f64::from(v.count) * v.instance_type_price_per_hour * vm_overhead_s / 3600.0)
+        .sum();
+    let widest = plan.paths.iter().max_by(|a, b| a.gbps.total_cmp(&b.gbps));
+    let via = widest
+        .map(|p| p.regions[1..p.regions.len().saturating_sub(1)].to_vec())
+        .unwrap_or_default();
+    RouteRate {
+        gbps: plan.throughput_gbps,
+        usd_per_gb: (plan.cost_usd.total - fixed_usd).max(0.0) / gb,
+        egress_usd_per_gb: plan.cost_usd.egress / gb,
+        fixed_usd,
+        via,
+    }
+}
+
 impl EdgePricer for OverlayPricer<'_> {
     fn rate(&self, src: &RegionId, dst: &RegionId, compression: f64) -> Option<EdgeRate> {
-        // Any volume gives the same rate (see `EdgeRate`); 100 GB keeps the numbers readable.
+        // A volume large enough for the wide plan's fixed VM billing to be small beside the
+        // rest; 100 GB keeps the numbers readable.
         const VOLUME: u64 = 100_000_000_000;
         let mut req = TransferRequest::new(
             src.clone(),
@@ -49,19 +71,14 @@ impl EdgePricer for OverlayPricer<'_> {
         req.compression_ratio = compression;
         req.constraints = self.constraints.clone();
         req.config = self.config.clone();
-        // Unplannable directly: the floor objective stands.
-        let _ = fastest_within_direct_cost(self.catalog, &mut req);
-        let plan = plan_route(self.catalog, &req).ok()?;
-        let widest = plan.paths.iter().max_by(|a, b| a.gbps.total_cmp(&b.gbps));
-        let via = widest
-            .map(|p| p.regions[1..p.regions.len().saturating_sub(1)].to_vec())
-            .unwrap_or_default();
+        // Unplannable directly: the floor objective stands, and the wide plan is the only line.
+        let plain = fastest_within_direct_cost(self.catalog, &mut req).ok();
+        let wide = plan_route(self.catalog, &req).ok()?;
         let gb = VOLUME as f64 / 1e9;
+        let overhead = self.config.vm_overhead_s;
         Some(EdgeRate {
-            gbps: plan.throughput_gbps,
-            usd_per_gb: plan.cost_usd.total / gb,
-            egress_usd_per_gb: plan.cost_usd.egress / gb,
-            via,
+            wide: route_rate(&wide, gb, overhead),
+            plain: plain.map(|p| route_rate(&p, gb, overhead)),
         })
     }
 }

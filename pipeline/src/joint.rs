@@ -38,28 +38,66 @@ pub struct EdgePrice {
     pub via: Vec<RegionId>,
 }
 
-/// How fast and at what price per GB data moves between two regions. The overlay plan that
-/// is fastest within the cost of a direct copy does not depend on the volume (egress and VM
-/// time both grow with it), so one rate per region pair prices every data set.
+/// One way of moving data between two regions, as a line in the volume: the transfer VMs'
+/// boot and minimum billing are paid once, egress and VM time per GB.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct EdgeRate {
+pub struct RouteRate {
     /// Logical (uncompressed) Gbps.
     pub gbps: f64,
     /// Dollars per logical GB: egress on every hop plus the transfer VMs' time.
     pub usd_per_gb: f64,
     pub egress_usd_per_gb: f64,
+    /// Dollars paid whatever the volume: every transfer VM's boot and minimum billing.
+    pub fixed_usd: f64,
+    /// The relay regions of the plan's widest path (empty: direct).
     pub via: Vec<RegionId>,
 }
 
+impl RouteRate {
+    fn usd(&self, gb: f64) -> f64 {
+        self.fixed_usd + gb * self.usd_per_gb
+    }
+}
+
+/// How data moves between two regions, at any volume. skyx copies with the fastest plan that
+/// costs no more than a plain direct copy (one VM at each end). A plan with relays and parallel
+/// VMs grows with the volume like the direct copy does (egress and VM time per GB), but its
+/// VMs' fixed billing only pays off for enough data. So two lines price every data set: the
+/// wide plan, planned for a large volume, where it costs no more than the plain copy, and
+/// the plain copy below that.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EdgeRate {
+    pub wide: RouteRate,
+    /// The plain direct copy; `None`: the wide plan is the only line (tests' tables).
+    pub plain: Option<RouteRate>,
+}
+
 impl EdgeRate {
+    /// One line for every volume.
+    pub fn flat(rate: RouteRate) -> EdgeRate {
+        EdgeRate {
+            wide: rate,
+            plain: None,
+        }
+    }
+
+    /// The line skyx would copy `gb` logical GB with.
+    pub fn line(&self, gb: f64) -> &RouteRate {
+        match &self.plain {
+            Some(plain) if plain.usd(gb) < self.wide.usd(gb) => plain,
+            _ => &self.wide,
+        }
+    }
+
     pub fn price(&self, bytes: u64) -> EdgePrice {
         let gb = bytes as f64 / 1e9;
+        let line = self.line(gb);
         EdgePrice {
-            seconds: gb * 8.0 / self.gbps,
-            usd: gb * self.usd_per_gb,
-            egress_usd: gb * self.egress_usd_per_gb,
-            gbps: self.gbps,
-            via: self.via.clone(),
+            seconds: gb * 8.0 / line.gbps,
+            usd: line.usd(gb),
+            egress_usd: gb * line.egress_usd_per_gb,
+            gbps: line.gbps,
+            via: line.via.clone(),
         }
     }
 }
@@ -695,4 +733,46 @@ pub struct Schedule {
     pub transfer_usd: f64,
     pub total_usd: f64,
     pub makespan_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(gbps: f64, usd_per_gb: f64, fixed_usd: f64) -> RouteRate {
+        RouteRate {
+            gbps,
+            usd_per_gb,
+            egress_usd_per_gb: usd_per_gb,
+            fixed_usd,
+            via: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn small_data_takes_the_plain_copy_and_large_data_the_wide_plan() {
+        // Wide: $2 of VM billing, then $0.09/GB at 10 Gbps. Plain: $0.10, then $0.10/GB at
+        // 2 Gbps. They cost the same at 190 GB.
+        let rate = EdgeRate {
+            wide: line(10.0, 0.09, 2.0),
+            plain: Some(line(2.0, 0.10, 0.10)),
+        };
+        let small = rate.price(1_000_000);
+        assert!(
+            (small.usd - (0.10 + 0.001 * 0.10)).abs() < 1e-12,
+            "{small:?}"
+        );
+        assert_eq!(small.gbps, 2.0);
+        let large = rate.price(1_000_000_000_000);
+        assert!(
+            (large.usd - (2.0 + 1000.0 * 0.09)).abs() < 1e-9,
+            "{large:?}"
+        );
+        assert_eq!(large.gbps, 10.0);
+        // At the crossing, the faster plan.
+        assert_eq!(rate.price(190_000_000_000).gbps, 10.0);
+        // One line: every volume takes it, fixed part included.
+        let flat = EdgeRate::flat(line(10.0, 0.09, 2.0)).price(1_000_000);
+        assert!((flat.usd - (2.0 + 0.001 * 0.09)).abs() < 1e-12, "{flat:?}");
+    }
 }

@@ -19,7 +19,9 @@ pub mod spec;
 use skyx_catalog::{Catalog, Cloud, RegionId};
 
 pub use edges::OverlayPricer;
-pub use joint::{EdgePrice, EdgePricer, EdgeRate, JointError, JointProblem, Replan, Schedule};
+pub use joint::{
+    EdgePrice, EdgePricer, EdgeRate, JointError, JointProblem, Replan, RouteRate, Schedule,
+};
 pub use resources::{StageOption, is_confidential, stage_options};
 pub use spec::{DataRef, PipelineObjective, PipelineSpec, Resource, SpecError, parse};
 

@@ -7,25 +7,39 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use skyx_catalog::{Cloud, RegionId};
 use skyx_pipeline::StageOption;
-use skyx_pipeline::joint::{EdgePricer, EdgeRate, JointError, JointProblem};
+use skyx_pipeline::joint::{EdgePricer, EdgeRate, JointError, JointProblem, RouteRate};
 use skyx_pipeline::spec::{
     CandidateSpec, DataRef, InputSpec, PipelineObjective, PipelineSpec, PlacementRules, Resource,
     StageSpec,
 };
 
 struct TablePricer {
-    /// (src, dst) → (Gbps, USD/GB); absent: unplannable.
-    links: BTreeMap<(RegionId, RegionId), (f64, f64)>,
+    /// (src, dst) → (Gbps, USD/GB, fixed USD) of the wide plan; absent: unplannable. The plain
+    /// copy is half as fast, half as dear again per GB, with a fixed $0.50: which line a data
+    /// set takes depends on its size.
+    links: BTreeMap<(RegionId, RegionId), (f64, f64, f64)>,
 }
 
 impl EdgePricer for TablePricer {
     fn rate(&self, a: &RegionId, b: &RegionId, ratio: f64) -> Option<EdgeRate> {
-        let &(wire_gbps, usd_per_wire_gb) = self.links.get(&(a.clone(), b.clone()))?;
-        Some(EdgeRate {
+        let &(wire_gbps, usd_per_wire_gb, fixed_usd) = self.links.get(&(a.clone(), b.clone()))?;
+        let wide = RouteRate {
             gbps: wire_gbps * ratio,
             usd_per_gb: usd_per_wire_gb / ratio,
             egress_usd_per_gb: usd_per_wire_gb / ratio,
+            fixed_usd,
             via: Vec::new(),
+        };
+        let plain = RouteRate {
+            gbps: wide.gbps / 2.0,
+            usd_per_gb: wide.usd_per_gb * 1.5,
+            egress_usd_per_gb: wide.egress_usd_per_gb,
+            fixed_usd: 0.5,
+            via: Vec::new(),
+        };
+        Some(EdgeRate {
+            wide,
+            plain: Some(plain),
         })
     }
 }
@@ -108,6 +122,7 @@ fn random_instance(rng: &mut SmallRng) -> Instance {
                     (
                         rng.random_range(1..=100) as f64 * 0.1,
                         rng.random_range(1..=12) as f64 * 0.01,
+                        rng.random_range(0..=20) as f64,
                     ),
                 );
             }

@@ -554,13 +554,14 @@ fn plain_direct(net: &Network, req: &TransferRequest) -> Result<RoutePlan, PlanE
 /// Sets `req`'s objective to skyx's default: the fastest plan that costs no more than a plain
 /// direct copy of the same data (see [`plain_direct_plan`]). When `req` forces a route through
 /// relays, the plain copy along that route (one VM per region on it) may cost more, and then
-/// its cost is the cap: the route was asked for. Fails, leaving `req` as it was, when the
-/// direct copy cannot be planned.
+/// its cost is the cap: the route was asked for. Returns the plain direct copy's plan. Fails,
+/// leaving `req` as it was, when the direct copy cannot be planned.
 pub fn fastest_within_direct_cost(
     catalog: &Catalog,
     req: &mut TransferRequest,
-) -> Result<(), PlanError> {
-    let mut cap = plain_direct_plan(catalog, req)?.cost_usd.total;
+) -> Result<RoutePlan, PlanError> {
+    let direct = plain_direct_plan(catalog, req)?;
+    let mut cap = direct.cost_usd.total;
     if let RouteChoice::Via(_) = req.route {
         let mut plain = req.clone();
         plain.config.max_vms_per_region = 1;
@@ -575,7 +576,7 @@ pub fn fastest_within_direct_cost(
     req.objective = Objective::MaxThroughput {
         cost_cap: CostCap::TotalUsd(cap),
     };
-    Ok(())
+    Ok(direct)
 }
 
 /// The plan of a plain direct copy (direct link, one VM per end) for `req`'s endpoints, volume
