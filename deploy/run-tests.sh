@@ -19,6 +19,12 @@ source deploy/.servers/env
 
 echo "== cargo test"
 df -h "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/disk before tests: /'
+# The end-to-end tests hold up to about 8 GB at once (the 2 GiB object, its copies and the S3
+# server's multipart parts); with less, they fail with ENOSPC in whatever runs beside them.
+free_kb=$(df --output=avail -k "${TMPDIR:-/tmp}" | tail -1)
+if [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "warning: only $((free_kb / 1024)) MiB free for test data; the end-to-end tests need about 8 GiB" >&2
+fi
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
 # Print one closing tally for the whole run (cargo prints one line per test binary).
