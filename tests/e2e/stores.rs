@@ -99,8 +99,31 @@ pub struct Scratch {
     pub dir: PathBuf,
 }
 
+/// Removes the scratch of test processes that are gone: a run killed mid-test (^C, a timeout)
+/// leaves its scratch behind, gigabytes for the big tests, and a few such runs fill the disk.
+fn remove_scratch_of_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("skyx-e2e-") {
+            continue;
+        }
+        // skyx-e2e-NAME-PID-NANOS-N (see `unique`).
+        let Some(pid) = name.rsplit('-').nth(2).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_scratch_of_dead_runs);
         let dir = std::env::temp_dir().join(unique(&format!("skyx-e2e-{name}")));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch { dir }
