@@ -32,8 +32,8 @@ async fn client(region: &str) -> Client {
     Client::new(&config)
 }
 
-/// (instance, state) of every instance carrying a skyx job tag in `region`.
-async fn job_vms(region: &str) -> Vec<(String, String)> {
+/// (instance, state, instance type) of every instance carrying a skyx job tag in `region`.
+async fn job_vms(region: &str) -> Vec<(String, String, String)> {
     let out = client(region)
         .await
         .describe_instances()
@@ -51,26 +51,12 @@ async fn job_vms(region: &str) -> Vec<(String, String)> {
                     .and_then(|s| s.name())
                     .map(|n| n.as_str().to_string())
                     .unwrap_or_default(),
+                i.instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
             )
         })
         .collect()
-}
-
-async fn instance_type(region: &str, id: &str) -> String {
-    let out = client(region)
-        .await
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .expect("moto answers DescribeInstances");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| i.instance_type())
-        .map(|t| t.as_str().to_string())
-        .next()
-        .unwrap_or_default()
 }
 
 async fn an_image(region: &str) -> String {
@@ -127,17 +113,17 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
         scratch.skyx(&args, &CREDENTIALS)
     };
     // VMs of other jobs (earlier tests) may be there already; only new ones count.
-    let all_vms = || -> Vec<(String, String)> {
+    let all_vms = || -> Vec<(String, String, String)> {
         rt.block_on(job_vms("us-east-1"))
             .into_iter()
             .chain(rt.block_on(job_vms("us-west-2")))
             .collect()
     };
-    let before: Vec<String> = all_vms().into_iter().map(|(id, _)| id).collect();
-    let launched = || -> Vec<(String, String)> {
+    let before: Vec<String> = all_vms().into_iter().map(|(id, ..)| id).collect();
+    let launched = || -> Vec<(String, String, String)> {
         all_vms()
             .into_iter()
-            .filter(|(id, _)| !before.contains(id))
+            .filter(|(id, ..)| !before.contains(id))
             .collect()
     };
 
@@ -180,7 +166,7 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
     assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
     let after = launched();
     assert!(!after.is_empty(), "the copy launched no VM");
-    for (id, state) in &after {
+    for (id, state, _) in &after {
         assert!(
             state == "terminated" || state == "shutting-down",
             "{id} is {state}"
@@ -233,7 +219,7 @@ candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
         args.extend_from_slice(extra);
         scratch.skyx(&args, &CREDENTIALS)
     };
-    let seen: Vec<String> = all_vms().into_iter().map(|(id, _)| id).collect();
+    let seen: Vec<String> = all_vms().into_iter().map(|(id, ..)| id).collect();
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -244,17 +230,14 @@ candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
     let out = run(&["--ec2-image", &east_image]);
     assert!(!out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
-    let run_vms: Vec<(String, String)> = all_vms()
+    let run_vms: Vec<(String, String, String)> = all_vms()
         .into_iter()
-        .filter(|(id, _)| !seen.contains(id))
+        .filter(|(id, ..)| !seen.contains(id))
         .collect();
     assert!(!run_vms.is_empty(), "the run launched no VM");
     // The stage's VM is the instance the plan chose for it.
-    assert_eq!(
-        rt.block_on(instance_type("us-east-1", &run_vms[0].0)),
-        "m6i.2xlarge"
-    );
-    for (id, state) in &run_vms {
+    assert_eq!(run_vms[0].2, "m6i.2xlarge");
+    for (id, state, _) in &run_vms {
         assert!(
             state == "terminated" || state == "shutting-down",
             "{id} is {state}"
