@@ -5,8 +5,8 @@ use clap::Args;
 use skyx_gateway::{KeyFilter, list_copy};
 
 use crate::transfer::{
-    BadInput, TransferArgs, check_failures, execute, open_endpoints, plan_routing, render_dry_run,
-    render_report,
+    BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
+    render_dry_run, render_report, warn_skipped,
 };
 
 #[derive(Debug, Args)]
@@ -31,7 +31,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
     let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
-    let items = list_copy(
+    let listing = list_copy(
         ends.src.as_ref(),
         &ends.src_url,
         &ends.dst_url,
@@ -39,6 +39,8 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         &filter,
     )
     .await?;
+    warn_skipped(&ends.src_url, &listing.skipped);
+    let items = listing.items;
     let volume: u64 = items.iter().map(|i| i.size).sum();
     let regions = crate::transfer::infer_regions(t, &ends).await;
     let routing = plan_routing(t, volume, regions)?;
@@ -50,6 +52,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
                     "objects": items.len(),
                     "bytes": volume,
                     "copies": items.iter().map(|i| serde_json::json!({"src": i.src_key, "dst": i.dst_key, "size": i.size})).collect::<Vec<_>>(),
+                    "skipped": listing.skipped.iter().map(|s| serde_json::json!({"src": s.src_key, "why": s.why})).collect::<Vec<_>>(),
                     "agents": routing.topology.agents.iter().map(|a| a.name()).collect::<Vec<_>>(),
                     "routes": routing.topology.routes.iter().map(|r| serde_json::json!({
                         "agents": r.agents.iter().map(|&a| routing.topology.agents[a].name()).collect::<Vec<_>>(),
@@ -61,9 +64,14 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         } else {
             print!("{}", render_dry_run(&items, &routing, "Would copy"));
         }
-        return Ok(());
+        return check_skipped(&listing.skipped);
+    }
+    if items.is_empty() {
+        // Everything listed was skipped (named above): there is nothing to run.
+        return check_skipped(&listing.skipped);
     }
     let report = execute(t, &ends, items, &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);
-    check_failures(&report)
+    check_failures(&report)?;
+    check_skipped(&listing.skipped)
 }

@@ -7,7 +7,8 @@ use futures::StreamExt;
 use skyx_gateway::{KeyFilter, list_copy, list_destination, plan_sync};
 
 use crate::transfer::{
-    BadInput, TransferArgs, check_failures, execute, open_endpoints, plan_routing, render_report,
+    BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
+    render_report, warn_skipped,
 };
 use crate::units::format_bytes;
 
@@ -33,7 +34,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     let t = &args.transfer;
     let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
-    let items = list_copy(
+    let listing = list_copy(
         ends.src.as_ref(),
         &ends.src_url,
         &ends.dst_url,
@@ -41,8 +42,15 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         &filter,
     )
     .await?;
+    warn_skipped(&ends.src_url, &listing.skipped);
     let existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
-    let plan = plan_sync(items, &existing, &ends.dst_url.key, &filter, args.delete);
+    let plan = plan_sync(
+        listing.items,
+        &existing,
+        &ends.dst_url.key,
+        &filter,
+        args.delete,
+    );
     let volume: u64 = plan.copy.iter().map(|i| i.size).sum();
     if t.dry_run {
         if t.json {
@@ -52,6 +60,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
                     "copy": plan.copy.iter().map(|i| serde_json::json!({"src": i.src_key, "dst": i.dst_key, "size": i.size})).collect::<Vec<_>>(),
                     "unchanged": plan.unchanged,
                     "delete": plan.delete,
+                    "skipped": listing.skipped.iter().map(|s| serde_json::json!({"src": s.src_key, "why": s.why})).collect::<Vec<_>>(),
                 }))?
             );
         } else {
@@ -69,7 +78,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
                 println!("  delete {k}");
             }
         }
-        return Ok(());
+        return check_skipped(&listing.skipped);
     }
     let copied = if plan.copy.is_empty() {
         None
@@ -79,9 +88,11 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         let report = execute(t, &ends, plan.copy.clone(), &routing).await?;
         Some((report, routing))
     };
-    let copy_failed = copied
-        .as_ref()
-        .is_some_and(|(r, _)| !r.objects_failed.is_empty());
+    // A skipped object is a copy that did not happen: the destination is not a full mirror.
+    let copy_failed = !listing.skipped.is_empty()
+        || copied
+            .as_ref()
+            .is_some_and(|(r, _)| !r.objects_failed.is_empty());
     // Deleting only after every copy succeeded: a failed sync never leaves the destination
     // with less than it had.
     let mut deleted = Vec::new();
@@ -128,7 +139,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             plan.unchanged,
             deleted.len(),
             if copy_failed && !plan.delete.is_empty() {
-                " (deletions skipped: some copies failed)"
+                " (deletions skipped: some objects were not copied)"
             } else {
                 ""
             }
@@ -140,6 +151,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     if let Some((report, _)) = &copied {
         check_failures(report)?;
     }
+    check_skipped(&listing.skipped)?;
     if !delete_errors.is_empty() {
         return Err(crate::transfer::PartialFailure {
             failed: delete_errors.len(),

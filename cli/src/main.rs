@@ -74,7 +74,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
-        if cause.downcast_ref::<transfer::PartialFailure>().is_some() {
+        if cause.downcast_ref::<transfer::PartialFailure>().is_some()
+            || cause.downcast_ref::<transfer::SkippedObjects>().is_some()
+        {
             return 1;
         }
         if cause.downcast_ref::<transfer::BadInput>().is_some()

@@ -13,7 +13,7 @@ use skyx_agent::api::{CompressionSpec, Transport};
 use skyx_catalog::{Catalog, RegionId};
 use skyx_gateway::{
     CopyItem, CopyJob, CopyOptions, CopyReport, LocalProvider, Pricing, ProgressSnapshot, Provider,
-    Topology, journal_path, run_copy,
+    SkippedObject, Topology, journal_path, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_sky::SkyManifest;
@@ -105,6 +105,37 @@ pub struct BadInput(pub String);
 pub struct PartialFailure {
     pub failed: usize,
     pub total: u64,
+}
+
+/// Source objects were skipped as unsafe to write (named on stderr as they were found): exit
+/// code 1 after the rest were copied.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} source objects were skipped (named above)")]
+pub struct SkippedObjects(pub usize);
+
+/// Names, on stderr, each source object the copy will not write and why. Keys are shown
+/// escaped: a key is remote input and may hold control characters.
+pub fn warn_skipped(src: &ObjectUrl, skipped: &[SkippedObject]) {
+    for s in skipped {
+        let url = ObjectUrl {
+            location: src.location.clone(),
+            key: s.src_key.clone(),
+        };
+        eprintln!(
+            "skyx: skipping {}: {}",
+            url.to_string().escape_debug(),
+            s.why
+        );
+    }
+}
+
+/// Fails with [`SkippedObjects`] when any object was skipped.
+pub fn check_skipped(skipped: &[SkippedObject]) -> Result<()> {
+    if skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(SkippedObjects(skipped.len()).into())
+    }
 }
 
 fn state_dir(args: &TransferArgs) -> PathBuf {

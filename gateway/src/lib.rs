@@ -27,7 +27,8 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, KeyFilter, ListError, SyncPlan, list_copy, list_destination, plan_sync,
+    CopyItem, KeyFilter, ListError, Listing, SkippedObject, SyncPlan, list_copy, list_destination,
+    plan_sync,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use provider::{LocalProvider, Provider, ProviderError};

@@ -7,6 +7,9 @@
 //!   key under `DST_PREFIX/` (the prefix is matched at a `/`, so `data` never takes `data2/`).
 //! - `--include` / `--exclude` globs match the key relative to the source prefix; an object is
 //!   copied when it matches an include (or there is none) and no exclude.
+//! - Source keys are untrusted. Into a local directory, a key whose path would leave the
+//!   destination or alias another file (`..`, `.` or empty segments, a leading `/`, control
+//!   characters) is skipped with its reason, never followed; the rest are copied.
 
 use futures::TryStreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -24,6 +27,20 @@ pub struct CopyItem {
     pub last_modified: Option<std::time::SystemTime>,
     pub md5: Option<[u8; 16]>,
     pub crc32c: Option<u32>,
+}
+
+/// A source object the copy will not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedObject {
+    pub src_key: String,
+    pub why: String,
+}
+
+/// What a copy moves, and the source objects it refuses to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub items: Vec<CopyItem>,
+    pub skipped: Vec<SkippedObject>,
 }
 
 /// Why the listing failed.
@@ -153,6 +170,15 @@ fn dst_is_directory(dst: &ObjectUrl) -> bool {
     matches!(dst.location, StoreLocation::Local) && dst.local_path().is_some_and(|p| p.is_dir())
 }
 
+/// Why the relative key `rel` may not be written under `dst`, if it may not: only a local
+/// destination maps keys to paths (object stores take any key as a name).
+fn refusal(dst: &ObjectUrl, rel: &str) -> Option<&'static str> {
+    match dst.location {
+        StoreLocation::Local => skyx_store::local::unsafe_relative_path(rel),
+        _ => None,
+    }
+}
+
 /// Lists what `cp [-r] src dst` copies.
 pub async fn list_copy(
     src_store: &dyn ObjectStore,
@@ -160,7 +186,7 @@ pub async fn list_copy(
     dst: &ObjectUrl,
     recursive: bool,
     filter: &KeyFilter,
-) -> Result<Vec<CopyItem>, ListError> {
+) -> Result<Listing, ListError> {
     let base = src.key.trim_end_matches('/');
     let prefix = if base.is_empty() {
         String::new()
@@ -168,16 +194,29 @@ pub async fn list_copy(
         format!("{base}/")
     };
     if recursive {
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         let mut listing = src_store.list(&prefix);
         while let Some(meta) = listing.try_next().await? {
-            let rel = &meta.key[prefix.len()..];
+            // A store may answer with keys outside the prefix asked for: never trust it.
+            let Some(rel) = meta.key.strip_prefix(&prefix) else {
+                out.skipped.push(SkippedObject {
+                    src_key: meta.key.clone(),
+                    why: format!("listed under {prefix:?} but outside it"),
+                });
+                continue;
+            };
             if rel.is_empty() || !filter.accepts(rel) {
                 continue;
             }
-            out.push(item(&meta, join(&dst.key, rel)));
+            match refusal(dst, rel) {
+                Some(why) => out.skipped.push(SkippedObject {
+                    src_key: meta.key.clone(),
+                    why: why.to_string(),
+                }),
+                None => out.items.push(item(&meta, join(&dst.key, rel))),
+            }
         }
-        if out.is_empty() && !base.is_empty() {
+        if out.items.is_empty() && out.skipped.is_empty() && !base.is_empty() {
             // `cp -r FILE DST` copies the file, as the single-object form would; a prefix with
             // nothing under it is most likely a typo, and says so.
             return match src_store.head(base).await {
@@ -188,7 +227,7 @@ pub async fn list_copy(
                 Err(e) => Err(e.into()),
             };
         }
-        out.sort_by(|a, b| a.src_key.cmp(&b.src_key));
+        out.items.sort_by(|a, b| a.src_key.cmp(&b.src_key));
         return Ok(out);
     }
     match src_store.head(base).await {
@@ -218,7 +257,7 @@ pub async fn list_copy(
     }
 }
 
-fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter) -> Vec<CopyItem> {
+fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter) -> Listing {
     let name = src
         .key
         .trim_end_matches('/')
@@ -227,14 +266,26 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
         .unwrap_or_default()
         .to_string();
     if !filter.accepts(&name) {
-        return Vec::new();
+        return Listing::default();
     }
     let dst_key = if dst_is_directory(dst) {
+        if let Some(why) = refusal(dst, &name) {
+            return Listing {
+                items: Vec::new(),
+                skipped: vec![SkippedObject {
+                    src_key: meta.key,
+                    why: why.to_string(),
+                }],
+            };
+        }
         join(&dst.key, &name)
     } else {
         dst.key.clone()
     };
-    vec![item(&meta, dst_key)]
+    Listing {
+        items: vec![item(&meta, dst_key)],
+        skipped: Vec::new(),
+    }
 }
 
 /// Lists the destination objects under `dst`'s prefix, keyed by full key (for `sync`).

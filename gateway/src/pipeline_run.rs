@@ -1056,7 +1056,19 @@ impl CopyCtx {
         )
         .await
         {
-            Ok(items) => items,
+            // A stage's data must arrive whole: an object that cannot be written where its key
+            // says fails the transfer, naming it.
+            Ok(listing) => match listing.skipped.first() {
+                None => listing.items,
+                Some(s) => {
+                    return Err(format!(
+                        "{} of the objects under {src} cannot be written under {dst}; first: {}: {}",
+                        listing.skipped.len(),
+                        s.src_key.escape_debug(),
+                        s.why
+                    ));
+                }
+            },
             Err(ListError::NotFound { .. }) if src_is_stage_output => {
                 if let skyx_store::StoreLocation::Local = dst_url.location {
                     // Read in place by local compute: the directory must be there, empty.

@@ -42,8 +42,62 @@ impl LocalStore {
     }
 }
 
-fn path_of(key: &str) -> PathBuf {
-    PathBuf::from(format!("/{}", key.trim_start_matches('/')))
+/// Why `relative`, a key relative to a destination directory, cannot name a file inside that
+/// directory, if it cannot. Keys come from remote stores and are untrusted: a `..` segment
+/// climbs out of the destination, a leading `/` or an empty segment (`a//b`) makes two keys
+/// alias one file, a `.` segment names the directory itself, and a control character (NUL
+/// above all) is no one's file name. A trailing `/` (a directory marker) is the caller's to
+/// handle before asking.
+pub fn unsafe_relative_path(relative: &str) -> Option<&'static str> {
+    if relative.is_empty() {
+        return Some("the key is empty below the source prefix");
+    }
+    if relative.starts_with('/') {
+        return Some("the key is an absolute path");
+    }
+    if relative.chars().any(char::is_control) {
+        return Some("the key holds a control character");
+    }
+    relative.split('/').find_map(|segment| match segment {
+        ".." => Some("a '..' segment would write outside the destination"),
+        "." => Some("the key has a '.' segment"),
+        "" => Some("the key has an empty segment ('//')"),
+        _ => None,
+    })
+}
+
+/// The path of a local key. Local keys are absolute paths without the leading `/`, normalised
+/// when parsed from a URL, so a `.` or `..` segment or a NUL never belongs in one: refusing them
+/// here keeps every write of this store where its key says, whatever a caller passed.
+fn path_of(op: &'static str, key: &str) -> Result<PathBuf> {
+    let key = key.trim_start_matches('/');
+    let bad = key.contains('\0')
+        || key
+            .split('/')
+            .any(|segment| segment == ".." || segment == ".");
+    if bad {
+        return Err(StoreError::new(
+            ErrorKind::InvalidInput,
+            "file://",
+            op,
+            key,
+            "a local key may not hold '.' or '..' segments or NUL",
+        ));
+    }
+    Ok(PathBuf::from(format!("/{key}")))
+}
+
+/// The directory a listing of `prefix` starts from: the prefix itself when it ends at a `/`,
+/// else its parent (`dir/ab` lists `dir/` for names starting with `ab`).
+fn list_start(op: &'static str, prefix: &str) -> Result<PathBuf> {
+    let path = path_of(op, prefix)?;
+    if prefix.is_empty() || prefix.ends_with('/') {
+        return Ok(path);
+    }
+    Ok(path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/")))
 }
 
 fn key_of(path: &Path) -> String {
@@ -177,13 +231,9 @@ impl ObjectStore for LocalStore {
 
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta>> {
         let prefix = prefix.trim_start_matches('/').to_string();
-        let start = if prefix.is_empty() || prefix.ends_with('/') {
-            path_of(&prefix)
-        } else {
-            path_of(&prefix)
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("/"))
+        let start = match list_start("list", &prefix) {
+            Ok(start) => start,
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
         };
         // A bounded channel: the walk runs only as far ahead as the consumer reads.
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -199,14 +249,7 @@ impl ObjectStore for LocalStore {
     async fn list_with_delimiter(&self, prefix: &str) -> Result<ListResult> {
         let prefix = prefix.trim_start_matches('/').to_string();
         blocking(move || {
-            let dir = if prefix.is_empty() || prefix.ends_with('/') {
-                path_of(&prefix)
-            } else {
-                path_of(&prefix)
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| PathBuf::from("/"))
-            };
+            let dir = list_start("list", &prefix)?;
             let mut out = ListResult::default();
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
@@ -236,7 +279,7 @@ impl ObjectStore for LocalStore {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let key = key.to_string();
         blocking(move || {
-            let path = path_of(&key);
+            let path = path_of("head", &key)?;
             let md = std::fs::metadata(&path).map_err(|e| io_error("head", &key, e))?;
             if md.is_dir() {
                 return Err(StoreError::new(
@@ -253,7 +296,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
-        let path = path_of(key);
+        let path = path_of("get", key)?;
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| io_error("get", key, e))?;
@@ -281,7 +324,7 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let key = key.to_string();
         blocking(move || {
-            write_atomically(&path_of(&key), |f| f.write_all(&data))
+            write_atomically(&path_of("put", &key)?, |f| f.write_all(&data))
                 .map_err(|e| io_error("put", &key, e))
         })
         .await
@@ -290,7 +333,7 @@ impl ObjectStore for LocalStore {
     async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
         let key = key.to_string();
         blocking(move || {
-            let dest = path_of(&key);
+            let dest = path_of("create_multipart", &key)?;
             if dest.file_name().is_none() || key.ends_with('/') {
                 return Err(StoreError::new(
                     ErrorKind::InvalidInput,
@@ -316,7 +359,7 @@ impl ObjectStore for LocalStore {
     ) -> Result<PartReceipt> {
         let upload = upload.clone();
         blocking(move || {
-            let staging = staging_dir(&path_of(&upload.key), &upload.upload_id);
+            let staging = staging_dir(&path_of("put_part", &upload.key)?, &upload.upload_id);
             if !staging.is_dir() {
                 return Err(StoreError::new(
                     ErrorKind::NotFound,
@@ -344,7 +387,7 @@ impl ObjectStore for LocalStore {
     ) -> Result<()> {
         let upload = upload.clone();
         blocking(move || {
-            let dest = path_of(&upload.key);
+            let dest = path_of("complete_multipart", &upload.key)?;
             let staging = staging_dir(&dest, &upload.upload_id);
             let mut parts = parts;
             parts.sort_by_key(|p| p.part_number);
@@ -365,7 +408,8 @@ impl ObjectStore for LocalStore {
     async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
         let upload = upload.clone();
         blocking(move || {
-            match std::fs::remove_dir_all(staging_dir(&path_of(&upload.key), &upload.upload_id)) {
+            let dest = path_of("abort_multipart", &upload.key)?;
+            match std::fs::remove_dir_all(staging_dir(&dest, &upload.upload_id)) {
                 Err(e) if e.kind() != IoKind::NotFound => {
                     Err(io_error("abort_multipart", &upload.key, e))
                 }
@@ -377,10 +421,12 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_string();
-        blocking(move || match std::fs::remove_file(path_of(&key)) {
-            Err(e) if e.kind() != IoKind::NotFound => Err(io_error("delete", &key, e)),
-            _ => Ok(()),
-        })
+        blocking(
+            move || match std::fs::remove_file(path_of("delete", &key)?) {
+                Err(e) if e.kind() != IoKind::NotFound => Err(io_error("delete", &key, e)),
+                _ => Ok(()),
+            },
+        )
         .await
     }
 
@@ -392,9 +438,9 @@ impl ObjectStore for LocalStore {
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let (from, to) = (from.to_string(), to.to_string());
         blocking(move || {
-            let mut src =
-                std::fs::File::open(path_of(&from)).map_err(|e| io_error("copy", &from, e))?;
-            write_atomically(&path_of(&to), |out| {
+            let mut src = std::fs::File::open(path_of("copy", &from)?)
+                .map_err(|e| io_error("copy", &from, e))?;
+            write_atomically(&path_of("copy", &to)?, |out| {
                 std::io::copy(&mut src, out).map(|_| ())
             })
             .map_err(|e| io_error("copy", &to, e))
@@ -418,4 +464,63 @@ fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_that_leave_or_alias_the_destination_are_refused() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "trav/../../../ESCAPED.txt",
+            "a/..",
+            "..",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a\0b",
+            "a\nb",
+            "",
+        ] {
+            assert!(unsafe_relative_path(bad).is_some(), "{bad:?} was accepted");
+        }
+        for good in [
+            "a",
+            "a/b.txt",
+            "..a",
+            "a..",
+            "a/.hidden",
+            "ü/é+%20.csv",
+            "a b/c",
+        ] {
+            assert_eq!(unsafe_relative_path(good), None, "{good:?} was refused");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_refuses_keys_with_dot_segments_whatever_the_caller() {
+        let dir = std::env::temp_dir().join(format!("skyx-local-dots-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let store = LocalStore::new(RetryPolicy::default());
+        let base = key_of(&dir);
+        let escaping = format!("{base}/in/../escaped");
+        let e = store
+            .put(&escaping, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        assert!(!dir.join("escaped").exists());
+        assert!(store.create_multipart(&escaping).await.is_err());
+        assert!(store.head(&format!("{base}/./in")).await.is_err());
+        store
+            .put(&format!("{base}/in/ok"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(dir.join("in/ok").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -53,14 +53,31 @@ pub async fn copy_prefix(
         part_size: 16 << 20,
         concurrency: 2,
     };
+    let local_dst = dst.local_path().is_some();
     futures::stream::iter(objects.into_iter().filter(|o| !o.key.ends_with('/')))
         .map(|object| {
             let (src_store, dst_store) = (src_store.clone(), dst_store.clone());
+            // Listed keys are untrusted: one outside the prefix, or one whose path would leave
+            // a local destination, fails the copy rather than being written anywhere.
+            let refused = match object.key.strip_prefix(&src_prefix) {
+                None => Some("listed outside the prefix asked for"),
+                Some(rel) if local_dst => crate::local::unsafe_relative_path(rel),
+                Some(_) => None,
+            };
             let dst_key = format!(
                 "{dst_prefix}{}",
-                object.key.strip_prefix(&src_prefix).unwrap_or(&object.key)
+                object.key.strip_prefix(&src_prefix).unwrap_or_default()
             );
             async move {
+                if let Some(why) = refused {
+                    return Err(crate::StoreError::new(
+                        ErrorKind::InvalidInput,
+                        src_store.location().to_string(),
+                        "copy_prefix",
+                        object.key.escape_debug().to_string(),
+                        why,
+                    ));
+                }
                 let data = src_store.get_range(&object.key, 0..object.size).await?;
                 let written = dst_store.upload(&dst_key, data, options).await?;
                 if written != object.size {

@@ -159,7 +159,20 @@ fn local(url: &str, path: &Path) -> Result<ObjectUrl, UrlError> {
             .map_err(|e| err(url, "path", format!("cannot resolve a relative path: {e}")))?
             .join(path)
     };
-    let text = abs
+    // Lexically normalised, as Go's filepath.Clean (s5cmd, rclone) does: `a/./b//c/../d` is
+    // `a/b/d`, so a local key never holds `.`, `..` or empty segments (the local store refuses
+    // them). `..` pops the name before it, not whatever a symlink there points to.
+    let mut clean = PathBuf::from("/");
+    for component in abs.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::Normal(name) => clean.push(name),
+            _ => {}
+        }
+    }
+    let text = clean
         .to_str()
         .ok_or_else(|| err(url, "path", "not valid UTF-8"))?;
     // Keep a trailing slash: it marks a directory prefix.
@@ -312,6 +325,9 @@ mod tests {
         );
         let rel = parse("some/rel");
         assert!(rel.local_path().unwrap().is_absolute());
+        // Normalised lexically: no '.', '..' or empty segments ever reach the local store.
+        assert_eq!(parse("/tmp/a/./b//c/../d/").key, "tmp/a/b/d/");
+        assert_eq!(parse("/../../etc").key, "etc");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
 //! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
 //!   starts, and no VM outliving the copy.
+//! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
@@ -20,6 +21,7 @@ mod catalog;
 mod cp;
 mod cp_faults;
 mod ec2;
+mod keys;
 mod plan;
 mod run;
 mod sky;
