@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use skyx_gateway::{LocalProvider, PathMeasurement, PathOptions, measure_paths};
+use skyx_gateway::{PathMeasurement, PathOptions, measure_paths};
+use skyx_provision::LocalProvider;
 
 use crate::catalog_args::CatalogArgs;
 use crate::transfer::BadInput;

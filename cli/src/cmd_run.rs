@@ -9,18 +9,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use skyx_catalog::{Catalog, Gbps, RegionId};
-use skyx_gateway::agent_compute::AgentCompute;
-use skyx_gateway::pipeline_run::ComputeProvider;
-use skyx_gateway::{LocalProvider, Provider};
+use skyx_pipeline_run::AgentCompute;
+use skyx_pipeline_run::ComputeProvider;
+use skyx_provision::{LocalProvider, Provider};
 
 use crate::provider_args::{ProviderArgs, ProviderKind};
-use skyx_gateway::dag::DataSource;
-use skyx_gateway::pipeline_run::{
-    EdgeRun, InputRun, LocalCompute, PipelineHooks, PipelineReport, PipelineRun, Placement,
-    PlannedRoute, RegionStore, Replanned, StageRun, run_pipeline,
-};
+use skyx_pipeline::schedule::DataSource;
 use skyx_pipeline::{
     DataRef, JointProblem, PipelineObjective, PipelinePlan, PipelineSpec, Schedule, StageOption,
+};
+use skyx_pipeline_run::{
+    EdgeRun, InputRun, LocalCompute, PipelineHooks, PipelineReport, PipelineRun, Placement,
+    PlannedRoute, RegionStore, Replanned, StageRun, run_pipeline,
 };
 use skyx_planner::{Objective, TransferRequest, fastest_within_direct_cost, plan_transfer};
 use skyx_sky::SkyManifest;
@@ -286,7 +286,7 @@ fn execute(
         root: root.clone(),
         fingerprint: fingerprint(text, &plan.joint),
         copy_options: skyx_gateway::CopyOptions {
-            compression: skyx_agent::api::CompressionSpec::Auto { level: 1 },
+            compression: skyx_agent_api::wire::CompressionSpec::Auto { level: 1 },
             ..Default::default()
         },
         status_every: (!args.json).then_some(std::time::Duration::from_secs(5)),
@@ -340,7 +340,7 @@ fn execute(
             let ec2 = Arc::new(args.provider.ec2_for(&regions, &job, sky.is_some())?);
             eprintln!(
                 "agents and stages on EC2: every VM of this run is tagged {}={job}",
-                skyx_gateway::ec2::JOB_TAG
+                skyx_provision::ec2::JOB_TAG
             );
             Some(ec2)
         }

@@ -105,9 +105,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(skyx_pipeline::JointError::Infeasible(_)) = cause.downcast_ref() {
             return 3;
         }
-        if let Some(e) = cause.downcast_ref::<skyx_gateway::pipeline_run::PipelineRunError>() {
+        if let Some(e) = cause.downcast_ref::<skyx_pipeline_run::PipelineRunError>() {
             return match e {
-                skyx_gateway::pipeline_run::PipelineRunError::Interrupted(_) => 130,
+                skyx_pipeline_run::PipelineRunError::Interrupted(_) => 130,
                 _ => 1,
             };
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use skyx_gateway::Topology;
-use skyx_gateway::ec2::{Ec2Config, Ec2Provider};
+use skyx_provision::ec2::{Ec2Config, Ec2Provider};
 
 use crate::transfer::BadInput;
 
@@ -123,7 +123,7 @@ impl ProviderArgs {
                 images,
                 instance_type: self.ec2_instance_type.clone(),
                 agent_url,
-                control_port: skyx_gateway::ec2::CONTROL_PORT,
+                control_port: skyx_provision::ec2::CONTROL_PORT,
                 gateway_cidr,
                 endpoint: self.ec2_endpoint.clone(),
                 credentials: None,
@@ -155,7 +155,7 @@ pub async fn sweep(ec2: &Ec2Provider, what: &str) {
         Ok(_) => {}
         Err(e) => eprintln!(
             "warning: could not sweep the {what}'s VMs ({e}); terminate every instance tagged {}={}",
-            skyx_gateway::ec2::JOB_TAG,
+            skyx_provision::ec2::JOB_TAG,
             ec2.job()
         ),
     }

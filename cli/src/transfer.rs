@@ -9,13 +9,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use skyx_agent::api::{CompressionSpec, Transport};
+use skyx_agent_api::wire::{CompressionSpec, Transport};
 use skyx_catalog::{Catalog, RegionId};
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, LocalProvider, Pricing, ProgressSnapshot, Provider,
-    SkippedObject, Topology, journal_path, run_copy,
+    CopyItem, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, SkippedObject, Topology,
+    journal_path, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
+use skyx_provision::{LocalProvider, Provider};
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
@@ -635,7 +636,7 @@ pub async fn execute(
         Some(ec2) => {
             eprintln!(
                 "agents on EC2: every VM of this copy is tagged {}={}",
-                skyx_gateway::ec2::JOB_TAG,
+                skyx_provision::ec2::JOB_TAG,
                 ec2.job()
             );
             ec2

@@ -1,27 +1,24 @@
-//! The control plane.
+//! The control plane of a copy.
 //!
-//! Pure core (no IO, time passed in): [`chunker`] splits a copy into chunks every destination
-//! store can assemble; [`tracker`] follows every chunk until the sink reports it landed,
-//! re-dispatching when a route fails or a chunk is late; [`topology`] turns a plan into agents
-//! and routes.
+//! Pure core ([`core`]: no IO, time passed in): the chunker, the tracker and the topology.
 //!
-//! Driving it: [`provider`] launches agents (local processes by default); [`listing`] works out
-//! what a copy moves; [`copy`] runs a copy end to end; [`journal`] makes it resumable.
+//! Driving it: [`listing`] works out what a copy moves (and what it refuses to write);
+//! [`copy`] runs a copy end to end with agents launched through a `skyx_provision::Provider`;
+//! [`journal`] makes it resumable; [`paths`] measures paths between regions with real agents.
+//!
+//! It must never provision machines itself or plan routes: providers and plans come in.
 
-pub mod agent_compute;
-pub mod chunker;
 pub mod copy;
-pub mod dag;
-pub mod ec2;
+pub mod core;
 pub mod journal;
 pub mod listing;
 pub mod paths;
-pub mod pipeline_run;
-pub mod provider;
-pub mod topology;
-pub mod tracker;
 
-pub use chunker::{ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks};
+pub use crate::core::chunker::{
+    ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,
+};
+pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
+pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use copy::{
     CopyError, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, Verification, run_copy,
 };
@@ -31,6 +28,3 @@ pub use listing::{
     plan_sync,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
-pub use provider::{LocalProvider, Provider, ProviderError};
-pub use topology::{AgentSlot, RouteSpec, Topology};
-pub use tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};

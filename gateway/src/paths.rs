@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use skyx_agent::api::{ProbeListen, ProbeRequest, ProbeResult};
-use skyx_agent::{AgentClient, ClientError};
+use skyx_agent_api::wire::{ProbeListen, ProbeRequest, ProbeResult};
+use skyx_agent_api::{AgentClient, ClientError};
 use skyx_catalog::{Gbps, LinkThroughput, RegionId, ThroughputGrid};
 
-use crate::provider::{LaunchRequest, LaunchedAgent, Provider, ProviderError};
+use skyx_provision::{AgentSession, LaunchRequest, LaunchedAgent, Provider, SessionError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -17,7 +17,7 @@ pub enum PathsError {
     #[error("bench paths: {0}")]
     BadRequest(String),
     #[error(transparent)]
-    Provider(#[from] ProviderError),
+    Launch(#[from] SessionError),
     #[error("probing {src} → {dst}: {source}")]
     Probe {
         src: String,
@@ -80,15 +80,18 @@ pub async fn measure_paths(
     }
     let token = crate::copy::random_token();
     let launches = regions.iter().map(|region| {
-        provider.launch(LaunchRequest {
-            name: format!("{region}#probe"),
-            instance: None,
-            job: "paths".into(),
-            region: region.clone(),
-            token: token.clone(),
-        })
+        AgentSession::launch(
+            provider,
+            LaunchRequest {
+                name: format!("{region}#probe"),
+                instance: None,
+                job: "paths".into(),
+                region: region.clone(),
+                token: token.clone(),
+            },
+        )
     });
-    let mut agents: Vec<LaunchedAgent> = Vec::new();
+    let mut agents: Vec<AgentSession> = Vec::new();
     let mut first_error = None;
     for launched in futures::future::join_all(launches).await {
         match launched {
@@ -99,25 +102,22 @@ pub async fn measure_paths(
         }
     }
     let result = match first_error {
-        Some(e) => Err(PathsError::Provider(e)),
-        None => probe_all(&agents, &token, options, on_pair).await,
+        Some(e) => Err(PathsError::Launch(e)),
+        None => probe_all(&agents, options, on_pair).await,
     };
     for a in &mut agents {
-        a.handle.terminate().await;
+        a.agent.handle.terminate().await;
     }
     result
 }
 
 async fn probe_all(
-    agents: &[LaunchedAgent],
-    token: &str,
+    sessions: &[AgentSession],
     options: &PathOptions,
     on_pair: &mut (dyn FnMut(&PathMeasurement) + Send),
 ) -> Result<Vec<PathMeasurement>, PathsError> {
-    let clients: Vec<AgentClient> = agents
-        .iter()
-        .map(|a| AgentClient::new(a.name.clone(), a.control, token.to_string()))
-        .collect();
+    let clients: Vec<&AgentClient> = sessions.iter().map(|s| &s.client).collect();
+    let agents: Vec<&LaunchedAgent> = sessions.iter().map(|s| &s.agent).collect();
     let mut out = Vec::new();
     for (i, src) in agents.iter().enumerate() {
         for (j, dst) in agents.iter().enumerate() {

@@ -8,12 +8,15 @@
 //! - [`joint`]: the joint MILP, the single-cloud and greedy baselines, and an exhaustive search
 //!   for checking them.
 //! - [`plan_pipeline`]: all of it in one call, as `skyx run` uses it.
+//! - [`schedule`]: the executor's pure core, a state machine over stages and transfers (the
+//!   `skyx-pipeline-run` crate drives it).
 //!
 //! No IO: the caller reads the file and prints the result.
 
 pub mod edges;
 pub mod joint;
 pub mod resources;
+pub mod schedule;
 pub mod spec;
 
 use skyx_catalog::{Catalog, Cloud, RegionId};

@@ -12,20 +12,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use skyx_protocol::{ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::api::{
+use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
+use crate::objects::{ManifestObject, ObjectWriter, read_chunk};
+use skyx_agent_api::tls::{AgentIdentity, TlsError};
+use skyx_agent_api::wire::{
     AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, JobSpec,
     ListenRequest, ListenResponse, NextHop, PartWire, ProbeListen, ProbeRequest, ProbeResult,
     RouteMetrics, RouteRequest, Transport, Uploads,
 };
-use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
-use crate::objects::{ManifestObject, ObjectWriter, read_chunk};
-use crate::tls::{AgentIdentity, TlsError};
 
 /// How an agent process is set up (its command line).
 #[derive(Debug, Clone)]
@@ -184,12 +183,6 @@ impl std::fmt::Debug for Job {
     }
 }
 
-fn b64(field: &str, s: &str) -> Result<Vec<u8>, AgentError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| AgentError::BadRequest(format!("{field} is not base64: {e}")))
-}
-
 async fn open_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, AgentError> {
     let url = ObjectUrl::parse(url).map_err(|e| AgentError::BadRequest(e.to_string()))?;
     Ok(skyx_store::open(&url, config).await?)
@@ -230,12 +223,7 @@ impl Agent {
         if let Some(job) = self.job.lock().expect("job lock").as_ref() {
             return Err(AgentError::JobInstalled(job.id.0));
         }
-        let identity = AgentIdentity {
-            job: JobId(spec.job),
-            cert: b64("identity.cert", &spec.identity.cert_der_b64)?.into(),
-            key: b64("identity.key", &spec.identity.key_der_b64)?,
-            ca: b64("identity.ca", &spec.identity.ca_der_b64)?.into(),
-        };
+        let identity = AgentIdentity::from_wire(JobId(spec.job), spec.identity);
         // Fail now, not at the first connection, if the identity is unusable.
         identity.server_config()?;
         let manifest: Arc<Vec<ManifestObject>> = Arc::new(

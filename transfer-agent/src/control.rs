@@ -1,6 +1,6 @@
 //! The agent's control API over HTTP/1.1 (hyper): routing, the token check, JSON in and out.
 //! What each request does is [`crate::agent::Agent`]'s business; the wire types are
-//! [`crate::api`]'s.
+//! [`skyx_agent_api::wire`]'s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::agent::{Agent, AgentError};
-use crate::api::{API_VERSION, ApiError, Hello};
+use skyx_agent_api::wire::{API_VERSION, ApiError, Hello};
 
 /// Largest request body accepted (a job's manifest of a few million objects fits).
 const MAX_BODY: usize = 1 << 30;
@@ -208,13 +208,15 @@ async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(r) => from_agent(agent.probe_send(r).await),
             Err(r) => r,
         },
-        (Method::POST, "/v1/stage") => match body::<crate::api::StageRequest>(req).await {
-            Ok(r) => match c.stage.start(r, agent.store_config().clone()) {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                Err(why) => error(StatusCode::CONFLICT, why),
-            },
-            Err(r) => r,
-        },
+        (Method::POST, "/v1/stage") => {
+            match body::<skyx_agent_api::wire::StageRequest>(req).await {
+                Ok(r) => match c.stage.start(r, agent.store_config().clone()) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                    Err(why) => error(StatusCode::CONFLICT, why),
+                },
+                Err(r) => r,
+            }
+        }
         (Method::GET, "/v1/stage") => {
             let wait_ms: u64 = query(&req)
                 .get("wait_ms")

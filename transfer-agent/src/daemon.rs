@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::api::{Ready, TOKEN_ENV};
 use crate::control::{Activity, Control, serve};
 use crate::{Agent, AgentConfig};
+use skyx_agent_api::wire::{Ready, TOKEN_ENV};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 

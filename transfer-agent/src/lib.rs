@@ -3,16 +3,15 @@
 //!
 //! - [`hop`]: one hop of the data plane: many TCP connections (or QUIC streams, [`quic`]) to
 //!   the next agent, driven by the protocol's sans-IO state machines, and the listener that
-//!   accepts them. [`tls`] makes every data connection mutual TLS with a per-job CA.
+//!   accepts them. Every data connection is mutual TLS with the job's CA
+//!   (`skyx_agent_api::tls`).
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
 //! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
 //! - [`agent`]: the source, relay and sink roles an agent plays for its job.
-//! - [`api`] / [`control`] / [`client`]: the HTTP control API's wire types, its server (in
-//!   the agent) and its client (in the gateway).
+//! - [`control`]: the HTTP control API's server; its wire types and the gateway's client live
+//!   in `skyx-agent-api`, the contract both sides share.
 
 pub mod agent;
-pub mod api;
-pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod hop;
@@ -20,10 +19,7 @@ pub mod objects;
 pub mod probe;
 pub mod quic;
 pub mod stage;
-pub mod tls;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
-pub use client::{AgentClient, ClientError};
 pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
 pub use objects::{ManifestObject, ObjectWriter, read_chunk};
-pub use tls::{AgentIdentity, JobCa, TlsError};

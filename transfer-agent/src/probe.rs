@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::ProbeResult;
+use skyx_agent_api::wire::ProbeResult;
 
 const MODE_CONTROL: u8 = b'C';
 const MODE_DISCARD: u8 = b'D';

@@ -13,7 +13,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 
 use crate::hop::HopError;
-use crate::tls::{AgentIdentity, TlsError, job_server_name};
+use skyx_agent_api::tls::{AgentIdentity, TlsError, job_server_name};
 
 const ALPN: &[u8] = b"skyx/1";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::watch;
 
-use crate::api::{StageRequest, StageState, StageStatus};
+use skyx_agent_api::wire::{StageRequest, StageState, StageStatus};
 
 /// Kills a process group when dropped: a stage stopped mid-run (its future dropped) takes
 /// every process its command started with it, not just the shell.

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use skyx_agent::{
-    HopListener, HopSender, HopSenderConfig, JobCa, ManifestObject, ObjectWriter, read_chunk, relay,
+    HopListener, HopSender, HopSenderConfig, ManifestObject, ObjectWriter, read_chunk, relay,
 };
+use skyx_agent_api::JobCa;
 use skyx_gateway::{
     ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, chunk_size,
     plan_chunks,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use skyx_agent::{HopError, HopListener, HopSender, HopSenderConfig, JobCa};
+use skyx_agent::{HopError, HopListener, HopSender, HopSenderConfig};
+use skyx_agent_api::JobCa;
 use skyx_protocol::{ChunkId, ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

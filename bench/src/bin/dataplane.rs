@@ -91,7 +91,7 @@ async fn run(
     wire: Wire,
 ) -> Result<Outcome> {
     // With TLS or QUIC, every hop authenticates with a fresh job CA, as agents do in production.
-    let ca = skyx_agent::JobCa::generate(JOB)?;
+    let ca = skyx_agent_api::JobCa::generate(JOB)?;
     let ids = if wire != Wire::Tcp {
         Some((ca.issue("source")?, ca.issue("relay")?, ca.issue("sink")?))
     } else {
@@ -101,7 +101,7 @@ async fn run(
         Some((a, b, c)) => (Some(a), Some(b), Some(c)),
         None => (None, None, None),
     };
-    let bind = |role, id: Option<&skyx_agent::AgentIdentity>| {
+    let bind = |role, id: Option<&skyx_agent_api::AgentIdentity>| {
         let id = id.cloned();
         async move {
             let addr = "127.0.0.1:0".parse()?;
@@ -113,7 +113,7 @@ async fn run(
             })
         }
     };
-    let connect = |addr, connections, id: Option<&skyx_agent::AgentIdentity>| {
+    let connect = |addr, connections, id: Option<&skyx_agent_api::AgentIdentity>| {
         let id = id.cloned();
         async move {
             let config = HopSenderConfig {

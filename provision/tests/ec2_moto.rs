@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
-use skyx_gateway::ec2::{Ec2Config, Ec2Provider, JOB_TAG, job_instances};
-use skyx_gateway::provider::{LaunchRequest, Provider, ProviderError};
+use skyx_provision::ec2::{Ec2Config, Ec2Provider, JOB_TAG, job_instances};
+use skyx_provision::{LaunchRequest, Provider, ProviderError};
 
 fn endpoint() -> String {
     std::env::var("SKYX_TEST_EC2_ENDPOINT")

@@ -25,9 +25,9 @@ use aws_sdk_ec2::types::{
     Tag, TagSpecification,
 };
 use base64::Engine;
-use skyx_agent::AgentClient;
+use skyx_agent_api::AgentClient;
 
-use crate::provider::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
+use crate::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
 
 /// The systemd unit and cloud-init template shipped in `deploy/agent/`.
 pub const AGENT_SERVICE: &str = include_str!("../../deploy/agent/skyx-agent.service");

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{
+use crate::wire::{
     AgentMetrics, ApiError, Dispatch, EventsResponse, Hello, JobSpec, ListenRequest,
     ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest, Uploads,
 };
@@ -222,7 +222,7 @@ impl AgentClient {
     }
 
     /// Starts a pipeline stage on the agent's machine.
-    pub async fn start_stage(&self, req: &crate::api::StageRequest) -> Result<(), ClientError> {
+    pub async fn start_stage(&self, req: &crate::wire::StageRequest) -> Result<(), ClientError> {
         self.call::<_, serde_json::Value>(Method::POST, "/v1/stage", Some(req), CALL_TIMEOUT)
             .await
             .map(drop)
@@ -232,7 +232,7 @@ impl AgentClient {
     pub async fn stage_status(
         &self,
         wait: Duration,
-    ) -> Result<crate::api::StageStatus, ClientError> {
+    ) -> Result<crate::wire::StageStatus, ClientError> {
         let path = format!("/v1/stage?wait_ms={}", wait.as_millis());
         self.call::<(), _>(Method::GET, &path, None, wait + CALL_TIMEOUT)
             .await

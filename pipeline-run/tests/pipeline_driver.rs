@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skyx_agent::api::StageRequest;
-use skyx_gateway::LocalProvider;
-use skyx_gateway::dag::DataSource;
-use skyx_gateway::pipeline_run::{
+use skyx_agent_api::wire::StageRequest;
+use skyx_pipeline::schedule::DataSource;
+use skyx_pipeline_run::{
     Compute, ComputeError, ComputeProvider, EdgeRun, LocalCompute, PipelineHooks, PipelineRun,
     PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun, run_pipeline,
 };
+use skyx_provision::LocalProvider;
 use tokio::sync::watch;
 
 const FIRST: &str = "aws:us-east-1";

@@ -1,7 +1,7 @@
 //! The control API's wire types: what the gateway sends an agent and what the agent answers.
 //!
 //! Serialization lives here, at the boundary, and nowhere else: the agent converts these into
-//! its own types ([`crate::objects::ManifestObject`], [`crate::tls::AgentIdentity`], protocol
+//! its own types (`ManifestObject`, [`crate::tls::AgentIdentity`], protocol
 //! ids) as it takes them in. Every request but `GET /v1/hello` must carry the job's token as
 //! `Authorization: Bearer <token>`.
 //!
@@ -21,6 +21,7 @@
 
 use std::net::SocketAddr;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; the gateway refuses agents that speak another.
@@ -71,12 +72,43 @@ pub enum CompressionSpec {
     },
 }
 
-/// The job's certificate and key for this agent (DER, base64).
+/// Bytes that travel as a base64 string in JSON (certificates and keys, DER). Decoding
+/// happens with the rest of the body, so a malformed value is a malformed request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Base64(pub Vec<u8>);
+
+impl std::fmt::Debug for Base64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys travel in these: never print the bytes.
+        write!(f, "Base64({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Base64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Base64)
+            .map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
+    }
+}
+
+/// The job's certificate and key for this agent (DER; see [`crate::tls::AgentIdentity`]).
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IdentityWire {
-    pub cert_der_b64: String,
-    pub key_der_b64: String,
-    pub ca_der_b64: String,
+    #[serde(rename = "cert_der_b64")]
+    pub cert: Base64,
+    #[serde(rename = "key_der_b64")]
+    pub key: Base64,
+    #[serde(rename = "ca_der_b64")]
+    pub ca: Base64,
 }
 
 impl std::fmt::Debug for IdentityWire {
@@ -242,7 +274,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-/// Open a probe listener (see [`crate::probe`]) that accepts connections for `accept_for_s`.
+/// Open a probe listener (see the agent's `probe` module) that accepts connections for `accept_for_s`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProbeListen {
     pub accept_for_s: f64,

@@ -1,4 +1,4 @@
-//! Running a planned pipeline: the [`crate::dag::Dag`] decides what happens next; this module
+//! Running a planned pipeline: the [`skyx_pipeline::schedule::Dag`] decides what happens next; this module
 //! does it. Stage compute comes from a [`ComputeProvider`] (local processes by default, inside
 //! a region's namespace on the emulated sky); data between regions moves with [`run_copy`]
 //! over the overlay the caller's [`PipelineHooks::route`] plans; a journal (`state.json`)
@@ -17,18 +17,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use skyx_agent::api::StageRequest;
+use skyx_agent_api::wire::StageRequest;
 use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::copy::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
-use crate::dag::{
+use skyx_gateway::Topology;
+use skyx_gateway::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
+use skyx_gateway::{KeyFilter, ListError, list_copy};
+use skyx_pipeline::schedule::{
     Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
 };
-use crate::listing::{KeyFilter, ListError, list_copy};
-use crate::provider::Provider;
-use crate::topology::Topology;
+use skyx_provision::Provider;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -17,6 +17,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use skyx_protocol::JobId;
 
+use crate::wire::{Base64, IdentityWire};
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
@@ -106,6 +108,25 @@ impl std::fmt::Debug for AgentIdentity {
 }
 
 impl AgentIdentity {
+    /// The identity as the job request carries it to the agent.
+    pub fn to_wire(&self) -> IdentityWire {
+        IdentityWire {
+            cert: Base64(self.cert.to_vec()),
+            key: Base64(self.key.clone()),
+            ca: Base64(self.ca.to_vec()),
+        }
+    }
+
+    /// The identity an agent received for `job`.
+    pub fn from_wire(job: JobId, wire: IdentityWire) -> AgentIdentity {
+        AgentIdentity {
+            job,
+            cert: wire.cert.0.into(),
+            key: wire.key.0,
+            ca: wire.ca.0.into(),
+        }
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone())?;

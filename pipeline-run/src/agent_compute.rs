@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skyx_agent::AgentClient;
-use skyx_agent::api::{StageRequest, StageState};
+use skyx_agent_api::AgentClient;
+use skyx_agent_api::wire::{StageRequest, StageState};
 
-use crate::pipeline_run::{Compute, ComputeError, ComputeProvider, StageContext};
-use crate::provider::{LaunchRequest, LaunchedAgent, Provider, ProviderError};
+use crate::run::{Compute, ComputeError, ComputeProvider, StageContext};
+use skyx_provision::{
+    AgentSession, LaunchRequest, LaunchedAgent, Provider, ProviderError, SessionError,
+};
 
 /// How long one status call waits for the stage to end.
 const STATUS_WAIT: Duration = Duration::from_secs(20);
@@ -46,26 +48,26 @@ impl ComputeProvider for AgentCompute {
         region: &str,
         instance: &str,
     ) -> Result<Box<dyn Compute>, ComputeError> {
-        let launched = self
-            .provider
-            .launch(LaunchRequest {
+        let session = AgentSession::launch(
+            self.provider.as_ref(),
+            LaunchRequest {
                 name: format!("{region}#stage-{stage}"),
                 job: self.job.clone(),
                 region: region.to_string(),
                 instance: Some(instance.to_string()),
                 token: self.token.clone(),
-            })
-            .await
-            .map_err(|e| match e {
-                ProviderError::Capacity { region, why, .. } => {
-                    ComputeError::Capacity { region, why }
-                }
-                other => ComputeError::Failed(other.to_string()),
-            })?;
-        let client = AgentClient::new(launched.name.clone(), launched.control, self.token.clone());
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            SessionError::Provider(ProviderError::Capacity { region, why, .. }) => {
+                ComputeError::Capacity { region, why }
+            }
+            other => ComputeError::Failed(other.to_string()),
+        })?;
         Ok(Box::new(StageAgent {
-            launched,
-            client,
+            launched: session.agent,
+            client: session.client,
             released: false,
         }))
     }

@@ -1,6 +1,3 @@
-//! Where agents come from. A [`Provider`] launches one `skyx-agent` in a region and hands back
-//! its control address and a handle that can tell whether it is alive and terminate it.
-//!
 //! [`LocalProvider`] (the default, no cloud account needed) runs agents as processes on this
 //! machine. Each is started with its stdin on a pipe and `--exit-on-stdin-eof`, so an agent
 //! never outlives the gateway that launched it, even one killed with SIGKILL; and with
@@ -9,77 +6,17 @@
 //! each region's agents behind that region's shaped links.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skyx_agent::api::{Ready, TOKEN_ENV};
+use skyx_agent_api::wire::{Ready, TOKEN_ENV};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProviderError {
-    #[error("cannot start agent {agent} ({program}): {source}")]
-    Spawn {
-        agent: String,
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("agent {agent} did not report ready: {why}")]
-    NotReady { agent: String, why: String },
-    #[error("no capacity for agent {agent} in {region}: {why}")]
-    Capacity {
-        agent: String,
-        region: String,
-        why: String,
-    },
-}
-
-/// What to launch.
-#[derive(Debug, Clone)]
-pub struct LaunchRequest {
-    /// A name for the agent (shows in `ps` and logs).
-    pub name: String,
-    /// The job the agent serves, as it names files: concurrent jobs (a pipeline's copies)
-    /// keep apart.
-    pub job: String,
-    pub region: String,
-    /// The machine to launch where the provider has a choice (a stage's planned instance
-    /// type); `None`: the provider's agent machine.
-    pub instance: Option<String>,
-    /// The job's control token; the agent gets it through its environment.
-    pub token: String,
-}
-
-/// A running agent.
-#[derive(Debug)]
-pub struct LaunchedAgent {
-    pub name: String,
-    pub region: String,
-    pub control: SocketAddr,
-    pub handle: Box<dyn AgentHandle>,
-}
-
-/// Control over one launched agent's machine or process.
-#[async_trait]
-pub trait AgentHandle: Send + Sync + std::fmt::Debug {
-    /// A provider-specific id (pid, instance id).
-    fn id(&self) -> String;
-    /// Whether the agent's process or machine is still running.
-    fn is_alive(&mut self) -> bool;
-    /// Stops the agent for good (waits for it to be gone).
-    async fn terminate(&mut self);
-}
-
-/// Launches agents.
-#[async_trait]
-pub trait Provider: Send + Sync + std::fmt::Debug {
-    fn name(&self) -> &str;
-    async fn launch(&self, req: LaunchRequest) -> Result<LaunchedAgent, ProviderError>;
-}
+use crate::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
 
 /// Agents as local processes.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use skyx_protocol::ChunkId;
 
-use crate::chunker::ChunkSpec;
+use crate::core::chunker::ChunkSpec;
 
 /// A way through the overlay: a source agent and the hops behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,373 @@
+//! The run loop: keeping every live route's window of chunks full (uploads opened first),
+//! folding agents' events into the tracker (journaled first), and failing objects.
+
+use super::*;
+
+impl Run<'_> {
+    pub(super) async fn drive(
+        &mut self,
+        mut tracker: Tracker,
+        polls: &mut mpsc::UnboundedReceiver<PollResult>,
+        progress: &mut (dyn FnMut(&ProgressSnapshot) + Send),
+        started: Instant,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Tracker, CopyError> {
+        let mut finalizing: JoinSet<(u32, Result<Verification, String>)> = JoinSet::new();
+        let mut ready: VecDeque<u32> = VecDeque::new();
+        let mut last_progress = Instant::now() - Duration::from_secs(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.fill_windows(&mut tracker).await?;
+            while let Some(e) = tracker.poll_event() {
+                match e {
+                    TrackerEvent::ObjectComplete { object } => {
+                        if !self.resumed_complete.contains(&object) {
+                            ready.push_back(object);
+                        }
+                    }
+                    TrackerEvent::ObjectFailed {
+                        object, attempts, ..
+                    } => {
+                        self.object_failed(
+                            object,
+                            format!("a chunk could not be delivered in {attempts} attempts"),
+                        )
+                        .await?;
+                    }
+                }
+            }
+            while finalizing.len() < self.job.options.finalize_concurrency.max(1) {
+                let Some(object) = ready.pop_front() else {
+                    break;
+                };
+                finalizing.spawn(self.finalize(object));
+            }
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                progress(&self.snapshot(&tracker, started));
+                last_progress = Instant::now();
+            }
+            if tracker.is_done() && ready.is_empty() && finalizing.is_empty() {
+                progress(&self.snapshot(&tracker, started));
+                return Ok(tracker);
+            }
+            tokio::select! {
+                Some((agent, res)) = polls.recv() => {
+                    let mut batch = vec![(agent, res)];
+                    while let Ok(more) = polls.try_recv() {
+                        batch.push(more);
+                    }
+                    self.handle_polls(batch, &mut tracker).await?;
+                }
+                Some(done) = finalizing.join_next(), if !finalizing.is_empty() => {
+                    let (object, res) = done.expect("finalize does not panic");
+                    match res {
+                        Ok(v) => {
+                            *self.verified.entry(format!("{v:?}").to_lowercase()).or_default() += 1;
+                            if let Some(j) = &self.journal {
+                                j.record(&JournalBatch { complete: vec![object], ..Default::default() })?;
+                            }
+                        }
+                        Err(why) => {
+                            tracker.handle_object_failed_after_landing(object);
+                            self.object_failed(object, why).await?;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    tracker.handle_tick(Instant::now());
+                    self.check_agents(&mut tracker).await?;
+                }
+                _ = cancel.changed() => {
+                    if *cancel.borrow() {
+                        let resume = match &self.journal {
+                            Some(_) => "run the same command with --resume to continue".to_string(),
+                            None => "nothing was journaled; run the copy again".to_string(),
+                        };
+                        return Err(CopyError::Interrupted { resume });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps every live route's window of chunks full, spreading chunks over the routes in
+    /// small batches (round robin) so that every route gets work even when there is little.
+    pub(super) async fn fill_windows(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+        let now = Instant::now();
+        let n = self.routes.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let start = self.next_route % n;
+        self.next_route = self.next_route.wrapping_add(1);
+        let mut orders: Vec<Vec<ChunkSpec>> = vec![Vec::new(); n];
+        loop {
+            let mut progressed = false;
+            for k in 0..n {
+                let r = (start + k) % n;
+                let route = &self.routes[r];
+                if !route.alive {
+                    continue;
+                }
+                let in_flight = tracker.in_flight_on(RouteId(r as u32)) + orders[r].len();
+                let room = route.window.saturating_sub(in_flight);
+                // Top up in batches, not chunk by chunk, unless the route is idle.
+                if room == 0
+                    || (orders[r].is_empty() && in_flight > 0 && room < (route.window / 4).min(16))
+                {
+                    continue;
+                }
+                // Two at a time per round: fine-grained round robin (a route's chunks of all
+                // rounds still go out in one dispatch call).
+                let batch = tracker.poll_dispatch(RouteId(r as u32), room.min(2), now);
+                if !batch.is_empty() {
+                    progressed = true;
+                    orders[r].extend(batch);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for (r, batch) in orders.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            self.open_uploads(&batch).await?;
+            let source = self.routes[r].agents[0];
+            let dispatch = Dispatch {
+                route: r as u32,
+                chunks: batch
+                    .iter()
+                    .map(|s| ChunkOrder {
+                        chunk: s.id.0,
+                        object: s.object,
+                        offset: s.offset,
+                        len: s.len,
+                    })
+                    .collect(),
+            };
+            if let Err(e) = self.agents[source].client.dispatch(&dispatch).await {
+                tracing::warn!(route = r, error = %e, "dispatch failed; the route is given up");
+                self.routes[r].alive = false;
+                tracker.handle_route_failed(RouteId(r as u32));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the destination uploads of multipart objects in `batch` that have none yet,
+    /// journals them and tells every live sink.
+    pub(super) async fn open_uploads(&mut self, batch: &[ChunkSpec]) -> Result<(), CopyError> {
+        let mut need: Vec<u32> = batch
+            .iter()
+            .filter(|s| !s.whole_object && !self.uploads.contains_key(&s.object))
+            .map(|s| s.object)
+            .collect();
+        need.sort_unstable();
+        need.dedup();
+        if need.is_empty() {
+            return Ok(());
+        }
+        let dst = self.dst.clone();
+        let objects = self.objects.clone();
+        let opened: Vec<Result<(u32, MultipartUpload), StoreError>> =
+            futures::stream::iter(need.into_iter().map(|o| {
+                let (dst, objects) = (dst.clone(), objects.clone());
+                async move {
+                    let up = dst.create_multipart(&objects[o as usize].dst_key).await?;
+                    Ok((o, up))
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut batch = JournalBatch::default();
+        let mut uploads = Uploads {
+            uploads: Vec::new(),
+        };
+        let mut first_error = None;
+        for r in opened {
+            match r {
+                Ok((o, up)) => {
+                    batch
+                        .uploads
+                        .push((o, up.upload_id.clone(), up.key.clone()));
+                    uploads.uploads.push((o, up.upload_id.clone()));
+                    self.uploads.insert(o, up.upload_id);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Journal before any part can land, so a crash never leaves an unknown upload.
+        if let Some(j) = &self.journal {
+            j.record(&batch)?;
+        }
+        if let Some(e) = first_error {
+            return Err(e.into());
+        }
+        let sinks: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|r| r.alive)
+            .map(|r| *r.agents.last().expect("sink"))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for s in sinks {
+            if self.agents[s].alive
+                && let Err(e) = self.agents[s].client.register_uploads(&uploads).await
+            {
+                tracing::warn!(agent = %self.agents[s].slot.name(), error = %e, "registering uploads failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn handle_polls(
+        &mut self,
+        batch: Vec<PollResult>,
+        tracker: &mut Tracker,
+    ) -> Result<(), CopyError> {
+        let mut journal = JournalBatch::default();
+        let mut landed = Vec::new();
+        let mut lost = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut down = Vec::new();
+        for (agent, res) in batch {
+            let rt = &mut self.agents[agent];
+            if !rt.alive {
+                continue;
+            }
+            let resp = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    rt.poll_failures += 1;
+                    tracing::debug!(agent = %rt.slot.name(), error = %e, "poll failed");
+                    continue;
+                }
+            };
+            rt.poll_failures = 0;
+            rt.metrics = resp.metrics;
+            for e in resp.events {
+                match e {
+                    AgentEvent::Landed {
+                        chunk,
+                        object,
+                        part,
+                        raw_len,
+                        raw_crc32c,
+                    } => {
+                        if tracker.is_landed(ChunkId(chunk)) {
+                            continue;
+                        }
+                        let part = part.map(|p| (p.part_number, p.etag));
+                        journal.landed.push((
+                            chunk,
+                            LandedChunk {
+                                object,
+                                part: part.clone(),
+                                raw_len,
+                                raw_crc32c,
+                            },
+                        ));
+                        if let Some((n, etag)) = part {
+                            self.receipts.entry(object).or_default().insert(n, etag);
+                        }
+                        if let Some(slot) = self.crcs.get_mut(chunk as usize) {
+                            *slot = Some((raw_crc32c, raw_len));
+                        }
+                        landed.push(ChunkId(chunk));
+                    }
+                    AgentEvent::Lost { chunk, route, why } => {
+                        tracing::debug!(chunk, route, why, "chunk lost; sending it again");
+                        lost.push((ChunkId(chunk), RouteId(route)));
+                    }
+                    AgentEvent::Unreadable { chunk, why, .. } => {
+                        unreadable.push((ChunkId(chunk), why));
+                    }
+                    AgentEvent::RouteDown { route, why } => {
+                        tracing::warn!(route, why, "route down");
+                        down.push(route);
+                    }
+                    AgentEvent::Warning { message } => {
+                        tracing::warn!(agent = %self.agents[agent].slot.name(), "{message}");
+                    }
+                }
+            }
+        }
+        // Durable first: a landing acted on is a landing journaled.
+        if let Some(j) = &self.journal {
+            j.record(&journal)?;
+        }
+        self.landed_this_run += journal.landed.len() as u64;
+        if let Some(limit) = self.job.options.abort_after_landed
+            && self.landed_this_run >= limit
+        {
+            eprintln!("fault injection: the gateway aborts after {limit} landed chunks");
+            std::process::abort();
+        }
+        for c in landed {
+            tracker.handle_landed(c);
+        }
+        for (c, r) in lost {
+            tracker.handle_chunk_lost(c, r);
+        }
+        for (c, why) in unreadable {
+            let object = self.specs[c.0 as usize].object;
+            tracker.handle_chunk_failed(c);
+            self.note_failure(object, format!("unreadable at the source: {why}"));
+        }
+        for r in down {
+            if let Some(route) = self.routes.get_mut(r as usize) {
+                route.alive = false;
+                tracker.handle_route_failed(RouteId(r));
+            }
+        }
+        if !self.routes.iter().any(|r| r.alive) {
+            self.repair(tracker).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn note_failure(&mut self, object: u32, why: String) {
+        let key = self.objects[object as usize].src_key.clone();
+        if !self.failed.iter().any(|f| f.key == key) {
+            self.failed.push(FailedObject { key, why });
+        }
+    }
+
+    /// Gives an object up: its upload is aborted and the journal forgets it, so a later
+    /// `--resume` starts it over.
+    pub(super) async fn object_failed(
+        &mut self,
+        object: u32,
+        why: String,
+    ) -> Result<(), CopyError> {
+        self.note_failure(object, why);
+        if let Some(id) = self.uploads.remove(&object) {
+            let upload = MultipartUpload {
+                key: self.objects[object as usize].dst_key.clone(),
+                upload_id: id,
+            };
+            if let Err(e) = self.dst.abort_multipart(&upload).await {
+                tracing::warn!(key = %upload.key, error = %e, "aborting the upload of a failed object failed");
+            }
+        }
+        self.receipts.remove(&object);
+        if let Some(j) = &self.journal {
+            let chunks = self.object_chunks[object as usize]
+                .clone()
+                .map(|c| c as u64)
+                .collect();
+            j.record(&JournalBatch {
+                forget: vec![(object, chunks)],
+                ..Default::default()
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Completing an object once the tracker reports it whole, and verifying it at rest.
+
+use super::*;
+
+impl Run<'_> {
+    /// Completes object `object` at the destination and verifies it.
+    pub(super) fn finalize(
+        &self,
+        object: u32,
+    ) -> impl std::future::Future<Output = (u32, Result<Verification, String>)> + Send + 'static
+    {
+        let dst = self.dst.clone();
+        let src = self.src.clone();
+        let item = self.job.items[object as usize].clone();
+        let wire = self.objects[object as usize].clone();
+        let upload = self.uploads.get(&object).cloned();
+        let parts: Vec<PartReceipt> = self
+            .receipts
+            .get(&object)
+            .map(|m| {
+                m.iter()
+                    .map(|(&part_number, etag)| PartReceipt {
+                        part_number,
+                        etag: etag.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
+        let mut crc: Option<u32> = Some(0);
+        for s in &self.specs[self.object_chunks[object as usize].clone()] {
+            crc = match (crc, self.crcs[s.id.0 as usize]) {
+                (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, c, len as usize)),
+                _ => None,
+            };
+        }
+        let dst_is_local = matches!(dst.location(), StoreLocation::Local);
+        async move {
+            let res = async {
+                if let Some(upload_id) = upload {
+                    let expected = wire.size.div_ceil(wire.chunk_size.max(1)) as usize;
+                    if parts.len() != expected {
+                        return Err(format!(
+                            "{} of {expected} parts recorded; cannot complete",
+                            parts.len()
+                        ));
+                    }
+                    let upload = MultipartUpload {
+                        key: wire.dst_key.clone(),
+                        upload_id,
+                    };
+                    if let Err(e) = dst.complete_multipart(&upload, parts).await {
+                        // An earlier run may have completed it and died before journaling
+                        // that (the parts are gone now): what is at the destination decides.
+                        if let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await {
+                            tracing::info!(key = %item.dst_key, "already completed by an earlier run");
+                            return Ok(v);
+                        }
+                        let _ = dst.abort_multipart(&upload).await;
+                        return Err(format!("completing the upload: {e}"));
+                    }
+                    // A multi-chunk object was read in pieces: make sure it did not change.
+                    match src.head(&item.src_key).await {
+                        Ok(m) if item.is_same_version(&m) => {}
+                        Ok(m) => {
+                            return Err(format!(
+                                "changed at the source during the copy (listed as {} bytes, version {:?}; now {} bytes, version {:?})",
+                                item.size,
+                                item.version,
+                                m.size,
+                                version_of(&m)
+                            ));
+                        }
+                        Err(e) => return Err(format!("re-checking the source: {e}")),
+                    }
+                }
+                verify(dst.as_ref(), &item, crc, dst_is_local).await
+            }
+            .await;
+            (object, res)
+        }
+    }
+}
+
+/// Each object's range of chunk ids.
+pub(super) fn object_chunk_ranges(
+    specs: &[ChunkSpec],
+    objects: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = vec![0..0; objects];
+    for (i, s) in specs.iter().enumerate() {
+        let r = &mut ranges[s.object as usize];
+        if r.start == r.end {
+            *r = i..i + 1;
+        } else {
+            r.end = i + 1;
+        }
+    }
+    ranges
+}
+
+/// Checks a completed object at the destination: its size always; its content by the best
+/// checksum both sides expose.
+pub(super) async fn verify(
+    dst: &dyn ObjectStore,
+    item: &CopyItem,
+    crc: Option<u32>,
+    read_back: bool,
+) -> Result<Verification, String> {
+    let meta = dst
+        .head(&item.dst_key)
+        .await
+        .map_err(|e| format!("not found at the destination after writing: {e}"))?;
+    if meta.size != item.size {
+        return Err(format!(
+            "destination has {} bytes, the source {}",
+            meta.size, item.size
+        ));
+    }
+    if let (Some(want), Some(got)) = (crc, meta.crc32c) {
+        return if want == got {
+            Ok(Verification::Crc32c)
+        } else {
+            Err(format!(
+                "destination CRC32C {got:08x} differs from the source's {want:08x}"
+            ))
+        };
+    }
+    if let (Some(want), Some(got)) = (item.md5, meta.md5) {
+        return if want == got {
+            Ok(Verification::Md5)
+        } else {
+            Err(format!(
+                "destination MD5 {} differs from the source's {}",
+                hex::encode(got),
+                hex::encode(want)
+            ))
+        };
+    }
+    if read_back && let Some(want) = crc {
+        let mut stream = dst
+            .get_range(&item.dst_key, 0..item.size)
+            .await
+            .map_err(|e| format!("reading back: {e}"))?;
+        let mut got = 0u32;
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| format!("reading back: {e}"))?;
+            got = crc32c::crc32c_append(got, &piece);
+        }
+        return if want == got {
+            Ok(Verification::ReadBack)
+        } else {
+            Err(format!(
+                "destination content (CRC32C {got:08x}) differs from the source's ({want:08x})"
+            ))
+        };
+    }
+    Ok(Verification::Size)
+}

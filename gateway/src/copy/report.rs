@@ -1,0 +1,263 @@
+//! What a run reports: the summary of a copy (objects, bytes per hop, metered cost, how each
+//! object was verified), progress snapshots, and the agents' final metrics.
+
+use super::*;
+
+/// How an object was checked at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Size, and the store's CRC32C equals the CRC32C of the chunks the source read.
+    Crc32c,
+    /// Size, and the store's MD5 equals the source store's MD5.
+    Md5,
+    /// Size, and the object read back has the CRC32C of the chunks the source read.
+    ReadBack,
+    /// Size only: neither store exposes a comparable checksum (every chunk was still
+    /// verified end to end on its way).
+    Size,
+}
+
+/// One object that did not make it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedObject {
+    pub key: String,
+    pub why: String,
+}
+
+/// Bytes and dollars on one region pair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HopReport {
+    pub src_region: String,
+    pub dst_region: String,
+    pub wire_bytes: u64,
+    pub usd_per_gb: Option<f64>,
+    pub egress_usd: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentReport {
+    pub name: String,
+    pub region: String,
+    pub seconds: f64,
+    pub usd_per_hour: Option<f64>,
+    pub usd: f64,
+    /// CPU the agent used, and its peak memory (as it last reported them).
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    /// Bytes it put on the wire (all its routes' outgoing hops).
+    pub wire_bytes_out: u64,
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopyReport {
+    pub job: u64,
+    pub objects_total: u64,
+    /// Completed and verified by this run.
+    pub objects_copied: u64,
+    /// Already complete from an earlier, interrupted run (`--resume`).
+    pub objects_resumed: u64,
+    pub objects_failed: Vec<FailedObject>,
+    pub bytes_total: u64,
+    /// Raw bytes sources read and sent in this run.
+    pub bytes_sent: u64,
+    /// Chunks that had landed before this run and were not sent again.
+    pub chunks_skipped: u64,
+    pub chunks_total: u64,
+    pub elapsed_s: f64,
+    /// Logical Gbps over this run.
+    pub throughput_gbps: f64,
+    /// Wire bytes leaving the sources / raw bytes sent.
+    pub compression_ratio: f64,
+    pub hops: Vec<HopReport>,
+    pub agents: Vec<AgentReport>,
+    pub egress_usd: f64,
+    pub vm_usd: f64,
+    pub total_usd: f64,
+    pub verified: BTreeMap<String, u64>,
+    pub agents_replaced: u32,
+    pub corrupt_chunks_detected: u64,
+    pub journal: Option<String>,
+}
+
+/// What the progress callback sees.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressSnapshot {
+    pub progress: Progress,
+    pub elapsed: Duration,
+    /// Bytes put on the wire by the sources in this run.
+    pub wire_bytes: u64,
+}
+
+impl Run<'_> {
+    pub(super) fn snapshot(&self, tracker: &Tracker, started: Instant) -> ProgressSnapshot {
+        let wire_bytes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(r, route)| self.hop_wire_bytes(r, route.agents[0]))
+            .sum();
+        ProgressSnapshot {
+            progress: tracker.progress(),
+            elapsed: started.elapsed(),
+            wire_bytes,
+        }
+    }
+
+    pub(super) fn hop_wire_bytes(&self, route: usize, agent: usize) -> u64 {
+        self.agents[agent]
+            .metrics
+            .routes
+            .iter()
+            .filter(|m| m.route as usize == route)
+            .map(|m| m.wire_bytes)
+            .sum()
+    }
+
+    /// Reads every live agent's counters once more: the last poll may predate the last bytes.
+    pub(super) async fn final_metrics(&mut self) {
+        let reads = self
+            .agents
+            .iter()
+            .map(|rt| {
+                let (client, alive) = (rt.client.clone(), rt.alive);
+                async move {
+                    if alive {
+                        client.metrics().await.ok()
+                    } else {
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        for (rt, res) in self
+            .agents
+            .iter_mut()
+            .zip(futures::future::join_all(reads).await)
+        {
+            if let Some(m) = res {
+                rt.metrics = m;
+            }
+        }
+    }
+
+    pub(super) fn report(
+        &self,
+        tracker: &Tracker,
+        started: Instant,
+        chunks_skipped: u64,
+    ) -> CopyReport {
+        let p = tracker.progress();
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut hops: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut first_hop_wire = 0;
+        for (r, route) in self.routes.iter().enumerate() {
+            for (i, pair) in route.agents.windows(2).enumerate() {
+                let bytes = self.hop_wire_bytes(r, pair[0]);
+                if i == 0 {
+                    first_hop_wire += bytes;
+                }
+                *hops
+                    .entry((
+                        self.agents[pair[0]].slot.region.clone(),
+                        self.agents[pair[1]].slot.region.clone(),
+                    ))
+                    .or_default() += bytes;
+            }
+        }
+        let hops: Vec<HopReport> = hops
+            .into_iter()
+            .map(|((a, b), bytes)| {
+                let price = if a == b {
+                    Some(0.0)
+                } else {
+                    self.job
+                        .pricing
+                        .egress_usd_per_gb
+                        .get(&(a.clone(), b.clone()))
+                        .copied()
+                };
+                HopReport {
+                    egress_usd: price.unwrap_or(0.0) * bytes as f64 / 1e9,
+                    src_region: a,
+                    dst_region: b,
+                    wire_bytes: bytes,
+                    usd_per_gb: price,
+                }
+            })
+            .collect();
+        let agents: Vec<AgentReport> = self
+            .agents
+            .iter()
+            .map(|rt| {
+                let seconds = rt
+                    .ended
+                    .unwrap_or_else(Instant::now)
+                    .duration_since(rt.started)
+                    .as_secs_f64();
+                let price = self
+                    .job
+                    .pricing
+                    .vm_usd_per_hour
+                    .get(&rt.slot.region)
+                    .copied();
+                AgentReport {
+                    name: rt.slot.name(),
+                    region: rt.slot.region.clone(),
+                    seconds,
+                    usd_per_hour: price,
+                    usd: price.unwrap_or(0.0) * (seconds + self.job.pricing.vm_overhead_s) / 3600.0,
+                    cpu_seconds: rt.metrics.cpu_seconds,
+                    peak_rss_bytes: rt.metrics.peak_rss_bytes,
+                    wire_bytes_out: rt.metrics.routes.iter().map(|r| r.wire_bytes).sum(),
+                }
+            })
+            .collect();
+        let bytes_sent: u64 = self.agents.iter().map(|a| a.metrics.raw_bytes_sent).sum();
+        // (`+ 0.0`: an empty float sum is -0.0, which prints as "$-0.0000".)
+        let egress_usd: f64 = hops.iter().map(|h| h.egress_usd).sum::<f64>() + 0.0;
+        let vm_usd: f64 = agents.iter().map(|a| a.usd).sum::<f64>() + 0.0;
+        let moved: u64 = p.bytes_landed;
+        CopyReport {
+            job: self.job_id.0,
+            objects_total: p.objects_total,
+            objects_copied: p
+                .objects_complete
+                .saturating_sub(self.resumed_complete.len() as u64),
+            objects_resumed: self.resumed_complete.len() as u64,
+            objects_failed: self.failed.clone(),
+            bytes_total: p.bytes_total,
+            bytes_sent,
+            chunks_skipped,
+            chunks_total: p.chunks_total,
+            elapsed_s: elapsed,
+            throughput_gbps: if elapsed > 0.0 {
+                bytes_sent.min(moved) as f64 * 8.0 / 1e9 / elapsed
+            } else {
+                0.0
+            },
+            compression_ratio: if first_hop_wire > 0 {
+                bytes_sent as f64 / first_hop_wire as f64
+            } else {
+                1.0
+            },
+            hops,
+            agents,
+            egress_usd,
+            vm_usd,
+            total_usd: egress_usd + vm_usd,
+            verified: self.verified.clone(),
+            agents_replaced: self.replaced,
+            corrupt_chunks_detected: self
+                .agents
+                .iter()
+                .map(|a| a.metrics.corrupt_chunks_received)
+                .sum(),
+            journal: self
+                .journal
+                .as_ref()
+                .map(|j| j.path().display().to_string()),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The agents and routes of a run: launching and installing agents, wiring routes back to
+//! front, watching agents' liveness, replacing dead ones and rebuilding their routes, and
+//! tearing everything down.
+
+use super::*;
+
+impl Run<'_> {
+    pub(super) fn identity(&self, name: &str) -> Result<IdentityWire, CopyError> {
+        let id = self
+            .ca
+            .issue(name)
+            .map_err(|e| CopyError::Setup(e.to_string()))?;
+        Ok(id.to_wire())
+    }
+
+    pub(super) fn job_spec(
+        &self,
+        name: &str,
+        source: bool,
+        sink: bool,
+    ) -> Result<JobSpec, CopyError> {
+        Ok(JobSpec {
+            job: self.job_id.0,
+            identity: self.identity(name)?,
+            transport: self.job.options.transport,
+            compression: self.job.options.compression,
+            source_store: source.then(|| self.job.src_store.clone()),
+            sink_store: sink.then(|| self.job.dst_store.clone()),
+            objects: if source || sink {
+                self.objects.as_ref().clone()
+            } else {
+                Vec::new()
+            },
+            read_concurrency: self.job.options.read_concurrency,
+            write_concurrency: self.job.options.write_concurrency,
+        })
+    }
+
+    /// Takes a launched, installed agent into the run and starts polling it.
+    pub(super) fn adopt(&mut self, slot: AgentSlot, launched: LaunchedAgent) -> usize {
+        let idx = self.agents.len();
+        let client = AgentClient::new(slot.name(), launched.control, self.token.clone());
+        let poller = tokio::spawn(poll_agent(idx, client.clone(), self.polls.clone()));
+        self.agents.push(AgentRt {
+            slot,
+            client,
+            launched,
+            alive: true,
+            started: Instant::now(),
+            ended: None,
+            metrics: AgentMetrics::default(),
+            poll_failures: 0,
+            poller: Some(poller),
+        });
+        idx
+    }
+
+    /// Launches the agent for `slot`, installs the job on it (as a source and/or sink, or a
+    /// relay when neither) and returns its index.
+    pub(super) async fn launch(
+        &mut self,
+        slot: AgentSlot,
+        source: bool,
+        sink: bool,
+    ) -> Result<usize, CopyError> {
+        let spec = self.job_spec(&slot.name(), source, sink)?;
+        let launched = launch_and_install(self.provider, &slot, &self.token, &spec).await?;
+        Ok(self.adopt(slot, launched))
+    }
+
+    /// Connects a route's agents back to front (each listener must exist before its sender
+    /// connects) and returns its id.
+    pub(super) async fn build_route(
+        &mut self,
+        agents: Vec<usize>,
+        connections: Vec<u32>,
+    ) -> Result<RouteId, CopyError> {
+        let route = RouteId(self.routes.len() as u32);
+        let sink = *agents.last().expect("route has a sink");
+        let mut next = self.agents[sink]
+            .client
+            .listen(&ListenRequest {
+                route: route.0,
+                onward: None,
+            })
+            .await?
+            .addr;
+        // Objects with open uploads must be known to a new sink before chunks arrive.
+        if !self.uploads.is_empty() {
+            let uploads = Uploads {
+                uploads: self
+                    .uploads
+                    .iter()
+                    .map(|(o, id)| (*o, id.clone()))
+                    .collect(),
+            };
+            self.agents[sink].client.register_uploads(&uploads).await?;
+        }
+        for hop in (1..agents.len() - 1).rev() {
+            next = self.agents[agents[hop]]
+                .client
+                .listen(&ListenRequest {
+                    route: route.0,
+                    onward: Some(NextHop {
+                        addr: next,
+                        connections: connections[hop],
+                    }),
+                })
+                .await?
+                .addr;
+        }
+        self.agents[agents[0]]
+            .client
+            .add_route(&RouteRequest {
+                route: route.0,
+                next: NextHop {
+                    addr: next,
+                    connections: connections[0],
+                },
+            })
+            .await?;
+        let window = (connections[0] as usize * 4).clamp(32, 512);
+        self.routes.push(RouteRt {
+            agents,
+            connections,
+            alive: true,
+            rebuilt: false,
+            window,
+        });
+        Ok(route)
+    }
+
+    pub(super) async fn setup(&mut self) -> Result<(), CopyError> {
+        let topo = self.job.topology.clone();
+        let (sources, sinks) = (topo.sources(), topo.sinks());
+        let mut specs = Vec::with_capacity(topo.agents.len());
+        for (i, slot) in topo.agents.iter().enumerate() {
+            specs.push(self.job_spec(&slot.name(), sources.contains(&i), sinks.contains(&i))?);
+        }
+        // Launch and install every agent at once: launching is the slow part on real clouds.
+        let (provider, token) = (self.provider, self.token.clone());
+        let launched = futures::future::join_all(
+            topo.agents
+                .iter()
+                .zip(&specs)
+                .map(|(slot, spec)| launch_and_install(provider, slot, &token, spec)),
+        )
+        .await;
+        let mut first_error = None;
+        let mut index = HashMap::new();
+        for (i, res) in launched.into_iter().enumerate() {
+            match res {
+                Ok(l) => {
+                    index.insert(i, self.adopt(topo.agents[i].clone(), l));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for r in &topo.routes {
+            let agents = r.agents.iter().map(|a| index[a]).collect();
+            self.build_route(agents, r.connections.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks agents that died (process gone, or unreachable for a while); returns them.
+    pub(super) fn find_dead_agents(&mut self) -> Vec<usize> {
+        let mut died = Vec::new();
+        for (i, rt) in self.agents.iter_mut().enumerate() {
+            if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 5) {
+                tracing::warn!(agent = %rt.slot.name(), id = %rt.launched.handle.id(), "agent lost");
+                rt.alive = false;
+                rt.ended = Some(Instant::now());
+                if let Some(p) = rt.poller.take() {
+                    p.abort();
+                }
+                died.push(i);
+            }
+        }
+        died
+    }
+
+    /// Gives up the routes of agents that died and replaces them.
+    pub(super) async fn check_agents(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+        let died = self.find_dead_agents();
+        if died.is_empty() {
+            return Ok(());
+        }
+        for (r, route) in self.routes.iter_mut().enumerate() {
+            if route.alive && route.agents.iter().any(|a| died.contains(a)) {
+                route.alive = false;
+                tracker.handle_route_failed(RouteId(r as u32));
+            }
+        }
+        self.repair(tracker).await
+    }
+
+    /// Rebuilds every dead route whose agents can be replaced: dead agents are relaunched
+    /// in their region (once each) and the route is wired anew under a new id.
+    pub(super) async fn repair(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+        let dead_routes: Vec<usize> = (0..self.routes.len())
+            .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
+            .collect();
+        let mut replacement: HashMap<usize, usize> = HashMap::new();
+        for r in dead_routes {
+            self.routes[r].rebuilt = true;
+            let old = self.routes[r].agents.clone();
+            let connections = self.routes[r].connections.clone();
+            // A route may die before its agent's death is noticed (the next hop's connections
+            // reset first), and wiring may find another agent gone: look again and retry.
+            for _attempt in 0..3 {
+                self.find_dead_agents();
+                let Some(agents) = self.replace_dead(&old, &mut replacement).await else {
+                    break;
+                };
+                match self.build_route(agents, connections.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rebuilding a route failed");
+                        // Give a dying process a moment to be seen as dead.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                }
+            }
+        }
+        let _ = tracker;
+        if !self.routes.iter().any(|r| r.alive) {
+            return Err(CopyError::NoRoutes {
+                why: format!(
+                    "{} agent(s) replaced already (--max-replacements {})",
+                    self.replaced, self.job.options.max_replacements
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The route `old` with its dead agents replaced (each dead agent once, shared through
+    /// `replacement`); `None` when the replacement budget is spent or a launch fails.
+    pub(super) async fn replace_dead(
+        &mut self,
+        old: &[usize],
+        replacement: &mut HashMap<usize, usize>,
+    ) -> Option<Vec<usize>> {
+        let mut agents = Vec::with_capacity(old.len());
+        for (pos, &a) in old.iter().enumerate() {
+            if self.agents[a].alive {
+                agents.push(a);
+                continue;
+            }
+            if let Some(&n) = replacement.get(&a)
+                && self.agents[n].alive
+            {
+                agents.push(n);
+                continue;
+            }
+            if self.replaced >= self.job.options.max_replacements {
+                return None;
+            }
+            self.replaced += 1;
+            let mut slot = self.agents[a].slot.clone();
+            slot.index += 100 * self.replaced;
+            tracing::warn!(agent = %slot.name(), "launching a replacement agent");
+            let (source, sink) = (pos == 0, pos == old.len() - 1);
+            match self.launch(slot, source, sink).await {
+                Ok(n) => {
+                    replacement.insert(a, n);
+                    agents.push(n);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "replacement failed");
+                    return None;
+                }
+            }
+        }
+        Some(agents)
+    }
+
+    pub(super) async fn teardown(&mut self) {
+        let stops = self.agents.iter_mut().map(|rt| async move {
+            if let Some(p) = rt.poller.take() {
+                p.abort();
+            }
+            if rt.alive {
+                let _ = rt.client.shutdown().await;
+            }
+            rt.launched.handle.terminate().await;
+            rt.ended.get_or_insert_with(Instant::now);
+            rt.alive = false;
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// Launches one agent and installs `spec` on it; an agent that cannot be installed is
+/// terminated, never left running.
+pub(super) async fn launch_and_install(
+    provider: &dyn Provider,
+    slot: &AgentSlot,
+    token: &str,
+    spec: &JobSpec,
+) -> Result<LaunchedAgent, CopyError> {
+    let session = AgentSession::launch(
+        provider,
+        LaunchRequest {
+            name: slot.name(),
+            instance: None,
+            job: format!("{:016x}", spec.job),
+            region: slot.region.clone(),
+            token: token.to_string(),
+        },
+    )
+    .await?;
+    let session = session
+        .then(async |client: &AgentClient| client.install(spec).await)
+        .await?;
+    Ok(session.agent)
+}
+
+/// Long-polls one agent's events for the run loop until aborted.
+pub(super) async fn poll_agent(
+    idx: usize,
+    client: AgentClient,
+    out: mpsc::UnboundedSender<PollResult>,
+) {
+    let mut after = 0;
+    loop {
+        let res = client.events(after, Duration::from_millis(500)).await;
+        let failed = res.is_err();
+        if let Ok(r) = &res {
+            after = r.next;
+        }
+        if out.send((idx, res)).is_err() {
+            return;
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Running a planned pipeline (`skyx run`): the pure scheduler (`skyx_pipeline::schedule`)
+//! decides what happens next; [`run`] carries it out — stage compute through a
+//! [`ComputeProvider`] (local processes, or agents through any provider: [`agent_compute`]),
+//! transfers between regions through `skyx_gateway::run_copy`, a journal for resume.
+//!
+//! It must never plan: placements and routes come from the caller's [`PipelineHooks`].
+
+pub mod agent_compute;
+pub mod run;
+
+pub use agent_compute::AgentCompute;
+pub use run::*;

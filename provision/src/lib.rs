@@ -1,0 +1,85 @@
+//! Where agents come from. A [`Provider`] launches one `skyx-agent` in a region and hands back
+//! its control address and a handle that can tell whether it is alive and terminate it;
+//! [`AgentSession::launch`] is the one way the rest of skyx starts an agent (launch, hello, API
+//! version check, terminate on any failure).
+//!
+//! One module per kind of machine: [`local`] (processes on this machine, optionally inside a
+//! network namespace per region: the default and the emulated sky) and [`ec2`] (VMs on EC2,
+//! behind the `ec2` feature). GCE and Azure providers go beside them. Every provider runs the
+//! same conformance checks (`tests/`).
+//!
+//! This crate never decides what agents do: it starts them, says hello, and stops them.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+
+#[cfg(feature = "ec2")]
+pub mod ec2;
+pub mod local;
+pub mod session;
+
+pub use local::LocalProvider;
+pub use session::{AgentSession, SessionError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    #[error("cannot start agent {agent} ({program}): {source}")]
+    Spawn {
+        agent: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("agent {agent} did not report ready: {why}")]
+    NotReady { agent: String, why: String },
+    #[error("no capacity for agent {agent} in {region}: {why}")]
+    Capacity {
+        agent: String,
+        region: String,
+        why: String,
+    },
+}
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    /// A name for the agent (shows in `ps` and logs).
+    pub name: String,
+    /// The job the agent serves, as it names files: concurrent jobs (a pipeline's copies)
+    /// keep apart.
+    pub job: String,
+    pub region: String,
+    /// The machine to launch where the provider has a choice (a stage's planned instance
+    /// type); `None`: the provider's agent machine.
+    pub instance: Option<String>,
+    /// The job's control token; the agent gets it through its environment.
+    pub token: String,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct LaunchedAgent {
+    pub name: String,
+    pub region: String,
+    pub control: SocketAddr,
+    pub handle: Box<dyn AgentHandle>,
+}
+
+/// Control over one launched agent's machine or process.
+#[async_trait]
+pub trait AgentHandle: Send + Sync + std::fmt::Debug {
+    /// A provider-specific id (pid, instance id).
+    fn id(&self) -> String;
+    /// Whether the agent's process or machine is still running.
+    fn is_alive(&mut self) -> bool;
+    /// Stops the agent for good (waits for it to be gone).
+    async fn terminate(&mut self);
+}
+
+/// Launches agents.
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+    async fn launch(&self, req: LaunchRequest) -> Result<LaunchedAgent, ProviderError>;
+}
