@@ -9,7 +9,7 @@ use skyx_gateway::{PathMeasurement, PathOptions, measure_paths};
 use skyx_provision::LocalProvider;
 
 use crate::catalog_args::CatalogArgs;
-use crate::transfer::BadInput;
+use crate::error::BadInput;
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {

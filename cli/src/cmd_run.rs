@@ -27,7 +27,7 @@ use skyx_sky::SkyManifest;
 use skyx_store::StoreConfig;
 
 use crate::catalog_args::CatalogArgs;
-use crate::transfer::BadInput;
+use crate::error::BadInput;
 use crate::units::format_bytes;
 
 #[derive(Debug, Args)]
@@ -313,6 +313,10 @@ fn execute(
     let mut local = LocalProvider::new(LocalProvider::default_program());
     local.log_dir = Some(root.join("logs"));
     let mut local_compute = LocalCompute::default();
+    // Fault injection for the re-plan tests (tests/e2e/run.rs): regions with no capacity.
+    if let Ok(list) = std::env::var("SKYX_FAULT_NO_CAPACITY") {
+        local_compute.no_capacity_in = list.split(',').map(|r| r.trim().to_string()).collect();
+    }
     if let Some(sky) = sky {
         crate::transfer::in_sky(&mut local, sky);
         local_compute.namespaces = sky

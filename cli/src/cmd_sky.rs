@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use skyx_sky::{DEFAULT_REGIONS, DEFAULT_SCALE, SkyManifest, SkyOptions, SkySpec, Tools};
 
 use crate::catalog_args::CatalogArgs;
-use crate::transfer::BadInput;
+use crate::error::BadInput;
 
 #[derive(Debug, Args)]
 pub struct SkyCmd {

@@ -5,7 +5,7 @@ use clap::Args;
 use futures::TryStreamExt;
 use skyx_store::{ObjectUrl, StoreConfig};
 
-use crate::transfer::BadInput;
+use crate::error::BadInput;
 use crate::units::format_bytes;
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod cmd_run;
 mod cmd_sky;
 mod cmd_store;
 mod cmd_sync;
+mod error;
 mod provider_args;
 mod transfer;
 mod units;
@@ -59,88 +60,6 @@ enum Command {
     Agent(Box<skyx_agent::daemon::DaemonArgs>),
 }
 
-/// Exit code for a failure, chosen from what failed: 2 for bad input (flags, URLs, regions,
-/// missing buckets or paths, refused credentials), 3 for an infeasible plan, 130 for an
-/// interrupted copy, 1 when the copy itself failed or some objects did.
-fn exit_code(err: &anyhow::Error) -> u8 {
-    use skyx_store::ErrorKind;
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<skyx_planner::PlanError>() {
-            return match e {
-                skyx_planner::PlanError::Infeasible { .. }
-                | skyx_planner::PlanError::Disconnected { .. }
-                | skyx_planner::PlanError::EndpointRefused { .. } => 3,
-                skyx_planner::PlanError::InvalidRequest(_) => 2,
-                _ => 1,
-            };
-        }
-        if cause.downcast_ref::<transfer::PartialFailure>().is_some()
-            || cause.downcast_ref::<transfer::SkippedObjects>().is_some()
-        {
-            return 1;
-        }
-        if cause.downcast_ref::<transfer::BadInput>().is_some()
-            || cause.downcast_ref::<skyx_catalog::CatalogError>().is_some()
-            || cause.downcast_ref::<skyx_store::UrlError>().is_some()
-        {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<skyx_gateway::ListError>() {
-            return match e {
-                skyx_gateway::ListError::Store(s) => store_exit(s.kind),
-                _ => 2,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<skyx_store::StoreError>() {
-            return store_exit(e.kind);
-        }
-        if let Some(e) = cause.downcast_ref::<skyx_gateway::CopyError>() {
-            return match e {
-                skyx_gateway::CopyError::Interrupted { .. } => 130,
-                skyx_gateway::CopyError::ResumeMismatch { .. } => 2,
-                skyx_gateway::CopyError::Store(s) => store_exit(s.kind),
-                _ => 1,
-            };
-        }
-        if let Some(skyx_pipeline::JointError::Infeasible(_)) = cause.downcast_ref() {
-            return 3;
-        }
-        if let Some(e) = cause.downcast_ref::<skyx_pipeline_run::PipelineRunError>() {
-            return match e {
-                skyx_pipeline_run::PipelineRunError::Interrupted(_) => 130,
-                _ => 1,
-            };
-        }
-        if let Some(skyx_gateway::PathsError::BadRequest(_)) = cause.downcast_ref() {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<skyx_sky::SkyError>() {
-            return match e {
-                skyx_sky::SkyError::BadOptions(_)
-                | skyx_sky::SkyError::NotRoot
-                | skyx_sky::SkyError::AlreadyUp { .. }
-                | skyx_sky::SkyError::NoManifest { .. }
-                | skyx_sky::SkyError::ToolMissing { .. } => 2,
-                _ => 1,
-            };
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return 2;
-        }
-    }
-    fn store_exit(kind: ErrorKind) -> u8 {
-        match kind {
-            ErrorKind::NotFound
-            | ErrorKind::BucketNotFound
-            | ErrorKind::PermissionDenied
-            | ErrorKind::InvalidInput => 2,
-            _ => 1,
-        }
-    }
-    // What is left are the CLI's own checks of flags and files.
-    2
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Agent(args) = cli.command {
@@ -172,7 +91,7 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(exit_code(&err))
+            ExitCode::from(error::exit_code(&err))
         }
     }
 }

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use skyx_gateway::Topology;
 use skyx_provision::ec2::{Ec2Config, Ec2Provider};
 
-use crate::transfer::BadInput;
+use crate::error::BadInput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderKind {

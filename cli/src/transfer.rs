@@ -22,6 +22,7 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
 use crate::catalog_args::CatalogArgs;
 use crate::cmd_plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
+pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
 use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::units::{format_bytes, format_duration, parse_bytes};
 
@@ -94,25 +95,6 @@ pub struct TransferArgs {
     #[command(flatten)]
     pub catalog: CatalogArgs,
 }
-
-/// A usage error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
-/// Some objects failed: exit code 1 after the summary.
-#[derive(Debug, thiserror::Error)]
-#[error("{failed} of {total} objects failed")]
-pub struct PartialFailure {
-    pub failed: usize,
-    pub total: u64,
-}
-
-/// Source objects were skipped as unsafe to write (named on stderr as they were found): exit
-/// code 1 after the rest were copied.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} source objects were skipped (named above)")]
-pub struct SkippedObjects(pub usize);
 
 /// Names, on stderr, each source object the copy will not write and why. Keys are shown
 /// escaped: a key is remote input and may hold control characters.
@@ -495,9 +477,13 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         resume: args.resume,
         max_replacements: args.max_replacements,
         // Fault injection for the crash-and-resume tests (see tests/e2e/cp_faults.rs).
-        abort_after_landed: std::env::var("SKYX_FAULT_ABORT_AFTER_LANDED")
+        crash_after_landed: std::env::var("SKYX_FAULT_ABORT_AFTER_LANDED")
             .ok()
-            .and_then(|v| v.parse().ok()),
+            .and_then(|v| v.parse().ok())
+            .map(|after| skyx_gateway::CrashAfter {
+                after,
+                crash: || std::process::abort(),
+            }),
         ..Default::default()
     })
 }

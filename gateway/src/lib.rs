@@ -20,7 +20,8 @@ pub use crate::core::chunker::{
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use copy::{
-    CopyError, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, Verification, run_copy,
+    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
+    Verification, run_copy,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{

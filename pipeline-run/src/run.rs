@@ -87,11 +87,13 @@ pub trait ComputeProvider: Send + Sync {
 }
 
 /// Stage commands as local processes (`sh -c`), inside a region's network namespace when one
-/// is given. `SKYX_FAULT_NO_CAPACITY=REGION[,REGION]` makes provisioning there fail with a
-/// capacity error (for testing re-planning).
+/// is given. Provisioning in a region of `no_capacity_in` fails with a capacity error (for
+/// testing re-planning; `skyx run` fills it from `SKYX_FAULT_NO_CAPACITY=REGION[,REGION]`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalCompute {
     pub namespaces: BTreeMap<String, String>,
+    /// Fault injection for tests: regions where provisioning answers "no capacity".
+    pub no_capacity_in: BTreeSet<String>,
 }
 
 #[async_trait]
@@ -102,12 +104,10 @@ impl ComputeProvider for LocalCompute {
         region: &str,
         _instance: &str,
     ) -> Result<Box<dyn Compute>, ComputeError> {
-        if let Ok(list) = std::env::var("SKYX_FAULT_NO_CAPACITY")
-            && list.split(',').any(|r| r.trim() == region)
-        {
+        if self.no_capacity_in.contains(region) {
             return Err(ComputeError::Capacity {
                 region: region.to_string(),
-                why: "SKYX_FAULT_NO_CAPACITY".into(),
+                why: "fault injection: no capacity here".into(),
             });
         }
         Ok(Box::new(LocalProcess {

@@ -1,3 +1,5 @@
+//! `skyx catalog`: inspecting the built-in catalog and reading user-supplied grid and price files.
+
 use std::io::Write;
 
 use serde_json::Value;

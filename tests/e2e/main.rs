@@ -15,7 +15,8 @@
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
 //!   copy between two regions' stores through a third, and a teardown that leaves nothing.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
-//! - `tidy`: the dependency-direction rules between the workspace's crates.
+//! - `tidy`: the layout's rules (dependency direction, pure modules, headers, no environment
+//!   reads or exits in libraries, file length, no import cycles), each a test.
 
 mod catalog;
 mod cp;

@@ -1,3 +1,5 @@
+//! `skyx plan`: its human, JSON and Graphviz output, exit codes and error messages.
+
 use serde_json::Value;
 
 use crate::util::{fails_with, ok};

@@ -37,9 +37,9 @@ pub struct AgentConfig {
     pub store: StoreConfig,
     /// Fault injection for tests: corrupt every Nth frame this agent sends.
     pub corrupt_every: Option<u64>,
-    /// Fault injection for tests: the process aborts (as if killed) after handling this many
-    /// chunks in any role.
-    pub abort_after_chunks: Option<u64>,
+    /// Fault injection for tests: after handling this many chunks in any role, call `.1`
+    /// (the daemon passes a process abort: the agent dies as if killed).
+    pub crash_after_chunks: Option<(u64, fn())>,
 }
 
 /// Why a control request failed.
@@ -134,16 +134,18 @@ struct Counters {
     raw_sent: AtomicU64,
     /// Chunks handled in any role, for fault injection.
     handled: AtomicU64,
-    abort_after: Option<u64>,
+    crash_after: Option<(u64, fn())>,
 }
 
 impl Counters {
     /// One more chunk handled; with fault injection on, the process dies at the threshold.
     fn chunk_handled(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.abort_after.is_some_and(|limit| n >= limit) {
-            eprintln!("fault injection: aborting after {n} chunks");
-            std::process::abort();
+        if let Some((limit, crash)) = self.crash_after
+            && n >= limit
+        {
+            tracing::error!("fault injection: crashing after {n} chunks");
+            crash();
         }
     }
 }
@@ -197,7 +199,7 @@ impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
             counters: Arc::new(Counters {
-                abort_after: config.abort_after_chunks,
+                crash_after: config.crash_after_chunks,
                 ..Default::default()
             }),
             config,

@@ -113,7 +113,7 @@ async fn run(args: DaemonArgs) -> Result<()> {
         tracing::warn!("fault injection on: this agent aborts after {n} chunks");
     }
     let agent = Arc::new(Agent::new(AgentConfig {
-        abort_after_chunks,
+        crash_after_chunks: abort_after_chunks.map(|n| (n, (|| std::process::abort()) as fn())),
         name: args.name.clone(),
         data_bind: args.data_bind,
         advertise: args.advertise,

@@ -29,35 +29,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use skyx_agent_api::tls::{AgentIdentity, TlsError};
+use skyx_agent_api::tls::AgentIdentity;
+
+pub use crate::hop_error::HopError;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// Errors of the data path.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HopError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot connect to next hop {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("TLS handshake with next hop {addr} failed (is it an agent of this job?): {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("the hop is closed: every connection to the next hop failed")]
-    Closed,
-}
 
 #[derive(Debug, Clone)]
 pub struct HopSenderConfig {

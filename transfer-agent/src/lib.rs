@@ -15,6 +15,7 @@ pub mod agent;
 pub mod control;
 pub mod daemon;
 pub mod hop;
+pub mod hop_error;
 pub mod objects;
 pub mod probe;
 pub mod quic;

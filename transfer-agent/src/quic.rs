@@ -12,7 +12,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 
-use crate::hop::HopError;
+use crate::hop_error::HopError;
 use skyx_agent_api::tls::{AgentIdentity, TlsError, job_server_name};
 
 const ALPN: &[u8] = b"skyx/1";

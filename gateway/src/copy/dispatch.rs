@@ -304,11 +304,14 @@ impl Run<'_> {
             j.record(&journal)?;
         }
         self.landed_this_run += journal.landed.len() as u64;
-        if let Some(limit) = self.job.options.abort_after_landed
-            && self.landed_this_run >= limit
+        if let Some(fault) = self.job.options.crash_after_landed
+            && self.landed_this_run >= fault.after
         {
-            eprintln!("fault injection: the gateway aborts after {limit} landed chunks");
-            std::process::abort();
+            tracing::error!(
+                "fault injection: crashing after {} landed chunks",
+                fault.after
+            );
+            (fault.crash)();
         }
         for c in landed {
             tracker.handle_landed(c);

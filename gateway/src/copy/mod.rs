@@ -70,9 +70,16 @@ pub struct CopyOptions {
     pub max_replacements: u32,
     /// Objects completed and verified at once.
     pub finalize_concurrency: usize,
-    /// Fault injection for tests: the process aborts (as if killed) right after journaling
-    /// this many landed chunks.
-    pub abort_after_landed: Option<u64>,
+    /// Fault injection for tests: a crash right after journaling a number of landed chunks.
+    pub crash_after_landed: Option<CrashAfter>,
+}
+
+/// Fault injection: once `after` events have happened, `crash` runs. The binary's edge passes a
+/// function that kills the process as SIGKILL would; a library never ends the process itself.
+#[derive(Debug, Clone, Copy)]
+pub struct CrashAfter {
+    pub after: u64,
+    pub crash: fn(),
 }
 
 impl Default for CopyOptions {
@@ -88,7 +95,7 @@ impl Default for CopyOptions {
             tracker: TrackerConfig::default(),
             max_replacements: 4,
             finalize_concurrency: 32,
-            abort_after_landed: None,
+            crash_after_landed: None,
         }
     }
 }
