@@ -45,7 +45,7 @@ pub struct RunArgs {
     #[arg(long, env = "SKYX_SKY", value_name = "NAME|DIR")]
     pub sky: Option<String>,
     /// Where the pipeline's journal, region directories and logs live (default
-    /// $SKYX_STATE_DIR, else ~/.local/state/skyx).
+    /// $SKYX_STATE_DIR, else $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Run each stage on an agent of its own (launched by the provider, as stage VMs are with
@@ -234,14 +234,7 @@ fn execute(
     catalog: Catalog,
     sky: Option<&skyx_sky::SkyManifest>,
 ) -> Result<PipelineReport> {
-    let state = args
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("SKYX_STATE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                .join(".local/state/skyx")
-        });
+    let state = crate::transfer::state_dir_from(args.state_dir.as_ref());
     let root = state.join("pipelines").join(&spec.name);
     let run = PipelineRun {
         name: spec.name.clone(),

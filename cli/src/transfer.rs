@@ -121,8 +121,10 @@ pub fn check_skipped(skipped: &[SkippedObject]) -> Result<()> {
     }
 }
 
-fn state_dir(args: &TransferArgs) -> PathBuf {
-    if let Some(d) = &args.state_dir {
+/// Where journals, logs and pipeline state live: `--state-dir`, else `$SKYX_STATE_DIR`, else
+/// `$XDG_STATE_HOME/skyx`, else `~/.local/state/skyx` (one rule for every command).
+pub fn state_dir_from(flag: Option<&PathBuf>) -> PathBuf {
+    if let Some(d) = flag {
         return d.clone();
     }
     if let Some(d) = std::env::var_os("SKYX_STATE_DIR") {
@@ -135,6 +137,10 @@ fn state_dir(args: &TransferArgs) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     home.join(".local/state/skyx")
+}
+
+fn state_dir(args: &TransferArgs) -> PathBuf {
+    state_dir_from(args.state_dir.as_ref())
 }
 
 fn compression(text: &str) -> Result<CompressionSpec> {
@@ -482,7 +488,7 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
             .and_then(|v| v.parse().ok())
             .map(|after| skyx_gateway::CrashAfter {
                 after,
-                crash: || std::process::abort(),
+                crash: Arc::new(|| std::process::abort()),
             }),
         ..Default::default()
     })

@@ -34,12 +34,14 @@ const RULES: &[(&str, &[&str], &[&str], bool)] = &[
     ("store", &[], &[], true),
     ("agent-api", &["skyx-protocol"], &[], true),
     // copy_through_relay drives a real copy through the gateway (which depends on the agent).
-    ("transfer-agent", &["skyx-protocol", "skyx-agent-api", "skyx-store"], &["skyx-gateway"],
-        true),
+    // It offers itself as an in-process provider (`in_process`) for the gateway's tests.
+    ("transfer-agent", &["skyx-protocol", "skyx-agent-api", "skyx-store", "skyx-provision"],
+        &["skyx-gateway"], true),
     ("provision", &["skyx-agent-api"], &[], true),
     // The gateway speaks to agents through their contract only, never the daemon's code.
+    // Its tests run real agents in-process (`skyx_agent::in_process`).
     ("gateway", &["skyx-protocol", "skyx-planner", "skyx-catalog", "skyx-store",
-        "skyx-agent-api", "skyx-provision"], &[], true),
+        "skyx-agent-api", "skyx-provision"], &["skyx-transfer-agent"], true),
     // Local stage compute runs the agent's own stage runner (`skyx_agent::stage`).
     ("pipeline-run", &["skyx-pipeline", "skyx-gateway", "skyx-provision", "skyx-agent-api",
         "skyx-transfer-agent", "skyx-store"], &[], true),

@@ -37,9 +37,23 @@ pub struct AgentConfig {
     pub store: StoreConfig,
     /// Fault injection for tests: corrupt every Nth frame this agent sends.
     pub corrupt_every: Option<u64>,
-    /// Fault injection for tests: after handling this many chunks in any role, call `.1`
-    /// (the daemon passes a process abort: the agent dies as if killed).
-    pub crash_after_chunks: Option<(u64, fn())>,
+    /// Fault injection for tests: a crash after handling a number of chunks in any role.
+    pub crash_after_chunks: Option<CrashHook>,
+}
+
+/// Fault injection: once `after` chunks are handled, `crash` runs, once. The daemon passes a
+/// process abort (the agent dies as if killed); the in-process provider stops the agent's
+/// runtime. The library never ends the process itself.
+#[derive(Clone)]
+pub struct CrashHook {
+    pub after: u64,
+    pub crash: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for CrashHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CrashHook {{ after: {} }}", self.after)
+    }
 }
 
 /// Why a control request failed.
@@ -134,18 +148,18 @@ struct Counters {
     raw_sent: AtomicU64,
     /// Chunks handled in any role, for fault injection.
     handled: AtomicU64,
-    crash_after: Option<(u64, fn())>,
+    crash_after: Option<CrashHook>,
 }
 
 impl Counters {
     /// One more chunk handled; with fault injection on, the process dies at the threshold.
     fn chunk_handled(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some((limit, crash)) = self.crash_after
-            && n >= limit
+        if let Some(hook) = &self.crash_after
+            && n == hook.after
         {
             tracing::error!("fault injection: crashing after {n} chunks");
-            crash();
+            (hook.crash)();
         }
     }
 }
@@ -199,7 +213,7 @@ impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
             counters: Arc::new(Counters {
-                crash_after: config.crash_after_chunks,
+                crash_after: config.crash_after_chunks.clone(),
                 ..Default::default()
             }),
             config,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::agent::CrashHook;
 use crate::control::{Activity, Control, serve};
 use crate::{Agent, AgentConfig};
 use skyx_agent_api::wire::{Ready, TOKEN_ENV};
@@ -113,7 +114,10 @@ async fn run(args: DaemonArgs) -> Result<()> {
         tracing::warn!("fault injection on: this agent aborts after {n} chunks");
     }
     let agent = Arc::new(Agent::new(AgentConfig {
-        crash_after_chunks: abort_after_chunks.map(|n| (n, (|| std::process::abort()) as fn())),
+        crash_after_chunks: abort_after_chunks.map(|after| CrashHook {
+            after,
+            crash: Arc::new(|| std::process::abort()),
+        }),
         name: args.name.clone(),
         data_bind: args.data_bind,
         advertise: args.advertise,

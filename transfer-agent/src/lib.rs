@@ -8,6 +8,8 @@
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
 //! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
 //! - [`agent`]: the source, relay and sink roles an agent plays for its job.
+//! - [`in_process`]: agents as threads of the calling process, a provider for the gateway's
+//!   tests (a kill ends every task and socket of the agent, as a process kill would).
 //! - [`control`]: the HTTP control API's server; its wire types and the gateway's client live
 //!   in `skyx-agent-api`, the contract both sides share.
 
@@ -16,6 +18,7 @@ pub mod control;
 pub mod daemon;
 pub mod hop;
 pub mod hop_error;
+pub mod in_process;
 pub mod objects;
 pub mod probe;
 pub mod quic;

@@ -304,7 +304,10 @@ impl Run<'_> {
             j.record(&journal)?;
         }
         self.landed_this_run += journal.landed.len() as u64;
-        if let Some(fault) = self.job.options.crash_after_landed
+        // Once, when the count first reaches the threshold.
+        let before = self.landed_this_run - journal.landed.len() as u64;
+        if let Some(fault) = &self.job.options.crash_after_landed
+            && before < fault.after
             && self.landed_this_run >= fault.after
         {
             tracing::error!(

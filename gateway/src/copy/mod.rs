@@ -75,11 +75,18 @@ pub struct CopyOptions {
 }
 
 /// Fault injection: once `after` events have happened, `crash` runs. The binary's edge passes a
-/// function that kills the process as SIGKILL would; a library never ends the process itself.
-#[derive(Debug, Clone, Copy)]
+/// function that kills the process as SIGKILL would (tests in-process pass one that cancels);
+/// a library never ends the process itself.
+#[derive(Clone)]
 pub struct CrashAfter {
     pub after: u64,
-    pub crash: fn(),
+    pub crash: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for CrashAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CrashAfter {{ after: {} }}", self.after)
+    }
 }
 
 impl Default for CopyOptions {

@@ -1,0 +1,295 @@
+//! `run_copy` driven directly, without the `skyx` binary: real agents run in this process
+//! (`skyx_agent::in_process`, each on a runtime of its own, so killing one ends every task and
+//! socket it had), local directories are the stores, and every route goes through a relay.
+//! Each test checks what landed byte for byte, and that no agent outlives the copy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use skyx_agent::in_process::InProcessProvider;
+use skyx_gateway::{
+    AgentSlot, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, KeyFilter, Pricing,
+    RouteSpec, Topology, list_copy, run_copy,
+};
+use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
+use tokio::sync::watch;
+
+const MIB: usize = 1024 * 1024;
+
+/// A directory of its own under the system temp directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "skyx-run-copy-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic, poorly compressible bytes for file `i`.
+fn contents(i: usize, len: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `sizes.len()` files (some in a subdirectory) and returns their relative paths.
+fn write_source(dir: &Path, sizes: &[usize]) -> Vec<(String, Vec<u8>)> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let rel = if i % 3 == 0 {
+                format!("sub/file-{i}")
+            } else {
+                format!("file-{i}")
+            };
+            let data = contents(i, len);
+            let path = dir.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &data).unwrap();
+            (rel, data)
+        })
+        .collect()
+}
+
+/// Source, relay and sink regions, one agent each, one route with `connections` per hop.
+fn relayed(connections: u32) -> Topology {
+    let slot = |region: &str| AgentSlot {
+        region: region.into(),
+        index: 0,
+    };
+    Topology {
+        agents: vec![slot("test:src"), slot("test:relay"), slot("test:dst")],
+        routes: vec![RouteSpec {
+            agents: vec![0, 1, 2],
+            connections: vec![connections, connections],
+            gbps: 1.0,
+        }],
+    }
+}
+
+struct Copy {
+    job: CopyJob,
+    src: Arc<dyn ObjectStore>,
+    dst: Arc<dyn ObjectStore>,
+}
+
+async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
+    let src_url = ObjectUrl::parse(&format!("{}/", src_dir.display())).unwrap();
+    let dst_url = ObjectUrl::parse(&format!("{}/", dst_dir.display())).unwrap();
+    let config = StoreConfig::default();
+    let src = skyx_store::open(&src_url, &config).await.unwrap();
+    let dst = skyx_store::open(&dst_url, &config).await.unwrap();
+    let listing = list_copy(
+        src.as_ref(),
+        &src_url,
+        &dst_url,
+        true,
+        &KeyFilter::default(),
+    )
+    .await
+    .unwrap();
+    Copy {
+        job: CopyJob {
+            src_store: "file:///".into(),
+            dst_store: "file:///".into(),
+            items: listing.items,
+            topology: relayed(4),
+            options,
+            pricing: Pricing::default(),
+        },
+        src,
+        dst,
+    }
+}
+
+async fn run(
+    copy: &Copy,
+    provider: &InProcessProvider,
+    cancel: watch::Receiver<bool>,
+) -> Result<CopyReport, CopyError> {
+    run_copy(
+        &copy.job,
+        provider,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel,
+    )
+    .await
+}
+
+fn options(chunk_size: u64) -> CopyOptions {
+    CopyOptions {
+        chunk_size,
+        ..CopyOptions::default()
+    }
+}
+
+/// Every file landed byte for byte, and no hidden staging is left at the destination.
+fn assert_landed(dst: &Path, files: &[(String, Vec<u8>)]) {
+    for (rel, data) in files {
+        let got = std::fs::read(dst.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(got == *data, "{rel} differs");
+    }
+    assert_eq!(hidden_files(dst), Vec::<PathBuf>::new());
+}
+
+/// `.skyx-` staging files and directories anywhere under `dir`.
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".skyx-") {
+                out.push(e.path());
+            } else if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_through_a_relay_lands_every_object_and_leaves_no_agent() {
+    let s = Scratch::new("plain");
+    let sizes = [
+        0,
+        1,
+        1000,
+        3 * MIB + 17,
+        MIB,
+        2 * MIB,
+        5 * MIB + 3,
+        64 * 1024,
+    ];
+    let files = write_source(&s.0.join("src"), &sizes);
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options(MIB as u64)).await;
+    let provider = InProcessProvider::default();
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert_eq!(report.objects_copied, sizes.len() as u64);
+    assert!(
+        report.objects_failed.is_empty(),
+        "{:?}",
+        report.objects_failed
+    );
+    assert_eq!(report.agents_replaced, 0);
+    assert_landed(&s.0.join("dst"), &files);
+    // Three agents launched (source, relay, sink), none left.
+    assert_eq!(provider.launched(), 3);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_copy_is_replaced_and_every_object_lands() {
+    let s = Scratch::new("relay-killed");
+    let sizes: Vec<usize> = (0..12).map(|i| MIB * (1 + i % 4) + i).collect();
+    let files = write_source(&s.0.join("src"), &sizes);
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options(MIB as u64)).await;
+    let provider = InProcessProvider::default();
+    // The relay dies, as if killed, once it has forwarded 6 chunks.
+    provider.crash_after_chunks("test:relay#0", 6);
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert!(report.agents_replaced >= 1, "no agent was replaced");
+    assert_eq!(report.objects_copied, sizes.len() as u64);
+    assert_landed(&s.0.join("dst"), &files);
+    assert!(provider.launched() >= 4);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_copy_resumes_from_its_journal_without_resending_landed_chunks() {
+    let s = Scratch::new("resume");
+    let sizes: Vec<usize> = (0..10).map(|i| 2 * MIB + i).collect();
+    let files = write_source(&s.0.join("src"), &sizes);
+    let journal = s.0.join("journal.redb");
+    let (cancel_tx, cancel) = watch::channel(false);
+    let cancel_tx = Arc::new(cancel_tx);
+    let mut first = options(MIB as u64);
+    first.journal = Some(journal.clone());
+    // Interrupted (as by Ctrl-C) once 8 landed chunks are journaled.
+    let stop = cancel_tx.clone();
+    first.crash_after_landed = Some(CrashAfter {
+        after: 8,
+        crash: Arc::new(move || {
+            let _ = stop.send(true);
+        }),
+    });
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), first).await;
+    let provider = InProcessProvider::default();
+    match run(&copy, &provider, cancel).await {
+        Err(CopyError::Interrupted { .. }) => {}
+        other => panic!("the copy was not interrupted: {other:?}"),
+    }
+    assert_eq!(provider.running(), Vec::<String>::new());
+
+    let mut again = options(MIB as u64);
+    again.journal = Some(journal);
+    again.resume = true;
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), again).await;
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert!(
+        report.chunks_skipped >= 8,
+        "only {} chunks skipped",
+        report.chunks_skipped
+    );
+    assert!(report.bytes_sent < sizes.iter().sum::<usize>() as u64);
+    assert_landed(&s.0.join("dst"), &files);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_fails_has_its_upload_aborted_and_the_rest_land() {
+    let s = Scratch::new("failed-object");
+    let sizes = [3 * MIB, 4 * MIB + 1, 1000];
+    let files = write_source(&s.0.join("src"), &sizes);
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options(MIB as u64)).await;
+    // Gone after it was listed: its chunks cannot be read, so the object fails and its
+    // multipart upload (opened before its first chunk goes) must be aborted.
+    let (changed, _) = &files[1];
+    std::fs::remove_file(s.0.join("src").join(changed)).unwrap();
+    let provider = InProcessProvider::default();
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    let failed: Vec<&str> = report
+        .objects_failed
+        .iter()
+        .map(|f| f.key.as_str())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].ends_with(changed.as_str()), "{failed:?}");
+    let dst = s.0.join("dst");
+    assert!(!dst.join(changed).exists(), "the changed object landed");
+    let others: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .filter(|(rel, _)| rel != changed)
+        .cloned()
+        .collect();
+    assert_landed(&dst, &others);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
