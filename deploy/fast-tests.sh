@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fast, hermetic tier for contributors: the pure crates (catalog, planner, protocol,
-# pipeline and its scheduler), the gateway (its core, and run_copy with in-process agents on
-# local directories), the agent API, and the layout's
-# tidy rules. No servers, no network, no agents; about a minute once built. The whole suite
+# pipeline and its scheduler), the gateway (its core, and run_copy with agents in-process on
+# loopback between local directories), the agent API, and the layout's
+# tidy rules. No servers and no network beyond loopback; seconds once built. The whole suite
 # is `bash .ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

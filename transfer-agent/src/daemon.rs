@@ -68,7 +68,12 @@ pub fn main(args: DaemonArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // Not a plain drop: that waits for blocking threads, and the one reading stdin (for
+    // --exit-on-stdin-eof) waits for the gateway, so an agent asked to shut down would linger
+    // until its gateway closed the pipe.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("skyx-agent: error: {err:#}");
