@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use skyx_catalog::{Catalog, Cloud, Continent, EU_COUNTRIES, Gbps, RegionId, UsdPerGb, UsdPerHour};
 use skyx_planner::{
-    CostCap, Objective, RegionConstraints, RouteChoice, RoutePlan, TransferPlan, TransferRequest,
-    fastest_within_direct_cost, plan_transfer, to_dot,
+    CostCap, Objective, PlannerConfig, RegionConstraints, RouteChoice, RoutePlan, TransferPlan,
+    TransferRequest, fastest_within_direct_cost, plan_transfer, to_dot,
 };
 
 use crate::catalog_args::CatalogArgs;
@@ -70,21 +70,23 @@ pub struct RouteArgs {
     #[arg(long, default_value_t = 1.0)]
     pub compression_ratio: f64,
     /// Most agent VMs in one region.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = PlannerConfig::default().max_vms_per_region)]
     pub max_vms_per_region: u32,
     /// Most data connections per VM.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = PlannerConfig::default().max_connections_per_vm)]
     pub max_connections_per_vm: u32,
     /// Hourly price for every agent VM, replacing the catalog (spot or negotiated prices).
     #[arg(long, value_name = "USD")]
     pub vm_price_per_hour: Option<f64>,
     /// Time each agent VM is billed beyond the transfer (boot and the clouds' one-minute
-    /// minimum): what keeps a small copy from starting VMs it cannot pay back.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub vm_overhead: String,
+    /// minimum): what keeps a small copy from starting VMs it cannot pay back. [default: the
+    /// planner's, 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub vm_overhead: Option<String>,
     /// Relay candidates for the overlay model: a number, or `all` for every allowed region.
-    #[arg(long, default_value = "16")]
-    pub relay_candidates: String,
+    /// [default: the planner's, 16]
+    #[arg(long)]
+    pub relay_candidates: Option<String>,
 }
 
 /// Where data may go. `--only-X` flags are allow lists, `--deny-X` flags deny lists; each takes
@@ -243,10 +245,13 @@ pub fn request_from_flags(
     req.config.max_vms_per_region = route.max_vms_per_region;
     req.config.max_connections_per_vm = route.max_connections_per_vm;
     req.config.vm_price_override = route.vm_price_per_hour.map(UsdPerHour);
-    req.config.vm_overhead_s = parse_duration_s(&route.vm_overhead).context("--vm-overhead")?;
-    req.config.max_relay_candidates = match route.relay_candidates.as_str() {
-        "all" => None,
-        n => Some(
+    if let Some(overhead) = &route.vm_overhead {
+        req.config.vm_overhead_s = parse_duration_s(overhead).context("--vm-overhead")?;
+    }
+    req.config.max_relay_candidates = match route.relay_candidates.as_deref() {
+        None => PlannerConfig::default().max_relay_candidates,
+        Some("all") => None,
+        Some(n) => Some(
             n.parse()
                 .with_context(|| format!("--relay-candidates '{n}': expected a number or `all`"))?,
         ),

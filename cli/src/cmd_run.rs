@@ -320,13 +320,7 @@ fn execute(
             .collect();
     }
     // Checked before anything starts: a bad EC2 setting launches no VM.
-    let job = format!(
-        "run-{}-{:x}",
-        spec.name,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
+    let job = crate::provider_args::job_tag("run", &spec.name);
     let ec2 = match args.provider.provider {
         ProviderKind::Local => None,
         ProviderKind::Ec2 => {
@@ -335,10 +329,7 @@ fn execute(
             regions.sort_unstable();
             regions.dedup();
             let ec2 = Arc::new(args.provider.ec2_for(&regions, &job, sky.is_some())?);
-            eprintln!(
-                "agents and stages on EC2: every VM of this run is tagged {}={job}",
-                skyx_provision::ec2::JOB_TAG
-            );
+            crate::provider_args::announce(&ec2, "run");
             Some(ec2)
         }
     };
@@ -358,16 +349,15 @@ fn execute(
     let hooks = Hooks {
         catalog,
         problem,
-        max_vms_per_region: if sky.is_some() { 1 } else { 8 },
+        max_vms_per_region: if sky.is_some() {
+            1
+        } else {
+            skyx_planner::PlannerConfig::default().max_vms_per_region
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = cancel_tx.send(true);
-            }
-        });
+        let cancel_rx = crate::provider_args::cancel_on_ctrl_c();
         let started = std::time::Instant::now();
         let json = args.json;
         let mut on_status = move |msg: &str| {

@@ -141,6 +141,35 @@ fn is_ipv4_cidr(s: &str) -> bool {
     })
 }
 
+/// A job tag no other job of this machine uses: `{kind}-{name}-{pid}-{millis}` (hex).
+pub fn job_tag(kind: &str, name: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{kind}-{name}-{:x}-{millis:x}", std::process::id())
+}
+
+/// Says, before any VM starts, how to find every VM of the job (`what`: "copy", "run").
+pub fn announce(ec2: &Ec2Provider, what: &str) {
+    eprintln!(
+        "agents on EC2: every VM of this {what} is tagged {}={}",
+        skyx_provision::ec2::JOB_TAG,
+        ec2.job()
+    );
+}
+
+/// A cancel signal set by the first Ctrl-C: copies and runs stop cleanly on it (agents torn
+/// down, journal kept).
+pub fn cancel_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+        }
+    });
+    cancel_rx
+}
+
 /// Terminates whatever VMs `ec2`'s job left, whatever the job's end, and says what it did
 /// (`what`: "copy", "run").
 pub async fn sweep(ec2: &Ec2Provider, what: &str) {

@@ -57,9 +57,10 @@ pub struct TransferArgs {
     /// Data transport between agents.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
-    /// Chunk size (raised where the destination's part rules need it).
-    #[arg(long, default_value = "8MiB")]
-    pub chunk_size: String,
+    /// Chunk size (raised where the destination's part rules need it). [default: the copy
+    /// engine's, 8MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<String>,
     /// Print what would be copied, the plan and its predicted time and cost; copy nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -82,7 +83,7 @@ pub struct TransferArgs {
     #[arg(long, env = "SKYX_SKY", value_name = "NAME|DIR")]
     pub sky: Option<String>,
     /// Agents that may be replaced after dying before the copy gives up.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = CopyOptions::default().max_replacements)]
     pub max_replacements: u32,
     #[command(flatten)]
     pub provider: ProviderArgs,
@@ -460,14 +461,16 @@ pub fn sky_catalog(catalog: Catalog, sky: &SkyManifest, user_grid: bool) -> Resu
 }
 
 pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {
-    let chunk_size =
-        parse_bytes(&args.chunk_size).map_err(|e| BadInput(format!("--chunk-size: {e}")))?;
-    if chunk_size < 64 * 1024 {
-        bail!(BadInput(format!(
-            "--chunk-size {}: at least 64KiB",
-            args.chunk_size
-        )));
-    }
+    let chunk_size = match &args.chunk_size {
+        None => CopyOptions::default().chunk_size,
+        Some(text) => {
+            let size = parse_bytes(text).map_err(|e| BadInput(format!("--chunk-size: {e}")))?;
+            if size < 64 * 1024 {
+                bail!(BadInput(format!("--chunk-size {text}: at least 64KiB")));
+            }
+            size
+        }
+    };
     Ok(CopyOptions {
         transport: match args.transport {
             TransportArg::Tcp => Transport::Tcp,
@@ -609,13 +612,7 @@ pub async fn execute(
                 )
                 .into());
             }
-            let tag = format!(
-                "cp-{:x}-{:x}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis())
-            );
+            let tag = crate::provider_args::job_tag("cp", "copy");
             Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
         }
     };
@@ -626,11 +623,7 @@ pub async fn execute(
     }
     let provider: &dyn Provider = match &ec2 {
         Some(ec2) => {
-            eprintln!(
-                "agents on EC2: every VM of this copy is tagged {}={}",
-                skyx_provision::ec2::JOB_TAG,
-                ec2.job()
-            );
+            crate::provider_args::announce(ec2, "copy");
             ec2
         }
         None => &local,
@@ -656,12 +649,7 @@ pub async fn execute(
         );
         b
     };
-    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = cancel_tx.send(true);
-        }
-    });
+    let cancel_rx = crate::provider_args::cancel_on_ctrl_c();
     let bar2 = bar.clone();
     let mut on_progress = move |p: &ProgressSnapshot| {
         bar2.set_position(p.progress.bytes_landed);
