@@ -3,18 +3,10 @@
 //! Exit codes: 0 success; 1 the operation failed; 2 bad input (flags, files, URLs, regions);
 //! 3 no plan satisfies the request (infeasible objective or constraints).
 
-mod catalog_args;
-mod cmd_bench;
-mod cmd_catalog;
-mod cmd_cp;
-mod cmd_plan;
-mod cmd_run;
-mod cmd_sky;
-mod cmd_store;
-mod cmd_sync;
+mod args;
+mod cmd;
 mod error;
-mod provider_args;
-mod transfer;
+mod render;
 mod units;
 
 use std::process::ExitCode;
@@ -38,23 +30,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Copy objects between stores (s3://, gs://, az://, local paths) over the planned overlay.
-    Cp(Box<cmd_cp::CpArgs>),
+    Cp(Box<cmd::cp::CpArgs>),
     /// Make a destination prefix hold what a source prefix holds (copy only what differs).
-    Sync(Box<cmd_sync::SyncArgs>),
+    Sync(Box<cmd::sync::SyncArgs>),
     /// Plan a transfer: relays, VMs per region, connections per hop, predicted time and cost.
-    Plan(Box<cmd_plan::PlanArgs>),
+    Plan(Box<cmd::plan::PlanArgs>),
     /// Make a bucket (container).
-    Mb(cmd_store::MbArgs),
+    Mb(cmd::store::MbArgs),
     /// List objects under a URL.
-    Ls(cmd_store::LsArgs),
+    Ls(cmd::store::LsArgs),
     /// Inspect the catalog: regions, egress prices, measured throughput, VM prices, sources.
-    Catalog(cmd_catalog::CatalogCmd),
+    Catalog(cmd::catalog::CatalogCmd),
     /// Plan (and run) a staged pipeline: stages placed jointly with the transfers between them.
-    Run(Box<cmd_run::RunArgs>),
+    Run(Box<cmd::run::RunArgs>),
     /// Measure egress paths between regions with real agents.
-    Bench(cmd_bench::BenchCmd),
+    Bench(cmd::bench::BenchCmd),
     /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
-    Sky(cmd_sky::SkyCmd),
+    Sky(cmd::sky::SkyCmd),
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
     #[command(hide = true)]
     Agent(Box<skyx_agent::daemon::DaemonArgs>),
@@ -73,15 +65,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match &cli.command {
-        Command::Cp(args) => cmd_cp::run(args),
-        Command::Sync(args) => cmd_sync::run(args),
-        Command::Plan(args) => cmd_plan::run(args),
-        Command::Catalog(cmd) => cmd_catalog::run(cmd),
-        Command::Sky(cmd) => cmd_sky::run(cmd),
-        Command::Bench(cmd) => cmd_bench::run(cmd),
-        Command::Run(args) => cmd_run::run(args),
-        Command::Mb(args) => cmd_store::mb(args),
-        Command::Ls(args) => cmd_store::ls(args),
+        Command::Cp(args) => cmd::cp::run(args),
+        Command::Sync(args) => cmd::sync::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Catalog(c) => cmd::catalog::run(c),
+        Command::Sky(c) => cmd::sky::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Mb(args) => cmd::store::mb(args),
+        Command::Ls(args) => cmd::store::ls(args),
         Command::Agent(_) => unreachable!("handled above"),
     };
     match result {

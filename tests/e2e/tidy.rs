@@ -99,7 +99,6 @@ const MAX_LINES: usize = 800;
 #[rustfmt::skip]
 const LONG_FILES: &[(&str, &str)] = &[
     ("pipeline-run/src/run.rs", "TODO(split): the pipeline driver"),
-    ("cli/src/transfer.rs", "TODO(split): shared cp/sync plumbing"),
     ("transfer-agent/src/agent.rs", "TODO(split): the agent's job"),
 ];
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use skyx_sky::{DEFAULT_REGIONS, DEFAULT_SCALE, SkyManifest, SkyOptions, SkySpec, Tools};
 
-use crate::catalog_args::CatalogArgs;
+use crate::args::catalog::CatalogArgs;
 use crate::error::BadInput;
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use skyx_gateway::{PathMeasurement, PathOptions, measure_paths};
 use skyx_provision::LocalProvider;
 
-use crate::catalog_args::CatalogArgs;
+use crate::args::catalog::CatalogArgs;
 use crate::error::BadInput;
 
 #[derive(Debug, Args)]
@@ -63,7 +63,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
 
 fn paths(args: &PathsArgs) -> Result<()> {
     let sky = match &args.sky {
-        Some(text) => Some(crate::cmd_sky::resolve_sky(text)?),
+        Some(text) => Some(crate::cmd::sky::resolve_sky(text)?),
         None => None,
     };
     let catalog = args.catalog.load()?;
@@ -83,7 +83,7 @@ fn paths(args: &PathsArgs) -> Result<()> {
             let mut out = Vec::new();
             for r in &args.regions {
                 let id = match &sky {
-                    Some(s) => crate::cmd_sky::sky_region(s, r)?.region.clone(),
+                    Some(s) => crate::cmd::sky::sky_region(s, r)?.region.clone(),
                     None => catalog
                         .resolve_region(r)
                         .with_context(|| format!("--regions {r}"))?,

@@ -4,10 +4,11 @@ use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{KeyFilter, list_copy};
 
-use crate::transfer::{
+use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
-    render_dry_run, render_report, warn_skipped,
+    warn_skipped,
 };
+use crate::render::copy::{render_dry_run, render_report};
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
@@ -42,7 +43,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
     warn_skipped(&ends.src_url, &listing.skipped);
     let items = listing.items;
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let regions = crate::transfer::infer_regions(t, &ends).await;
+    let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
     let routing = plan_routing(t, volume, regions)?;
     if t.dry_run {
         if t.json {

@@ -1,7 +1,6 @@
 //! What `skyx cp` and `skyx sync` share: the transfer flags, planning the route, running the
 //! copy with a progress bar and Ctrl-C handling, and the summary.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,11 +19,11 @@ use skyx_provision::{LocalProvider, Provider};
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
-use crate::catalog_args::CatalogArgs;
-use crate::cmd_plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
+use crate::args::catalog::CatalogArgs;
+use crate::args::provider::{ProviderArgs, ProviderKind};
+use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
 pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
-use crate::provider_args::{ProviderArgs, ProviderKind};
-use crate::units::{format_bytes, format_duration, parse_bytes};
+use crate::units::{format_bytes, parse_bytes};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TransportArg {
@@ -185,7 +184,7 @@ pub fn load_sky(args: &TransferArgs) -> Result<Option<SkyManifest>> {
     let Some(text) = &args.sky else {
         return Ok(None);
     };
-    Ok(Some(crate::cmd_sky::resolve_sky(text)?))
+    Ok(Some(crate::cmd::sky::resolve_sky(text)?))
 }
 
 /// How to reach one end's store: the process environment, or in a sky, the store of the
@@ -204,7 +203,7 @@ fn end_config(
             "in a sky, give {flag}: the region decides which store the URL means"
         )));
     };
-    let r = crate::cmd_sky::sky_region(sky, region)?;
+    let r = crate::cmd::sky::sky_region(sky, region)?;
     let scheme = match url.location {
         skyx_store::StoreLocation::Local => None,
         skyx_store::StoreLocation::S3 { .. } => Some("s3"),
@@ -497,80 +496,6 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
     })
 }
 
-pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> String {
-    let total: u64 = items.iter().map(|i| i.size).sum();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{what}: {} objects, {}",
-        items.len(),
-        format_bytes(total as f64)
-    );
-    for i in items.iter().take(20) {
-        let _ = writeln!(
-            out,
-            "  {} -> {} ({})",
-            i.src_key,
-            i.dst_key,
-            format_bytes(i.size as f64)
-        );
-    }
-    if items.len() > 20 {
-        let _ = writeln!(out, "  ... and {} more", items.len() - 20);
-    }
-    render_topology(&mut out, routing);
-    out
-}
-
-fn render_topology(out: &mut String, routing: &Routing) {
-    let t = &routing.topology;
-    let _ = writeln!(
-        out,
-        "\nAgents: {} ({} routes)",
-        t.agents.len(),
-        t.routes.len()
-    );
-    for r in &t.routes {
-        let chain: Vec<String> = r.agents.iter().map(|&a| t.agents[a].name()).collect();
-        let conns: Vec<String> = r.connections.iter().map(|c| c.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "  {}  (connections per hop: {})",
-            chain.join(" -> "),
-            conns.join(", ")
-        );
-    }
-    match &routing.plan {
-        Some(plan) => {
-            let c = &plan.chosen;
-            let _ = writeln!(
-                out,
-                "\nPredicted: {} at {:.2} Gbps; ${:.4} = egress ${:.4} + VMs ${:.4}",
-                format_duration(c.time_s),
-                c.throughput_gbps,
-                c.cost_usd.total,
-                c.cost_usd.egress,
-                c.cost_usd.vm
-            );
-            if let Some(d) = &plan.direct {
-                let _ = writeln!(
-                    out,
-                    "Direct:    {} at {:.2} Gbps; ${:.4}",
-                    format_duration(d.time_s),
-                    d.throughput_gbps,
-                    d.cost_usd.total
-                );
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "\nNo regions given (--src-region/--dst-region): one local agent pair, no egress pricing."
-            );
-        }
-    }
-}
-
 /// Agents of `provider` start in their regions' namespaces of `sky`, with their regions'
 /// stores.
 pub fn in_sky(provider: &mut LocalProvider, sky: &SkyManifest) {
@@ -612,7 +537,7 @@ pub async fn execute(
                 )
                 .into());
             }
-            let tag = crate::provider_args::job_tag("cp", "copy");
+            let tag = crate::args::provider::job_tag("cp", "copy");
             Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
         }
     };
@@ -623,7 +548,7 @@ pub async fn execute(
     }
     let provider: &dyn Provider = match &ec2 {
         Some(ec2) => {
-            crate::provider_args::announce(ec2, "copy");
+            crate::args::provider::announce(ec2, "copy");
             ec2
         }
         None => &local,
@@ -649,7 +574,7 @@ pub async fn execute(
         );
         b
     };
-    let cancel_rx = crate::provider_args::cancel_on_ctrl_c();
+    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
     let bar2 = bar.clone();
     let mut on_progress = move |p: &ProgressSnapshot| {
         bar2.set_position(p.progress.bytes_landed);
@@ -672,138 +597,9 @@ pub async fn execute(
     bar.finish_and_clear();
     if let Some(ec2) = &ec2 {
         // Whatever the copy's end, no VM of the job outlives it.
-        crate::provider_args::sweep(ec2, "copy").await;
+        crate::args::provider::sweep(ec2, "copy").await;
     }
     Ok(report?)
-}
-
-/// The summary: human-readable or JSON, with the plan's prediction next to what happened.
-pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Result<String> {
-    let predicted = routing.plan.as_ref().map(|p| {
-        serde_json::json!({
-            "time_s": p.chosen.time_s,
-            "throughput_gbps": p.chosen.throughput_gbps,
-            "cost_usd": p.chosen.cost_usd.total,
-            "egress_usd": p.chosen.cost_usd.egress,
-            "vm_usd": p.chosen.cost_usd.vm,
-        })
-    });
-    if json {
-        let mut v = serde_json::to_value(report)?;
-        v["predicted"] = predicted.unwrap_or(serde_json::Value::Null);
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
-    }
-    let mut out = String::new();
-    let r = report;
-    let _ = writeln!(
-        out,
-        "Copied {} of {} objects ({} resumed, {} failed), {} in {} at {:.3} Gbps",
-        r.objects_copied,
-        r.objects_total,
-        r.objects_resumed,
-        r.objects_failed.len(),
-        format_bytes(r.bytes_total as f64),
-        format_duration(r.elapsed_s),
-        r.throughput_gbps
-    );
-    let _ = writeln!(
-        out,
-        "  read and sent {} ({} chunks of {} skipped as already landed); compression {:.2}x",
-        format_bytes(r.bytes_sent as f64),
-        r.chunks_skipped,
-        r.chunks_total,
-        r.compression_ratio
-    );
-    if !r.hops.is_empty() {
-        let _ = writeln!(out, "  hops (bytes on the wire, metered egress):");
-        for h in &r.hops {
-            let price = h
-                .usd_per_gb
-                .map(|p| format!("${p:.3}/GB"))
-                .unwrap_or_else(|| "unpriced".into());
-            let _ = writeln!(
-                out,
-                "    {:<26} -> {:<26} {:>10}  {:>11}  ${:.4}",
-                h.src_region,
-                h.dst_region,
-                format_bytes(h.wire_bytes as f64),
-                price,
-                h.egress_usd
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "  cost: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{}{})",
-        r.total_usd,
-        r.egress_usd,
-        r.vm_usd,
-        r.agents.len(),
-        if routing.pricing.vm_overhead_s > 0.0 {
-            format!(
-                ", each billed {:.0} s beyond its run as the plan counts",
-                routing.pricing.vm_overhead_s
-            )
-        } else {
-            String::new()
-        },
-        if r.agents_replaced > 0 {
-            format!(", {} replaced after failing", r.agents_replaced)
-        } else {
-            String::new()
-        }
-    );
-    let peak = r.agents.iter().map(|a| a.peak_rss_bytes).max().unwrap_or(0);
-    if peak > 0 {
-        let _ = writeln!(
-            out,
-            "  agents: peak memory {} (largest), CPU {:.1} s in all",
-            format_bytes(peak as f64),
-            r.agents.iter().map(|a| a.cpu_seconds).sum::<f64>()
-        );
-    }
-    if let Some(p) = &routing.plan {
-        let _ = writeln!(
-            out,
-            "  planner predicted: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4})",
-            format_duration(p.chosen.time_s),
-            p.chosen.throughput_gbps,
-            p.chosen.cost_usd.total,
-            p.chosen.cost_usd.egress,
-            p.chosen.cost_usd.vm
-        );
-    }
-    let verified: Vec<String> = r
-        .verified
-        .iter()
-        .map(|(how, n)| format!("{n} by {how}"))
-        .collect();
-    if !verified.is_empty() {
-        let _ = writeln!(
-            out,
-            "  verified at the destination: {}",
-            verified.join(", ")
-        );
-    }
-    if r.corrupt_chunks_detected > 0 {
-        let _ = writeln!(
-            out,
-            "  {} corrupt chunks detected on the wire and resent",
-            r.corrupt_chunks_detected
-        );
-    }
-    for f in &r.objects_failed {
-        let _ = writeln!(out, "  FAILED {}: {}", f.key, f.why);
-    }
-    if !r.objects_failed.is_empty()
-        && let Some(j) = &r.journal
-    {
-        let _ = writeln!(
-            out,
-            "  journal kept at {j}: run the same command with --resume to retry the failed objects"
-        );
-    }
-    Ok(out)
 }
 
 /// Exit with the right code when objects failed.

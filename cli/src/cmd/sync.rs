@@ -6,10 +6,11 @@ use clap::Args;
 use futures::StreamExt;
 use skyx_gateway::{KeyFilter, list_copy, list_destination, plan_sync};
 
-use crate::transfer::{
+use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
-    render_report, warn_skipped,
+    warn_skipped,
 };
+use crate::render::copy::render_report;
 use crate::units::format_bytes;
 
 #[derive(Debug, Args)]
@@ -83,7 +84,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     let copied = if plan.copy.is_empty() {
         None
     } else {
-        let regions = crate::transfer::infer_regions(t, &ends).await;
+        let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
         let routing = plan_routing(t, volume, regions)?;
         let report = execute(t, &ends, plan.copy.clone(), &routing).await?;
         Some((report, routing))
@@ -153,7 +154,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     }
     check_skipped(&listing.skipped)?;
     if !delete_errors.is_empty() {
-        return Err(crate::transfer::PartialFailure {
+        return Err(crate::error::PartialFailure {
             failed: delete_errors.len(),
             total: plan.delete.len() as u64,
         }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use skyx_catalog::{Catalog, Cloud, Continent, location_of};
 
-use crate::catalog_args::CatalogArgs;
+use crate::args::catalog::CatalogArgs;
 
 #[derive(Debug, Args)]
 pub struct CatalogCmd {

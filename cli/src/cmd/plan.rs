@@ -10,7 +10,7 @@ use skyx_planner::{
     TransferRequest, fastest_within_direct_cost, plan_transfer, to_dot,
 };
 
-use crate::catalog_args::CatalogArgs;
+use crate::args::catalog::CatalogArgs;
 use crate::units::{format_bytes, format_duration, parse_bytes, parse_duration_s};
 
 #[derive(Debug, Args)]

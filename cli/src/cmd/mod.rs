@@ -1,0 +1,12 @@
+//! One module per `skyx` subcommand: flags in, a library call, a renderer out. `transfer`
+//! holds what `cp` and `sync` share (ends, regions, routing, running the copy).
+
+pub mod bench;
+pub mod catalog;
+pub mod cp;
+pub mod plan;
+pub mod run;
+pub mod sky;
+pub mod store;
+pub mod sync;
+pub mod transfer;
