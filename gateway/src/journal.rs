@@ -89,22 +89,35 @@ pub fn journal_path(state_dir: &Path, src: &str, dst: &str) -> PathBuf {
         .join(format!("{}.redb", hex::encode(&digest[..12])))
 }
 
+/// The one fingerprint function of copies and pipelines: SHA-256 (hex) of `parts`, each
+/// length-prefixed so that no two different lists of parts collide.
+pub fn digest<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        let part = part.as_ref();
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
 /// A digest of what is being copied: any change in the object list, sizes, versions or chunk
 /// size gives another fingerprint.
 pub fn fingerprint<'a>(
     items: impl IntoIterator<Item = (&'a str, &'a str, u64, &'a str)>,
     chunk: u64,
 ) -> String {
-    let mut h = Sha256::new();
-    h.update(chunk.to_le_bytes());
-    for (src, dst, size, version) in items {
-        for part in [src.as_bytes(), dst.as_bytes(), version.as_bytes()] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        h.update(size.to_le_bytes());
-    }
-    hex::encode(h.finalize())
+    let head = std::iter::once(chunk.to_le_bytes().to_vec());
+    digest(
+        head.chain(items.into_iter().flat_map(|(src, dst, size, version)| {
+            [
+                src.as_bytes().to_vec(),
+                dst.as_bytes().to_vec(),
+                version.as_bytes().to_vec(),
+                size.to_le_bytes().to_vec(),
+            ]
+        })),
+    )
 }
 
 impl Journal {

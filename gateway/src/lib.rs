@@ -25,7 +25,7 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, KeyFilter, ListError, Listing, SkippedObject, SyncPlan, list_copy, list_destination,
-    plan_sync,
+    CopyItem, Deletions, KeyFilter, ListError, Listing, SkippedObject, SyncPlan, delete_extraneous,
+    list_copy, list_destination, plan_sync,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};

@@ -380,6 +380,47 @@ pub fn plan_sync(
     plan
 }
 
+/// What a sync's deletions did.
+#[derive(Debug, Default)]
+pub struct Deletions {
+    pub deleted: Vec<String>,
+    /// (key, why) of deletions the store refused.
+    pub failed: Vec<(String, String)>,
+    /// Nothing was deleted because some copy did not happen.
+    pub held_back: bool,
+}
+
+/// Deletes `keys` (a [`SyncPlan`]'s `delete`) from `dst`, 16 at a time, but only when
+/// `copies_complete`: a sync whose copies did not all happen never leaves the destination
+/// with less than it had.
+pub async fn delete_extraneous(
+    dst: &dyn ObjectStore,
+    keys: &[String],
+    copies_complete: bool,
+) -> Deletions {
+    use futures::StreamExt;
+    let mut out = Deletions {
+        held_back: !copies_complete && !keys.is_empty(),
+        ..Deletions::default()
+    };
+    if !copies_complete {
+        return out;
+    }
+    let results: Vec<(String, Result<(), StoreError>)> = futures::stream::iter(keys)
+        .map(|k| async move { (k.clone(), dst.delete(k).await) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (k, r) in results {
+        match r {
+            Ok(()) => out.deleted.push(k),
+            Err(e) => out.failed.push((k, e.to_string())),
+        }
+    }
+    out.deleted.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +493,26 @@ mod tests {
         assert_eq!(plan.delete, vec!["d/extra".to_string()]);
         let plan = plan_sync(Vec::new(), &destination, "d", &filter, false);
         assert!(plan.delete.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sync_deletes_only_after_every_copy_happened() {
+        let dir = std::env::temp_dir().join(format!("skyx-sync-delete-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("extra"), b"x").unwrap();
+        let store = skyx_store::local::LocalStore::new(skyx_store::RetryPolicy::default());
+        let keys = vec![
+            format!("{}/extra", dir.display())
+                .trim_start_matches('/')
+                .to_string(),
+        ];
+        let held = delete_extraneous(&store, &keys, false).await;
+        assert!(held.held_back && held.deleted.is_empty());
+        assert!(dir.join("extra").exists());
+        let done = delete_extraneous(&store, &keys, true).await;
+        assert_eq!(done.deleted, keys);
+        assert!(!dir.join("extra").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

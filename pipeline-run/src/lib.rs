@@ -6,7 +6,9 @@
 //! It must never plan: placements and routes come from the caller's [`PipelineHooks`].
 
 pub mod agent_compute;
+pub mod journal;
 pub mod run;
 
 pub use agent_compute::AgentCompute;
+pub use journal::journaled_placements;
 pub use run::*;

@@ -1,7 +1,7 @@
 //! Running a planned pipeline: the [`skyx_pipeline::schedule::Dag`] decides what happens next; this module
 //! does it. Stage compute comes from a [`ComputeProvider`] (local processes by default, inside
 //! a region's namespace on the emulated sky); data between regions moves with [`run_copy`]
-//! over the overlay the caller's [`PipelineHooks::route`] plans; a journal (`state.json`)
+//! over the overlay the caller's [`PipelineHooks::route`] plans; a journal (`state.redb`)
 //! records finished stages and landed transfers so a restarted gateway resumes.
 //!
 //! Where data lives: each region has a directory `<root>/regions/<region>/` standing for its
@@ -22,6 +22,7 @@ use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::journal::{PipelineJournal, RunJournal};
 use skyx_gateway::Topology;
 use skyx_gateway::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
 use skyx_gateway::{KeyFilter, ListError, list_copy};
@@ -299,17 +300,6 @@ pub struct PipelineReport {
     pub replans: Vec<String>,
 }
 
-/// The journal: what a previous run finished.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct RunJournal {
-    fingerprint: String,
-    /// Stage → where it runs (after any re-plans).
-    placements: BTreeMap<String, Placement>,
-    succeeded: BTreeSet<String>,
-    /// "data→stage@region" of landed transfers.
-    landed: BTreeSet<String>,
-}
-
 fn region_dir(root: &Path, region: &str) -> PathBuf {
     root.join("regions").join(region.replace([':', '/'], "_"))
 }
@@ -324,6 +314,7 @@ struct Driver {
     provider: Arc<dyn Provider>,
     compute: Arc<dyn ComputeProvider>,
     journal: RunJournal,
+    journal_file: PipelineJournal,
     started: Instant,
     stage_reports: Vec<StageReport>,
     transfer_reports: Vec<TransferReport>,
@@ -337,20 +328,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn journal_path(&self) -> PathBuf {
-        self.run.root.join("state.json")
-    }
-
     fn save(&self) -> Result<(), PipelineRunError> {
-        let path = self.journal_path();
-        let tmp = self.run.root.join(".state.json.tmp");
-        let text = serde_json::to_string_pretty(&self.journal).expect("journal serializes");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| PipelineRunError::Io {
+        self.journal_file
+            .save(&self.run.fingerprint, &self.journal)
+            .map_err(|why| PipelineRunError::Failed {
                 pipeline: self.run.name.clone(),
-                what: format!("writing {}", path.display()),
-                source,
+                why,
             })
     }
 
@@ -464,10 +447,13 @@ pub async fn run_pipeline(
             .map_err(|e| failed(e.to_string()))?;
     }
     let mut run = run;
-    let previous: Option<RunJournal> = std::fs::read_to_string(run.root.join("state.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .filter(|j: &RunJournal| j.fingerprint == run.fingerprint);
+    let (journal_file, previous) =
+        PipelineJournal::open(&PipelineJournal::path_in(&run.root), &run.fingerprint).map_err(
+            |why| PipelineRunError::Failed {
+                pipeline: run.name.clone(),
+                why,
+            },
+        )?;
     if let Some(j) = &previous {
         for st in &mut run.stages {
             if let Some(p) = j.placements.get(&st.name) {
@@ -477,8 +463,8 @@ pub async fn run_pipeline(
     }
     let edges = run.edges.len();
     let mut driver = Driver {
+        journal_file,
         journal: previous.clone().unwrap_or_else(|| RunJournal {
-            fingerprint: run.fingerprint.clone(),
             placements: run
                 .stages
                 .iter()

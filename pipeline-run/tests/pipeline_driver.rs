@@ -225,8 +225,11 @@ async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started
     let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
     assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
     assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
-    let journal = std::fs::read_to_string(root.join("state.json")).unwrap();
-    assert!(journal.contains(SECOND), "{journal}");
+    let placements = skyx_pipeline_run::journaled_placements(&root, "test").unwrap();
+    assert!(
+        placements.values().all(|p| p.region == SECOND) && placements.len() == 3,
+        "{placements:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

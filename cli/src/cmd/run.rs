@@ -210,19 +210,13 @@ impl PipelineHooks for Hooks {
 /// The bucket a pipeline's data goes under in each region of a sky.
 const PIPELINE_BUCKET: &str = "skyx-pipelines";
 
+/// The spec and the placements, digested as copies are (stable across runs and builds).
 fn fingerprint(text: &str, plan: &Schedule) -> String {
-    // FNV-1a over the spec and the placements: stable across runs and builds.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let placements: Vec<String> = plan
+    let placements = plan
         .stages
         .iter()
-        .map(|s| format!("{}:{}", s.option.region, s.option.instance))
-        .collect();
-    for b in text.bytes().chain(placements.join(",").bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+        .map(|s| format!("{}:{}", s.option.region, s.option.instance));
+    skyx_gateway::journal::digest(std::iter::once(text.to_string()).chain(placements))
 }
 
 fn execute(

@@ -3,8 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use futures::StreamExt;
-use skyx_gateway::{KeyFilter, list_copy, list_destination, plan_sync};
+use skyx_gateway::{KeyFilter, delete_extraneous, list_copy, list_destination, plan_sync};
 
 use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
@@ -94,30 +93,13 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         || copied
             .as_ref()
             .is_some_and(|(r, _)| !r.objects_failed.is_empty());
-    // Deleting only after every copy succeeded: a failed sync never leaves the destination
-    // with less than it had.
-    let mut deleted = Vec::new();
-    let mut delete_errors = Vec::new();
-    if !copy_failed {
-        let results: Vec<(String, Result<(), skyx_store::StoreError>)> =
-            futures::stream::iter(plan.delete.iter().cloned())
-                .map(|k| {
-                    let dst = ends.dst.clone();
-                    async move {
-                        let r = dst.delete(&k).await;
-                        (k, r)
-                    }
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
-        for (k, r) in results {
-            match r {
-                Ok(()) => deleted.push(k),
-                Err(e) => delete_errors.push(format!("{k}: {e}")),
-            }
-        }
-    }
+    let deletions = delete_extraneous(ends.dst.as_ref(), &plan.delete, !copy_failed).await;
+    let deleted = deletions.deleted;
+    let delete_errors: Vec<String> = deletions
+        .failed
+        .iter()
+        .map(|(k, why)| format!("{k}: {why}"))
+        .collect();
     if t.json {
         let mut v = match &copied {
             Some((report, routing)) => {
@@ -139,7 +121,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             "{} objects unchanged, {} deleted{}",
             plan.unchanged,
             deleted.len(),
-            if copy_failed && !plan.delete.is_empty() {
+            if deletions.held_back {
                 " (deletions skipped: some objects were not copied)"
             } else {
                 ""
