@@ -13,6 +13,7 @@ pub mod core;
 pub mod journal;
 pub mod listing;
 pub mod paths;
+pub mod pricing;
 
 pub use crate::core::chunker::{
     ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,

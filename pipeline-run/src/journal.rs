@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use crate::run::Placement;
+use crate::hooks::Placement;
 
 const STATE: TableDefinition<&str, &str> = TableDefinition::new("pipeline");
 const FINGERPRINT: &str = "fingerprint";

@@ -3,12 +3,15 @@
 //! [`ComputeProvider`] (local processes, or agents through any provider: [`agent_compute`]),
 //! transfers between regions through `skyx_gateway::run_copy`, a journal for resume.
 //!
-//! It must never plan: placements and routes come from the caller's [`PipelineHooks`].
+//! It must never plan itself: placements and routes come from [`PipelineHooks`]; the
+//! planner-backed ones are [`PlannerHooks`].
 
 pub mod agent_compute;
+pub mod hooks;
 pub mod journal;
 pub mod run;
 
 pub use agent_compute::AgentCompute;
+pub use hooks::PlannerHooks;
 pub use journal::journaled_placements;
 pub use run::*;

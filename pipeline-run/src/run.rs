@@ -22,9 +22,9 @@ use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use crate::hooks::{PipelineHooks, Placement, PlannedRoute, Replanned};
 use crate::journal::{PipelineJournal, RunJournal};
-use skyx_gateway::Topology;
-use skyx_gateway::{CopyJob, CopyOptions, CopyReport, Pricing, run_copy};
+use skyx_gateway::{CopyJob, CopyOptions, CopyReport, run_copy};
 use skyx_gateway::{KeyFilter, ListError, list_copy};
 use skyx_pipeline::schedule::{
     Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
@@ -133,52 +133,6 @@ impl Compute for LocalProcess {
     }
 
     async fn release(&mut self) {}
-}
-
-/// A route between two regions planned for one transfer, with what the plan predicts for it.
-#[derive(Debug, Clone)]
-pub struct PlannedRoute {
-    pub topology: Topology,
-    pub pricing: Pricing,
-    /// Seconds and USD (egress and agent VMs) the plan predicts for the bytes to move.
-    pub predicted_s: f64,
-    pub predicted_usd: f64,
-}
-
-/// Where a stage runs, and what the plan expects it to take there.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Placement {
-    pub region: String,
-    pub instance: String,
-    pub usd_per_hour: f64,
-    /// The spec's runtime estimate for this instance.
-    pub predicted_s: f64,
-}
-
-/// New places for stages after a capacity error.
-#[derive(Debug, Clone)]
-pub struct Replanned {
-    /// Stage → its placement, for every stage the re-plan was allowed to move.
-    pub placements: Vec<(usize, Placement)>,
-    /// Anything the user should know (say, a deadline that can no longer be met).
-    pub note: Option<String>,
-}
-
-/// What the driver asks of its caller, which holds the catalog and the plan.
-pub trait PipelineHooks: Send + Sync {
-    /// The agents and routes for moving `bytes` from one region to another, and their prices.
-    fn route(&self, src_region: &str, dst_region: &str, bytes: u64)
-    -> Result<PlannedRoute, String>;
-    /// Places the pipeline again after `failed` found no capacity: stages with `replaceable`
-    /// set may move, the others keep `current`; no replaceable stage may go to a blocked
-    /// (region, instance). An error says why nothing fits.
-    fn replan(
-        &self,
-        failed: usize,
-        current: &[Placement],
-        replaceable: &[bool],
-        blocked: &[(String, String)],
-    ) -> Result<Replanned, String>;
 }
 
 /// One stage as it will run.

@@ -7,19 +7,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use skyx_catalog::{Catalog, Gbps, RegionId};
+use skyx_catalog::Catalog;
 use skyx_pipeline_run::AgentCompute;
 use skyx_pipeline_run::ComputeProvider;
 use skyx_provision::{LocalProvider, Provider};
 
 use crate::args::provider::{ProviderArgs, ProviderKind};
 use skyx_pipeline::schedule::DataSource;
-use skyx_pipeline::{DataRef, JointProblem, PipelinePlan, PipelineSpec, Schedule, StageOption};
+use skyx_pipeline::{DataRef, JointProblem, PipelinePlan, PipelineSpec, Schedule};
 use skyx_pipeline_run::{
-    EdgeRun, InputRun, LocalCompute, PipelineHooks, PipelineReport, PipelineRun, Placement,
-    PlannedRoute, RegionStore, Replanned, StageRun, run_pipeline,
+    EdgeRun, InputRun, LocalCompute, PipelineReport, PipelineRun, PlannerHooks, RegionStore,
+    StageRun, run_pipeline,
 };
-use skyx_planner::{Objective, TransferRequest, fastest_within_direct_cost, plan_transfer};
 use skyx_sky::SkyManifest;
 use skyx_store::StoreConfig;
 
@@ -113,98 +112,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print!("{}", render_report(&spec, &plan, &report));
     }
     Ok(())
-}
-
-/// What the driver asks of the plan: routes between regions, and new places for stages that
-/// found no capacity.
-struct Hooks {
-    catalog: Catalog,
-    problem: JointProblem,
-    max_vms_per_region: u32,
-}
-
-fn placement(o: &StageOption) -> Placement {
-    Placement {
-        region: o.region.to_string(),
-        instance: o.instance.clone(),
-        usd_per_hour: o.usd_per_hour,
-        predicted_s: o.seconds(),
-    }
-}
-
-impl PipelineHooks for Hooks {
-    fn route(&self, src: &str, dst: &str, bytes: u64) -> Result<PlannedRoute, String> {
-        let a = self
-            .catalog
-            .resolve_region(src)
-            .map_err(|e| e.to_string())?;
-        let b = self
-            .catalog
-            .resolve_region(dst)
-            .map_err(|e| e.to_string())?;
-        let mut req = TransferRequest::new(
-            a,
-            b,
-            bytes.max(1),
-            Objective::MinCost {
-                throughput_floor: Gbps(0.1),
-            },
-        );
-        req.config.max_vms_per_region = self.max_vms_per_region;
-        // Unplannable directly: the floor objective stands.
-        let _ = fastest_within_direct_cost(&self.catalog, &mut req);
-        let plan = plan_transfer(&self.catalog, &req).map_err(|e| e.to_string())?;
-        let (predicted_s, predicted_usd) = (plan.chosen.time_s, plan.chosen.cost_usd.total);
-        let routing = crate::cmd::transfer::routing_from_plan(&self.catalog, plan, 64, None);
-        Ok(PlannedRoute {
-            topology: routing.topology,
-            pricing: routing.pricing,
-            predicted_s,
-            predicted_usd,
-        })
-    }
-
-    fn replan(
-        &self,
-        _failed: usize,
-        current: &[Placement],
-        replaceable: &[bool],
-        blocked: &[(String, String)],
-    ) -> Result<Replanned, String> {
-        // The options the stages run on now, found again in the problem by region and instance.
-        let current: Vec<StageOption> = current
-            .iter()
-            .zip(&self.problem.options)
-            .zip(&self.problem.stage_names)
-            .map(|((p, opts), name)| {
-                opts.iter()
-                    .find(|o| o.region.to_string() == p.region && o.instance == p.instance)
-                    .cloned()
-                    .ok_or_else(|| {
-                        format!(
-                            "stage {name} runs on {} in {}, which the plan does not offer",
-                            p.instance, p.region
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let blocked: Vec<(RegionId, String)> = blocked
-            .iter()
-            .filter_map(|(r, i)| Some((r.parse().ok()?, i.clone())))
-            .collect();
-        let fixed: Vec<bool> = replaceable.iter().map(|r| !r).collect();
-        let r = self
-            .problem
-            .replan(&current, &fixed, &blocked)
-            .map_err(|e| e.to_string())?;
-        Ok(Replanned {
-            placements: (0..current.len())
-                .filter(|&s| replaceable[s])
-                .map(|s| (s, placement(&r.schedule.stages[s].option)))
-                .collect(),
-            note: r.relaxed,
-        })
-    }
 }
 
 /// The bucket a pipeline's data goes under in each region of a sky.
@@ -340,7 +247,7 @@ fn execute(
     } else {
         Arc::new(local_compute)
     };
-    let hooks = Hooks {
+    let hooks = PlannerHooks {
         catalog,
         problem,
         max_vms_per_region: if sky.is_some() {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent_api::wire::{CompressionSpec, Transport};
-use skyx_catalog::{Catalog, RegionId};
+use skyx_catalog::Catalog;
 use skyx_gateway::{
     CopyItem, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, SkippedObject, Topology,
     journal_path, run_copy,
@@ -403,26 +403,7 @@ pub fn routing_from_plan(
     if let Some(n) = connections {
         topology = topology.with_connections(n);
     }
-    let mut pricing = Pricing {
-        vm_overhead_s: plan.vm_overhead_s,
-        ..Pricing::default()
-    };
-    for a in &topology.agents {
-        for b in &topology.agents {
-            if let (Ok(ra), Ok(rb)) = (a.region.parse::<RegionId>(), b.region.parse::<RegionId>())
-                && let Some(p) = catalog.egress_price(&ra, &rb)
-            {
-                pricing
-                    .egress_usd_per_gb
-                    .insert((a.region.clone(), b.region.clone()), p.0);
-            }
-        }
-    }
-    for (region, vms) in &plan.chosen.vm_details {
-        pricing
-            .vm_usd_per_hour
-            .insert(region.to_string(), vms.instance_type_price_per_hour);
-    }
+    let pricing = Pricing::for_plan(catalog, &plan, &topology);
     Routing {
         topology,
         plan: Some(plan),
