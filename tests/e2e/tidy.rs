@@ -102,8 +102,6 @@ const LONG_FILES: &[(&str, &str)] = &[
     ("pipeline-run/src/run.rs", "the pipeline driver: one state machine's event loop and the \
         handlers of its commands, read together (its types, hooks, journal and compute are \
         modules of their own); next to split: the transfers between regions (CopyCtx)"),
-    ("transfer-agent/src/agent.rs", "the agent's job: install, the source, relay and sink \
-        roles and their counters, 10 lines over; next to split: the source route's loop"),
 ];
 
 /// (the files importing each other in a cycle, as the failure names them; reason)

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod control;
 pub mod daemon;
+pub mod events;
 pub mod hop;
 pub mod hop_error;
 pub mod in_process;
