@@ -41,6 +41,8 @@ pub struct SkippedObject {
 pub struct Listing {
     pub items: Vec<CopyItem>,
     pub skipped: Vec<SkippedObject>,
+    /// Source objects the `--include`/`--exclude` filters left out.
+    pub filtered_out: usize,
 }
 
 /// Why the listing failed.
@@ -205,7 +207,11 @@ pub async fn list_copy(
                 });
                 continue;
             };
-            if rel.is_empty() || !filter.accepts(rel) {
+            if rel.is_empty() {
+                continue;
+            }
+            if !filter.accepts(rel) {
+                out.filtered_out += 1;
                 continue;
             }
             match refusal(dst, rel) {
@@ -216,9 +222,12 @@ pub async fn list_copy(
                 None => out.items.push(item(&meta, join(&dst.key, rel))),
             }
         }
-        if out.items.is_empty() && out.skipped.is_empty() && !base.is_empty() {
+        let listed_nothing =
+            out.items.is_empty() && out.skipped.is_empty() && out.filtered_out == 0;
+        if listed_nothing && !base.is_empty() {
             // `cp -r FILE DST` copies the file, as the single-object form would; a prefix with
-            // nothing under it is most likely a typo, and says so.
+            // nothing under it is most likely a typo, and says so. A prefix whose objects the
+            // filters all left out is not empty: it never falls back to a sibling object.
             return match src_store.head(base).await {
                 Ok(meta) => Ok(single(meta, src, dst, filter)),
                 Err(e) if e.kind == ErrorKind::NotFound => Err(ListError::NotFound {
@@ -266,16 +275,19 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
         .unwrap_or_default()
         .to_string();
     if !filter.accepts(&name) {
-        return Listing::default();
+        return Listing {
+            filtered_out: 1,
+            ..Listing::default()
+        };
     }
     let dst_key = if dst_is_directory(dst) {
         if let Some(why) = refusal(dst, &name) {
             return Listing {
-                items: Vec::new(),
                 skipped: vec![SkippedObject {
                     src_key: meta.key,
                     why: why.to_string(),
                 }],
+                ..Listing::default()
             };
         }
         join(&dst.key, &name)
@@ -284,7 +296,7 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
     };
     Listing {
         items: vec![item(&meta, dst_key)],
-        skipped: Vec::new(),
+        ..Listing::default()
     }
 }
 

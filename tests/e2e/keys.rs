@@ -148,3 +148,40 @@ fn keys_that_would_leave_the_destination_are_skipped_and_the_rest_copied() {
             .all(|p| p.starts_with("a/b/dst") || p.starts_with("state"))
     );
 }
+
+#[test]
+fn a_prefix_the_filters_empty_copies_nothing_and_never_its_sibling_object() {
+    let s = Scratch::new("filtered-sibling");
+    // `data` is an object and a prefix at once, as S3 allows.
+    let bucket = moto_bucket(&[("data", b"the sibling object"), ("data/a.json", b"{}")]);
+    let dst = s.dir.join("dst");
+    let moto = moto_env();
+    let moto: Vec<(&str, &str)> = moto.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = s.skyx(
+        &[
+            "cp",
+            "-r",
+            &format!("s3://{bucket}/data"),
+            &format!("{}/", dst.display()),
+            "--exclude",
+            "*.json",
+        ],
+        &moto,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Nothing to copy: the filters left out every object"),
+        "{stdout}"
+    );
+    assert!(
+        !dst.exists() || files_under(&dst).is_empty(),
+        "copied {:?}",
+        files_under(&dst)
+    );
+}

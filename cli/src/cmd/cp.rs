@@ -68,7 +68,14 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         return check_skipped(&listing.skipped);
     }
     if items.is_empty() {
-        // Everything listed was skipped (named above): there is nothing to run.
+        // Nothing to run: the filters left every object out (exit 0, said plainly), or every
+        // object listed was skipped (named above, exit 1).
+        if listing.filtered_out > 0 {
+            println!(
+                "Nothing to copy: the filters left out every object under {} ({})",
+                ends.src_url, listing.filtered_out
+            );
+        }
         return check_skipped(&listing.skipped);
     }
     let report = execute(t, &ends, items, &routing).await?;
