@@ -94,11 +94,15 @@ pub fn journal_path(state_dir: &Path, src: &str, dst: &str) -> PathBuf {
 pub fn digest<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> String {
     let mut h = Sha256::new();
     for part in parts {
-        let part = part.as_ref();
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+        absorb(&mut h, part.as_ref());
     }
     hex::encode(h.finalize())
+}
+
+/// One part of a [`digest`], length-prefixed.
+fn absorb(h: &mut Sha256, part: &[u8]) {
+    h.update((part.len() as u64).to_le_bytes());
+    h.update(part);
 }
 
 /// A digest of what is being copied: any change in the object list, sizes, versions or chunk
@@ -107,17 +111,16 @@ pub fn fingerprint<'a>(
     items: impl IntoIterator<Item = (&'a str, &'a str, u64, &'a str)>,
     chunk: u64,
 ) -> String {
-    let head = std::iter::once(chunk.to_le_bytes().to_vec());
-    digest(
-        head.chain(items.into_iter().flat_map(|(src, dst, size, version)| {
-            [
-                src.as_bytes().to_vec(),
-                dst.as_bytes().to_vec(),
-                version.as_bytes().to_vec(),
-                size.to_le_bytes().to_vec(),
-            ]
-        })),
-    )
+    // The parts `digest` would take, absorbed as they come: no copy per object.
+    let mut h = Sha256::new();
+    absorb(&mut h, &chunk.to_le_bytes());
+    for (src, dst, size, version) in items {
+        for part in [src.as_bytes(), dst.as_bytes(), version.as_bytes()] {
+            absorb(&mut h, part);
+        }
+        absorb(&mut h, &size.to_le_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 impl Journal {
@@ -252,6 +255,18 @@ impl Journal {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_copy_fingerprint_is_the_digest_of_its_parts() {
+        let items = [("a", "x/a", 3u64, "v1"), ("b", "x/b", 0, "")];
+        let mut parts: Vec<Vec<u8>> = vec![8u64.to_le_bytes().to_vec()];
+        for (src, dst, size, version) in items {
+            parts.extend([src, dst, version].map(|p| p.as_bytes().to_vec()));
+            parts.push(size.to_le_bytes().to_vec());
+        }
+        assert_eq!(fingerprint(items, 8), digest(&parts));
+        assert_ne!(fingerprint(items, 8), fingerprint(items, 9));
+    }
     use super::*;
 
     #[test]

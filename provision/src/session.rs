@@ -18,13 +18,6 @@ pub enum SessionError {
     Version { agent: String, theirs: u32 },
 }
 
-impl SessionError {
-    /// Whether the provider had no machine to give (the planner may place it elsewhere).
-    pub fn is_capacity(&self) -> bool {
-        matches!(self, SessionError::Provider(ProviderError::Capacity { .. }))
-    }
-}
-
 /// A launched agent that answered hello in this gateway's API version, and its client.
 #[derive(Debug)]
 pub struct AgentSession {

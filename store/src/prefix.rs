@@ -59,15 +59,13 @@ pub async fn copy_prefix(
             let (src_store, dst_store) = (src_store.clone(), dst_store.clone());
             // Listed keys are untrusted: one outside the prefix, or one whose path would leave
             // a local destination, fails the copy rather than being written anywhere.
-            let refused = match object.key.strip_prefix(&src_prefix) {
+            let rel = object.key.strip_prefix(&src_prefix);
+            let refused = match rel {
                 None => Some("listed outside the prefix asked for"),
                 Some(rel) if local_dst => crate::local::unsafe_relative_path(rel),
                 Some(_) => None,
             };
-            let dst_key = format!(
-                "{dst_prefix}{}",
-                object.key.strip_prefix(&src_prefix).unwrap_or_default()
-            );
+            let dst_key = format!("{dst_prefix}{}", rel.unwrap_or_default());
             async move {
                 if let Some(why) = refused {
                     return Err(crate::StoreError::new(

@@ -2,10 +2,11 @@
 //! `skyx_provision::Provider` whose agents run the real agent code (control API, hops, stores)
 //! on loopback, each on a tokio runtime of its own in a thread of its own.
 //!
-//! A runtime per agent is what makes a kill faithful: [`InProcessProvider::kill`] (and
-//! terminating the handle) shuts the agent's runtime down, which drops every task and socket
-//! the agent had, as the end of a process would. An agent sharing the test's runtime would
-//! leave its sending tasks running after its control API was gone.
+//! A runtime per agent is what makes a kill faithful: a crash
+//! ([`InProcessProvider::crash_after_chunks`]) or terminating the handle shuts the agent's
+//! runtime down, which drops every task and socket the agent had, as the end of a process
+//! would. An agent sharing the test's runtime would leave its sending tasks running after its
+//! control API was gone.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,19 +23,15 @@ use crate::agent::{Agent, AgentConfig, CrashHook};
 use crate::control::{Activity, Control, serve};
 use crate::stage::StageSlot;
 
-/// Stops one agent: shared by its handle and the provider's registry (for [`kill`]).
-///
-/// [`kill`]: InProcessProvider::kill
+/// Stops one agent: shared by its handle and its crash hook.
 type Stop = Arc<Mutex<Option<oneshot::Sender<()>>>>;
-
-/// One launch: how to stop it, and whether its thread has ended.
-type Launched = (Stop, Arc<AtomicBool>);
 
 /// Launches agents as threads of this process. Every agent opens stores with `store`.
 #[derive(Debug, Clone, Default)]
 pub struct InProcessProvider {
     pub store: StoreConfig,
-    agents: Arc<Mutex<BTreeMap<String, Launched>>>,
+    /// Each launch (`name@n`) and whether its thread has ended.
+    agents: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
     /// Agent name → chunks after which its first launch dies.
     crashes: Arc<Mutex<BTreeMap<String, u64>>>,
 }
@@ -56,28 +53,12 @@ impl InProcessProvider {
             .insert(name.to_string(), chunks);
     }
 
-    /// Kills the running agents whose name starts with `prefix`, as SIGKILL would: every task
-    /// and connection of theirs ends at once. Returns how many were killed.
-    pub fn kill(&self, prefix: &str) -> usize {
-        let agents = self.agents.lock().expect("agents");
-        agents
-            .iter()
-            .filter(|(name, (_, done))| name.starts_with(prefix) && !done.load(Ordering::SeqCst))
-            .filter(|(_, (stop, _))| {
-                stop.lock()
-                    .expect("stop")
-                    .take()
-                    .is_some_and(|s| s.send(()).is_ok())
-            })
-            .count()
-    }
-
     /// Agents launched and still running.
     pub fn running(&self) -> Vec<String> {
         let agents = self.agents.lock().expect("agents");
         agents
             .iter()
-            .filter(|(_, (_, done))| !done.load(Ordering::SeqCst))
+            .filter(|(_, done)| !done.load(Ordering::SeqCst))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -125,7 +106,8 @@ impl Provider for InProcessProvider {
         // Names repeat when an agent is replaced: the registry keeps each launch.
         let key = {
             let agents = self.agents.lock().expect("agents");
-            let n = agents.keys().filter(|k| k.starts_with(&req.name)).count();
+            let launch = format!("{}@", req.name);
+            let n = agents.keys().filter(|k| k.starts_with(&launch)).count();
             format!("{}@{n}", req.name)
         };
         let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<SocketAddr>>();
@@ -174,7 +156,7 @@ impl Provider for InProcessProvider {
         self.agents
             .lock()
             .expect("agents")
-            .insert(key, (stop.clone(), done.clone()));
+            .insert(key, done.clone());
         Ok(LaunchedAgent {
             name: req.name.clone(),
             region: req.region,
