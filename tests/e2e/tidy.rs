@@ -99,9 +99,6 @@ const MAX_LINES: usize = 800;
 /// (file, reason) for files over `MAX_LINES`.
 #[rustfmt::skip]
 const LONG_FILES: &[(&str, &str)] = &[
-    ("pipeline-run/src/run.rs", "the pipeline driver: one state machine's event loop and the \
-        handlers of its commands, read together (its types, hooks, journal and compute are \
-        modules of their own); next to split: the transfers between regions (CopyCtx)"),
 ];
 
 /// (the files importing each other in a cycle, as the failure names them; reason)

@@ -22,14 +22,24 @@ use skyx_store::{ObjectUrl, StoreConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+mod compute;
+mod model;
+mod transfers;
+
 pub use crate::hooks::{PipelineHooks, Placement, PlannedRoute, Replanned};
 use crate::journal::{PipelineJournal, RunJournal};
+pub use compute::{Compute, ComputeError, ComputeProvider, LocalCompute, StageContext};
+pub use model::{
+    EdgeRun, InputRun, PipelineReport, PipelineRun, RegionStore, StageReport, StageRun,
+    TransferReport,
+};
 use skyx_gateway::{CopyJob, CopyOptions, CopyReport, run_copy};
 use skyx_gateway::{KeyFilter, ListError, list_copy};
 use skyx_pipeline::schedule::{
     Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
 };
 use skyx_provision::Provider;
+use transfers::CopyCtx;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,214 +54,6 @@ pub enum PipelineRunError {
     },
     #[error("pipeline {0} was interrupted; run it again to resume")]
     Interrupted(String),
-}
-
-/// Why compute could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ComputeError {
-    /// Out of capacity or quota there: the stage can be placed elsewhere.
-    #[error("no capacity in {region}: {why}")]
-    Capacity { region: String, why: String },
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Where a stage's run keeps its things on the gateway's side.
-#[derive(Debug, Clone)]
-pub struct StageContext {
-    /// Scratch space when the stage runs on this machine.
-    pub work: PathBuf,
-    /// The region's store settings when the stage runs on this machine.
-    pub config: StoreConfig,
-    /// Where the stage's output and errors end up (copied back from a remote machine).
-    pub log: PathBuf,
-}
-
-/// Compute for one stage, provisioned in its region.
-#[async_trait]
-pub trait Compute: Send + Sync {
-    /// Runs the stage to its end: its inputs brought to its machine, its command, its output
-    /// taken to its region's store. `Err` says what failed.
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String>;
-    /// Gives the compute back (terminates the VM).
-    async fn release(&mut self);
-}
-
-#[async_trait]
-pub trait ComputeProvider: Send + Sync {
-    async fn provision(
-        &self,
-        stage: &str,
-        region: &str,
-        instance: &str,
-    ) -> Result<Box<dyn Compute>, ComputeError>;
-}
-
-/// Stage commands as local processes (`sh -c`), inside a region's network namespace when one
-/// is given. Provisioning in a region of `no_capacity_in` fails with a capacity error (for
-/// testing re-planning; `skyx run` fills it from `SKYX_FAULT_NO_CAPACITY=REGION[,REGION]`).
-#[derive(Debug, Clone, Default)]
-pub struct LocalCompute {
-    pub namespaces: BTreeMap<String, String>,
-    /// Fault injection for tests: regions where provisioning answers "no capacity".
-    pub no_capacity_in: BTreeSet<String>,
-}
-
-#[async_trait]
-impl ComputeProvider for LocalCompute {
-    async fn provision(
-        &self,
-        _stage: &str,
-        region: &str,
-        _instance: &str,
-    ) -> Result<Box<dyn Compute>, ComputeError> {
-        if self.no_capacity_in.contains(region) {
-            return Err(ComputeError::Capacity {
-                region: region.to_string(),
-                why: "fault injection: no capacity here".into(),
-            });
-        }
-        Ok(Box::new(LocalProcess {
-            namespace: self.namespaces.get(region).cloned(),
-        }))
-    }
-}
-
-#[derive(Debug)]
-struct LocalProcess {
-    namespace: Option<String>,
-}
-
-#[async_trait]
-impl Compute for LocalProcess {
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
-        let wrapper: Vec<String> = match &self.namespace {
-            Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
-            None => Vec::new(),
-        };
-        skyx_agent::stage::run_stage(stage, &ctx.work, &ctx.config, &wrapper, &ctx.log).await
-    }
-
-    async fn release(&mut self) {}
-}
-
-/// One stage as it will run.
-#[derive(Debug, Clone)]
-pub struct StageRun {
-    pub name: String,
-    pub region: String,
-    pub instance: String,
-    pub usd_per_hour: f64,
-    /// The spec's runtime estimate on this instance.
-    pub predicted_s: f64,
-    pub command: String,
-}
-
-impl StageRun {
-    pub fn placement(&self) -> Placement {
-        Placement {
-            region: self.region.clone(),
-            instance: self.instance.clone(),
-            usd_per_hour: self.usd_per_hour,
-            predicted_s: self.predicted_s,
-        }
-    }
-
-    fn place(&mut self, p: &Placement) {
-        self.region = p.region.clone();
-        self.instance = p.instance.clone();
-        self.usd_per_hour = p.usd_per_hour;
-        self.predicted_s = p.predicted_s;
-    }
-}
-
-/// One pipeline input.
-#[derive(Debug, Clone)]
-pub struct InputRun {
-    pub name: String,
-    pub url: String,
-    pub region: String,
-}
-
-/// An edge: data `source` read by stage `to_stage`, under the name `name`.
-#[derive(Debug, Clone)]
-pub struct EdgeRun {
-    pub source: DataSource,
-    pub name: String,
-    pub to_stage: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct PipelineRun {
-    pub name: String,
-    pub stages: Vec<StageRun>,
-    pub inputs: Vec<InputRun>,
-    pub edges: Vec<EdgeRun>,
-    /// `<state dir>/pipelines/<name>`.
-    pub root: PathBuf,
-    /// Identifies the spec and plan: a journal with another fingerprint is not resumed.
-    pub fingerprint: String,
-    pub copy_options: CopyOptions,
-    /// How often `on_status` hears a line on every stage and transfer (none: only events).
-    pub status_every: Option<Duration>,
-    /// Regions whose data lives in an object store; the others keep it in a local directory
-    /// under `root`.
-    pub region_stores: BTreeMap<String, RegionStore>,
-}
-
-/// A region whose data lives in an object store (on the emulated sky: the region's own S3,
-/// GCS or Azure server).
-#[derive(Debug, Clone)]
-pub struct RegionStore {
-    /// The bucket (container) the pipeline's data goes under, as a URL ending in `/`.
-    pub url: String,
-    /// How to reach the region's store.
-    pub config: StoreConfig,
-}
-
-/// What happened to one stage.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StageReport {
-    pub name: String,
-    pub region: String,
-    pub instance: String,
-    pub started_s: Option<f64>,
-    pub finished_s: Option<f64>,
-    /// Done by an earlier run of the pipeline.
-    pub resumed: bool,
-    /// The spec's runtime estimate and the instance's price.
-    pub predicted_s: f64,
-    pub usd_per_hour: f64,
-    /// The instance's price for the time the stage ran.
-    pub metered_usd: Option<f64>,
-}
-
-/// What happened to one transfer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TransferReport {
-    pub data: String,
-    pub to_stage: String,
-    pub src_region: String,
-    pub dst_region: String,
-    pub bytes: u64,
-    pub wire_bytes: u64,
-    pub egress_usd: f64,
-    pub vm_usd: f64,
-    pub started_s: f64,
-    pub finished_s: f64,
-    /// What the route's plan predicted for these bytes: seconds, and USD (egress + agents).
-    pub predicted_s: Option<f64>,
-    pub predicted_usd: Option<f64>,
-    /// Already in the destination region: nothing moved.
-    pub local: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PipelineReport {
-    pub stages: Vec<StageReport>,
-    pub transfers: Vec<TransferReport>,
-    pub elapsed_s: f64,
-    pub replans: Vec<String>,
 }
 
 fn region_dir(root: &Path, region: &str) -> PathBuf {
@@ -951,115 +753,5 @@ impl Driver {
             ));
         }
         format!("status: {}", parts.join(" · "))
-    }
-}
-
-struct CopyCtx {
-    hooks: Arc<dyn PipelineHooks>,
-    provider: Arc<dyn Provider>,
-    options: CopyOptions,
-    journal: PathBuf,
-    progress: Arc<Mutex<BTreeMap<usize, (u64, u64)>>>,
-    transfer: usize,
-    src_config: StoreConfig,
-    dst_config: StoreConfig,
-}
-
-impl CopyCtx {
-    /// Copies `src` into `dst` over the route the hooks plan, and returns what the route's
-    /// plan predicted for it: (seconds, USD). `None`: `src` is a stage's output that holds
-    /// nothing, which is a stage's right (a filter that keeps nothing), so nothing moves and
-    /// the consumer finds an empty input.
-    async fn copy(
-        &self,
-        src: &str,
-        src_region: &str,
-        dst: &str,
-        dst_region: &str,
-        src_is_stage_output: bool,
-        cancel: watch::Receiver<bool>,
-    ) -> Result<Option<(CopyReport, (f64, f64))>, String> {
-        let src_url = ObjectUrl::parse(src).map_err(|e| e.to_string())?;
-        let dst_url = ObjectUrl::parse(dst).map_err(|e| e.to_string())?;
-        let src_store = skyx_store::open(&src_url, &self.src_config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let dst_store = skyx_store::open(&dst_url, &self.dst_config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let items = match list_copy(
-            src_store.as_ref(),
-            &src_url,
-            &dst_url,
-            true,
-            &KeyFilter::default(),
-        )
-        .await
-        {
-            // A stage's data must arrive whole: an object that cannot be written where its key
-            // says fails the transfer, naming it.
-            Ok(listing) => match listing.skipped.first() {
-                None => listing.items,
-                Some(s) => {
-                    return Err(format!(
-                        "{} of the objects under {src} cannot be written under {dst}; first: {}: {}",
-                        listing.skipped.len(),
-                        s.src_key.escape_debug(),
-                        s.why
-                    ));
-                }
-            },
-            Err(ListError::NotFound { .. }) if src_is_stage_output => {
-                if let skyx_store::StoreLocation::Local = dst_url.location {
-                    // Read in place by local compute: the directory must be there, empty.
-                    std::fs::create_dir_all(format!("/{}", dst_url.key))
-                        .map_err(|e| format!("{dst}: {e}"))?;
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        let bytes: u64 = items.iter().map(|i| i.size).sum();
-        let route = self.hooks.route(src_region, dst_region, bytes)?;
-        if let Some(dir) = self.journal.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let mut options = self.options.clone();
-        options.journal = Some(self.journal.clone());
-        options.resume = self.journal.exists();
-        let root = |u: &ObjectUrl| match &u.location {
-            skyx_store::StoreLocation::Local => "file:///".to_string(),
-            loc => format!("{loc}/"),
-        };
-        let job = CopyJob {
-            src_store: root(&src_url),
-            dst_store: root(&dst_url),
-            items,
-            topology: route.topology,
-            options,
-            pricing: route.pricing,
-        };
-        let progress = self.progress.clone();
-        let transfer = self.transfer;
-        let report = run_copy(
-            &job,
-            self.provider.as_ref(),
-            src_store,
-            dst_store,
-            &mut |p| {
-                progress
-                    .lock()
-                    .expect("progress")
-                    .insert(transfer, (p.progress.bytes_landed, p.progress.bytes_total));
-            },
-            cancel,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if !report.objects_failed.is_empty() {
-            return Err(format!("{} objects failed", report.objects_failed.len()));
-        }
-        let _ = std::fs::remove_file(&self.journal);
-        Ok(Some((report, (route.predicted_s, route.predicted_usd))))
     }
 }
