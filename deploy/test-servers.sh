@@ -5,7 +5,9 @@
 #   S3     s3s-fs 0.14.1 (cargo)            keys skyx-test / skyx-test-secret
 #   Azure  Azurite (npm)                    well-known dev account devstoreaccount1
 #   GCS    gcp-storage-emulator (pip)       via deploy/gcs_emulator.py (see its docstring)
-#   EC2    moto's server (pip, moto[server]) for the EC2 agent provider
+#   EC2    moto's server (pip, moto[server]) for the EC2 agent provider (and as an S3 that
+#          keeps keys exactly as given)
+# and the AWS CLI (pip awscli), the reference the differential tests compare skyx's cp/sync with.
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
 # answers; it fails loudly if one cannot be installed or started, so the suite never silently
@@ -42,6 +44,11 @@ install() {
         log "installing moto[server] (pip)"
         python3 -m venv "$TOOLS/moto"
         "$TOOLS/moto/bin/pip" install --quiet "moto[server]"
+    fi
+    if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
+        log "installing the AWS CLI (pip awscli)"
+        python3 -m venv "$TOOLS/awscli"
+        "$TOOLS/awscli/bin/pip" install --quiet awscli
     fi
 }
 
@@ -86,6 +93,7 @@ export SKYX_TEST_S3_SECRET_KEY=skyx-test-secret
 export SKYX_TEST_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;'
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
 export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
+export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
 ENV
     log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT); env in $RUN/env"
 }

@@ -11,7 +11,7 @@ mod units;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +53,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The order between --include and --exclude is only in the matches' positions.
+    match (&mut cli.command, matches.subcommand()) {
+        (Command::Cp(a), Some((_, sub))) => a.transfer.filters = args::filters::in_order(sub),
+        (Command::Sync(a), Some((_, sub))) => a.transfer.filters = args::filters::in_order(sub),
+        _ => {}
+    }
     if let Command::Agent(args) = cli.command {
         // The daemon sets up its own logging and runtime.
         return skyx_agent::daemon::main(*args);

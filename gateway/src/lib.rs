@@ -1,6 +1,7 @@
 //! The control plane of a copy.
 //!
-//! Pure core ([`core`]: no IO, time passed in): the chunker, the tracker and the topology.
+//! Pure core ([`core`]: no IO, time passed in): the chunker, the tracker, the topology and the
+//! `--include`/`--exclude` filters.
 //!
 //! Driving it: [`listing`] works out what a copy moves (and what it refuses to write);
 //! [`copy`] runs a copy end to end with agents launched through a `skyx_provision::Provider`;
@@ -18,6 +19,7 @@ pub mod pricing;
 pub use crate::core::chunker::{
     ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,
 };
+pub use crate::core::filter::{FilterRule, KeyFilter};
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use copy::{
@@ -26,7 +28,7 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, Deletions, KeyFilter, ListError, Listing, SkippedObject, SyncPlan, delete_extraneous,
-    list_copy, list_destination, plan_sync,
+    CopyItem, Deletions, ListError, Listing, SkippedObject, SyncPlan, delete_extraneous, is_marker,
+    list_copy, list_destination, plan_sync, settle_markers,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};

@@ -5,14 +5,14 @@
 //!   bucket root or an existing local directory (`DST/basename`).
 //! - `cp -r SRC_PREFIX DST_PREFIX` copies every object under `SRC_PREFIX/` to the same relative
 //!   key under `DST_PREFIX/` (the prefix is matched at a `/`, so `data` never takes `data2/`).
-//! - `--include` / `--exclude` globs match the key relative to the source prefix; an object is
-//!   copied when it matches an include (or there is none) and no exclude.
+//! - `--include` / `--exclude` filters match the key relative to the source prefix, in order,
+//!   the last match deciding ([`crate::filter`]).
 //! - Source keys are untrusted. Into a local directory, a key whose path would leave the
 //!   destination or alias another file (`..`, `.` or empty segments, a leading `/`, control
 //!   characters) is skipped with its reason, never followed; the rest are copied.
 
+use crate::core::filter::KeyFilter;
 use futures::TryStreamExt;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use skyx_store::{ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, StoreError, StoreLocation};
 
 /// One object to copy.
@@ -43,6 +43,8 @@ pub struct Listing {
     pub skipped: Vec<SkippedObject>,
     /// Source objects the `--include`/`--exclude` filters left out.
     pub filtered_out: usize,
+    /// The source named one object, not a prefix (`cp -r FILE`, or `sync` of an object).
+    pub source_is_object: bool,
 }
 
 /// Why the listing failed.
@@ -51,55 +53,10 @@ pub struct Listing {
 pub enum ListError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("bad pattern '{pattern}': {why}")]
-    Pattern { pattern: String, why: String },
     #[error("{url} is a prefix (directory) holding {count}+ objects; copy it with -r/--recursive")]
     IsPrefix { url: String, count: usize },
     #[error("{url}: no such object or prefix")]
     NotFound { url: String },
-}
-
-/// Include and exclude globs over relative keys.
-#[derive(Debug, Clone, Default)]
-pub struct KeyFilter {
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
-}
-
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>, ListError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).map_err(|e| ListError::Pattern {
-            pattern: p.clone(),
-            why: e.kind().to_string(),
-        })?);
-    }
-    Ok(Some(b.build().map_err(|e| ListError::Pattern {
-        pattern: patterns.join(","),
-        why: e.to_string(),
-    })?))
-}
-
-impl KeyFilter {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<KeyFilter, ListError> {
-        Ok(KeyFilter {
-            include: globs(include)?,
-            exclude: globs(exclude)?,
-        })
-    }
-
-    pub fn accepts(&self, relative_key: &str) -> bool {
-        self.include
-            .as_ref()
-            .is_none_or(|g| g.is_match(relative_key))
-            && !self
-                .exclude
-                .as_ref()
-                .is_some_and(|g| g.is_match(relative_key))
-    }
 }
 
 fn join(prefix: &str, rel: &str) -> String {
@@ -172,13 +129,26 @@ fn dst_is_directory(dst: &ObjectUrl) -> bool {
     matches!(dst.location, StoreLocation::Local) && dst.local_path().is_some_and(|p| p.is_dir())
 }
 
-/// Why the relative key `rel` may not be written under `dst`, if it may not: only a local
-/// destination maps keys to paths (object stores take any key as a name).
-fn refusal(dst: &ObjectUrl, rel: &str) -> Option<&'static str> {
-    match dst.location {
-        StoreLocation::Local => skyx_store::local::unsafe_relative_path(rel),
-        _ => None,
+/// Why the relative key `rel` of a `size`-byte object may not be written under `dst`, if it
+/// may not: only a local destination maps keys to paths (object stores take any key as a
+/// name). A directory marker (a key ending in `/`) becomes a directory there, so it may not
+/// hold bytes.
+fn refusal(dst: &ObjectUrl, rel: &str, size: u64) -> Option<String> {
+    if dst.location != StoreLocation::Local {
+        return None;
     }
+    match rel.strip_suffix('/') {
+        Some(_) if size > 0 => Some(format!(
+            "a directory marker (key ending in '/') holding {size} bytes: no file can have that name"
+        )),
+        Some(dir) => skyx_store::local::unsafe_relative_path(dir).map(str::to_string),
+        None => skyx_store::local::unsafe_relative_path(rel).map(str::to_string),
+    }
+}
+
+/// Whether `item` is a directory marker: an empty object whose key ends in `/`.
+pub fn is_marker(item: &CopyItem) -> bool {
+    item.size == 0 && item.dst_key.ends_with('/')
 }
 
 /// Lists what `cp [-r] src dst` copies.
@@ -198,7 +168,20 @@ pub async fn list_copy(
     if recursive {
         let mut out = Listing::default();
         let mut listing = src_store.list(&prefix);
-        while let Some(meta) = listing.try_next().await? {
+        loop {
+            let meta = match listing.try_next().await {
+                Ok(Some(meta)) => meta,
+                Ok(None) => break,
+                // One entry the source cannot serve (a dangling link): skipped and named.
+                Err(e) if e.kind == ErrorKind::Unreadable => {
+                    out.skipped.push(SkippedObject {
+                        src_key: e.key,
+                        why: e.message,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             // A store may answer with keys outside the prefix asked for: never trust it.
             let Some(rel) = meta.key.strip_prefix(&prefix) else {
                 out.skipped.push(SkippedObject {
@@ -214,10 +197,10 @@ pub async fn list_copy(
                 out.filtered_out += 1;
                 continue;
             }
-            match refusal(dst, rel) {
+            match refusal(dst, rel, meta.size) {
                 Some(why) => out.skipped.push(SkippedObject {
                     src_key: meta.key.clone(),
-                    why: why.to_string(),
+                    why,
                 }),
                 None => out.items.push(item(&meta, join(&dst.key, rel))),
             }
@@ -277,16 +260,18 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
     if !filter.accepts(&name) {
         return Listing {
             filtered_out: 1,
+            source_is_object: true,
             ..Listing::default()
         };
     }
     let dst_key = if dst_is_directory(dst) {
-        if let Some(why) = refusal(dst, &name) {
+        if let Some(why) = refusal(dst, &name, meta.size) {
             return Listing {
                 skipped: vec![SkippedObject {
                     src_key: meta.key,
-                    why: why.to_string(),
+                    why,
                 }],
+                source_is_object: true,
                 ..Listing::default()
             };
         }
@@ -296,6 +281,7 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
     };
     Listing {
         items: vec![item(&meta, dst_key)],
+        source_is_object: true,
         ..Listing::default()
     }
 }
@@ -392,6 +378,28 @@ pub fn plan_sync(
     plan
 }
 
+/// Takes out of `plan.copy` the directory markers the destination already has. A local
+/// destination lists files, not directories, so a marker copied before is not in its listing;
+/// one head per marker finds it.
+pub async fn settle_markers(dst: &dyn ObjectStore, plan: &mut SyncPlan) {
+    use futures::StreamExt;
+    let checked: Vec<(CopyItem, bool)> = futures::stream::iter(std::mem::take(&mut plan.copy))
+        .map(|item| async move {
+            let in_place = is_marker(&item) && dst.head(&item.dst_key).await.is_ok();
+            (item, in_place)
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    for (item, in_place) in checked {
+        if in_place {
+            plan.unchanged += 1;
+        } else {
+            plan.copy.push(item);
+        }
+    }
+}
+
 /// What a sync's deletions did.
 #[derive(Debug, Default)]
 pub struct Deletions {
@@ -437,20 +445,6 @@ pub async fn delete_extraneous(
 mod tests {
     use super::*;
 
-    #[test]
-    fn filters_take_includes_then_drop_excludes() {
-        let f = KeyFilter::new(&["*.csv".into(), "logs/**".into()], &["**/tmp-*".into()]).unwrap();
-        assert!(f.accepts("a.csv"));
-        assert!(f.accepts("logs/2026/x.txt"));
-        assert!(!f.accepts("a.json"));
-        assert!(!f.accepts("logs/tmp-1"));
-        assert!(KeyFilter::default().accepts("anything"));
-        assert!(matches!(
-            KeyFilter::new(&["a[".into()], &[]),
-            Err(ListError::Pattern { .. })
-        ));
-    }
-
     fn src(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> CopyItem {
         CopyItem {
             src_key: format!("s/{key}"),
@@ -494,7 +488,7 @@ mod tests {
             dst("extra", 1, None, 1),
             dst("keep.tmp", 1, None, 1),
         ];
-        let filter = KeyFilter::new(&[], &["*.tmp".into()]).unwrap();
+        let filter = KeyFilter::new(&[crate::core::filter::FilterRule::Exclude("*.tmp".into())]);
         let plan = plan_sync(items, &destination, "d", &filter, true);
         let copied: Vec<&str> = plan.copy.iter().map(|i| i.dst_key.as_str()).collect();
         assert_eq!(
@@ -525,6 +519,31 @@ mod tests {
         assert_eq!(done.deleted, keys);
         assert!(!dir.join("extra").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn markers_become_directories_locally_and_stay_objects_between_stores() {
+        let local = ObjectUrl::parse("/tmp/dst/").unwrap();
+        let s3 = ObjectUrl::parse("s3://bkt/dst/").unwrap();
+        assert_eq!(refusal(&local, "d/", 0), None);
+        assert_eq!(refusal(&local, "a/b/", 0), None);
+        assert!(
+            refusal(&local, "d/", 3)
+                .unwrap()
+                .contains("directory marker")
+        );
+        assert!(refusal(&local, "../", 0).is_some());
+        assert!(refusal(&local, "a//", 0).is_some());
+        assert!(refusal(&local, "../x", 0).is_some());
+        assert_eq!(refusal(&s3, "d/", 3), None);
+        assert_eq!(refusal(&s3, "../x", 1), None);
+        let marker = |key: &str, size| CopyItem {
+            size,
+            dst_key: key.into(),
+            ..src("m", 0, None, 0)
+        };
+        assert!(is_marker(&marker("d/", 0)));
+        assert!(!is_marker(&marker("d/", 1)) && !is_marker(&marker("d", 0)));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Transient,
     /// The request was malformed (bad URL, bad range, bad part order).
     InvalidInput,
+    /// One entry of a listing that cannot be served (a dangling or looping symbolic link, a
+    /// file that cannot be read, a FIFO); the listing goes on past it.
+    Unreadable,
     /// Anything else the store reported.
     Other,
 }
@@ -39,6 +42,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Transient => "transient failure",
             ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Unreadable => "skipped",
             ErrorKind::Other => "error",
         })
     }

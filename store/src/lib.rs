@@ -354,6 +354,7 @@ pub struct StoreConfig {
     pub s3: s3::S3Config,
     pub azure: azure::AzureConfig,
     pub gcs: gcs::GcsConfig,
+    pub local: local::LocalConfig,
     pub retry: RetryPolicy,
 }
 
@@ -369,6 +370,7 @@ impl StoreConfig {
             s3: s3::S3Config::from_lookup(var),
             azure: azure::AzureConfig::from_lookup(var),
             gcs: gcs::GcsConfig::from_lookup(var),
+            local: local::LocalConfig::default(),
             retry: RetryPolicy::default(),
         }
     }
@@ -382,7 +384,10 @@ pub(crate) fn env_var(name: &str) -> Option<String> {
 /// Opens the store that holds `url`.
 pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
     Ok(match &url.location {
-        StoreLocation::Local => Arc::new(local::LocalStore::new(config.retry.clone())),
+        StoreLocation::Local => Arc::new(local::LocalStore::with_config(
+            &config.local,
+            config.retry.clone(),
+        )),
         StoreLocation::S3 { bucket } => {
             Arc::new(s3::S3Store::new(bucket, &config.s3, config.retry.clone()).await?)
         }

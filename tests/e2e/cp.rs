@@ -176,8 +176,8 @@ fn a_copy_without_regions_is_direct_and_dry_run_moves_nothing() {
     assert!(!is_empty(&dst));
 }
 
-/// `--include`/`--exclude` choose objects by their key relative to the source prefix, and a
-/// single object copies into a destination "directory".
+/// `--include`/`--exclude` choose objects by their key relative to the source prefix, in order
+/// (the last match decides), and a single object copies into a destination "directory".
 #[test]
 fn filters_and_single_objects() {
     let s = Scratch::new("filters");
@@ -188,7 +188,14 @@ fn filters_and_single_objects() {
         &s,
         &src,
         &dst,
-        &["--include", "dir0*/**", "--exclude", "**/small-0000*"],
+        &[
+            "--exclude",
+            "*",
+            "--include",
+            "dir0*",
+            "--exclude",
+            "*small-0000*",
+        ],
     );
     let want: crate::stores::Dataset = data
         .iter()

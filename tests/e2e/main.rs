@@ -2,6 +2,8 @@
 //!
 //! Modules:
 //! - `plan`: `skyx plan` output, JSON schema, Graphviz, exit codes and error messages.
+//! - `aws_cli`: `cp`/`sync` paths, filters, markers, links and `--delete` against the AWS CLI
+//!   on the same bucket (differential), and the deliberate differences.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
 //! - `cp`: `skyx cp` between every pair of store kinds through a relay, 10,000 small objects,
 //!   a 2 GiB object, QUIC, filters, dry runs.
@@ -10,6 +12,7 @@
 //! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
 //!   starts, and no VM outliving the copy.
 //! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
+//! - `moto`: moto's S3 server as a store that keeps any key as given.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
@@ -18,11 +21,13 @@
 //! - `tidy`: the layout's rules (dependency direction, pure modules, headers, no environment
 //!   reads or exits in libraries, file length, no import cycles), each a test.
 
+mod aws_cli;
 mod catalog;
 mod cp;
 mod cp_faults;
 mod ec2;
 mod keys;
+mod moto;
 mod plan;
 mod run;
 mod sky;

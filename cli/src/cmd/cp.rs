@@ -5,7 +5,7 @@ use clap::Args;
 use skyx_gateway::{KeyFilter, list_copy};
 
 use crate::cmd::transfer::{
-    BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
+    TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
     warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
@@ -30,7 +30,7 @@ pub fn run(args: &CpArgs) -> Result<()> {
 
 async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
-    let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
+    let filter = KeyFilter::new(&t.filters);
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
     let listing = list_copy(
         ends.src.as_ref(),

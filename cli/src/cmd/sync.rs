@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use skyx_gateway::{KeyFilter, delete_extraneous, list_copy, list_destination, plan_sync};
+use skyx_gateway::{
+    KeyFilter, delete_extraneous, list_copy, list_destination, plan_sync, settle_markers,
+};
 
 use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
@@ -32,7 +34,7 @@ pub fn run(args: &SyncArgs) -> Result<()> {
 
 async fn run_async(args: &SyncArgs) -> Result<()> {
     let t = &args.transfer;
-    let filter = KeyFilter::new(&t.include, &t.exclude).map_err(|e| BadInput(e.to_string()))?;
+    let filter = KeyFilter::new(&t.filters);
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
     let listing = list_copy(
         ends.src.as_ref(),
@@ -42,15 +44,25 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         &filter,
     )
     .await?;
+    if args.delete && listing.source_is_object {
+        // Mirroring one object would delete everything else under the destination prefix.
+        return Err(BadInput(format!(
+            "sync --delete needs a prefix (directory) as its source, and {} is a single object \
+             (copy one object with skyx cp)",
+            ends.src_url
+        ))
+        .into());
+    }
     warn_skipped(&ends.src_url, &listing.skipped);
     let existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
-    let plan = plan_sync(
+    let mut plan = plan_sync(
         listing.items,
         &existing,
         &ends.dst_url.key,
         &filter,
         args.delete,
     );
+    settle_markers(ends.dst.as_ref(), &mut plan).await;
     let volume: u64 = plan.copy.iter().map(|i| i.size).sum();
     if t.dry_run {
         if t.json {

@@ -34,12 +34,25 @@ pub enum TransportArg {
 /// Flags every data-moving command takes.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// Only objects whose key (relative to the source prefix) matches this glob; repeatable.
-    #[arg(long, value_name = "GLOB")]
+    /// Take objects whose key (relative to the source prefix) matches this pattern back in;
+    /// repeatable. Filters apply in order, the last match deciding, as in the AWS CLI:
+    /// `--exclude '*' --include '*.csv'` copies only CSV files.
+    #[arg(long, value_name = "PATTERN")]
     pub include: Vec<String>,
-    /// Skip objects whose relative key matches this glob; repeatable.
-    #[arg(long, value_name = "GLOB")]
+    /// Leave out objects whose relative key matches this pattern (`*` any run of characters,
+    /// `/` included; `?` one character; `[seq]`, `[!seq]`); repeatable.
+    #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// The `--include`/`--exclude` filters in command-line order (filled in from the parsed
+    /// command line; see `args::filters`).
+    #[arg(skip)]
+    pub filters: Vec<skyx_gateway::FilterRule>,
+    /// Follow symbolic links in a local source, to files and directories (the default).
+    #[arg(long, overrides_with = "no_follow_symlinks")]
+    pub follow_symlinks: bool,
+    /// Leave symbolic links in a local source out.
+    #[arg(long, overrides_with = "follow_symlinks")]
+    pub no_follow_symlinks: bool,
     /// Region of the source (e.g. aws:us-east-1). Needed for local paths and local servers;
     /// with neither region given, one local agent pair copies directly.
     #[arg(long, value_name = "REGION")]
@@ -227,12 +240,13 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
     let src_url = ObjectUrl::parse(src).map_err(|e| BadInput(e.to_string()))?;
     let dst_url = ObjectUrl::parse(dst).map_err(|e| BadInput(e.to_string()))?;
     let sky = load_sky(args)?;
-    let src_config = end_config(
+    let mut src_config = end_config(
         sky.as_ref(),
         args.src_region.as_ref(),
         &src_url,
         "--src-region",
     )?;
+    src_config.local.follow_symlinks = !args.no_follow_symlinks;
     let dst_config = end_config(
         sky.as_ref(),
         args.dst_region.as_ref(),

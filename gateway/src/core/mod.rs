@@ -5,7 +5,9 @@
 //! - [`tracker`]: follows every chunk until the sink reports it landed, re-dispatching when a
 //!   route fails or a chunk is late.
 //! - [`topology`]: turns a plan into agents and routes.
+//! - [`filter`]: `--include`/`--exclude`, applied in order as the AWS CLI does.
 
 pub mod chunker;
+pub mod filter;
 pub mod topology;
 pub mod tracker;

@@ -26,20 +26,54 @@ use crate::{
 const HIDDEN: &str = ".skyx-";
 const READ_CHUNK: usize = 1024 * 1024;
 
+mod walk;
+
+/// How the local filesystem is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// Whether listings follow symbolic links (to files and directories), as the AWS CLI does
+    /// by default (`--follow-symlinks`); off, links are left out.
+    pub follow_symlinks: bool,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            follow_symlinks: true,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct LocalStore {
     location: StoreLocation,
+    follow_symlinks: bool,
     // Local IO is not retried (failures are not transient), but the policy is kept for parity.
     _retry: RetryPolicy,
 }
 
 impl LocalStore {
     pub fn new(retry: RetryPolicy) -> Self {
+        Self::with_config(&LocalConfig::default(), retry)
+    }
+
+    pub fn with_config(config: &LocalConfig, retry: RetryPolicy) -> Self {
         LocalStore {
             location: StoreLocation::Local,
+            follow_symlinks: config.follow_symlinks,
             _retry: retry,
         }
     }
+}
+
+/// The directory a key ending in `/` (a directory marker) names, if it is one. Locally a
+/// marker *is* its directory: putting zero bytes creates it, a head finds it as an empty
+/// object, and it reads as nothing.
+fn marker_dir(op: &'static str, key: &str) -> Result<Option<PathBuf>> {
+    if !key.ends_with('/') {
+        return Ok(None);
+    }
+    path_of(op, key).map(Some)
 }
 
 /// Why `relative`, a key relative to a destination directory, cannot name a file inside that
@@ -100,11 +134,11 @@ fn list_start(op: &'static str, prefix: &str) -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("/")))
 }
 
-fn key_of(path: &Path) -> String {
+pub(super) fn key_of(path: &Path) -> String {
     path.to_string_lossy().trim_start_matches('/').to_string()
 }
 
-fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
+pub(super) fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
     let kind = match e.kind() {
         IoKind::NotFound => ErrorKind::NotFound,
         IoKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -117,7 +151,7 @@ fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
     StoreError::new(kind, "file://", op, key, e.to_string()).with_source(e)
 }
 
-fn meta_of(path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
+pub(super) fn meta_of(path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         key: key_of(path),
         size: md.len(),
@@ -128,7 +162,7 @@ fn meta_of(path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
     }
 }
 
-fn is_hidden(name: &str) -> bool {
+pub(super) fn is_hidden(name: &str) -> bool {
     name.starts_with(HIDDEN)
 }
 
@@ -177,52 +211,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     })?
 }
 
-/// Walks `dir` depth-first in name order, sending files whose key starts with `prefix`.
-fn walk(dir: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<ObjectMeta>>) -> bool {
-    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
-        Err(e) if e.kind() == IoKind::NotFound => return true,
-        Err(e) => {
-            return tx
-                .blocking_send(Err(io_error("list", &key_of(dir), e)))
-                .is_ok();
-        }
-    };
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if is_hidden(&name.to_string_lossy()) {
-            continue;
-        }
-        let path = entry.path();
-        let key = key_of(&path);
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        if file_type.is_dir() {
-            // Descend only where keys below can still match the prefix.
-            let dir_key = format!("{key}/");
-            if (dir_key.starts_with(prefix) || prefix.starts_with(&dir_key))
-                && !walk(&path, prefix, tx)
-            {
-                return false;
-            }
-        } else if key.starts_with(prefix) {
-            // Follows symlinks to files; symlinked directories and special files are skipped
-            // (no loops, nothing that is not an object).
-            let item = match std::fs::metadata(&path) {
-                Ok(md) if !md.is_file() => continue,
-                Ok(md) => Ok(meta_of(&path, &md)),
-                Err(e) => Err(io_error("list", &key, e)),
-            };
-            if tx.blocking_send(item).is_err() {
-                return false;
-            }
-        }
-    }
-    true
-}
-
 #[async_trait]
 impl ObjectStore for LocalStore {
     fn location(&self) -> &StoreLocation {
@@ -237,9 +225,8 @@ impl ObjectStore for LocalStore {
         };
         // A bounded channel: the walk runs only as far ahead as the consumer reads.
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::task::spawn_blocking(move || {
-            walk(&start, &prefix, &tx);
-        });
+        let follow = self.follow_symlinks;
+        tokio::task::spawn_blocking(move || walk::Walk::run(&start, prefix, follow, tx));
         stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         })
@@ -281,6 +268,13 @@ impl ObjectStore for LocalStore {
         blocking(move || {
             let path = path_of("head", &key)?;
             let md = std::fs::metadata(&path).map_err(|e| io_error("head", &key, e))?;
+            if md.is_dir() && key.ends_with('/') {
+                return Ok(ObjectMeta {
+                    key: key.clone(),
+                    size: 0,
+                    ..meta_of(&path, &md)
+                });
+            }
             if md.is_dir() {
                 return Err(StoreError::new(
                     ErrorKind::NotFound,
@@ -296,6 +290,19 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        if let Some(dir) = marker_dir("get", key)? {
+            if !dir.is_dir() {
+                return Err(StoreError::new(
+                    ErrorKind::NotFound,
+                    "file://",
+                    "get",
+                    key,
+                    "no such directory",
+                ));
+            }
+            crate::check_range(self, key, &range, 0)?;
+            return Ok(stream::empty().boxed());
+        }
         let path = path_of("get", key)?;
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -324,6 +331,21 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let key = key.to_string();
         blocking(move || {
+            if let Some(dir) = marker_dir("put", &key)? {
+                if !data.is_empty() {
+                    return Err(StoreError::new(
+                        ErrorKind::InvalidInput,
+                        "file://",
+                        "put",
+                        &key,
+                        format!(
+                            "a key ending in '/' names a directory; it cannot hold {} bytes",
+                            data.len()
+                        ),
+                    ));
+                }
+                return std::fs::create_dir_all(dir).map_err(|e| io_error("put", &key, e));
+            }
             write_atomically(&path_of("put", &key)?, |f| f.write_all(&data))
                 .map_err(|e| io_error("put", &key, e))
         })
@@ -421,12 +443,20 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_string();
-        blocking(
-            move || match std::fs::remove_file(path_of("delete", &key)?) {
+        blocking(move || {
+            // A marker's directory goes only when empty: what is under it is other objects.
+            let removed = match marker_dir("delete", &key)? {
+                Some(dir) => match std::fs::remove_dir(dir) {
+                    Err(e) if e.kind() == IoKind::DirectoryNotEmpty => Ok(()),
+                    other => other,
+                },
+                None => std::fs::remove_file(path_of("delete", &key)?),
+            };
+            match removed {
                 Err(e) if e.kind() != IoKind::NotFound => Err(io_error("delete", &key, e)),
                 _ => Ok(()),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -521,6 +551,100 @@ mod tests {
             .await
             .unwrap();
         assert!(dir.join("in/ok").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_marker_key_is_its_directory() {
+        let dir = std::env::temp_dir().join(format!("skyx-local-marker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = LocalStore::new(RetryPolicy::default());
+        let marker = format!("{}/m/", key_of(&dir));
+        assert_eq!(
+            store.head(&marker).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        store.put(&marker, Bytes::new()).await.unwrap();
+        assert!(dir.join("m").is_dir());
+        let meta = store.head(&marker).await.unwrap();
+        assert_eq!((meta.key.as_str(), meta.size), (marker.as_str(), 0));
+        assert!(
+            store
+                .get_range(&marker, 0..0)
+                .await
+                .unwrap()
+                .next()
+                .await
+                .is_none()
+        );
+        let e = store
+            .put(&marker, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        // Deleting a marker leaves a directory that holds other objects.
+        std::fs::write(dir.join("m/f"), b"f").unwrap();
+        store.delete(&marker).await.unwrap();
+        assert!(dir.join("m/f").is_file());
+        std::fs::remove_file(dir.join("m/f")).unwrap();
+        store.delete(&marker).await.unwrap();
+        assert!(!dir.join("m").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// (key relative to `dir`, `Ok` listed or `Err` skipped) for every entry a listing yields.
+    async fn listed(store: &LocalStore, dir: &Path) -> Vec<(String, bool)> {
+        let base = format!("{}/", key_of(dir));
+        let entries: Vec<Result<ObjectMeta>> = store.list(&base).collect().await;
+        entries
+            .into_iter()
+            .map(|e| match e {
+                Ok(m) => (m.key[base.len()..].to_string(), true),
+                Err(e) => {
+                    assert_eq!(e.kind, ErrorKind::Unreadable, "{e}");
+                    (e.key[base.len()..].to_string(), false)
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn listings_follow_links_report_what_they_cannot_serve_and_go_on() {
+        let dir = std::env::temp_dir().join(format!("skyx-local-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src/d")).unwrap();
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        std::fs::write(dir.join("src/d/f"), b"f").unwrap();
+        std::fs::write(dir.join("other/o"), b"o").unwrap();
+        let src = dir.join("src");
+        let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, src.join(name));
+        link("../other", "linked").unwrap();
+        link("d/f", "flink").unwrap();
+        link("missing", "dangling").unwrap();
+        // A link to an ancestor would be walked forever.
+        link("..", "d/up").unwrap();
+        let following = LocalStore::new(RetryPolicy::default());
+        let entries = listed(&following, &src).await;
+        let expect = [
+            ("d/f", true),
+            ("d/up", false),
+            ("dangling", false),
+            ("flink", true),
+            ("linked/o", true),
+        ];
+        let expect: Vec<(String, bool)> =
+            expect.iter().map(|(k, ok)| (k.to_string(), *ok)).collect();
+        assert_eq!(entries, expect);
+        let not_following = LocalStore::with_config(
+            &LocalConfig {
+                follow_symlinks: false,
+            },
+            RetryPolicy::default(),
+        );
+        assert_eq!(
+            listed(&not_following, &src).await,
+            vec![("d/f".to_string(), true)]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
