@@ -2,8 +2,10 @@
 # Installs (if missing) and starts the real local object-store servers the tests run against,
 # all on 127.0.0.1, each on a free port picked at start (so a stale server of another checkout
 # can never answer for this one):
-#   S3     s3s-fs 0.14.1 (cargo)            keys skyx-test / skyx-test-secret
-#   Azure  Azurite (npm)                    well-known dev account devstoreaccount1
+#   S3     s3s-fs 0.14.1 (cargo)            keys skyx-test / skyx-test-secret, and a second
+#          instance with other keys (skyx-test-b / skyx-test-b-secret): another account
+#   Azure  Azurite (npm)                    well-known dev account devstoreaccount1, and a
+#          second account skyxsecond with its own key
 #   GCS    gcp-storage-emulator (pip)       via deploy/gcs_emulator.py (see its docstring)
 #   EC2    moto's server (pip, moto[server]) for the EC2 agent provider (and as an S3 that
 #          keeps keys exactly as given)
@@ -18,6 +20,9 @@ TOOLS="${SKYX_TOOLS_DIR:-$HOME/.cache/skyx-tools}"
 RUN="$PWD/.servers"
 
 log() { echo "test-servers: $*" >&2; }
+# Azurite's well-known development key, and the second account's (any base64 will do).
+AZ_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+AZ_KEY_B='c2t5eC10ZXN0cy1zZWNvbmQtYWNjb3VudC1rZXktbm90LWEtc2VjcmV0LTAwMDA='
 
 install() {
     mkdir -p "$TOOLS"
@@ -69,14 +74,19 @@ free_port() {
 start() {
     install
     stop 2>/dev/null || true
-    rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/azurite"
-    S3_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port); EC2_PORT=$(free_port)
+    rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/s3b" "$RUN/azurite"
+    S3_PORT=$(free_port); S3B_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port)
+    EC2_PORT=$(free_port)
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"
+    "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3B_PORT --access-key skyx-test-b \
+        --secret-key skyx-test-b-secret "$RUN/s3b" >"$RUN/s3s-b.log" 2>&1 &
+    echo $! >"$RUN/s3s-b.pid"
     # In memory: persisting to disk makes every Azurite write take ~24 ms (measured: 2.3 ms in
     # memory), which turns 10,000-object copies into minutes; the tests never restart it.
-    "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --inMemoryPersistence \
+    AZURITE_ACCOUNTS="devstoreaccount1:$AZ_KEY;skyxsecond:$AZ_KEY_B" \
+        "$TOOLS/npm/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --inMemoryPersistence \
         --loose --skipApiVersionCheck --disableTelemetry >"$RUN/azurite.log" 2>&1 &
     echo $! >"$RUN/azurite.pid"
     # Our launcher: the emulator plus the fixes its docstring documents.
@@ -85,12 +95,16 @@ start() {
     echo $! >"$RUN/gcs.pid"
     "$TOOLS/moto/bin/moto_server" -H 127.0.0.1 -p $EC2_PORT >"$RUN/moto.log" 2>&1 &
     echo $! >"$RUN/moto.pid"
-    wait_port $S3_PORT s3s; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
+    wait_port $S3_PORT s3s; wait_port $S3B_PORT s3s-b; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
     cat >"$RUN/env" <<ENV
 export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export SKYX_TEST_S3_ACCESS_KEY=skyx-test
 export SKYX_TEST_S3_SECRET_KEY=skyx-test-secret
-export SKYX_TEST_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;'
+export SKYX_TEST_AZURE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZ_KEY;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;'
+export SKYX_TEST_S3B_ENDPOINT=http://127.0.0.1:$S3B_PORT
+export SKYX_TEST_S3B_ACCESS_KEY=skyx-test-b
+export SKYX_TEST_S3B_SECRET_KEY=skyx-test-b-secret
+export SKYX_TEST_AZURE_B_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=skyxsecond;AccountKey=$AZ_KEY_B;BlobEndpoint=http://127.0.0.1:$AZ_PORT/skyxsecond;'
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
 export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
 export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
@@ -99,7 +113,7 @@ ENV
 }
 
 stop() {
-    for name in s3s azurite gcs moto; do
+    for name in s3s s3s-b azurite gcs moto; do
         if [ -f "$RUN/$name.pid" ]; then
             kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
             rm -f "$RUN/$name.pid"

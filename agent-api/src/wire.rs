@@ -137,6 +137,13 @@ pub struct JobSpec {
     pub source_store: Option<String>,
     /// The store sinks write to; only sinks use it.
     pub sink_store: Option<String>,
+    /// How sources reach their store, when the user configured that end (its own account,
+    /// endpoint, anonymous access); absent, an agent uses its own environment.
+    #[serde(default)]
+    pub source_settings: Option<skyx_store::StoreConfig>,
+    /// How sinks reach theirs, likewise.
+    #[serde(default)]
+    pub sink_settings: Option<skyx_store::StoreConfig>,
     /// The objects, indexed by a chunk's `object` field. Relays get an empty list.
     pub objects: Vec<ObjectWire>,
     /// Chunks a source reads from its store at once per route.

@@ -114,6 +114,8 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
         job: CopyJob {
             src_store: "file:///".into(),
             dst_store: "file:///".into(),
+            src_settings: None,
+            dst_settings: None,
             items: listing.items,
             topology: relayed(4),
             options,

@@ -9,7 +9,10 @@
 //! 3. `AZURE_STORAGE_KEY` (with `AZURE_STORAGE_ACCOUNT` naming the account);
 //! 4. Entra ID: a client secret from `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`,
 //!    the VM's managed identity when `SKYX_AZURE_MANAGED_IDENTITY=1`, else developer tools
-//!    (`az login`, `azd auth login`).
+//!    (`az login`, `azd auth login`);
+//! 5. none, when `anonymous` is set: a container with public read access.
+//!
+//! Each of these can also be given per end ([`AzureConfig`]), not only through the environment.
 //!
 //! Multipart maps to blocks: parts are staged blocks with fixed-length ids, completion commits
 //! the block list. The crate's list API has no delimiter, so the delimiter form folds a flat
@@ -43,7 +46,8 @@ use crate::{
 };
 
 /// Credentials and endpoint overrides; `from_env` reads the standard Azure variables.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AzureConfig {
     pub connection_string: Option<String>,
     pub sas_token: Option<String>,
@@ -51,6 +55,40 @@ pub struct AzureConfig {
     pub account_key: Option<(String, String)>,
     /// Use the VM's managed identity for Entra ID tokens.
     pub managed_identity: bool,
+    /// An Entra ID service principal: (tenant id, client id, client secret).
+    pub client_secret: Option<(String, String, String)>,
+    /// The blob endpoint (`https://ACCOUNT.blob.core.windows.net` otherwise; a connection
+    /// string's `BlobEndpoint` wins).
+    pub endpoint: Option<String>,
+    /// No credentials at all: a container with public read access.
+    pub anonymous: bool,
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |set: bool| if set { "<secret>" } else { "-" };
+        f.debug_struct("AzureConfig")
+            .field(
+                "connection_string",
+                &secret(self.connection_string.is_some()),
+            )
+            .field("sas_token", &secret(self.sas_token.is_some()))
+            .field(
+                "account_key",
+                &self.account_key.as_ref().map(|(a, _)| (a, "<secret>")),
+            )
+            .field("managed_identity", &self.managed_identity)
+            .field(
+                "client_secret",
+                &self
+                    .client_secret
+                    .as_ref()
+                    .map(|(t, c, _)| (t, c, "<secret>")),
+            )
+            .field("endpoint", &self.endpoint)
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
 }
 
 impl AzureConfig {
@@ -65,6 +103,16 @@ impl AzureConfig {
             sas_token: var("AZURE_STORAGE_SAS_TOKEN"),
             account_key: var("AZURE_STORAGE_ACCOUNT").zip(var("AZURE_STORAGE_KEY")),
             managed_identity: var("SKYX_AZURE_MANAGED_IDENTITY").is_some_and(|v| v == "1"),
+            client_secret: match (
+                var("AZURE_TENANT_ID"),
+                var("AZURE_CLIENT_ID"),
+                var("AZURE_CLIENT_SECRET"),
+            ) {
+                (Some(tenant), Some(client), Some(secret)) => Some((tenant, client, secret)),
+                _ => None,
+            },
+            endpoint: None,
+            anonymous: false,
         }
     }
 }
@@ -183,7 +231,11 @@ impl AzureStore {
             .as_deref()
             .map(parse_connection_string)
             .filter(|c| c.account.as_deref() == Some(account));
-        let endpoint = match conn.as_ref().and_then(|c| c.blob_endpoint.clone()) {
+        let endpoint = match conn
+            .as_ref()
+            .and_then(|c| c.blob_endpoint.clone())
+            .or_else(|| config.endpoint.clone())
+        {
             Some(e) => e,
             None => {
                 let proto = conn
@@ -219,6 +271,7 @@ impl AzureStore {
                 url.set_query(Some(sas));
                 None
             }
+            None if config.anonymous => None,
             None => Some(
                 entra_credential(config).map_err(|e| bad(format!("no Azure credentials: {e}")))?,
             ),
@@ -293,16 +346,11 @@ impl AzureStore {
 }
 
 fn entra_credential(config: &AzureConfig) -> azure_core::Result<Arc<dyn TokenCredential>> {
-    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    if let (Some(tenant), Some(client), Some(secret)) = (
-        var("AZURE_TENANT_ID"),
-        var("AZURE_CLIENT_ID"),
-        var("AZURE_CLIENT_SECRET"),
-    ) {
+    if let Some((tenant, client, secret)) = &config.client_secret {
         return Ok(azure_identity::ClientSecretCredential::new(
-            &tenant,
-            client,
-            Secret::new(secret),
+            tenant,
+            client.clone(),
+            Secret::new(secret.clone()),
             None,
         )?);
     }

@@ -44,12 +44,17 @@ const UPLOADS: &str = ".skyx-uploads/";
 const COMPOSE_FAN_IN: usize = 32;
 
 /// How to reach GCS.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GcsConfig {
     /// An emulator or proxy endpoint; implies anonymous access.
     pub endpoint: Option<String>,
     /// The project new buckets belong to (`GOOGLE_CLOUD_PROJECT`).
     pub project: Option<String>,
+    /// No credentials: buckets readable by anyone.
+    pub anonymous: bool,
+    /// A service account key file (else Application Default Credentials).
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl GcsConfig {
@@ -70,7 +75,11 @@ impl GcsConfig {
         let project = ["GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"]
             .iter()
             .find_map(|v| var(v));
-        GcsConfig { endpoint, project }
+        GcsConfig {
+            endpoint,
+            project,
+            ..GcsConfig::default()
+        }
     }
 }
 
@@ -97,13 +106,36 @@ impl GcsStore {
         let location = StoreLocation::Gcs {
             bucket: bucket.into(),
         };
-        let client_config = match &config.endpoint {
-            Some(endpoint) => ClientConfig {
+        let no_credentials = |e: String| {
+            StoreError::new(
+                ErrorKind::PermissionDenied,
+                location.to_string(),
+                "open",
+                "",
+                e,
+            )
+        };
+        let client_config = match (&config.endpoint, &config.credentials_file) {
+            (Some(endpoint), _) => ClientConfig {
                 storage_endpoint: endpoint.trim_end_matches('/').to_string(),
                 ..Default::default()
             }
             .anonymous(),
-            None => ClientConfig::default().with_auth().await.map_err(|e| {
+            _ if config.anonymous => ClientConfig::default().anonymous(),
+            (None, Some(path)) => {
+                let file = gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile::new_from_file(
+                    path.display().to_string(),
+                )
+                .await
+                .map_err(|e| no_credentials(format!("credentials file {}: {e}", path.display())))?;
+                ClientConfig::default()
+                    .with_credentials(file)
+                    .await
+                    .map_err(|e| {
+                        no_credentials(format!("credentials file {}: {e}", path.display()))
+                    })?
+            }
+            (None, None) => ClientConfig::default().with_auth().await.map_err(|e| {
                 StoreError::new(
                     ErrorKind::PermissionDenied,
                     location.to_string(),

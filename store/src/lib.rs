@@ -349,12 +349,16 @@ where
 }
 
 /// How to reach each kind of store. `from_env` reads the variables the clouds' own tools read.
-#[derive(Debug, Clone, Default)]
+/// Serializable: the gateway hands each end's settings to the agents that use that end.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StoreConfig {
     pub s3: s3::S3Config,
     pub azure: azure::AzureConfig,
     pub gcs: gcs::GcsConfig,
     pub local: local::LocalConfig,
+    /// Each process keeps its own retry policy.
+    #[serde(skip)]
     pub retry: RetryPolicy,
 }
 

@@ -26,7 +26,8 @@ use crate::{
 };
 
 /// How to reach S3. Every field is optional; unset fields come from the standard AWS chain.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint of an S3-compatible server (the chain's `AWS_ENDPOINT_URL` otherwise).
     pub endpoint: Option<String>,
@@ -36,6 +37,54 @@ pub struct S3Config {
     pub profile: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`); implied by a custom endpoint.
     pub force_path_style: bool,
+    /// Unsigned requests (the AWS CLI's `--no-sign-request`): public buckets, no credentials.
+    pub anonymous: bool,
+    /// Every request says the requester pays (`x-amz-request-payer: requester`), as
+    /// requester-pays buckets demand.
+    pub requester_pays: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field(
+                "static_credentials",
+                &self
+                    .static_credentials
+                    .as_ref()
+                    .map(|(id, _)| (id, "<secret>")),
+            )
+            .field("profile", &self.profile)
+            .field("force_path_style", &self.force_path_style)
+            .field("anonymous", &self.anonymous)
+            .field("requester_pays", &self.requester_pays)
+            .finish()
+    }
+}
+
+/// Adds `x-amz-request-payer: requester` to every request before it is signed.
+#[derive(Debug)]
+struct RequesterPays;
+
+impl aws_sdk_s3::config::Intercept for RequesterPays {
+    fn name(&self) -> &'static str {
+        "RequesterPays"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-request-payer", "requester");
+        Ok(())
+    }
 }
 
 impl S3Config {
@@ -61,6 +110,8 @@ impl S3Config {
             region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
             static_credentials: var("AWS_ACCESS_KEY_ID").zip(var("AWS_SECRET_ACCESS_KEY")),
             profile: var("AWS_PROFILE"),
+            anonymous: false,
+            requester_pays: false,
         }
     }
 }
@@ -92,13 +143,18 @@ impl S3Store {
         if let Some(e) = &config.endpoint {
             loader = loader.endpoint_url(e);
         }
-        if let Some((ak, sk)) = &config.static_credentials {
+        if config.anonymous {
+            loader = loader.no_credentials();
+        } else if let Some((ak, sk)) = &config.static_credentials {
             loader =
                 loader.credentials_provider(Credentials::new(ak, sk, None, None, "skyx-static"));
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style || config.endpoint.is_some());
+        if config.requester_pays {
+            builder = builder.interceptor(RequesterPays);
+        }
         if shared.region().is_none() {
             // Signing needs a region; us-east-1 is what the AWS CLI assumes for S3.
             builder = builder.region(Region::new("us-east-1"));

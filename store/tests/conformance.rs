@@ -326,6 +326,7 @@ fn s3_config(secret: &str) -> S3Config {
         static_credentials: Some((env("SKYX_TEST_S3_ACCESS_KEY"), secret.to_string())),
         profile: None,
         force_path_style: true,
+        ..S3Config::default()
     }
 }
 
@@ -499,6 +500,7 @@ fn gcs_config() -> skyx_store::gcs::GcsConfig {
     skyx_store::gcs::GcsConfig {
         endpoint: Some(env("SKYX_TEST_GCS_ENDPOINT")),
         project: Some("skyx-test".into()),
+        ..Default::default()
     }
 }
 

@@ -11,16 +11,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::moto::{env, moto_bucket, moto_env, moto_keys};
-use crate::stores::Scratch;
+use crate::moto::{moto_bucket, moto_env, moto_keys};
+use crate::stores::{Scratch, env};
 
-/// Runs the AWS CLI against moto, reading no user configuration.
-fn aws(args: &[&str]) -> Output {
+/// Runs the AWS CLI against moto, reading no user configuration (`s3` commands quietly).
+pub fn aws(args: &[&str]) -> Output {
+    let quiet: &[&str] = if args.first() == Some(&"s3") {
+        &["--only-show-errors"]
+    } else {
+        &[]
+    };
     let out = Command::new(env("SKYX_TEST_AWS_CLI"))
         .arg("--endpoint-url")
         .arg(env("SKYX_TEST_EC2_ENDPOINT"))
         .args(args)
-        .arg("--only-show-errors")
+        .args(quiet)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_DEFAULT_REGION", "us-east-1")

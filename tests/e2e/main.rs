@@ -9,6 +9,8 @@
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
 //!   resumed, bad input (malformed URLs, missing buckets and paths, wrong credentials).
+//! - `ends`: each end its own account: named remotes and `--src-*`/`--dst-*` flags across two
+//!   S3 servers and two Azure accounts, anonymous reads, and per-end flags that do not fit.
 //! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
 //!   starts, and no VM outliving the copy.
 //! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
@@ -26,6 +28,7 @@ mod catalog;
 mod cp;
 mod cp_faults;
 mod ec2;
+mod ends;
 mod keys;
 mod moto;
 mod plan;

@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use skyx_store::{ObjectUrl, StoreConfig};
 
-use crate::stores::{runtime, unique};
-
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start the test servers"))
-}
+use crate::stores::{env, runtime, unique};
 
 /// The environment that points `skyx`'s S3 ends at moto (which takes any credentials).
 pub fn moto_env() -> Vec<(&'static str, String)> {

@@ -25,7 +25,7 @@ pub enum Kind {
 
 pub const ALL: [Kind; 4] = [Kind::Local, Kind::S3, Kind::Azure, Kind::Gcs];
 
-fn env(name: &str) -> String {
+pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: these tests need the local test servers. Run \
@@ -139,6 +139,8 @@ impl Scratch {
         cmd.args(args)
             .env_remove("RUST_LOG")
             .env("SKYX_STATE_DIR", self.state())
+            // Never the user's own named remotes.
+            .env("SKYX_CONFIG", self.dir.join("no-config.toml"))
             .envs(store_env())
             .envs(extra_env.iter().copied());
         let out = cmd.output().expect("run skyx");

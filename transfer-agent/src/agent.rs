@@ -166,6 +166,19 @@ impl Agent {
         &self.config.store
     }
 
+    /// How to reach one end's store: the job's settings when the user configured that end
+    /// (another account, endpoint, anonymous), else this agent's own; retries are always the
+    /// agent's.
+    fn end_settings(&self, given: Option<StoreConfig>) -> StoreConfig {
+        match given {
+            Some(settings) => StoreConfig {
+                retry: self.config.store.retry.clone(),
+                ..settings
+            },
+            None => self.config.store.clone(),
+        }
+    }
+
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
             counters: Arc::new(Counters {
@@ -210,12 +223,12 @@ impl Agent {
                 .collect(),
         );
         let source = match &spec.source_store {
-            Some(url) => Some(open_store(url, &self.config.store).await?),
+            Some(url) => Some(open_store(url, &self.end_settings(spec.source_settings)).await?),
             None => None,
         };
         let writer = match &spec.sink_store {
             Some(url) => Some(Arc::new(ObjectWriter::new(
-                open_store(url, &self.config.store).await?,
+                open_store(url, &self.end_settings(spec.sink_settings)).await?,
                 manifest.clone(),
             ))),
             None => None,

@@ -156,6 +156,7 @@ async fn main() -> Result<()> {
         )),
         profile: None,
         force_path_style: true,
+        ..Default::default()
     };
     let bucket = "skyx-bench";
     let sdk = aws_sdk_s3::Client::from_conf(
@@ -243,6 +244,7 @@ async fn main() -> Result<()> {
             &skyx_store::gcs::GcsConfig {
                 endpoint: Some(gcs_endpoint),
                 project: Some("skyx-bench".into()),
+                ..Default::default()
             },
             retry,
         )

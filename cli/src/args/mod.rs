@@ -1,7 +1,8 @@
 //! Flag groups several commands share, parsed once at the edge into library types: the
-//! catalog's files (`catalog`), where agents run (`provider`) and the ordered `--include` /
-//! `--exclude` filters (`filters`).
+//! catalog's files (`catalog`), each end's store settings and named remotes (`ends`), where
+//! agents run (`provider`) and the ordered `--include` / `--exclude` filters (`filters`).
 
 pub mod catalog;
+pub mod ends;
 pub mod filters;
 pub mod provider;

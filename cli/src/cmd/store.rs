@@ -3,15 +3,22 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use futures::TryStreamExt;
-use skyx_store::{ObjectUrl, StoreConfig};
+use std::path::{Path, PathBuf};
 
-use crate::error::BadInput;
+use skyx_store::StoreConfig;
+
+use crate::args::ends::{End, EndArgs, Side, resolve};
+use crate::cmd::transfer::load_remotes;
 use crate::units::format_bytes;
 
 #[derive(Debug, Args)]
 pub struct MbArgs {
-    /// The bucket or container to create: s3://bucket, gs://bucket, az://account/container.
+    /// The bucket or container to create: s3://bucket, gs://bucket, az://account/container,
+    /// or REMOTE:bucket.
     pub url: String,
+    /// The config file with named remotes (see `skyx cp --help`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -21,12 +28,23 @@ pub struct LsArgs {
     /// Everything below the prefix, not just one level.
     #[arg(short = 'r', long)]
     pub recursive: bool,
+    /// The config file with named remotes (see `skyx cp --help`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The URL and store settings of `text`, which may name a remote.
+fn open_end(text: &str, config: Option<&Path>) -> Result<End> {
+    let remotes = load_remotes(config)?;
+    resolve(text, Side::Src, &EndArgs::default(), &remotes, |_| {
+        Ok(StoreConfig::from_env())
+    })
 }
 
 pub fn mb(args: &MbArgs) -> Result<()> {
-    let url = ObjectUrl::parse(&args.url).map_err(|e| BadInput(e.to_string()))?;
+    let End { url, settings, .. } = open_end(&args.url, args.config.as_deref())?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let store = skyx_store::open(&url, &StoreConfig::from_env())
+        let store = skyx_store::open(&url, &settings)
             .await
             .with_context(|| format!("opening {}", args.url))?;
         store.create_bucket().await?;
@@ -36,9 +54,9 @@ pub fn mb(args: &MbArgs) -> Result<()> {
 }
 
 pub fn ls(args: &LsArgs) -> Result<()> {
-    let url = ObjectUrl::parse(&args.url).map_err(|e| BadInput(e.to_string()))?;
+    let End { url, settings, .. } = open_end(&args.url, args.config.as_deref())?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let store = skyx_store::open(&url, &StoreConfig::from_env())
+        let store = skyx_store::open(&url, &settings)
             .await
             .with_context(|| format!("opening {}", args.url))?;
         let base = url.key.trim_end_matches('/');

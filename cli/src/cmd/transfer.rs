@@ -20,6 +20,7 @@ use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
 use crate::args::catalog::CatalogArgs;
+use crate::args::ends::{EndArgs, Remotes, Side, default_config_path, resolve};
 use crate::args::provider::{ProviderArgs, ProviderKind};
 use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
 pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
@@ -97,6 +98,8 @@ pub struct TransferArgs {
     /// Agents that may be replaced after dying before the copy gives up.
     #[arg(long, default_value_t = CopyOptions::default().max_replacements)]
     pub max_replacements: u32,
+    #[command(flatten)]
+    pub ends: EndArgs,
     #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
@@ -190,6 +193,9 @@ pub struct Endpoints {
     pub dst_url: ObjectUrl,
     pub src: Arc<dyn ObjectStore>,
     pub dst: Arc<dyn ObjectStore>,
+    /// Each end's settings when the user configured that end (handed to its agents).
+    pub src_settings: Option<StoreConfig>,
+    pub dst_settings: Option<StoreConfig>,
 }
 
 /// The emulated sky of `--sky`, if any: a state directory or a sky's name.
@@ -237,22 +243,18 @@ fn end_config(
 }
 
 pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result<Endpoints> {
-    let src_url = ObjectUrl::parse(src).map_err(|e| BadInput(e.to_string()))?;
-    let dst_url = ObjectUrl::parse(dst).map_err(|e| BadInput(e.to_string()))?;
     let sky = load_sky(args)?;
-    let mut src_config = end_config(
-        sky.as_ref(),
-        args.src_region.as_ref(),
-        &src_url,
-        "--src-region",
-    )?;
+    let remotes = load_remotes(args.ends.config.as_deref())?;
+    let src_end = resolve(src, Side::Src, &args.ends, &remotes, |url| {
+        end_config(sky.as_ref(), args.src_region.as_ref(), url, "--src-region")
+    })?;
+    let dst_end = resolve(dst, Side::Dst, &args.ends, &remotes, |url| {
+        end_config(sky.as_ref(), args.dst_region.as_ref(), url, "--dst-region")
+    })?;
+    let (src_url, dst_url) = (src_end.url, dst_end.url);
+    let mut src_config = src_end.settings;
     src_config.local.follow_symlinks = !args.no_follow_symlinks;
-    let dst_config = end_config(
-        sky.as_ref(),
-        args.dst_region.as_ref(),
-        &dst_url,
-        "--dst-region",
-    )?;
+    let dst_config = dst_end.settings;
     let src_store = skyx_store::open(&src_url, &src_config)
         .await
         .with_context(|| format!("opening the source {src}"))?;
@@ -287,6 +289,16 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
         dst_url,
         src: src_store,
         dst: dst_store,
+        src_settings: src_end.configured.then_some(src_config),
+        dst_settings: dst_end.configured.then_some(dst_config),
+    })
+}
+
+/// The named remotes of `--config`, else of the default config file if there is one.
+pub fn load_remotes(flag: Option<&std::path::Path>) -> Result<Remotes> {
+    Ok(match flag {
+        Some(path) => Remotes::load(Some(path), true)?,
+        None => Remotes::load(default_config_path().as_deref(), false)?,
     })
 }
 
@@ -551,6 +563,8 @@ pub async fn execute(
     let job = CopyJob {
         src_store: store_root(&ends.src_url),
         dst_store: store_root(&ends.dst_url),
+        src_settings: ends.src_settings.clone(),
+        dst_settings: ends.dst_settings.clone(),
         items,
         topology: routing.topology.clone(),
         options,

@@ -125,6 +125,10 @@ pub struct CopyJob {
     /// The source store (`s3://bucket`, `file://`, ...), as agents open it.
     pub src_store: String,
     pub dst_store: String,
+    /// Each end's settings, handed to the agents that use that end, when the user configured
+    /// it; `None`: agents use their own environment.
+    pub src_settings: Option<skyx_store::StoreConfig>,
+    pub dst_settings: Option<skyx_store::StoreConfig>,
     pub items: Vec<CopyItem>,
     pub topology: Topology,
     pub options: CopyOptions,

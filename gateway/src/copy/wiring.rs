@@ -26,6 +26,8 @@ impl Run<'_> {
             compression: self.job.options.compression,
             source_store: source.then(|| self.job.src_store.clone()),
             sink_store: sink.then(|| self.job.dst_store.clone()),
+            source_settings: source.then(|| self.job.src_settings.clone()).flatten(),
+            sink_settings: sink.then(|| self.job.dst_settings.clone()).flatten(),
             objects: if source || sink {
                 self.objects.as_ref().clone()
             } else {

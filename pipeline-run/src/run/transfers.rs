@@ -83,6 +83,9 @@ impl CopyCtx {
         let job = CopyJob {
             src_store: root(&src_url),
             dst_store: root(&dst_url),
+            // Agents reach each region's store as that region's environment says.
+            src_settings: None,
+            dst_settings: None,
             items,
             topology: route.topology,
             options,

@@ -29,7 +29,8 @@ const READ_CHUNK: usize = 1024 * 1024;
 mod walk;
 
 /// How the local filesystem is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LocalConfig {
     /// Whether listings follow symbolic links (to files and directories), as the AWS CLI does
     /// by default (`--follow-symlinks`); off, links are left out.
