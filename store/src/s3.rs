@@ -4,6 +4,12 @@
 //! process, instance metadata), `AWS_ENDPOINT_URL[_S3]` included. A custom endpoint switches to
 //! path-style addressing, which S3-compatible servers expect. The SDK's own retries are turned
 //! off so that [`RetryPolicy`] is the one documented policy in force.
+//!
+//! A bucket lives in one region and S3 refuses requests signed for another (`301
+//! PermanentRedirect`, `400 AuthorizationHeaderMalformed`, naming the bucket's region in
+//! `x-amz-bucket-region`); the SDK does not follow. So a store with no region given asks the
+//! bucket (HeadBucket) when it opens, and any request answered that way switches the store's
+//! client to the named region and is repeated there once.
 
 use std::ops::Range;
 use std::time::SystemTime;
@@ -122,7 +128,8 @@ const COPY_PART: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct S3Store {
-    client: Client,
+    /// The client for the bucket's region (rebuilt when S3 names another; see `follow_region`).
+    client: std::sync::RwLock<Client>,
     /// Behind a custom endpoint (an S3-compatible server), not AWS.
     custom_endpoint: bool,
     bucket: String,
@@ -159,21 +166,89 @@ impl S3Store {
             // Signing needs a region; us-east-1 is what the AWS CLI assumes for S3.
             builder = builder.region(Region::new("us-east-1"));
         }
-        Ok(S3Store {
+        let store = S3Store {
             custom_endpoint: shared.endpoint_url().is_some(),
-            client: Client::from_conf(builder.build()),
+            client: std::sync::RwLock::new(Client::from_conf(builder.build())),
             bucket: bucket.to_string(),
             location: StoreLocation::S3 {
                 bucket: bucket.to_string(),
             },
             retry,
-        })
+        };
+        if config.region.is_none() {
+            store.learn_region().await;
+        }
+        Ok(store)
+    }
+
+    fn client(&self) -> Client {
+        self.client.read().expect("client lock").clone()
+    }
+
+    /// The region the client signs for.
+    pub fn region(&self) -> String {
+        self.client()
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Asks the bucket its region (HeadBucket answers with `x-amz-bucket-region`, whether it
+    /// succeeds, redirects or refuses) and signs for it from now on. A bucket that does not
+    /// answer is left to the first real request to fail on.
+    async fn learn_region(&self) {
+        let answer = self
+            .client()
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        let region = match &answer {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(e) => e
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_string),
+        };
+        if let Some(region) = region {
+            self.follow_region(&region);
+        }
+    }
+
+    /// Switches the client to `region`; whether it changed (a request refused for the wrong
+    /// region is worth repeating once, in the right one).
+    fn follow_region(&self, region: &str) -> bool {
+        let mut client = self.client.write().expect("client lock");
+        if client.config().region().map(|r| r.as_ref()) == Some(region) || region.is_empty() {
+            return false;
+        }
+        tracing::debug!(bucket = %self.bucket, region, "following the bucket to its region");
+        let conf = client
+            .config()
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        *client = Client::from_conf(conf);
+        true
     }
 
     fn fail<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        if let Some(region) = redirect_region(&e)
+            && self.follow_region(&region)
+        {
+            return StoreError::new(
+                ErrorKind::Transient,
+                self.location.to_string(),
+                op,
+                key,
+                format!("the bucket is in {region}; repeating the request there"),
+            )
+            .with_source(e);
+        }
         let (kind, message) = match &e {
             SdkError::ServiceError(se) => {
                 let code = se.err().code().unwrap_or("");
@@ -228,7 +303,7 @@ impl S3Store {
         self.retry
             .run(|| async {
                 let mut req = self
-                    .client
+                    .client()
                     .list_objects_v2()
                     .bucket(&self.bucket)
                     .prefix(prefix);
@@ -242,6 +317,20 @@ impl S3Store {
             })
             .await
     }
+}
+
+/// The region S3 says the bucket is in, when it refused a request for being signed for another
+/// (301 PermanentRedirect, 307 TemporaryRedirect, 400 AuthorizationHeaderMalformed, all with
+/// `x-amz-bucket-region`).
+fn redirect_region<E>(e: &SdkError<E, HttpResponse>) -> Option<String> {
+    let response = e.raw_response()?;
+    if !matches!(response.status().as_u16(), 301 | 307 | 400) {
+        return None;
+    }
+    response
+        .headers()
+        .get("x-amz-bucket-region")
+        .map(str::to_string)
 }
 
 fn status_kind<E>(e: &SdkError<E, HttpResponse>) -> Option<ErrorKind> {
@@ -353,7 +442,7 @@ impl ObjectStore for S3Store {
         self.retry
             .run(|| async {
                 let o = self
-                    .client
+                    .client()
                     .head_object()
                     .bucket(&self.bucket)
                     .key(key)
@@ -385,7 +474,7 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
-                self.client
+                self.client()
                     .get_object()
                     .bucket(&self.bucket)
                     .key(key)
@@ -441,7 +530,7 @@ impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.retry
             .run(|| async {
-                self.client
+                self.client()
                     .put_object()
                     .bucket(&self.bucket)
                     .key(key)
@@ -458,7 +547,7 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
-                self.client
+                self.client()
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
@@ -491,7 +580,7 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
-                self.client
+                self.client()
                     .upload_part()
                     .bucket(&self.bucket)
                     .key(key)
@@ -539,7 +628,7 @@ impl ObjectStore for S3Store {
             .build();
         self.retry
             .run(|| async {
-                self.client
+                self.client()
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&upload.key)
@@ -557,7 +646,7 @@ impl ObjectStore for S3Store {
         self.retry
             .run(|| async {
                 match self
-                    .client
+                    .client()
                     .abort_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&upload.key)
@@ -583,7 +672,7 @@ impl ObjectStore for S3Store {
     async fn delete(&self, key: &str) -> Result<()> {
         self.retry
             .run(|| async {
-                self.client
+                self.client()
                     .delete_object()
                     .bucket(&self.bucket)
                     .key(key)
@@ -602,7 +691,7 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
-                self.client
+                self.client()
                     .get_bucket_location()
                     .bucket(&self.bucket)
                     .send()
@@ -625,7 +714,7 @@ impl ObjectStore for S3Store {
         self.retry
             .run(|| async {
                 match self
-                    .client
+                    .client()
                     .create_bucket()
                     .bucket(&self.bucket)
                     .send()
@@ -659,7 +748,7 @@ impl ObjectStore for S3Store {
             return self
                 .retry
                 .run(|| async {
-                    self.client
+                    self.client()
                         .copy_object()
                         .bucket(&self.bucket)
                         .key(to)
@@ -682,7 +771,7 @@ impl ObjectStore for S3Store {
                 let out = self
                     .retry
                     .run(|| async {
-                        self.client
+                        self.client()
                             .upload_part_copy()
                             .bucket(&self.bucket)
                             .key(to)
