@@ -124,6 +124,9 @@ pub struct ObjectWire {
     pub dst_key: String,
     pub size: u64,
     pub chunk_size: u64,
+    /// What the written object carries (system properties, user metadata, mtime).
+    #[serde(default, skip_serializing_if = "skyx_store::Properties::is_empty")]
+    pub properties: skyx_store::Properties,
 }
 
 /// The job an agent takes part in. Installed once, before anything else.

@@ -28,7 +28,8 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, Deletions, ListError, Listing, SkippedObject, SyncPlan, delete_extraneous, is_marker,
-    list_copy, list_destination, plan_sync, settle_markers,
+    CopyItem, Deletions, ListError, Listing, MetadataPolicy, SkippedObject, SyncPlan,
+    attach_properties, delete_extraneous, is_marker, list_copy, list_destination, plan_sync,
+    settle_markers,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};

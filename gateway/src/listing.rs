@@ -13,7 +13,9 @@
 
 use crate::core::filter::KeyFilter;
 use futures::TryStreamExt;
-use skyx_store::{ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, StoreError, StoreLocation};
+use skyx_store::{
+    ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, Properties, StoreError, StoreLocation,
+};
 
 /// One object to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct CopyItem {
     pub last_modified: Option<std::time::SystemTime>,
     pub md5: Option<[u8; 16]>,
     pub crc32c: Option<u32>,
+    /// What the copy writes with the object (see [`attach_properties`]).
+    pub properties: Properties,
 }
 
 /// A source object the copy will not write, and why.
@@ -118,6 +122,7 @@ fn item(meta: &ObjectMeta, dst_key: String) -> CopyItem {
         last_modified: meta.last_modified,
         md5: meta.md5,
         crc32c: meta.crc32c,
+        properties: Properties::default(),
     }
 }
 
@@ -283,6 +288,68 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
         items: vec![item(&meta, dst_key)],
         source_is_object: true,
         ..Listing::default()
+    }
+}
+
+/// Which properties a copy writes with each object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataPolicy {
+    /// Drop the source's system properties and user metadata (`--no-metadata`); the
+    /// modification time is still carried.
+    pub drop: bool,
+    /// Every object's Content-Type (`--content-type`).
+    pub content_type: Option<String>,
+    /// User metadata added to every object's, replacing entries of the same name
+    /// (`--metadata k=v`).
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+/// How many property reads run at once.
+const PROPERTY_READS: usize = 32;
+
+/// Gives each item the properties the copy writes with it: the source's (one HEAD per object
+/// on a cloud store, [`PROPERTY_READS`] at a time; none with `drop`), then the policy's
+/// overrides. The modification time is the source's `mtime` metadata where it has one (its
+/// origin's), else its last-modified time. An object whose properties cannot be read gets
+/// none and is copied anyway (its read will say what is wrong).
+pub async fn attach_properties(
+    src: &dyn ObjectStore,
+    items: &mut [CopyItem],
+    policy: &MetadataPolicy,
+) {
+    use futures::StreamExt;
+    // Owned keys: a stream over borrowed items would not be `Send` for every lifetime.
+    let wanted: Vec<Option<String>> = items
+        .iter()
+        .map(|item| (!policy.drop && !is_marker(item)).then(|| item.src_key.clone()))
+        .collect();
+    let read: Vec<Properties> = futures::stream::iter(wanted)
+        .map(|key| async move {
+            let Some(key) = key else {
+                return Properties::default();
+            };
+            match src.properties(&key).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "reading the source object's properties failed; copying it without them");
+                    Properties::default()
+                }
+            }
+        })
+        .buffered(PROPERTY_READS)
+        .collect()
+        .await;
+    for (item, mut properties) in items.iter_mut().zip(read) {
+        if properties.modified.is_none() {
+            properties.modified = item.last_modified;
+        }
+        if let Some(t) = &policy.content_type {
+            properties.content_type = Some(t.clone());
+        }
+        for (k, v) in &policy.set {
+            properties.user.insert(k.to_ascii_lowercase(), v.clone());
+        }
+        item.properties = properties;
     }
 }
 
@@ -455,6 +522,7 @@ mod tests {
             last_modified: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime)),
             md5: md5.map(|b| [b; 16]),
             crc32c: None,
+            properties: Properties::default(),
         }
     }
 

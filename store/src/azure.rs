@@ -27,7 +27,8 @@ use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, StatusCode};
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-    BlobClientStartCopyFromUrlResultHeaders, BlobContainerClientListBlobsOptions, BlockLookupList,
+    BlobClientStartCopyFromUrlResultHeaders, BlobClientUploadOptions,
+    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions, BlockLookupList,
     CopyStatus,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
@@ -42,7 +43,8 @@ use url::Url;
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
+    StoreLocation,
 };
 
 /// Credentials and endpoint overrides; `from_env` reads the standard Azure variables.
@@ -360,6 +362,20 @@ fn entra_credential(config: &AzureConfig) -> azure_core::Result<Arc<dyn TokenCre
     Ok(azure_identity::DeveloperToolsCredential::new(None)?)
 }
 
+/// A block list committed with the object's properties (Azure sets them on commit).
+fn commit_options(p: &Properties) -> BlockBlobClientCommitBlockListOptions<'static> {
+    let metadata = p.azure_metadata();
+    BlockBlobClientCommitBlockListOptions {
+        blob_content_type: p.content_type.clone(),
+        blob_content_encoding: p.content_encoding.clone(),
+        blob_content_language: p.content_language.clone(),
+        blob_content_disposition: p.content_disposition.clone(),
+        blob_cache_control: p.cache_control.clone(),
+        metadata: (!metadata.is_empty()).then(|| metadata.into_iter().collect()),
+        ..Default::default()
+    }
+}
+
 fn system_time(t: Option<time::OffsetDateTime>) -> Option<SystemTime> {
     t.map(SystemTime::from)
 }
@@ -486,13 +502,46 @@ impl ObjectStore for AzureStore {
             .boxed())
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn properties(&self, key: &str) -> Result<Properties> {
         self.retry
             .run(|| async {
+                let props = self
+                    .blob(key)
+                    .get_properties(None)
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                let system = Properties {
+                    content_type: props.content_type().ok().flatten(),
+                    content_encoding: props.content_encoding().ok().flatten(),
+                    content_language: props.content_language().ok().flatten(),
+                    content_disposition: props.content_disposition().ok().flatten(),
+                    cache_control: props.cache_control().ok().flatten(),
+                    ..Properties::default()
+                };
+                let user = props.metadata().unwrap_or_default();
+                Ok(system.with_user_metadata(&user))
+            })
+            .await
+    }
+
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+        self.retry
+            .run(|| async {
+                let p = properties;
+                let metadata = p.azure_metadata();
+                let options = BlobClientUploadOptions {
+                    blob_content_type: p.content_type.clone(),
+                    blob_content_encoding: p.content_encoding.clone(),
+                    blob_content_language: p.content_language.clone(),
+                    blob_content_disposition: p.content_disposition.clone(),
+                    blob_cache_control: p.cache_control.clone(),
+                    metadata: (!metadata.is_empty()).then(|| metadata.into_iter().collect()),
+                    ..Default::default()
+                };
                 self.blob(key)
                     .upload(
                         <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(data.clone()),
-                        None,
+                        Some(options),
                     )
                     .await
                     .map_err(|e| self.fail("put", key, e))
@@ -501,8 +550,12 @@ impl ObjectStore for AzureStore {
             .await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
-        Ok(MultipartUpload::client_side(key))
+    async fn create_multipart_with(
+        &self,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<MultipartUpload> {
+        Ok(MultipartUpload::client_side(key, properties))
     }
 
     async fn put_part(
@@ -556,7 +609,7 @@ impl ObjectStore for AzureStore {
                     .map_err(|e| self.fail("complete_multipart", &upload.key, e))?;
                 self.blob(&upload.key)
                     .block_blob_client()
-                    .commit_block_list(content, None)
+                    .commit_block_list(content, Some(commit_options(&upload.properties)))
                     .await
                     .map_err(|e| self.fail("complete_multipart", &upload.key, e))
                     .map(|_| ())

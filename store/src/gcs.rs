@@ -35,7 +35,8 @@ use gcloud_storage::http::objects::{Object, SourceObjects};
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
+    StoreLocation,
 };
 
 /// Where temporary part objects live; never listed.
@@ -233,7 +234,12 @@ impl GcsStore {
             .map(|_| ())
     }
 
-    async fn compose(&self, sources: &[String], destination: &str) -> Result<()> {
+    async fn compose(
+        &self,
+        sources: &[String],
+        destination: &str,
+        properties: &Properties,
+    ) -> Result<()> {
         self.retry
             .run(|| async {
                 let req = ComposeObjectRequest {
@@ -241,10 +247,7 @@ impl GcsStore {
                     destination_object: destination.to_string(),
                     composing_targets: ComposingTargets {
                         // GCS clients always describe the result; some servers require it.
-                        destination: Some(Object {
-                            content_type: Some("application/octet-stream".into()),
-                            ..Default::default()
-                        }),
+                        destination: Some(described(destination, properties)),
                         source_objects: sources
                             .iter()
                             .map(|s| SourceObjects {
@@ -266,6 +269,27 @@ impl GcsStore {
 
     fn part_name(upload: &MultipartUpload, part_number: u32) -> String {
         format!("{UPLOADS}{}/{part_number:06}", upload.upload_id)
+    }
+}
+
+/// The object `name` as an upload or a compose describes it: its properties and user
+/// metadata (GCS takes UTF-8 values). Without a Content-Type, `application/octet-stream`, as
+/// GCS itself would assume.
+fn described(name: &str, p: &Properties) -> Object {
+    let metadata = p.utf8_metadata();
+    Object {
+        name: name.to_string(),
+        content_type: Some(
+            p.content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        ),
+        content_encoding: p.content_encoding.clone(),
+        content_language: p.content_language.clone(),
+        content_disposition: p.content_disposition.clone(),
+        cache_control: p.cache_control.clone(),
+        metadata: (!metadata.is_empty()).then(|| metadata.into_iter().collect()),
+        ..Default::default()
     }
 }
 
@@ -380,17 +404,52 @@ impl ObjectStore for GcsStore {
             .boxed())
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn properties(&self, key: &str) -> Result<Properties> {
+        self.retry
+            .run(|| async {
+                let req = GetObjectRequest {
+                    bucket: self.bucket.clone(),
+                    object: key.to_string(),
+                    ..Default::default()
+                };
+                let o = self
+                    .client
+                    .get_object(&req)
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                let system = Properties {
+                    content_type: o.content_type.clone(),
+                    content_encoding: o.content_encoding.clone(),
+                    content_language: o.content_language.clone(),
+                    content_disposition: o.content_disposition.clone(),
+                    cache_control: o.cache_control.clone(),
+                    ..Properties::default()
+                };
+                Ok(match &o.metadata {
+                    Some(user) => system.with_user_metadata(user),
+                    None => system,
+                })
+            })
+            .await
+    }
+
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
         self.retry
             .run(|| async {
                 let req = UploadObjectRequest {
                     bucket: self.bucket.clone(),
                     ..Default::default()
                 };
-                let mut media = Media::new(key.to_string());
-                media.content_length = Some(data.len() as u64);
+                // A simple upload cannot describe the object; a multipart one can.
+                let upload = if properties.is_empty() {
+                    let mut media = Media::new(key.to_string());
+                    media.content_length = Some(data.len() as u64);
+                    UploadType::Simple(media)
+                } else {
+                    UploadType::Multipart(Box::new(described(key, properties)))
+                };
                 self.client
-                    .upload_object(&req, data.clone(), &UploadType::Simple(media))
+                    .upload_object(&req, data.clone(), &upload)
                     .await
                     .map_err(|e| self.fail("put", key, e))
                     .map(|_| ())
@@ -398,8 +457,12 @@ impl ObjectStore for GcsStore {
             .await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
-        Ok(MultipartUpload::client_side(key))
+    async fn create_multipart_with(
+        &self,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<MultipartUpload> {
+        Ok(MultipartUpload::client_side(key, properties))
     }
 
     async fn put_part(
@@ -434,7 +497,7 @@ impl ObjectStore for GcsStore {
             let mut next = Vec::new();
             for (i, group) in level.chunks(COMPOSE_FAN_IN).enumerate() {
                 let name = format!("{UPLOADS}{}/compose-{depth}-{i:06}", upload.upload_id);
-                self.compose(group, &name).await?;
+                self.compose(group, &name, &Properties::default()).await?;
                 next.push(name.clone());
                 temporaries.push(name);
             }
@@ -442,9 +505,11 @@ impl ObjectStore for GcsStore {
             depth += 1;
         }
         if level.is_empty() {
-            self.put(&upload.key, Bytes::new()).await?;
+            self.put_with(&upload.key, Bytes::new(), &upload.properties)
+                .await?;
         } else {
-            self.compose(&level, &upload.key).await?;
+            self.compose(&level, &upload.key, &upload.properties)
+                .await?;
         }
         self.delete_quietly(temporaries).await
     }

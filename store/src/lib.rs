@@ -15,6 +15,7 @@ pub mod error;
 pub mod gcs;
 pub mod local;
 pub mod prefix;
+pub mod properties;
 pub mod retry;
 pub mod s3;
 pub mod url;
@@ -30,6 +31,7 @@ use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 pub use error::{ErrorKind, Result, StoreError};
+pub use properties::Properties;
 pub use retry::RetryPolicy;
 pub use url::{ObjectUrl, StoreLocation, UrlError};
 
@@ -63,17 +65,31 @@ pub struct ListResult {
 pub struct MultipartUpload {
     pub key: String,
     pub upload_id: String,
+    /// What the finished object carries. Stores that set properties when an upload completes
+    /// (Azure's block list, GCS's compose, a local file's mtime) read them here; putting parts
+    /// never needs them.
+    pub properties: Properties,
 }
 
 impl MultipartUpload {
-    /// An upload whose id the client mints itself, for stores without a server-side upload
-    /// (Azure blocks, GCS composed parts): random, so concurrent uploads never share parts.
-    pub fn client_side(key: &str) -> Self {
-        use rand::Rng;
+    /// An open upload, as the one who opened it knows it.
+    pub fn new(key: &str, upload_id: &str, properties: Properties) -> Self {
         MultipartUpload {
             key: key.to_string(),
-            upload_id: format!("{:016x}", rand::rng().random::<u64>()),
+            upload_id: upload_id.to_string(),
+            properties,
         }
+    }
+
+    /// An upload whose id the client mints itself, for stores without a server-side upload
+    /// (Azure blocks, GCS composed parts): random, so concurrent uploads never share parts.
+    pub fn client_side(key: &str, properties: &Properties) -> Self {
+        use rand::Rng;
+        Self::new(
+            key,
+            &format!("{:016x}", rand::rng().random::<u64>()),
+            properties.clone(),
+        )
     }
 }
 
@@ -100,13 +116,33 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 
+    /// The object's system properties, user metadata and modification time (one HEAD; a
+    /// local file's Content-Type is guessed from its name).
+    async fn properties(&self, key: &str) -> Result<Properties>;
+
     /// The bytes in `range` (end exclusive), streamed.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream>;
 
-    /// Writes a whole object in one request. Readers never see a partial object.
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Writes a whole object in one request, with `properties`. Readers never see a partial
+    /// object.
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()>;
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload>;
+    /// Writes a whole object with no properties of its own.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_with(key, data, &Properties::default()).await
+    }
+
+    /// Opens an upload whose object will carry `properties`.
+    async fn create_multipart_with(
+        &self,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<MultipartUpload>;
+
+    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
+        self.create_multipart_with(key, &Properties::default())
+            .await
+    }
 
     /// Uploads part `part_number` (1-based). Parts may arrive in any order and concurrently;
     /// every part but the last must be at least [`ObjectStore::min_part_size`].

@@ -28,7 +28,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
+    StoreLocation,
 };
 
 /// How to reach S3. Every field is optional; unset fields come from the standard AWS chain.
@@ -349,6 +350,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Sets an object's properties on a PutObject or CreateMultipartUpload request (the two
+/// builders share the setters, not a trait). Expires is sent when it is an HTTP date.
+macro_rules! with_properties {
+    ($request:expr, $properties:expr) => {{
+        let p: &Properties = $properties;
+        let metadata = p.ascii_metadata();
+        $request
+            .set_content_type(p.content_type.clone())
+            .set_content_encoding(p.content_encoding.clone())
+            .set_content_language(p.content_language.clone())
+            .set_content_disposition(p.content_disposition.clone())
+            .set_cache_control(p.cache_control.clone())
+            .set_expires(p.expires.as_deref().and_then(|e| {
+                aws_sdk_s3::primitives::DateTime::from_str(
+                    e,
+                    aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+                )
+                .ok()
+            }))
+            .set_metadata((!metadata.is_empty()).then(|| metadata.into_iter().collect()))
+    }};
+}
+
 fn md5_from_etag(etag: &str) -> Option<[u8; 16]> {
     // A single-part upload's ETag is the content MD5; multipart ETags carry a `-N` suffix.
     let mut out = [0u8; 16];
@@ -527,11 +551,38 @@ impl ObjectStore for S3Store {
         .boxed())
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn properties(&self, key: &str) -> Result<Properties> {
         self.retry
             .run(|| async {
-                self.client()
-                    .put_object()
+                let o = self
+                    .client()
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                let system = Properties {
+                    content_type: o.content_type().map(str::to_string),
+                    content_encoding: o.content_encoding().map(str::to_string),
+                    content_language: o.content_language().map(str::to_string),
+                    content_disposition: o.content_disposition().map(str::to_string),
+                    cache_control: o.cache_control().map(str::to_string),
+                    expires: o.expires_string().map(str::to_string),
+                    ..Properties::default()
+                };
+                Ok(match o.metadata() {
+                    Some(user) => system.with_user_metadata(user),
+                    None => system,
+                })
+            })
+            .await
+    }
+
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+        self.retry
+            .run(|| async {
+                with_properties!(self.client().put_object(), properties)
                     .bucket(&self.bucket)
                     .key(key)
                     .body(AwsBody::from(data.clone()))
@@ -543,12 +594,15 @@ impl ObjectStore for S3Store {
             .await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
+    async fn create_multipart_with(
+        &self,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<MultipartUpload> {
         let out = self
             .retry
             .run(|| async {
-                self.client()
-                    .create_multipart_upload()
+                with_properties!(self.client().create_multipart_upload(), properties)
                     .bucket(&self.bucket)
                     .key(key)
                     .send()
@@ -564,10 +618,7 @@ impl ObjectStore for S3Store {
                 "the server returned no upload id".into(),
             )
         })?;
-        Ok(MultipartUpload {
-            key: key.to_string(),
-            upload_id: upload_id.to_string(),
-        })
+        Ok(MultipartUpload::new(key, upload_id, properties.clone()))
     }
 
     async fn put_part(

@@ -5,7 +5,9 @@
 //! Checks: put/get of empty, 1-byte and small objects; head sizes and checksums; ranged reads;
 //! listing past 1,000 keys (pagination) and with a delimiter; a streamed multipart upload of
 //! several hundred MiB read back by streaming; aborted uploads leave nothing; delete; copy;
-//! and errors (missing key, missing bucket, bad credentials) with the right kind.
+//! properties (system properties, user metadata, mtime) written by a put and by a multipart
+//! upload read back as the store keeps them (`kept`); and errors (missing key, missing bucket,
+//! bad credentials) with the right kind.
 
 use std::sync::Arc;
 
@@ -14,8 +16,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use md5::{Digest, Md5};
 use skyx_store::s3::{S3Config, S3Store};
 use skyx_store::{
-    ErrorKind, ObjectStore, ObjectStoreExt, RetryPolicy, StoreError, UploadOptions, list_all,
-    local::LocalStore,
+    ErrorKind, ObjectStore, ObjectStoreExt, Properties, RetryPolicy, StoreError, StoreLocation,
+    UploadOptions, list_all, local::LocalStore,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -258,6 +260,36 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
         "nothing visible after a failed upload: {leftovers:?}"
     );
 
+    // Properties, through a put and through a multipart upload.
+    let props = sample_properties();
+    store
+        .put_with(
+            &key("page.html"),
+            Bytes::from_static(b"<h1>hi</h1>"),
+            &props,
+        )
+        .await
+        .unwrap();
+    let want = kept(&props, store.location(), "page.html");
+    assert_eq!(store.properties(&key("page.html")).await.unwrap(), want);
+    let up = store
+        .create_multipart_with(&key("big.html"), &props)
+        .await
+        .unwrap();
+    let part = store
+        .put_part(&up, 1, Bytes::from_static(b"<p>parts</p>"))
+        .await
+        .unwrap();
+    store.complete_multipart(&up, vec![part]).await.unwrap();
+    let want = kept(&props, store.location(), "big.html");
+    assert_eq!(store.properties(&key("big.html")).await.unwrap(), want);
+    // Nothing asked, nothing invented (a local file's type is guessed from its name).
+    let bare = store.properties(&key("small")).await.unwrap();
+    assert!(
+        bare.user.is_empty() && bare.cache_control.is_none(),
+        "{bare:?}"
+    );
+
     // Copy and delete.
     store.copy(&key("small"), &key("copied")).await.unwrap();
     assert_eq!(store.get(&key("copied")).await.unwrap(), Bytes::from(small));
@@ -293,6 +325,52 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Every property, a non-ASCII value and a name Azure would refuse among them.
+fn sample_properties() -> Properties {
+    let mut user = std::collections::BTreeMap::new();
+    user.insert("owner".to_string(), "Zoë".to_string());
+    user.insert("x-team".to_string(), "data-eng".to_string());
+    Properties {
+        content_type: Some("text/html; charset=utf-8".into()),
+        content_encoding: Some("identity".into()),
+        content_language: Some("en".into()),
+        content_disposition: Some("inline".into()),
+        cache_control: Some("max-age=60".into()),
+        expires: Some("Thu, 01 Jan 2037 00:00:00 GMT".into()),
+        user,
+        modified: Some(
+            std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 250_000_000),
+        ),
+    }
+}
+
+/// What a store of `location` gives back of `written` (the mapping rules of
+/// `skyx_store::properties`): S3 everything; Azure and GCS no Expires, Azure names as C#
+/// identifiers; a local file only its mtime, and a Content-Type guessed from `name`.
+fn kept(written: &Properties, location: &StoreLocation, name: &str) -> Properties {
+    let mut p = written.clone();
+    match location {
+        StoreLocation::S3 { .. } => {}
+        StoreLocation::Gcs { .. } => p.expires = None,
+        StoreLocation::Azure { .. } => {
+            p.expires = None;
+            p.user = p
+                .user
+                .iter()
+                .map(|(k, v)| (skyx_store::properties::azure_name(k), v.clone()))
+                .collect();
+        }
+        StoreLocation::Local => {
+            p = Properties {
+                content_type: skyx_store::properties::guess_content_type(name),
+                modified: written.modified,
+                ..Properties::default()
+            }
+        }
+    }
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use futures::stream::{self, BoxStream};
 use skyx_store::local::LocalStore;
 use skyx_store::{
     ByteStream, ErrorKind, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PartReceipt, Result, RetryPolicy, StoreError, StoreLocation, UploadOptions,
+    PartReceipt, Properties, Result, RetryPolicy, StoreError, StoreLocation, UploadOptions,
 };
 
 #[derive(Debug)]
@@ -39,11 +39,14 @@ impl ObjectStore for SlowParts {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
         self.inner.get_range(key, range).await
     }
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.inner.put(key, data).await
+    async fn properties(&self, key: &str) -> Result<Properties> {
+        self.inner.properties(key).await
     }
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
-        self.inner.create_multipart(key).await
+    async fn put_with(&self, key: &str, data: Bytes, p: &Properties) -> Result<()> {
+        self.inner.put_with(key, data, p).await
+    }
+    async fn create_multipart_with(&self, key: &str, p: &Properties) -> Result<MultipartUpload> {
+        self.inner.create_multipart_with(key, p).await
     }
     async fn put_part(&self, upload: &MultipartUpload, n: u32, data: Bytes) -> Result<PartReceipt> {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -14,9 +14,9 @@ use std::process::{Command, Output};
 use crate::moto::{moto_bucket, moto_env, moto_keys};
 use crate::stores::{Scratch, env};
 
-/// Runs the AWS CLI against moto, reading no user configuration (`s3` commands quietly).
+/// Runs the AWS CLI against moto, reading no user configuration (`s3` transfers quietly).
 pub fn aws(args: &[&str]) -> Output {
-    let quiet: &[&str] = if args.first() == Some(&"s3") {
+    let quiet: &[&str] = if args.first() == Some(&"s3") && args.get(1) != Some(&"mb") {
         &["--only-show-errors"]
     } else {
         &[]

@@ -14,6 +14,8 @@
 //! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
 //!   starts, and no VM outliving the copy.
 //! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
+//! - `metadata`: system properties, user metadata and mtime across S3, Azure, GCS and local
+//!   paths, written and read back by the AWS CLI; a static site's Content-Types; overrides.
 //! - `moto`: moto's S3 server as a store that keeps any key as given.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
@@ -30,6 +32,7 @@ mod cp_faults;
 mod ec2;
 mod ends;
 mod keys;
+mod metadata;
 mod moto;
 mod plan;
 mod run;

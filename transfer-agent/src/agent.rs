@@ -219,6 +219,7 @@ impl Agent {
                     dst_key: o.dst_key,
                     size: o.size,
                     chunk_size: o.chunk_size,
+                    properties: o.properties,
                 })
                 .collect(),
         );

@@ -18,6 +18,8 @@ pub struct ManifestObject {
     pub size: u64,
     /// The chunk size this object was cut with (see the gateway's chunker).
     pub chunk_size: u64,
+    /// What the written object carries.
+    pub properties: skyx_store::Properties,
 }
 
 impl ManifestObject {
@@ -82,7 +84,11 @@ impl ObjectWriter {
         self.uploads
             .lock()
             .expect("uploads lock")
-            .insert(index, MultipartUpload { key, upload_id });
+            // Parts carry no properties: the gateway completes the upload with them.
+            .insert(
+                index,
+                MultipartUpload::new(&key, &upload_id, skyx_store::Properties::default()),
+            );
         Ok(())
     }
 
@@ -109,7 +115,9 @@ impl ObjectWriter {
                     ),
                 ));
             }
-            self.store.put(&object.dst_key, data).await?;
+            self.store
+                .put_with(&object.dst_key, data, &object.properties)
+                .await?;
             return Ok(None);
         }
         let upload = self

@@ -77,6 +77,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
                 dst_key: format!("{}/{}", root(&dst_dir), e.key),
                 size: e.size,
                 chunk_size: chunk_size(e.size, &policy),
+                properties: Default::default(),
             })
             .collect(),
     );

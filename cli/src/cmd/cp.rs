@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 use clap::Args;
-use skyx_gateway::{KeyFilter, list_copy};
+use skyx_gateway::{KeyFilter, attach_properties, list_copy};
 
 use crate::cmd::transfer::{
-    TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
-    warn_skipped,
+    TransferArgs, check_failures, check_skipped, execute, metadata_policy, open_endpoints,
+    plan_routing, warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
 
@@ -78,6 +78,8 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         }
         return check_skipped(&listing.skipped);
     }
+    let mut items = items;
+    attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
     let report = execute(t, &ends, items, &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);
     check_failures(&report)?;

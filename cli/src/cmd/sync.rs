@@ -4,12 +4,13 @@
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    KeyFilter, delete_extraneous, list_copy, list_destination, plan_sync, settle_markers,
+    KeyFilter, attach_properties, delete_extraneous, list_copy, list_destination, plan_sync,
+    settle_markers,
 };
 
 use crate::cmd::transfer::{
-    BadInput, TransferArgs, check_failures, check_skipped, execute, open_endpoints, plan_routing,
-    warn_skipped,
+    BadInput, TransferArgs, check_failures, check_skipped, execute, metadata_policy,
+    open_endpoints, plan_routing, warn_skipped,
 };
 use crate::render::copy::render_report;
 use crate::units::format_bytes;
@@ -97,7 +98,9 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     } else {
         let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
         let routing = plan_routing(t, volume, regions)?;
-        let report = execute(t, &ends, plan.copy.clone(), &routing).await?;
+        let mut items = plan.copy.clone();
+        attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
+        let report = execute(t, &ends, items, &routing).await?;
         Some((report, routing))
     };
     // A skipped object is a copy that did not happen: the destination is not a full mirror.

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent_api::wire::{CompressionSpec, Transport};
 use skyx_catalog::Catalog;
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, Pricing, ProgressSnapshot, SkippedObject, Topology,
-    journal_path, run_copy,
+    CopyItem, CopyJob, CopyOptions, CopyReport, MetadataPolicy, Pricing, ProgressSnapshot,
+    SkippedObject, Topology, journal_path, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_provision::{LocalProvider, Provider};
@@ -48,6 +48,18 @@ pub struct TransferArgs {
     /// command line; see `args::filters`).
     #[arg(skip)]
     pub filters: Vec<skyx_gateway::FilterRule>,
+    /// Every copied object's Content-Type (else the source's; a local file's is guessed from
+    /// its name).
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// User metadata to set on every copied object (added to the source's, replacing entries
+    /// of the same name); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Copy no system properties or user metadata from the source (saves one request per
+    /// object on cloud sources); the modification time is still carried.
+    #[arg(long)]
+    pub no_metadata: bool,
     /// Follow symbolic links in a local source, to files and directories (the default).
     #[arg(long, overrides_with = "no_follow_symlinks")]
     pub follow_symlinks: bool,
@@ -135,6 +147,38 @@ pub fn check_skipped(skipped: &[SkippedObject]) -> Result<()> {
     } else {
         Err(SkippedObjects(skipped.len()).into())
     }
+}
+
+/// What `--content-type`, `--metadata` and `--no-metadata` ask for.
+pub fn metadata_policy(args: &TransferArgs) -> Result<MetadataPolicy> {
+    let mut set = std::collections::BTreeMap::new();
+    for entry in &args.metadata {
+        let Some((k, v)) = entry.split_once('=') else {
+            bail!(BadInput(format!("--metadata {entry}: expected KEY=VALUE")));
+        };
+        let k = k.trim();
+        let valid = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid {
+            bail!(BadInput(format!(
+                "--metadata {entry}: a key is letters, digits, '-', '_' or '.'"
+            )));
+        }
+        set.insert(k.to_ascii_lowercase(), v.to_string());
+    }
+    if let Some(t) = &args.content_type
+        && (t.is_empty() || !t.contains('/') || t.chars().any(char::is_control))
+    {
+        bail!(BadInput(format!(
+            "--content-type {t:?}: expected a media type such as text/html"
+        )));
+    }
+    Ok(MetadataPolicy {
+        drop: args.no_metadata,
+        content_type: args.content_type.clone(),
+        set,
+    })
 }
 
 /// Where journals, logs and pipeline state live: `--state-dir`, else `$SKYX_STATE_DIR`, else

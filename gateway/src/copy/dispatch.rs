@@ -176,7 +176,10 @@ impl Run<'_> {
             futures::stream::iter(need.into_iter().map(|o| {
                 let (dst, objects) = (dst.clone(), objects.clone());
                 async move {
-                    let up = dst.create_multipart(&objects[o as usize].dst_key).await?;
+                    let object = &objects[o as usize];
+                    let up = dst
+                        .create_multipart_with(&object.dst_key, &object.properties)
+                        .await?;
                     Ok((o, up))
                 }
             }))
@@ -355,10 +358,11 @@ impl Run<'_> {
     ) -> Result<(), CopyError> {
         self.note_failure(object, why);
         if let Some(id) = self.uploads.remove(&object) {
-            let upload = MultipartUpload {
-                key: self.objects[object as usize].dst_key.clone(),
-                upload_id: id,
-            };
+            let upload = MultipartUpload::new(
+                &self.objects[object as usize].dst_key,
+                &id,
+                Properties::default(),
+            );
             if let Err(e) = self.dst.abort_multipart(&upload).await {
                 tracing::warn!(key = %upload.key, error = %e, "aborting the upload of a failed object failed");
             }

@@ -45,10 +45,8 @@ impl Run<'_> {
                             parts.len()
                         ));
                     }
-                    let upload = MultipartUpload {
-                        key: wire.dst_key.clone(),
-                        upload_id,
-                    };
+                    let upload =
+                        MultipartUpload::new(&wire.dst_key, &upload_id, wire.properties.clone());
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
                         // An earlier run may have completed it and died before journaling
                         // that (the parts are gone now): what is at the destination decides.

@@ -26,7 +26,9 @@ use skyx_agent_api::wire::{
 };
 use skyx_agent_api::{AgentClient, ClientError, JobCa};
 use skyx_protocol::{ChunkId, JobId};
-use skyx_store::{MultipartUpload, ObjectStore, PartReceipt, StoreError, StoreLocation};
+use skyx_store::{
+    MultipartUpload, ObjectStore, PartReceipt, Properties, StoreError, StoreLocation,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -257,6 +259,7 @@ pub async fn run_copy(
                 dst_key: i.dst_key.clone(),
                 size: i.size,
                 chunk_size: chunk_size(i.size, &policy),
+                properties: i.properties.clone(),
             })
             .collect(),
     );
@@ -384,10 +387,7 @@ async fn open_journal(
     if let Some((journal, state)) = existing {
         for (object, (id, key)) in &state.uploads {
             if !state.complete.contains(object) {
-                let upload = MultipartUpload {
-                    key: key.clone(),
-                    upload_id: id.clone(),
-                };
+                let upload = MultipartUpload::new(key, id, Properties::default());
                 if let Err(e) = dst.abort_multipart(&upload).await {
                     tracing::warn!(key, error = %e, "aborting an upload of an earlier interrupted copy failed");
                 }

@@ -68,6 +68,13 @@ impl CopyCtx {
             }
             Err(e) => return Err(e.to_string()),
         };
+        let mut items = items;
+        skyx_gateway::attach_properties(
+            src_store.as_ref(),
+            &mut items,
+            &skyx_gateway::MetadataPolicy::default(),
+        )
+        .await;
         let bytes: u64 = items.iter().map(|i| i.size).sum();
         let route = self.hooks.route(src_region, dst_region, bytes)?;
         if let Some(dir) = self.journal.parent() {

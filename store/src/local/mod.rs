@@ -20,7 +20,8 @@ use tokio_util::io::ReaderStream;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, StoreLocation,
+    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
+    StoreLocation, properties,
 };
 
 const HIDDEN: &str = ".skyx-";
@@ -169,6 +170,14 @@ pub(super) fn is_hidden(name: &str) -> bool {
 
 fn random_suffix() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// Sets a file's modification time to the source's, when it is known.
+fn set_modified(f: &std::fs::File, modified: Option<std::time::SystemTime>) -> std::io::Result<()> {
+    match modified {
+        Some(t) => f.set_modified(t),
+        None => Ok(()),
+    }
 }
 
 /// Writes `write` into a temp file beside `dest` and renames it into place.
@@ -329,8 +338,18 @@ impl ObjectStore for LocalStore {
             .boxed())
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn properties(&self, key: &str) -> Result<Properties> {
+        let meta = self.head(key).await?;
+        Ok(Properties {
+            content_type: properties::guess_content_type(key),
+            modified: meta.last_modified,
+            ..Properties::default()
+        })
+    }
+
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
         let key = key.to_string();
+        let modified = properties.modified;
         blocking(move || {
             if let Some(dir) = marker_dir("put", &key)? {
                 if !data.is_empty() {
@@ -347,14 +366,22 @@ impl ObjectStore for LocalStore {
                 }
                 return std::fs::create_dir_all(dir).map_err(|e| io_error("put", &key, e));
             }
-            write_atomically(&path_of("put", &key)?, |f| f.write_all(&data))
-                .map_err(|e| io_error("put", &key, e))
+            write_atomically(&path_of("put", &key)?, |f| {
+                f.write_all(&data)?;
+                set_modified(f, modified)
+            })
+            .map_err(|e| io_error("put", &key, e))
         })
         .await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartUpload> {
+    async fn create_multipart_with(
+        &self,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<MultipartUpload> {
         let key = key.to_string();
+        let properties = properties.clone();
         blocking(move || {
             let dest = path_of("create_multipart", &key)?;
             if dest.file_name().is_none() || key.ends_with('/') {
@@ -369,7 +396,7 @@ impl ObjectStore for LocalStore {
             let upload_id = random_suffix();
             let staging = staging_dir(&dest, &upload_id);
             std::fs::create_dir_all(&staging).map_err(|e| io_error("create_multipart", &key, e))?;
-            Ok(MultipartUpload { key, upload_id })
+            Ok(MultipartUpload::new(&key, &upload_id, properties))
         })
         .await
     }
@@ -419,7 +446,7 @@ impl ObjectStore for LocalStore {
                     let mut f = std::fs::File::open(staging.join(format!("{:06}", p.part_number)))?;
                     std::io::copy(&mut f, out)?;
                 }
-                Ok(())
+                set_modified(out, upload.properties.modified)
             })
             .map_err(|e| io_error("complete_multipart", &upload.key, e))?;
             let _ = std::fs::remove_dir_all(&staging);
