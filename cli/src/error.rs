@@ -21,6 +21,14 @@ pub struct PartialFailure {
 #[error("{0} source objects were skipped (named above)")]
 pub struct SkippedObjects(pub usize);
 
+/// A sync would have deleted more than `--max-delete` allows, so it deleted nothing: exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("--max-delete {max}: the sync would delete {would} objects; deleted none")]
+pub struct TooManyDeletions {
+    pub max: usize,
+    pub would: usize,
+}
+
 /// Exit code for a failure, chosen from what failed: 2 for bad input (flags, URLs, regions,
 /// missing buckets or paths, refused credentials), 3 for an infeasible plan, 130 for an
 /// interrupted copy, 1 when the copy itself failed or some objects did.
@@ -38,6 +46,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<PartialFailure>().is_some()
             || cause.downcast_ref::<SkippedObjects>().is_some()
+            || cause.downcast_ref::<TooManyDeletions>().is_some()
         {
             return 1;
         }

@@ -57,8 +57,12 @@ fn main() -> ExitCode {
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The order between --include and --exclude is only in the matches' positions.
     match (&mut cli.command, matches.subcommand()) {
-        (Command::Cp(a), Some((_, sub))) => a.transfer.filters = args::filters::in_order(sub),
-        (Command::Sync(a), Some((_, sub))) => a.transfer.filters = args::filters::in_order(sub),
+        (Command::Cp(a), Some((_, sub))) => {
+            a.transfer.select.filters = args::filters::in_order(sub)
+        }
+        (Command::Sync(a), Some((_, sub))) => {
+            a.transfer.select.filters = args::filters::in_order(sub)
+        }
         _ => {}
     }
     if let Command::Agent(args) = cli.command {

@@ -4,6 +4,7 @@
 //! `--include`/`--exclude` filters.
 //!
 //! Driving it: [`listing`] works out what a copy moves (and what it refuses to write);
+//! [`sync`] what a sync leaves in place, copies and deletes;
 //! [`copy`] runs a copy end to end with agents launched through a `skyx_provision::Provider`;
 //! [`journal`] makes it resumable; [`paths`] measures paths between regions with real agents.
 //!
@@ -15,11 +16,12 @@ pub mod journal;
 pub mod listing;
 pub mod paths;
 pub mod pricing;
+pub mod sync;
 
 pub use crate::core::chunker::{
     ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,
 };
-pub use crate::core::filter::{FilterRule, KeyFilter};
+pub use crate::core::filter::{FilterRule, KeyFilter, ObjectFilter};
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use copy::{
@@ -28,8 +30,11 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, Deletions, ListError, Listing, MetadataPolicy, SkippedObject, SyncPlan,
-    attach_properties, delete_extraneous, is_marker, list_copy, list_destination, plan_sync,
-    settle_markers,
+    CopyItem, ListError, Listing, MetadataPolicy, SkippedObject, attach_properties, is_marker,
+    list_copy, list_destination, list_files_from,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
+pub use sync::{
+    Compare, Deletions, SyncError, SyncPlan, SyncRules, complete_checksums, delete_extraneous,
+    plan_sync, settle_markers,
+};

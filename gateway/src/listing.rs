@@ -6,12 +6,14 @@
 //! - `cp -r SRC_PREFIX DST_PREFIX` copies every object under `SRC_PREFIX/` to the same relative
 //!   key under `DST_PREFIX/` (the prefix is matched at a `/`, so `data` never takes `data2/`).
 //! - `--include` / `--exclude` filters match the key relative to the source prefix, in order,
-//!   the last match deciding ([`crate::filter`]).
+//!   the last match deciding; size and age bounds apply too ([`crate::core::filter`]).
+//! - `--files-from` names the relative keys to copy; each is looked up on its own (no
+//!   listing), and one the source does not have is skipped and named.
 //! - Source keys are untrusted. Into a local directory, a key whose path would leave the
 //!   destination or alias another file (`..`, `.` or empty segments, a leading `/`, control
 //!   characters) is skipped with its reason, never followed; the rest are copied.
 
-use crate::core::filter::KeyFilter;
+use crate::core::filter::ObjectFilter;
 use futures::TryStreamExt;
 use skyx_store::{
     ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, Properties, StoreError, StoreLocation,
@@ -45,7 +47,7 @@ pub struct SkippedObject {
 pub struct Listing {
     pub items: Vec<CopyItem>,
     pub skipped: Vec<SkippedObject>,
-    /// Source objects the `--include`/`--exclude` filters left out.
+    /// Source objects the filters (keys, sizes, ages) left out.
     pub filtered_out: usize,
     /// The source named one object, not a prefix (`cp -r FILE`, or `sync` of an object).
     pub source_is_object: bool,
@@ -162,7 +164,7 @@ pub async fn list_copy(
     src: &ObjectUrl,
     dst: &ObjectUrl,
     recursive: bool,
-    filter: &KeyFilter,
+    filter: &ObjectFilter,
 ) -> Result<Listing, ListError> {
     let base = src.key.trim_end_matches('/');
     let prefix = if base.is_empty() {
@@ -198,7 +200,7 @@ pub async fn list_copy(
             if rel.is_empty() {
                 continue;
             }
-            if !filter.accepts(rel) {
+            if !filter.accepts(rel, meta.size, meta.last_modified) {
                 out.filtered_out += 1;
                 continue;
             }
@@ -254,7 +256,7 @@ pub async fn list_copy(
     }
 }
 
-fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter) -> Listing {
+fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &ObjectFilter) -> Listing {
     let name = src
         .key
         .trim_end_matches('/')
@@ -262,7 +264,7 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
         .next()
         .unwrap_or_default()
         .to_string();
-    if !filter.accepts(&name) {
+    if !filter.accepts(&name, meta.size, meta.last_modified) {
         return Listing {
             filtered_out: 1,
             source_is_object: true,
@@ -289,6 +291,59 @@ fn single(meta: ObjectMeta, src: &ObjectUrl, dst: &ObjectUrl, filter: &KeyFilter
         source_is_object: true,
         ..Listing::default()
     }
+}
+
+/// Lists what `cp`/`sync --files-from` copy: the objects named by `names` (keys relative to
+/// `src`'s prefix, one per entry), each looked up with a HEAD (32 at a time) rather than by
+/// listing the source. A name the source does not have, or that may not be written under a
+/// local `dst`, is skipped with its reason; the filters apply as to a listing.
+pub async fn list_files_from(
+    src_store: &dyn ObjectStore,
+    src: &ObjectUrl,
+    dst: &ObjectUrl,
+    names: &[String],
+    filter: &ObjectFilter,
+) -> Result<Listing, ListError> {
+    use futures::StreamExt;
+    let base = src.key.trim_end_matches('/').to_string();
+    let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let heads: Vec<(String, Result<ObjectMeta, StoreError>)> = futures::stream::iter(wanted)
+        .map(|rel| {
+            let key = join(&base, rel);
+            async move {
+                let head = src_store.head(&key).await;
+                (rel.to_string(), head)
+            }
+        })
+        .buffered(PROPERTY_READS)
+        .collect()
+        .await;
+    let mut out = Listing::default();
+    for (rel, head) in heads {
+        let src_key = join(&base, &rel);
+        let meta = match head {
+            Ok(meta) => meta,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                out.skipped.push(SkippedObject {
+                    src_key,
+                    why: "named in --files-from but not at the source".into(),
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !filter.accepts(&rel, meta.size, meta.last_modified) {
+            out.filtered_out += 1;
+            continue;
+        }
+        match refusal(dst, &rel, meta.size) {
+            Some(why) => out.skipped.push(SkippedObject { src_key, why }),
+            None => out.items.push(item(&meta, join(&dst.key, &rel))),
+        }
+    }
+    Ok(out)
 }
 
 /// Which properties a copy writes with each object.
@@ -372,147 +427,11 @@ pub async fn list_destination(
     }
 }
 
-/// What `sync` does: the objects to copy, how many are already in place, and (with
-/// `--delete`) the destination objects the source no longer has.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncPlan {
-    pub copy: Vec<CopyItem>,
-    pub unchanged: usize,
-    /// Destination keys to delete.
-    pub delete: Vec<String>,
-}
-
-/// Whether the destination object `dst` already holds `src`: same size, and the same
-/// checksum where both stores expose a comparable one, else a destination at least as new as
-/// the source (a copy is written after its source was last modified).
-pub fn is_in_place(src: &CopyItem, dst: &ObjectMeta) -> bool {
-    if src.size != dst.size {
-        return false;
-    }
-    if let (Some(a), Some(b)) = (src.md5, dst.md5) {
-        return a == b;
-    }
-    if let (Some(a), Some(b)) = (src.crc32c, dst.crc32c) {
-        return a == b;
-    }
-    match (src.last_modified, dst.last_modified) {
-        (Some(s), Some(d)) => d >= s,
-        _ => false,
-    }
-}
-
-/// Decides a sync from the source items (already filtered, with destination keys) and the
-/// destination's listing under `dst_prefix` (its keys full, as listed). Deletion candidates are
-/// destination objects whose key relative to `dst_prefix` passes `filter` and that no source
-/// item maps to; objects the filter excludes are never deleted.
-pub fn plan_sync(
-    items: Vec<CopyItem>,
-    destination: &[ObjectMeta],
-    dst_prefix: &str,
-    filter: &KeyFilter,
-    delete: bool,
-) -> SyncPlan {
-    let existing: std::collections::HashMap<&str, &ObjectMeta> =
-        destination.iter().map(|m| (m.key.as_str(), m)).collect();
-    let wanted: std::collections::HashSet<String> =
-        items.iter().map(|i| i.dst_key.clone()).collect();
-    let mut plan = SyncPlan::default();
-    for item in items {
-        match existing.get(item.dst_key.as_str()) {
-            Some(meta) if is_in_place(&item, meta) => plan.unchanged += 1,
-            _ => plan.copy.push(item),
-        }
-    }
-    if delete {
-        let base = dst_prefix.trim_end_matches('/');
-        let prefix = if base.is_empty() {
-            String::new()
-        } else {
-            format!("{base}/")
-        };
-        plan.delete = destination
-            .iter()
-            .filter(|m| !wanted.contains(&m.key))
-            .filter(|m| {
-                m.key
-                    .strip_prefix(&prefix)
-                    .is_some_and(|rel| filter.accepts(rel))
-            })
-            .map(|m| m.key.clone())
-            .collect();
-        plan.delete.sort();
-    }
-    plan
-}
-
-/// Takes out of `plan.copy` the directory markers the destination already has. A local
-/// destination lists files, not directories, so a marker copied before is not in its listing;
-/// one head per marker finds it.
-pub async fn settle_markers(dst: &dyn ObjectStore, plan: &mut SyncPlan) {
-    use futures::StreamExt;
-    let checked: Vec<(CopyItem, bool)> = futures::stream::iter(std::mem::take(&mut plan.copy))
-        .map(|item| async move {
-            let in_place = is_marker(&item) && dst.head(&item.dst_key).await.is_ok();
-            (item, in_place)
-        })
-        .buffered(16)
-        .collect()
-        .await;
-    for (item, in_place) in checked {
-        if in_place {
-            plan.unchanged += 1;
-        } else {
-            plan.copy.push(item);
-        }
-    }
-}
-
-/// What a sync's deletions did.
-#[derive(Debug, Default)]
-pub struct Deletions {
-    pub deleted: Vec<String>,
-    /// (key, why) of deletions the store refused.
-    pub failed: Vec<(String, String)>,
-    /// Nothing was deleted because some copy did not happen.
-    pub held_back: bool,
-}
-
-/// Deletes `keys` (a [`SyncPlan`]'s `delete`) from `dst`, 16 at a time, but only when
-/// `copies_complete`: a sync whose copies did not all happen never leaves the destination
-/// with less than it had.
-pub async fn delete_extraneous(
-    dst: &dyn ObjectStore,
-    keys: &[String],
-    copies_complete: bool,
-) -> Deletions {
-    use futures::StreamExt;
-    let mut out = Deletions {
-        held_back: !copies_complete && !keys.is_empty(),
-        ..Deletions::default()
-    };
-    if !copies_complete {
-        return out;
-    }
-    let results: Vec<(String, Result<(), StoreError>)> = futures::stream::iter(keys)
-        .map(|k| async move { (k.clone(), dst.delete(k).await) })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for (k, r) in results {
-        match r {
-            Ok(()) => out.deleted.push(k),
-            Err(e) => out.failed.push((k, e.to_string())),
-        }
-    }
-    out.deleted.sort();
-    out
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn src(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> CopyItem {
+    pub(crate) fn src(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> CopyItem {
         CopyItem {
             src_key: format!("s/{key}"),
             dst_key: format!("d/{key}"),
@@ -524,69 +443,6 @@ mod tests {
             crc32c: None,
             properties: Properties::default(),
         }
-    }
-
-    fn dst(key: &str, size: u64, md5: Option<u8>, mtime: u64) -> ObjectMeta {
-        ObjectMeta {
-            key: format!("d/{key}"),
-            size,
-            last_modified: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime)),
-            etag: None,
-            md5: md5.map(|b| [b; 16]),
-            crc32c: None,
-        }
-    }
-
-    #[test]
-    fn sync_copies_what_is_missing_or_different_and_deletes_only_extraneous_filtered_keys() {
-        let items = vec![
-            src("same-md5", 5, Some(1), 100),
-            src("other-md5", 5, Some(1), 100),
-            src("other-size", 5, None, 100),
-            src("newer-dst", 5, None, 100),
-            src("older-dst", 5, None, 100),
-            src("missing", 5, None, 100),
-        ];
-        let destination = vec![
-            dst("same-md5", 5, Some(1), 50),
-            dst("other-md5", 5, Some(2), 500),
-            dst("other-size", 6, None, 500),
-            dst("newer-dst", 5, None, 200),
-            dst("older-dst", 5, None, 50),
-            dst("extra", 1, None, 1),
-            dst("keep.tmp", 1, None, 1),
-        ];
-        let filter = KeyFilter::new(&[crate::core::filter::FilterRule::Exclude("*.tmp".into())]);
-        let plan = plan_sync(items, &destination, "d", &filter, true);
-        let copied: Vec<&str> = plan.copy.iter().map(|i| i.dst_key.as_str()).collect();
-        assert_eq!(
-            copied,
-            vec!["d/other-md5", "d/other-size", "d/older-dst", "d/missing"]
-        );
-        assert_eq!(plan.unchanged, 2);
-        assert_eq!(plan.delete, vec!["d/extra".to_string()]);
-        let plan = plan_sync(Vec::new(), &destination, "d", &filter, false);
-        assert!(plan.delete.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_sync_deletes_only_after_every_copy_happened() {
-        let dir = std::env::temp_dir().join(format!("skyx-sync-delete-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("extra"), b"x").unwrap();
-        let store = skyx_store::local::LocalStore::new(skyx_store::RetryPolicy::default());
-        let keys = vec![
-            format!("{}/extra", dir.display())
-                .trim_start_matches('/')
-                .to_string(),
-        ];
-        let held = delete_extraneous(&store, &keys, false).await;
-        assert!(held.held_back && held.deleted.is_empty());
-        assert!(dir.join("extra").exists());
-        let done = delete_extraneous(&store, &keys, true).await;
-        assert_eq!(done.deleted, keys);
-        assert!(!dir.join("extra").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use skyx_agent::in_process::InProcessProvider;
 use skyx_gateway::{
-    AgentSlot, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, KeyFilter, Pricing,
+    AgentSlot, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, ObjectFilter, Pricing,
     RouteSpec, Topology, list_copy, run_copy,
 };
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
@@ -106,7 +106,7 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
         &src_url,
         &dst_url,
         true,
-        &KeyFilter::default(),
+        &ObjectFilter::default(),
     )
     .await
     .unwrap();

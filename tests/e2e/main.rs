@@ -22,6 +22,8 @@
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
 //!   copy between two regions' stores through a third, and a teardown that leaves nothing.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
+//! - `sync_modes`: `--size-only`, `--checksum`, `--update`, `--no-clobber`, `--max-delete`,
+//!   `--files-from`, size and age bounds.
 //! - `tidy`: the layout's rules (dependency direction, pure modules, headers, no environment
 //!   reads or exits in libraries, file length, no import cycles), each a test.
 
@@ -38,5 +40,6 @@ mod plan;
 mod run;
 mod sky;
 mod stores;
+mod sync_modes;
 mod tidy;
 mod util;

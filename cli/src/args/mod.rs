@@ -1,8 +1,10 @@
 //! Flag groups several commands share, parsed once at the edge into library types: the
 //! catalog's files (`catalog`), each end's store settings and named remotes (`ends`), where
-//! agents run (`provider`) and the ordered `--include` / `--exclude` filters (`filters`).
+//! agents run (`provider`), the ordered `--include` / `--exclude` filters (`filters`) and what
+//! else selects source objects (`select`).
 
 pub mod catalog;
 pub mod ends;
 pub mod filters;
 pub mod provider;
+pub mod select;

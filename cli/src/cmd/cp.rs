@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 use clap::Args;
-use skyx_gateway::{KeyFilter, attach_properties, list_copy};
+use skyx_gateway::{SyncRules, attach_properties, list_destination, plan_sync};
 
 use crate::cmd::transfer::{
     TransferArgs, check_failures, check_skipped, execute, metadata_policy, open_endpoints,
-    plan_routing, warn_skipped,
+    plan_routing, select_sources, warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
 
@@ -30,18 +30,26 @@ pub fn run(args: &CpArgs) -> Result<()> {
 
 async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
-    let filter = KeyFilter::new(&t.filters);
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
-    let listing = list_copy(
-        ends.src.as_ref(),
-        &ends.src_url,
-        &ends.dst_url,
-        args.recursive,
-        &filter,
-    )
-    .await?;
+    let (listing, filter) = select_sources(t, &ends, args.recursive).await?;
     warn_skipped(&ends.src_url, &listing.skipped);
-    let items = listing.items;
+    let mut items = listing.items;
+    if t.select.no_clobber && !items.is_empty() {
+        // --no-clobber: what the destination already has stays as it is.
+        let existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
+        let rules = SyncRules {
+            no_clobber: true,
+            ..SyncRules::default()
+        };
+        let plan = plan_sync(items, &existing, &ends.dst_url.key, &filter, &rules, false)?;
+        if plan.unchanged > 0 {
+            eprintln!(
+                "skyx: --no-clobber: {} objects already at the destination are left as they are",
+                plan.unchanged
+            );
+        }
+        items = plan.copy;
+    }
     let volume: u64 = items.iter().map(|i| i.size).sum();
     let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
     let routing = plan_routing(t, volume, regions)?;
@@ -78,7 +86,6 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         }
         return check_skipped(&listing.skipped);
     }
-    let mut items = items;
     attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
     let report = execute(t, &ends, items, &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);

@@ -4,13 +4,13 @@
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    KeyFilter, attach_properties, delete_extraneous, list_copy, list_destination, plan_sync,
-    settle_markers,
+    Compare, SyncRules, attach_properties, complete_checksums, delete_extraneous, list_destination,
+    plan_sync, settle_markers,
 };
 
 use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, execute, metadata_policy,
-    open_endpoints, plan_routing, warn_skipped,
+    open_endpoints, plan_routing, select_sources, warn_skipped,
 };
 use crate::render::copy::render_report;
 use crate::units::format_bytes;
@@ -22,9 +22,22 @@ pub struct SyncArgs {
     /// Destination prefix.
     pub dst: String,
     /// Also delete destination objects the source does not have (after a fully successful
-    /// copy; objects excluded by --include/--exclude are never deleted).
+    /// copy; objects the filters leave out are never deleted).
     #[arg(long)]
     pub delete: bool,
+    /// Delete nothing if the sync would delete more than N objects (and say so, exit 1).
+    #[arg(long, value_name = "N", requires = "delete")]
+    pub max_delete: Option<usize>,
+    /// An object is in place when the sizes match (no checksum or time compared).
+    #[arg(long, conflicts_with = "checksum")]
+    pub size_only: bool,
+    /// An object is in place when size and checksum match; an object whose two ends share no
+    /// checksum is an error (local files are read to hash them).
+    #[arg(long)]
+    pub checksum: bool,
+    /// Leave objects whose destination is newer than the source.
+    #[arg(long)]
+    pub update: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
 }
@@ -35,16 +48,8 @@ pub fn run(args: &SyncArgs) -> Result<()> {
 
 async fn run_async(args: &SyncArgs) -> Result<()> {
     let t = &args.transfer;
-    let filter = KeyFilter::new(&t.filters);
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
-    let listing = list_copy(
-        ends.src.as_ref(),
-        &ends.src_url,
-        &ends.dst_url,
-        true,
-        &filter,
-    )
-    .await?;
+    let (mut listing, filter) = select_sources(t, &ends, true).await?;
     if args.delete && listing.source_is_object {
         // Mirroring one object would delete everything else under the destination prefix.
         return Err(BadInput(format!(
@@ -55,14 +60,36 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         .into());
     }
     warn_skipped(&ends.src_url, &listing.skipped);
-    let existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
+    let mut existing = list_destination(ends.dst.as_ref(), &ends.dst_url).await?;
+    let rules = SyncRules {
+        compare: if args.size_only {
+            Compare::SizeOnly
+        } else if args.checksum {
+            Compare::Checksum
+        } else {
+            Compare::Default
+        },
+        update: args.update,
+        no_clobber: t.select.no_clobber,
+    };
+    if rules.compare == Compare::Checksum {
+        complete_checksums(
+            ends.src.as_ref(),
+            &mut listing.items,
+            ends.dst.as_ref(),
+            &mut existing,
+        )
+        .await?;
+    }
     let mut plan = plan_sync(
-        listing.items,
+        std::mem::take(&mut listing.items),
         &existing,
         &ends.dst_url.key,
         &filter,
+        &rules,
         args.delete,
-    );
+    )
+    .map_err(|e| BadInput(e.to_string()))?;
     settle_markers(ends.dst.as_ref(), &mut plan).await;
     let volume: u64 = plan.copy.iter().map(|i| i.size).sum();
     if t.dry_run {
@@ -108,7 +135,14 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         || copied
             .as_ref()
             .is_some_and(|(r, _)| !r.objects_failed.is_empty());
-    let deletions = delete_extraneous(ends.dst.as_ref(), &plan.delete, !copy_failed).await;
+    // --max-delete: more deletions than allowed means none at all.
+    let too_many = args.max_delete.filter(|&max| plan.delete.len() > max);
+    let deletions = delete_extraneous(
+        ends.dst.as_ref(),
+        &plan.delete,
+        !copy_failed && too_many.is_none(),
+    )
+    .await;
     let deleted = deletions.deleted;
     let delete_errors: Vec<String> = deletions
         .failed
@@ -125,6 +159,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         v["unchanged"] = plan.unchanged.into();
         v["deleted"] = deleted.len().into();
         v["delete_errors"] = delete_errors.clone().into();
+        v["deletions_held_back"] = (deletions.held_back || too_many.is_some()).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if let Some((report, routing)) = &copied {
@@ -136,10 +171,15 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             "{} objects unchanged, {} deleted{}",
             plan.unchanged,
             deleted.len(),
-            if deletions.held_back {
-                " (deletions skipped: some objects were not copied)"
-            } else {
-                ""
+            match too_many {
+                Some(max) => format!(
+                    " (deletions skipped: {} to delete is more than --max-delete {max})",
+                    plan.delete.len()
+                ),
+                None if deletions.held_back => {
+                    " (deletions skipped: some objects were not copied)".to_string()
+                }
+                None => String::new(),
             }
         );
         for e in &delete_errors {
@@ -150,6 +190,13 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         check_failures(report)?;
     }
     check_skipped(&listing.skipped)?;
+    if let Some(max) = too_many {
+        return Err(crate::error::TooManyDeletions {
+            max,
+            would: plan.delete.len(),
+        }
+        .into());
+    }
     if !delete_errors.is_empty() {
         return Err(crate::error::PartialFailure {
             failed: delete_errors.len(),

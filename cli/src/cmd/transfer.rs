@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent_api::wire::{CompressionSpec, Transport};
 use skyx_catalog::Catalog;
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, MetadataPolicy, Pricing, ProgressSnapshot,
-    SkippedObject, Topology, journal_path, run_copy,
+    CopyItem, CopyJob, CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter, Pricing,
+    ProgressSnapshot, SkippedObject, Topology, journal_path, list_copy, list_files_from, run_copy,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_provision::{LocalProvider, Provider};
@@ -22,6 +22,7 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 use crate::args::catalog::CatalogArgs;
 use crate::args::ends::{EndArgs, Remotes, Side, default_config_path, resolve};
 use crate::args::provider::{ProviderArgs, ProviderKind};
+use crate::args::select::SelectArgs;
 use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
 pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
 use crate::units::{format_bytes, parse_bytes};
@@ -35,19 +36,8 @@ pub enum TransportArg {
 /// Flags every data-moving command takes.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// Take objects whose key (relative to the source prefix) matches this pattern back in;
-    /// repeatable. Filters apply in order, the last match deciding, as in the AWS CLI:
-    /// `--exclude '*' --include '*.csv'` copies only CSV files.
-    #[arg(long, value_name = "PATTERN")]
-    pub include: Vec<String>,
-    /// Leave out objects whose relative key matches this pattern (`*` any run of characters,
-    /// `/` included; `?` one character; `[seq]`, `[!seq]`); repeatable.
-    #[arg(long, value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// The `--include`/`--exclude` filters in command-line order (filled in from the parsed
-    /// command line; see `args::filters`).
-    #[arg(skip)]
-    pub filters: Vec<skyx_gateway::FilterRule>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Every copied object's Content-Type (else the source's; a local file's is guessed from
     /// its name).
     #[arg(long, value_name = "TYPE")]
@@ -147,6 +137,40 @@ pub fn check_skipped(skipped: &[SkippedObject]) -> Result<()> {
     } else {
         Err(SkippedObjects(skipped.len()).into())
     }
+}
+
+/// What the flags take from the source: the objects `--files-from` names, else the listing
+/// of `SRC` (`recursive`: everything under it), through the filters; and the filters, which
+/// a sync applies to its deletions too.
+pub async fn select_sources(
+    t: &TransferArgs,
+    ends: &Endpoints,
+    recursive: bool,
+) -> Result<(Listing, ObjectFilter)> {
+    let filter = t.select.object_filter(std::time::SystemTime::now())?;
+    let listing = match t.select.names()? {
+        Some(names) => {
+            list_files_from(
+                ends.src.as_ref(),
+                &ends.src_url,
+                &ends.dst_url,
+                &names,
+                &filter,
+            )
+            .await?
+        }
+        None => {
+            list_copy(
+                ends.src.as_ref(),
+                &ends.src_url,
+                &ends.dst_url,
+                recursive,
+                &filter,
+            )
+            .await?
+        }
+    };
+    Ok((listing, filter))
 }
 
 /// What `--content-type`, `--metadata` and `--no-metadata` ask for.

@@ -53,6 +53,50 @@ impl KeyFilter {
     }
 }
 
+/// Which objects a copy takes: the key filters, and bounds on size and modification time
+/// (`--min-size`, `--max-size`, and `--min-age`/`--max-age` turned into times at the edge,
+/// where the clock is).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectFilter {
+    pub keys: KeyFilter,
+    pub min_size: Option<u64>,
+    pub max_size: Option<u64>,
+    /// Only objects last modified at or before this time (`--min-age`).
+    pub modified_before: Option<std::time::SystemTime>,
+    /// Only objects last modified at or after this time (`--max-age`).
+    pub modified_after: Option<std::time::SystemTime>,
+}
+
+impl ObjectFilter {
+    /// Only key filters.
+    pub fn keys(keys: KeyFilter) -> ObjectFilter {
+        ObjectFilter {
+            keys,
+            ..ObjectFilter::default()
+        }
+    }
+
+    /// Whether the object at `relative_key` of `size` bytes, last modified at `modified`, is
+    /// taken. With a time bound, an object whose time is unknown is not.
+    pub fn accepts(
+        &self,
+        relative_key: &str,
+        size: u64,
+        modified: Option<std::time::SystemTime>,
+    ) -> bool {
+        let in_time =
+            |bound: Option<std::time::SystemTime>,
+             ok: fn(&std::time::SystemTime, &std::time::SystemTime) -> bool| {
+                bound.is_none_or(|b| modified.is_some_and(|m| ok(&m, &b)))
+            };
+        self.min_size.is_none_or(|min| size >= min)
+            && self.max_size.is_none_or(|max| size <= max)
+            && in_time(self.modified_before, |m, b| m <= b)
+            && in_time(self.modified_after, |m, b| m >= b)
+            && self.keys.accepts(relative_key)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Char(char),
@@ -228,6 +272,29 @@ mod tests {
         for (pattern, text, want) in cases {
             assert_eq!(m(pattern, text), want, "{pattern:?} against {text:?}");
         }
+    }
+
+    #[test]
+    fn sizes_and_times_bound_what_is_taken() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |s| Some(UNIX_EPOCH + Duration::from_secs(s));
+        let f = ObjectFilter {
+            min_size: Some(10),
+            max_size: Some(100),
+            modified_after: at(1_000),
+            modified_before: at(2_000),
+            ..ObjectFilter::default()
+        };
+        assert!(f.accepts("k", 10, at(1_000)));
+        assert!(f.accepts("k", 100, at(2_000)));
+        assert!(!f.accepts("k", 9, at(1_500)));
+        assert!(!f.accepts("k", 101, at(1_500)));
+        assert!(!f.accepts("k", 50, at(999)));
+        assert!(!f.accepts("k", 50, at(2_001)));
+        assert!(!f.accepts("k", 50, None), "a time bound needs a time");
+        assert!(ObjectFilter::default().accepts("k", 0, None));
+        let keys = ObjectFilter::keys(KeyFilter::new(&[FilterRule::Exclude("*.tmp".into())]));
+        assert!(!keys.accepts("a.tmp", 1, None) && keys.accepts("a", 1, None));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use model::{
     TransferReport,
 };
 use skyx_gateway::{CopyJob, CopyOptions, CopyReport, run_copy};
-use skyx_gateway::{KeyFilter, ListError, list_copy};
+use skyx_gateway::{ListError, ObjectFilter, list_copy};
 use skyx_pipeline::schedule::{
     Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
 };

@@ -41,7 +41,7 @@ impl CopyCtx {
             &src_url,
             &dst_url,
             true,
-            &KeyFilter::default(),
+            &ObjectFilter::default(),
         )
         .await
         {
