@@ -85,6 +85,22 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
                 "{name}: head MD5 differs from content"
             );
         }
+        if let Some(crc) = meta.crc32c {
+            assert_eq!(crc, crc32c::crc32c(&data), "{name}: head CRC32C differs");
+        }
+        // A cloud store keeps a content checksum of every whole object, which verification
+        // compares with the source's CRC32C (S3: the one written with it; GCS: its own) or
+        // MD5 (Azure computes one on Put Blob): never size alone.
+        let kept = match store.location() {
+            StoreLocation::S3 { .. } | StoreLocation::Gcs { .. } => meta.crc32c.is_some(),
+            StoreLocation::Azure { .. } => meta.md5.is_some(),
+            StoreLocation::Local => true,
+        };
+        assert!(
+            kept,
+            "{name}: {} keeps no content checksum",
+            store.location()
+        );
         assert_eq!(
             store.get(&key(name)).await.unwrap(),
             Bytes::from(data),

@@ -10,6 +10,11 @@
 //! `x-amz-bucket-region`); the SDK does not follow. So a store with no region given asks the
 //! bucket (HeadBucket) when it opens, and any request answered that way switches the store's
 //! client to the named region and is repeated there once.
+//!
+//! Checksums at rest: a whole object is written with its CRC32C (`x-amz-checksum-crc32c`),
+//! which S3 checks and keeps, and a HEAD reads it back. An ETag is taken for an MD5 only
+//! where S3 guarantees it is one (single part, not SSE-KMS/SSE-C, as the HEAD says); listings
+//! never claim an MD5.
 
 use std::ops::Range;
 use std::time::SystemTime;
@@ -27,8 +32,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
+mod checksums;
 mod config;
 
+use checksums::{crc32c_from_checksum, crc32c_header, md5_from_etag};
 use config::RequesterPays;
 pub use config::S3Config;
 
@@ -287,12 +294,6 @@ macro_rules! with_properties {
     }};
 }
 
-fn md5_from_etag(etag: &str) -> Option<[u8; 16]> {
-    // A single-part upload's ETag is the content MD5; multipart ETags carry a `-N` suffix.
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(etag, &mut out).ok().map(|_| out)
-}
-
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
@@ -308,7 +309,7 @@ fn object_meta(
         key,
         size: size.unwrap_or(0).max(0) as u64,
         last_modified: to_system_time(modified),
-        md5: etag.as_deref().and_then(md5_from_etag),
+        md5: None,
         etag,
         crc32c: None,
     }
@@ -384,15 +385,28 @@ impl ObjectStore for S3Store {
                     .head_object()
                     .bucket(&self.bucket)
                     .key(key)
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                     .send()
                     .await
                     .map_err(|e| self.fail("head", key, e))?;
-                Ok(object_meta(
+                let mut meta = object_meta(
                     key.to_string(),
                     o.content_length(),
                     o.e_tag(),
                     o.last_modified(),
-                ))
+                );
+                meta.md5 = meta.etag.as_deref().and_then(|e| {
+                    md5_from_etag(
+                        e,
+                        o.server_side_encryption().map(|s| s.as_str()),
+                        o.sse_customer_algorithm().is_some(),
+                    )
+                });
+                meta.crc32c = crc32c_from_checksum(
+                    o.checksum_crc32_c(),
+                    o.checksum_type().map(|t| t.as_str()),
+                );
+                Ok(meta)
             })
             .await
     }
@@ -496,7 +510,10 @@ impl ObjectStore for S3Store {
     async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
         self.retry
             .run(|| async {
+                // The store checks the bytes against this and keeps it: the object's CRC32C
+                // at rest, which verification compares with the source's.
                 with_properties!(self.client().put_object(), properties)
+                    .checksum_crc32_c(crc32c_header(&data))
                     .bucket(&self.bucket)
                     .key(key)
                     .body(AwsBody::from(data.clone()))
