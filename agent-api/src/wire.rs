@@ -220,6 +220,10 @@ pub enum AgentEvent {
         part: Option<PartWire>,
         raw_len: u64,
         raw_crc32c: u32,
+        /// The MD5 of the bytes written, hex, for an object written whole (stores keeping an
+        /// MD5 of such objects are checked against it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        whole_md5: Option<String>,
     },
     /// (source) The chunk could not be delivered to the next hop (every attempt failed or the
     /// hop is down): the gateway should send it again, perhaps another way.

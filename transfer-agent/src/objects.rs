@@ -92,6 +92,11 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Whether object `index` is written whole (one put), as far as the manifest says.
+    pub fn is_whole(&self, index: u32) -> bool {
+        self.object(index).is_ok_and(|o| o.is_whole())
+    }
+
     /// Writes the verified chunk at `offset` of object `index`; returns the part's receipt, or
     /// `None` for a whole object. Writing the same chunk twice writes the same part twice
     /// (harmless: the later write wins with identical bytes).

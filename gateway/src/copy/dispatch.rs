@@ -263,6 +263,7 @@ impl Run<'_> {
                         part,
                         raw_len,
                         raw_crc32c,
+                        whole_md5,
                     } => {
                         if tracker.is_landed(ChunkId(chunk)) {
                             continue;
@@ -282,6 +283,11 @@ impl Run<'_> {
                         }
                         if let Some(slot) = self.crcs.get_mut(chunk as usize) {
                             *slot = Some((raw_crc32c, raw_len));
+                        }
+                        let md5 =
+                            whole_md5.and_then(|h| <[u8; 16]>::try_from(hex::decode(h).ok()?).ok());
+                        if let Some(md5) = md5 {
+                            self.whole_md5s.insert(object, md5);
                         }
                         landed.push(ChunkId(chunk));
                     }

@@ -34,6 +34,7 @@ impl Run<'_> {
                 _ => None,
             };
         }
+        let content_md5 = self.whole_md5s.get(&object).copied();
         let dst_is_local = matches!(dst.location(), StoreLocation::Local);
         async move {
             let res = async {
@@ -50,7 +51,7 @@ impl Run<'_> {
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
                         // An earlier run may have completed it and died before journaling
                         // that (the parts are gone now): what is at the destination decides.
-                        if let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await {
+                        if let Ok(v) = verify(dst.as_ref(), &item, crc, content_md5, dst_is_local).await {
                             tracing::info!(key = %item.dst_key, "already completed by an earlier run");
                             return Ok(v);
                         }
@@ -72,7 +73,7 @@ impl Run<'_> {
                         Err(e) => return Err(format!("re-checking the source: {e}")),
                     }
                 }
-                verify(dst.as_ref(), &item, crc, dst_is_local).await
+                verify(dst.as_ref(), &item, crc, content_md5, dst_is_local).await
             }
             .await;
             (object, res)
@@ -98,11 +99,14 @@ pub(super) fn object_chunk_ranges(
 }
 
 /// Checks a completed object at the destination: its size always; its content by the best
-/// checksum both sides expose.
+/// checksum both sides expose: the CRC32C of the bytes read at the source against the store's,
+/// else the MD5 of the bytes written (whole objects) or the source's against the store's, else
+/// (a local destination) by reading it back.
 pub(super) async fn verify(
     dst: &dyn ObjectStore,
     item: &CopyItem,
     crc: Option<u32>,
+    content_md5: Option<[u8; 16]>,
     read_back: bool,
 ) -> Result<Verification, String> {
     let meta = dst
@@ -124,7 +128,7 @@ pub(super) async fn verify(
             ))
         };
     }
-    if let (Some(want), Some(got)) = (item.md5, meta.md5) {
+    if let (Some(want), Some(got)) = (content_md5.or(item.md5), meta.md5) {
         return if want == got {
             Ok(Verification::Md5)
         } else {

@@ -207,6 +207,8 @@ struct Run<'a> {
     receipts: HashMap<u32, BTreeMap<u32, String>>,
     /// Chunk → (raw CRC32C, raw length), from the sinks.
     crcs: Vec<Option<(u32, u64)>>,
+    /// Object → MD5 of its content, for objects written whole (from the sinks).
+    whole_md5s: HashMap<u32, [u8; 16]>,
     journal: Option<Journal>,
     polls: mpsc::UnboundedSender<PollResult>,
     replaced: u32,
@@ -290,6 +292,7 @@ pub async fn run_copy(
         routes: Vec::new(),
         objects,
         crcs: vec![None; specs.len()],
+        whole_md5s: HashMap::new(),
         object_chunks: object_chunk_ranges(&specs, job.items.len()),
         specs,
         uploads: HashMap::new(),
