@@ -21,6 +21,14 @@ pub struct PartialFailure {
 #[error("{0} source objects were skipped (named above)")]
 pub struct SkippedObjects(pub usize);
 
+/// `check` found the trees different: exit 1 after the report.
+#[derive(Debug, thiserror::Error)]
+#[error("the trees differ in {differ} of {total} objects")]
+pub struct TreesDiffer {
+    pub differ: usize,
+    pub total: usize,
+}
+
 /// A sync would have deleted more than `--max-delete` allows, so it deleted nothing: exit 1.
 #[derive(Debug, thiserror::Error)]
 #[error("--max-delete {max}: the sync would delete {would} objects; deleted none")]
@@ -47,6 +55,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PartialFailure>().is_some()
             || cause.downcast_ref::<SkippedObjects>().is_some()
             || cause.downcast_ref::<TooManyDeletions>().is_some()
+            || cause.downcast_ref::<TreesDiffer>().is_some()
         {
             return 1;
         }

@@ -33,6 +33,8 @@ enum Command {
     Cp(Box<cmd::cp::CpArgs>),
     /// Make a destination prefix hold what a source prefix holds (copy only what differs).
     Sync(Box<cmd::sync::SyncArgs>),
+    /// Compare two trees: sizes, then the best common checksum (or the bytes, --download).
+    Check(Box<cmd::check::CheckArgs>),
     /// Plan a transfer: relays, VMs per region, connections per hop, predicted time and cost.
     Plan(Box<cmd::plan::PlanArgs>),
     /// Make a bucket (container).
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         (Command::Sync(a), Some((_, sub))) => {
             a.transfer.select.filters = args::filters::in_order(sub)
         }
+        (Command::Check(a), Some((_, sub))) => a.select.filters = args::filters::in_order(sub),
         _ => {}
     }
     if let Command::Agent(args) = cli.command {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Cp(args) => cmd::cp::run(args),
         Command::Sync(args) => cmd::sync::run(args),
+        Command::Check(args) => cmd::check::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Catalog(c) => cmd::catalog::run(c),
         Command::Sky(c) => cmd::sky::run(c),

@@ -4,12 +4,14 @@
 //! `--include`/`--exclude` filters.
 //!
 //! Driving it: [`listing`] works out what a copy moves (and what it refuses to write);
-//! [`sync`] what a sync leaves in place, copies and deletes;
+//! [`sync`] what a sync leaves in place, copies and deletes; [`check`] whether two trees
+//! hold the same objects;
 //! [`copy`] runs a copy end to end with agents launched through a `skyx_provision::Provider`;
 //! [`journal`] makes it resumable; [`paths`] measures paths between regions with real agents.
 //!
 //! It must never provision machines itself or plan routes: providers and plans come in.
 
+pub mod check;
 pub mod copy;
 pub mod core;
 pub mod journal;
@@ -24,6 +26,7 @@ pub use crate::core::chunker::{
 pub use crate::core::filter::{FilterRule, KeyFilter, ObjectFilter};
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
+pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
     CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
     Verification, run_copy,

@@ -36,7 +36,7 @@ pub struct CopyItem {
 }
 
 /// A source object the copy will not write, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SkippedObject {
     pub src_key: String,
     pub why: String,

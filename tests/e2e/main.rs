@@ -5,6 +5,7 @@
 //! - `aws_cli`: `cp`/`sync` paths, filters, markers, links and `--delete` against the AWS CLI
 //!   on the same bucket (differential), and the deliberate differences.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
+//! - `check`: `skyx check` by checksum and by `--download`, every kind of difference named.
 //! - `cp`: `skyx cp` between every pair of store kinds through a relay, 10,000 small objects,
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
@@ -29,6 +30,7 @@
 
 mod aws_cli;
 mod catalog;
+mod check;
 mod cp;
 mod cp_faults;
 mod ec2;

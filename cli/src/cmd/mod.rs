@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod check;
 pub mod cp;
 pub mod plan;
 pub mod run;
