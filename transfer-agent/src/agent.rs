@@ -6,7 +6,6 @@
 //! and verified end to end by the protocol, are written to the destination store). Everything
 //! the gateway must know comes back as [`AgentEvent`]s in an [`EventLog`] it polls.
 
-use md5::Digest;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -583,9 +582,7 @@ async fn run_sink(
                 return;
             };
             let len = raw.len() as u64;
-            let whole_md5 = writer
-                .is_whole(c.object)
-                .then(|| hex::encode(md5::Md5::digest(&raw)));
+            let whole_md5 = writer.whole_md5(c.object, &raw);
             match writer.write(c.object, c.offset, raw).await {
                 Ok(receipt) => {
                     counters.store_written.fetch_add(len, Ordering::Relaxed);

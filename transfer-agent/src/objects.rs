@@ -92,9 +92,13 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Whether object `index` is written whole (one put), as far as the manifest says.
-    pub fn is_whole(&self, index: u32) -> bool {
-        self.object(index).is_ok_and(|o| o.is_whole())
+    /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put):
+    /// what the gateway checks against the MD5 a store keeps of such objects.
+    pub fn whole_md5(&self, index: u32, data: &[u8]) -> Option<String> {
+        use md5::Digest;
+        self.object(index)
+            .is_ok_and(|o| o.is_whole())
+            .then(|| hex::encode(md5::Md5::digest(data)))
     }
 
     /// Writes the verified chunk at `offset` of object `index`; returns the part's receipt, or
