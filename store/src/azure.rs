@@ -527,15 +527,15 @@ impl ObjectStore for AzureStore {
     async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
         self.retry
             .run(|| async {
-                let p = properties;
-                let metadata = p.azure_metadata();
+                // Put Blob takes the same properties as a block list commit.
+                let c = commit_options(properties);
                 let options = BlobClientUploadOptions {
-                    blob_content_type: p.content_type.clone(),
-                    blob_content_encoding: p.content_encoding.clone(),
-                    blob_content_language: p.content_language.clone(),
-                    blob_content_disposition: p.content_disposition.clone(),
-                    blob_cache_control: p.cache_control.clone(),
-                    metadata: (!metadata.is_empty()).then(|| metadata.into_iter().collect()),
+                    blob_content_type: c.blob_content_type,
+                    blob_content_encoding: c.blob_content_encoding,
+                    blob_content_language: c.blob_content_language,
+                    blob_content_disposition: c.blob_content_disposition,
+                    blob_cache_control: c.blob_cache_control,
+                    metadata: c.metadata,
                     ..Default::default()
                 };
                 self.blob(key)

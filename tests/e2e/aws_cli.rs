@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::moto::{moto_bucket, moto_env, moto_keys};
+use crate::moto::{files_under, moto_bucket, moto_env, moto_keys};
 use crate::stores::{Scratch, env};
 
 /// Runs the AWS CLI against moto, reading no user configuration (`s3` transfers quietly).
@@ -52,27 +52,16 @@ fn skyx(s: &Scratch, args: &[&str]) -> Output {
 
 /// Every file under `dir` (relative path → bytes); nothing for a directory that is not there.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
     if !dir.exists() {
-        return out;
+        return BTreeMap::new();
     }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .map(|rel| {
+            let bytes = std::fs::read(dir.join(&rel)).unwrap();
+            (rel.to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
 }
 
 const KEYS: &[&str] = &[
