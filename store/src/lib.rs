@@ -18,6 +18,7 @@ pub mod prefix;
 pub mod properties;
 pub mod retry;
 pub mod s3;
+pub mod throttle;
 pub mod url;
 
 use std::fmt;
@@ -423,6 +424,11 @@ pub(crate) fn env_var(name: &str) -> Option<String> {
 
 /// Opens the store that holds `url`.
 pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
+    // Each store throttles on its own: its own adaptive concurrency.
+    let config = &StoreConfig {
+        retry: config.retry.clone().with_own_limit(),
+        ..config.clone()
+    };
     Ok(match &url.location {
         StoreLocation::Local => Arc::new(local::LocalStore::with_config(
             &config.local,

@@ -1,22 +1,33 @@
 //! Retries with exponential backoff and full jitter, as documented data.
 //!
-//! Defaults: 6 attempts in all, backoff starting at 100 ms, doubling, capped at 10 s, each
-//! sleep drawn uniformly from `[0, cap]` ("full jitter") so many agents that hit the same
-//! throttle do not retry in lockstep. Only errors whose kind is retryable (throttling, network
-//! and 5xx failures) are retried; everything else surfaces at once.
+//! Defaults: 6 attempts in all for network and 5xx failures, backoff starting at 100 ms,
+//! doubling, capped at 10 s; a store that throttles (S3 `SlowDown`, 429, Azure `ServerBusy`)
+//! gets 10 attempts (rclone's low-level retries) with the cap rising to 30 s. Each sleep is
+//! drawn uniformly from `[0, cap]` ("full jitter") so many agents that hit the same throttle
+//! do not retry in lockstep. Everything else surfaces at once. A store opened with [`crate::open`]
+//! also has its own [`AdaptiveLimit`]: every attempt holds one of its permits, and throttling
+//! halves them.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore};
 
-use crate::error::{Result, StoreError};
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::throttle::AdaptiveLimit;
 
 /// How hard to retry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = never retry).
     pub max_attempts: u32,
+    /// Attempts in all while the store throttles.
+    pub throttled_attempts: u32,
+    /// The backoff cap while the store throttles.
+    pub throttled_max_backoff: Duration,
+    /// The store's adaptive concurrency, when it has one (see [`RetryPolicy::with_own_limit`]).
+    pub limit: Option<Arc<AdaptiveLimit>>,
     /// Backoff cap of the first retry.
     pub initial_backoff: Duration,
     /// Factor applied to the cap after each retry.
@@ -29,6 +40,9 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
+            throttled_attempts: 10,
+            throttled_max_backoff: Duration::from_secs(30),
+            limit: None,
             initial_backoff: Duration::from_millis(100),
             multiplier: 2.0,
             max_backoff: Duration::from_secs(10),
@@ -36,13 +50,35 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Policies are the same when their numbers are; a limit is state, not policy.
+impl PartialEq for RetryPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_attempts == other.max_attempts
+            && self.throttled_attempts == other.throttled_attempts
+            && self.throttled_max_backoff == other.throttled_max_backoff
+            && self.initial_backoff == other.initial_backoff
+            && self.multiplier == other.multiplier
+            && self.max_backoff == other.max_backoff
+    }
+}
+
+/// The most requests one store gets at once before it throttles; callers bound theirs too.
+pub const MAX_CONCURRENCY: usize = 256;
+
 impl RetryPolicy {
     /// No retries at all (tests of error paths).
     pub fn never() -> Self {
         RetryPolicy {
             max_attempts: 1,
+            throttled_attempts: 1,
             ..Default::default()
         }
+    }
+
+    /// This policy with an adaptive concurrency limit of its own (one per store).
+    pub fn with_own_limit(mut self) -> Self {
+        self.limit = Some(Arc::new(AdaptiveLimit::new(1, MAX_CONCURRENCY)));
+        self
     }
 
     /// The upper bound of the sleep before retry number `retry` (0-based).
@@ -58,6 +94,15 @@ impl RetryPolicy {
         Duration::from_secs_f64(rng.random_range(0.0..=cap))
     }
 
+    /// As [`RetryPolicy::backoff`], for a store that throttles: the cap rises further.
+    pub fn throttled_backoff(&self, retry: u32, rng: &mut impl RngCore) -> Duration {
+        let slower = RetryPolicy {
+            max_backoff: self.throttled_max_backoff,
+            ..self.clone()
+        };
+        slower.backoff(retry, rng)
+    }
+
     /// Runs `op` until it succeeds, fails with a non-retryable error, or attempts run out.
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
@@ -66,8 +111,31 @@ impl RetryPolicy {
     {
         let mut retry = 0;
         loop {
-            match op().await {
-                Ok(v) => return Ok(v),
+            let permit = match &self.limit {
+                Some(l) => Some(l.acquire().await),
+                None => None,
+            };
+            let result = op().await;
+            drop(permit);
+            match result {
+                Ok(v) => {
+                    if let Some(l) = &self.limit {
+                        l.on_success();
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.kind == ErrorKind::Throttled => {
+                    if let Some(l) = &self.limit {
+                        l.on_throttled(Instant::now());
+                    }
+                    if retry + 1 >= self.throttled_attempts {
+                        return Err(annotate_attempts(e, retry + 1));
+                    }
+                    let sleep = self.throttled_backoff(retry, &mut rand::rng());
+                    tracing::debug!(error = %e, retry, ?sleep, "throttled; retrying");
+                    tokio::time::sleep(sleep).await;
+                    retry += 1;
+                }
                 Err(e) if e.is_retryable() && retry + 1 < self.max_attempts => {
                     let sleep = self.backoff(retry, &mut rand::rng());
                     tracing::debug!(error = %e, retry, ?sleep, "retrying store operation");
@@ -163,5 +231,42 @@ mod tests {
         .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert!(e.message.contains("after 3 attempts"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_throttling_store_gets_more_attempts_and_fewer_requests_at_once() {
+        let quick = RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            throttled_max_backoff: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        }
+        .with_own_limit();
+        let calls = AtomicU32::new(0);
+        let r: Result<()> = quick
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err(ErrorKind::Throttled))
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 10, "throttled: 10 attempts");
+        let limit = quick.limit.as_ref().unwrap();
+        assert!(
+            limit.lowest() < MAX_CONCURRENCY,
+            "throttling lowered the limit"
+        );
+        let calls = AtomicU32::new(0);
+        let _ = quick
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(err(ErrorKind::Transient))
+            })
+            .await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            6,
+            "network failures: 6 attempts"
+        );
     }
 }

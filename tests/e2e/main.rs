@@ -25,6 +25,8 @@
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `sync_modes`: `--size-only`, `--checksum`, `--update`, `--no-clobber`, `--max-delete`,
 //!   `--files-from`, size and age bounds.
+//! - `throttle`: a destination that throttles (503 SlowDown) and refuses one upload, through
+//!   a proxy that answers as S3 does: every other object lands.
 //! - `tidy`: the layout's rules (dependency direction, pure modules, headers, no environment
 //!   reads or exits in libraries, file length, no import cycles), each a test.
 
@@ -43,5 +45,6 @@ mod run;
 mod sky;
 mod stores;
 mod sync_modes;
+mod throttle;
 mod tidy;
 mod util;

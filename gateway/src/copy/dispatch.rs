@@ -135,6 +135,20 @@ impl Run<'_> {
                 continue;
             }
             self.open_uploads(&batch).await?;
+            // An object whose upload could not be opened fails alone: its chunks go nowhere.
+            let batch: Vec<ChunkSpec> = batch
+                .into_iter()
+                .filter(|s| {
+                    let refused = self.refused_uploads.contains(&s.object);
+                    if refused {
+                        tracker.handle_chunk_failed(s.id);
+                    }
+                    !refused
+                })
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
             let source = self.routes[r].agents[0];
             let dispatch = Dispatch {
                 route: r as u32,
@@ -162,7 +176,11 @@ impl Run<'_> {
     pub(super) async fn open_uploads(&mut self, batch: &[ChunkSpec]) -> Result<(), CopyError> {
         let mut need: Vec<u32> = batch
             .iter()
-            .filter(|s| !s.whole_object && !self.uploads.contains_key(&s.object))
+            .filter(|s| {
+                !s.whole_object
+                    && !self.uploads.contains_key(&s.object)
+                    && !self.refused_uploads.contains(&s.object)
+            })
             .map(|s| s.object)
             .collect();
         need.sort_unstable();
@@ -172,14 +190,15 @@ impl Run<'_> {
         }
         let dst = self.dst.clone();
         let objects = self.objects.clone();
-        let opened: Vec<Result<(u32, MultipartUpload), StoreError>> =
+        let opened: Vec<Result<(u32, MultipartUpload), (u32, StoreError)>> =
             futures::stream::iter(need.into_iter().map(|o| {
                 let (dst, objects) = (dst.clone(), objects.clone());
                 async move {
                     let object = &objects[o as usize];
                     let up = dst
                         .create_multipart_with(&object.dst_key, &object.properties)
-                        .await?;
+                        .await
+                        .map_err(|e| (o, e))?;
                     Ok((o, up))
                 }
             }))
@@ -190,7 +209,6 @@ impl Run<'_> {
         let mut uploads = Uploads {
             uploads: Vec::new(),
         };
-        let mut first_error = None;
         for r in opened {
             match r {
                 Ok((o, up)) => {
@@ -200,17 +218,16 @@ impl Run<'_> {
                     uploads.uploads.push((o, up.upload_id.clone()));
                     self.uploads.insert(o, up.upload_id);
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                // That object fails, named with why; the others go on.
+                Err((o, e)) => {
+                    self.refused_uploads.insert(o);
+                    self.note_failure(o, format!("opening its upload at the destination: {e}"));
                 }
             }
         }
         // Journal before any part can land, so a crash never leaves an unknown upload.
         if let Some(j) = &self.journal {
             j.record(&batch)?;
-        }
-        if let Some(e) = first_error {
-            return Err(e.into());
         }
         let sinks: Vec<usize> = self
             .routes

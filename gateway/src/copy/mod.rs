@@ -207,6 +207,8 @@ struct Run<'a> {
     receipts: HashMap<u32, BTreeMap<u32, String>>,
     /// Chunk → (raw CRC32C, raw length), from the sinks.
     crcs: Vec<Option<(u32, u64)>>,
+    /// Objects whose destination upload could not be opened: failed, their chunks dropped.
+    refused_uploads: HashSet<u32>,
     /// Object → MD5 of its content, for objects written whole (from the sinks).
     whole_md5s: HashMap<u32, [u8; 16]>,
     journal: Option<Journal>,
@@ -293,6 +295,7 @@ pub async fn run_copy(
         objects,
         crcs: vec![None; specs.len()],
         whole_md5s: HashMap::new(),
+        refused_uploads: HashSet::new(),
         object_chunks: object_chunk_ranges(&specs, job.items.len()),
         specs,
         uploads: HashMap::new(),
