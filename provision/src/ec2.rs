@@ -220,12 +220,13 @@ impl Ec2Provider {
         let mut permissions = vec![control];
         let peers: Vec<IpAddr> = self.peers.lock().expect("peers").clone();
         permissions.extend(peers.iter().map(|ip| peer_permission(*ip)));
-        client
+        let granted = client
             .authorize_security_group_ingress()
             .group_id(&group_id)
             .set_ip_permissions(Some(permissions))
             .send()
-            .await
+            .await;
+        already_granted(granted)
             .map_err(|e| Self::fail(agent, region, aws_sdk_ec2::error::DisplayErrorContext(e)))?;
         let state = RegionState { client, group_id };
         regions.insert(region.to_string(), state.clone());
@@ -237,13 +238,14 @@ impl Ec2Provider {
         self.peers.lock().expect("peers").push(ip);
         let regions = self.regions.lock().await;
         for state in regions.values() {
-            state
+            let granted = state
                 .client
                 .authorize_security_group_ingress()
                 .group_id(&state.group_id)
                 .ip_permissions(peer_permission(ip))
                 .send()
-                .await
+                .await;
+            already_granted(granted)
                 .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
         }
         Ok(())
@@ -485,5 +487,26 @@ impl Ec2Provider {
                 Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
             }
         }
+    }
+}
+
+/// An ingress grant whose rules exist already is done: a group made while an address was
+/// being admitted elsewhere, or an SDK retry of a grant that had landed, answers
+/// `InvalidPermission.Duplicate`, which is the state asked for.
+fn already_granted<T, E>(
+    result: Result<T, aws_sdk_ec2::error::SdkError<E>>,
+) -> Result<(), aws_sdk_ec2::error::SdkError<E>>
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("InvalidPermission.Duplicate") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
