@@ -226,8 +226,7 @@ impl Ec2Provider {
             .set_ip_permissions(Some(permissions))
             .send()
             .await;
-        already_granted(granted)
-            .map_err(|e| Self::fail(agent, region, aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+        already_granted(granted).map_err(|e| Self::fail(agent, region, e))?;
         let state = RegionState { client, group_id };
         regions.insert(region.to_string(), state.clone());
         Ok(state)
@@ -245,8 +244,7 @@ impl Ec2Provider {
                 .ip_permissions(peer_permission(ip))
                 .send()
                 .await;
-            already_granted(granted)
-                .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+            already_granted(granted)?;
         }
         Ok(())
     }
@@ -493,11 +491,9 @@ impl Ec2Provider {
 /// An ingress grant whose rules exist already is done: a group made while an address was
 /// being admitted elsewhere, or an SDK retry of a grant that had landed, answers
 /// `InvalidPermission.Duplicate`, which is the state asked for.
-fn already_granted<T, E>(
-    result: Result<T, aws_sdk_ec2::error::SdkError<E>>,
-) -> Result<(), aws_sdk_ec2::error::SdkError<E>>
+fn already_granted<T, E>(result: Result<T, aws_sdk_ec2::error::SdkError<E>>) -> Result<(), String>
 where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     match result {
         Ok(_) => Ok(()),
@@ -507,6 +503,6 @@ where
         {
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(aws_sdk_ec2::error::DisplayErrorContext(e).to_string()),
     }
 }
