@@ -13,7 +13,7 @@ use futures::StreamExt;
 use skyx_store::{ObjectMeta, ObjectStore, ObjectUrl, StoreError};
 
 use crate::core::filter::ObjectFilter;
-use crate::listing::{CopyItem, ListError, SkippedObject, list_copy, list_destination};
+use crate::listing::{CopyItem, ListError, SkippedObject, dir_prefix, list_copy, list_destination};
 use crate::sync::complete_checksums;
 
 /// What `check` found for one relative key.
@@ -106,7 +106,7 @@ pub async fn check(
     if !options.download {
         complete_checksums(src_store, &mut items, dst_store, &mut destination).await?;
     }
-    let dst_prefix = prefix_of(&dst.key);
+    let dst_prefix = dir_prefix(&dst.key);
     let relative = |dst_key: &str| {
         dst_key
             .strip_prefix(&dst_prefix)
@@ -167,15 +167,6 @@ pub async fn check(
         }
     }
     Ok(report)
-}
-
-fn prefix_of(key: &str) -> String {
-    let base = key.trim_end_matches('/');
-    if base.is_empty() {
-        String::new()
-    } else {
-        format!("{base}/")
-    }
 }
 
 /// Same-size objects compared by the best checksum both ends have.

@@ -65,6 +65,17 @@ pub enum ListError {
     NotFound { url: String },
 }
 
+/// The listing prefix of everything under `key` as a directory: `key/` (one slash), or
+/// nothing for the root.
+pub(crate) fn dir_prefix(key: &str) -> String {
+    let base = key.trim_end_matches('/');
+    if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    }
+}
+
 fn join(prefix: &str, rel: &str) -> String {
     let prefix = prefix.trim_end_matches('/');
     if prefix.is_empty() {
@@ -167,11 +178,7 @@ pub async fn list_copy(
     filter: &ObjectFilter,
 ) -> Result<Listing, ListError> {
     let base = src.key.trim_end_matches('/');
-    let prefix = if base.is_empty() {
-        String::new()
-    } else {
-        format!("{base}/")
-    };
+    let prefix = dir_prefix(base);
     if recursive {
         let mut out = Listing::default();
         let mut listing = src_store.list(&prefix);
@@ -413,13 +420,7 @@ pub async fn list_destination(
     dst_store: &dyn ObjectStore,
     dst: &ObjectUrl,
 ) -> Result<Vec<ObjectMeta>, ListError> {
-    let base = dst.key.trim_end_matches('/');
-    let prefix = if base.is_empty() {
-        String::new()
-    } else {
-        format!("{base}/")
-    };
-    match dst_store.list(&prefix).try_collect().await {
+    match dst_store.list(&dir_prefix(&dst.key)).try_collect().await {
         Ok(v) => Ok(v),
         // A local destination directory that does not exist yet holds nothing.
         Err(e) if e.kind == ErrorKind::NotFound => Ok(Vec::new()),

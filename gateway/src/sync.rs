@@ -23,7 +23,7 @@ use md5::Digest;
 use skyx_store::{ObjectMeta, ObjectStore, StoreError, StoreLocation};
 
 use crate::core::filter::ObjectFilter;
-use crate::listing::{CopyItem, is_marker};
+use crate::listing::{CopyItem, dir_prefix, is_marker};
 
 /// How a source object and its destination are compared.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,12 +136,7 @@ pub fn plan_sync(
         }
     }
     if delete {
-        let base = dst_prefix.trim_end_matches('/');
-        let prefix = if base.is_empty() {
-            String::new()
-        } else {
-            format!("{base}/")
-        };
+        let prefix = dir_prefix(dst_prefix);
         plan.delete = destination
             .iter()
             .filter(|m| !wanted.contains(&m.key))

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use skyx_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError};
+use skyx_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError, StoreLocation,
+};
 
 /// One object of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +94,17 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put):
-    /// what the gateway checks against the MD5 a store keeps of such objects.
+    /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put)
+    /// to a store that may keep only an MD5 of it: Azure, and S3-compatible servers that keep
+    /// no CRC32C (their ETag is the MD5). GCS keeps a CRC32C the gateway checks and a local
+    /// file is read back, so there the hash would cost the data plane for nothing.
     pub fn whole_md5(&self, index: u32, data: &[u8]) -> Option<String> {
         use md5::Digest;
-        self.object(index)
-            .is_ok_and(|o| o.is_whole())
+        let checked_by_md5 = matches!(
+            self.store.location(),
+            StoreLocation::Azure { .. } | StoreLocation::S3 { .. }
+        );
+        (checked_by_md5 && self.object(index).is_ok_and(|o| o.is_whole()))
             .then(|| hex::encode(md5::Md5::digest(data)))
     }
 
