@@ -35,8 +35,8 @@ use gcloud_storage::http::objects::{Object, SourceObjects};
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
-    StoreLocation,
+    ByteStream, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
+    Properties, StoreLocation,
 };
 
 /// Where temporary part objects live; never listed.
@@ -196,7 +196,8 @@ impl GcsStore {
                 .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
                 .map(u32::from_be_bytes),
             last_modified: object.updated.map(SystemTime::from),
-            etag: Some(object.etag.trim_matches('"').to_string()).filter(|e| !e.is_empty()),
+            // The generation is what GCS versions an object by (and what a rewrite can pin).
+            etag: Some(object.generation.to_string()).filter(|_| object.generation > 0),
             size: object.size.max(0) as u64,
             key: object.name,
         }
@@ -604,8 +605,23 @@ impl ObjectStore for GcsStore {
             .await
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        // Rewrite copies server-side in steps for large objects; loop until done.
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<()> {
+        let StoreLocation::Gcs { bucket } = &source.location else {
+            return Err(self.error(
+                ErrorKind::InvalidInput,
+                "copy",
+                key,
+                format!("cannot copy server-side from {}", source.location),
+            ));
+        };
+        // Rewrite copies across buckets and locations, in as many calls as GCS needs for a
+        // large object (each hands back a token to go on with); the request's object resource
+        // is the copy's metadata.
         let mut token: Option<String> = None;
         loop {
             let resp = self
@@ -613,16 +629,19 @@ impl ObjectStore for GcsStore {
                 .run(|| async {
                     let req = RewriteObjectRequest {
                         destination_bucket: self.bucket.clone(),
-                        destination_object: to.to_string(),
-                        source_bucket: self.bucket.clone(),
-                        source_object: from.to_string(),
+                        destination_object: key.to_string(),
+                        source_bucket: bucket.clone(),
+                        source_object: source.key.clone(),
                         rewrite_token: token.clone(),
+                        // Exactly the generation listed: gone (overwritten) means not found.
+                        source_generation: source.etag.as_deref().and_then(|g| g.parse().ok()),
+                        destination_metadata: Some(described(key, properties)),
                         ..Default::default()
                     };
                     self.client
                         .rewrite_object(&req)
                         .await
-                        .map_err(|e| self.fail("copy", from, e))
+                        .map_err(|e| self.fail("copy", key, e))
                 })
                 .await?;
             if resp.done {
@@ -633,7 +652,7 @@ impl ObjectStore for GcsStore {
                 return Err(self.error(
                     ErrorKind::Other,
                     "copy",
-                    to,
+                    key,
                     "rewrite not done and no token to continue".into(),
                 ));
             }

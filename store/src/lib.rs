@@ -18,6 +18,7 @@ pub mod prefix;
 pub mod properties;
 pub mod retry;
 pub mod s3;
+pub mod server_side;
 pub mod throttle;
 pub mod url;
 
@@ -34,6 +35,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 pub use error::{ErrorKind, Result, StoreError};
 pub use properties::Properties;
 pub use retry::RetryPolicy;
+pub use server_side::CopySource;
 pub use url::{ObjectUrl, StoreLocation, UrlError};
 
 /// A stream of an object's bytes.
@@ -45,7 +47,8 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub last_modified: Option<SystemTime>,
-    /// The store's entity tag, quotes removed.
+    /// The store's entity tag, quotes removed; for GCS, the object's generation. Either names
+    /// one version of the object.
     pub etag: Option<String>,
     /// MD5 of the content, where the store keeps it (S3 single-part ETag, Azure Content-MD5,
     /// GCS md5Hash).
@@ -167,8 +170,35 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Copies within this store, server-side where the store supports it.
-    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+    /// How another store of this kind finds `meta`'s object for a server-side copy.
+    fn copy_source(&self, meta: &ObjectMeta) -> CopySource {
+        CopySource::by_name(self.location(), meta)
+    }
+
+    /// Writes `key` from `source` (an object of this store or of another of its kind) without
+    /// its bytes passing through us, carrying `properties`. Stores that cannot refuse.
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<()> {
+        let _ = properties;
+        Err(self.error(
+            ErrorKind::InvalidInput,
+            "copy",
+            key,
+            format!("cannot copy server-side from {}", source.location),
+        ))
+    }
+
+    /// Copies within this store, server-side, with the object's properties.
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let meta = self.head(from).await?;
+        let properties = self.properties(from).await?;
+        self.copy_from(&self.copy_source(&meta), to, &properties)
+            .await
+    }
 
     /// Creates the bucket (container) this store names; an existing one is not an error.
     async fn create_bucket(&self) -> Result<()>;

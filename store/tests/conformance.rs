@@ -20,6 +20,9 @@ use skyx_store::{
     UploadOptions, list_all, local::LocalStore,
 };
 
+#[path = "conformance/server_side.rs"]
+mod server_side;
+
 const MIB: usize = 1024 * 1024;
 
 /// Deterministic pseudo-random bytes (xorshift), so large objects need no memory to check.
@@ -454,14 +457,24 @@ async fn s3_bucket(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_conforms() {
     let bucket = s3_bucket("conf").await;
-    let store = S3Store::new(
-        &bucket,
-        &s3_config(&env("SKYX_TEST_S3_SECRET_KEY")),
-        RetryPolicy::default(),
-    )
-    .await
-    .unwrap();
-    conformance(Arc::new(store), "run").await;
+    let open = |bucket: String| async move {
+        S3Store::new(
+            &bucket,
+            &s3_config(&env("SKYX_TEST_S3_SECRET_KEY")),
+            RetryPolicy::default(),
+        )
+        .await
+        .unwrap()
+    };
+    let store = open(bucket).await;
+    conformance(Arc::new(open(s3_bucket("conf").await).await), "run").await;
+    // Objects past 5 MiB are copied in parts of 5 MiB (UploadPartCopy).
+    let store = store.with_copy_limits(5 * MIB as u64, 5 * MIB as u64);
+    let other = open(s3_bucket("other").await).await;
+    server_side::copies_across_buckets(&store, &other, "ss", &sample_properties(), |p| {
+        kept(p, store.location(), "")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +501,10 @@ async fn s3_errors_name_missing_buckets_and_bad_credentials() {
 
 /// The Azurite account from the connection string the test servers script exports.
 fn azure_account() -> (String, String, String) {
-    let cs = env("SKYX_TEST_AZURE_CONNECTION_STRING");
+    azure_account_of(&env("SKYX_TEST_AZURE_CONNECTION_STRING"))
+}
+
+fn azure_account_of(cs: &str) -> (String, String, String) {
     let field = |name: &str| {
         cs.split(';')
             .find_map(|p| p.strip_prefix(&format!("{name}=")))
@@ -503,7 +519,11 @@ fn azure_account() -> (String, String, String) {
 }
 
 async fn azure_container(name: &str) -> String {
-    let (account, key, endpoint) = azure_account();
+    azure_container_of(&env("SKYX_TEST_AZURE_CONNECTION_STRING"), name).await
+}
+
+async fn azure_container_of(cs: &str, name: &str) -> String {
+    let (account, key, endpoint) = azure_account_of(cs);
     let container: String = unique(name).to_lowercase().chars().take(63).collect();
     let sas = skyx_store::azure::account_sas(
         &account,
@@ -553,6 +573,25 @@ async fn azure_conforms() {
         RetryPolicy::default(),
     )
     .unwrap();
+    // The second account of the test servers: a copy signed by the source's own SAS.
+    let cs_b = env("SKYX_TEST_AZURE_B_CONNECTION_STRING");
+    let (account_b, _, _) = azure_account_of(&cs_b);
+    let container_b = azure_container_of(&cs_b, "other").await;
+    let config_b = skyx_store::azure::AzureConfig {
+        connection_string: Some(cs_b),
+        ..Default::default()
+    };
+    let other = skyx_store::azure::AzureStore::new(
+        &account_b,
+        &container_b,
+        &config_b,
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    server_side::copies_across_buckets(&store, &other, "ss", &sample_properties(), |p| {
+        kept(p, store.location(), "")
+    })
+    .await;
     conformance(Arc::new(store), "run").await;
 }
 
@@ -625,10 +664,17 @@ async fn gcs_bucket(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_conforms() {
-    let bucket = gcs_bucket("conf").await;
-    let store = skyx_store::gcs::GcsStore::new(&bucket, &gcs_config(), RetryPolicy::default())
-        .await
-        .unwrap();
+    let open = |bucket: String| async move {
+        skyx_store::gcs::GcsStore::new(&bucket, &gcs_config(), RetryPolicy::default())
+            .await
+            .unwrap()
+    };
+    let store = open(gcs_bucket("conf").await).await;
+    let other = open(gcs_bucket("other").await).await;
+    server_side::copies_across_buckets(&store, &other, "ss", &sample_properties(), |p| {
+        kept(p, store.location(), "")
+    })
+    .await;
     conformance(Arc::new(store), "run").await;
 }
 

@@ -40,13 +40,9 @@ use config::RequesterPays;
 pub use config::S3Config;
 
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
-    StoreLocation,
+    ByteStream, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
+    Properties, StoreLocation,
 };
-
-/// Copies above this size need multipart copy (S3's CopyObject limit).
-const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
-const COPY_PART: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct S3Store {
@@ -57,6 +53,8 @@ pub struct S3Store {
     bucket: String,
     location: StoreLocation,
     retry: RetryPolicy,
+    /// Server-side copies above the first size go in parts of the second.
+    copy_limits: (u64, u64),
 }
 
 impl S3Store {
@@ -92,6 +90,7 @@ impl S3Store {
             custom_endpoint: shared.endpoint_url().is_some(),
             client: std::sync::RwLock::new(Client::from_conf(builder.build())),
             bucket: bucket.to_string(),
+            copy_limits: copy::DEFAULT_LIMITS,
             location: StoreLocation::S3 {
                 bucket: bucket.to_string(),
             },
@@ -101,6 +100,13 @@ impl S3Store {
             store.learn_region().await;
         }
         Ok(store)
+    }
+
+    /// Server-side copies of objects above `single_max` bytes in parts of `part` bytes (S3's
+    /// own limit is 5 GiB; some S3-compatible servers have lower ones).
+    pub fn with_copy_limits(mut self, single_max: u64, part: u64) -> Self {
+        self.copy_limits = (single_max, part.max(5 * 1024 * 1024));
+        self
     }
 
     fn client(&self) -> Client {
@@ -293,6 +299,8 @@ macro_rules! with_properties {
             .set_metadata((!metadata.is_empty()).then(|| metadata.into_iter().collect()))
     }};
 }
+
+mod copy;
 
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
@@ -719,80 +727,12 @@ impl ObjectStore for S3Store {
             .await
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let source = format!(
-            "{}/{}",
-            self.bucket,
-            percent_encoding::utf8_percent_encode(from, COPY_SOURCE).collect::<String>()
-        );
-        let size = self.head(from).await?.size;
-        if size <= MAX_SINGLE_COPY {
-            return self
-                .retry
-                .run(|| async {
-                    self.client()
-                        .copy_object()
-                        .bucket(&self.bucket)
-                        .key(to)
-                        .copy_source(&source)
-                        .send()
-                        .await
-                        .map_err(|e| self.fail("copy", to, e))
-                        .map(|_| ())
-                })
-                .await;
-        }
-        // Server-side multipart copy for objects past the single-request limit.
-        let upload = self.create_multipart(to).await?;
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        let mut part_number = 1;
-        let result: Result<()> = async {
-            while offset < size {
-                let end = (offset + COPY_PART).min(size) - 1;
-                let out = self
-                    .retry
-                    .run(|| async {
-                        self.client()
-                            .upload_part_copy()
-                            .bucket(&self.bucket)
-                            .key(to)
-                            .upload_id(&upload.upload_id)
-                            .part_number(part_number)
-                            .copy_source(&source)
-                            .copy_source_range(format!("bytes={offset}-{end}"))
-                            .send()
-                            .await
-                            .map_err(|e| self.fail("copy", to, e))
-                    })
-                    .await?;
-                let etag = out
-                    .copy_part_result()
-                    .and_then(|r| r.e_tag())
-                    .unwrap_or("")
-                    .to_string();
-                parts.push(PartReceipt {
-                    part_number: part_number as u32,
-                    etag,
-                });
-                offset = end + 1;
-                part_number += 1;
-            }
-            self.complete_multipart(&upload, parts.clone()).await
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = self.abort_multipart(&upload).await;
-            return Err(e);
-        }
-        Ok(())
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<()> {
+        self.copy_in(source, key, properties).await
     }
 }
-
-/// Characters escaped in `x-amz-copy-source` (everything but unreserved and `/`).
-const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');

@@ -26,10 +26,8 @@ use async_trait::async_trait;
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, StatusCode};
 use azure_storage_blob::models::{
-    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-    BlobClientStartCopyFromUrlResultHeaders, BlobClientUploadOptions,
+    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions, BlockLookupList,
-    CopyStatus,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
 use base64::Engine as _;
@@ -43,9 +41,11 @@ use url::Url;
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
-    ByteStream, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt, Properties,
-    StoreLocation,
+    ByteStream, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
+    Properties, StoreLocation,
 };
+
+mod copy;
 
 /// Credentials and endpoint overrides; `from_env` reads the standard Azure variables.
 #[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -150,6 +150,40 @@ fn parse_connection_string(s: &str) -> ConnectionString {
     out
 }
 
+/// The connection string's settings, when it is for `account`.
+fn connection_for(config: &AzureConfig, account: &str) -> Option<ConnectionString> {
+    config
+        .connection_string
+        .as_deref()
+        .map(parse_connection_string)
+        .filter(|c| c.account.as_deref() == Some(account))
+}
+
+/// The blob service endpoint of `account`, and whether it is a custom one (a connection
+/// string's `BlobEndpoint` or a configured endpoint: an emulator or a private endpoint) rather
+/// than the public service's.
+pub(crate) fn blob_endpoint(config: &AzureConfig, account: &str) -> (String, bool) {
+    let conn = connection_for(config, account);
+    match conn
+        .as_ref()
+        .and_then(|c| c.blob_endpoint.clone())
+        .or_else(|| config.endpoint.clone())
+    {
+        Some(e) => (e, true),
+        None => {
+            let proto = conn
+                .as_ref()
+                .and_then(|c| c.protocol.clone())
+                .unwrap_or_else(|| "https".into());
+            let suffix = conn
+                .as_ref()
+                .and_then(|c| c.suffix.clone())
+                .unwrap_or_else(|| "core.windows.net".into());
+            (format!("{proto}://{account}.blob.{suffix}"), false)
+        }
+    }
+}
+
 /// Signs an account SAS (blob service; service, container and object resources; read, write,
 /// delete, list, add, create, update, process) valid until `expiry`, per the Azure Storage
 /// "Create an account SAS" rules for signed version 2020-12-06 and later.
@@ -228,29 +262,8 @@ impl AzureStore {
                 why,
             )
         };
-        let conn = config
-            .connection_string
-            .as_deref()
-            .map(parse_connection_string)
-            .filter(|c| c.account.as_deref() == Some(account));
-        let endpoint = match conn
-            .as_ref()
-            .and_then(|c| c.blob_endpoint.clone())
-            .or_else(|| config.endpoint.clone())
-        {
-            Some(e) => e,
-            None => {
-                let proto = conn
-                    .as_ref()
-                    .and_then(|c| c.protocol.clone())
-                    .unwrap_or_else(|| "https".into());
-                let suffix = conn
-                    .as_ref()
-                    .and_then(|c| c.suffix.clone())
-                    .unwrap_or_else(|| "core.windows.net".into());
-                format!("{proto}://{account}.blob.{suffix}")
-            }
-        };
+        let conn = connection_for(config, account);
+        let (endpoint, _) = blob_endpoint(config, account);
         let expiry = SystemTime::now() + SAS_LIFETIME;
         let sas = if let Some(c) = &conn {
             match (&c.sas, &c.key) {
@@ -663,48 +676,20 @@ impl ObjectStore for AzureStore {
             .await
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        // Copy Blob: server-side, any size. Within one account it usually completes at once;
-        // otherwise it is pending and we poll until it ends.
-        self.head(from).await?;
-        let source = self.blob_url_with_sas(from);
-        let dest = self.blob(to);
-        let started = self
-            .retry
-            .run(|| async {
-                dest.start_copy_from_url(source.clone(), None)
-                    .await
-                    .map_err(|e| self.fail("copy", to, e))
-            })
-            .await?;
-        let mut status = started.copy_status().ok().flatten();
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match status {
-                Some(CopyStatus::Success) | None => return Ok(()),
-                Some(CopyStatus::Pending) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
-                    let props = self
-                        .retry
-                        .run(|| async {
-                            dest.get_properties(None)
-                                .await
-                                .map_err(|e| self.fail("copy", to, e))
-                        })
-                        .await?;
-                    status = props.copy_status().ok().flatten();
-                }
-                Some(other) => {
-                    return Err(self.error(
-                        ErrorKind::Other,
-                        "copy",
-                        to,
-                        format!("server-side copy ended as {other:?}"),
-                    ));
-                }
-            }
+    fn copy_source(&self, meta: &ObjectMeta) -> CopySource {
+        CopySource {
+            url: Some(self.blob_url_with_sas(&meta.key)),
+            ..CopySource::by_name(&self.location, meta)
         }
+    }
+
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<()> {
+        self.copy_in(source, key, properties).await
     }
 
     fn min_part_size(&self) -> u64 {

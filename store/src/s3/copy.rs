@@ -1,0 +1,125 @@
+//! Server-side copies into an S3 bucket: CopyObject up to 5 GiB, UploadPartCopy beyond (parts
+//! copied concurrently), from any bucket in any region the destination's credentials can
+//! read. The copy carries the given properties (`MetadataDirective: REPLACE`), takes exactly
+//! the version the source listed (`x-amz-copy-source-if-match`), and a whole-object copy is
+//! stored with its CRC32C, which S3 computes from the bytes it copied.
+
+use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective};
+use futures::{StreamExt, TryStreamExt};
+
+use super::S3Store;
+use crate::error::{ErrorKind, Result};
+use crate::{CopySource, ObjectStore, PartReceipt, Properties, StoreLocation};
+
+/// Copies above 5 GiB (S3's CopyObject limit) go in parts of 512 MiB.
+pub(super) const DEFAULT_LIMITS: (u64, u64) = (5 * 1024 * 1024 * 1024, 512 * 1024 * 1024);
+/// UploadPartCopy requests at once.
+const COPY_PARTS_AT_ONCE: usize = 8;
+
+/// Characters escaped in `x-amz-copy-source` (everything but unreserved and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+impl S3Store {
+    pub(super) async fn copy_in(
+        &self,
+        source: &CopySource,
+        key: &str,
+        properties: &Properties,
+    ) -> Result<()> {
+        let StoreLocation::S3 { bucket } = &source.location else {
+            return Err(self.error(
+                ErrorKind::InvalidInput,
+                "copy",
+                key,
+                format!("cannot copy server-side from {}", source.location),
+            ));
+        };
+        let copy_source = format!(
+            "{bucket}/{}",
+            percent_encoding::utf8_percent_encode(&source.key, COPY_SOURCE)
+        );
+        let (single_max, part) = self.copy_limits;
+        if source.size <= single_max {
+            return self
+                .retry
+                .run(|| async {
+                    with_properties!(self.client().copy_object(), properties)
+                        .metadata_directive(MetadataDirective::Replace)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                        .set_copy_source_if_match(source.etag.clone())
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .copy_source(&copy_source)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail("copy", key, e))
+                        .map(|_| ())
+                })
+                .await;
+        }
+        let upload = self.create_multipart_with(key, properties).await?;
+        let ranges: Vec<(u32, u64, u64)> = (0..source.size)
+            .step_by(part as usize)
+            .enumerate()
+            .map(|(i, start)| {
+                let end = (start + part).min(source.size) - 1;
+                (i as u32 + 1, start, end)
+            })
+            .collect();
+        let parts: Result<Vec<PartReceipt>> = futures::stream::iter(ranges)
+            .map(|(part_number, start, end)| {
+                let (upload, copy_source) = (&upload, &copy_source);
+                async move {
+                    let out = self
+                        .retry
+                        .run(|| async {
+                            self.client()
+                                .upload_part_copy()
+                                .bucket(&self.bucket)
+                                .key(key)
+                                .upload_id(&upload.upload_id)
+                                .part_number(part_number as i32)
+                                .copy_source(copy_source)
+                                .set_copy_source_if_match(source.etag.clone())
+                                .copy_source_range(format!("bytes={start}-{end}"))
+                                .send()
+                                .await
+                                .map_err(|e| self.fail("copy", key, e))
+                        })
+                        .await?;
+                    let etag = out.copy_part_result().and_then(|r| r.e_tag());
+                    let etag = etag.ok_or_else(|| {
+                        self.error(
+                            ErrorKind::Other,
+                            "copy",
+                            key,
+                            "the server returned no part ETag".into(),
+                        )
+                    })?;
+                    Ok(PartReceipt {
+                        part_number,
+                        etag: etag.to_string(),
+                    })
+                }
+            })
+            .buffer_unordered(COPY_PARTS_AT_ONCE)
+            .try_collect()
+            .await;
+        let result = match parts {
+            Ok(parts) => self.complete_multipart(&upload, parts).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if let Err(abort) = self.abort_multipart(&upload).await {
+                tracing::warn!(key, error = %abort, "aborting a failed multipart copy failed");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
