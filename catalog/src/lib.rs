@@ -26,6 +26,10 @@ pub use vm::{
     gateway_vm_type,
 };
 
+/// What a plan that uses [`Catalog::server_side_gbps`] says about the figure.
+pub const SERVER_SIDE_ESTIMATE: &str = "the provider's server-side copy speed is an estimate \
+     (one VM's measured direct link; 10 Gbps within a region), not a measurement";
+
 /// Errors from loading or querying the catalog.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -250,6 +254,21 @@ impl Catalog {
 
     pub fn egress_price(&self, src: &RegionId, dst: &RegionId) -> Option<UsdPerGb> {
         self.egress.get(src, dst)
+    }
+
+    /// What the provider's own copy between two buckets of one cloud moves with every object
+    /// copying at once (S3 CopyObject, GCS rewrite, Azure Copy Blob); `None` across clouds.
+    /// No public figure exists and none was measured from here, so this is an estimate, and
+    /// plans that use it say so ([`SERVER_SIDE_ESTIMATE`]): across regions, the measured direct
+    /// link of one VM (the provider's copy rides the same backbone); within one region, 10 Gbps.
+    pub fn server_side_gbps(&self, src: &RegionId, dst: &RegionId) -> Option<Gbps> {
+        if src.cloud() != dst.cloud() {
+            return None;
+        }
+        if src == dst {
+            return Some(Gbps(10.0));
+        }
+        self.throughput.get(src, dst).map(|l| l.gbps)
     }
 
     pub fn rtt(&self, src: &RegionId, dst: &RegionId) -> Option<Millis> {

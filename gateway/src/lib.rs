@@ -29,7 +29,7 @@ pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, Tracke
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
     CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
-    Verification, run_copy,
+    ServerSideJob, Verification, run_copy, run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{

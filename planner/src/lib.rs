@@ -71,6 +71,8 @@ pub struct TransferPlan {
     pub direct_infeasible: Option<String>,
     /// The best plan through exactly one relay, when one is feasible.
     pub best_single_relay: Option<RoutePlan>,
+    /// The provider's own copy, when the request allows it and the catalog can price it.
+    pub server_side: Option<RoutePlan>,
     /// Facts the user should know: estimates used, links skipped, candidates considered.
     pub notes: Vec<String>,
     /// Size of the overlay model that was solved.
@@ -114,6 +116,18 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
             }
         }
     }
+    // The provider's own copy competes under the same objective (never against relays the
+    // user forced).
+    let server_side = server_side_plan(catalog, req);
+    if let Some(ss) = &server_side {
+        notes.push(skyx_catalog::SERVER_SIDE_ESTIMATE.to_string());
+        if req.route == RouteChoice::Auto
+            && ss.meets(&req.objective, req.volume_gb())
+            && ss.better_than(&chosen, &req.objective)
+        {
+            chosen = ss.clone();
+        }
+    }
 
     for region in chosen.vms.keys() {
         let node = full.nodes.iter().find(|n| &n.region == region);
@@ -141,6 +155,7 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         direct,
         direct_infeasible,
         best_single_relay,
+        server_side,
         notes,
         model: ModelSize {
             regions_allowed: full.nodes.len(),
@@ -592,6 +607,23 @@ pub fn plain_direct_plan(catalog: &Catalog, req: &TransferRequest) -> Result<Rou
     };
     let (net, _) = build_network(catalog, &direct)?;
     plain_direct(&net, &direct)
+}
+
+/// The provider's own copy between the request's ends, when the request allows it (whether
+/// or not it meets the objective).
+fn server_side_plan(catalog: &Catalog, req: &TransferRequest) -> Option<RoutePlan> {
+    if !req.server_side {
+        return None;
+    }
+    let gbps = catalog.server_side_gbps(&req.src, &req.dst)?;
+    let price = catalog.egress_price(&req.src, &req.dst)?;
+    Some(RoutePlan::server_side(
+        &req.src,
+        &req.dst,
+        req.volume_gb(),
+        gbps.0,
+        price.0,
+    ))
 }
 
 /// The best plan through exactly one relay, under the request's objective.

@@ -22,6 +22,8 @@ pub enum RouteKind {
     SingleRelay,
     /// The relay chain the user gave.
     Via,
+    /// The provider's own copy between the two buckets: no VMs, no compression.
+    ServerSide,
 }
 
 /// One hop of a plan.
@@ -144,6 +146,63 @@ impl RoutePlan {
             vms,
             vm_details,
             paths: decompose(net, flows),
+        }
+    }
+
+    /// The provider's own copy of `gb` logical GB from `src` to `dst` at `gbps`, billed
+    /// `usd_per_gb` as transfer out of the source's region: no VMs, no compression.
+    pub fn server_side(
+        src: &RegionId,
+        dst: &RegionId,
+        gb: f64,
+        gbps: f64,
+        usd_per_gb: f64,
+    ) -> Self {
+        let egress = gb * usd_per_gb;
+        RoutePlan {
+            kind: RouteKind::ServerSide,
+            throughput_gbps: gbps,
+            wire_gbps: gbps,
+            time_s: gb * 8.0 / gbps,
+            cost_usd: CostBreakdown {
+                egress,
+                vm: 0.0,
+                total: egress,
+            },
+            edges: vec![EdgePlan {
+                src: src.clone(),
+                dst: dst.clone(),
+                gbps,
+                connections: 0,
+                usd_per_gb,
+                gb,
+                egress_usd: egress,
+            }],
+            vms: BTreeMap::new(),
+            vm_details: BTreeMap::new(),
+            paths: vec![PathShare {
+                regions: vec![src.clone(), dst.clone()],
+                gbps,
+            }],
+        }
+    }
+
+    /// Whether this plan meets `objective`'s own bound (floor, deadline or cost cap) for `gb`
+    /// logical GB.
+    pub fn meets(&self, objective: &Objective, gb: f64) -> bool {
+        const REL: f64 = 1e-9;
+        match objective {
+            Objective::MinCost { throughput_floor } => {
+                self.throughput_gbps >= throughput_floor.0 * (1.0 - REL)
+            }
+            Objective::Deadline { seconds } => self.time_s <= seconds * (1.0 + REL),
+            Objective::MaxThroughput { cost_cap } => {
+                let cap = match cost_cap {
+                    crate::request::CostCap::TotalUsd(v) => *v,
+                    crate::request::CostCap::PerGb(p) => p.0 * gb,
+                };
+                self.cost_usd.total <= cap * (1.0 + REL)
+            }
         }
     }
 

@@ -149,6 +149,9 @@ pub struct TransferRequest {
     pub constraints: RegionConstraints,
     pub route: RouteChoice,
     pub config: PlannerConfig,
+    /// Both ends are stores of one cloud that can copy between them themselves (the same
+    /// service and an identity that reads the source): the provider's own copy is a route.
+    pub server_side: bool,
 }
 
 impl TransferRequest {
@@ -163,6 +166,7 @@ impl TransferRequest {
             constraints: RegionConstraints::default(),
             route: RouteChoice::Auto,
             config: PlannerConfig::default(),
+            server_side: false,
         }
     }
 

@@ -117,3 +117,69 @@ pub fn eligibility(
         _ => Err("the two ends are different kinds of store".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::S3Config;
+
+    fn s3(bucket: &str) -> StoreLocation {
+        StoreLocation::S3 {
+            bucket: bucket.into(),
+        }
+    }
+
+    #[test]
+    fn only_ends_one_service_and_identity_can_copy_between_are_eligible() {
+        let config = |endpoint: Option<&str>, keys: Option<(&str, &str)>| StoreConfig {
+            s3: S3Config {
+                endpoint: endpoint.map(str::to_string),
+                static_credentials: keys.map(|(a, b)| (a.into(), b.into())),
+                ..S3Config::default()
+            },
+            ..StoreConfig::default()
+        };
+        let a = config(None, Some(("ak", "sk")));
+        let regional = StoreConfig {
+            s3: S3Config {
+                region: Some("eu-west-1".into()),
+                ..a.s3.clone()
+            },
+            ..a.clone()
+        };
+        assert_eq!(eligibility(&s3("x"), &a, &s3("y"), &regional), Ok(()));
+        let other_keys = config(None, Some(("ak2", "sk2")));
+        let e = eligibility(&s3("x"), &a, &s3("y"), &other_keys).unwrap_err();
+        assert!(e.contains("different S3 credentials"), "{e}");
+        let other_service = config(Some("http://127.0.0.1:9000"), Some(("ak", "sk")));
+        let e = eligibility(&s3("x"), &a, &s3("y"), &other_service).unwrap_err();
+        assert!(e.contains("different S3 services"), "{e}");
+        let gcs = StoreLocation::Gcs { bucket: "g".into() };
+        let e = eligibility(&s3("x"), &a, &gcs, &a).unwrap_err();
+        assert!(e.contains("different kinds"), "{e}");
+        assert!(eligibility(&StoreLocation::Local, &a, &StoreLocation::Local, &a).is_err());
+
+        // Azure: two accounts of the public service can; two emulators cannot.
+        let az = |account: &str| StoreLocation::Azure {
+            account: account.into(),
+            container: "c".into(),
+        };
+        let public = StoreConfig::default();
+        assert_eq!(
+            eligibility(&az("one"), &public, &az("two"), &public),
+            Ok(())
+        );
+        let emulator = |port: u16| StoreConfig {
+            azure: crate::azure::AzureConfig {
+                endpoint: Some(format!("http://127.0.0.1:{port}/acct")),
+                ..Default::default()
+            },
+            ..StoreConfig::default()
+        };
+        assert_eq!(
+            eligibility(&az("one"), &emulator(1), &az("two"), &emulator(1)),
+            Ok(())
+        );
+        assert!(eligibility(&az("one"), &emulator(1), &az("two"), &emulator(2)).is_err());
+    }
+}

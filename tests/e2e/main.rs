@@ -42,6 +42,7 @@ mod metadata;
 mod moto;
 mod plan;
 mod run;
+mod server_side;
 mod sky;
 mod stores;
 mod sync_modes;

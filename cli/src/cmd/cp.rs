@@ -52,7 +52,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
     }
     let volume: u64 = items.iter().map(|i| i.size).sum();
     let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
-    let routing = plan_routing(t, volume, regions)?;
+    let routing = plan_routing(t, volume, regions, &ends.server_side)?;
     if t.dry_run {
         if t.json {
             println!(

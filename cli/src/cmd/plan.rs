@@ -333,6 +333,7 @@ pub fn render(plan: &TransferPlan, catalog: &Catalog) -> String {
             skyx_planner::RouteKind::Direct => "direct",
             skyx_planner::RouteKind::SingleRelay => "single relay",
             skyx_planner::RouteKind::Via => "given relays",
+            skyx_planner::RouteKind::ServerSide => "server-side",
         },
         if relays.is_empty() {
             String::new()

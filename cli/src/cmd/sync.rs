@@ -124,7 +124,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         None
     } else {
         let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
-        let routing = plan_routing(t, volume, regions)?;
+        let routing = plan_routing(t, volume, regions, &ends.server_side)?;
         let mut items = plan.copy.clone();
         attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
         let report = execute(t, &ends, items, &routing).await?;

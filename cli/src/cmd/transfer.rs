@@ -12,7 +12,8 @@ use skyx_agent_api::wire::{CompressionSpec, Transport};
 use skyx_catalog::Catalog;
 use skyx_gateway::{
     CopyItem, CopyJob, CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter, Pricing,
-    ProgressSnapshot, SkippedObject, Topology, journal_path, list_copy, list_files_from, run_copy,
+    ProgressSnapshot, ServerSideJob, SkippedObject, Topology, journal_path, list_copy,
+    list_files_from, run_copy, run_server_side,
 };
 use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_provision::{LocalProvider, Provider};
@@ -31,6 +32,17 @@ use crate::units::{format_bytes, parse_bytes};
 pub enum TransportArg {
     Tcp,
     Quic,
+}
+
+/// Whether the provider copies between the two ends itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerSideArg {
+    /// When both ends allow it and the plan finds it better (always, without regions).
+    Auto,
+    /// Always; an error if the ends cannot.
+    Always,
+    /// Never: agents carry every byte.
+    Never,
 }
 
 /// Flags every data-moving command takes.
@@ -72,6 +84,11 @@ pub struct TransferArgs {
     /// Data transport between agents.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
+    /// Server-side copy (S3 CopyObject, GCS rewrite, Azure Copy Blob) between two stores of
+    /// one cloud reached with the same identity (on Azure, any two accounts): auto uses it
+    /// when the plan says it is better, or always when no regions are known.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub server_side: ServerSideArg,
     /// Chunk size (raised where the destination's part rules need it). [default: the copy
     /// engine's, 8MiB]
     #[arg(long, value_name = "SIZE")]
@@ -264,6 +281,8 @@ pub struct Endpoints {
     /// Each end's settings when the user configured that end (handed to its agents).
     pub src_settings: Option<StoreConfig>,
     pub dst_settings: Option<StoreConfig>,
+    /// Whether the destination's service can copy from the source itself, or why not.
+    pub server_side: Result<(), String>,
 }
 
 /// The emulated sky of `--sky`, if any: a state directory or a sky's name.
@@ -352,7 +371,14 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
             return Err(anyhow::Error::new(e).context(format!("checking the destination {dst}")));
         }
     }
+    let server_side = skyx_store::server_side::eligibility(
+        &src_url.location,
+        &src_config,
+        &dst_url.location,
+        &dst_config,
+    );
     Ok(Endpoints {
+        server_side,
         src_url,
         dst_url,
         src: src_store,
@@ -383,6 +409,8 @@ pub struct Routing {
     pub topology: Topology,
     pub plan: Option<TransferPlan>,
     pub pricing: Pricing,
+    /// The provider copies server-side; no agents run.
+    pub server_side: bool,
 }
 
 /// Each endpoint's region as its store reports it (`aws:REGION`, `gcp:REGION`), for endpoints
@@ -427,8 +455,16 @@ pub fn plan_routing(
     args: &TransferArgs,
     volume: u64,
     regions: (Option<String>, Option<String>),
+    server_side: &Result<(), String>,
 ) -> Result<Routing> {
     let connections = args.connections;
+    let allowed = match (args.server_side, server_side) {
+        (ServerSideArg::Never, _) => false,
+        (ServerSideArg::Always, Err(why)) => {
+            bail!(BadInput(format!("--server-side always: {why}")))
+        }
+        (_, ok) => ok.is_ok(),
+    };
     let flagged = args.src_region.is_some() || args.dst_region.is_some();
     let regions = match regions {
         // One region found from a bucket, none given: copy directly rather than refuse.
@@ -452,6 +488,9 @@ pub fn plan_routing(
                 topology: Topology::direct("local", "local", connections.unwrap_or(8)),
                 plan: None,
                 pricing: Pricing::default(),
+                // Without regions there is nothing to weigh: the provider's copy moves no byte
+                // through us, so it is taken whenever the ends allow it (as rclone does).
+                server_side: allowed,
             });
         }
         (Some(s), Some(d)) => (s, d),
@@ -468,7 +507,7 @@ pub fn plan_routing(
     }
     let src = catalog.resolve_region(src).context("--src-region")?;
     let dst = catalog.resolve_region(dst).context("--dst-region")?;
-    let req = request_from_flags(
+    let mut req = request_from_flags(
         src.clone(),
         dst.clone(),
         volume.max(1),
@@ -477,13 +516,32 @@ pub fn plan_routing(
         &args.constraints,
         &catalog,
     )?;
-    let plan = plan_transfer(&catalog, &req)?;
-    Ok(routing_from_plan(
+    req.server_side = allowed;
+    let mut plan = plan_transfer(&catalog, &req)?;
+    if args.server_side == ServerSideArg::Always {
+        match plan.server_side.clone() {
+            Some(ss) => plan.chosen = ss,
+            None => bail!(BadInput(format!(
+                "--server-side always: the catalog cannot price a server-side copy from {src} to {dst}"
+            ))),
+        }
+    }
+    let server_side = plan.chosen.kind == skyx_planner::RouteKind::ServerSide;
+    let mut routing = routing_from_plan(
         &catalog,
         plan,
         args.route.max_connections_per_vm,
         connections,
-    ))
+    );
+    routing.server_side = server_side;
+    if server_side {
+        routing.topology = Topology::default();
+        routing.pricing.egress_usd_per_gb.insert(
+            (src.to_string(), dst.to_string()),
+            catalog.egress_price(&src, &dst).map_or(0.0, |p| p.0),
+        );
+    }
+    Ok(routing)
 }
 
 /// The agents, routes and prices that carry out `plan`.
@@ -502,6 +560,7 @@ pub fn routing_from_plan(
         topology,
         plan: Some(plan),
         pricing,
+        server_side: false,
     }
 }
 
@@ -595,6 +654,9 @@ pub async fn execute(
     items: Vec<CopyItem>,
     routing: &Routing,
 ) -> Result<CopyReport> {
+    if routing.server_side {
+        return execute_server_side(args, ends, items, routing).await;
+    }
     let options = options(args, &ends.src_url, &ends.dst_url)?;
     let sky = load_sky(args)?;
     // Checked before anything starts: a bad EC2 setting launches no VM.
@@ -638,30 +700,8 @@ pub async fn execute(
         options,
         pricing: routing.pricing.clone(),
     };
-    let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let total: u64 = job.items.iter().map(|i| i.size).sum();
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        b
-    };
+    let (bar, mut on_progress) = progress_bar(args, &job.items);
     let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
-    let bar2 = bar.clone();
-    let mut on_progress = move |p: &ProgressSnapshot| {
-        bar2.set_position(p.progress.bytes_landed);
-        bar2.set_message(format!(
-            "{}/{} objects, {} on the wire",
-            p.progress.objects_complete,
-            p.progress.objects_total,
-            format_bytes(p.wire_bytes as f64)
-        ));
-    };
     let report = run_copy(
         &job,
         provider,
@@ -676,6 +716,73 @@ pub async fn execute(
         // Whatever the copy's end, no VM of the job outlives it.
         crate::args::provider::sweep(ec2, "copy").await;
     }
+    Ok(report?)
+}
+
+/// The progress bar (hidden for `--json`, `--no-progress` or no terminal) and the callback
+/// that moves it.
+fn progress_bar(
+    args: &TransferArgs,
+    items: &[CopyItem],
+) -> (ProgressBar, impl FnMut(&ProgressSnapshot) + Send + 'static) {
+    let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let total: u64 = items.iter().map(|i| i.size).sum();
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        b
+    };
+    let bar2 = bar.clone();
+    let on_progress = move |p: &ProgressSnapshot| {
+        bar2.set_position(p.progress.bytes_landed);
+        bar2.set_message(format!(
+            "{}/{} objects, {} on the wire",
+            p.progress.objects_complete,
+            p.progress.objects_total,
+            format_bytes(p.wire_bytes as f64)
+        ));
+    };
+    (bar, on_progress)
+}
+
+/// Runs the copy server-side: the provider copies every object, no agent starts.
+async fn execute_server_side(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    items: Vec<CopyItem>,
+    routing: &Routing,
+) -> Result<CopyReport> {
+    let hop = routing.plan.as_ref().map(|p| {
+        let (a, b) = (p.src.to_string(), p.dst.to_string());
+        let price = routing
+            .pricing
+            .egress_usd_per_gb
+            .get(&(a.clone(), b.clone()))
+            .copied();
+        (a, b, price)
+    });
+    let job = ServerSideJob {
+        items,
+        concurrency: ServerSideJob::DEFAULT_CONCURRENCY,
+        hop,
+    };
+    let (bar, mut on_progress) = progress_bar(args, &job.items);
+    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
+    let report = run_server_side(
+        &job,
+        ends.src.clone(),
+        ends.dst.clone(),
+        &mut on_progress,
+        cancel_rx,
+    )
+    .await;
+    bar.finish_and_clear();
     Ok(report?)
 }
 

@@ -37,12 +37,19 @@ pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> Stri
 
 fn render_topology(out: &mut String, routing: &Routing) {
     let t = &routing.topology;
-    let _ = writeln!(
-        out,
-        "\nAgents: {} ({} routes)",
-        t.agents.len(),
-        t.routes.len()
-    );
+    if routing.server_side {
+        let _ = writeln!(
+            out,
+            "\nServer-side: the destination's service copies every object from the source itself; no agents"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nAgents: {} ({} routes)",
+            t.agents.len(),
+            t.routes.len()
+        );
+    }
     for r in &t.routes {
         let chain: Vec<String> = r.agents.iter().map(|&a| t.agents[a].name()).collect();
         let conns: Vec<String> = r.connections.iter().map(|c| c.to_string()).collect();
@@ -113,14 +120,23 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         format_duration(r.elapsed_s),
         r.throughput_gbps
     );
-    let _ = writeln!(
-        out,
-        "  read and sent {} ({} chunks of {} skipped as already landed); compression {:.2}x",
-        format_bytes(r.bytes_sent as f64),
-        r.chunks_skipped,
-        r.chunks_total,
-        r.compression_ratio
-    );
+    if r.objects_server_side > 0 {
+        let _ = writeln!(
+            out,
+            "  server-side: {} objects copied by the provider itself, none through agents",
+            r.objects_server_side
+        );
+    }
+    if r.objects_server_side < r.objects_copied || r.chunks_total > 0 {
+        let _ = writeln!(
+            out,
+            "  read and sent {} ({} chunks of {} skipped as already landed); compression {:.2}x",
+            format_bytes(r.bytes_sent as f64),
+            r.chunks_skipped,
+            r.chunks_total,
+            r.compression_ratio
+        );
+    }
     if !r.hops.is_empty() {
         let _ = writeln!(out, "  hops (bytes on the wire, metered egress):");
         for h in &r.hops {

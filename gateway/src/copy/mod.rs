@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 mod dispatch;
 mod finalize;
 mod report;
+mod server_side;
 mod wiring;
 
 use finalize::object_chunk_ranges;
@@ -42,6 +43,7 @@ use finalize::object_chunk_ranges;
 pub use report::{
     AgentReport, CopyReport, FailedObject, HopReport, ProgressSnapshot, Verification,
 };
+pub use server_side::{ServerSideJob, run_server_side};
 
 use crate::core::chunker::{
     ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,

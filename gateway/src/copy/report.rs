@@ -56,6 +56,8 @@ pub struct CopyReport {
     pub objects_total: u64,
     /// Completed and verified by this run.
     pub objects_copied: u64,
+    /// Of those, copied by the provider itself (server-side), not through agents.
+    pub objects_server_side: u64,
     /// Already complete from an earlier, interrupted run (`--resume`).
     pub objects_resumed: u64,
     pub objects_failed: Vec<FailedObject>,
@@ -225,6 +227,7 @@ impl Run<'_> {
             objects_copied: p
                 .objects_complete
                 .saturating_sub(self.resumed_complete.len() as u64),
+            objects_server_side: 0,
             objects_resumed: self.resumed_complete.len() as u64,
             objects_failed: self.failed.clone(),
             bytes_total: p.bytes_total,

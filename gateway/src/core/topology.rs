@@ -44,7 +44,7 @@ pub struct RouteSpec {
 }
 
 /// Agents and the routes through them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Topology {
     pub agents: Vec<AgentSlot>,
     pub routes: Vec<RouteSpec>,
