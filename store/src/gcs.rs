@@ -92,6 +92,8 @@ pub struct GcsStore {
     bucket: String,
     location: StoreLocation,
     retry: RetryPolicy,
+    /// Storage class and KMS key of every object written.
+    write: crate::WriteOptions,
 }
 
 impl std::fmt::Debug for GcsStore {
@@ -147,6 +149,7 @@ impl GcsStore {
             })?,
         };
         Ok(GcsStore {
+            write: crate::WriteOptions::default(),
             client: Client::new(client_config),
             project: config.project.clone(),
             emulator: config.endpoint.is_some(),
@@ -248,7 +251,7 @@ impl GcsStore {
                     destination_object: destination.to_string(),
                     composing_targets: ComposingTargets {
                         // GCS clients always describe the result; some servers require it.
-                        destination: Some(described(destination, properties)),
+                        destination: Some(self.described(destination, properties)),
                         source_objects: sources
                             .iter()
                             .map(|s| SourceObjects {
@@ -266,6 +269,25 @@ impl GcsStore {
                     .map(|_| ())
             })
             .await
+    }
+
+    /// Writes every object with `write`'s storage class and KMS key (checked for GCS by
+    /// [`crate::WriteOptions::for_store`]).
+    pub fn with_write_options(mut self, write: crate::WriteOptions) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// The object `name` as an upload, a compose or a rewrite describes it: [`described`],
+    /// and for objects the user sees (not parts, not intermediate composes) the store's
+    /// storage class and KMS key.
+    fn described(&self, name: &str, p: &Properties) -> Object {
+        let mut object = described(name, p);
+        if !name.starts_with(UPLOADS) {
+            object.storage_class = self.write.storage_class.clone();
+            object.kms_key_name = self.write.kms_key().map(str::to_string);
+        }
+        object
     }
 
     fn part_name(upload: &MultipartUpload, part_number: u32) -> String {
@@ -447,7 +469,7 @@ impl ObjectStore for GcsStore {
                     media.content_length = Some(data.len() as u64);
                     UploadType::Simple(media)
                 } else {
-                    UploadType::Multipart(Box::new(described(key, properties)))
+                    UploadType::Multipart(Box::new(self.described(key, properties)))
                 };
                 self.client
                     .upload_object(&req, data.clone(), &upload)
@@ -635,7 +657,8 @@ impl ObjectStore for GcsStore {
                         rewrite_token: token.clone(),
                         // Exactly the generation listed: gone (overwritten) means not found.
                         source_generation: source.etag.as_deref().and_then(|g| g.parse().ok()),
-                        destination_metadata: Some(described(key, properties)),
+                        destination_metadata: Some(self.described(key, properties)),
+                        destination_kms_key_name: self.write.kms_key().map(str::to_string),
                         ..Default::default()
                     };
                     self.client

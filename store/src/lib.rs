@@ -21,6 +21,7 @@ pub mod s3;
 pub mod server_side;
 pub mod throttle;
 pub mod url;
+pub mod write;
 
 use std::fmt;
 use std::ops::Range;
@@ -37,6 +38,7 @@ pub use properties::Properties;
 pub use retry::RetryPolicy;
 pub use server_side::CopySource;
 pub use url::{ObjectUrl, StoreLocation, UrlError};
+pub use write::{Encryption, WriteOptions, WriteOptionsError};
 
 /// A stream of an object's bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -424,6 +426,8 @@ pub struct StoreConfig {
     pub azure: azure::AzureConfig,
     pub gcs: gcs::GcsConfig,
     pub local: local::LocalConfig,
+    /// How objects are written into this store (a destination's storage class, encryption).
+    pub write: WriteOptions,
     /// Each process keeps its own retry policy.
     #[serde(skip)]
     pub retry: RetryPolicy,
@@ -442,6 +446,7 @@ impl StoreConfig {
             azure: azure::AzureConfig::from_lookup(var),
             gcs: gcs::GcsConfig::from_lookup(var),
             local: local::LocalConfig::default(),
+            write: WriteOptions::default(),
             retry: RetryPolicy::default(),
         }
     }
@@ -464,18 +469,33 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
             &config.local,
             config.retry.clone(),
         )),
-        StoreLocation::S3 { bucket } => {
-            Arc::new(s3::S3Store::new(bucket, &config.s3, config.retry.clone()).await?)
-        }
-        StoreLocation::Azure { account, container } => Arc::new(azure::AzureStore::new(
-            account,
-            container,
-            &config.azure,
-            config.retry.clone(),
-        )?),
-        StoreLocation::Gcs { bucket } => {
-            Arc::new(gcs::GcsStore::new(bucket, &config.gcs, config.retry.clone()).await?)
-        }
+        StoreLocation::S3 { bucket } => Arc::new(
+            s3::S3Store::new(bucket, &config.s3, config.retry.clone())
+                .await?
+                .with_write_options(write_options(url, config)?),
+        ),
+        StoreLocation::Azure { account, container } => Arc::new(
+            azure::AzureStore::new(account, container, &config.azure, config.retry.clone())?
+                .with_write_options(write_options(url, config)?),
+        ),
+        StoreLocation::Gcs { bucket } => Arc::new(
+            gcs::GcsStore::new(bucket, &config.gcs, config.retry.clone())
+                .await?
+                .with_write_options(write_options(url, config)?),
+        ),
+    })
+}
+
+/// `config`'s write options as the store of `url` takes them.
+fn write_options(url: &ObjectUrl, config: &StoreConfig) -> Result<WriteOptions> {
+    config.write.for_store(&url.location).map_err(|e| {
+        StoreError::new(
+            ErrorKind::InvalidInput,
+            url.location.to_string(),
+            "open",
+            "",
+            e.to_string(),
+        )
     })
 }
 

@@ -8,3 +8,4 @@ pub mod ends;
 pub mod filters;
 pub mod provider;
 pub mod select;
+pub mod write;

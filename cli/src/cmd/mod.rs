@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod check;
 pub mod cp;
 pub mod plan;
+pub mod routing;
 pub mod run;
 pub mod sky;
 pub mod store;

@@ -9,13 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent_api::wire::{CompressionSpec, Transport};
-use skyx_catalog::Catalog;
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter, Pricing,
-    ProgressSnapshot, ServerSideJob, SkippedObject, Topology, journal_path, list_copy,
-    list_files_from, run_copy, run_server_side,
+    CopyItem, CopyJob, CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter,
+    ProgressSnapshot, ServerSideJob, SkippedObject, journal_path, list_copy, list_files_from,
+    run_copy, run_server_side,
 };
-use skyx_planner::{TransferPlan, plan_transfer};
 use skyx_provision::{LocalProvider, Provider};
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
@@ -24,7 +22,9 @@ use crate::args::catalog::CatalogArgs;
 use crate::args::ends::{EndArgs, Remotes, Side, default_config_path, resolve};
 use crate::args::provider::{ProviderArgs, ProviderKind};
 use crate::args::select::SelectArgs;
-use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs, request_from_flags};
+use crate::args::write::WriteArgs;
+use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs};
+pub use crate::cmd::routing::{Routing, infer_regions, plan_routing, sky_catalog};
 pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
 use crate::units::{format_bytes, parse_bytes};
 
@@ -119,6 +119,8 @@ pub struct TransferArgs {
     pub max_replacements: u32,
     #[command(flatten)]
     pub ends: EndArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
     #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
@@ -341,7 +343,10 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
     let (src_url, dst_url) = (src_end.url, dst_end.url);
     let mut src_config = src_end.settings;
     src_config.local.follow_symlinks = !args.no_follow_symlinks;
-    let dst_config = dst_end.settings;
+    let mut dst_config = dst_end.settings;
+    // Checked before any store opens: a bad class or key writes nothing.
+    dst_config.write = args.write.options(&dst_url.location)?;
+    let dst_configured = dst_end.configured || !dst_config.write.is_empty();
     let src_store = skyx_store::open(&src_url, &src_config)
         .await
         .with_context(|| format!("opening the source {src}"))?;
@@ -384,7 +389,7 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
         src: src_store,
         dst: dst_store,
         src_settings: src_end.configured.then_some(src_config),
-        dst_settings: dst_end.configured.then_some(dst_config),
+        dst_settings: dst_configured.then_some(dst_config),
     })
 }
 
@@ -402,195 +407,6 @@ fn store_root(url: &ObjectUrl) -> String {
         skyx_store::StoreLocation::Local => "file:///".to_string(),
         loc => format!("{loc}/"),
     }
-}
-
-/// The route the copy takes.
-pub struct Routing {
-    pub topology: Topology,
-    pub plan: Option<TransferPlan>,
-    pub pricing: Pricing,
-    /// The provider copies server-side; no agents run.
-    pub server_side: bool,
-}
-
-/// Each endpoint's region as its store reports it (`aws:REGION`, `gcp:REGION`), for endpoints
-/// whose region flag is not given. Failing to ask is not an error: the flags remain.
-pub async fn infer_regions(
-    args: &TransferArgs,
-    ends: &Endpoints,
-) -> (Option<String>, Option<String>) {
-    async fn ask(url: &ObjectUrl, store: &Arc<dyn ObjectStore>) -> Option<String> {
-        let cloud = match url.location {
-            skyx_store::StoreLocation::S3 { .. } => "aws",
-            skyx_store::StoreLocation::Gcs { .. } => "gcp",
-            _ => return None,
-        };
-        match store.bucket_region().await {
-            Ok(Some(r)) => Some(format!("{cloud}:{r}")),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not ask the bucket's region; use --src-region/--dst-region");
-                None
-            }
-        }
-    }
-    if args.sky.is_some() {
-        // A sky's stores are emulators: the flags are the regions.
-        return (args.src_region.clone(), args.dst_region.clone());
-    }
-    let src = match &args.src_region {
-        Some(r) => Some(r.clone()),
-        None => ask(&ends.src_url, &ends.src).await,
-    };
-    let dst = match &args.dst_region {
-        Some(r) => Some(r.clone()),
-        None => ask(&ends.dst_url, &ends.dst).await,
-    };
-    (src, dst)
-}
-
-/// Plans the route between the regions given or found (`regions`); with neither known, one
-/// local agent pair copies directly.
-pub fn plan_routing(
-    args: &TransferArgs,
-    volume: u64,
-    regions: (Option<String>, Option<String>),
-    server_side: &Result<(), String>,
-) -> Result<Routing> {
-    let connections = args.connections;
-    let allowed = match (args.server_side, server_side) {
-        (ServerSideArg::Never, _) => false,
-        (ServerSideArg::Always, Err(why)) => {
-            bail!(BadInput(format!("--server-side always: {why}")))
-        }
-        (_, ok) => ok.is_ok(),
-    };
-    let flagged = args.src_region.is_some() || args.dst_region.is_some();
-    let regions = match regions {
-        // One region found from a bucket, none given: copy directly rather than refuse.
-        (Some(r), None) | (None, Some(r)) if !flagged => {
-            tracing::warn!(
-                "only one endpoint's region is known ({r}); copying directly without a plan \
-                 (give --src-region and --dst-region to plan the route)"
-            );
-            (None, None)
-        }
-        other => other,
-    };
-    let (src, dst) = match (&regions.0, &regions.1) {
-        (None, None) => {
-            if args.route.via != "auto" && args.route.via != "direct" {
-                bail!(BadInput(
-                    "--via with relays needs --src-region and --dst-region".into()
-                ));
-            }
-            return Ok(Routing {
-                topology: Topology::direct("local", "local", connections.unwrap_or(8)),
-                plan: None,
-                pricing: Pricing::default(),
-                // Without regions there is nothing to weigh: the provider's copy moves no byte
-                // through us, so it is taken whenever the ends allow it (as rclone does).
-                server_side: allowed,
-            });
-        }
-        (Some(s), Some(d)) => (s, d),
-        (Some(known), None) | (None, Some(known)) => bail!(BadInput(format!(
-            "only one endpoint's region is known ({known}); give --src-region and --dst-region"
-        ))),
-    };
-    let mut catalog: Catalog = args.catalog.load()?;
-    let mut route = args.route.clone();
-    if let Some(sky) = load_sky(args)? {
-        catalog = sky_catalog(catalog, &sky, args.catalog.throughput_grid.is_some())?;
-        // One namespace is one VM: a second agent in a region adds no bandwidth there.
-        route.max_vms_per_region = 1;
-    }
-    let src = catalog.resolve_region(src).context("--src-region")?;
-    let dst = catalog.resolve_region(dst).context("--dst-region")?;
-    let mut req = request_from_flags(
-        src.clone(),
-        dst.clone(),
-        volume.max(1),
-        &args.objective,
-        &route,
-        &args.constraints,
-        &catalog,
-    )?;
-    req.server_side = allowed;
-    let mut plan = plan_transfer(&catalog, &req)?;
-    if args.server_side == ServerSideArg::Always {
-        match plan.server_side.clone() {
-            Some(ss) => plan.chosen = ss,
-            None => bail!(BadInput(format!(
-                "--server-side always: the catalog cannot price a server-side copy from {src} to {dst}"
-            ))),
-        }
-    }
-    let server_side = plan.chosen.kind == skyx_planner::RouteKind::ServerSide;
-    let mut routing = routing_from_plan(
-        &catalog,
-        plan,
-        args.route.max_connections_per_vm,
-        connections,
-    );
-    routing.server_side = server_side;
-    if server_side {
-        routing.topology = Topology::default();
-        routing.pricing.egress_usd_per_gb.insert(
-            (src.to_string(), dst.to_string()),
-            catalog.egress_price(&src, &dst).map_or(0.0, |p| p.0),
-        );
-    }
-    Ok(routing)
-}
-
-/// The agents, routes and prices that carry out `plan`.
-pub fn routing_from_plan(
-    catalog: &Catalog,
-    plan: TransferPlan,
-    max_connections_per_vm: u32,
-    connections: Option<u32>,
-) -> Routing {
-    let mut topology = Topology::from_plan(&plan.chosen, max_connections_per_vm);
-    if let Some(n) = connections {
-        topology = topology.with_connections(n);
-    }
-    let pricing = Pricing::for_plan(catalog, &plan, &topology);
-    Routing {
-        topology,
-        plan: Some(plan),
-        pricing,
-        server_side: false,
-    }
-}
-
-/// The planner's catalog for a sky: the sky's links (its shaped grid, unless the user gave a
-/// grid, e.g. one `skyx bench paths` measured in the sky) and VM caps scaled like the links.
-pub fn sky_catalog(catalog: Catalog, sky: &SkyManifest, user_grid: bool) -> Result<Catalog> {
-    let mut catalog = catalog.with_vm_network_scale(
-        sky.spec.scale,
-        skyx_catalog::Provenance {
-            what: "vm network caps",
-            source: format!("scaled × {} for sky {:?}", sky.spec.scale, sky.spec.name),
-            as_of: "now".into(),
-        },
-    );
-    if !user_grid {
-        let path = sky.grid_path();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the sky's grid {}", path.display()))?;
-        let grid =
-            skyx_catalog::ThroughputGrid::from_csv(text.as_bytes(), &path.display().to_string())?;
-        catalog = catalog.with_throughput_grid(
-            grid,
-            skyx_catalog::Provenance {
-                what: "throughput",
-                source: format!("sky {:?} shaping ({})", sky.spec.name, path.display()),
-                as_of: "now".into(),
-            },
-        );
-    }
-    Ok(catalog)
 }
 
 pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {

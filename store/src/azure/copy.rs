@@ -40,6 +40,7 @@ impl AzureStore {
                     metadata: (!metadata.is_empty())
                         .then(|| metadata.clone().into_iter().collect()),
                     source_if_match: source.etag.as_ref().map(|e| format!("\"{e}\"").into()),
+                    tier: self.tier(),
                     ..Default::default()
                 };
                 dest.start_copy_from_url(url.clone(), Some(options))

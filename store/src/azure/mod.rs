@@ -27,7 +27,8 @@ use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, StatusCode};
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions, BlockLookupList,
+    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockOptions, BlockLookupList,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
 use base64::Engine as _;
@@ -231,6 +232,8 @@ pub struct AzureStore {
     container_url: Url,
     location: StoreLocation,
     retry: RetryPolicy,
+    /// Access tier and encryption scope of every blob written.
+    write: crate::WriteOptions,
 }
 
 impl std::fmt::Debug for AzureStore {
@@ -305,7 +308,32 @@ impl AzureStore {
             container_url: url,
             location,
             retry,
+            write: crate::WriteOptions::default(),
         })
+    }
+
+    /// Writes every blob with `write`'s access tier and encryption scope (checked for Azure
+    /// by [`crate::WriteOptions::for_store`]).
+    pub fn with_write_options(mut self, write: crate::WriteOptions) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// The access tier blobs are written in, if one is set.
+    fn tier(&self) -> Option<azure_storage_blob::models::AccessTier> {
+        self.write
+            .storage_class
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+    }
+
+    /// What a block list commit (or a Put Blob) sets: the properties, the tier, the scope.
+    fn commit_options(&self, p: &Properties) -> BlockBlobClientCommitBlockListOptions<'static> {
+        BlockBlobClientCommitBlockListOptions {
+            tier: self.tier(),
+            encryption_scope: self.write.azure_scope().map(str::to_string),
+            ..commit_options(p)
+        }
     }
 
     fn blob(&self, key: &str) -> BlobClient {
@@ -541,8 +569,10 @@ impl ObjectStore for AzureStore {
         self.retry
             .run(|| async {
                 // Put Blob takes the same properties as a block list commit.
-                let c = commit_options(properties);
+                let c = self.commit_options(properties);
                 let options = BlobClientUploadOptions {
+                    tier: c.tier,
+                    encryption_scope: c.encryption_scope,
                     blob_content_type: c.blob_content_type,
                     blob_content_encoding: c.blob_content_encoding,
                     blob_content_language: c.blob_content_language,
@@ -586,7 +616,10 @@ impl ObjectStore for AzureStore {
                         &id,
                         data.len() as u64,
                         <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(data.clone()),
-                        None,
+                        Some(BlockBlobClientStageBlockOptions {
+                            encryption_scope: self.write.azure_scope().map(str::to_string),
+                            ..Default::default()
+                        }),
                     )
                     .await
                     .map_err(|e| self.fail("put_part", &upload.key, e))
@@ -622,7 +655,7 @@ impl ObjectStore for AzureStore {
                     .map_err(|e| self.fail("complete_multipart", &upload.key, e))?;
                 self.blob(&upload.key)
                     .block_blob_client()
-                    .commit_block_list(content, Some(commit_options(&upload.properties)))
+                    .commit_block_list(content, Some(self.commit_options(&upload.properties)))
                     .await
                     .map_err(|e| self.fail("complete_multipart", &upload.key, e))
                     .map(|_| ())

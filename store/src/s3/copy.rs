@@ -48,17 +48,20 @@ impl S3Store {
             return self
                 .retry
                 .run(|| async {
-                    with_properties!(self.client().copy_object(), properties)
-                        .metadata_directive(MetadataDirective::Replace)
-                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                        .set_copy_source_if_match(source.etag.clone())
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .copy_source(&copy_source)
-                        .send()
-                        .await
-                        .map_err(|e| self.fail("copy", key, e))
-                        .map(|_| ())
+                    with_write_options!(
+                        with_properties!(self.client().copy_object(), properties),
+                        &self.write
+                    )
+                    .metadata_directive(MetadataDirective::Replace)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                    .set_copy_source_if_match(source.etag.clone())
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .copy_source(&copy_source)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("copy", key, e))
+                    .map(|_| ())
                 })
                 .await;
         }

@@ -55,6 +55,8 @@ pub struct S3Store {
     retry: RetryPolicy,
     /// Server-side copies above the first size go in parts of the second.
     copy_limits: (u64, u64),
+    /// Storage class and encryption of every object written.
+    write: crate::WriteOptions,
 }
 
 impl S3Store {
@@ -91,6 +93,7 @@ impl S3Store {
             client: std::sync::RwLock::new(Client::from_conf(builder.build())),
             bucket: bucket.to_string(),
             copy_limits: copy::DEFAULT_LIMITS,
+            write: crate::WriteOptions::default(),
             location: StoreLocation::S3 {
                 bucket: bucket.to_string(),
             },
@@ -100,6 +103,13 @@ impl S3Store {
             store.learn_region().await;
         }
         Ok(store)
+    }
+
+    /// Writes every object with `write`'s storage class and encryption (checked for S3 by
+    /// [`crate::WriteOptions::for_store`]).
+    pub fn with_write_options(mut self, write: crate::WriteOptions) -> Self {
+        self.write = write;
+        self
     }
 
     /// Server-side copies of objects above `single_max` bytes in parts of `part` bytes (S3's
@@ -297,6 +307,32 @@ macro_rules! with_properties {
                 .ok()
             }))
             .set_metadata((!metadata.is_empty()).then(|| metadata.into_iter().collect()))
+    }};
+}
+
+/// Sets the store's storage class and server-side encryption on a put, a multipart create or
+/// a copy request.
+macro_rules! with_write_options {
+    ($request:expr, $write:expr) => {{
+        let w: &crate::WriteOptions = $write;
+        let (sse, key) = match &w.encryption {
+            Some(crate::Encryption::S3Managed) => {
+                (Some(aws_sdk_s3::types::ServerSideEncryption::Aes256), None)
+            }
+            Some(crate::Encryption::Kms { key }) => (
+                Some(aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+                key.clone(),
+            ),
+            _ => (None, None),
+        };
+        $request
+            .set_storage_class(
+                w.storage_class
+                    .as_deref()
+                    .map(aws_sdk_s3::types::StorageClass::from),
+            )
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(key)
     }};
 }
 
@@ -520,15 +556,18 @@ impl ObjectStore for S3Store {
             .run(|| async {
                 // The store checks the bytes against this and keeps it: the object's CRC32C
                 // at rest, which verification compares with the source's.
-                with_properties!(self.client().put_object(), properties)
-                    .checksum_crc32_c(crc32c_header(&data))
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .body(AwsBody::from(data.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("put", key, e))
-                    .map(|_| ())
+                with_write_options!(
+                    with_properties!(self.client().put_object(), properties),
+                    &self.write
+                )
+                .checksum_crc32_c(crc32c_header(&data))
+                .bucket(&self.bucket)
+                .key(key)
+                .body(AwsBody::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| self.fail("put", key, e))
+                .map(|_| ())
             })
             .await
     }
@@ -541,12 +580,15 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
-                with_properties!(self.client().create_multipart_upload(), properties)
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("create_multipart", key, e))
+                with_write_options!(
+                    with_properties!(self.client().create_multipart_upload(), properties),
+                    &self.write
+                )
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| self.fail("create_multipart", key, e))
             })
             .await?;
         let upload_id = out.upload_id().ok_or_else(|| {
