@@ -49,3 +49,4 @@ mod sync_modes;
 mod throttle;
 mod tidy;
 mod util;
+mod write_options;

@@ -4,9 +4,11 @@ use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{SyncRules, attach_properties, list_destination, plan_sync};
 
+use crate::cmd::execute::execute;
+use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
-    TransferArgs, check_failures, check_skipped, execute, metadata_policy, open_endpoints,
-    plan_routing, select_sources, warn_skipped,
+    TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints, select_sources,
+    warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
 
@@ -51,7 +53,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         items = plan.copy;
     }
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
+    let regions = crate::cmd::routing::infer_regions(t, &ends).await;
     let routing = plan_routing(t, volume, regions, &ends.server_side)?;
     if t.dry_run {
         if t.json {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod cp;
+pub mod execute;
 pub mod plan;
 pub mod routing;
 pub mod run;

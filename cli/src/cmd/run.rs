@@ -65,11 +65,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let mut catalog = args.catalog.load()?;
     if let Some(sky) = &sky {
-        catalog = crate::cmd::transfer::sky_catalog(
-            catalog,
-            sky,
-            args.catalog.throughput_grid.is_some(),
-        )?;
+        catalog =
+            crate::cmd::routing::sky_catalog(catalog, sky, args.catalog.throughput_grid.is_some())?;
     }
     let to_cli = |e: skyx_pipeline::PipelineError| match e {
         skyx_pipeline::PipelineError::Spec(e) => anyhow::Error::new(BadInput(e.to_string())),

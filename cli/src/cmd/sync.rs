@@ -8,9 +8,11 @@ use skyx_gateway::{
     plan_sync, settle_markers,
 };
 
+use crate::cmd::execute::execute;
+use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
-    BadInput, TransferArgs, check_failures, check_skipped, execute, metadata_policy,
-    open_endpoints, plan_routing, select_sources, warn_skipped,
+    BadInput, TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints,
+    select_sources, warn_skipped,
 };
 use crate::render::copy::render_report;
 use crate::units::format_bytes;
@@ -123,7 +125,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     let copied = if plan.copy.is_empty() {
         None
     } else {
-        let regions = crate::cmd::transfer::infer_regions(t, &ends).await;
+        let regions = crate::cmd::routing::infer_regions(t, &ends).await;
         let routing = plan_routing(t, volume, regions, &ends.server_side)?;
         let mut items = plan.copy.clone();
         attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;

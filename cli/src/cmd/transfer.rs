@@ -1,32 +1,28 @@
 //! What `skyx cp` and `skyx sync` share: the transfer flags, planning the route, running the
 //! copy with a progress bar and Ctrl-C handling, and the summary.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_agent_api::wire::{CompressionSpec, Transport};
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter,
-    ProgressSnapshot, ServerSideJob, SkippedObject, journal_path, list_copy, list_files_from,
-    run_copy, run_server_side,
+    CopyOptions, CopyReport, Listing, MetadataPolicy, ObjectFilter, SkippedObject, journal_path,
+    list_copy, list_files_from,
 };
-use skyx_provision::{LocalProvider, Provider};
+use skyx_provision::LocalProvider;
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 
 use crate::args::catalog::CatalogArgs;
 use crate::args::ends::{EndArgs, Remotes, Side, default_config_path, resolve};
-use crate::args::provider::{ProviderArgs, ProviderKind};
+use crate::args::provider::ProviderArgs;
 use crate::args::select::SelectArgs;
 use crate::args::write::WriteArgs;
 use crate::cmd::plan::{ConstraintArgs, ObjectiveArgs, RouteArgs};
-pub use crate::cmd::routing::{Routing, infer_regions, plan_routing, sky_catalog};
 pub use crate::error::{BadInput, PartialFailure, SkippedObjects};
-use crate::units::{format_bytes, parse_bytes};
+use crate::units::parse_bytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TransportArg {
@@ -242,7 +238,7 @@ pub fn state_dir_from(flag: Option<&PathBuf>) -> PathBuf {
     home.join(".local/state/skyx")
 }
 
-fn state_dir(args: &TransferArgs) -> PathBuf {
+pub(crate) fn state_dir(args: &TransferArgs) -> PathBuf {
     state_dir_from(args.state_dir.as_ref())
 }
 
@@ -402,7 +398,7 @@ pub fn load_remotes(flag: Option<&std::path::Path>) -> Result<Remotes> {
 }
 
 /// The store root agents open (the URL without its key).
-fn store_root(url: &ObjectUrl) -> String {
+pub(crate) fn store_root(url: &ObjectUrl) -> String {
     match &url.location {
         skyx_store::StoreLocation::Local => "file:///".to_string(),
         loc => format!("{loc}/"),
@@ -461,145 +457,6 @@ pub fn in_sky(provider: &mut LocalProvider, sky: &SkyManifest) {
             )
         })
         .collect();
-}
-
-/// Runs the copy with a progress bar and Ctrl-C handling.
-pub async fn execute(
-    args: &TransferArgs,
-    ends: &Endpoints,
-    items: Vec<CopyItem>,
-    routing: &Routing,
-) -> Result<CopyReport> {
-    if routing.server_side {
-        return execute_server_side(args, ends, items, routing).await;
-    }
-    let options = options(args, &ends.src_url, &ends.dst_url)?;
-    let sky = load_sky(args)?;
-    // Checked before anything starts: a bad EC2 setting launches no VM.
-    let ec2 = match args.provider.provider {
-        ProviderKind::Local => None,
-        ProviderKind::Ec2 => {
-            if routing
-                .topology
-                .agents
-                .iter()
-                .any(|a| !a.region.contains(':'))
-            {
-                return Err(BadInput(
-                    "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
-                )
-                .into());
-            }
-            let tag = crate::args::provider::job_tag("cp", "copy");
-            Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
-        }
-    };
-    let mut local = LocalProvider::new(LocalProvider::default_program());
-    local.log_dir = Some(state_dir(args).join("logs"));
-    if let Some(sky) = &sky {
-        in_sky(&mut local, sky);
-    }
-    let provider: &dyn Provider = match &ec2 {
-        Some(ec2) => {
-            crate::args::provider::announce(ec2, "copy");
-            ec2
-        }
-        None => &local,
-    };
-    let job = CopyJob {
-        src_store: store_root(&ends.src_url),
-        dst_store: store_root(&ends.dst_url),
-        src_settings: ends.src_settings.clone(),
-        dst_settings: ends.dst_settings.clone(),
-        items,
-        topology: routing.topology.clone(),
-        options,
-        pricing: routing.pricing.clone(),
-    };
-    let (bar, mut on_progress) = progress_bar(args, &job.items);
-    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
-    let report = run_copy(
-        &job,
-        provider,
-        ends.src.clone(),
-        ends.dst.clone(),
-        &mut on_progress,
-        cancel_rx,
-    )
-    .await;
-    bar.finish_and_clear();
-    if let Some(ec2) = &ec2 {
-        // Whatever the copy's end, no VM of the job outlives it.
-        crate::args::provider::sweep(ec2, "copy").await;
-    }
-    Ok(report?)
-}
-
-/// The progress bar (hidden for `--json`, `--no-progress` or no terminal) and the callback
-/// that moves it.
-fn progress_bar(
-    args: &TransferArgs,
-    items: &[CopyItem],
-) -> (ProgressBar, impl FnMut(&ProgressSnapshot) + Send + 'static) {
-    let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let total: u64 = items.iter().map(|i| i.size).sum();
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        b
-    };
-    let bar2 = bar.clone();
-    let on_progress = move |p: &ProgressSnapshot| {
-        bar2.set_position(p.progress.bytes_landed);
-        bar2.set_message(format!(
-            "{}/{} objects, {} on the wire",
-            p.progress.objects_complete,
-            p.progress.objects_total,
-            format_bytes(p.wire_bytes as f64)
-        ));
-    };
-    (bar, on_progress)
-}
-
-/// Runs the copy server-side: the provider copies every object, no agent starts.
-async fn execute_server_side(
-    args: &TransferArgs,
-    ends: &Endpoints,
-    items: Vec<CopyItem>,
-    routing: &Routing,
-) -> Result<CopyReport> {
-    let hop = routing.plan.as_ref().map(|p| {
-        let (a, b) = (p.src.to_string(), p.dst.to_string());
-        let price = routing
-            .pricing
-            .egress_usd_per_gb
-            .get(&(a.clone(), b.clone()))
-            .copied();
-        (a, b, price)
-    });
-    let job = ServerSideJob {
-        items,
-        concurrency: ServerSideJob::DEFAULT_CONCURRENCY,
-        hop,
-    };
-    let (bar, mut on_progress) = progress_bar(args, &job.items);
-    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
-    let report = run_server_side(
-        &job,
-        ends.src.clone(),
-        ends.dst.clone(),
-        &mut on_progress,
-        cancel_rx,
-    )
-    .await;
-    bar.finish_and_clear();
-    Ok(report?)
 }
 
 /// Exit with the right code when objects failed.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use skyx_gateway::{CopyItem, CopyReport};
 
-use crate::cmd::transfer::Routing;
+use crate::cmd::routing::Routing;
 use crate::units::{format_bytes, format_duration};
 
 pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> String {

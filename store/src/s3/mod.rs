@@ -30,11 +30,13 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
+use crate::error::{ErrorKind, Result, StoreError};
 use crate::retry::RetryPolicy;
+mod answers;
 mod checksums;
 mod config;
 
+use answers::{error_chain, redirect_region, status_kind, unservable};
 use checksums::{crc32c_from_checksum, crc32c_header, md5_from_etag};
 use config::RequesterPays;
 pub use config::S3Config;
@@ -211,6 +213,19 @@ impl S3Store {
                 } else {
                     kind
                 };
+                let msg = match unservable(code, &msg) {
+                    Some(why) => {
+                        return StoreError::new(
+                            ErrorKind::Unreadable,
+                            self.location.to_string(),
+                            op,
+                            key,
+                            why.to_string(),
+                        )
+                        .with_source(e);
+                    }
+                    None => msg,
+                };
                 (
                     kind,
                     if code.is_empty() {
@@ -255,36 +270,6 @@ impl S3Store {
             })
             .await
     }
-}
-
-/// The region S3 says the bucket is in, when it refused a request for being signed for another
-/// (301 PermanentRedirect, 307 TemporaryRedirect, 400 AuthorizationHeaderMalformed, all with
-/// `x-amz-bucket-region`).
-fn redirect_region<E>(e: &SdkError<E, HttpResponse>) -> Option<String> {
-    let response = e.raw_response()?;
-    if !matches!(response.status().as_u16(), 301 | 307 | 400) {
-        return None;
-    }
-    response
-        .headers()
-        .get("x-amz-bucket-region")
-        .map(str::to_string)
-}
-
-fn status_kind<E>(e: &SdkError<E, HttpResponse>) -> Option<ErrorKind> {
-    e.raw_response()
-        .map(|r| kind_from_http_status(r.status().as_u16()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// Sets an object's properties on a PutObject or CreateMultipartUpload request (the two

@@ -1,0 +1,157 @@
+//! Running a copy the route decided: through agents (local processes, or EC2 machines with
+//! `--provider ec2`) or server-side, with a progress bar and Ctrl-C handling.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use skyx_gateway::{
+    CopyItem, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy, run_server_side,
+};
+use skyx_provision::{LocalProvider, Provider};
+
+use crate::args::provider::ProviderKind;
+use crate::cmd::routing::Routing;
+use crate::cmd::transfer::{
+    BadInput, Endpoints, TransferArgs, in_sky, load_sky, options, state_dir, store_root,
+};
+use crate::units::format_bytes;
+
+/// Runs the copy with a progress bar and Ctrl-C handling.
+pub async fn execute(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    items: Vec<CopyItem>,
+    routing: &Routing,
+) -> Result<CopyReport> {
+    if routing.server_side {
+        return execute_server_side(args, ends, items, routing).await;
+    }
+    let options = options(args, &ends.src_url, &ends.dst_url)?;
+    let sky = load_sky(args)?;
+    // Checked before anything starts: a bad EC2 setting launches no VM.
+    let ec2 = match args.provider.provider {
+        ProviderKind::Local => None,
+        ProviderKind::Ec2 => {
+            if routing
+                .topology
+                .agents
+                .iter()
+                .any(|a| !a.region.contains(':'))
+            {
+                return Err(BadInput(
+                    "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
+                )
+                .into());
+            }
+            let tag = crate::args::provider::job_tag("cp", "copy");
+            Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
+        }
+    };
+    let mut local = LocalProvider::new(LocalProvider::default_program());
+    local.log_dir = Some(state_dir(args).join("logs"));
+    if let Some(sky) = &sky {
+        in_sky(&mut local, sky);
+    }
+    let provider: &dyn Provider = match &ec2 {
+        Some(ec2) => {
+            crate::args::provider::announce(ec2, "copy");
+            ec2
+        }
+        None => &local,
+    };
+    let job = CopyJob {
+        src_store: store_root(&ends.src_url),
+        dst_store: store_root(&ends.dst_url),
+        src_settings: ends.src_settings.clone(),
+        dst_settings: ends.dst_settings.clone(),
+        items,
+        topology: routing.topology.clone(),
+        options,
+        pricing: routing.pricing.clone(),
+    };
+    let (bar, mut on_progress) = progress_bar(args, &job.items);
+    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
+    let report = run_copy(
+        &job,
+        provider,
+        ends.src.clone(),
+        ends.dst.clone(),
+        &mut on_progress,
+        cancel_rx,
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Some(ec2) = &ec2 {
+        // Whatever the copy's end, no VM of the job outlives it.
+        crate::args::provider::sweep(ec2, "copy").await;
+    }
+    Ok(report?)
+}
+
+/// The progress bar (hidden for `--json`, `--no-progress` or no terminal) and the callback
+/// that moves it.
+fn progress_bar(
+    args: &TransferArgs,
+    items: &[CopyItem],
+) -> (ProgressBar, impl FnMut(&ProgressSnapshot) + Send + 'static) {
+    let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let total: u64 = items.iter().map(|i| i.size).sum();
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        b
+    };
+    let bar2 = bar.clone();
+    let on_progress = move |p: &ProgressSnapshot| {
+        bar2.set_position(p.progress.bytes_landed);
+        bar2.set_message(format!(
+            "{}/{} objects, {} on the wire",
+            p.progress.objects_complete,
+            p.progress.objects_total,
+            format_bytes(p.wire_bytes as f64)
+        ));
+    };
+    (bar, on_progress)
+}
+
+/// Runs the copy server-side: the provider copies every object, no agent starts.
+async fn execute_server_side(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    items: Vec<CopyItem>,
+    routing: &Routing,
+) -> Result<CopyReport> {
+    let hop = routing.plan.as_ref().map(|p| {
+        let (a, b) = (p.src.to_string(), p.dst.to_string());
+        let price = routing
+            .pricing
+            .egress_usd_per_gb
+            .get(&(a.clone(), b.clone()))
+            .copied();
+        (a, b, price)
+    });
+    let job = ServerSideJob {
+        items,
+        concurrency: ServerSideJob::DEFAULT_CONCURRENCY,
+        hop,
+    };
+    let (bar, mut on_progress) = progress_bar(args, &job.items);
+    let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
+    let report = run_server_side(
+        &job,
+        ends.src.clone(),
+        ends.dst.clone(),
+        &mut on_progress,
+        cancel_rx,
+    )
+    .await;
+    bar.finish_and_clear();
+    Ok(report?)
+}
