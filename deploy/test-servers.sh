@@ -50,6 +50,12 @@ install() {
         python3 -m venv "$TOOLS/moto"
         "$TOOLS/moto/bin/pip" install --quiet "moto[server]"
     fi
+    # Without the crc32c package moto computes CRC32 where S3 computes CRC32C (its fallback),
+    # so every CRC32C it reports for a multipart upload would be wrong.
+    if ! "$TOOLS/moto/bin/python" -c "import crc32c" 2>/dev/null; then
+        log "installing crc32c into moto's environment (pip)"
+        "$TOOLS/moto/bin/pip" install --quiet crc32c
+    fi
     if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
         log "installing the AWS CLI (pip awscli)"
         python3 -m venv "$TOOLS/awscli"

@@ -499,6 +499,7 @@ impl ObjectStore for GcsStore {
         Ok(PartReceipt {
             part_number,
             etag: name,
+            crc32c: None,
         })
     }
 

@@ -75,6 +75,9 @@ pub struct MultipartUpload {
     /// (Azure's block list, GCS's compose, a local file's mtime) read them here; putting parts
     /// never needs them.
     pub properties: Properties,
+    /// The CRC32C of the whole object, when the completer knows it (from the bytes the source
+    /// read): S3 checks the assembled object against it and keeps it.
+    pub crc32c: Option<u32>,
 }
 
 impl MultipartUpload {
@@ -84,7 +87,14 @@ impl MultipartUpload {
             key: key.to_string(),
             upload_id: upload_id.to_string(),
             properties,
+            crc32c: None,
         }
+    }
+
+    /// The same upload, completed with the whole object's CRC32C.
+    pub fn with_crc32c(mut self, crc32c: Option<u32>) -> Self {
+        self.crc32c = crc32c;
+        self
     }
 
     /// An upload whose id the client mints itself, for stores without a server-side upload
@@ -105,6 +115,8 @@ pub struct PartReceipt {
     /// 1-based, as in S3.
     pub part_number: u32,
     pub etag: String,
+    /// The CRC32C of the part's bytes, when known (S3 takes them back at completion).
+    pub crc32c: Option<u32>,
 }
 
 /// The operations every backend provides. Keys are relative to the store's bucket/container;

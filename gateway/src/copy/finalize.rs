@@ -14,6 +14,15 @@ impl Run<'_> {
         let item = self.job.items[object as usize].clone();
         let wire = self.objects[object as usize].clone();
         let upload = self.uploads.get(&object).cloned();
+        // Each part is one chunk, in order: its CRC32C is the chunk's, as the sink checked it.
+        let chunks = self.object_chunks[object as usize].clone();
+        let chunk_crc = |part_number: u32| {
+            let chunk = chunks.start + part_number as usize - 1;
+            (chunk < chunks.end)
+                .then(|| self.crcs[self.specs[chunk].id.0 as usize])
+                .flatten()
+                .map(|(crc, _)| crc)
+        };
         let parts: Vec<PartReceipt> = self
             .receipts
             .get(&object)
@@ -22,13 +31,14 @@ impl Run<'_> {
                     .map(|(&part_number, etag)| PartReceipt {
                         part_number,
                         etag: etag.clone(),
+                        crc32c: chunk_crc(part_number),
                     })
                     .collect()
             })
             .unwrap_or_default();
         // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
         let mut crc: Option<u32> = Some(0);
-        for s in &self.specs[self.object_chunks[object as usize].clone()] {
+        for s in &self.specs[chunks.clone()] {
             crc = match (crc, self.crcs[s.id.0 as usize]) {
                 (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, c, len as usize)),
                 _ => None,
@@ -47,7 +57,8 @@ impl Run<'_> {
                         ));
                     }
                     let upload =
-                        MultipartUpload::new(&wire.dst_key, &upload_id, wire.properties.clone());
+                        MultipartUpload::new(&wire.dst_key, &upload_id, wire.properties.clone())
+                            .with_crc32c(crc);
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
                         // An earlier run may have completed it and died before journaling
                         // that (the parts are gone now): what is at the destination decides.

@@ -628,6 +628,7 @@ impl ObjectStore for AzureStore {
         Ok(PartReceipt {
             part_number,
             etag: String::from_utf8_lossy(&id).into_owned(),
+            crc32c: None,
         })
     }
 

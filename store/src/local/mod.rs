@@ -425,6 +425,7 @@ impl ObjectStore for LocalStore {
             Ok(PartReceipt {
                 part_number,
                 etag: format!("{part_number}-{}", data.len()),
+                crc32c: None,
             })
         })
         .await

@@ -34,7 +34,12 @@ pub(super) fn crc32c_from_checksum(value: Option<&str>, kind: Option<&str>) -> O
 
 /// The header value of a CRC32C checksum of `data`.
 pub(super) fn crc32c_header(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
+    crc32c_value(crc32c::crc32c(data))
+}
+
+/// A CRC32C as S3 writes it: base64 of the big-endian value.
+pub(super) fn crc32c_value(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
 #[cfg(test)]

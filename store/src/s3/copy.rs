@@ -95,7 +95,12 @@ impl S3Store {
                                 .map_err(|e| self.fail("copy", key, e))
                         })
                         .await?;
-                    let etag = out.copy_part_result().and_then(|r| r.e_tag());
+                    let result = out.copy_part_result();
+                    let crc32c = super::checksums::crc32c_from_checksum(
+                        result.and_then(|r| r.checksum_crc32_c()),
+                        None,
+                    );
+                    let etag = result.and_then(|r| r.e_tag());
                     let etag = etag.ok_or_else(|| {
                         self.error(
                             ErrorKind::Other,
@@ -107,6 +112,7 @@ impl S3Store {
                     Ok(PartReceipt {
                         part_number,
                         etag: etag.to_string(),
+                        crc32c,
                     })
                 }
             })

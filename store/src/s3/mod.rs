@@ -37,7 +37,7 @@ mod checksums;
 mod config;
 
 use answers::{error_chain, redirect_region, status_kind, unservable};
-use checksums::{crc32c_from_checksum, crc32c_header, md5_from_etag};
+use checksums::{crc32c_from_checksum, crc32c_header, crc32c_value, md5_from_etag};
 use config::RequesterPays;
 pub use config::S3Config;
 
@@ -565,10 +565,14 @@ impl ObjectStore for S3Store {
         let out = self
             .retry
             .run(|| async {
+                // The object's CRC32C, kept whole (not a checksum of part checksums): S3
+                // combines the parts' CRC32Cs, checks the completer's, and a HEAD reads it.
                 with_write_options!(
                     with_properties!(self.client().create_multipart_upload(), properties),
                     &self.write
                 )
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+                .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
                 .bucket(&self.bucket)
                 .key(key)
                 .send()
@@ -603,6 +607,7 @@ impl ObjectStore for S3Store {
                     .key(key)
                     .upload_id(&upload.upload_id)
                     .part_number(part_number as i32)
+                    .checksum_crc32_c(crc32c_header(&data))
                     .body(AwsBody::from(data.clone()))
                     .send()
                     .await
@@ -620,6 +625,7 @@ impl ObjectStore for S3Store {
         Ok(PartReceipt {
             part_number,
             etag: etag.to_string(),
+            crc32c: Some(crc32c::crc32c(&data)),
         })
     }
 
@@ -638,6 +644,7 @@ impl ObjectStore for S3Store {
                         CompletedPart::builder()
                             .part_number(p.part_number as i32)
                             .e_tag(&p.etag)
+                            .set_checksum_crc32_c(p.crc32c.map(crc32c_value))
                             .build()
                     })
                     .collect(),
@@ -651,6 +658,12 @@ impl ObjectStore for S3Store {
                     .key(&upload.key)
                     .upload_id(&upload.upload_id)
                     .multipart_upload(completed.clone())
+                    .set_checksum_crc32_c(upload.crc32c.map(crc32c_value))
+                    .set_checksum_type(
+                        upload
+                            .crc32c
+                            .map(|_| aws_sdk_s3::types::ChecksumType::FullObject),
+                    )
                     .send()
                     .await
                     .map_err(|e| self.fail("complete_multipart", &upload.key, e))
