@@ -153,6 +153,12 @@ pub struct JobSpec {
     pub read_concurrency: usize,
     /// Chunks a sink writes to its store at once per route.
     pub write_concurrency: usize,
+    /// This agent's share of `--tpslimit`: requests per second to each store it opens.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// This agent's share of `--bwlimit`: bytes per second it reads from the source.
+    #[serde(default)]
+    pub read_bytes_per_second: Option<f64>,
 }
 
 /// The next agent on a route.

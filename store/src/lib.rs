@@ -14,6 +14,7 @@ pub mod azure;
 pub mod error;
 pub mod gcs;
 pub mod local;
+pub mod pace;
 pub mod prefix;
 pub mod properties;
 pub mod retry;

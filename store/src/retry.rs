@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore};
 
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::pace::Pacer;
 use crate::throttle::AdaptiveLimit;
 
 /// How hard to retry.
@@ -28,6 +29,10 @@ pub struct RetryPolicy {
     pub throttled_max_backoff: Duration,
     /// The store's adaptive concurrency, when it has one (see [`RetryPolicy::with_own_limit`]).
     pub limit: Option<Arc<AdaptiveLimit>>,
+    /// At most this many attempts per second to the store (`--tpslimit`), paced by
+    /// `pacer` once the store has its own limits.
+    pub requests_per_second: Option<f64>,
+    pub pacer: Option<Arc<Pacer>>,
     /// Backoff cap of the first retry.
     pub initial_backoff: Duration,
     /// Factor applied to the cap after each retry.
@@ -43,6 +48,8 @@ impl Default for RetryPolicy {
             throttled_attempts: 10,
             throttled_max_backoff: Duration::from_secs(30),
             limit: None,
+            requests_per_second: None,
+            pacer: None,
             initial_backoff: Duration::from_millis(100),
             multiplier: 2.0,
             max_backoff: Duration::from_secs(10),
@@ -59,6 +66,7 @@ impl PartialEq for RetryPolicy {
             && self.initial_backoff == other.initial_backoff
             && self.multiplier == other.multiplier
             && self.max_backoff == other.max_backoff
+            && self.requests_per_second == other.requests_per_second
     }
 }
 
@@ -75,9 +83,11 @@ impl RetryPolicy {
         }
     }
 
-    /// This policy with an adaptive concurrency limit of its own (one per store).
+    /// This policy with an adaptive concurrency limit and a request pacer of its own (one per
+    /// store).
     pub fn with_own_limit(mut self) -> Self {
         self.limit = Some(Arc::new(AdaptiveLimit::new(1, MAX_CONCURRENCY)));
+        self.pacer = self.requests_per_second.map(|r| Arc::new(Pacer::new(r)));
         self
     }
 
@@ -111,6 +121,9 @@ impl RetryPolicy {
     {
         let mut retry = 0;
         loop {
+            if let Some(p) = &self.pacer {
+                p.take(1.0).await;
+            }
             let permit = match &self.limit {
                 Some(l) => Some(l.acquire().await),
                 None => None,

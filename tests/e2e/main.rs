@@ -38,6 +38,7 @@ mod cp_faults;
 mod ec2;
 mod ends;
 mod keys;
+mod limits;
 mod metadata;
 mod moto;
 mod plan;

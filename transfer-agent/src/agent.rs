@@ -137,6 +137,8 @@ struct Job {
     source: Option<Arc<dyn ObjectStore>>,
     writer: Option<Arc<ObjectWriter>>,
     manifest: Arc<Vec<ManifestObject>>,
+    /// Paces source reads to this agent's share of `--bwlimit`.
+    read_pace: Option<Arc<skyx_store::pace::Pacer>>,
     read_concurrency: usize,
     write_concurrency: usize,
     routes: Mutex<HashMap<u32, mpsc::UnboundedSender<ChunkOrder>>>,
@@ -169,14 +171,20 @@ impl Agent {
     /// How to reach one end's store: the job's settings when the user configured that end
     /// (another account, endpoint, anonymous), else this agent's own; retries are always the
     /// agent's.
-    fn end_settings(&self, given: Option<StoreConfig>) -> StoreConfig {
-        match given {
+    fn end_settings(
+        &self,
+        given: Option<StoreConfig>,
+        requests_per_second: Option<f64>,
+    ) -> StoreConfig {
+        let mut config = match given {
             Some(settings) => StoreConfig {
                 retry: self.config.store.retry.clone(),
                 ..settings
             },
             None => self.config.store.clone(),
-        }
+        };
+        config.retry.requests_per_second = requests_per_second.or(config.retry.requests_per_second);
+        config
     }
 
     pub fn new(config: AgentConfig) -> Agent {
@@ -224,12 +232,22 @@ impl Agent {
                 .collect(),
         );
         let source = match &spec.source_store {
-            Some(url) => Some(open_store(url, &self.end_settings(spec.source_settings)).await?),
+            Some(url) => Some(
+                open_store(
+                    url,
+                    &self.end_settings(spec.source_settings, spec.requests_per_second),
+                )
+                .await?,
+            ),
             None => None,
         };
         let writer = match &spec.sink_store {
             Some(url) => Some(Arc::new(ObjectWriter::new(
-                open_store(url, &self.end_settings(spec.sink_settings)).await?,
+                open_store(
+                    url,
+                    &self.end_settings(spec.sink_settings, spec.requests_per_second),
+                )
+                .await?,
                 manifest.clone(),
             ))),
             None => None,
@@ -242,6 +260,9 @@ impl Agent {
             source,
             writer,
             manifest,
+            read_pace: spec
+                .read_bytes_per_second
+                .map(|b| Arc::new(skyx_store::pace::Pacer::new(b))),
             read_concurrency: spec.read_concurrency.clamp(1, 256),
             write_concurrency: spec.write_concurrency.clamp(1, 256),
             routes: Mutex::new(HashMap::new()),
@@ -489,7 +510,7 @@ impl Agent {
     }
 
     pub fn metrics(&self) -> AgentMetrics {
-        let (cpu_seconds, peak_rss_bytes) = process_usage();
+        let (cpu_seconds, peak_rss_bytes) = crate::usage::process_usage();
         let mut m = AgentMetrics {
             cpu_seconds,
             peak_rss_bytes,
@@ -519,31 +540,6 @@ impl Agent {
         }
         m
     }
-}
-
-/// This process's CPU seconds (user + system) and peak resident bytes, from /proc (zero
-/// elsewhere). /proc/self/stat counts in clock ticks, which are 100 per second on Linux.
-fn process_usage() -> (f64, u64) {
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0);
-    (cpu, rss)
 }
 
 /// Passes deliveries through, counting them (for fault injection).
@@ -691,6 +687,9 @@ async fn run_source_route(r: SourceRoute) {
                 return;
             }
             let object = &job.manifest[order.object as usize];
+            if let Some(pace) = &job.read_pace {
+                pace.take(order.len as f64).await;
+            }
             let raw = match read_chunk(store.as_ref(), object, order.offset, order.len).await {
                 Ok(raw) => raw,
                 Err(e) if e.is_retryable() => {

@@ -24,6 +24,7 @@ pub mod objects;
 pub mod probe;
 pub mod quic;
 pub mod stage;
+pub mod usage;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
 pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};

@@ -68,8 +68,14 @@ pub fn plan_routing(
     server_side: &Result<(), String>,
 ) -> Result<Routing> {
     let connections = args.connections;
+    let paced = crate::cmd::transfer::bw_limit(args)?.is_some();
     let allowed = match (args.server_side, server_side) {
         (ServerSideArg::Never, _) => false,
+        (ServerSideArg::Always, _) if paced => bail!(BadInput(
+            "--server-side always cannot keep --bwlimit: the provider copies at its own pace"
+                .into()
+        )),
+        (ServerSideArg::Auto, _) if paced => false,
         (ServerSideArg::Always, Err(why)) => {
             bail!(BadInput(format!("--server-side always: {why}")))
         }

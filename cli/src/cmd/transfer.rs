@@ -110,6 +110,14 @@ pub struct TransferArgs {
     /// planner sees the sky's links (1 agent VM per region).
     #[arg(long, env = "SKYX_SKY", value_name = "NAME|DIR")]
     pub sky: Option<String>,
+    /// At most this many requests per second to each end's store, all agents together (as
+    /// rclone's --tpslimit, shared among the agents that use the store).
+    #[arg(long, value_name = "N")]
+    pub tpslimit: Option<f64>,
+    /// At most this many bytes per second read from the source, all agents together
+    /// (10MiB, 1G; shared among the source agents). Copies through agents only.
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
     /// Agents that may be replaced after dying before the copy gives up.
     #[arg(long, default_value_t = CopyOptions::default().max_replacements)]
     pub max_replacements: u32,
@@ -338,8 +346,10 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
     })?;
     let (src_url, dst_url) = (src_end.url, dst_end.url);
     let mut src_config = src_end.settings;
+    src_config.retry.requests_per_second = tps_limit(args)?;
     src_config.local.follow_symlinks = !args.no_follow_symlinks;
     let mut dst_config = dst_end.settings;
+    dst_config.retry.requests_per_second = tps_limit(args)?;
     // Checked before any store opens: a bad class or key writes nothing.
     dst_config.write = args.write.options(&dst_url.location)?;
     let dst_configured = dst_end.configured || !dst_config.write.is_empty();
@@ -405,6 +415,33 @@ pub(crate) fn store_root(url: &ObjectUrl) -> String {
     }
 }
 
+/// `--tpslimit`, checked.
+pub fn tps_limit(args: &TransferArgs) -> Result<Option<f64>> {
+    match args.tpslimit {
+        Some(n) if !(n.is_finite() && n > 0.0) => {
+            bail!(BadInput(format!(
+                "--tpslimit {n}: expected requests per second, more than 0"
+            )))
+        }
+        n => Ok(n),
+    }
+}
+
+/// `--bwlimit`, in bytes per second, checked.
+pub fn bw_limit(args: &TransferArgs) -> Result<Option<u64>> {
+    let Some(text) = &args.bwlimit else {
+        return Ok(None);
+    };
+    let rate = text.trim().trim_end_matches("/s");
+    match parse_bytes(rate) {
+        Ok(0) => bail!(BadInput(format!(
+            "--bwlimit {text}: more than 0 bytes per second"
+        ))),
+        Ok(n) => Ok(Some(n)),
+        Err(e) => bail!(BadInput(format!("--bwlimit {text}: {e} (e.g. 10MiB)"))),
+    }
+}
+
 pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {
     let chunk_size = match &args.chunk_size {
         None => CopyOptions::default().chunk_size,
@@ -417,6 +454,8 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         }
     };
     Ok(CopyOptions {
+        tps_limit: tps_limit(args)?,
+        bw_limit: bw_limit(args)?,
         transport: match args.transport {
             TransportArg::Tcp => Transport::Tcp,
             TransportArg::Quic => Transport::Quic,

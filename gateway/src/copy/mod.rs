@@ -74,6 +74,11 @@ pub struct CopyOptions {
     pub max_replacements: u32,
     /// Objects completed and verified at once.
     pub finalize_concurrency: usize,
+    /// `--tpslimit`: requests per second to each end's store, shared among the agents that
+    /// use it.
+    pub tps_limit: Option<f64>,
+    /// `--bwlimit`: bytes per second read from the source, shared among the source agents.
+    pub bw_limit: Option<u64>,
     /// Fault injection for tests: a crash right after journaling a number of landed chunks.
     pub crash_after_landed: Option<CrashAfter>,
 }
@@ -106,6 +111,8 @@ impl Default for CopyOptions {
             tracker: TrackerConfig::default(),
             max_replacements: 4,
             finalize_concurrency: 32,
+            tps_limit: None,
+            bw_limit: None,
             crash_after_landed: None,
         }
     }

@@ -35,6 +35,16 @@ impl Run<'_> {
             },
             read_concurrency: self.job.options.read_concurrency,
             write_concurrency: self.job.options.write_concurrency,
+            requests_per_second: self.job.options.tps_limit.map(|t| {
+                let (sources, sinks) = self.job.topology.ends();
+                t / (if source { sources } else { sinks }).max(1) as f64
+            }),
+            read_bytes_per_second: self
+                .job
+                .options
+                .bw_limit
+                .filter(|_| source)
+                .map(|b| b as f64 / self.job.topology.ends().0.max(1) as f64),
         })
     }
 

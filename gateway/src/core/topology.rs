@@ -51,6 +51,22 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// How many distinct agents read the source (first on a route) and write the
+    /// destination (last on a route).
+    pub fn ends(&self) -> (usize, usize) {
+        let firsts: std::collections::BTreeSet<usize> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.agents.first().copied())
+            .collect();
+        let lasts: std::collections::BTreeSet<usize> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.agents.last().copied())
+            .collect();
+        (firsts.len(), lasts.len())
+    }
+
     /// One source agent in `src`, one sink agent in `dst`, one route between them.
     pub fn direct(src: &str, dst: &str, connections: u32) -> Topology {
         Topology {
@@ -222,6 +238,14 @@ fn apportion(weights: &[f64], total: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ends_count_the_distinct_agents_that_read_and_write() {
+        let one = Topology::direct("aws:us-east-1", "aws:eu-west-1", 8);
+        assert_eq!(one.ends(), (1, 1));
+        assert_eq!(Topology::default().ends(), (0, 0));
+    }
+
     use super::*;
 
     #[test]
