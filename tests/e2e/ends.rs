@@ -35,7 +35,8 @@ connection_string = "{}"
     path
 }
 
-fn ok(out: &std::process::Output) -> String {
+/// The stdout of a command that must have succeeded (else its stdout and stderr as the failure).
+pub(crate) fn ok(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

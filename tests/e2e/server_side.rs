@@ -5,17 +5,8 @@
 
 use std::process::Command;
 
+use crate::ends::ok;
 use crate::stores::{Kind, Scratch, env};
-
-fn ok(out: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A page, a binary and an empty file, copied to `url` with user metadata.
 fn seed(s: &Scratch, url: &str) {
