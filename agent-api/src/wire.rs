@@ -153,6 +153,10 @@ pub struct JobSpec {
     pub read_concurrency: usize,
     /// Chunks a sink writes to its store at once per route.
     pub write_concurrency: usize,
+    /// How sinks write objects (storage class, encryption), over their own or the job's
+    /// settings; sent apart so an agent keeps its own credentials.
+    #[serde(default)]
+    pub sink_write: skyx_store::WriteOptions,
     /// This agent's share of `--tpslimit`: requests per second to each store it opens.
     #[serde(default)]
     pub requests_per_second: Option<f64>,

@@ -116,6 +116,7 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
             dst_store: "file:///".into(),
             src_settings: None,
             dst_settings: None,
+            dst_write: Default::default(),
             items: listing.items,
             topology: relayed(4),
             options,

@@ -103,7 +103,20 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
     }
 
     let (overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
-    let mut chosen = solve_for(&overlay_net, req, kind)?;
+    let server_side = server_side_plan(catalog, req);
+    let mut chosen = match solve_for(&overlay_net, req, kind) {
+        Ok(plan) => plan,
+        // No agent route meets the objective; the provider's own copy may (a cost cap only
+        // egress without VMs fits).
+        Err(e) => match &server_side {
+            Some(ss)
+                if req.route == RouteChoice::Auto && ss.meets(&req.objective, req.volume_gb()) =>
+            {
+                ss.clone()
+            }
+            _ => return Err(e),
+        },
+    };
     let (direct, direct_infeasible) = direct_plan(&full, req);
     let best_single_relay = best_single_relay(&full, req);
 
@@ -118,7 +131,6 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
     }
     // The provider's own copy competes under the same objective (never against relays the
     // user forced).
-    let server_side = server_side_plan(catalog, req);
     if let Some(ss) = &server_side {
         notes.push(skyx_catalog::SERVER_SIDE_ESTIMATE.to_string());
         if req.route == RouteChoice::Auto

@@ -77,8 +77,22 @@ fn the_providers_copy_loses_when_it_misses_the_objectives_bound() {
     let cap = Objective::MaxThroughput {
         cost_cap: CostCap::TotalUsd(0.5),
     };
-    let plan = plan_transfer(&catalog, &request(src, dst, cap, true));
-    if let Ok(plan) = plan {
-        assert_ne!(plan.chosen.kind, RouteKind::ServerSide);
-    }
+    assert!(plan_transfer(&catalog, &request(src, dst, cap, true)).is_err());
+}
+
+#[test]
+fn a_cost_cap_only_the_providers_copy_fits_is_met_by_it() {
+    let catalog = Catalog::builtin();
+    let (src, dst) = ("aws:us-east-1", "aws:eu-west-1");
+    let price = catalog
+        .egress_price(&src.parse().unwrap(), &dst.parse().unwrap())
+        .unwrap()
+        .0;
+    // Just above the egress bill of 100 GB: no agent route (egress plus VMs) fits.
+    let cap = Objective::MaxThroughput {
+        cost_cap: CostCap::TotalUsd(100.0 * price * 1.0001),
+    };
+    assert!(plan_transfer(&catalog, &request(src, dst, cap, false)).is_err());
+    let plan = plan_transfer(&catalog, &request(src, dst, cap, true)).unwrap();
+    assert_eq!(plan.chosen.kind, RouteKind::ServerSide);
 }

@@ -464,7 +464,9 @@ impl ObjectStore for GcsStore {
                     ..Default::default()
                 };
                 // A simple upload cannot describe the object; a multipart one can.
-                let upload = if properties.is_empty() {
+                let bare =
+                    properties.is_empty() && (self.write.is_empty() || key.starts_with(UPLOADS));
+                let upload = if bare {
                     let mut media = Media::new(key.to_string());
                     media.content_length = Some(data.len() as u64);
                     UploadType::Simple(media)

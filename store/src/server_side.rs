@@ -109,6 +109,15 @@ pub fn eligibility(
             if (custom_s || custom_d) && hs != hd {
                 return Err("the two ends are different Azure services (endpoints)".into());
             }
+            if a != b && !crate::azure::url_readable_elsewhere(&src_config.azure, a) {
+                return Err(
+                    "the source account signs no URL the destination's account could read (it uses Entra ID, not a SAS or key)"
+                        .into(),
+                );
+            }
+            if dst_config.write.azure_scope().is_some() {
+                return Err("Copy Blob cannot set an encryption scope".into());
+            }
             Ok(())
         }
         (StoreLocation::Local, StoreLocation::Local) => {
@@ -164,14 +173,26 @@ mod tests {
             account: account.into(),
             container: "c".into(),
         };
-        let public = StoreConfig::default();
+        let public = StoreConfig {
+            azure: crate::azure::AzureConfig {
+                anonymous: true,
+                ..Default::default()
+            },
+            ..StoreConfig::default()
+        };
         assert_eq!(
             eligibility(&az("one"), &public, &az("two"), &public),
             Ok(())
         );
+        // Entra ID signs no URL: only within one account.
+        let entra = StoreConfig::default();
+        assert_eq!(eligibility(&az("one"), &entra, &az("one"), &entra), Ok(()));
+        let e = eligibility(&az("one"), &entra, &az("two"), &entra).unwrap_err();
+        assert!(e.contains("signs no URL"), "{e}");
         let emulator = |port: u16| StoreConfig {
             azure: crate::azure::AzureConfig {
                 endpoint: Some(format!("http://127.0.0.1:{port}/acct")),
+                sas_token: Some("sv=x&sig=y".into()),
                 ..Default::default()
             },
             ..StoreConfig::default()

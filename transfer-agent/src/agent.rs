@@ -245,7 +245,10 @@ impl Agent {
             Some(url) => Some(Arc::new(ObjectWriter::new(
                 open_store(
                     url,
-                    &self.end_settings(spec.sink_settings, spec.requests_per_second),
+                    &StoreConfig {
+                        write: spec.sink_write.clone(),
+                        ..self.end_settings(spec.sink_settings, spec.requests_per_second)
+                    },
                 )
                 .await?,
                 manifest.clone(),

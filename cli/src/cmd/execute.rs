@@ -65,6 +65,7 @@ pub async fn execute(
         dst_store: store_root(&ends.dst_url),
         src_settings: ends.src_settings.clone(),
         dst_settings: ends.dst_settings.clone(),
+        dst_write: ends.dst_write.clone(),
         items,
         topology: routing.topology.clone(),
         options,

@@ -287,6 +287,8 @@ pub struct Endpoints {
     /// Each end's settings when the user configured that end (handed to its agents).
     pub src_settings: Option<StoreConfig>,
     pub dst_settings: Option<StoreConfig>,
+    /// How the destination stores what is written (`--storage-class`, `--sse`, ...).
+    pub dst_write: skyx_store::WriteOptions,
     /// Whether the destination's service can copy from the source itself, or why not.
     pub server_side: Result<(), String>,
 }
@@ -352,7 +354,7 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
     dst_config.retry.requests_per_second = tps_limit(args)?;
     // Checked before any store opens: a bad class or key writes nothing.
     dst_config.write = args.write.options(&dst_url.location)?;
-    let dst_configured = dst_end.configured || !dst_config.write.is_empty();
+
     let src_store = skyx_store::open(&src_url, &src_config)
         .await
         .with_context(|| format!("opening the source {src}"))?;
@@ -395,7 +397,8 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
         src: src_store,
         dst: dst_store,
         src_settings: src_end.configured.then_some(src_config),
-        dst_settings: dst_configured.then_some(dst_config),
+        dst_write: dst_config.write.clone(),
+        dst_settings: dst_end.configured.then_some(dst_config),
     })
 }
 

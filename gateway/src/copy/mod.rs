@@ -140,6 +140,8 @@ pub struct CopyJob {
     /// it; `None`: agents use their own environment.
     pub src_settings: Option<skyx_store::StoreConfig>,
     pub dst_settings: Option<skyx_store::StoreConfig>,
+    /// How the destination stores what sinks write (storage class, encryption).
+    pub dst_write: skyx_store::WriteOptions,
     pub items: Vec<CopyItem>,
     pub topology: Topology,
     pub options: CopyOptions,

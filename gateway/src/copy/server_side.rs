@@ -24,7 +24,8 @@ impl ServerSideJob {
     pub const DEFAULT_CONCURRENCY: usize = 32;
 }
 
-/// Runs `job`. Setting `cancel` stops it between objects (copies under way finish).
+/// Runs `job`. Setting `cancel` stops it between objects: copies under way finish (a
+/// multipart copy dropped halfway would leave its upload open), no new one starts.
 pub async fn run_server_side(
     job: &ServerSideJob,
     src: Arc<dyn ObjectStore>,
@@ -40,23 +41,35 @@ pub async fn run_server_side(
     };
     let mut verified: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = Vec::new();
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut copies = futures::stream::iter(job.items.iter().cloned())
         .map(|item| {
-            let (src, dst) = (src.clone(), dst.clone());
+            let (src, dst, stopped) = (src.clone(), dst.clone(), stopped.clone());
             async move {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (
+                        item,
+                        Err("not started: the copy was interrupted".to_string()),
+                    );
+                }
                 let outcome = copy_one(src.as_ref(), dst.as_ref(), &item).await;
                 (item, outcome)
             }
         })
         .buffer_unordered(job.concurrency.max(1));
+    let mut watching = true;
     loop {
         let next = tokio::select! {
             next = copies.next() => next,
-            _ = cancel.changed() => {
-                if *cancel.borrow() {
-                    return Err(CopyError::Interrupted {
-                        resume: "objects copied so far are complete; run the same command again".into(),
-                    });
+            changed = cancel.changed(), if watching => {
+                match changed {
+                    // No one can cancel any more.
+                    Err(_) => watching = false,
+                    Ok(()) if *cancel.borrow() => {
+                        stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        watching = false;
+                    }
+                    Ok(()) => {}
                 }
                 continue;
             }
@@ -81,6 +94,11 @@ pub async fn run_server_side(
             progress: state,
             elapsed: started.elapsed(),
             wire_bytes: 0,
+        });
+    }
+    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(CopyError::Interrupted {
+            resume: "objects copied so far are complete; run the same command again".into(),
         });
     }
     let elapsed = started.elapsed().as_secs_f64();

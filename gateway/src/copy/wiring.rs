@@ -33,6 +33,11 @@ impl Run<'_> {
             } else {
                 Vec::new()
             },
+            sink_write: if sink {
+                self.job.dst_write.clone()
+            } else {
+                Default::default()
+            },
             read_concurrency: self.job.options.read_concurrency,
             write_concurrency: self.job.options.write_concurrency,
             requests_per_second: self.job.options.tps_limit.map(|t| {

@@ -93,6 +93,7 @@ impl CopyCtx {
             // Agents reach each region's store as that region's environment says.
             src_settings: None,
             dst_settings: None,
+            dst_write: Default::default(),
             items,
             topology: route.topology,
             options,

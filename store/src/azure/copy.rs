@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use azure_storage_blob::models::{
-    BlobClientGetPropertiesResultHeaders, BlobClientSetPropertiesOptions,
+    AccessTier, BlobClientGetPropertiesResultHeaders, BlobClientSetPropertiesOptions,
     BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders, CopyStatus,
 };
 
@@ -40,7 +40,8 @@ impl AzureStore {
                     metadata: (!metadata.is_empty())
                         .then(|| metadata.clone().into_iter().collect()),
                     source_if_match: source.etag.as_ref().map(|e| format!("\"{e}\"").into()),
-                    tier: self.tier(),
+                    // An archived blob takes no more properties: archive it last.
+                    tier: self.tier().filter(|t| *t != AccessTier::Archive),
                     ..Default::default()
                 };
                 dest.start_copy_from_url(url.clone(), Some(options))
@@ -75,8 +76,24 @@ impl AzureStore {
                 })
                 .await?;
             status = props.copy_status().ok().flatten();
-            if !matches!(status, Some(CopyStatus::Pending)) {
-                break props.content_md5().ok().flatten();
+            match status {
+                Some(CopyStatus::Pending) => {}
+                Some(CopyStatus::Success) | None => break props.content_md5().ok().flatten(),
+                Some(other) => {
+                    return Err(self.error(
+                        ErrorKind::Other,
+                        "copy",
+                        key,
+                        format!(
+                            "server-side copy ended as {other:?}: {}",
+                            props
+                                .copy_status_description()
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
             }
         };
         if let Some(expected) = source.md5
@@ -106,6 +123,17 @@ impl AzureStore {
                     .map_err(|e| self.fail("copy", key, e))
                     .map(|_| ())
             })
-            .await
+            .await?;
+        if self.tier() == Some(AccessTier::Archive) {
+            self.retry
+                .run(|| async {
+                    dest.set_tier(AccessTier::Archive, None)
+                        .await
+                        .map_err(|e| self.fail("copy", key, e))
+                        .map(|_| ())
+                })
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -160,6 +160,21 @@ fn connection_for(config: &AzureConfig, account: &str) -> Option<ConnectionStrin
         .filter(|c| c.account.as_deref() == Some(account))
 }
 
+/// Whether a store of `account` reached with `config` can hand out URLs another account's
+/// service can read: it signs them (a SAS, or an account key to sign one) or needs no signature
+/// (anonymous, a public container). Entra ID credentials sign nothing.
+pub(crate) fn url_readable_elsewhere(config: &AzureConfig, account: &str) -> bool {
+    let conn = connection_for(config, account);
+    conn.as_ref()
+        .is_some_and(|c| c.sas.is_some() || c.key.is_some())
+        || config.sas_token.is_some()
+        || config
+            .account_key
+            .as_ref()
+            .is_some_and(|(a, _)| a == account)
+        || config.anonymous
+}
+
 /// The blob service endpoint of `account`, and whether it is a custom one (a connection
 /// string's `BlobEndpoint` or a configured endpoint: an emulator or a private endpoint) rather
 /// than the public service's.

@@ -17,6 +17,7 @@
 //! never claim an MD5.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -33,6 +34,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::retry::RetryPolicy;
 mod answers;
+#[macro_use]
+mod requests;
 mod checksums;
 mod config;
 
@@ -59,6 +62,8 @@ pub struct S3Store {
     copy_limits: (u64, u64),
     /// Storage class and encryption of every object written.
     write: crate::WriteOptions,
+    /// Multipart uploads keep a full-object CRC32C, until the server refuses one.
+    full_object_checksums: AtomicBool,
 }
 
 impl S3Store {
@@ -96,6 +101,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             copy_limits: copy::DEFAULT_LIMITS,
             write: crate::WriteOptions::default(),
+            full_object_checksums: AtomicBool::new(true),
             location: StoreLocation::S3 {
                 bucket: bucket.to_string(),
             },
@@ -213,7 +219,8 @@ impl S3Store {
                 } else {
                     kind
                 };
-                let msg = match unservable(code, &msg) {
+                let reading = matches!(op, "get" | "head" | "copy" | "properties");
+                let msg = match unservable(code, &msg).filter(|_| reading) {
                     Some(why) => {
                         return StoreError::new(
                             ErrorKind::Unreadable,
@@ -270,55 +277,6 @@ impl S3Store {
             })
             .await
     }
-}
-
-/// Sets an object's properties on a PutObject or CreateMultipartUpload request (the two
-/// builders share the setters, not a trait). Expires is sent when it is an HTTP date.
-macro_rules! with_properties {
-    ($request:expr, $properties:expr) => {{
-        let p: &Properties = $properties;
-        let metadata = p.ascii_metadata();
-        $request
-            .set_content_type(p.content_type.clone())
-            .set_content_encoding(p.content_encoding.clone())
-            .set_content_language(p.content_language.clone())
-            .set_content_disposition(p.content_disposition.clone())
-            .set_cache_control(p.cache_control.clone())
-            .set_expires(p.expires.as_deref().and_then(|e| {
-                aws_sdk_s3::primitives::DateTime::from_str(
-                    e,
-                    aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
-                )
-                .ok()
-            }))
-            .set_metadata((!metadata.is_empty()).then(|| metadata.into_iter().collect()))
-    }};
-}
-
-/// Sets the store's storage class and server-side encryption on a put, a multipart create or
-/// a copy request.
-macro_rules! with_write_options {
-    ($request:expr, $write:expr) => {{
-        let w: &crate::WriteOptions = $write;
-        let (sse, key) = match &w.encryption {
-            Some(crate::Encryption::S3Managed) => {
-                (Some(aws_sdk_s3::types::ServerSideEncryption::Aes256), None)
-            }
-            Some(crate::Encryption::Kms { key }) => (
-                Some(aws_sdk_s3::types::ServerSideEncryption::AwsKms),
-                key.clone(),
-            ),
-            _ => (None, None),
-        };
-        $request
-            .set_storage_class(
-                w.storage_class
-                    .as_deref()
-                    .map(aws_sdk_s3::types::StorageClass::from),
-            )
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(key)
-    }};
 }
 
 mod copy;
@@ -562,24 +520,42 @@ impl ObjectStore for S3Store {
         key: &str,
         properties: &Properties,
     ) -> Result<MultipartUpload> {
-        let out = self
-            .retry
-            .run(|| async {
+        let create = |full_object: bool| {
+            self.retry.run(move || async move {
                 // The object's CRC32C, kept whole (not a checksum of part checksums): S3
                 // combines the parts' CRC32Cs, checks the completer's, and a HEAD reads it.
-                with_write_options!(
+                let request = with_write_options!(
                     with_properties!(self.client().create_multipart_upload(), properties),
                     &self.write
-                )
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
-                .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| self.fail("create_multipart", key, e))
+                );
+                let request = if full_object {
+                    request
+                        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+                        .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
+                } else {
+                    request
+                };
+                request
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("create_multipart", key, e))
             })
-            .await?;
+        };
+        let full_object = self.full_object_checksums.load(Ordering::Relaxed);
+        let out = match create(full_object).await {
+            // An S3-compatible server that does not take full-object checksums: this store's
+            // uploads go without them (checked by size at rest, as before).
+            Err(e)
+                if full_object && matches!(e.kind, ErrorKind::InvalidInput | ErrorKind::Other) =>
+            {
+                tracing::warn!(error = %e, "the server refuses full-object CRC32C uploads; going without");
+                self.full_object_checksums.store(false, Ordering::Relaxed);
+                create(false).await?
+            }
+            other => other?,
+        };
         let upload_id = out.upload_id().ok_or_else(|| {
             self.error(
                 ErrorKind::Other,
@@ -634,6 +610,7 @@ impl ObjectStore for S3Store {
         upload: &MultipartUpload,
         parts: Vec<PartReceipt>,
     ) -> Result<()> {
+        let full_object = self.full_object_checksums.load(Ordering::Relaxed);
         let mut parts = parts;
         parts.sort_by_key(|p| p.part_number);
         let completed = CompletedMultipartUpload::builder()
@@ -644,7 +621,9 @@ impl ObjectStore for S3Store {
                         CompletedPart::builder()
                             .part_number(p.part_number as i32)
                             .e_tag(&p.etag)
-                            .set_checksum_crc32_c(p.crc32c.map(crc32c_value))
+                            .set_checksum_crc32_c(
+                                p.crc32c.filter(|_| full_object).map(crc32c_value),
+                            )
                             .build()
                     })
                     .collect(),
@@ -658,10 +637,11 @@ impl ObjectStore for S3Store {
                     .key(&upload.key)
                     .upload_id(&upload.upload_id)
                     .multipart_upload(completed.clone())
-                    .set_checksum_crc32_c(upload.crc32c.map(crc32c_value))
+                    .set_checksum_crc32_c(upload.crc32c.filter(|_| full_object).map(crc32c_value))
                     .set_checksum_type(
                         upload
                             .crc32c
+                            .filter(|_| full_object)
                             .map(|_| aws_sdk_s3::types::ChecksumType::FullObject),
                     )
                     .send()
