@@ -495,6 +495,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+        let crc = crc32c_header(&data);
         self.retry
             .run(|| async {
                 // The store checks the bytes against this and keeps it: the object's CRC32C
@@ -503,7 +504,7 @@ impl ObjectStore for S3Store {
                     with_properties!(self.client().put_object(), properties),
                     &self.write
                 )
-                .checksum_crc32_c(crc32c_header(&data))
+                .checksum_crc32_c(&crc)
                 .bucket(&self.bucket)
                 .key(key)
                 .body(AwsBody::from(data.clone()))
@@ -573,6 +574,7 @@ impl ObjectStore for S3Store {
         part_number: u32,
         data: Bytes,
     ) -> Result<PartReceipt> {
+        let crc = crc32c::crc32c(&data);
         let key = &upload.key;
         let out = self
             .retry
@@ -583,7 +585,7 @@ impl ObjectStore for S3Store {
                     .key(key)
                     .upload_id(&upload.upload_id)
                     .part_number(part_number as i32)
-                    .checksum_crc32_c(crc32c_header(&data))
+                    .checksum_crc32_c(crc32c_value(crc))
                     .body(AwsBody::from(data.clone()))
                     .send()
                     .await
@@ -601,7 +603,7 @@ impl ObjectStore for S3Store {
         Ok(PartReceipt {
             part_number,
             etag: etag.to_string(),
-            crc32c: Some(crc32c::crc32c(&data)),
+            crc32c: Some(crc),
         })
     }
 
