@@ -124,6 +124,11 @@ pub struct ObjectWire {
     pub dst_key: String,
     pub size: u64,
     pub chunk_size: u64,
+    /// The version the copy listed (the store's etag; a GCS generation; a local file's
+    /// identity): every chunk is read pinned to it, so an object changed at the source during
+    /// the copy fails instead of landing as a mix of two versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// What the written object carries (system properties, user metadata, mtime).
     #[serde(default, skip_serializing_if = "skyx_store::Properties::is_empty")]
     pub properties: skyx_store::Properties,
@@ -163,7 +168,15 @@ pub struct JobSpec {
     /// This agent's share of `--bwlimit`: bytes per second it reads from the source.
     #[serde(default)]
     pub read_bytes_per_second: Option<f64>,
+    /// How long a sink retries a write its store refused for a reason that may pass, from the
+    /// bytes it holds, before refusing the chunk and telling the gateway. Absent: the agent's
+    /// default ([`DEFAULT_SINK_RETRY_MS`]).
+    #[serde(default)]
+    pub sink_retry_ms: Option<u64>,
 }
+
+/// How long a sink retries a transiently refused write when the job does not say.
+pub const DEFAULT_SINK_RETRY_MS: u64 = 60_000;
 
 /// The next agent on a route.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -235,7 +248,17 @@ pub enum AgentEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         whole_md5: Option<String>,
     },
-    /// (source) The chunk could not be delivered to the next hop (every attempt failed or the
+    /// (sink) The destination refused the chunk's write: at once when `permanent` (the store
+    /// says retrying cannot help: a name too long, no space, no permission), else after the
+    /// sink's own retries ran out. The chunk was refused to the previous hop, which does not
+    /// resend it; the gateway fails the object or sends the chunk again.
+    WriteFailed {
+        chunk: u64,
+        object: u32,
+        permanent: bool,
+        why: String,
+    },
+    /// (source or relay) The chunk could not be delivered to the next hop (every attempt failed or the
     /// hop is down): the gateway should send it again, perhaps another way.
     Lost { chunk: u64, route: u32, why: String },
     /// (source) The chunk cannot be read from the source store; retrying will not help.

@@ -186,7 +186,7 @@ fn by_checksum(item: &CopyItem, meta: &ObjectMeta) -> Outcome {
 }
 
 async fn crc_of(store: &dyn ObjectStore, key: &str, size: u64) -> Result<u32, StoreError> {
-    let mut stream = store.get_range(key, 0..size).await?;
+    let mut stream = store.get_range(key, 0..size, None).await?;
     let mut crc = 0u32;
     while let Some(piece) = stream.next().await {
         crc = crc32c::crc32c_append(crc, &piece?);

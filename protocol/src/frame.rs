@@ -64,6 +64,10 @@ pub enum NackReason {
     WrongJob,
     /// The receiver could not store or forward it: retry later or elsewhere.
     Unavailable,
+    /// The receiver will not take it and has told the gateway why (a sink whose store refused
+    /// the write after its own retries): do not send it again on this hop. Resending across a
+    /// paid hop cannot fix trouble behind it; the gateway decides what happens next.
+    Refused,
 }
 
 impl NackReason {
@@ -72,6 +76,7 @@ impl NackReason {
             NackReason::Corrupt => 1,
             NackReason::WrongJob => 2,
             NackReason::Unavailable => 3,
+            NackReason::Refused => 4,
         }
     }
 
@@ -80,6 +85,7 @@ impl NackReason {
             1 => Some(NackReason::Corrupt),
             2 => Some(NackReason::WrongJob),
             3 => Some(NackReason::Unavailable),
+            4 => Some(NackReason::Refused),
             _ => None,
         }
     }

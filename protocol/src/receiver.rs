@@ -141,11 +141,22 @@ impl Receiver {
     /// The driver could not take the chunk over (store or next hop unavailable): refuse it so
     /// the sender tries again.
     pub fn handle_failed(&mut self, chunk: ChunkId) {
+        self.nack(chunk, NackReason::Unavailable);
+    }
+
+    /// The driver will not take the chunk and has reported why elsewhere (to the gateway):
+    /// refuse it so the sender gives it up instead of resending it. It is not remembered as
+    /// delivered, so the same chunk dispatched again later is delivered again.
+    pub fn handle_refused(&mut self, chunk: ChunkId) {
+        self.nack(chunk, NackReason::Refused);
+    }
+
+    fn nack(&mut self, chunk: ChunkId, reason: NackReason) {
         if self.pending.remove(&chunk) {
             self.outgoing.push_back(Frame::Nack {
                 job: self.job,
                 chunk,
-                reason: NackReason::Unavailable,
+                reason,
             });
         }
     }

@@ -163,7 +163,9 @@ impl Sender {
     pub fn handle_nack(&mut self, chunk: ChunkId, reason: NackReason) {
         if let Some(f) = self.in_flight.remove(&chunk) {
             match reason {
-                NackReason::WrongJob => self.give_up(chunk, f.attempts, Failure::Nack(reason)),
+                NackReason::WrongJob | NackReason::Refused => {
+                    self.give_up(chunk, f.attempts, Failure::Nack(reason))
+                }
                 _ => self.retry(chunk, f.attempts, Failure::Nack(reason)),
             }
         }
@@ -383,5 +385,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_refused_chunk_is_given_up_at_once_never_resent() {
+        let t = Instant::now();
+        let mut s = sender(8, 5);
+        s.enqueue(ChunkId(7));
+        s.poll_transmit(t);
+        s.handle_nack(ChunkId(7), NackReason::Refused);
+        assert_eq!(
+            s.poll_event(),
+            Some(SenderEvent::GaveUp {
+                chunk: ChunkId(7),
+                attempts: 1,
+                last: Failure::Nack(NackReason::Refused),
+            })
+        );
+        assert!(s.poll_transmit(t + Duration::from_secs(60)).is_none());
+        assert!(s.is_idle());
     }
 }

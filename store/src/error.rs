@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Transient,
     /// The request was malformed (bad URL, bad range, bad part order).
     InvalidInput,
+    /// The object is no longer the version asked for (a conditional request's precondition
+    /// failed, HTTP 412): it changed since it was listed.
+    Changed,
     /// One entry of a listing that cannot be served (a dangling or looping symbolic link, a
     /// file that cannot be read, a FIFO); the listing goes on past it.
     Unreadable,
@@ -42,6 +45,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Transient => "transient failure",
             ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Changed => "changed since it was listed",
             ErrorKind::Unreadable => "skipped",
             ErrorKind::Other => "error",
         })
@@ -98,6 +102,7 @@ pub fn kind_from_http_status(status: u16) -> ErrorKind {
         400 | 405 | 411 | 413 | 414 | 416 => ErrorKind::InvalidInput,
         401 | 403 => ErrorKind::PermissionDenied,
         404 => ErrorKind::NotFound,
+        412 => ErrorKind::Changed,
         408 | 500 | 502 | 504 => ErrorKind::Transient,
         429 | 503 => ErrorKind::Throttled,
         _ => ErrorKind::Other,

@@ -389,19 +389,43 @@ impl ObjectStore for GcsStore {
             .await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream> {
         // GCS clamps a range past the end; the trait promises exactly the range.
-        let size = self.head(key).await?.size;
-        crate::check_range(self, key, &range, size)?;
+        let meta = self.head(key).await?;
+        let generation = match version {
+            Some(v) => Some(v.parse::<i64>().map_err(|_| {
+                self.error(
+                    ErrorKind::InvalidInput,
+                    "get",
+                    key,
+                    format!("version {v:?} is not a GCS generation"),
+                )
+            })?),
+            None => None,
+        };
+        if let (Some(want), Some(now)) = (version, meta.etag.as_deref())
+            && want != now
+        {
+            return Err(crate::changed(self, key, want, now));
+        }
+        crate::check_range(self, key, &range, meta.size)?;
         if range.start == range.end {
             return Ok(stream::empty().boxed());
         }
         let body = self
             .retry
             .run(|| async {
+                // Pinned in the request too: a newer generation written after the head is a
+                // 412, never its bytes.
                 let req = GetObjectRequest {
                     bucket: self.bucket.clone(),
                     object: key.to_string(),
+                    if_generation_match: generation,
                     ..Default::default()
                 };
                 self.client

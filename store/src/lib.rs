@@ -139,8 +139,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// local file's Content-Type is guessed from its name).
     async fn properties(&self, key: &str) -> Result<Properties>;
 
-    /// The bytes in `range` (end exclusive), streamed.
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream>;
+    /// The bytes in `range` (end exclusive), streamed. With `version` (an [`ObjectMeta::etag`]
+    /// from a listing or head), only of that version: the store checks it (a conditional read:
+    /// `If-Match`, a GCS generation, a local file's identity before and after reading) and an
+    /// object that is no longer that version is an [`ErrorKind::Changed`] error.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream>;
 
     /// Writes a whole object in one request, with `properties`. Readers never see a partial
     /// object.
@@ -265,14 +273,20 @@ pub trait ObjectStoreExt: ObjectStore {
     /// The whole object in memory (small objects only).
     async fn get(&self, key: &str) -> Result<Bytes> {
         let meta = self.head(key).await?;
-        self.get_range_bytes(key, 0..meta.size).await
+        self.get_range_bytes(key, 0..meta.size, meta.etag.as_deref())
+            .await
     }
 
-    /// A range in memory.
-    async fn get_range_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+    /// A range in memory (of `version` only, as [`ObjectStore::get_range`]).
+    async fn get_range_bytes(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<Bytes> {
         let want = range.end.saturating_sub(range.start);
         let mut buf = BytesMut::with_capacity(want as usize);
-        let mut stream = self.get_range(key, range).await?;
+        let mut stream = self.get_range(key, range, version).await?;
         while let Some(chunk) = stream.try_next().await? {
             buf.extend_from_slice(&chunk);
         }
@@ -532,6 +546,21 @@ pub(crate) fn check_range<S: ObjectStore + ?Sized>(
         ));
     }
     Ok(())
+}
+
+/// The error of a read pinned to version `want` of an object that is now `now`.
+pub(crate) fn changed<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+    want: &str,
+    now: &str,
+) -> StoreError {
+    store.error(
+        ErrorKind::Changed,
+        "get",
+        key,
+        format!("the copy listed version {want}, the store now has {now}"),
+    )
 }
 
 /// Lists `prefix` into a vector (tests and small listings).

@@ -76,7 +76,9 @@ pub async fn copy_prefix(
                         why,
                     ));
                 }
-                let data = src_store.get_range(&object.key, 0..object.size).await?;
+                let data = src_store
+                    .get_range(&object.key, 0..object.size, object.etag.as_deref())
+                    .await?;
                 let written = dst_store.upload(&dst_key, data, options).await?;
                 if written != object.size {
                     return Err(crate::StoreError::new(

@@ -120,17 +120,57 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
         (0, 100_000),
         (500, 500),
     ] {
-        let got = store.get_range_bytes(&key("small"), a..b).await.unwrap();
+        let got = store
+            .get_range_bytes(&key("small"), a..b, None)
+            .await
+            .unwrap();
         assert_eq!(&got[..], &small[a as usize..b as usize], "range {a}..{b}");
     }
     let e = store
-        .get_range_bytes(&key("small"), 99_000..200_000)
+        .get_range_bytes(&key("small"), 99_000..200_000, None)
         .await
         .unwrap_err();
     assert!(
         matches!(kind_of(&e), ErrorKind::InvalidInput | ErrorKind::Other),
         "range past the end: {e}"
     );
+
+    // A read pinned to a version: served while the object is that version, refused as
+    // Changed once it was overwritten (never the new bytes under the old version's name).
+    let pinned = key("pinned");
+    store
+        .put(&pinned, Bytes::from(pseudo_random(9, 70_000)))
+        .await
+        .unwrap();
+    let v1 = store.head(&pinned).await.unwrap().etag;
+    let v1 = v1.unwrap_or_else(|| panic!("{}: a head names no version", store.location()));
+    let first = store
+        .get_range_bytes(&pinned, 0..1000, Some(&v1))
+        .await
+        .unwrap();
+    assert_eq!(&first[..], &pseudo_random(9, 70_000)[..1000]);
+    // A local file's identity includes its change time: make sure the clock moved.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .put(&pinned, Bytes::from(pseudo_random(10, 70_000)))
+        .await
+        .unwrap();
+    let e = store
+        .get_range_bytes(&pinned, 1000..2000, Some(&v1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        kind_of(&e),
+        ErrorKind::Changed,
+        "pinned read of a rewritten object: {e}"
+    );
+    let v2 = store.head(&pinned).await.unwrap().etag.unwrap();
+    assert_ne!(v1, v2, "{}: a rewrite keeps the version", store.location());
+    let now = store
+        .get_range_bytes(&pinned, 0..1000, Some(&v2))
+        .await
+        .unwrap();
+    assert_eq!(&now[..], &pseudo_random(10, 70_000)[..1000]);
 
     // Listing: more than 1,000 keys forces pagination on S3-like stores.
     let many = format!("{root}/many");
@@ -208,7 +248,7 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     let mut got = Md5::new();
     let mut n = 0usize;
     let mut body = store
-        .get_range(&key("big"), 0..big_len as u64)
+        .get_range(&key("big"), 0..big_len as u64, None)
         .await
         .unwrap();
     while let Some(chunk) = body.try_next().await.unwrap() {
@@ -222,7 +262,11 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
         "multipart object differs from what was streamed in"
     );
     let straddle = store
-        .get_range_bytes(&key("big"), (16 * MIB - 10) as u64..(16 * MIB + 10) as u64)
+        .get_range_bytes(
+            &key("big"),
+            (16 * MIB - 10) as u64..(16 * MIB + 10) as u64,
+            None,
+        )
         .await
         .unwrap();
     let mut want = pseudo_random(1015, MIB)[MIB - 10..].to_vec();

@@ -36,8 +36,13 @@ impl ObjectStore for SlowParts {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.inner.head(key).await
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
-        self.inner.get_range(key, range).await
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream> {
+        self.inner.get_range(key, range, version).await
     }
     async fn properties(&self, key: &str) -> Result<Properties> {
         self.inner.properties(key).await

@@ -441,7 +441,7 @@ pub fn assert_holds(url: &str, data: &Dataset) {
                     let mut want = Content::new(key);
                     let mut expected = Vec::new();
                     let mut seen = 0usize;
-                    let mut s = store.get_range(&full, 0..len as u64).await.unwrap();
+                    let mut s = store.get_range(&full, 0..len as u64, None).await.unwrap();
                     while let Some(piece) = s.next().await {
                         let piece = piece.unwrap();
                         expected.resize(piece.len(), 0);
@@ -467,7 +467,7 @@ pub fn read(url: &str) -> Vec<u8> {
         let (store, key) = open(url).await;
         let meta = store.head(&key).await.unwrap();
         let mut got = Vec::new();
-        let mut s = store.get_range(&key, 0..meta.size).await.unwrap();
+        let mut s = store.get_range(&key, 0..meta.size, None).await.unwrap();
         while let Some(piece) = s.next().await {
             got.extend_from_slice(&piece.unwrap());
         }

@@ -8,23 +8,26 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use skyx_protocol::{ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
+use skyx_protocol::{JobId, Role, SenderEvent};
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 pub use crate::events::EventLog;
 use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
-use crate::objects::{ManifestObject, ObjectWriter, read_chunk};
+pub use crate::job::CrashHook;
+use crate::job::{Counters, Job};
+use crate::objects::{ManifestObject, ObjectWriter};
+use crate::sink::run_sink;
+use crate::source::{SourceRoute, report_gave_up, run_source_route};
 use skyx_agent_api::tls::{AgentIdentity, TlsError};
 use skyx_agent_api::wire::{
-    AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, JobSpec,
-    ListenRequest, ListenResponse, NextHop, PartWire, ProbeListen, ProbeRequest, ProbeResult,
-    RouteMetrics, RouteRequest, Transport, Uploads,
+    AgentEvent, AgentMetrics, DEFAULT_SINK_RETRY_MS, Dispatch, EventsResponse, JobSpec,
+    ListenRequest, ListenResponse, NextHop, ProbeListen, ProbeRequest, ProbeResult, RouteMetrics,
+    RouteRequest, Transport, Uploads,
 };
 
 /// How an agent process is set up (its command line).
@@ -40,21 +43,6 @@ pub struct AgentConfig {
     pub corrupt_every: Option<u64>,
     /// Fault injection for tests: a crash after handling a number of chunks in any role.
     pub crash_after_chunks: Option<CrashHook>,
-}
-
-/// Fault injection: once `after` chunks are handled, `crash` runs, once. The daemon passes a
-/// process abort (the agent dies as if killed); the in-process provider stops the agent's
-/// runtime. The library never ends the process itself.
-#[derive(Clone)]
-pub struct CrashHook {
-    pub after: u64,
-    pub crash: Arc<dyn Fn() + Send + Sync>,
-}
-
-impl std::fmt::Debug for CrashHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CrashHook {{ after: {} }}", self.after)
-    }
 }
 
 /// Why a control request failed.
@@ -97,29 +85,6 @@ impl AgentError {
     }
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    store_read: AtomicU64,
-    store_written: AtomicU64,
-    raw_sent: AtomicU64,
-    /// Chunks handled in any role, for fault injection.
-    handled: AtomicU64,
-    crash_after: Option<CrashHook>,
-}
-
-impl Counters {
-    /// One more chunk handled; with fault injection on, the process dies at the threshold.
-    fn chunk_handled(&self) {
-        let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(hook) = &self.crash_after
-            && n == hook.after
-        {
-            tracing::error!("fault injection: crashing after {n} chunks");
-            (hook.crash)();
-        }
-    }
-}
-
 /// The agent: at most one job, its routes and listeners, its events and counters.
 #[derive(Debug)]
 pub struct Agent {
@@ -127,34 +92,6 @@ pub struct Agent {
     job: Mutex<Option<Arc<Job>>>,
     pub events: Arc<EventLog>,
     counters: Arc<Counters>,
-}
-
-struct Job {
-    id: JobId,
-    identity: AgentIdentity,
-    transport: Transport,
-    compression: CompressionSpec,
-    source: Option<Arc<dyn ObjectStore>>,
-    writer: Option<Arc<ObjectWriter>>,
-    manifest: Arc<Vec<ManifestObject>>,
-    /// Paces source reads to this agent's share of `--bwlimit`.
-    read_pace: Option<Arc<skyx_store::pace::Pacer>>,
-    read_concurrency: usize,
-    write_concurrency: usize,
-    routes: Mutex<HashMap<u32, mpsc::UnboundedSender<ChunkOrder>>>,
-    /// Bytes each route's outgoing hop put on the wire.
-    wire: Mutex<Vec<(u32, Arc<HopSender>)>>,
-    listeners: Mutex<Vec<HopListener>>,
-    /// Objects found incompressible by `auto` compression.
-    incompressible: Mutex<HashSet<u32>>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
 }
 
 async fn open_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, AgentError> {
@@ -227,6 +164,7 @@ impl Agent {
                     dst_key: o.dst_key,
                     size: o.size,
                     chunk_size: o.chunk_size,
+                    version: o.version,
                     properties: o.properties,
                 })
                 .collect(),
@@ -268,6 +206,7 @@ impl Agent {
                 .map(|b| Arc::new(skyx_store::pace::Pacer::new(b))),
             read_concurrency: spec.read_concurrency.clamp(1, 256),
             write_concurrency: spec.write_concurrency.clamp(1, 256),
+            sink_retry: Duration::from_millis(spec.sink_retry_ms.unwrap_or(DEFAULT_SINK_RETRY_MS)),
             routes: Mutex::new(HashMap::new()),
             wire: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
@@ -342,8 +281,20 @@ impl Agent {
                 let route = req.route;
                 let events = self.events.clone();
                 let deliveries = counted(deliveries, self.counters.clone());
+                // What the onward hop gives up reaches the gateway from here at once (a sink
+                // behind a relay is otherwise heard of only through landing timeouts).
+                let (trouble_tx, trouble) = mpsc::unbounded_channel();
+                report_gave_up(
+                    route,
+                    trouble,
+                    events.clone(),
+                    Arc::new(AtomicBool::new(false)),
+                );
                 tokio::spawn(async move {
-                    relay(deliveries, onward, onward_events).await;
+                    relay(deliveries, onward, onward_events, move |e| {
+                        let _ = trouble_tx.send(e);
+                    })
+                    .await;
                     events.push(AgentEvent::Warning {
                         message: format!("relay of route {route} stopped"),
                     });
@@ -365,6 +316,7 @@ impl Agent {
             tokio::spawn(run_sink(
                 deliveries,
                 writer,
+                job.sink_retry,
                 self.events.clone(),
                 self.counters.clone(),
             ));
@@ -545,6 +497,16 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Stops every listener (used at shutdown so peers see connections close).
+    pub fn close(&self) {
+        if let Ok(job) = self.job() {
+            for l in job.listeners.lock().expect("listeners").iter() {
+                l.close();
+            }
+        }
+    }
+}
 /// Passes deliveries through, counting them (for fault injection).
 fn counted(
     mut deliveries: mpsc::Receiver<Delivery>,
@@ -560,241 +522,4 @@ fn counted(
         }
     });
     rx
-}
-
-/// The sink role: write every delivery, report it landed, then acknowledge it. The report
-/// comes first: if the agent dies between the two, the chunk is sent again and written again,
-/// which is harmless; the other order could acknowledge a chunk the gateway never hears of.
-async fn run_sink(
-    mut deliveries: mpsc::Receiver<Delivery>,
-    writer: Arc<ObjectWriter>,
-    events: Arc<EventLog>,
-    counters: Arc<Counters>,
-) {
-    while let Some(d) = deliveries.recv().await {
-        let (writer, events, counters) = (writer.clone(), events.clone(), counters.clone());
-        // The listener's pending limit bounds how many of these run at once.
-        tokio::spawn(async move {
-            let c = d.frame.chunk;
-            let Some(raw) = d.raw.clone() else {
-                d.fail();
-                return;
-            };
-            let len = raw.len() as u64;
-            let whole_md5 = writer.whole_md5(c.object, &raw);
-            match writer.write(c.object, c.offset, raw).await {
-                Ok(receipt) => {
-                    counters.store_written.fetch_add(len, Ordering::Relaxed);
-                    counters.chunk_handled();
-                    events.push(AgentEvent::Landed {
-                        chunk: c.chunk.0,
-                        object: c.object,
-                        part: receipt.map(|r| PartWire {
-                            part_number: r.part_number,
-                            etag: r.etag,
-                        }),
-                        raw_len: len,
-                        raw_crc32c: c.raw_crc32c,
-                        whole_md5,
-                    });
-                    d.commit();
-                }
-                Err(e) => {
-                    tracing::warn!(chunk = c.chunk.0, error = %e, "sink write failed");
-                    events.push(AgentEvent::Warning {
-                        message: format!("writing chunk {} failed: {e}", c.chunk.0),
-                    });
-                    d.fail();
-                }
-            }
-        });
-    }
-}
-
-struct SourceRoute {
-    route: u32,
-    job: Arc<Job>,
-    store: Arc<dyn ObjectStore>,
-    hop: Arc<HopSender>,
-    hop_events: mpsc::UnboundedReceiver<SenderEvent>,
-    orders: mpsc::UnboundedReceiver<ChunkOrder>,
-    events: Arc<EventLog>,
-    counters: Arc<Counters>,
-}
-
-/// The source role for one route: up to `read_concurrency` chunks are read and encoded at once
-/// and handed to the hop, which holds them until the next hop acknowledges them. Reads wait
-/// while the hop is full, so a slow link or sink slows reading instead of filling memory.
-async fn run_source_route(r: SourceRoute) {
-    let SourceRoute {
-        route,
-        job,
-        store,
-        hop,
-        mut hop_events,
-        mut orders,
-        events,
-        counters,
-    } = r;
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (lost_events, hop_down) = (events.clone(), down.clone());
-    tokio::spawn(async move {
-        while let Some(e) = hop_events.recv().await {
-            if let SenderEvent::GaveUp {
-                chunk,
-                attempts,
-                last,
-            } = e
-            {
-                // Given up without a single send, for a lost connection: the hop has no live
-                // connection left. Say so once, so the gateway stops dispatching here at once
-                // instead of burning every chunk's attempts on a dead route.
-                if attempts == 0
-                    && last == skyx_protocol::Failure::ConnectionLost
-                    && !hop_down.swap(true, Ordering::Relaxed)
-                {
-                    lost_events.push(AgentEvent::RouteDown {
-                        route,
-                        why: "every connection to the next hop failed".into(),
-                    });
-                }
-                lost_events.push(AgentEvent::Lost {
-                    chunk: chunk.0,
-                    route,
-                    why: format!("next hop: {last:?} after {attempts} attempts"),
-                });
-            }
-        }
-    });
-    let readers = Arc::new(Semaphore::new(job.read_concurrency));
-    while let Some(order) = orders.recv().await {
-        let Ok(permit) = readers.clone().acquire_owned().await else {
-            break;
-        };
-        let (job, store, hop, events, counters, down) = (
-            job.clone(),
-            store.clone(),
-            hop.clone(),
-            events.clone(),
-            counters.clone(),
-            down.clone(),
-        );
-        tokio::spawn(async move {
-            let _permit = permit;
-            if down.load(Ordering::Relaxed) {
-                events.push(AgentEvent::Lost {
-                    chunk: order.chunk,
-                    route,
-                    why: "route is down".into(),
-                });
-                return;
-            }
-            let object = &job.manifest[order.object as usize];
-            if let Some(pace) = &job.read_pace {
-                pace.take(order.len as f64).await;
-            }
-            let raw = match read_chunk(store.as_ref(), object, order.offset, order.len).await {
-                Ok(raw) => raw,
-                Err(e) if e.is_retryable() => {
-                    events.push(AgentEvent::Lost {
-                        chunk: order.chunk,
-                        route,
-                        why: format!("source read: {e}"),
-                    });
-                    return;
-                }
-                Err(e) => {
-                    events.push(AgentEvent::Unreadable {
-                        chunk: order.chunk,
-                        object: order.object,
-                        why: e.to_string(),
-                    });
-                    return;
-                }
-            };
-            counters
-                .store_read
-                .fetch_add(raw.len() as u64, Ordering::Relaxed);
-            let frame = encode(&job, order, raw).await;
-            let raw_len = u64::from(frame.chunk.raw_len);
-            match hop.send(frame).await {
-                Ok(()) => {
-                    counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
-                    counters.chunk_handled();
-                }
-                Err(e) => {
-                    if !down.swap(true, Ordering::Relaxed) {
-                        events.push(AgentEvent::RouteDown {
-                            route,
-                            why: e.to_string(),
-                        });
-                    }
-                    events.push(AgentEvent::Lost {
-                        chunk: order.chunk,
-                        route,
-                        why: e.to_string(),
-                    });
-                }
-            }
-        });
-    }
-}
-
-/// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
-async fn encode(job: &Arc<Job>, order: ChunkOrder, raw: Bytes) -> skyx_protocol::DataFrame {
-    let chunk = ChunkRef {
-        job: job.id,
-        chunk: skyx_protocol::ChunkId(order.chunk),
-        object: order.object,
-        offset: order.offset,
-        raw_len: 0,
-        raw_crc32c: 0,
-    };
-    let compression = match job.compression {
-        CompressionSpec::Off => Compression::Off,
-        CompressionSpec::Zstd { level } => Compression::Zstd(level),
-        CompressionSpec::Auto { level } => {
-            if job
-                .incompressible
-                .lock()
-                .expect("incompressible")
-                .contains(&order.object)
-            {
-                Compression::Off
-            } else {
-                Compression::Zstd(level)
-            }
-        }
-    };
-    let raw_len = raw.len();
-    let frame = if matches!(compression, Compression::Off) || raw_len < 64 {
-        encode_chunk(chunk, raw, Compression::Off)
-    } else {
-        tokio::task::spawn_blocking(move || encode_chunk(chunk, raw, compression))
-            .await
-            .expect("encoding does not panic")
-    };
-    if let CompressionSpec::Auto { .. } = job.compression
-        && order.offset == 0
-        && raw_len > 0
-        && frame.payload.len() as f64 > 0.95 * raw_len as f64
-    {
-        // The first chunk barely shrank: the rest of this object is sent raw.
-        job.incompressible
-            .lock()
-            .expect("incompressible")
-            .insert(order.object);
-    }
-    frame
-}
-
-impl Agent {
-    /// Stops every listener (used at shutdown so peers see connections close).
-    pub fn close(&self) {
-        if let Ok(job) = self.job() {
-            for l in job.listeners.lock().expect("listeners").iter() {
-                l.close();
-            }
-        }
-    }
 }

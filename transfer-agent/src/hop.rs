@@ -441,19 +441,35 @@ fn wire_size(frame: &DataFrame) -> u64 {
 }
 
 /// The relay role: every chunk delivered from the previous hop is queued to the next hop and
-/// acknowledged upstream once queued (or refused if the next hop is gone). Runs until the
-/// listener's deliveries end, then finishes the onward hop. The onward hop's events are the
-/// relay's own business (the gateway learns of landings from the sink), so they are drained.
+/// acknowledged upstream once queued. Runs until the listener's deliveries end, then finishes
+/// the onward hop. What the onward hop gives up goes to `on_event` (an agent reports it to its
+/// gateway); a chunk that cannot be queued because the onward hop is gone is refused upstream
+/// (not resent into a dead end) and reported there too, as given up without a connection.
 pub async fn relay(
     mut deliveries: mpsc::Receiver<Delivery>,
     onward: Arc<HopSender>,
     mut onward_events: mpsc::UnboundedReceiver<SenderEvent>,
+    on_event: impl Fn(SenderEvent) + Send + Sync + 'static,
 ) {
-    let drain = tokio::spawn(async move { while onward_events.recv().await.is_some() {} });
+    let on_event = Arc::new(on_event);
+    let forward = on_event.clone();
+    let drain = tokio::spawn(async move {
+        while let Some(e) = onward_events.recv().await {
+            forward(e);
+        }
+    });
     while let Some(d) = deliveries.recv().await {
+        let chunk = d.frame.chunk.chunk;
         match onward.send(d.frame.clone()).await {
             Ok(()) => d.commit(),
-            Err(_) => d.fail(),
+            Err(_) => {
+                on_event(SenderEvent::GaveUp {
+                    chunk,
+                    attempts: 0,
+                    last: skyx_protocol::Failure::ConnectionLost,
+                });
+                d.refuse();
+            }
         }
     }
     drop(deliveries);
@@ -471,7 +487,7 @@ pub struct Delivery {
     pub frame: DataFrame,
     /// The decoded, end-to-end verified bytes (sinks only).
     pub raw: Option<Bytes>,
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Outcome>,
     /// One of the listener's `max_pending` slots, freed when the delivery is committed or
     /// failed (or dropped).
     _slot: OwnedSemaphorePermit,
@@ -479,12 +495,27 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn commit(self) {
-        let _ = self.done.send(true);
+        let _ = self.done.send(Outcome::Committed);
     }
 
+    /// Not taken over for now (the next hop is busy or gone): the previous hop sends it again.
     pub fn fail(self) {
-        let _ = self.done.send(false);
+        let _ = self.done.send(Outcome::Failed);
     }
+
+    /// Not taken over, and the gateway has been told why: the previous hop gives it up instead
+    /// of resending it across the link (a store's trouble is not fixed by paying egress again).
+    pub fn refuse(self) {
+        let _ = self.done.send(Outcome::Refused);
+    }
+}
+
+/// What became of a delivery (a dropped one counts as failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Committed,
+    Failed,
+    Refused,
 }
 
 /// Accepts connections from the previous hop for one job.
@@ -682,7 +713,7 @@ async fn serve_connection(
             {
                 return;
             }
-            pending.spawn(async move { (chunk, done_rx.await.unwrap_or(false)) });
+            pending.spawn(async move { (chunk, done_rx.await.unwrap_or(Outcome::Failed)) });
         }
         let mut out = BytesMut::new();
         while let Some(f) = receiver.poll_transmit() {
@@ -715,8 +746,10 @@ async fn serve_connection(
                     }
                 }
             },
-            Some(Ok((chunk, ok))) = pending.join_next(), if !pending.is_empty() => {
-                if ok { receiver.handle_committed(chunk) } else { receiver.handle_failed(chunk) }
+            Some(Ok((chunk, outcome))) = pending.join_next(), if !pending.is_empty() => match outcome {
+                Outcome::Committed => receiver.handle_committed(chunk),
+                Outcome::Failed => receiver.handle_failed(chunk),
+                Outcome::Refused => receiver.handle_refused(chunk),
             }
         }
     }

@@ -7,7 +7,8 @@
 //!   (`skyx_agent_api::tls`).
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
 //! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
-//! - [`agent`]: the source, relay and sink roles an agent plays for its job.
+//! - [`agent`]: the agent and the job installed on it, its control requests and the relay
+//!   role; `source` and `sink` are the other two roles (`job` what they share).
 //! - [`in_process`]: agents as threads of the calling process, a provider for the gateway's
 //!   tests (a kill ends every task and socket of the agent, as a process kill would).
 //! - [`control`]: the HTTP control API's server; its wire types and the gateway's client live
@@ -20,9 +21,12 @@ pub mod events;
 pub mod hop;
 pub mod hop_error;
 pub mod in_process;
+mod job;
 pub mod objects;
 pub mod probe;
 pub mod quic;
+mod sink;
+mod source;
 pub mod stage;
 pub mod usage;
 

@@ -20,6 +20,8 @@ pub struct ManifestObject {
     pub size: u64,
     /// The chunk size this object was cut with (see the gateway's chunker).
     pub chunk_size: u64,
+    /// The version the copy listed, every read pinned to it (absent: the store listed none).
+    pub version: Option<String>,
     /// What the written object carries.
     pub properties: skyx_store::Properties,
 }
@@ -36,7 +38,8 @@ impl ManifestObject {
     }
 }
 
-/// Reads one chunk of a source object.
+/// Reads one chunk of a source object, of the version the copy listed: a changed object is an
+/// `ErrorKind::Changed` error, never bytes of another version.
 pub async fn read_chunk(
     store: &dyn ObjectStore,
     object: &ManifestObject,
@@ -44,7 +47,11 @@ pub async fn read_chunk(
     len: u64,
 ) -> Result<Bytes, StoreError> {
     store
-        .get_range_bytes(&object.src_key, offset..offset + len)
+        .get_range_bytes(
+            &object.src_key,
+            offset..offset + len,
+            object.version.as_deref(),
+        )
         .await
 }
 

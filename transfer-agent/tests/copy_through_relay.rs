@@ -77,6 +77,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
                 dst_key: format!("{}/{}", root(&dst_dir), e.key),
                 size: e.size,
                 chunk_size: chunk_size(e.size, &policy),
+                version: None,
                 properties: Default::default(),
             })
             .collect(),
@@ -145,7 +146,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     )
     .await
     .unwrap();
-    tokio::spawn(relay(relay_rx, Arc::new(onward), onward_events));
+    tokio::spawn(relay(relay_rx, Arc::new(onward), onward_events, |_| {}));
 
     // Source: read, compress, send everything the tracker dispatches.
     let mut tracker = Tracker::new(specs.clone(), entries.len(), TrackerConfig::default());

@@ -91,7 +91,7 @@ async fn start_relay(
     )
     .await
     .unwrap();
-    let task = tokio::spawn(relay(rx, Arc::new(onward), events));
+    let task = tokio::spawn(relay(rx, Arc::new(onward), events, |_| {}));
     (addr, listener, task)
 }
 

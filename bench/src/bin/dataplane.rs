@@ -140,7 +140,12 @@ async fn run(
         let (listener, rx) = bind(Role::Relay, relay_id).await?;
         let (onward, ev) = connect(sink.local_addr, connections, relay_id).await?;
         let addr = listener.local_addr;
-        let task = tokio::spawn(skyx_agent::relay(rx, std::sync::Arc::new(onward), ev));
+        let task = tokio::spawn(skyx_agent::relay(
+            rx,
+            std::sync::Arc::new(onward),
+            ev,
+            |_| {},
+        ));
         relay_parts = Some((listener, task));
         addr
     } else {

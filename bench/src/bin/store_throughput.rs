@@ -114,7 +114,7 @@ async fn measure(
             let store = store.clone();
             async move {
                 let r = i * part..((i + 1) * part).min(size);
-                let mut s = store.get_range(key, r).await?;
+                let mut s = store.get_range(key, r, None).await?;
                 let mut got = 0u64;
                 while let Some(c) = s.try_next().await? {
                     got += c.len() as u64;

@@ -256,6 +256,7 @@ impl Run<'_> {
         let mut landed = Vec::new();
         let mut lost = Vec::new();
         let mut unreadable = Vec::new();
+        let mut refused = Vec::new();
         let mut down = Vec::new();
         for (agent, res) in batch {
             let rt = &mut self.agents[agent];
@@ -315,6 +316,12 @@ impl Run<'_> {
                     AgentEvent::Unreadable { chunk, why, .. } => {
                         unreadable.push((ChunkId(chunk), why));
                     }
+                    AgentEvent::WriteFailed {
+                        chunk,
+                        permanent,
+                        why,
+                        ..
+                    } => refused.push((ChunkId(chunk), permanent, why)),
                     AgentEvent::RouteDown { route, why } => {
                         tracing::warn!(route, why, "route down");
                         down.push(route);
@@ -353,6 +360,9 @@ impl Run<'_> {
             tracker.handle_chunk_failed(c);
             self.note_failure(object, format!("unreadable at the source: {why}"));
         }
+        for (c, permanent, why) in refused {
+            self.write_refused(tracker, c, permanent, why);
+        }
         for r in down {
             if let Some(route) = self.routes.get_mut(r as usize) {
                 route.alive = false;
@@ -363,6 +373,42 @@ impl Run<'_> {
             self.repair(tracker).await?;
         }
         Ok(())
+    }
+
+    /// A sink's store refused chunk `c` (after the sink's own retries, unless `permanent`). A
+    /// permanent refusal fails the object at once with its cause; a passing one sends the chunk
+    /// again (across the paid hops: the sink held it as long as it was worth holding) until
+    /// `max_write_failures`.
+    fn write_refused(&mut self, tracker: &mut Tracker, c: ChunkId, permanent: bool, why: String) {
+        let object = self.specs[c.0 as usize].object;
+        let key = self.objects[object as usize].dst_key.clone();
+        let failures = self.write_failures.entry(c.0).or_default();
+        *failures += 1;
+        if permanent || *failures >= self.job.options.max_write_failures {
+            tracing::error!(
+                key,
+                why,
+                permanent,
+                "the destination refused a write; the object fails"
+            );
+            let why = if permanent {
+                format!("the destination refused it: {why}")
+            } else {
+                format!(
+                    "the destination refused it {failures} times, each after {} s of retries at the sink: {why}",
+                    self.job.options.sink_retry.as_secs()
+                )
+            };
+            self.note_failure(object, why);
+            tracker.handle_chunk_failed(c);
+        } else {
+            tracing::warn!(
+                key,
+                why,
+                "the destination refused a write after the sink's retries; sending the chunk again"
+            );
+            tracker.handle_write_failed(c);
+        }
     }
 
     pub(super) fn note_failure(&mut self, object: u32, why: String) {

@@ -59,6 +59,11 @@ impl Run<'_> {
                     let upload =
                         MultipartUpload::new(&wire.dst_key, &upload_id, wire.properties.clone())
                             .with_crc32c(crc);
+                    // A multi-chunk object was read in pieces. Each read was pinned to the
+                    // listed version where the store named one; either way the source must
+                    // still be that version before the pieces become visible as one object.
+                    // (A failed object's upload is aborted by the caller.)
+                    unchanged(src.as_ref(), &item).await?;
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
                         // An earlier run may have completed it and died before journaling
                         // that (the parts are gone now): what is at the destination decides.
@@ -69,26 +74,27 @@ impl Run<'_> {
                         let _ = dst.abort_multipart(&upload).await;
                         return Err(format!("completing the upload: {e}"));
                     }
-                    // A multi-chunk object was read in pieces: make sure it did not change.
-                    match src.head(&item.src_key).await {
-                        Ok(m) if item.is_same_version(&m) => {}
-                        Ok(m) => {
-                            return Err(format!(
-                                "changed at the source during the copy (listed as {} bytes, version {:?}; now {} bytes, version {:?})",
-                                item.size,
-                                item.version,
-                                m.size,
-                                version_of(&m)
-                            ));
-                        }
-                        Err(e) => return Err(format!("re-checking the source: {e}")),
-                    }
                 }
                 verify(dst.as_ref(), &item, crc, content_md5, dst_is_local).await
             }
             .await;
             (object, res)
         }
+    }
+}
+
+/// Whether the source still holds the version of `item` that was listed.
+async fn unchanged(src: &dyn ObjectStore, item: &CopyItem) -> Result<(), String> {
+    match src.head(&item.src_key).await {
+        Ok(m) if item.is_same_version(&m) => Ok(()),
+        Ok(m) => Err(format!(
+            "changed at the source during the copy (listed as {} bytes, version {:?}; now {} bytes, version {:?}); nothing was written",
+            item.size,
+            item.version,
+            m.size,
+            version_of(&m)
+        )),
+        Err(e) => Err(format!("re-checking the source: {e}")),
     }
 }
 
@@ -152,7 +158,7 @@ pub(super) async fn verify(
     }
     if read_back && let Some(want) = crc {
         let mut stream = dst
-            .get_range(&item.dst_key, 0..item.size)
+            .get_range(&item.dst_key, 0..item.size, meta.etag.as_deref())
             .await
             .map_err(|e| format!("reading back: {e}"))?;
         let mut got = 0u32;

@@ -79,6 +79,12 @@ pub struct CopyOptions {
     pub tps_limit: Option<f64>,
     /// `--bwlimit`: bytes per second read from the source, shared among the source agents.
     pub bw_limit: Option<u64>,
+    /// How long a sink retries a write its store refused for a reason that may pass, before
+    /// the chunk is sent again (across the paid hops) or its object fails.
+    pub sink_retry: Duration,
+    /// Writes of one chunk the destination refused (each after the sink's own retries)
+    /// before its object fails.
+    pub max_write_failures: u32,
     /// Fault injection for tests: a crash right after journaling a number of landed chunks.
     pub crash_after_landed: Option<CrashAfter>,
 }
@@ -113,6 +119,8 @@ impl Default for CopyOptions {
             finalize_concurrency: 32,
             tps_limit: None,
             bw_limit: None,
+            sink_retry: Duration::from_millis(skyx_agent_api::wire::DEFAULT_SINK_RETRY_MS),
+            max_write_failures: 2,
             crash_after_landed: None,
         }
     }
@@ -229,6 +237,8 @@ struct Run<'a> {
     next_route: usize,
     landed_this_run: u64,
     failed: Vec<FailedObject>,
+    /// Writes the destination refused, per chunk (see `CopyOptions::max_write_failures`).
+    write_failures: HashMap<u64, u32>,
     verified: BTreeMap<String, u64>,
     /// Objects already complete before this run.
     resumed_complete: HashSet<u32>,
@@ -274,6 +284,7 @@ pub async fn run_copy(
                 dst_key: i.dst_key.clone(),
                 size: i.size,
                 chunk_size: chunk_size(i.size, &policy),
+                version: i.etag.clone(),
                 properties: i.properties.clone(),
             })
             .collect(),
@@ -317,6 +328,7 @@ pub async fn run_copy(
         next_route: 0,
         landed_this_run: 0,
         failed: Vec::new(),
+        write_failures: HashMap::new(),
         verified: BTreeMap::new(),
         resumed_complete: state.complete.clone(),
     };

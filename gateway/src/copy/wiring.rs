@@ -40,6 +40,7 @@ impl Run<'_> {
             },
             read_concurrency: self.job.options.read_concurrency,
             write_concurrency: self.job.options.write_concurrency,
+            sink_retry_ms: Some(self.job.options.sink_retry.as_millis() as u64),
             requests_per_second: self.job.options.tps_limit.map(|t| {
                 let (sources, sinks) = self.job.topology.ends();
                 t / (if source { sources } else { sinks }).max(1) as f64

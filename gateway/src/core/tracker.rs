@@ -206,6 +206,15 @@ impl Tracker {
         }
     }
 
+    /// The sink could not write the chunk (its store refused it after the sink's own retries):
+    /// it goes out again, on any route, unless its attempts are spent.
+    pub fn handle_write_failed(&mut self, chunk: ChunkId) {
+        let i = chunk.0 as usize;
+        if matches!(self.state.get(i), Some(State::InFlight { .. })) {
+            self.requeue(i);
+        }
+    }
+
     /// Every chunk of the object landed, but completing or verifying it at the destination
     /// failed: it counts as failed, not complete.
     pub fn handle_object_failed_after_landing(&mut self, object: u32) {

@@ -519,11 +519,21 @@ impl ObjectStore for AzureStore {
             .await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream> {
         // Azure clamps ranges past the end (and refuses a start at or past it); the trait
         // promises exactly the range, so check the size first.
-        let size = self.head(key).await?.size;
-        crate::check_range(self, key, &range, size)?;
+        let meta = self.head(key).await?;
+        if let (Some(want), Some(now)) = (version, meta.etag.as_deref())
+            && want != now
+        {
+            return Err(crate::changed(self, key, want, now));
+        }
+        crate::check_range(self, key, &range, meta.size)?;
         if range.start == range.end {
             return Ok(stream::empty().boxed());
         }
@@ -532,6 +542,8 @@ impl ObjectStore for AzureStore {
             .run(|| async {
                 let options = BlobClientDownloadOptions {
                     range: Some((range.start..range.end).into()),
+                    // Pinned in the request too: a blob rewritten after the head is a 412.
+                    if_match: version.map(|v| format!("\"{v}\"").into()),
                     // One request at a time: callers parallelise across ranges themselves, and
                     // memory stays at one partition.
                     parallel: std::num::NonZero::new(1),

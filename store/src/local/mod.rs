@@ -158,10 +158,27 @@ pub(super) fn meta_of(path: &Path, md: &std::fs::Metadata) -> ObjectMeta {
         key: key_of(path),
         size: md.len(),
         last_modified: md.modified().ok(),
-        etag: None,
+        etag: Some(identity(md)),
         md5: None,
         crc32c: None,
     }
+}
+
+/// A local file's version: device, inode, size, modification and change times. Any write
+/// moves the change time, which no one can set back (unlike the modification time), and a file
+/// replaced by a rename has another inode; so the same identity means the same content.
+pub(super) fn identity(md: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{:x}.{:x}.{:x}.{}.{}.{}.{}",
+        md.dev(),
+        md.ino(),
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec()
+    )
 }
 
 pub(super) fn is_hidden(name: &str) -> bool {
@@ -299,7 +316,12 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream> {
         if let Some(dir) = marker_dir("get", key)? {
             if !dir.is_dir() {
                 return Err(StoreError::new(
@@ -327,14 +349,49 @@ impl ObjectStore for LocalStore {
                 "is a directory, not an object",
             ));
         }
+        // Pinned: the open file must be that version now, and still be once read (a write
+        // while reading moves its change time).
+        let pinned = match version {
+            Some(want) => {
+                let now = identity(&md);
+                if now != want {
+                    return Err(crate::changed(self, key, want, &now));
+                }
+                let again = file
+                    .try_clone()
+                    .await
+                    .map_err(|e| io_error("get", key, e))?;
+                Some((again, want.to_string()))
+            }
+            None => None,
+        };
         crate::check_range(self, key, &range, md.len())?;
         file.seek(SeekFrom::Start(range.start))
             .await
             .map_err(|e| io_error("get", key, e))?;
         let reader = file.take(range.end - range.start);
         let key = key.to_string();
+        let key_after = key.clone();
+        let after = stream::once(async move {
+            let (file, want) = pinned?;
+            let now = match file.metadata().await {
+                Ok(md) => identity(&md),
+                Err(e) => return Some(Err(io_error("get", &key_after, e))),
+            };
+            (now != want).then(|| {
+                Err(StoreError::new(
+                    ErrorKind::Changed,
+                    "file://",
+                    "get",
+                    key_after,
+                    format!("changed while it was read (version {want}, now {now})"),
+                ))
+            })
+        })
+        .filter_map(futures::future::ready);
         Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
             .map(move |r| r.map_err(|e| io_error("get", &key, e)))
+            .chain(after)
             .boxed())
     }
 
@@ -599,7 +656,7 @@ mod tests {
         assert_eq!((meta.key.as_str(), meta.size), (marker.as_str(), 0));
         assert!(
             store
-                .get_range(&marker, 0..0)
+                .get_range(&marker, 0..0, None)
                 .await
                 .unwrap()
                 .next()

@@ -202,6 +202,7 @@ impl S3Store {
                 let kind = match code {
                     "NoSuchKey" | "NotFound" | "NoSuchUpload" => ErrorKind::NotFound,
                     "NoSuchBucket" => ErrorKind::BucketNotFound,
+                    "PreconditionFailed" => ErrorKind::Changed,
                     "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
                         ErrorKind::Throttled
                     }
@@ -398,7 +399,12 @@ impl ObjectStore for S3Store {
             .await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<ByteStream> {
         if range.start >= range.end {
             if range.start > range.end {
                 return Err(self.error(
@@ -418,11 +424,19 @@ impl ObjectStore for S3Store {
                     .bucket(&self.bucket)
                     .key(key)
                     .range(format!("bytes={}-{}", range.start, range.end - 1))
+                    .set_if_match(version.map(|v| format!("\"{v}\"")))
                     .send()
                     .await
                     .map_err(|e| self.fail("get", key, e))
             })
             .await?;
+        // S3 answers a stale If-Match with 412; a compatible server that ignores the header
+        // still names the version it served.
+        if let (Some(want), Some(served)) = (version, out.e_tag())
+            && served.trim_matches('"') != want
+        {
+            return Err(crate::changed(self, key, want, served.trim_matches('"')));
+        }
         // S3 clamps a range that runs past the end; the trait promises exactly the range.
         let want = range.end - range.start;
         if out.content_length().is_some_and(|n| n as u64 != want) {

@@ -1,0 +1,210 @@
+//! The source role: dispatched chunks are read from the source store (pinned to the version
+//! the copy listed), encoded and handed to the route's first hop; and what a hop sender gives
+//! up is reported to the gateway as it happens, by sources and relays alike.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use skyx_agent_api::wire::{AgentEvent, ChunkOrder, CompressionSpec};
+use skyx_protocol::{ChunkRef, Compression, Failure, NackReason, SenderEvent, encode_chunk};
+use skyx_store::ObjectStore;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::events::EventLog;
+use crate::hop::HopSender;
+use crate::job::{Counters, Job};
+use crate::objects::read_chunk;
+
+/// Tells the gateway, as it happens, of every chunk a hop sender (a source's or a relay's) gave
+/// up: each is `Lost` (the gateway sends it again, perhaps another way), and the first time the
+/// hop has no connection left the route is `RouteDown`, so the gateway stops dispatching to it
+/// at once instead of waiting for landing timeouts. A chunk the next hop refused is not
+/// reported: the agent that refused it has told the gateway why.
+pub(crate) fn report_gave_up(
+    route: u32,
+    mut hop_events: mpsc::UnboundedReceiver<SenderEvent>,
+    events: Arc<EventLog>,
+    down: Arc<AtomicBool>,
+) {
+    tokio::spawn(async move {
+        while let Some(e) = hop_events.recv().await {
+            let SenderEvent::GaveUp {
+                chunk,
+                attempts,
+                last,
+            } = e
+            else {
+                continue;
+            };
+            if last == Failure::Nack(NackReason::Refused) {
+                continue;
+            }
+            // Given up without a single send, for a lost connection: the hop has no live
+            // connection left.
+            if attempts == 0
+                && last == Failure::ConnectionLost
+                && !down.swap(true, Ordering::Relaxed)
+            {
+                events.push(AgentEvent::RouteDown {
+                    route,
+                    why: "every connection to the next hop failed".into(),
+                });
+            }
+            events.push(AgentEvent::Lost {
+                chunk: chunk.0,
+                route,
+                why: format!("next hop: {last:?} after {attempts} attempts"),
+            });
+        }
+    });
+}
+
+pub(crate) struct SourceRoute {
+    pub(crate) route: u32,
+    pub(crate) job: Arc<Job>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) hop: Arc<HopSender>,
+    pub(crate) hop_events: mpsc::UnboundedReceiver<SenderEvent>,
+    pub(crate) orders: mpsc::UnboundedReceiver<ChunkOrder>,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// The source role for one route: up to `read_concurrency` chunks are read and encoded at once
+/// and handed to the hop, which holds them until the next hop acknowledges them. Reads wait
+/// while the hop is full, so a slow link or sink slows reading instead of filling memory.
+pub(crate) async fn run_source_route(r: SourceRoute) {
+    let SourceRoute {
+        route,
+        job,
+        store,
+        hop,
+        hop_events,
+        mut orders,
+        events,
+        counters,
+    } = r;
+    let down = Arc::new(AtomicBool::new(false));
+    report_gave_up(route, hop_events, events.clone(), down.clone());
+    let readers = Arc::new(Semaphore::new(job.read_concurrency));
+    while let Some(order) = orders.recv().await {
+        let Ok(permit) = readers.clone().acquire_owned().await else {
+            break;
+        };
+        let (job, store, hop, events, counters, down) = (
+            job.clone(),
+            store.clone(),
+            hop.clone(),
+            events.clone(),
+            counters.clone(),
+            down.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            if down.load(Ordering::Relaxed) {
+                events.push(AgentEvent::Lost {
+                    chunk: order.chunk,
+                    route,
+                    why: "route is down".into(),
+                });
+                return;
+            }
+            let object = &job.manifest[order.object as usize];
+            if let Some(pace) = &job.read_pace {
+                pace.take(order.len as f64).await;
+            }
+            let raw = match read_chunk(store.as_ref(), object, order.offset, order.len).await {
+                Ok(raw) => raw,
+                Err(e) if e.is_retryable() => {
+                    events.push(AgentEvent::Lost {
+                        chunk: order.chunk,
+                        route,
+                        why: format!("source read: {e}"),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    events.push(AgentEvent::Unreadable {
+                        chunk: order.chunk,
+                        object: order.object,
+                        why: e.to_string(),
+                    });
+                    return;
+                }
+            };
+            counters
+                .store_read
+                .fetch_add(raw.len() as u64, Ordering::Relaxed);
+            let frame = encode(&job, order, raw).await;
+            let raw_len = u64::from(frame.chunk.raw_len);
+            match hop.send(frame).await {
+                Ok(()) => {
+                    counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
+                    counters.chunk_handled();
+                }
+                Err(e) => {
+                    if !down.swap(true, Ordering::Relaxed) {
+                        events.push(AgentEvent::RouteDown {
+                            route,
+                            why: e.to_string(),
+                        });
+                    }
+                    events.push(AgentEvent::Lost {
+                        chunk: order.chunk,
+                        route,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
+async fn encode(job: &Arc<Job>, order: ChunkOrder, raw: Bytes) -> skyx_protocol::DataFrame {
+    let chunk = ChunkRef {
+        job: job.id,
+        chunk: skyx_protocol::ChunkId(order.chunk),
+        object: order.object,
+        offset: order.offset,
+        raw_len: 0,
+        raw_crc32c: 0,
+    };
+    let compression = match job.compression {
+        CompressionSpec::Off => Compression::Off,
+        CompressionSpec::Zstd { level } => Compression::Zstd(level),
+        CompressionSpec::Auto { level } => {
+            if job
+                .incompressible
+                .lock()
+                .expect("incompressible")
+                .contains(&order.object)
+            {
+                Compression::Off
+            } else {
+                Compression::Zstd(level)
+            }
+        }
+    };
+    let raw_len = raw.len();
+    let frame = if matches!(compression, Compression::Off) || raw_len < 64 {
+        encode_chunk(chunk, raw, Compression::Off)
+    } else {
+        tokio::task::spawn_blocking(move || encode_chunk(chunk, raw, compression))
+            .await
+            .expect("encoding does not panic")
+    };
+    if let CompressionSpec::Auto { .. } = job.compression
+        && order.offset == 0
+        && raw_len > 0
+        && frame.payload.len() as f64 > 0.95 * raw_len as f64
+    {
+        // The first chunk barely shrank: the rest of this object is sent raw.
+        job.incompressible
+            .lock()
+            .expect("incompressible")
+            .insert(order.object);
+    }
+    frame
+}
