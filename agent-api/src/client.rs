@@ -58,6 +58,9 @@ impl ClientError {
     }
 }
 
+/// How late past its wait an answer to an events poll may come (a round trip, a busy runtime).
+pub const EVENTS_GRACE: Duration = Duration::from_secs(2);
+
 /// A connection pool to one agent's control API, with the job token.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
@@ -195,9 +198,12 @@ impl AgentClient {
     }
 
     /// Events after `after`, waiting up to `wait` for one.
+    /// Events after `after`, waiting up to `wait` for one. The agent answers within `wait`
+    /// whatever it is doing (the control API is served apart from the data path), so an
+    /// answer later than [`EVENTS_GRACE`] past it means the agent is frozen or unreachable.
     pub async fn events(&self, after: u64, wait: Duration) -> Result<EventsResponse, ClientError> {
         let path = format!("/v1/events?after={after}&wait_ms={}", wait.as_millis());
-        self.call::<(), _>(Method::GET, &path, None, wait + Duration::from_secs(10))
+        self.call::<(), _>(Method::GET, &path, None, wait + EVENTS_GRACE)
             .await
     }
 

@@ -305,6 +305,9 @@ pub struct AgentMetrics {
 pub struct RouteMetrics {
     pub route: u32,
     pub wire_bytes: u64,
+    /// Of `wire_bytes`, chunks sent again on this hop (lost or corrupted on it).
+    #[serde(default)]
+    pub resent_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -19,6 +19,9 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const UPLOADS: TableDefinition<u32, &str> = TableDefinition::new("uploads");
 const LANDED: TableDefinition<u64, &str> = TableDefinition::new("landed");
 const COMPLETE: TableDefinition<u32, u8> = TableDefinition::new("complete");
+/// Upload id → destination key of uploads whose abort failed (the store was down): retried at
+/// the end of the run and at the start of the next one, so no parts stay billed.
+const ABORTS: TableDefinition<&str, &str> = TableDefinition::new("aborts");
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +48,8 @@ pub struct JournalState {
     pub uploads: HashMap<u32, (String, String)>,
     pub landed: HashMap<u64, LandedChunk>,
     pub complete: HashSet<u32>,
+    /// Upload id → destination key of uploads still to abort.
+    pub pending_aborts: HashMap<String, String>,
 }
 
 /// Changes made together.
@@ -57,6 +62,10 @@ pub struct JournalBatch {
     /// Objects given up: their upload and landed chunks are forgotten (the upload was aborted,
     /// so a resume must start them over).
     pub forget: Vec<(u32, Vec<u64>)>,
+    /// (upload id, destination key) of uploads whose abort failed: to retry.
+    pub abort_later: Vec<(String, String)>,
+    /// Upload ids of pending aborts that have now succeeded.
+    pub aborted: Vec<String>,
 }
 
 impl JournalBatch {
@@ -65,6 +74,8 @@ impl JournalBatch {
             && self.landed.is_empty()
             && self.complete.is_empty()
             && self.forget.is_empty()
+            && self.abort_later.is_empty()
+            && self.aborted.is_empty()
     }
 }
 
@@ -143,6 +154,7 @@ impl Journal {
             tx.open_table(UPLOADS).map_err(|e| fail(path, e))?;
             tx.open_table(LANDED).map_err(|e| fail(path, e))?;
             tx.open_table(COMPLETE).map_err(|e| fail(path, e))?;
+            tx.open_table(ABORTS).map_err(|e| fail(path, e))?;
         }
         tx.commit().map_err(|e| fail(path, e))?;
         Ok(j)
@@ -195,6 +207,15 @@ impl Journal {
                 let (k, _) = row.map_err(|e| fail(path, e))?;
                 state.complete.insert(k.value());
             }
+            // Journals written before pending aborts were kept have no such table.
+            if let Ok(aborts) = tx.open_table(ABORTS) {
+                for row in aborts.iter().map_err(|e| fail(path, e))? {
+                    let (id, key) = row.map_err(|e| fail(path, e))?;
+                    state
+                        .pending_aborts
+                        .insert(id.value().to_string(), key.value().to_string());
+                }
+            }
         }
         Ok(Some((
             Journal {
@@ -235,6 +256,15 @@ impl Journal {
                 for c in chunks {
                     landed.remove(*c).map_err(|e| fail(p, e))?;
                 }
+            }
+            let mut aborts = tx.open_table(ABORTS).map_err(|e| fail(p, e))?;
+            for (id, key) in &batch.abort_later {
+                aborts
+                    .insert(id.as_str(), key.as_str())
+                    .map_err(|e| fail(p, e))?;
+            }
+            for id in &batch.aborted {
+                aborts.remove(id.as_str()).map_err(|e| fail(p, e))?;
             }
         }
         tx.commit().map_err(|e| fail(p, e))?;

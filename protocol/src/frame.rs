@@ -126,11 +126,19 @@ pub enum Frame {
         chunk: ChunkId,
         reason: NackReason,
     },
+    /// The chunk arrived intact and the receiver's agent holds it; its commit (written by a
+    /// sink, queued onward by a relay) is pending. Nothing is lost on the link any more, so
+    /// the sender stops timing it: sending it again could not help and would pay the hop twice.
+    Received {
+        job: JobId,
+        chunk: ChunkId,
+    },
 }
 
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_NACK: u8 = 3;
+const KIND_RECEIVED: u8 = 4;
 
 /// Why bytes did not decode into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +201,7 @@ impl Frame {
                 &d.payload,
             ),
             Frame::Ack { job, chunk } => (KIND_ACK, 0, *job, *chunk, 0, 0, 0, 0, &[]),
+            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, *job, *chunk, 0, 0, 0, 0, &[]),
             Frame::Nack { job, chunk, reason } => {
                 (KIND_NACK, reason.to_byte(), *job, *chunk, 0, 0, 0, 0, &[])
             }
@@ -310,6 +319,7 @@ impl FrameDecoder {
                 })))
             }
             KIND_ACK => Ok(Some(Frame::Ack { job, chunk })),
+            KIND_RECEIVED => Ok(Some(Frame::Received { job, chunk })),
             KIND_NACK => {
                 let reason = NackReason::from_byte(code)
                     .ok_or(FrameError::CorruptHeader("unknown nack reason"))?;

@@ -72,7 +72,7 @@ impl Receiver {
     pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>) {
         match frame {
             Ok(Frame::Data(d)) => self.handle_data(d),
-            Ok(Frame::Ack { .. } | Frame::Nack { .. }) => {}
+            Ok(Frame::Ack { .. } | Frame::Nack { .. } | Frame::Received { .. }) => {}
             Err(FrameError::CorruptPayload { job, chunk }) if job == self.job => {
                 self.stats.corrupt += 1;
                 self.outgoing.push_back(Frame::Nack {
@@ -102,8 +102,10 @@ impl Receiver {
             return;
         }
         if self.pending.contains(&chunk) {
-            // Already handed to the driver; its commit will acknowledge.
+            // Already handed to the driver; its commit will acknowledge. Say again that it is
+            // held (the first word may have crossed this resend).
             self.stats.duplicates += 1;
+            self.outgoing.push_back(Frame::Received { job, chunk });
             return;
         }
         let raw = match self.role {
@@ -122,6 +124,7 @@ impl Receiver {
             },
         };
         self.pending.insert(chunk);
+        self.outgoing.push_back(Frame::Received { job, chunk });
         self.stats.delivered += 1;
         self.events
             .push_back(ReceiverEvent::Deliver { frame: d, raw });

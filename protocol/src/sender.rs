@@ -3,8 +3,10 @@
 //! A chunk stays the sender's responsibility until the next hop acknowledges it. Chunks are sent
 //! in the order they were queued, at most `window` unacknowledged at once (backpressure: a slow
 //! receiver holds the window full and the sender stops pulling chunks from its source). A chunk
-//! is sent again when it is nacked as corrupt, when its acknowledgement does not come within the
-//! retransmission timeout, or when the connection it was on is lost; after `max_attempts`
+//! is sent again when it is nacked as corrupt, when neither its acknowledgement nor word that
+//! the receiver holds it comes within the retransmission timeout (a held chunk awaiting its
+//! commit is not timed: resending cannot help it), or when the connection it was on is lost;
+//! after `max_attempts`
 //! sends it is given up and reported, so the gateway can re-dispatch it another way.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +27,9 @@ pub struct SenderConfig {
     /// it, a chunk behind megabytes on a slow path (1-2 Mbit/s per connection happens between
     /// far regions) times out while still in the socket's buffer and is sent twice.
     pub min_rate_bytes_per_s: u64,
+    /// How long to wait for the acknowledgement of a chunk the receiver said it holds (its
+    /// commit pending) before sending it again: longer than a sink retries its store.
+    pub held_timeout: Duration,
 }
 
 impl Default for SenderConfig {
@@ -35,6 +40,7 @@ impl Default for SenderConfig {
             max_attempts: 5,
             // 256 kbit/s.
             min_rate_bytes_per_s: 32 * 1024,
+            held_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -64,6 +70,10 @@ pub enum Failure {
 struct InFlight {
     sent_at: Instant,
     /// When to give up waiting for its acknowledgement.
+    /// When to send it again if no acknowledgement came: after the retransmission timeout,
+    /// or, once the receiver said it holds the chunk, after `held_timeout` (a frame lost on
+    /// an unreliable link must still be recovered, but a commit that takes a while must not be
+    /// answered with a resend).
     deadline: Instant,
     attempts: u32,
 }
@@ -141,6 +151,14 @@ impl Sender {
     /// When the driver must call `poll_transmit` again even if nothing arrives.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.in_flight.values().map(|f| f.deadline).min()
+    }
+
+    /// The receiver holds the chunk and its commit is pending: its timeout becomes
+    /// `held_timeout`, long enough for a sink's retries at its store.
+    pub fn handle_received(&mut self, chunk: ChunkId, now: Instant) {
+        if let Some(f) = self.in_flight.get_mut(&chunk) {
+            f.deadline = now + self.config.held_timeout;
+        }
     }
 
     pub fn handle_ack(&mut self, chunk: ChunkId) {
@@ -257,6 +275,7 @@ mod tests {
             retransmit_after: Duration::from_secs(1),
             max_attempts: attempts,
             min_rate_bytes_per_s: 1000,
+            held_timeout: Duration::from_secs(100),
         })
     }
 
@@ -404,5 +423,27 @@ mod tests {
         );
         assert!(s.poll_transmit(t + Duration::from_secs(60)).is_none());
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_the_receiver_holds_is_not_timed_out_only_a_lost_connection_resends_it() {
+        let t = Instant::now();
+        let mut s = sender(8, 5);
+        s.enqueue(ChunkId(1));
+        s.enqueue(ChunkId(2));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(1)));
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(2)));
+        s.handle_received(ChunkId(1), t);
+        // Chunk 2 times out and goes again; chunk 1, held by the receiver, does not.
+        let later = t + Duration::from_secs(50);
+        assert_eq!(s.poll_transmit(later), Some(ChunkId(2)));
+        assert_eq!(s.poll_transmit(later), None);
+        s.handle_received(ChunkId(2), later);
+        assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(100)));
+        // A lost connection sends it again at once; so does the held timeout, for an
+        // acknowledgement lost on an unreliable link.
+        s.handle_connection_lost();
+        assert_eq!(s.poll_transmit(later), Some(ChunkId(1)));
+        assert_eq!(s.poll_transmit(later), Some(ChunkId(2)));
     }
 }

@@ -115,6 +115,8 @@ fn run(seed: u64, n: u64, faults: Faults) -> (f64, u64) {
         retransmit_after: Duration::from_millis(500),
         max_attempts: 1000,
         min_rate_bytes_per_s: 1 << 20,
+        // A lost acknowledgement of a held chunk is recovered after this.
+        held_timeout: Duration::from_secs(5),
     });
     let mut receiver = Receiver::new(JOB, Role::Sink);
     let mut forward = Link {
@@ -160,6 +162,7 @@ fn run(seed: u64, n: u64, faults: Faults) -> (f64, u64) {
         for f in backward.deliver(now) {
             match f {
                 Ok(Frame::Ack { chunk, .. }) => sender.handle_ack(chunk),
+                Ok(Frame::Received { chunk, .. }) => sender.handle_received(chunk, now),
                 Ok(Frame::Nack { chunk, reason, .. }) => sender.handle_nack(chunk, reason),
                 _ => {}
             }
@@ -281,7 +284,14 @@ fn a_relay_forwards_payloads_without_decoding_them() {
         }
         other => panic!("{other:?}"),
     }
-    // Nothing is acknowledged until the next hop has it.
+    // Held, not acknowledged, until the next hop has it.
+    assert_eq!(
+        relay.poll_transmit(),
+        Some(Frame::Received {
+            job: JOB,
+            chunk: ChunkId(3)
+        })
+    );
     assert_eq!(relay.poll_transmit(), None);
     relay.handle_committed(ChunkId(3));
     assert_eq!(

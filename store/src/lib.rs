@@ -223,6 +223,19 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
             .await
     }
 
+    /// Removes the hidden staging beside `keys` that no live process owns (temp files and
+    /// part directories of writers that died), except the uploads in `keep` (about to be
+    /// resumed); returns how many entries went. Only stores that stage beside the destination
+    /// have any (the local filesystem); cloud stores' unfinished uploads are aborted by id.
+    async fn remove_abandoned_staging(
+        &self,
+        keys: &[String],
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let _ = (keys, keep);
+        Ok(0)
+    }
+
     /// Creates the bucket (container) this store names; an existing one is not an error.
     async fn create_bucket(&self) -> Result<()>;
 

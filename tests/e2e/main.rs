@@ -6,6 +6,9 @@
 //!   on the same bucket (differential), and the deliberate differences.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
 //! - `check`: `skyx check` by checksum and by `--download`, every kind of difference named.
+//! - `clean_failures`: faults from outside the process on a route with a relay (a source
+//!   rewritten mid-copy, a write the destination refuses, a store outage behind a proxy, a
+//!   frozen relay): data intact or absent, causes named, no hop paying for a sink's trouble.
 //! - `cp`: `skyx cp` between every pair of store kinds through a relay, 10,000 small objects,
 //!   a 2 GiB object, QUIC, filters, dry runs.
 //! - `cp_faults`: a relay killed mid-transfer, corrupted frames, the gateway killed and the copy
@@ -22,6 +25,7 @@
 //!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
 //!   copy between two regions' stores through a third, and a teardown that leaves nothing.
+//! - `proxy`: a TCP proxy that takes a store server away (reset, refused) for a while.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `sync_modes`: `--size-only`, `--checksum`, `--update`, `--no-clobber`, `--max-delete`,
 //!   `--files-from`, size and age bounds.
@@ -33,6 +37,7 @@
 mod aws_cli;
 mod catalog;
 mod check;
+mod clean_failures;
 mod cp;
 mod cp_faults;
 mod ec2;
@@ -42,6 +47,7 @@ mod limits;
 mod metadata;
 mod moto;
 mod plan;
+mod proxy;
 mod run;
 mod server_side;
 mod sky;

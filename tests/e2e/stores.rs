@@ -133,8 +133,8 @@ impl Scratch {
         self.dir.join("state")
     }
 
-    /// Runs `skyx ARGS` with the servers' environment and this scratch's state directory.
-    pub fn skyx(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    /// `skyx ARGS` with the servers' environment and this scratch's state directory.
+    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(bin("skyx"));
         cmd.args(args)
             .env_remove("RUST_LOG")
@@ -143,9 +143,23 @@ impl Scratch {
             .env("SKYX_CONFIG", self.dir.join("no-config.toml"))
             .envs(store_env())
             .envs(extra_env.iter().copied());
-        let out = cmd.output().expect("run skyx");
+        cmd
+    }
+
+    /// Runs `skyx ARGS` (see [`Scratch::command`]); no agent may outlive it.
+    pub fn skyx(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let out = self.command(args, extra_env).output().expect("run skyx");
         self.assert_no_agents_left();
         out
+    }
+
+    /// The pid of this test's agent named `name` (e.g. `aws:us-east-2#0`), once it runs.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        let marker = format!("SKYX_STATE_DIR={}", self.state().display());
+        processes_with_env(&marker).into_iter().find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|arg| arg == name.as_bytes())
+        })
     }
 
     /// A root URL of `kind` for this test, in a new bucket (or directory).
@@ -345,7 +359,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn open(url: &str) -> (Arc<dyn ObjectStore>, String) {
+pub async fn open(url: &str) -> (Arc<dyn ObjectStore>, String) {
     let url = ObjectUrl::parse(url).unwrap();
     let store = skyx_store::open(&url, &store_config()).await.unwrap();
     (store, url.key.trim_end_matches('/').to_string())

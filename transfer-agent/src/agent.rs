@@ -483,6 +483,7 @@ impl Agent {
                 .map(|(route, hop)| RouteMetrics {
                     route: *route,
                     wire_bytes: hop.wire_bytes(),
+                    resent_bytes: hop.resent_bytes(),
                 })
                 .collect();
             m.corrupt_chunks_received = job

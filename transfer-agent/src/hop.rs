@@ -13,7 +13,7 @@
 //! commits. It stops reading the socket while too many chunks await commit, so a slow next
 //! step slows the sender through TCP instead of filling memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +75,7 @@ pub struct HopSender {
     frames: mpsc::Sender<DataFrame>,
     driver: JoinHandle<()>,
     wire_bytes: Arc<AtomicU64>,
+    resent_bytes: Arc<AtomicU64>,
 }
 
 impl HopSender {
@@ -141,6 +142,7 @@ impl HopSender {
         let (frames_tx, frames_rx) = mpsc::channel(streams.len());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let wire_bytes = Arc::new(AtomicU64::new(0));
+        let resent_bytes = Arc::new(AtomicU64::new(0));
         let driver = tokio::spawn(drive(
             streams,
             DriveConfig {
@@ -148,6 +150,7 @@ impl HopSender {
                 max_held: config.max_held.max(1),
                 corrupt_every: config.corrupt_every,
                 wire_bytes: wire_bytes.clone(),
+                resent_bytes: resent_bytes.clone(),
                 keepalive,
             },
             frames_rx,
@@ -158,6 +161,7 @@ impl HopSender {
                 frames: frames_tx,
                 driver,
                 wire_bytes,
+                resent_bytes,
             },
             events_rx,
         )
@@ -166,6 +170,12 @@ impl HopSender {
     /// Bytes put on the wire so far (frame headers and resends included).
     pub fn wire_bytes(&self) -> u64 {
         self.wire_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the bytes of chunks sent again on this hop (lost, corrupted or timed out on
+    /// it, or moved off a dead connection).
+    pub fn resent_bytes(&self) -> u64 {
+        self.resent_bytes.load(Ordering::Relaxed)
     }
 
     /// Queues a chunk; waits while every connection's window is full.
@@ -272,6 +282,7 @@ struct DriveConfig {
     max_held: usize,
     corrupt_every: Option<u64>,
     wire_bytes: Arc<AtomicU64>,
+    resent_bytes: Arc<AtomicU64>,
     /// Whatever must live as long as the streams (a QUIC endpoint and connection).
     keepalive: Box<dyn std::any::Any + Send>,
 }
@@ -287,6 +298,7 @@ async fn drive(
         max_held,
         corrupt_every,
         wire_bytes,
+        resent_bytes,
         keepalive,
     } = drive_config;
     let counters = WireCounters {
@@ -315,12 +327,19 @@ async fn drive(
         .collect();
     drop(input_tx);
     let mut held: HashMap<ChunkId, DataFrame> = HashMap::new();
+    // Held chunks put on the wire at least once: any later send of one is a resend.
+    let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut producer_done = false;
     loop {
         // Put every chunk a window allows on its wire.
         let now = Instant::now();
         for c in conns.iter_mut().filter(|c| c.alive) {
             while let Some(chunk) = c.sender.poll_transmit(now) {
+                if !sent.insert(chunk)
+                    && let Some(f) = held.get(&chunk)
+                {
+                    resent_bytes.fetch_add(wire_size(f), Ordering::Relaxed);
+                }
                 if let Some(f) = held.get(&chunk)
                     && c.writer
                         .send((Frame::Data(f.clone()).encode_header(), f.payload.clone()))
@@ -338,6 +357,7 @@ async fn drive(
                 match &e {
                     SenderEvent::Acked(chunk) | SenderEvent::GaveUp { chunk, .. } => {
                         held.remove(chunk);
+                        sent.remove(chunk);
                     }
                 }
                 let _ = events.send(e);
@@ -383,6 +403,7 @@ async fn drive(
             },
             Some((idx, input)) = input_rx.recv() => match input {
                 DriverInput::Frame(Frame::Ack { chunk, .. }) => conns[idx].sender.handle_ack(chunk),
+                DriverInput::Frame(Frame::Received { chunk, .. }) => conns[idx].sender.handle_received(chunk, Instant::now()),
                 DriverInput::Frame(Frame::Nack { chunk, reason, .. }) => conns[idx].sender.handle_nack(chunk, reason),
                 DriverInput::Frame(Frame::Data(_)) => {}
                 DriverInput::Lost => conns[idx].alive = false,

@@ -121,6 +121,11 @@ pub struct TransferArgs {
     /// Agents that may be replaced after dying before the copy gives up.
     #[arg(long, default_value_t = CopyOptions::default().max_replacements)]
     pub max_replacements: u32,
+    /// How long a sink keeps retrying a write its destination refuses for a reason that may
+    /// pass (a reset, a 5xx, throttling) before the chunk is sent again or its object fails
+    /// (e.g. 30s, 5m; default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub sink_retry: Option<String>,
     #[command(flatten)]
     pub ends: EndArgs,
     #[command(flatten)]
@@ -472,6 +477,15 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         )),
         resume: args.resume,
         max_replacements: args.max_replacements,
+        sink_retry: match &args.sink_retry {
+            None => CopyOptions::default().sink_retry,
+            Some(text) => match crate::units::parse_duration_s(text) {
+                Ok(s) if s > 0.0 => std::time::Duration::from_secs_f64(s),
+                _ => bail!(BadInput(format!(
+                    "--sink-retry {text}: expected a duration above zero (e.g. 30s, 5m)"
+                ))),
+            },
+        },
         // Fault injection for the crash-and-resume tests (see tests/e2e/cp_faults.rs).
         crash_after_landed: std::env::var("SKYX_FAULT_ABORT_AFTER_LANDED")
             .ok()

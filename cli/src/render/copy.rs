@@ -144,9 +144,17 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
                 .usd_per_gb
                 .map(|p| format!("${p:.3}/GB"))
                 .unwrap_or_else(|| "unpriced".into());
+            let resent = if h.resent_bytes > 0 {
+                format!(
+                    "  ({} resent on this hop)",
+                    format_bytes(h.resent_bytes as f64)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "    {:<26} -> {:<26} {:>10}  {:>11}  ${:.4}",
+                "    {:<26} -> {:<26} {:>10}  {:>11}  ${:.4}{resent}",
                 h.src_region,
                 h.dst_region,
                 format_bytes(h.wire_bytes as f64),

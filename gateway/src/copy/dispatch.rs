@@ -427,14 +427,8 @@ impl Run<'_> {
     ) -> Result<(), CopyError> {
         self.note_failure(object, why);
         if let Some(id) = self.uploads.remove(&object) {
-            let upload = MultipartUpload::new(
-                &self.objects[object as usize].dst_key,
-                &id,
-                Properties::default(),
-            );
-            if let Err(e) = self.dst.abort_multipart(&upload).await {
-                tracing::warn!(key = %upload.key, error = %e, "aborting the upload of a failed object failed");
-            }
+            let key = self.objects[object as usize].dst_key.clone();
+            self.abort_upload(&key, &id).await?;
         }
         self.receipts.remove(&object);
         if let Some(j) = &self.journal {

@@ -32,6 +32,7 @@ use skyx_store::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+mod cleanup;
 mod dispatch;
 mod finalize;
 mod report;
@@ -239,6 +240,8 @@ struct Run<'a> {
     failed: Vec<FailedObject>,
     /// Writes the destination refused, per chunk (see `CopyOptions::max_write_failures`).
     write_failures: HashMap<u64, u32>,
+    /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
+    pending_aborts: HashMap<String, String>,
     verified: BTreeMap<String, u64>,
     /// Objects already complete before this run.
     resumed_complete: HashSet<u32>,
@@ -300,7 +303,7 @@ pub async fn run_copy(
         }),
         policy.target,
     );
-    let (journal, state) = open_journal(job, &dst, &fp).await?;
+    let (journal, state) = open_journal(job, &fp).await?;
 
     let job_id = JobId(rand::rng().random::<u64>() >> 1);
     let (polls_tx, mut polls_rx) = mpsc::unbounded_channel();
@@ -329,6 +332,7 @@ pub async fn run_copy(
         landed_this_run: 0,
         failed: Vec::new(),
         write_failures: HashMap::new(),
+        pending_aborts: state.pending_aborts.clone(),
         verified: BTreeMap::new(),
         resumed_complete: state.complete.clone(),
     };
@@ -366,6 +370,9 @@ pub async fn run_copy(
         job.options.tracker,
     );
 
+    // Whatever earlier runs left: uploads to abort, and (locally) staging no one owns.
+    run.retry_pending_aborts().await?;
+    run.sweep_staging().await;
     let result = async {
         // With every chunk landed already (a resume after the last landing, or nothing to
         // copy), objects only need completing: no agents.
@@ -380,22 +387,32 @@ pub async fn run_copy(
     }
     .await;
     run.teardown().await;
+    // The agents are gone: what they were writing when they died is no one's now.
+    run.sweep_staging().await;
+    let still_pending = run.retry_pending_aborts().await?;
     let tracker = result?;
     let report = run.report(&tracker, started, chunks_skipped);
-    // A copy with failed objects keeps its journal, so `--resume` retries just those.
+    // A copy with failed objects keeps its journal, so `--resume` retries just those; so does
+    // one with uploads it could not abort, so the next run retries them.
+    if still_pending > 0 {
+        tracing::warn!(
+            uploads = still_pending,
+            "uploads could not be aborted; the next run of this copy retries"
+        );
+    }
     if let Some(j) = run.journal.take()
         && report.objects_failed.is_empty()
+        && still_pending == 0
     {
         j.remove();
     }
     Ok(report)
 }
 
-/// Opens (resume) or replaces the journal. Starting over aborts the uploads an earlier,
-/// interrupted run left open, so no orphaned parts are billed.
+/// Opens (resume) or replaces the journal. Starting over, the uploads an earlier, interrupted
+/// run left open become aborts to do, so no orphaned parts are billed.
 async fn open_journal(
     job: &CopyJob,
-    dst: &Arc<dyn ObjectStore>,
     fp: &str,
 ) -> Result<(Option<Journal>, JournalState), CopyError> {
     let Some(path) = &job.options.journal else {
@@ -413,16 +430,23 @@ async fn open_journal(
         tracing::info!(journal = %path.display(), landed = state.landed.len(), complete = state.complete.len(), "resuming");
         return Ok((Some(journal), state));
     }
+    // Starting over: the uploads an earlier run left open (and any it could not abort) are
+    // carried into the new journal as aborts to do, which the run does first.
+    let mut carried = JournalBatch::default();
     if let Some((journal, state)) = existing {
-        for (object, (id, key)) in &state.uploads {
-            if !state.complete.contains(object) {
-                let upload = MultipartUpload::new(key, id, Properties::default());
-                if let Err(e) = dst.abort_multipart(&upload).await {
-                    tracing::warn!(key, error = %e, "aborting an upload of an earlier interrupted copy failed");
-                }
+        for (object, (id, key)) in state.uploads {
+            if !state.complete.contains(&object) {
+                carried.abort_later.push((id, key));
             }
         }
+        carried.abort_later.extend(state.pending_aborts);
         journal.remove();
     }
-    Ok((Some(Journal::create(path, fp)?), JournalState::default()))
+    let journal = Journal::create(path, fp)?;
+    journal.record(&carried)?;
+    let state = JournalState {
+        pending_aborts: carried.abort_later.into_iter().collect(),
+        ..JournalState::default()
+    };
+    Ok((Some(journal), state))
 }

@@ -31,6 +31,9 @@ pub struct HopReport {
     pub src_region: String,
     pub dst_region: String,
     pub wire_bytes: u64,
+    /// Of `wire_bytes`, chunks the hop sent again because they were lost or corrupted on it.
+    /// (Chunks the gateway dispatched again count in `wire_bytes` only.)
+    pub resent_bytes: u64,
     pub usd_per_gb: Option<f64>,
     pub egress_usd: f64,
 }
@@ -108,13 +111,17 @@ impl Run<'_> {
     }
 
     pub(super) fn hop_wire_bytes(&self, route: usize, agent: usize) -> u64 {
+        self.hop_bytes(route, agent).0
+    }
+
+    /// Wire bytes and resent bytes of `agent`'s hop on `route`.
+    fn hop_bytes(&self, route: usize, agent: usize) -> (u64, u64) {
         self.agents[agent]
             .metrics
             .routes
             .iter()
             .filter(|m| m.route as usize == route)
-            .map(|m| m.wire_bytes)
-            .sum()
+            .fold((0, 0), |(w, r), m| (w + m.wire_bytes, r + m.resent_bytes))
     }
 
     /// Reads every live agent's counters once more: the last poll may predate the last bytes.
@@ -152,25 +159,27 @@ impl Run<'_> {
     ) -> CopyReport {
         let p = tracker.progress();
         let elapsed = started.elapsed().as_secs_f64();
-        let mut hops: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut hops: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         let mut first_hop_wire = 0;
         for (r, route) in self.routes.iter().enumerate() {
             for (i, pair) in route.agents.windows(2).enumerate() {
-                let bytes = self.hop_wire_bytes(r, pair[0]);
+                let (bytes, resent) = self.hop_bytes(r, pair[0]);
                 if i == 0 {
                     first_hop_wire += bytes;
                 }
-                *hops
+                let hop = hops
                     .entry((
                         self.agents[pair[0]].slot.region.clone(),
                         self.agents[pair[1]].slot.region.clone(),
                     ))
-                    .or_default() += bytes;
+                    .or_default();
+                hop.0 += bytes;
+                hop.1 += resent;
             }
         }
         let hops: Vec<HopReport> = hops
             .into_iter()
-            .map(|((a, b), bytes)| {
+            .map(|((a, b), (bytes, resent))| {
                 let price = if a == b {
                     Some(0.0)
                 } else {
@@ -185,6 +194,7 @@ impl Run<'_> {
                     src_region: a,
                     dst_region: b,
                     wire_bytes: bytes,
+                    resent_bytes: resent,
                     usd_per_gb: price,
                 }
             })

@@ -112,6 +112,7 @@ pub async fn run_server_side(
                 src_region: a.clone(),
                 dst_region: b.clone(),
                 wire_bytes: moved,
+                resent_bytes: 0,
                 usd_per_gb: price,
                 egress_usd: price.unwrap_or(0.0) * moved as f64 / 1e9,
             }

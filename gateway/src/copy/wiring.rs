@@ -190,7 +190,10 @@ impl Run<'_> {
     pub(super) fn find_dead_agents(&mut self) -> Vec<usize> {
         let mut died = Vec::new();
         for (i, rt) in self.agents.iter_mut().enumerate() {
-            if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 5) {
+            // Three polls in a row unanswered (each allowed its wait and a grace) is a frozen
+            // or unreachable agent: a few seconds, where slow data links change nothing (the
+            // control API is served apart from the data path).
+            if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 3) {
                 tracing::warn!(agent = %rt.slot.name(), id = %rt.launched.handle.id(), "agent lost");
                 rt.alive = false;
                 rt.ended = Some(Instant::now());

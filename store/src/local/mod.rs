@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -27,7 +26,10 @@ use crate::{
 const HIDDEN: &str = ".skyx-";
 const READ_CHUNK: usize = 1024 * 1024;
 
+mod staging;
 mod walk;
+
+use staging::{owned_suffix, staging_dir, write_atomically};
 
 /// How the local filesystem is read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,45 +187,12 @@ pub(super) fn is_hidden(name: &str) -> bool {
     name.starts_with(HIDDEN)
 }
 
-fn random_suffix() -> String {
-    format!("{:016x}", rand::rng().random::<u64>())
-}
-
 /// Sets a file's modification time to the source's, when it is known.
 fn set_modified(f: &std::fs::File, modified: Option<std::time::SystemTime>) -> std::io::Result<()> {
     match modified {
         Some(t) => f.set_modified(t),
         None => Ok(()),
     }
-}
-
-/// Writes `write` into a temp file beside `dest` and renames it into place.
-fn write_atomically(
-    dest: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = dest
-        .parent()
-        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let name = dest
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
-    let tmp = dir.join(format!(
-        "{HIDDEN}tmp-{}-{}",
-        random_suffix(),
-        name.to_string_lossy()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -450,7 +419,7 @@ impl ObjectStore for LocalStore {
                     "key names a directory",
                 ));
             }
-            let upload_id = random_suffix();
+            let upload_id = owned_suffix();
             let staging = staging_dir(&dest, &upload_id);
             std::fs::create_dir_all(&staging).map_err(|e| io_error("create_multipart", &key, e))?;
             Ok(MultipartUpload::new(&key, &upload_id, properties))
@@ -546,6 +515,20 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn remove_abandoned_staging(
+        &self,
+        keys: &[String],
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let dirs: std::collections::BTreeSet<PathBuf> = keys
+            .iter()
+            .filter_map(|k| path_of("sweep", k).ok())
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        let keep = keep.clone();
+        blocking(move || staging::sweep(dirs, &keep)).await
+    }
+
     /// The filesystem has no buckets: directories appear as files are written.
     async fn create_bucket(&self) -> Result<()> {
         Ok(())
@@ -571,15 +554,6 @@ impl ObjectStore for LocalStore {
     fn max_parts(&self) -> u32 {
         1_000_000
     }
-}
-
-fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! Leaving nothing behind: uploads of failed objects aborted, and an abort that fails (the store
+//! is down) journaled and retried at the end of the run and at the start of the next one; a
+//! local destination's hidden staging that no live process owns removed before and after.
+
+use super::*;
+
+impl Run<'_> {
+    /// Aborts the upload `id` of `key`; one that cannot be aborted now is kept to retry (and
+    /// journaled, so a later run retries it if this one cannot).
+    pub(super) async fn abort_upload(&mut self, key: &str, id: &str) -> Result<(), CopyError> {
+        let upload = MultipartUpload::new(key, id, Properties::default());
+        match self.dst.abort_multipart(&upload).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == skyx_store::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "aborting an upload failed; it will be retried");
+                self.pending_aborts.insert(id.to_string(), key.to_string());
+                match &self.journal {
+                    Some(j) => Ok(j.record(&JournalBatch {
+                        abort_later: vec![(id.to_string(), key.to_string())],
+                        ..Default::default()
+                    })?),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Tries every pending abort once more; returns how many are still pending.
+    pub(super) async fn retry_pending_aborts(&mut self) -> Result<usize, CopyError> {
+        if self.pending_aborts.is_empty() {
+            return Ok(0);
+        }
+        let pending: Vec<(String, String)> = self.pending_aborts.drain().collect();
+        let dst = self.dst.clone();
+        let results: Vec<(String, String, bool)> =
+            futures::stream::iter(pending.into_iter().map(|(id, key)| {
+                let dst = dst.clone();
+                async move {
+                    let upload = MultipartUpload::new(&key, &id, Properties::default());
+                    let done = match dst.abort_multipart(&upload).await {
+                        Ok(()) => true,
+                        Err(e) => e.kind == skyx_store::ErrorKind::NotFound,
+                    };
+                    (id, key, done)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut batch = JournalBatch::default();
+        for (id, key, done) in results {
+            if done {
+                tracing::info!(key, "an upload left open earlier is aborted");
+                batch.aborted.push(id);
+            } else {
+                batch.abort_later.push((id.clone(), key.clone()));
+                self.pending_aborts.insert(id, key);
+            }
+        }
+        if let Some(j) = &self.journal {
+            j.record(&batch)?;
+        }
+        Ok(self.pending_aborts.len())
+    }
+
+    /// Removes the hidden staging under the destination's directories that no live process
+    /// owns and this run does not resume (a local destination only; cloud stores keep none).
+    pub(super) async fn sweep_staging(&self) {
+        let keep: HashSet<String> = self.uploads.values().cloned().collect();
+        let keys: Vec<String> = self.objects.iter().map(|o| o.dst_key.clone()).collect();
+        match self.dst.remove_abandoned_staging(&keys, &keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "removed staging earlier runs left behind"),
+            Err(e) => tracing::warn!(error = %e, "sweeping abandoned staging failed"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Where the local store stages writes: temp files renamed into place and upload part
+//! directories beside the destination, named after the process that owns them, so that a later
+//! run can tell staging whose writer died (and remove it) from staging of a live one.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::ErrorKind as IoKind;
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+
+use super::{HIDDEN, io_error, key_of};
+use crate::error::Result;
+
+pub(super) fn random_suffix() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// A name part that says which process owns the staging it names (`PID-RANDOM`): staging
+/// whose process is gone is abandoned, and a later run removes it.
+pub(super) fn owned_suffix() -> String {
+    format!("{}-{}", std::process::id(), random_suffix())
+}
+
+/// Whether hidden entry `name` is staging (a temp file or an upload's parts) whose owning
+/// process is gone, and not upload in `keep`.
+fn is_abandoned(name: &str, keep: &HashSet<String>) -> bool {
+    let (rest, upload) = match (
+        name.strip_prefix(&format!("{HIDDEN}tmp-")),
+        name.strip_prefix(&format!("{HIDDEN}upload-")),
+    ) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return false,
+    };
+    let mut parts = rest.splitn(3, '-');
+    let (Some(pid), Some(random)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    // Names without an owner (written by older versions) are left alone.
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if upload && keep.contains(&format!("{pid}-{random}")) {
+        return false;
+    }
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Writes `write` into a temp file beside `dest` and renames it into place.
+pub(super) fn write_atomically(
+    dest: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = dest
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
+    let tmp = dir.join(format!(
+        "{HIDDEN}tmp-{}-{}",
+        owned_suffix(),
+        name.to_string_lossy()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        write(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(super) fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
+}
+
+/// Removes abandoned staging (see [`is_abandoned`]) directly in `dirs`; returns how many
+/// entries went.
+pub(super) fn sweep(dirs: BTreeSet<PathBuf>, keep: &HashSet<String>) -> Result<usize> {
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !is_abandoned(&name, keep) {
+                continue;
+            }
+            let path = e.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == IoKind::NotFound => {}
+                Err(e) => return Err(io_error("sweep", &key_of(&path), e)),
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,148 @@
+//! A TCP proxy on loopback in front of a store server, to take the store away from outside the
+//! processes under test, as a network or store outage would: once the bytes sent through it
+//! toward the store pass a threshold, every connection is reset and new ones are refused, for
+//! a while or for good.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct State {
+    upstream_bytes: AtomicU64,
+    /// The outage starts once `upstream_bytes` passes this.
+    trip_after: AtomicU64,
+    tripped: AtomicBool,
+    down: AtomicBool,
+    /// How long the outage lasts; `None`: until `restore`.
+    down_for: Mutex<Option<Duration>>,
+    streams: Mutex<Vec<TcpStream>>,
+    stop: AtomicBool,
+}
+
+impl State {
+    fn go_down(self: &Arc<Self>) {
+        if self.tripped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.down.store(true, Ordering::SeqCst);
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(d) = *self.down_for.lock().unwrap() {
+            let state = self.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                state.down.store(false, Ordering::SeqCst);
+            });
+        }
+    }
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` that goes down for `down_for` (or for good) once `trip_after`
+    /// bytes went through it toward the store.
+    pub fn start(upstream: SocketAddr, trip_after: u64, down_for: Option<Duration>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            trip_after: AtomicU64::new(trip_after),
+            down_for: Mutex::new(down_for),
+            ..Default::default()
+        });
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if s.down.load(Ordering::SeqCst) {
+                    // Refused: the connection is closed before a byte is read.
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for stream in [&client, &server] {
+                    if let Ok(c) = stream.try_clone() {
+                        s.streams.lock().unwrap().push(c);
+                    }
+                }
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    s.clone(),
+                    true,
+                );
+                pump(server, client, s.clone(), false);
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Bytes sent through the proxy toward the store so far.
+    pub fn upstream_bytes(&self) -> u64 {
+        self.state.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Whether the outage has started.
+    pub fn tripped(&self) -> bool {
+        self.state.tripped.load(Ordering::SeqCst)
+    }
+
+    /// Ends an outage.
+    pub fn restore(&self) {
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the stop.
+        let _ = TcpStream::connect(self.addr);
+        for s in self.state.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` to `to` until either closes or the proxy goes down; bytes toward the store
+/// (`upstream`) count toward the trip.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, upstream: bool) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if state.down.load(Ordering::SeqCst) {
+                break;
+            }
+            if upstream {
+                let total = state.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                if total > state.trip_after.load(Ordering::SeqCst)
+                    && !state.tripped.load(Ordering::SeqCst)
+                {
+                    state.go_down();
+                    break;
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
