@@ -6,6 +6,7 @@
 mod args;
 mod cmd;
 mod error;
+mod files;
 mod render;
 mod units;
 
@@ -94,9 +95,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("skyx: error: {err}");
+            // Errors quote URLs and keys, which may hold control characters.
+            eprintln!("skyx: error: {}", render::terminal_safe(&err.to_string()));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", render::terminal_safe(&cause.to_string()));
             }
             ExitCode::from(error::exit_code(&err))
         }

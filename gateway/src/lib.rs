@@ -21,7 +21,7 @@ pub mod pricing;
 pub mod sync;
 
 pub use crate::core::chunker::{
-    ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,
+    ChunkError, ChunkPolicy, ChunkSpec, MAX_CHUNK, ObjectEntry, chunk_size, plan_chunks,
 };
 pub use crate::core::filter::{FilterRule, KeyFilter, ObjectFilter};
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};

@@ -370,7 +370,7 @@ fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<u
             Vms::Relaxed,
         )?,
         Objective::Deadline { seconds } => {
-            solve::min_cost_at(net, wire_gb * 8.0 / seconds, wire_gb, Vms::Relaxed)?
+            solve::min_cost_at(net, deadline_floor(wire_gb, seconds), wire_gb, Vms::Relaxed)?
         }
         Objective::MaxThroughput { cost_cap } => {
             let cap = match cost_cap {
@@ -393,6 +393,17 @@ fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<u
         .unwrap_or_default())
 }
 
+/// The wire throughput (Gbps) a deadline asks for: the volume over the time, but never less
+/// than [`MIN_DEADLINE_GBPS`]. A tiny copy with a long deadline asks for a rate too small for
+/// the solver to tell from none (1 KB in an hour is 2e-9 Gbps), and finishing sooner never
+/// costs more: egress is per byte and VM time only shrinks.
+fn deadline_floor(wire_gb: f64, seconds: f64) -> f64 {
+    (wire_gb * 8.0 / seconds).max(MIN_DEADLINE_GBPS)
+}
+
+/// The least rate a deadline plans for: 10 Mbps, which any measured link carries.
+const MIN_DEADLINE_GBPS: f64 = 0.01;
+
 /// Solves `req`'s objective on `net` and turns the answer into a plan.
 fn solve_for(
     net: &Network,
@@ -406,8 +417,7 @@ fn solve_for(
             min_cost_plan(net, throughput_floor.0 / ratio, wire_gb, ratio)?
         }
         Objective::Deadline { seconds } => {
-            let floor_wire = wire_gb * 8.0 / seconds;
-            min_cost_plan(net, floor_wire, wire_gb, ratio)?
+            min_cost_plan(net, deadline_floor(wire_gb, seconds), wire_gb, ratio)?
         }
         Objective::MaxThroughput { cost_cap } => {
             let cap = match cost_cap {

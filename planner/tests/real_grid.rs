@@ -131,6 +131,20 @@ fn deadline_plans_finish_in_time() {
 }
 
 #[test]
+fn a_tiny_copy_with_a_long_deadline_plans_instead_of_being_refused() {
+    // 1 KB in an hour is 2e-9 Gbps, too small a rate for the solver to tell from none.
+    let cat = Catalog::builtin();
+    let mut req = request(
+        "aws:us-east-1",
+        "aws:eu-west-1",
+        Objective::Deadline { seconds: 3600.0 },
+    );
+    req.volume_bytes = 1000;
+    let plan = check(&cat, &req);
+    assert!(plan.chosen.time_s <= 3600.0);
+}
+
+#[test]
 fn overlay_relays_around_a_slow_direct_link() {
     // The direct link measured 0.16 Gbps; relays through Azure's US regions exceed 10 Gbps.
     let cat = Catalog::builtin();

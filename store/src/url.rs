@@ -110,8 +110,14 @@ fn check_key(url: &str, key: &str) -> Result<(), UrlError> {
     if key.len() > 1024 {
         return Err(err(url, "key", "longer than 1024 bytes"));
     }
-    if key.contains('\0') {
-        return Err(err(url, "key", "contains a NUL byte"));
+    // Control characters (NUL, escape sequences, newlines) are legal in some stores' keys but
+    // never what a user meant to type, and they corrupt terminals and file systems.
+    if let Some((at, c)) = key.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(err(
+            url,
+            "key",
+            format!("contains the control character {:?} at byte {at}", c),
+        ));
     }
     Ok(())
 }

@@ -160,6 +160,32 @@ fn bad_input_is_refused_with_a_clear_message_and_nothing_written() {
         refused(&s, from, to, env, *code, needle);
     }
     assert!(is_empty(&dst), "a refused copy wrote to {dst}");
+    // Flags that cannot work fail before anything happens, naming the flag.
+    for (flags, needle) in [
+        (&["--chunk-size", "1GiB"][..], "--chunk-size 1GiB: at most"),
+        (&["--connections", "0"][..], "--connections"),
+        (&["--sink-retry", "soon"][..], "--sink-retry soon"),
+    ] {
+        let mut a = vec!["cp", "-r", src.as_str(), dst.as_str()];
+        a.extend_from_slice(flags);
+        let out = s.skyx(&a, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    // Control characters in a URL are refused and shown escaped, never sent to the terminal.
+    let out = s.skyx(&["cp", "s3://bucket/a\u{1b}[31mb", &src], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("control character") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+    // A file that never ends is not read to the end.
+    let out = s.skyx(&["run", "/dev/zero", "--dry-run"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("larger than"), "{err}");
     // A file given where a directory needs -r: the message says so.
     let out = s.skyx(&["cp", &src, &dst], &[]);
     assert_eq!(out.status.code(), Some(2));

@@ -243,6 +243,37 @@ fn bad_input_exits_2_naming_the_flag() {
             ],
             "cannot be used with",
         ),
+        (&["--dst", "aws:eu-west-1", "--via", ""], "--via ''"),
+        (
+            &["--dst", "aws:eu-west-1", "--via", "aws:us-east-1"],
+            "aws:us-east-1 is the source",
+        ),
+        (
+            &["--dst", "aws:eu-west-1", "--via", "aws:eu-west-1"],
+            "aws:eu-west-1 is the destination",
+        ),
+        (
+            &[
+                "--dst",
+                "aws:eu-west-1",
+                "--via",
+                "aws:us-east-2,aws:us-west-2,aws:us-east-2",
+            ],
+            "aws:us-east-2 appears twice",
+        ),
+        (
+            &[
+                "--dst",
+                "aws:eu-west-1",
+                "--via",
+                "aws:us-east-2,,aws:us-west-2",
+            ],
+            "an empty region name",
+        ),
+        (
+            &["--dst", "aws:eu-west-1", "--max-connections-per-vm", "0"],
+            "--max-connections-per-vm",
+        ),
     ];
     for (flags, expect) in cases {
         let mut args = vec!["plan", "--src", "aws:us-east-1"];
@@ -250,6 +281,23 @@ fn bad_input_exits_2_naming_the_flag() {
         let err = fails_with(2, &args);
         assert!(err.contains(expect), "{flags:?}: {err}");
     }
+}
+
+/// A tiny copy with a long deadline plans (at a rate the solver can see) instead of being
+/// called infeasible at "0.00 Gbps".
+#[test]
+fn a_deadline_on_a_tiny_copy_plans() {
+    let v = plan_json(&[
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        "aws:eu-west-1",
+        "--volume",
+        "1KB",
+        "--deadline",
+        "1h",
+    ]);
+    assert!(v["time_s"].as_f64().unwrap() <= 3600.0, "{v}");
 }
 
 /// Regression: with `--via` and no objective flag, the default cost cap (a plain direct copy)

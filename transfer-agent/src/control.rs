@@ -70,9 +70,7 @@ pub struct Control {
 /// Serves the control API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, control: Control) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let (stream, _) = crate::accept::accept_next(&listener, "control").await;
         let _ = stream.set_nodelay(true);
         let control = control.clone();
         tokio::spawn(async move {

@@ -129,6 +129,9 @@ async fn run(args: DaemonArgs) -> Result<()> {
         store: skyx_store::StoreConfig::from_env(),
         corrupt_every,
     }));
+    // Many connections per hop and many files at a local destination: no low soft limit.
+    let nofile = crate::accept::raise_nofile_limit();
+    tracing::debug!(?nofile, "open files limit");
     let listener = tokio::net::TcpListener::bind(args.control)
         .await
         .with_context(|| format!("binding the control API to {}", args.control))?;

@@ -574,7 +574,8 @@ impl HopListener {
         let (shared, rx) = Served::new(job, role, max_pending);
         let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
+            loop {
+                let (stream, peer) = crate::accept::accept_next(&listener, "data").await;
                 let _ = stream.set_nodelay(true);
                 let (acceptor, shared) = (acceptor.clone(), shared.clone());
                 tokio::spawn(async move {

@@ -14,6 +14,7 @@
 //! - [`control`]: the HTTP control API's server; its wire types and the gateway's client live
 //!   in `skyx-agent-api`, the contract both sides share.
 
+mod accept;
 pub mod agent;
 pub mod control;
 pub mod daemon;

@@ -1,9 +1,8 @@
 //! Flags that replace pieces of the built-in catalog with the user's own files.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use skyx_catalog::{
     BUILTIN_THROUGHPUT_2022_01, Catalog, Cloud, EgressPriceGrid, Provenance, RttGrid,
@@ -41,8 +40,12 @@ pub struct CatalogArgs {
     pub vm_prices: Vec<String>,
 }
 
-fn open(path: &Path, what: &str) -> Result<File> {
-    File::open(path).with_context(|| format!("cannot open {what} file {}", path.display()))
+fn open(path: &Path, what: &str) -> Result<impl std::io::Read> {
+    Ok(crate::files::open_capped(
+        path,
+        what,
+        crate::files::CATALOG_CAP,
+    )?)
 }
 
 fn provenance(what: &'static str, path: &Path) -> Provenance {

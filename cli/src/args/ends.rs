@@ -197,7 +197,7 @@ impl Remotes {
         let Some(path) = path else {
             return Ok(Remotes::default());
         };
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::files::read_text(path, "config file", crate::files::CONFIG_CAP) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok(Remotes::default());
@@ -464,7 +464,9 @@ fn check_aws_profile(name: &str) -> Result<(), String> {
     let credentials = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".aws/credentials"));
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let read = |p: &Path| {
+        crate::files::read_text(p, "AWS config", crate::files::CONFIG_CAP).unwrap_or_default()
+    };
     if profile_in(&read(&config), name, true) || profile_in(&read(&credentials), name, false) {
         Ok(())
     } else {

@@ -101,8 +101,7 @@ impl SelectArgs {
         let Some(path) = &self.files_from else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| BadInput(format!("--files-from {}: {e}", path.display())))?;
+        let text = crate::files::read_input(path, "--files-from", crate::files::FILES_FROM_CAP)?;
         Ok(Some(parse_names(&text)))
     }
 }

@@ -70,10 +70,12 @@ pub struct RouteArgs {
     #[arg(long, default_value_t = 1.0)]
     pub compression_ratio: f64,
     /// Most agent VMs in one region.
-    #[arg(long, default_value_t = PlannerConfig::default().max_vms_per_region)]
+    #[arg(long, default_value_t = PlannerConfig::default().max_vms_per_region,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_vms_per_region: u32,
     /// Most data connections per VM.
-    #[arg(long, default_value_t = PlannerConfig::default().max_connections_per_vm)]
+    #[arg(long, default_value_t = PlannerConfig::default().max_connections_per_vm,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_vm: u32,
     /// Hourly price for every agent VM, replacing the catalog (spot or negotiated prices).
     #[arg(long, value_name = "USD")]
@@ -176,21 +178,48 @@ fn parse_cost_cap(text: &str) -> Result<CostCap> {
 }
 
 impl RouteArgs {
-    pub fn to_route(&self, catalog: &Catalog) -> Result<RouteChoice> {
-        Ok(match self.via.trim() {
-            "auto" | "" => RouteChoice::Auto,
-            "direct" => RouteChoice::Direct,
-            chain => RouteChoice::Via(
-                chain
-                    .split(',')
-                    .map(|r| {
-                        catalog
-                            .resolve_region(r)
-                            .with_context(|| format!("--via {chain}"))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-        })
+    /// `--via`, checked: a relay chain names each relay once, neither end, and no empty name.
+    pub fn to_route(
+        &self,
+        catalog: &Catalog,
+        src: &RegionId,
+        dst: &RegionId,
+    ) -> Result<RouteChoice> {
+        let chain = match self.via.trim() {
+            "auto" => return Ok(RouteChoice::Auto),
+            "direct" => return Ok(RouteChoice::Direct),
+            "" => bail!(crate::error::BadInput(
+                "--via '': expected auto, direct, or relay regions R1,R2".into()
+            )),
+            chain => chain,
+        };
+        let mut relays: Vec<RegionId> = Vec::new();
+        for name in chain.split(',').map(str::trim) {
+            if name.is_empty() {
+                bail!(crate::error::BadInput(format!(
+                    "--via {chain}: an empty region name in the chain"
+                )));
+            }
+            let r = catalog
+                .resolve_region(name)
+                .with_context(|| format!("--via {chain}"))?;
+            let why = if &r == src {
+                Some("is the source")
+            } else if &r == dst {
+                Some("is the destination")
+            } else if relays.contains(&r) {
+                Some("appears twice (a route visits each relay once)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                bail!(crate::error::BadInput(format!(
+                    "--via {chain}: {r} {why}; relays are regions between the two ends"
+                )));
+            }
+            relays.push(r);
+        }
+        Ok(RouteChoice::Via(relays))
     }
 }
 
@@ -241,7 +270,7 @@ pub fn request_from_flags(
     let mut req = TransferRequest::new(src, dst, volume, objective);
     req.compression_ratio = route.compression_ratio;
     req.constraints = constraints.to_constraints(catalog)?;
-    req.route = route.to_route(catalog)?;
+    req.route = route.to_route(catalog, &req.src, &req.dst)?;
     req.config.max_vms_per_region = route.max_vms_per_region;
     req.config.max_connections_per_vm = route.max_connections_per_vm;
     req.config.vm_price_override = route.vm_price_per_hour.map(UsdPerHour);

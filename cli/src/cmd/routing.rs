@@ -193,7 +193,7 @@ pub fn sky_catalog(catalog: Catalog, sky: &SkyManifest, user_grid: bool) -> Resu
     );
     if !user_grid {
         let path = sky.grid_path();
-        let text = std::fs::read_to_string(&path)
+        let text = crate::files::read_text(&path, "the sky's grid", crate::files::CATALOG_CAP)
             .with_context(|| format!("reading the sky's grid {}", path.display()))?;
         let grid =
             skyx_catalog::ThroughputGrid::from_csv(text.as_bytes(), &path.display().to_string())?;

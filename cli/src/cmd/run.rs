@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use skyx_catalog::Catalog;
 use skyx_pipeline_run::AgentCompute;
@@ -55,8 +55,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.pipeline)
-        .with_context(|| format!("cannot read {}", args.pipeline.display()))?;
+    let text = crate::files::read_input(&args.pipeline, "pipeline", crate::files::PIPELINE_CAP)?;
     let spec = skyx_pipeline::parse(&text, &args.pipeline.display().to_string())
         .map_err(|e| BadInput(e.to_string()))?;
     let sky = match &args.sky {

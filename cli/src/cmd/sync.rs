@@ -114,7 +114,11 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
                 plan.delete.len()
             );
             for i in &plan.copy {
-                println!("  copy   {} -> {}", i.src_key, i.dst_key);
+                println!(
+                    "  copy   {} -> {}",
+                    crate::render::terminal_safe(&i.src_key),
+                    crate::render::terminal_safe(&i.dst_key)
+                );
             }
             for k in &plan.delete {
                 println!("  delete {k}");

@@ -75,7 +75,7 @@ pub struct TransferArgs {
     #[arg(long, default_value = "auto")]
     pub compress: String,
     /// Connections on every hop of every route (default: the plan's; 8 without regions).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: Option<u32>,
     /// Data transport between agents.
     #[arg(long, value_enum, default_value = "tcp")]
@@ -457,6 +457,12 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
             let size = parse_bytes(text).map_err(|e| BadInput(format!("--chunk-size: {e}")))?;
             if size < 64 * 1024 {
                 bail!(BadInput(format!("--chunk-size {text}: at least 64KiB")));
+            }
+            if size > skyx_gateway::MAX_CHUNK {
+                bail!(BadInput(format!(
+                    "--chunk-size {text}: at most {} (the largest chunk a frame carries)",
+                    crate::units::format_bytes(skyx_gateway::MAX_CHUNK as f64)
+                )));
             }
             size
         }

@@ -224,7 +224,12 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         );
     }
     for f in &r.objects_failed {
-        let _ = writeln!(out, "  FAILED {}: {}", f.key, f.why);
+        let _ = writeln!(
+            out,
+            "  FAILED {}: {}",
+            super::terminal_safe(&f.key),
+            super::terminal_safe(&f.why)
+        );
     }
     if !r.objects_failed.is_empty()
         && let Some(j) = &r.journal

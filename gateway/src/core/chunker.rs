@@ -66,10 +66,14 @@ pub enum ChunkError {
     },
     #[error("more than {} objects in one copy", u32::MAX)]
     TooManyObjects,
+    #[error(
+        "a chunk size of {chunk} bytes is above the largest chunk a frame carries ({MAX_CHUNK} bytes)"
+    )]
+    ChunkTooLarge { chunk: u64 },
 }
 
 /// The largest chunk the frame format carries (its payload limit).
-const MAX_CHUNK: u64 = skyx_protocol::frame::MAX_PAYLOAD as u64;
+pub const MAX_CHUNK: u64 = skyx_protocol::frame::MAX_PAYLOAD as u64;
 
 /// The chunk size for an object of `size` bytes under `policy`.
 pub fn chunk_size(size: u64, policy: &ChunkPolicy) -> u64 {
@@ -89,6 +93,11 @@ pub fn plan_chunks(
 ) -> Result<Vec<ChunkSpec>, ChunkError> {
     if objects.len() > u32::MAX as usize {
         return Err(ChunkError::TooManyObjects);
+    }
+    if policy.target > MAX_CHUNK {
+        return Err(ChunkError::ChunkTooLarge {
+            chunk: policy.target,
+        });
     }
     let mut out = Vec::new();
     for (i, o) in objects.iter().enumerate() {
