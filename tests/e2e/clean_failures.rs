@@ -356,3 +356,111 @@ fn uploads_a_dead_store_would_not_abort_are_aborted_by_the_next_run() {
         assert_eq!(read(&format!("{dst}/obj-{i}")), noise(i, 12 * MIB));
     }
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped (even when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root, as CI has");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Bytes in use, as the file system counts them.
+    fn used(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=used", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_what_does_not_fit_by_name_and_frees_what_it_used() {
+    let s = Scratch::new("disk-full");
+    let src = s.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(src.join(format!("obj-{i}")), noise(i, 8 * MIB)).unwrap();
+    }
+    let disk = Tmpfs::mount(&s.dir.join("disk"), "20m");
+    let dst = disk.0.join("dst");
+    let (src_s, dst_s) = (src.display().to_string(), dst.display().to_string());
+    let out = s.skyx(&args(&src_s, &dst_s, &[]), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "48 MiB fit on 20 MiB? {err}");
+    let r = json(&out);
+    let failed = r["objects_failed"].as_array().unwrap();
+    assert!(!failed.is_empty(), "{r}");
+    for f in failed {
+        let why = f["why"].as_str().unwrap();
+        assert!(why.contains("No space left"), "the cause is not named: {why}");
+    }
+    // What landed is whole; nothing hidden stays; the disk holds only what landed.
+    let mut landed = 0u64;
+    for i in 0..6 {
+        let path = dst.join(format!("obj-{i}"));
+        if path.exists() {
+            assert_eq!(std::fs::read(&path).unwrap(), noise(i, 8 * MIB));
+            landed += 8 * MIB as u64;
+        }
+    }
+    assert_eq!(
+        landed,
+        (6 - failed.len() as u64) * 8 * MIB as u64,
+        "objects neither landed nor failed: {r}"
+    );
+    assert_eq!(hidden_files(&dst), Vec::<String>::new(), "staging left behind");
+    let used = disk.used();
+    assert!(
+        used <= landed + MIB as u64,
+        "{used} bytes used on the disk for {landed} bytes that landed"
+    );
+}
+
+#[test]
+fn a_killed_copy_leaves_no_staging_once_run_again() {
+    let s = Scratch::new("killed-staging");
+    let (src, dst) = (s.dir.join("src"), s.dir.join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(src.join(format!("obj-{i}")), noise(i, 12 * MIB)).unwrap();
+    }
+    let (src_s, dst_s) = (src.display().to_string(), dst.display().to_string());
+    // The gateway dies (as if killed) with uploads open and parts staged.
+    let out = s.skyx(
+        &args(&src_s, &dst_s, &[]),
+        &[("SKYX_FAULT_ABORT_AFTER_LANDED", "4")],
+    );
+    assert!(!out.status.success(), "the injected crash did not happen");
+    assert!(!hidden_files(&dst).is_empty(), "the killed run left nothing to clean");
+    // A fresh run (not a resume) aborts what the dead one left and sweeps its staging.
+    let r = crate::stores::report(&s.skyx(&args(&src_s, &dst_s, &[]), &[]));
+    assert_eq!(r["objects_copied"], 6, "{r}");
+    assert_eq!(hidden_files(&dst), Vec::<String>::new(), "staging left behind");
+    for i in 0..6 {
+        assert_eq!(
+            std::fs::read(dst.join(format!("obj-{i}"))).unwrap(),
+            noise(i, 12 * MIB)
+        );
+    }
+}
