@@ -58,8 +58,9 @@ impl ClientError {
     }
 }
 
-/// How late past its wait an answer to an events poll may come (a round trip, a busy runtime).
-pub const EVENTS_GRACE: Duration = Duration::from_secs(2);
+/// How late past its wait an answer to an events poll may come (round trips, a runtime busy
+/// with the data path: the control API shares the agent's runtime).
+pub const EVENTS_GRACE: Duration = Duration::from_secs(4);
 
 /// A connection pool to one agent's control API, with the job token.
 #[derive(Debug, Clone)]
@@ -199,8 +200,8 @@ impl AgentClient {
 
     /// Events after `after`, waiting up to `wait` for one.
     /// Events after `after`, waiting up to `wait` for one. The agent answers within `wait`
-    /// whatever it is doing (the control API is served apart from the data path), so an
-    /// answer later than [`EVENTS_GRACE`] past it means the agent is frozen or unreachable.
+    /// plus a little whatever it is doing (heavy work runs on its blocking pool), so an answer
+    /// later than [`EVENTS_GRACE`] past it is a sign the agent is frozen or unreachable.
     pub async fn events(&self, after: u64, wait: Duration) -> Result<EventsResponse, ClientError> {
         let path = format!("/v1/events?after={after}&wait_ms={}", wait.as_millis());
         self.call::<(), _>(Method::GET, &path, None, wait + EVENTS_GRACE)

@@ -255,6 +255,8 @@ pub enum AgentEvent {
     WriteFailed {
         chunk: u64,
         object: u32,
+        /// The route the chunk came on (a report about an earlier dispatch is stale).
+        route: u32,
         permanent: bool,
         why: String,
     },
@@ -266,6 +268,9 @@ pub enum AgentEvent {
         chunk: u64,
         object: u32,
         why: String,
+        /// The object is no longer the version the copy listed.
+        #[serde(default)]
+        changed: bool,
     },
     /// Every connection of this route's next hop failed; nothing more goes out on it.
     RouteDown { route: u32, why: String },

@@ -223,16 +223,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
             .await
     }
 
-    /// Removes the hidden staging beside `keys` that no live process owns (temp files and
-    /// part directories of writers that died), except the uploads in `keep` (about to be
-    /// resumed); returns how many entries went. Only stores that stage beside the destination
-    /// have any (the local filesystem); cloud stores' unfinished uploads are aborted by id.
-    async fn remove_abandoned_staging(
-        &self,
-        keys: &[String],
-        keep: &std::collections::HashSet<String>,
-    ) -> Result<usize> {
-        let _ = (keys, keep);
+    /// Removes the hidden temp files beside `keys` whose writer died (a put or part that will
+    /// never be renamed into place); returns how many went. Only stores that stage beside the
+    /// destination have any (the local filesystem); unfinished uploads, on any store, are
+    /// aborted by id from the gateway's journal instead.
+    async fn remove_abandoned_staging(&self, keys: &[String]) -> Result<usize> {
+        let _ = keys;
         Ok(0)
     }
 

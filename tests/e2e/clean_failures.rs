@@ -413,7 +413,10 @@ fn a_full_disk_fails_what_does_not_fit_by_name_and_frees_what_it_used() {
     assert!(!failed.is_empty(), "{r}");
     for f in failed {
         let why = f["why"].as_str().unwrap();
-        assert!(why.contains("No space left"), "the cause is not named: {why}");
+        assert!(
+            why.contains("No space left"),
+            "the cause is not named: {why}"
+        );
     }
     // What landed is whole; nothing hidden stays; the disk holds only what landed.
     let mut landed = 0u64;
@@ -429,7 +432,11 @@ fn a_full_disk_fails_what_does_not_fit_by_name_and_frees_what_it_used() {
         (6 - failed.len() as u64) * 8 * MIB as u64,
         "objects neither landed nor failed: {r}"
     );
-    assert_eq!(hidden_files(&dst), Vec::<String>::new(), "staging left behind");
+    assert_eq!(
+        hidden_files(&dst),
+        Vec::<String>::new(),
+        "staging left behind"
+    );
     let used = disk.used();
     assert!(
         used <= landed + MIB as u64,
@@ -452,11 +459,18 @@ fn a_killed_copy_leaves_no_staging_once_run_again() {
         &[("SKYX_FAULT_ABORT_AFTER_LANDED", "4")],
     );
     assert!(!out.status.success(), "the injected crash did not happen");
-    assert!(!hidden_files(&dst).is_empty(), "the killed run left nothing to clean");
+    assert!(
+        !hidden_files(&dst).is_empty(),
+        "the killed run left nothing to clean"
+    );
     // A fresh run (not a resume) aborts what the dead one left and sweeps its staging.
     let r = crate::stores::report(&s.skyx(&args(&src_s, &dst_s, &[]), &[]));
     assert_eq!(r["objects_copied"], 6, "{r}");
-    assert_eq!(hidden_files(&dst), Vec::<String>::new(), "staging left behind");
+    assert_eq!(
+        hidden_files(&dst),
+        Vec::<String>::new(),
+        "staging left behind"
+    );
     for i in 0..6 {
         assert_eq!(
             std::fs::read(dst.join(format!("obj-{i}"))).unwrap(),

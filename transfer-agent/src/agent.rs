@@ -314,6 +314,7 @@ impl Agent {
         };
         if let Some((deliveries, writer)) = deliveries {
             tokio::spawn(run_sink(
+                req.route,
                 deliveries,
                 writer,
                 job.sink_retry,

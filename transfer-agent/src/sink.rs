@@ -25,6 +25,7 @@ use crate::objects::ObjectWriter;
 
 /// Runs the sink for one listener's deliveries until they end.
 pub(crate) async fn run_sink(
+    route: u32,
     mut deliveries: mpsc::Receiver<Delivery>,
     writer: Arc<ObjectWriter>,
     retry_for: Duration,
@@ -35,7 +36,9 @@ pub(crate) async fn run_sink(
         let (writer, events, counters) = (writer.clone(), events.clone(), counters.clone());
         // The listener's pending limit bounds how many of these run at once; a delivery being
         // retried keeps its slot, so a sink whose store is down stops taking new chunks.
-        tokio::spawn(write_delivery(d, writer, retry_for, events, counters));
+        tokio::spawn(write_delivery(
+            route, d, writer, retry_for, events, counters,
+        ));
     }
 }
 
@@ -43,6 +46,7 @@ pub(crate) async fn run_sink(
 /// agent dies between the two, the chunk is sent again and written again, which is harmless;
 /// the other order could acknowledge a chunk the gateway never hears of.
 async fn write_delivery(
+    route: u32,
     d: Delivery,
     writer: Arc<ObjectWriter>,
     retry_for: Duration,
@@ -87,6 +91,7 @@ async fn write_delivery(
             events.push(AgentEvent::WriteFailed {
                 chunk: c.chunk.0,
                 object: c.object,
+                route,
                 permanent,
                 why: error.to_string(),
             });

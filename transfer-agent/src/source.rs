@@ -128,6 +128,7 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
                     events.push(AgentEvent::Unreadable {
                         chunk: order.chunk,
                         object: order.object,
+                        changed: e.kind == skyx_store::ErrorKind::Changed,
                         why: e.to_string(),
                     });
                     return;

@@ -121,7 +121,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
                 );
             }
             for k in &plan.delete {
-                println!("  delete {k}");
+                println!("  delete {}", crate::render::terminal_safe(k));
             }
         }
         return check_skipped(&listing.skipped);
@@ -189,7 +189,10 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             }
         );
         for e in &delete_errors {
-            println!("  delete failed: {e}");
+            println!(
+                "  delete failed: {}",
+                crate::render::terminal_safe(&e.to_string())
+            );
         }
     }
     if let Some((report, _)) = &copied {

@@ -450,6 +450,23 @@ pub fn bw_limit(args: &TransferArgs) -> Result<Option<u64>> {
     }
 }
 
+/// `--sink-retry`, checked: above zero, and under half the time the gateway waits for a chunk
+/// to land (past that it would send again a chunk the sink still holds).
+fn sink_retry(args: &TransferArgs) -> Result<std::time::Duration> {
+    let defaults = CopyOptions::default();
+    let Some(text) = &args.sink_retry else {
+        return Ok(defaults.sink_retry);
+    };
+    let most = defaults.tracker.landing_timeout.as_secs_f64() / 2.0;
+    match crate::units::parse_duration_s(text) {
+        Ok(s) if s > 0.0 && s < most => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => bail!(BadInput(format!(
+            "--sink-retry {text}: expected a duration above zero and under {} (e.g. 30s, 2m)",
+            crate::units::format_duration(most)
+        ))),
+    }
+}
+
 pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<CopyOptions> {
     let chunk_size = match &args.chunk_size {
         None => CopyOptions::default().chunk_size,
@@ -483,15 +500,7 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         )),
         resume: args.resume,
         max_replacements: args.max_replacements,
-        sink_retry: match &args.sink_retry {
-            None => CopyOptions::default().sink_retry,
-            Some(text) => match crate::units::parse_duration_s(text) {
-                Ok(s) if s > 0.0 => std::time::Duration::from_secs_f64(s),
-                _ => bail!(BadInput(format!(
-                    "--sink-retry {text}: expected a duration above zero (e.g. 30s, 5m)"
-                ))),
-            },
-        },
+        sink_retry: sink_retry(args)?,
         // Fault injection for the crash-and-resume tests (see tests/e2e/cp_faults.rs).
         crash_after_landed: std::env::var("SKYX_FAULT_ABORT_AFTER_LANDED")
             .ok()

@@ -23,8 +23,8 @@ pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> Stri
         let _ = writeln!(
             out,
             "  {} -> {} ({})",
-            i.src_key,
-            i.dst_key,
+            super::terminal_safe(&i.src_key),
+            super::terminal_safe(&i.dst_key),
             format_bytes(i.size as f64)
         );
     }

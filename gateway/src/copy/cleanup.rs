@@ -1,6 +1,6 @@
 //! Leaving nothing behind: uploads of failed objects aborted, and an abort that fails (the store
 //! is down) journaled and retried at the end of the run and at the start of the next one; a
-//! local destination's hidden staging that no live process owns removed before and after.
+//! local destination's temp files whose writer died removed before and after.
 
 use super::*;
 
@@ -64,12 +64,11 @@ impl Run<'_> {
         Ok(self.pending_aborts.len())
     }
 
-    /// Removes the hidden staging under the destination's directories that no live process
-    /// owns and this run does not resume (a local destination only; cloud stores keep none).
+    /// Removes the temp files in the destination's directories whose writer died (a local
+    /// destination only; cloud stores keep none). Upload staging goes with its upload.
     pub(super) async fn sweep_staging(&self) {
-        let keep: HashSet<String> = self.uploads.values().cloned().collect();
         let keys: Vec<String> = self.objects.iter().map(|o| o.dst_key.clone()).collect();
-        match self.dst.remove_abandoned_staging(&keys, &keep).await {
+        match self.dst.remove_abandoned_staging(&keys).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "removed staging earlier runs left behind"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned staging failed"),

@@ -313,15 +313,28 @@ impl Run<'_> {
                         tracing::debug!(chunk, route, why, "chunk lost; sending it again");
                         lost.push((ChunkId(chunk), RouteId(route)));
                     }
-                    AgentEvent::Unreadable { chunk, why, .. } => {
+                    AgentEvent::Unreadable {
+                        chunk,
+                        why,
+                        changed,
+                        ..
+                    } => {
+                        let why = if changed {
+                            format!(
+                                "changed at the source during the copy ({why}); nothing was written"
+                            )
+                        } else {
+                            format!("unreadable at the source: {why}")
+                        };
                         unreadable.push((ChunkId(chunk), why));
                     }
                     AgentEvent::WriteFailed {
                         chunk,
+                        route,
                         permanent,
                         why,
                         ..
-                    } => refused.push((ChunkId(chunk), permanent, why)),
+                    } => refused.push((ChunkId(chunk), RouteId(route), permanent, why)),
                     AgentEvent::RouteDown { route, why } => {
                         tracing::warn!(route, why, "route down");
                         down.push(route);
@@ -358,10 +371,16 @@ impl Run<'_> {
         for (c, why) in unreadable {
             let object = self.specs[c.0 as usize].object;
             tracker.handle_chunk_failed(c);
-            self.note_failure(object, format!("unreadable at the source: {why}"));
+            self.note_failure(object, why);
         }
-        for (c, permanent, why) in refused {
-            self.write_refused(tracker, c, permanent, why);
+        for (c, route, permanent, why) in refused {
+            // A report about an earlier dispatch of the chunk (it landed since, or went out
+            // again elsewhere) is stale: the current one decides.
+            if tracker.is_in_flight_on(c, route) {
+                self.write_refused(tracker, c, permanent, why);
+            } else {
+                tracing::debug!(chunk = c.0, why, "a stale write failure report; ignored");
+            }
         }
         for r in down {
             if let Some(route) = self.routes.get_mut(r as usize) {

@@ -389,8 +389,10 @@ pub async fn run_copy(
     run.teardown().await;
     // The agents are gone: what they were writing when they died is no one's now.
     run.sweep_staging().await;
-    let still_pending = run.retry_pending_aborts().await?;
+    let still_pending = run.retry_pending_aborts().await;
+    // The copy's own error comes first (an interrupt stays an interrupt).
     let tracker = result?;
+    let still_pending = still_pending?;
     let report = run.report(&tracker, started, chunks_skipped);
     // A copy with failed objects keeps its journal, so `--resume` retries just those; so does
     // one with uploads it could not abort, so the next run retries them.

@@ -190,9 +190,9 @@ impl Run<'_> {
     pub(super) fn find_dead_agents(&mut self) -> Vec<usize> {
         let mut died = Vec::new();
         for (i, rt) in self.agents.iter_mut().enumerate() {
-            // Three polls in a row unanswered (each allowed its wait and a grace) is a frozen
-            // or unreachable agent: a few seconds, where slow data links change nothing (the
-            // control API is served apart from the data path).
+            // Three polls in a row unanswered (each allowed its wait and a grace of seconds) is
+            // a frozen or unreachable agent. Slow data links do not delay the answers: polls
+            // travel on their own connection and heavy work runs on the blocking pool.
             if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 3) {
                 tracing::warn!(agent = %rt.slot.name(), id = %rt.launched.handle.id(), "agent lost");
                 rt.alive = false;

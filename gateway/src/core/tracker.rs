@@ -228,6 +228,11 @@ impl Tracker {
         }
     }
 
+    /// Whether the chunk is in flight on `route` (a report about it from that route is current).
+    pub fn is_in_flight_on(&self, chunk: ChunkId, route: RouteId) -> bool {
+        matches!(self.state.get(chunk.0 as usize), Some(State::InFlight { route: r, .. }) if *r == route)
+    }
+
     /// The chunk's state, for callers that must not act twice (e.g. journal only new landings).
     pub fn is_landed(&self, chunk: ChunkId) -> bool {
         matches!(self.state.get(chunk.0 as usize), Some(State::Landed))

@@ -515,18 +515,13 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn remove_abandoned_staging(
-        &self,
-        keys: &[String],
-        keep: &std::collections::HashSet<String>,
-    ) -> Result<usize> {
+    async fn remove_abandoned_staging(&self, keys: &[String]) -> Result<usize> {
         let dirs: std::collections::BTreeSet<PathBuf> = keys
             .iter()
             .filter_map(|k| path_of("sweep", k).ok())
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
-        let keep = keep.clone();
-        blocking(move || staging::sweep(dirs, &keep)).await
+        blocking(move || staging::sweep(dirs)).await
     }
 
     /// The filesystem has no buckets: directories appear as files are written.

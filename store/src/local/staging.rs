@@ -1,8 +1,8 @@
 //! Where the local store stages writes: temp files renamed into place and upload part
-//! directories beside the destination, named after the process that owns them, so that a later
-//! run can tell staging whose writer died (and remove it) from staging of a live one.
+//! directories beside the destination, named after the process that created them, so that a
+//! later run can tell a temp file whose writer died (and remove it) from one being written.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::io::ErrorKind as IoKind;
 use std::path::{Path, PathBuf};
 
@@ -21,28 +21,19 @@ pub(super) fn owned_suffix() -> String {
     format!("{}-{}", std::process::id(), random_suffix())
 }
 
-/// Whether hidden entry `name` is staging (a temp file or an upload's parts) whose owning
-/// process is gone, and not upload in `keep`.
-fn is_abandoned(name: &str, keep: &HashSet<String>) -> bool {
-    let (rest, upload) = match (
-        name.strip_prefix(&format!("{HIDDEN}tmp-")),
-        name.strip_prefix(&format!("{HIDDEN}upload-")),
-    ) {
-        (Some(rest), _) => (rest, false),
-        (_, Some(rest)) => (rest, true),
-        _ => return false,
-    };
-    let mut parts = rest.splitn(3, '-');
-    let (Some(pid), Some(random)) = (parts.next(), parts.next()) else {
+/// Whether hidden entry `name` is a temp file (a write under way, renamed into place when it
+/// ends) whose owning process is gone on this host: no one will ever finish it. Upload part
+/// directories are not judged this way: a resumed copy goes on writing into one its dead
+/// predecessor created; they go when their upload is aborted (the gateway's journal keeps
+/// every upload it opened until then).
+fn is_abandoned(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(&format!("{HIDDEN}tmp-")) else {
         return false;
     };
     // Names without an owner (written by older versions) are left alone.
-    let Ok(pid) = pid.parse::<u32>() else {
+    let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
         return false;
     };
-    if upload && keep.contains(&format!("{pid}-{random}")) {
-        return false;
-    }
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -84,9 +75,9 @@ pub(super) fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
     dir.join(format!("{HIDDEN}upload-{upload_id}-{name}"))
 }
 
-/// Removes abandoned staging (see [`is_abandoned`]) directly in `dirs`; returns how many
-/// entries went.
-pub(super) fn sweep(dirs: BTreeSet<PathBuf>, keep: &HashSet<String>) -> Result<usize> {
+/// Removes abandoned temp files (see [`is_abandoned`]) directly in `dirs`; returns how many
+/// went.
+pub(super) fn sweep(dirs: BTreeSet<PathBuf>) -> Result<usize> {
     let mut removed = 0;
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -94,7 +85,7 @@ pub(super) fn sweep(dirs: BTreeSet<PathBuf>, keep: &HashSet<String>) -> Result<u
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !is_abandoned(&name, keep) {
+            if !is_abandoned(&name) {
                 continue;
             }
             let path = e.path();
