@@ -282,3 +282,78 @@ async fn when_every_connection_dies_all_chunks_are_given_up_not_lost() {
     let got = collected.await.unwrap();
     assert!(acked.iter().all(|c| got.contains_key(c)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
+    let data = chunks(50);
+    let (sink_addr, collected, sink_listener) = sink().await;
+    // Every connection from the relay onward is cut after 200 KB, as a link taken down would.
+    let (proxy, _cuts) = cutting_proxy(sink_addr, 200_000, true).await;
+    let (listener, rx) =
+        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32, None)
+            .await
+            .unwrap();
+    let relay_addr = listener.local_addr;
+    let (onward, onward_events) = HopSender::connect(
+        proxy,
+        HopSenderConfig {
+            connections: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let reported = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let sink_of_reports = reported.clone();
+    let relay_task = tokio::spawn(relay(rx, Arc::new(onward), onward_events, move |e| {
+        if let SenderEvent::GaveUp { chunk, .. } = e {
+            sink_of_reports.lock().unwrap().insert(chunk);
+        }
+    }));
+    // The source: what the relay acknowledged, it took responsibility for.
+    let (hop, mut events) = HopSender::connect(
+        relay_addr,
+        HopSenderConfig {
+            connections: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let frames: Vec<DataFrame> = data.iter().map(|(f, _)| f.clone()).collect();
+    let feeder = tokio::spawn(async move {
+        for f in frames {
+            if hop.send(f).await.is_err() {
+                break;
+            }
+        }
+        hop.finish().await;
+    });
+    let mut taken = std::collections::HashSet::new();
+    while let Some(e) = events.recv().await {
+        if let SenderEvent::Acked(c) = e {
+            taken.insert(c);
+        }
+    }
+    feeder.await.unwrap();
+    listener.close();
+    drop(listener);
+    relay_task.await.unwrap();
+    sink_listener.close();
+    drop(sink_listener);
+    let got = collected.await.unwrap();
+    let reported = reported.lock().unwrap().clone();
+    assert!(
+        !reported.is_empty(),
+        "with its links cut, the relay reported nothing"
+    );
+    // Nothing the relay took is lost in silence: it reached the sink or was reported.
+    for c in &taken {
+        assert!(
+            got.contains_key(c) || reported.contains(c),
+            "chunk {c:?} was taken by the relay, never delivered and never reported"
+        );
+    }
+}
