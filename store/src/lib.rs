@@ -557,6 +557,22 @@ pub(crate) fn check_range<S: ObjectStore + ?Sized>(
     Ok(())
 }
 
+/// The object's head, if it is still `version` (when one is asked for): stores whose ranged
+/// reads need a head first (for the size) check the pin on it too.
+pub(crate) async fn head_of_version<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+    version: Option<&str>,
+) -> Result<ObjectMeta> {
+    let meta = store.head(key).await?;
+    if let (Some(want), Some(now)) = (version, meta.etag.as_deref())
+        && want != now
+    {
+        return Err(changed(store, key, want, now));
+    }
+    Ok(meta)
+}
+
 /// The error of a read pinned to version `want` of an object that is now `now`.
 pub(crate) fn changed<S: ObjectStore + ?Sized>(
     store: &S,

@@ -1,6 +1,6 @@
 //! Chunks from a source through a relay to a sink over loopback TCP, many connections per hop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,6 +124,42 @@ async fn send_all(to: SocketAddr, connections: usize, data: &[(DataFrame, Bytes)
     (acked, gave_up)
 }
 
+/// Sends `data` to `to` over 2 connections until the hop goes down; returns the chunks
+/// acknowledged and those given up.
+async fn send_until_down(
+    to: SocketAddr,
+    data: &[(DataFrame, Bytes)],
+) -> (HashSet<ChunkId>, HashSet<ChunkId>) {
+    let (hop, mut events) = HopSender::connect(
+        to,
+        HopSenderConfig {
+            connections: 2,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let frames: Vec<DataFrame> = data.iter().map(|(f, _)| f.clone()).collect();
+    let feeder = tokio::spawn(async move {
+        for f in frames {
+            if hop.send(f).await.is_err() {
+                break;
+            }
+        }
+        hop.finish().await;
+    });
+    let (mut acked, mut gave_up) = (HashSet::new(), HashSet::new());
+    while let Some(e) = events.recv().await {
+        match e {
+            SenderEvent::Acked(c) => acked.insert(c),
+            SenderEvent::GaveUp { chunk, .. } => gave_up.insert(chunk),
+        };
+    }
+    feeder.await.unwrap();
+    (acked, gave_up)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_cross_a_relay_intact_and_once() {
     let data = chunks(200);
@@ -235,36 +271,7 @@ async fn when_every_connection_dies_all_chunks_are_given_up_not_lost() {
     let (sink_addr, collected, sink_listener) = sink().await;
     // Every connection is cut after 200 KB: the hop cannot finish on its own.
     let (proxy, cuts) = cutting_proxy(sink_addr, 200_000, true).await;
-    let (hop, mut events) = HopSender::connect(
-        proxy,
-        HopSenderConfig {
-            connections: 2,
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let frames: Vec<DataFrame> = data.iter().map(|(f, _)| f.clone()).collect();
-    let feeder = tokio::spawn(async move {
-        for f in frames {
-            if hop.send(f).await.is_err() {
-                break;
-            }
-        }
-        hop.finish().await;
-    });
-    let (mut acked, mut gave_up) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
-    );
-    while let Some(e) = events.recv().await {
-        match e {
-            SenderEvent::Acked(c) => acked.insert(c),
-            SenderEvent::GaveUp { chunk, .. } => gave_up.insert(chunk),
-        };
-    }
-    feeder.await.unwrap();
+    let (acked, gave_up) = send_until_down(proxy, &data).await;
     assert_eq!(cuts.load(Ordering::SeqCst), 2);
     assert!(
         !gave_up.is_empty(),
@@ -304,7 +311,7 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
     )
     .await
     .unwrap();
-    let reported = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let reported = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let sink_of_reports = reported.clone();
     let relay_task = tokio::spawn(relay(rx, Arc::new(onward), onward_events, move |e| {
         if let SenderEvent::GaveUp { chunk, .. } = e {
@@ -312,32 +319,7 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
         }
     }));
     // The source: what the relay acknowledged, it took responsibility for.
-    let (hop, mut events) = HopSender::connect(
-        relay_addr,
-        HopSenderConfig {
-            connections: 2,
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let frames: Vec<DataFrame> = data.iter().map(|(f, _)| f.clone()).collect();
-    let feeder = tokio::spawn(async move {
-        for f in frames {
-            if hop.send(f).await.is_err() {
-                break;
-            }
-        }
-        hop.finish().await;
-    });
-    let mut taken = std::collections::HashSet::new();
-    while let Some(e) = events.recv().await {
-        if let SenderEvent::Acked(c) = e {
-            taken.insert(c);
-        }
-    }
-    feeder.await.unwrap();
+    let (taken, _) = send_until_down(relay_addr, &data).await;
     listener.close();
     drop(listener);
     relay_task.await.unwrap();

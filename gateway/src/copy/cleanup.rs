@@ -8,10 +8,8 @@ impl Run<'_> {
     /// Aborts the upload `id` of `key`; one that cannot be aborted now is kept to retry (and
     /// journaled, so a later run retries it if this one cannot).
     pub(super) async fn abort_upload(&mut self, key: &str, id: &str) -> Result<(), CopyError> {
-        let upload = MultipartUpload::new(key, id, Properties::default());
-        match self.dst.abort_multipart(&upload).await {
+        match abort(self.dst.as_ref(), key, id).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind == skyx_store::ErrorKind::NotFound => Ok(()),
             Err(e) => {
                 tracing::warn!(key, error = %e, "aborting an upload failed; it will be retried");
                 self.pending_aborts.insert(id.to_string(), key.to_string());
@@ -37,11 +35,7 @@ impl Run<'_> {
             futures::stream::iter(pending.into_iter().map(|(id, key)| {
                 let dst = dst.clone();
                 async move {
-                    let upload = MultipartUpload::new(&key, &id, Properties::default());
-                    let done = match dst.abort_multipart(&upload).await {
-                        Ok(()) => true,
-                        Err(e) => e.kind == skyx_store::ErrorKind::NotFound,
-                    };
+                    let done = abort(dst.as_ref(), &key, &id).await.is_ok();
                     (id, key, done)
                 }
             }))
@@ -73,5 +67,14 @@ impl Run<'_> {
             Ok(n) => tracing::info!(entries = n, "removed staging earlier runs left behind"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned staging failed"),
         }
+    }
+}
+
+/// Aborts upload `id` of `key`; one the store no longer has is as good as aborted.
+async fn abort(dst: &dyn ObjectStore, key: &str, id: &str) -> Result<(), StoreError> {
+    let upload = MultipartUpload::new(key, id, Properties::default());
+    match dst.abort_multipart(&upload).await {
+        Err(e) if e.kind == skyx_store::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }

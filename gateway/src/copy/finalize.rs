@@ -71,7 +71,7 @@ impl Run<'_> {
                             tracing::info!(key = %item.dst_key, "already completed by an earlier run");
                             return Ok(v);
                         }
-                        let _ = dst.abort_multipart(&upload).await;
+                        // (The caller aborts the upload, keeping it to retry if that fails.)
                         return Err(format!("completing the upload: {e}"));
                     }
                 }

@@ -527,12 +527,7 @@ impl ObjectStore for AzureStore {
     ) -> Result<ByteStream> {
         // Azure clamps ranges past the end (and refuses a start at or past it); the trait
         // promises exactly the range, so check the size first.
-        let meta = self.head(key).await?;
-        if let (Some(want), Some(now)) = (version, meta.etag.as_deref())
-            && want != now
-        {
-            return Err(crate::changed(self, key, want, now));
-        }
+        let meta = crate::head_of_version(self, key, version).await?;
         crate::check_range(self, key, &range, meta.size)?;
         if range.start == range.end {
             return Ok(stream::empty().boxed());
