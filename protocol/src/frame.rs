@@ -133,12 +133,22 @@ pub enum Frame {
         job: JobId,
         chunk: ChunkId,
     },
+    /// The receiver's heartbeat, sent on every connection about once a second whatever else
+    /// it is doing: the bytes it has read off this connection so far, and whether it has
+    /// stopped reading on purpose (its agent holds as many chunks as it may: backpressure).
+    /// The sender judges the connection's liveness from it (see [`crate::liveness`]).
+    Progress {
+        job: JobId,
+        received: u64,
+        paused: bool,
+    },
 }
 
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_NACK: u8 = 3;
 const KIND_RECEIVED: u8 = 4;
+const KIND_PROGRESS: u8 = 5;
 
 /// Why bytes did not decode into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,6 +212,22 @@ impl Frame {
             ),
             Frame::Ack { job, chunk } => (KIND_ACK, 0, *job, *chunk, 0, 0, 0, 0, &[]),
             Frame::Received { job, chunk } => (KIND_RECEIVED, 0, *job, *chunk, 0, 0, 0, 0, &[]),
+            // The byte count rides in the offset field.
+            Frame::Progress {
+                job,
+                received,
+                paused,
+            } => (
+                KIND_PROGRESS,
+                u8::from(*paused),
+                *job,
+                ChunkId(0),
+                *received,
+                0,
+                0,
+                0,
+                &[],
+            ),
             Frame::Nack { job, chunk, reason } => {
                 (KIND_NACK, reason.to_byte(), *job, *chunk, 0, 0, 0, 0, &[])
             }
@@ -320,6 +346,11 @@ impl FrameDecoder {
             }
             KIND_ACK => Ok(Some(Frame::Ack { job, chunk })),
             KIND_RECEIVED => Ok(Some(Frame::Received { job, chunk })),
+            KIND_PROGRESS => Ok(Some(Frame::Progress {
+                job,
+                received: offset,
+                paused: code != 0,
+            })),
             KIND_NACK => {
                 let reason = NackReason::from_byte(code)
                     .ok_or(FrameError::CorruptHeader("unknown nack reason"))?;
@@ -361,6 +392,16 @@ mod tests {
                 job: JobId(7),
                 chunk: ChunkId(43),
                 reason: NackReason::Corrupt,
+            },
+            Frame::Progress {
+                job: JobId(7),
+                received: u64::MAX - 3,
+                paused: true,
+            },
+            Frame::Progress {
+                job: JobId(7),
+                received: 12,
+                paused: false,
             },
         ];
         let mut stream = BytesMut::new();

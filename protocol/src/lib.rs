@@ -6,9 +6,11 @@
 //!   methods (time is passed in), outputs leave through `poll_*` methods. No sockets, no clock,
 //!   no runtime: the agent's async code drives them, and tests drive them with a simulated
 //!   lossy link and a virtual clock.
+//! - [`liveness`]: whether a connection still works, judged from the receiver's heartbeats.
 
 pub mod codec;
 pub mod frame;
+pub mod liveness;
 pub mod receiver;
 pub mod sender;
 
@@ -16,5 +18,6 @@ pub use codec::{Compression, DecodeError, decode_chunk, encode_chunk};
 pub use frame::{
     ChunkId, ChunkRef, Codec, DataFrame, Frame, FrameDecoder, FrameError, JobId, NackReason,
 };
+pub use liveness::{Liveness, Stall};
 pub use receiver::{Receiver, ReceiverEvent, Role};
 pub use sender::{Failure, Sender, SenderConfig, SenderEvent};

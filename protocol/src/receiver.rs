@@ -72,7 +72,12 @@ impl Receiver {
     pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>) {
         match frame {
             Ok(Frame::Data(d)) => self.handle_data(d),
-            Ok(Frame::Ack { .. } | Frame::Nack { .. } | Frame::Received { .. }) => {}
+            Ok(
+                Frame::Ack { .. }
+                | Frame::Nack { .. }
+                | Frame::Received { .. }
+                | Frame::Progress { .. },
+            ) => {}
             Err(FrameError::CorruptPayload { job, chunk }) if job == self.job => {
                 self.stats.corrupt += 1;
                 self.outgoing.push_back(Frame::Nack {

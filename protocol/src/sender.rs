@@ -63,6 +63,8 @@ pub enum SenderEvent {
 pub enum Failure {
     Timeout,
     ConnectionLost,
+    /// Every connection was given up, the last for want of progress (see [`crate::liveness`]).
+    Stalled(crate::liveness::Stall),
     Nack(NackReason),
 }
 

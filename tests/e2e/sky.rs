@@ -2,10 +2,16 @@
 //! `skyx bench paths` against the shaping, an overlay `skyx cp` between two regions' own stores
 //! with its contents checked byte for byte, a three-stage `skyx run` across the three regions
 //! with each region's data in its own store, and `skyx sky down` leaving no namespace, link or
-//! process behind. Needs root (network namespaces and tc), as CI has.
+//! process behind. Also: the links of a copy's relay cut mid-copy (every packet dropped, no
+//! reset, as a cut in the middle of a path looks): the copy ends naming the stall, and once
+//! the link heals a resume completes it with nothing left behind. Needs root (network
+//! namespaces and tc), as CI has.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::stores::{Scratch, dataset, report, write_local};
 use crate::util::{bin, stderr, stdout};
@@ -22,14 +28,17 @@ struct TestSky {
 }
 
 impl TestSky {
-    fn skyx(&self, args: &[&str]) -> Output {
-        Command::new(bin("skyx"))
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("skyx"));
+        c.args(args)
             .env_remove("RUST_LOG")
             .env_remove("SKYX_SKY")
-            .env("SKYX_STATE_DIR", &self.scratch_state)
-            .output()
-            .expect("run skyx")
+            .env("SKYX_STATE_DIR", &self.scratch_state);
+        c
+    }
+
+    fn skyx(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run skyx")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -417,4 +426,214 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         processes_under(&sky.state)
     );
     assert!(!sky.state.exists());
+}
+
+/// Runs `cmd` in namespace `ns` (`ip netns exec`), panicking with its stderr if it fails.
+fn in_namespace(ns: &str, cmd: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("ip netns exec");
+    assert!(out.status.success(), "{ns}: {cmd:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Whether namespace `ns` has an established TCP connection to `addr`.
+fn connected_to(ns: &str, addr: std::net::Ipv4Addr) -> bool {
+    // /proc/net/tcp writes addresses as the little-endian hex of the 32-bit word.
+    let hex = format!("{:08X}", u32::from_le_bytes(addr.octets()));
+    in_namespace(ns, &["cat", "/proc/net/tcp"])
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].starts_with(&hex) && f[3] == "01"
+        })
+}
+
+/// The names of `bucket`'s objects under `prefix`, asked of the GCS JSON API at `endpoint`
+/// directly (skyx's own listings never show its staging).
+fn gcs_names(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let host = endpoint.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(host).expect("connect to the GCS emulator");
+    write!(
+        conn,
+        "GET /storage/v1/b/{bucket}/o?prefix={prefix} HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").expect("an HTTP answer").1;
+    let v: serde_json::Value = serde_json::from_str(body).expect("a JSON listing");
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for `child`, killing it and failing if it runs past `limit` (a copy that never
+/// notices a cut link would run for many minutes).
+fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running {} s after the cut; nothing noticed it\n{}",
+                limit.as_secs(),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_completes_it() {
+    let scratch = Scratch::new("sky-cut");
+    let id = std::process::id() % 100_000;
+    let name = format!("cut{id}");
+    // Apart from the other sky test's 100-199, in the same process.
+    let subnet = (200 + id % 50).to_string();
+    let sky = TestSky {
+        name: name.clone(),
+        state: scratch.dir.join("sky"),
+        scratch_state: scratch.state(),
+    };
+    let state = sky.state.display().to_string();
+    // Regions in this order: the mesh link from region i to region j is `to{j}` in i's
+    // namespace.
+    let regions = format!("{SRC},{RELAY_FAST},{DST}");
+    sky.ok(&[
+        "sky",
+        "up",
+        "--name",
+        &name,
+        "--state-dir",
+        &state,
+        "--regions",
+        &regions,
+        "--scale",
+        "0.05",
+        "--subnet",
+        &subnet,
+    ]);
+    let ns = |region: &str| format!("{name}-{}", region.replace(':', "-"));
+    let (relay_ns, dst_ns) = (ns(RELAY_FAST), ns(DST));
+    let dst_addr: std::net::Ipv4Addr = format!("10.{subnet}.0.3").parse().unwrap();
+    let gcs = format!("http://{dst_addr}:9023");
+
+    // 160 MiB: about eight seconds through the relay at this scale.
+    let data = dataset(10, 160 << 20);
+    let local = scratch.dir.join("data");
+    write_local(&local, &data);
+    sky.in_region(SRC, &["mb", "s3://cut-src"]);
+    sky.in_region(
+        SRC,
+        &[
+            "cp",
+            "-r",
+            &local.display().to_string(),
+            "s3://cut-src/ds/",
+            "--no-progress",
+        ],
+    );
+    sky.in_region(DST, &["mb", "gs://cut-dst"]);
+    let copy = [
+        "cp",
+        "-r",
+        "s3://cut-src/ds/",
+        "gs://cut-dst/ds/",
+        "--sky",
+        &state,
+        "--src-region",
+        SRC,
+        "--dst-region",
+        DST,
+        "--via",
+        RELAY_FAST,
+        "--json",
+        "--no-progress",
+    ];
+    let mut child = sky
+        .command(&copy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first chunks have landed through the relay, every packet between the relay and
+    // the sink is dropped, both ways: no reset, no error, just silence.
+    while gcs_names(&gcs, "cut-dst", ".skyx-uploads/").is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the copy ended ({status}) before a chunk landed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        connected_to(&relay_ns, dst_addr),
+        "the relay carries the copy"
+    );
+    for (ns, dev) in [(&relay_ns, "to2"), (&dst_ns, "to1")] {
+        in_namespace(
+            ns,
+            &[
+                "tc", "qdisc", "replace", "dev", dev, "root", "pfifo", "limit", "0",
+            ],
+        );
+    }
+    let out = wait_at_most(child, Duration::from_secs(240), "a copy over a cut link");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("stalled"), "the cause is named: {err}");
+    assert!(
+        err.contains(&format!("{RELAY_FAST}#")),
+        "the reporting relay is named: {err}"
+    );
+    assert!(err.contains("--resume"), "the way on is named: {err}");
+    scratch.assert_no_agents_left();
+
+    // The link heals (unshaped now); the resume lands the rest, intact.
+    for (ns, dev) in [(&relay_ns, "to2"), (&dst_ns, "to1")] {
+        in_namespace(ns, &["tc", "qdisc", "del", "dev", dev, "root"]);
+    }
+    let mut resume = copy.to_vec();
+    resume.push("--resume");
+    let r = report(&sky.skyx(&resume));
+    let landed = r["objects_copied"].as_u64().unwrap() + r["objects_resumed"].as_u64().unwrap();
+    assert_eq!(landed, data.len() as u64, "{r}");
+    // What landed before the cut is not sent again.
+    let total: u64 = data.values().map(|&n| n as u64).sum();
+    for hop in r["hops"].as_array().unwrap() {
+        let wire = hop["wire_bytes"].as_u64().unwrap();
+        assert!(wire < total, "the resume sent everything again: {hop}");
+    }
+    let back = scratch.dir.join("back");
+    sky.in_region(
+        DST,
+        &[
+            "cp",
+            "-r",
+            "gs://cut-dst/ds/",
+            &back.display().to_string(),
+            "--no-progress",
+        ],
+    );
+    assert!(
+        files_under(&local) == files_under(&back),
+        "the copy's contents differ from the source"
+    );
+    assert_eq!(
+        gcs_names(&gcs, "cut-dst", ".skyx-uploads/"),
+        Vec::<String>::new(),
+        "staged parts left"
+    );
+    scratch.assert_no_agents_left();
 }

@@ -17,10 +17,12 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
 use tokio::sync::mpsc;
 
 pub use crate::events::EventLog;
-use crate::hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
+use crate::hop::{HopError, HopSender, HopSenderConfig};
+use crate::hop_listener::{Delivery, HopListener};
 pub use crate::job::CrashHook;
 use crate::job::{Counters, Job};
 use crate::objects::{ManifestObject, ObjectWriter};
+use crate::relay::relay;
 use crate::sink::run_sink;
 use crate::source::{SourceRoute, report_gave_up, run_source_route};
 use skyx_agent_api::tls::{AgentIdentity, TlsError};

@@ -12,7 +12,8 @@ use skyx_protocol::JobId;
 use skyx_store::ObjectStore;
 use tokio::sync::mpsc;
 
-use crate::hop::{HopListener, HopSender};
+use crate::hop::HopSender;
+use crate::hop_listener::HopListener;
 use crate::objects::{ManifestObject, ObjectWriter};
 
 /// Fault injection: once `after` chunks are handled, `crash` runs, once. The daemon passes a

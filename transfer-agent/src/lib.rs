@@ -2,9 +2,9 @@
 //! `skyx-agent` binary and by `skyx agent`).
 //!
 //! - [`hop`]: one hop of the data plane: many TCP connections (or QUIC streams, [`quic`]) to
-//!   the next agent, driven by the protocol's sans-IO state machines, and the listener that
-//!   accepts them. Every data connection is mutual TLS with the job's CA
-//!   (`skyx_agent_api::tls`).
+//!   the next agent, driven by the protocol's sans-IO state machines, and ([`hop_listener`])
+//!   the listener that accepts them. Every data connection is mutual TLS with the job's CA
+//!   (`skyx_agent_api::tls`). `relay` passes what one hop delivers on to the next.
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
 //! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
 //! - [`agent`]: the agent and the job installed on it, its control requests and the relay
@@ -21,16 +21,20 @@ pub mod daemon;
 pub mod events;
 pub mod hop;
 pub mod hop_error;
+pub mod hop_listener;
 pub mod in_process;
 mod job;
 pub mod objects;
 pub mod probe;
 pub mod quic;
+mod relay;
 mod sink;
 mod source;
 pub mod stage;
 pub mod usage;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
-pub use hop::{Delivery, HopError, HopListener, HopSender, HopSenderConfig, relay};
+pub use hop::{HopError, HopSender, HopSenderConfig};
+pub use hop_listener::{Delivery, HopListener};
 pub use objects::{ManifestObject, ObjectWriter, read_chunk};
+pub use relay::relay;

@@ -19,7 +19,7 @@ use skyx_agent_api::wire::{AgentEvent, PartWire};
 use tokio::sync::mpsc;
 
 use crate::events::EventLog;
-use crate::hop::Delivery;
+use crate::hop_listener::Delivery;
 use crate::job::Counters;
 use crate::objects::ObjectWriter;
 

@@ -40,16 +40,17 @@ pub(crate) fn report_gave_up(
             if last == Failure::Nack(NackReason::Refused) {
                 continue;
             }
-            // Given up without a single send, for a lost connection: the hop has no live
-            // connection left.
-            if attempts == 0
-                && last == Failure::ConnectionLost
-                && !down.swap(true, Ordering::Relaxed)
-            {
-                events.push(AgentEvent::RouteDown {
-                    route,
-                    why: "every connection to the next hop failed".into(),
-                });
+            // Given up without a single send, for a lost or stalled connection: the hop has
+            // no live connection left.
+            let why = match last {
+                Failure::ConnectionLost => "every connection to the next hop failed".to_string(),
+                Failure::Stalled(stall) => {
+                    format!("every connection to the next hop stalled: {stall}")
+                }
+                _ => String::new(),
+            };
+            if attempts == 0 && !why.is_empty() && !down.swap(true, Ordering::Relaxed) {
+                events.push(AgentEvent::RouteDown { route, why });
             }
             events.push(AgentEvent::Lost {
                 chunk: chunk.0,

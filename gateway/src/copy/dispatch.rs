@@ -80,11 +80,7 @@ impl Run<'_> {
                 }
                 _ = cancel.changed() => {
                     if *cancel.borrow() {
-                        let resume = match &self.journal {
-                            Some(_) => "run the same command with --resume to continue".to_string(),
-                            None => "nothing was journaled; run the copy again".to_string(),
-                        };
-                        return Err(CopyError::Interrupted { resume });
+                        return Err(CopyError::Interrupted { resume: self.resume_hint() });
                     }
                 }
             }
@@ -336,8 +332,9 @@ impl Run<'_> {
                         ..
                     } => refused.push((ChunkId(chunk), RouteId(route), permanent, why)),
                     AgentEvent::RouteDown { route, why } => {
-                        tracing::warn!(route, why, "route down");
-                        down.push(route);
+                        let why = format!("{} says {why}", self.agents[agent].slot.name());
+                        tracing::warn!(route, "route down: {why}");
+                        down.push((route, why));
                     }
                     AgentEvent::Warning { message } => {
                         tracing::warn!(agent = %self.agents[agent].slot.name(), "{message}");
@@ -382,9 +379,10 @@ impl Run<'_> {
                 tracing::debug!(chunk = c.0, why, "a stale write failure report; ignored");
             }
         }
-        for r in down {
+        for (r, why) in down {
             if let Some(route) = self.routes.get_mut(r as usize) {
                 route.alive = false;
+                route.down_why.get_or_insert(why);
                 tracker.handle_route_failed(RouteId(r));
             }
         }

@@ -174,8 +174,8 @@ pub enum CopyError {
         "cannot resume: the source or options changed since the interrupted copy (journal {journal}); run without --resume to start over"
     )]
     ResumeMismatch { journal: String },
-    #[error("every route failed and no more agents may be replaced: {why}")]
-    NoRoutes { why: String },
+    #[error("every route failed: {why}; {resume}")]
+    NoRoutes { why: String, resume: String },
     #[error("interrupted; {resume}")]
     Interrupted { resume: String },
     #[error("agent setup failed: {0}")]
@@ -200,6 +200,8 @@ struct RouteRt {
     agents: Vec<usize>,
     connections: Vec<u32>,
     alive: bool,
+    /// Why it went down, as an agent on it said.
+    down_why: Option<String>,
     /// A dead route already rebuilt under a new id (kept for metering what it carried).
     rebuilt: bool,
     window: usize,

@@ -142,6 +142,7 @@ impl Run<'_> {
             agents,
             connections,
             alive: true,
+            down_why: None,
             rebuilt: false,
             window,
         });
@@ -228,37 +229,61 @@ impl Run<'_> {
             .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
             .collect();
         let mut replacement: HashMap<usize, usize> = HashMap::new();
+        // What ended the last route that could not be rebuilt, for the final error.
+        let mut last_failure = None;
         for r in dead_routes {
             self.routes[r].rebuilt = true;
             let old = self.routes[r].agents.clone();
             let connections = self.routes[r].connections.clone();
+            let down_why = self.routes[r].down_why.clone();
+            let mut rebuild_error = None;
             // A route may die before its agent's death is noticed (the next hop's connections
             // reset first), and wiring may find another agent gone: look again and retry.
             for _attempt in 0..3 {
                 self.find_dead_agents();
                 let Some(agents) = self.replace_dead(&old, &mut replacement).await else {
+                    rebuild_error = Some(format!(
+                        "{} agent(s) replaced already (--max-replacements {})",
+                        self.replaced, self.job.options.max_replacements
+                    ));
                     break;
                 };
                 match self.build_route(agents, connections.clone()).await {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        rebuild_error = None;
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "rebuilding a route failed");
+                        rebuild_error = Some(e.to_string());
                         // Give a dying process a moment to be seen as dead.
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                 }
             }
+            if let Some(e) = rebuild_error {
+                last_failure = Some(match down_why {
+                    Some(down) => format!("{down}; rebuilding the route failed: {e}"),
+                    None => format!("rebuilding a route failed: {e}"),
+                });
+            }
         }
         let _ = tracker;
         if !self.routes.iter().any(|r| r.alive) {
             return Err(CopyError::NoRoutes {
-                why: format!(
-                    "{} agent(s) replaced already (--max-replacements {})",
-                    self.replaced, self.job.options.max_replacements
-                ),
+                why: last_failure.unwrap_or_else(|| "no route could be rebuilt".into()),
+                resume: self.resume_hint(),
             });
         }
         Ok(())
+    }
+
+    /// What a user can do after a run that ended early.
+    pub(super) fn resume_hint(&self) -> String {
+        match &self.journal {
+            Some(_) => "what landed is journaled: run the same command with --resume to continue (without it, the copy starts over and aborts the open uploads)".to_string(),
+            None => "nothing was journaled; run the copy again".to_string(),
+        }
     }
 
     /// The route `old` with its dead agents replaced (each dead agent once, shared through
