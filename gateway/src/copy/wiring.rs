@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// Unanswered polls in a row after which an agent is lost.
+const LOST_AFTER_POLLS: u32 = 3;
+
+/// How soon a live agent answers a hello, however loaded its machine.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
 impl Run<'_> {
     pub(super) fn identity(&self, name: &str) -> Result<IdentityWire, CopyError> {
         let id = self
@@ -194,7 +200,8 @@ impl Run<'_> {
             // Three polls in a row unanswered (each allowed its wait and a grace of seconds) is
             // a frozen or unreachable agent. Slow data links do not delay the answers: polls
             // travel on their own connection and heavy work runs on the blocking pool.
-            if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= 3) {
+            if rt.alive && (!rt.launched.handle.is_alive() || rt.poll_failures >= LOST_AFTER_POLLS)
+            {
                 tracing::warn!(agent = %rt.slot.name(), id = %rt.launched.handle.id(), "agent lost");
                 rt.alive = false;
                 rt.ended = Some(Instant::now());
@@ -236,6 +243,9 @@ impl Run<'_> {
             let old = self.routes[r].agents.clone();
             let connections = self.routes[r].connections.clone();
             let down_why = self.routes[r].down_why.clone();
+            // A route that stalled may have a frozen agent on it: find out now, before wiring
+            // through it again would wait out a control call.
+            self.confirm_alive(&old).await;
             let mut rebuild_error = None;
             // A route may die before its agent's death is noticed (the next hop's connections
             // reset first), and wiring may find another agent gone: look again and retry.
@@ -276,6 +286,25 @@ impl Run<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Asks each live agent of `agents` whether it still answers, all at once; one that does
+    /// not within [`ANSWER_WITHIN`] is counted as lost (its polls would say so in a few more
+    /// seconds), so the route is rebuilt around it rather than through it.
+    async fn confirm_alive(&mut self, agents: &[usize]) {
+        let asks = agents
+            .iter()
+            .filter(|&&a| self.agents[a].alive)
+            .map(|&a| {
+                let client = self.agents[a].client.clone();
+                async move { (a, tokio::time::timeout(ANSWER_WITHIN, client.hello()).await) }
+            });
+        for (a, answer) in futures::future::join_all(asks).await {
+            if !matches!(answer, Ok(Ok(_))) {
+                tracing::warn!(agent = %self.agents[a].slot.name(), "agent does not answer");
+                self.agents[a].poll_failures = LOST_AFTER_POLLS;
+            }
+        }
     }
 
     /// What a user can do after a run that ended early.
