@@ -38,6 +38,6 @@ pub use listing::{
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use sync::{
-    Compare, Deletions, SyncError, SyncPlan, SyncRules, complete_checksums, delete_extraneous,
-    plan_sync, settle_markers,
+    Compare, Deletions, RecordedTimes, SyncError, SyncPlan, SyncRules, complete_checksums,
+    complete_recorded_times, delete_extraneous, plan_sync, settle_markers,
 };

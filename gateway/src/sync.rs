@@ -3,8 +3,12 @@
 //! doing those deletions only when every copy happened.
 //!
 //! Comparisons (`Compare`), as rclone names them:
-//! - default: same size, and the same checksum where both ends expose a comparable one, else a
-//!   destination at least as new as the source (a copy is written after its source);
+//! - default: same size, and the same checksum where both ends expose a comparable one, else
+//!   the same modification time as the source's, as the destination recorded it when it was
+//!   written (cloud objects carry it as metadata `mtime`, [`complete_recorded_times`] reads
+//!   it; local files are given it as their mtime), else (an object some other tool wrote) a
+//!   destination at least as new as the source. So a destination written from a version the
+//!   source no longer has never looks "unchanged";
 //! - `--size-only`: same size;
 //! - `--checksum`: same size and the same checksum; an object whose two ends share no checksum
 //!   is an error naming it, never a silent fall back to times ([`complete_checksums`] gives
@@ -17,6 +21,7 @@
 //! [`plan_sync`] is pure; the rest are thin drivers.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use md5::Digest;
@@ -78,8 +83,33 @@ fn hashes(md5: Option<[u8; 16]>, crc32c: Option<u32>) -> &'static str {
     }
 }
 
+/// Destination key → the source modification time its object was written from, as the
+/// destination recorded it (see [`complete_recorded_times`]).
+pub type RecordedTimes = HashMap<String, SystemTime>;
+
+/// Two modification times name the same version when within this (finer than any store's).
+const SAME_TIME: Duration = Duration::from_millis(1);
+
+fn same_time(a: SystemTime, b: SystemTime) -> bool {
+    a.duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .is_ok_and(|d| d < SAME_TIME)
+}
+
+/// The source's own modification time: what it carries (metadata `mtime`, once read), else
+/// its store's.
+fn source_time(src: &CopyItem) -> Option<SystemTime> {
+    src.properties.modified.or(src.last_modified)
+}
+
 /// Whether `dst` already holds `src` under `rules` (`Err` when `--checksum` cannot tell).
-pub fn is_in_place(src: &CopyItem, dst: &ObjectMeta, rules: &SyncRules) -> Result<bool, SyncError> {
+/// `recorded` is the source time `dst` was written from, when it says.
+pub fn is_in_place(
+    src: &CopyItem,
+    dst: &ObjectMeta,
+    recorded: Option<SystemTime>,
+    rules: &SyncRules,
+) -> Result<bool, SyncError> {
     if rules.no_clobber {
         return Ok(true);
     }
@@ -105,10 +135,13 @@ pub fn is_in_place(src: &CopyItem, dst: &ObjectMeta, rules: &SyncRules) -> Resul
             src_has: hashes(src.md5, src.crc32c),
             dst_has: hashes(dst.md5, dst.crc32c),
         })?,
-        Compare::Default => match (checksum, src.last_modified, dst.last_modified) {
+        Compare::Default => match (checksum, recorded, source_time(src)) {
             (Some(same), _, _) => same,
-            (None, Some(s), Some(d)) => d >= s,
-            _ => false,
+            (None, Some(r), Some(s)) => same_time(r, s),
+            _ => match (src.last_modified, dst.last_modified) {
+                (Some(s), Some(d)) => d >= s,
+                _ => false,
+            },
         },
     })
 }
@@ -120,6 +153,7 @@ pub fn is_in_place(src: &CopyItem, dst: &ObjectMeta, rules: &SyncRules) -> Resul
 pub fn plan_sync(
     items: Vec<CopyItem>,
     destination: &[ObjectMeta],
+    recorded: &RecordedTimes,
     dst_prefix: &str,
     filter: &ObjectFilter,
     rules: &SyncRules,
@@ -131,7 +165,9 @@ pub fn plan_sync(
     let mut plan = SyncPlan::default();
     for item in items {
         match existing.get(item.dst_key.as_str()) {
-            Some(meta) if is_in_place(&item, meta, rules)? => plan.unchanged += 1,
+            Some(meta) if is_in_place(&item, meta, recorded.get(&meta.key).copied(), rules)? => {
+                plan.unchanged += 1
+            }
             _ => plan.copy.push(item),
         }
     }
@@ -197,6 +233,81 @@ pub async fn complete_checksums(
         destination[d].crc32c = crc32c;
     }
     Ok(())
+}
+
+/// Objects whose properties [`complete_recorded_times`] reads at once.
+const PROPERTY_READS: usize = 32;
+
+/// For the default comparison: the source time each same-size destination object without a
+/// checksum in common with its source was written from. A cloud object says it in its
+/// metadata (one properties read each; an object without it records nothing); a local file's
+/// mtime is that time. Where the recorded time differs from the source's listed time, the
+/// source's own properties are read too: it may carry an older origin's time in its metadata,
+/// which is what a copy records.
+pub async fn complete_recorded_times(
+    src: &dyn ObjectStore,
+    items: &mut [CopyItem],
+    dst: &dyn ObjectStore,
+    destination: &[ObjectMeta],
+) -> Result<RecordedTimes, StoreError> {
+    let index: HashMap<&str, &ObjectMeta> =
+        destination.iter().map(|m| (m.key.as_str(), m)).collect();
+    // (source index, destination key) of every pair the times decide.
+    let pairs: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(n, i)| {
+            let d = index.get(i.dst_key.as_str())?;
+            let common =
+                (i.md5.is_some() && d.md5.is_some()) || (i.crc32c.is_some() && d.crc32c.is_some());
+            (d.size == i.size && !common && !is_marker(i)).then(|| (n, d.key.clone()))
+        })
+        .collect();
+    let mut recorded = RecordedTimes::new();
+    if *dst.location() == StoreLocation::Local {
+        for (_, key) in &pairs {
+            if let Some(t) = index[key.as_str()].last_modified {
+                recorded.insert(key.clone(), t);
+            }
+        }
+    } else {
+        let read: Vec<(String, Option<SystemTime>)> = futures::stream::iter(pairs.iter())
+            .map(|(_, key)| async move {
+                Ok::<_, StoreError>((key.clone(), dst.properties(key).await?.modified))
+            })
+            .buffer_unordered(PROPERTY_READS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        recorded.extend(read.into_iter().filter_map(|(k, t)| Some((k, t?))));
+    }
+    let differing: Vec<(usize, String)> = pairs
+        .iter()
+        .filter(|(n, key)| {
+            let listed = items[*n].last_modified;
+            recorded
+                .get(key)
+                .is_some_and(|&r| !listed.is_some_and(|l| same_time(r, l)))
+        })
+        .map(|(n, _)| (*n, items[*n].src_key.clone()))
+        .collect();
+    let own: Vec<(usize, Option<SystemTime>)> =
+        futures::stream::iter(differing)
+            .map(|(n, key)| async move {
+                Ok::<_, StoreError>((n, src.properties(&key).await?.modified))
+            })
+            .buffer_unordered(PROPERTY_READS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+    for (n, modified) in own {
+        if modified.is_some() {
+            items[n].properties.modified = modified;
+        }
+    }
+    Ok(recorded)
 }
 
 type Checksums = (Option<[u8; 16]>, Option<u32>);
@@ -336,14 +447,32 @@ mod tests {
         ];
         let filter = ObjectFilter::keys(KeyFilter::new(&[FilterRule::Exclude("*.tmp".into())]));
         let rules = SyncRules::default();
-        let plan = plan_sync(items, &destination, "d", &filter, &rules, true).unwrap();
+        let plan = plan_sync(
+            items,
+            &destination,
+            &RecordedTimes::new(),
+            "d",
+            &filter,
+            &rules,
+            true,
+        )
+        .unwrap();
         assert_eq!(
             copied(&plan),
             vec!["d/other-md5", "d/other-size", "d/older-dst", "d/missing"]
         );
         assert_eq!(plan.unchanged, 2);
         assert_eq!(plan.delete, vec!["d/extra".to_string()]);
-        let plan = plan_sync(Vec::new(), &destination, "d", &filter, &rules, false).unwrap();
+        let plan = plan_sync(
+            Vec::new(),
+            &destination,
+            &RecordedTimes::new(),
+            "d",
+            &filter,
+            &rules,
+            false,
+        )
+        .unwrap();
         assert!(plan.delete.is_empty());
     }
 
@@ -367,6 +496,7 @@ mod tests {
             plan_sync(
                 items,
                 &destination,
+                &RecordedTimes::new(),
                 "d",
                 &ObjectFilter::default(),
                 &rules,
@@ -407,6 +537,51 @@ mod tests {
             copied(&plan(checksum, with_hashes).unwrap()),
             vec!["d/other-size-newer-dst", "d/other-md5"]
         );
+    }
+
+    #[test]
+    fn recorded_source_times_decide_what_checksums_cannot() {
+        let t = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let items = vec![
+            src("recorded-same", 5, None, 100),
+            // The destination was written from a version the source no longer has, later
+            // than the source's current time: only the recorded time tells.
+            src("recorded-other", 5, None, 100),
+            src("not-recorded", 5, None, 100),
+            CopyItem {
+                properties: skyx_store::Properties {
+                    modified: Some(t(42)),
+                    ..Default::default()
+                },
+                ..src("own-time", 5, None, 100)
+            },
+        ];
+        let destination = vec![
+            dst("recorded-same", 5, None, 900),
+            dst("recorded-other", 5, None, 900),
+            dst("not-recorded", 5, None, 900),
+            dst("own-time", 5, None, 900),
+        ];
+        let recorded: RecordedTimes = [
+            ("d/recorded-same", 100),
+            ("d/recorded-other", 90),
+            ("d/own-time", 42),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), t(s)))
+        .collect();
+        let plan = plan_sync(
+            items,
+            &destination,
+            &recorded,
+            "d",
+            &ObjectFilter::default(),
+            &SyncRules::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(copied(&plan), vec!["d/recorded-other"]);
+        assert_eq!(plan.unchanged, 3);
     }
 
     #[tokio::test]
@@ -451,7 +626,7 @@ mod tests {
             compare: Compare::Checksum,
             ..SyncRules::default()
         };
-        assert!(is_in_place(&items[0], &destination[0], &rules).unwrap());
+        assert!(is_in_place(&items[0], &destination[0], None, &rules).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

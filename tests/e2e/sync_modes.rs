@@ -1,6 +1,7 @@
 //! `sync` and `cp` modes users know from rclone: `--size-only`, `--checksum` (an error where
 //! the ends share no checksum), `--update`, `--no-clobber`, `--max-delete`, `--files-from`,
-//! and the size and age bounds; a local directory against the S3 server.
+//! and the size and age bounds; a local directory against the S3 server. The default
+//! comparison decides by the source time each destination object recorded when written.
 
 use std::path::Path;
 use std::process::Output;
@@ -57,16 +58,22 @@ fn sync_comparisons_and_guards_decide_as_documented() {
     let dst_dir = format!("{dst}/");
     assert_eq!(copied(&ok(&s, &["sync", src_arg, &dst_dir])), 3);
 
-    // Same size, new content, an old mtime: the default comparison (no common checksum for a
-    // local file, so times) leaves it; --checksum reads the file and copies it.
+    // Same size, new content, an older mtime (a version restored from a backup, or one that
+    // changed while it was copied): the destination, though newer, recorded the time of the
+    // version it was written from, so the default comparison (no common checksum for a local
+    // file, so times) sees the change and copies it.
     write(&src, "a.txt", b"AAAA", 20 * HOUR);
+    assert_eq!(copied(&ok(&s, &["sync", src_arg, &dst_dir])), 1);
+    assert_eq!(read(&format!("{dst}/a.txt")), b"AAAA");
     assert_eq!(copied(&ok(&s, &["sync", src_arg, &dst_dir])), 0);
-    assert_eq!(read(&format!("{dst}/a.txt")), b"aaaa");
+    // The same content under another time: --checksum reads the file and leaves it; the
+    // default sees another time and copies it.
+    write(&src, "a.txt", b"AAAA", 5 * HOUR);
     assert_eq!(
         copied(&ok(&s, &["sync", src_arg, &dst_dir, "--checksum"])),
-        1
+        0
     );
-    assert_eq!(read(&format!("{dst}/a.txt")), b"AAAA");
+    assert_eq!(copied(&ok(&s, &["sync", src_arg, &dst_dir])), 1);
 
     // Same size, new content, a new mtime: --size-only leaves it, the default copies it.
     write(&src, "b.txt", b"BBBB", Duration::ZERO);

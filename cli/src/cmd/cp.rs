@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use skyx_gateway::{SyncRules, attach_properties, list_destination, plan_sync};
+use skyx_gateway::{RecordedTimes, SyncRules, attach_properties, list_destination, plan_sync};
 
 use crate::cmd::execute::execute;
 use crate::cmd::routing::plan_routing;
@@ -43,7 +43,16 @@ async fn run_async(args: &CpArgs) -> Result<()> {
             no_clobber: true,
             ..SyncRules::default()
         };
-        let plan = plan_sync(items, &existing, &ends.dst_url.key, &filter, &rules, false)?;
+        let none = RecordedTimes::new();
+        let plan = plan_sync(
+            items,
+            &existing,
+            &none,
+            &ends.dst_url.key,
+            &filter,
+            &rules,
+            false,
+        )?;
         if plan.unchanged > 0 {
             eprintln!(
                 "skyx: --no-clobber: {} objects already at the destination are left as they are",

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    Compare, SyncRules, attach_properties, complete_checksums, delete_extraneous, list_destination,
-    plan_sync, settle_markers,
+    Compare, RecordedTimes, SyncRules, attach_properties, complete_checksums,
+    complete_recorded_times, delete_extraneous, list_destination, plan_sync, settle_markers,
 };
 
 use crate::cmd::execute::execute;
@@ -83,9 +83,23 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         )
         .await?;
     }
+    // Without --update or --no-clobber (which decide by the stores' own times, or not at
+    // all), the times the destination recorded decide what checksums cannot.
+    let recorded = if rules.compare == Compare::Default && !rules.update && !rules.no_clobber {
+        complete_recorded_times(
+            ends.src.as_ref(),
+            &mut listing.items,
+            ends.dst.as_ref(),
+            &existing,
+        )
+        .await?
+    } else {
+        RecordedTimes::new()
+    };
     let mut plan = plan_sync(
         std::mem::take(&mut listing.items),
         &existing,
+        &recorded,
         &ends.dst_url.key,
         &filter,
         &rules,

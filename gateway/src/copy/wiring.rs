@@ -292,13 +292,10 @@ impl Run<'_> {
     /// not within [`ANSWER_WITHIN`] is counted as lost (its polls would say so in a few more
     /// seconds), so the route is rebuilt around it rather than through it.
     async fn confirm_alive(&mut self, agents: &[usize]) {
-        let asks = agents
-            .iter()
-            .filter(|&&a| self.agents[a].alive)
-            .map(|&a| {
-                let client = self.agents[a].client.clone();
-                async move { (a, tokio::time::timeout(ANSWER_WITHIN, client.hello()).await) }
-            });
+        let asks = agents.iter().filter(|&&a| self.agents[a].alive).map(|&a| {
+            let client = self.agents[a].client.clone();
+            async move { (a, tokio::time::timeout(ANSWER_WITHIN, client.hello()).await) }
+        });
         for (a, answer) in futures::future::join_all(asks).await {
             if !matches!(answer, Ok(Ok(_))) {
                 tracing::warn!(agent = %self.agents[a].slot.name(), "agent does not answer");
