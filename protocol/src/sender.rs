@@ -77,6 +77,9 @@ struct InFlight {
     /// an unreliable link must still be recovered, but a commit that takes a while must not be
     /// answered with a resend).
     deadline: Instant,
+    /// Its timeout as first set: the retransmission timeout and the time to drain the bytes
+    /// ahead of it.
+    timeout: Duration,
     attempts: u32,
 }
 
@@ -139,11 +142,13 @@ impl Sender {
             .sum();
         let drain =
             Duration::from_secs_f64(ahead as f64 / self.config.min_rate_bytes_per_s.max(1) as f64);
+        let timeout = self.config.retransmit_after + drain;
         self.in_flight.insert(
             chunk,
             InFlight {
                 sent_at: now,
-                deadline: now + self.config.retransmit_after + drain,
+                deadline: now + timeout,
+                timeout,
                 attempts: attempts + 1,
             },
         );
@@ -160,6 +165,15 @@ impl Sender {
     pub fn handle_received(&mut self, chunk: ChunkId, now: Instant) {
         if let Some(f) = self.in_flight.get_mut(&chunk) {
             f.deadline = now + self.config.held_timeout;
+        }
+    }
+
+    /// The receiver is alive and holds off reading on purpose (its agent is busy): what is in
+    /// flight waits in the connection, not lost, so no timeout runs out while it says so.
+    /// Each chunk's timeout starts again from `now`.
+    pub fn handle_receiver_paused(&mut self, now: Instant) {
+        for f in self.in_flight.values_mut() {
+            f.deadline = f.deadline.max(now + f.timeout);
         }
     }
 
@@ -309,6 +323,23 @@ mod tests {
         plain.enqueue(ChunkId(7));
         assert_eq!(plain.poll_transmit(t), Some(ChunkId(7)));
         assert_eq!(plain.poll_timeout(), Some(t + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn no_timeout_runs_out_while_the_receiver_says_it_is_paused() {
+        let mut s = sender(4, 3);
+        let t = Instant::now();
+        let at = |ms| t + Duration::from_millis(ms);
+        s.enqueue_sized(ChunkId(1), 1000);
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(1)));
+        // 2 s timeout (1 s + 1000 B at 1000 B/s); paused heartbeats every second for 10 s.
+        for ms in (1000..=10_000).step_by(1000) {
+            s.handle_receiver_paused(at(ms));
+            assert_eq!(s.poll_transmit(at(ms)), None, "resent at {ms} ms");
+        }
+        // It reads again and says nothing more: the timeout runs from the last pause.
+        assert_eq!(s.poll_transmit(at(11_999)), None);
+        assert_eq!(s.poll_transmit(at(12_000)), Some(ChunkId(1)));
     }
 
     #[test]

@@ -459,6 +459,10 @@ async fn drive(
                 match input {
                     DriverInput::Frame(Frame::Progress { received, paused, .. }) => {
                         c.liveness.handle_progress(received, paused, now);
+                        if paused {
+                            // What waits behind a busy receiver is not lost: no resend.
+                            c.sender.handle_receiver_paused(now);
+                        }
                     }
                     DriverInput::Frame(f) => {
                         c.liveness.handle_frame(now);

@@ -1,6 +1,7 @@
 //! A hop judges its connections by the receiver's heartbeats: a next hop that takes the
 //! connection and then says nothing (a cut link, a frozen agent) is given up as stalled, while
-//! one that holds off reading on purpose (its agent is busy) is waited for.
+//! one that holds off reading on purpose (its agent is busy) is waited for, and what waits
+//! behind it is not sent again.
 
 use std::time::Duration;
 
@@ -26,11 +27,14 @@ fn chunk(i: u64) -> skyx_protocol::DataFrame {
 }
 
 fn config(silence: Duration) -> HopSenderConfig {
-    HopSenderConfig {
+    let mut c = HopSenderConfig {
         connections: 2,
         silence,
         ..HopSenderConfig::default()
-    }
+    };
+    // Short, so a chunk waiting behind a paused receiver would be resent within the test.
+    c.sender.retransmit_after = Duration::from_secs(1);
+    c
 }
 
 /// Bounds a test that would otherwise wait for the kernel's own timeouts (many minutes).
@@ -118,6 +122,11 @@ async fn a_next_hop_that_holds_off_reading_on_purpose_is_waited_for() {
     })
     .await
     .expect("every chunk acknowledged once the agent took them");
+    assert_eq!(
+        hop.resent_bytes(),
+        0,
+        "a chunk waiting behind the pause was resent"
+    );
     sending.await.unwrap();
     drop(listener);
     taking.abort();
