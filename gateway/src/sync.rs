@@ -6,7 +6,7 @@
 //! - default: same size, and the same checksum where both ends expose a comparable one, else
 //!   the same modification time as the source's, as the destination recorded it when it was
 //!   written (cloud objects carry it as metadata `mtime`, [`complete_recorded_times`] reads
-//!   it; local files are given it as their mtime), else (an object some other tool wrote) a
+//!   it; local files are given it as their mtime), else (a cloud object some other tool wrote) a
 //!   destination at least as new as the source. So a destination written from a version the
 //!   source no longer has never looks "unchanged";
 //! - `--size-only`: same size;
@@ -243,13 +243,14 @@ const PROPERTY_READS: usize = 32;
 /// metadata (one properties read each; an object without it records nothing); a local file's
 /// mtime is that time. Where the recorded time differs from the source's listed time, the
 /// source's own properties are read too: it may carry an older origin's time in its metadata,
-/// which is what a copy records.
+/// which is what a copy records. An object whose properties cannot be read records nothing
+/// (a warning says why): the comparison falls back for it rather than failing the sync.
 pub async fn complete_recorded_times(
     src: &dyn ObjectStore,
     items: &mut [CopyItem],
     dst: &dyn ObjectStore,
     destination: &[ObjectMeta],
-) -> Result<RecordedTimes, StoreError> {
+) -> RecordedTimes {
     let index: HashMap<&str, &ObjectMeta> =
         destination.iter().map(|m| (m.key.as_str(), m)).collect();
     // (source index, destination key) of every pair the times decide.
@@ -271,18 +272,15 @@ pub async fn complete_recorded_times(
             }
         }
     } else {
-        let read: Vec<(String, Option<SystemTime>)> = futures::stream::iter(pairs.iter())
-            .map(|(_, key)| async move {
-                Ok::<_, StoreError>((key.clone(), dst.properties(key).await?.modified))
-            })
-            .buffer_unordered(PROPERTY_READS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        recorded.extend(read.into_iter().filter_map(|(k, t)| Some((k, t?))));
+        let keys = pairs.iter().map(|(_, key)| key.clone()).collect();
+        recorded.extend(
+            modified_times(dst, keys)
+                .await
+                .into_iter()
+                .filter_map(|(k, t)| Some((k, t?))),
+        );
     }
-    let differing: Vec<(usize, String)> = pairs
+    let differing: Vec<usize> = pairs
         .iter()
         .filter(|(n, key)| {
             let listed = items[*n].last_modified;
@@ -290,24 +288,42 @@ pub async fn complete_recorded_times(
                 .get(key)
                 .is_some_and(|&r| !listed.is_some_and(|l| same_time(r, l)))
         })
-        .map(|(n, _)| (*n, items[*n].src_key.clone()))
+        .map(|(n, _)| *n)
         .collect();
-    let own: Vec<(usize, Option<SystemTime>)> =
-        futures::stream::iter(differing)
-            .map(|(n, key)| async move {
-                Ok::<_, StoreError>((n, src.properties(&key).await?.modified))
-            })
-            .buffer_unordered(PROPERTY_READS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-    for (n, modified) in own {
-        if modified.is_some() {
-            items[n].properties.modified = modified;
+    let keys = differing
+        .iter()
+        .map(|&n| items[n].src_key.clone())
+        .collect();
+    let own: HashMap<String, Option<SystemTime>> =
+        modified_times(src, keys).await.into_iter().collect();
+    for n in differing {
+        if let Some(&Some(modified)) = own.get(&items[n].src_key) {
+            items[n].properties.modified = Some(modified);
         }
     }
-    Ok(recorded)
+    recorded
+}
+
+/// The modification time each of `keys` carries in its properties (`None`: it carries none,
+/// or its properties could not be read, which is logged).
+async fn modified_times(
+    store: &dyn ObjectStore,
+    keys: Vec<String>,
+) -> Vec<(String, Option<SystemTime>)> {
+    futures::stream::iter(keys)
+        .map(|key| async move {
+            let modified = match store.properties(&key).await {
+                Ok(p) => p.modified,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "reading the object's properties failed; comparing it by its store's time");
+                    None
+                }
+            };
+            (key, modified)
+        })
+        .buffer_unordered(PROPERTY_READS)
+        .collect()
+        .await
 }
 
 type Checksums = (Option<[u8; 16]>, Option<u32>);

@@ -9,8 +9,8 @@
 //! connection and whether it has stopped reading on purpose (backpressure). The sender calls
 //! the connection stalled when, while it has chunks in flight on it,
 //! - nothing at all came back for `silence` (the way back is cut, or the receiver is frozen), or
-//! - the receiver, not paused, read nothing new of what was sent for `silence` (the way there
-//!   is cut).
+//! - the receiver, not paused, read nothing new for `silence` while bytes were on their way
+//!   to it: more written than it read, or a write still under way (the way there is cut).
 //!
 //! A slow link is never stalled: its receiver's count keeps moving, however slowly, and its
 //! heartbeats travel the other direction. A receiver whose store is slow says it is paused.
@@ -58,6 +58,9 @@ pub struct Liveness {
     written: u64,
     /// Bytes the receiver last said it read.
     received: u64,
+    /// A write is under way (the bytes counted in `written` are whole frames; a frame being
+    /// written may have reached the receiver in part).
+    writing: bool,
     /// When anything last came back.
     heard_at: Instant,
     /// When the receiver was last seen keeping up: its count moved, it was paused, it had
@@ -71,18 +74,26 @@ impl Liveness {
             silence,
             written: 0,
             received: 0,
+            writing: false,
             heard_at: now,
             progress_at: now,
         }
     }
 
-    /// The sender has now put `total` bytes on the connection.
-    pub fn handle_written(&mut self, total: u64, now: Instant) {
-        if self.received >= self.written {
-            // Caught up until now: the new bytes start the clock.
+    /// The sender has now put `total` bytes (whole frames) on the connection, and is or is
+    /// not in the middle of writing another.
+    pub fn handle_written(&mut self, total: u64, writing: bool, now: Instant) {
+        if !self.on_the_way() {
+            // Caught up until now: new bytes start the clock.
             self.progress_at = now;
         }
         self.written = self.written.max(total);
+        self.writing = writing;
+    }
+
+    /// Whether bytes are on their way to the receiver, as far as the sender knows.
+    fn on_the_way(&self) -> bool {
+        self.writing || self.received < self.written
     }
 
     /// A frame other than a heartbeat came back.
@@ -93,7 +104,7 @@ impl Liveness {
     /// A heartbeat came back.
     pub fn handle_progress(&mut self, received: u64, paused: bool, now: Instant) {
         self.heard_at = now;
-        if received > self.received || paused || received >= self.written {
+        if received > self.received || paused {
             self.progress_at = now;
         }
         self.received = self.received.max(received);
@@ -103,6 +114,9 @@ impl Liveness {
     /// flight on it (an idle connection is never judged: there is nothing to lose on it).
     pub fn stalled(&mut self, busy: bool, now: Instant) -> Option<Stall> {
         if !busy {
+            // Judged from when it next has something to lose: a stream (QUIC) the receiver
+            // has not even heard of before its first frame must not count as silent.
+            self.heard_at = now;
             self.progress_at = now;
             return None;
         }
@@ -111,7 +125,7 @@ impl Liveness {
             return Some(Stall::Silent(silent));
         }
         let idle = now.saturating_duration_since(self.progress_at);
-        (idle >= self.silence && self.received < self.written).then_some(Stall::NotReading(idle))
+        (idle >= self.silence && self.on_the_way()).then_some(Stall::NotReading(idle))
     }
 
     /// When [`Liveness::stalled`] could next turn true without any new input.
@@ -134,7 +148,7 @@ mod tests {
     fn a_slow_link_that_keeps_reading_is_never_stalled() {
         let t = Instant::now();
         let mut l = Liveness::new(S, t);
-        l.handle_written(100 << 20, t);
+        l.handle_written(100 << 20, false, t);
         // A byte a second over a minute: slow, but moving.
         for s in 1..=60 {
             l.handle_progress(s, false, at(t, s));
@@ -146,7 +160,7 @@ mod tests {
     fn a_receiver_that_stops_reading_unpaused_is_stalled_after_the_silence() {
         let t = Instant::now();
         let mut l = Liveness::new(S, t);
-        l.handle_written(1000, t);
+        l.handle_written(1000, false, t);
         l.handle_progress(400, false, at(t, 1));
         for s in 2..=10 {
             l.handle_progress(400, false, at(t, s));
@@ -160,7 +174,7 @@ mod tests {
     fn a_paused_receiver_is_alive_and_a_silent_one_is_not() {
         let t = Instant::now();
         let mut l = Liveness::new(S, t);
-        l.handle_written(1000, t);
+        l.handle_written(1000, false, t);
         for s in 1..=30 {
             l.handle_progress(10, true, at(t, s));
             assert_eq!(l.stalled(true, at(t, s)), None, "paused at {s} s");
@@ -175,14 +189,14 @@ mod tests {
     fn an_idle_connection_is_not_judged_and_new_bytes_start_the_clock() {
         let t = Instant::now();
         let mut l = Liveness::new(S, t);
-        l.handle_written(500, t);
+        l.handle_written(500, false, t);
         l.handle_progress(500, false, at(t, 1));
         // Caught up, then idle for a minute with heartbeats.
         for s in 2..=60 {
             l.handle_progress(500, false, at(t, s));
             assert_eq!(l.stalled(false, at(t, s)), None);
         }
-        l.handle_written(900, at(t, 60));
+        l.handle_written(900, false, at(t, 60));
         l.handle_progress(500, false, at(t, 61));
         assert_eq!(l.stalled(true, at(t, 69)), None);
         assert_eq!(l.stalled(true, at(t, 70)), Some(Stall::NotReading(S)));
@@ -192,5 +206,33 @@ mod tests {
             l.stalled(true, at(t, 71)),
             Some(Stall::NotReading(_))
         ));
+    }
+
+    #[test]
+    fn a_write_stuck_mid_frame_is_stalled_though_the_receiver_read_more_than_whole_frames() {
+        let t = Instant::now();
+        let mut l = Liveness::new(S, t);
+        // One whole 1000-byte frame written; the next, larger, is part-way out when the link
+        // is cut: the receiver has read 1500 bytes and reads no more.
+        l.handle_written(1000, true, t);
+        l.handle_progress(1500, false, at(t, 1));
+        for s in 2..=10 {
+            l.handle_written(1000, true, at(t, s));
+            l.handle_progress(1500, false, at(t, s));
+            assert_eq!(l.stalled(true, at(t, s)), None, "at {s} s");
+        }
+        l.handle_progress(1500, false, at(t, 11));
+        assert_eq!(l.stalled(true, at(t, 11)), Some(Stall::NotReading(S)));
+    }
+
+    #[test]
+    fn a_connection_first_used_long_after_it_opened_is_not_silent_at_once() {
+        let t = Instant::now();
+        let mut l = Liveness::new(S, t);
+        // A stream its receiver has not heard of sends no heartbeat until its first frame.
+        assert_eq!(l.stalled(false, at(t, 60)), None);
+        l.handle_written(0, true, at(t, 60));
+        assert_eq!(l.stalled(true, at(t, 61)), None);
+        assert_eq!(l.next_check(), at(t, 70));
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -120,13 +120,7 @@ impl HopSender {
             };
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, open)
                 .await
-                .map_err(|_| HopError::Connect {
-                    addr,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
-                    ),
-                })??;
+                .map_err(|_| no_answer(addr))??;
             streams.push(stream);
         }
         Ok(Self::start(streams, config, Box::new(())))
@@ -139,15 +133,21 @@ impl HopSender {
         config: HopSenderConfig,
         identity: &AgentIdentity,
     ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), HopError> {
-        let (endpoint, conn) = crate::quic::connect(addr, identity).await?;
-        let mut streams = Vec::with_capacity(config.connections.max(1));
-        for _ in 0..config.connections.max(1) {
-            let (send, recv) = conn.open_bi().await.map_err(|e| HopError::Connect {
-                addr,
-                source: std::io::Error::other(e),
-            })?;
-            streams.push((Box::new(recv) as BoxRead, Box::new(send) as BoxWrite));
-        }
+        let open = async {
+            let (endpoint, conn) = crate::quic::connect(addr, identity).await?;
+            let mut streams = Vec::with_capacity(config.connections.max(1));
+            for _ in 0..config.connections.max(1) {
+                let (send, recv) = conn.open_bi().await.map_err(|e| HopError::Connect {
+                    addr,
+                    source: std::io::Error::other(e),
+                })?;
+                streams.push((Box::new(recv) as BoxRead, Box::new(send) as BoxWrite));
+            }
+            Ok::<_, HopError>((streams, endpoint, conn))
+        };
+        let (streams, endpoint, conn) = tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| no_answer(addr))??;
         Ok(Self::start(streams, config, Box::new((endpoint, conn))))
     }
 
@@ -208,14 +208,25 @@ impl HopSender {
     }
 }
 
+/// A hop that did not open within [`CONNECT_TIMEOUT`].
+fn no_answer(addr: SocketAddr) -> HopError {
+    HopError::Connect {
+        addr,
+        source: std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
 struct Conn {
     sender: Sender,
     /// Frames to write: the header, and the payload shared with `held` (never copied). At
     /// most the sender's window is queued; the driver never waits on it, so a connection whose
     /// socket stopped draining cannot stop the driver from judging it.
     writer: mpsc::UnboundedSender<([u8; HEADER_LEN], Bytes)>,
-    /// Bytes its writer has put on the connection.
-    written: Arc<AtomicU64>,
+    /// What its writer has put on the connection.
+    written: Arc<WriteProgress>,
     liveness: Liveness,
     alive: bool,
     tasks: [JoinHandle<()>; 2],
@@ -269,13 +280,23 @@ struct WireCounters {
     corrupt_every: Option<u64>,
 }
 
+/// What one connection's writer has put on it, for its liveness.
+#[derive(Default)]
+struct WriteProgress {
+    /// Bytes of whole frames written (and flushed when nothing more was queued).
+    bytes: AtomicU64,
+    /// A frame is being written.
+    writing: AtomicBool,
+}
+
 async fn write_frames(
     mut write: BoxWrite,
     mut rx: mpsc::UnboundedReceiver<([u8; HEADER_LEN], Bytes)>,
     counters: WireCounters,
-    written: Arc<AtomicU64>,
+    written: Arc<WriteProgress>,
 ) {
     while let Some((header, payload)) = rx.recv().await {
+        written.writing.store(true, Ordering::Relaxed);
         let n = counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
         let payload = match counters.corrupt_every {
             Some(every) if every > 0 && n.is_multiple_of(every) && !payload.is_empty() => {
@@ -296,7 +317,8 @@ async fn write_frames(
         }
         let n = (HEADER_LEN + payload.len()) as u64;
         counters.bytes.fetch_add(n, Ordering::Relaxed);
-        written.fetch_add(n, Ordering::Relaxed);
+        written.bytes.fetch_add(n, Ordering::Relaxed);
+        written.writing.store(false, Ordering::Relaxed);
     }
     let _ = write.shutdown().await;
 }
@@ -340,7 +362,7 @@ async fn drive(
         .map(|(i, s)| {
             let (read, write) = s;
             let (wtx, wrx) = mpsc::unbounded_channel();
-            let written = Arc::new(AtomicU64::new(0));
+            let written = Arc::new(WriteProgress::default());
             Conn {
                 sender: Sender::new(config.clone()),
                 writer: wtx,
@@ -364,8 +386,11 @@ async fn drive(
     loop {
         let now = Instant::now();
         for (i, c) in conns.iter_mut().enumerate().filter(|(_, c)| c.alive) {
-            c.liveness
-                .handle_written(c.written.load(Ordering::Relaxed), now);
+            c.liveness.handle_written(
+                c.written.bytes.load(Ordering::Relaxed),
+                c.written.writing.load(Ordering::Relaxed),
+                now,
+            );
             if let Some(stall) = c.liveness.stalled(c.sender.in_flight() > 0, now) {
                 tracing::warn!(conn = i, "giving up a connection to the next hop: {stall}");
                 c.alive = false;
@@ -473,7 +498,11 @@ async fn drive(
                             Frame::Data(_) | Frame::Progress { .. } => {}
                         }
                     }
-                    DriverInput::Lost => c.alive = false,
+                    DriverInput::Lost => {
+                        c.alive = false;
+                        // The last connection to die says why the hop is down.
+                        stalled = None;
+                    }
                 }
             }
             _ = sleep_until(deadline) => {}

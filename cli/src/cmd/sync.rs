@@ -92,7 +92,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             ends.dst.as_ref(),
             &existing,
         )
-        .await?
+        .await
     } else {
         RecordedTimes::new()
     };

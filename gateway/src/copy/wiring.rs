@@ -216,69 +216,48 @@ impl Run<'_> {
 
     /// Gives up the routes of agents that died and replaces them.
     pub(super) async fn check_agents(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
-        let died = self.find_dead_agents();
-        if died.is_empty() {
+        if self.fail_routes_of_dead_agents(tracker) == 0 {
             return Ok(());
         }
+        self.repair(tracker).await
+    }
+
+    /// Finds agents that died and gives up every live route through them; how many died.
+    fn fail_routes_of_dead_agents(&mut self, tracker: &mut Tracker) -> usize {
+        let died = self.find_dead_agents();
         for (r, route) in self.routes.iter_mut().enumerate() {
             if route.alive && route.agents.iter().any(|a| died.contains(a)) {
                 route.alive = false;
                 tracker.handle_route_failed(RouteId(r as u32));
             }
         }
-        self.repair(tracker).await
+        died.len()
     }
 
     /// Rebuilds every dead route whose agents can be replaced: dead agents are relaunched
     /// in their region (once each) and the route is wired anew under a new id.
     pub(super) async fn repair(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
-        let dead_routes: Vec<usize> = (0..self.routes.len())
-            .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
-            .collect();
         let mut replacement: HashMap<usize, usize> = HashMap::new();
         // What ended the last route that could not be rebuilt, for the final error.
         let mut last_failure = None;
-        for r in dead_routes {
-            self.routes[r].rebuilt = true;
-            let old = self.routes[r].agents.clone();
-            let connections = self.routes[r].connections.clone();
-            let down_why = self.routes[r].down_why.clone();
-            // A route that stalled may have a frozen agent on it: find out now, before wiring
-            // through it again would wait out a control call.
-            self.confirm_alive(&old).await;
-            let mut rebuild_error = None;
-            // A route may die before its agent's death is noticed (the next hop's connections
-            // reset first), and wiring may find another agent gone: look again and retry.
-            for _attempt in 0..3 {
-                self.find_dead_agents();
-                let Some(agents) = self.replace_dead(&old, &mut replacement).await else {
-                    rebuild_error = Some(format!(
-                        "{} agent(s) replaced already (--max-replacements {})",
-                        self.replaced, self.job.options.max_replacements
-                    ));
-                    break;
-                };
-                match self.build_route(agents, connections.clone()).await {
-                    Ok(_) => {
-                        rebuild_error = None;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rebuilding a route failed");
-                        rebuild_error = Some(e.to_string());
-                        // Give a dying process a moment to be seen as dead.
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
+        // Each dead route is rebuilt once; an agent found dead while rebuilding fails the
+        // other routes through it, which are rebuilt in the next round.
+        loop {
+            let dead_routes: Vec<usize> = (0..self.routes.len())
+                .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
+                .collect();
+            if dead_routes.is_empty() {
+                break;
+            }
+            for r in dead_routes {
+                if let Err(e) = self.rebuild(r, &mut replacement, tracker).await {
+                    last_failure = Some(match &self.routes[r].down_why {
+                        Some(down) => format!("{down}; rebuilding the route failed: {e}"),
+                        None => format!("rebuilding a route failed: {e}"),
+                    });
                 }
             }
-            if let Some(e) = rebuild_error {
-                last_failure = Some(match down_why {
-                    Some(down) => format!("{down}; rebuilding the route failed: {e}"),
-                    None => format!("rebuilding a route failed: {e}"),
-                });
-            }
         }
-        let _ = tracker;
         if !self.routes.iter().any(|r| r.alive) {
             return Err(CopyError::NoRoutes {
                 why: last_failure.unwrap_or_else(|| "no route could be rebuilt".into()),
@@ -286,6 +265,38 @@ impl Run<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Rebuilds dead route `r` under a new id, replacing its dead agents; why it could not.
+    async fn rebuild(
+        &mut self,
+        r: usize,
+        replacement: &mut HashMap<usize, usize>,
+        tracker: &mut Tracker,
+    ) -> Result<(), String> {
+        self.routes[r].rebuilt = true;
+        let old = self.routes[r].agents.clone();
+        let connections = self.routes[r].connections.clone();
+        // A route that stalled may have a frozen agent on it: find out now, before wiring
+        // through it again would wait out a control call.
+        self.confirm_alive(&old).await;
+        let mut failure = String::new();
+        // A route may die before its agent's death is noticed (the next hop's connections
+        // reset first), and wiring may find another agent gone: look again and retry.
+        for _attempt in 0..3 {
+            self.fail_routes_of_dead_agents(tracker);
+            let agents = self.replace_dead(&old, replacement).await?;
+            match self.build_route(agents, connections.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebuilding a route failed");
+                    failure = e.to_string();
+                    // Give a dying process a moment to be seen as dead.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+        Err(failure)
     }
 
     /// Asks each live agent of `agents` whether it still answers, all at once; one that does
@@ -313,12 +324,12 @@ impl Run<'_> {
     }
 
     /// The route `old` with its dead agents replaced (each dead agent once, shared through
-    /// `replacement`); `None` when the replacement budget is spent or a launch fails.
+    /// `replacement`); why not when the replacement budget is spent or a launch fails.
     pub(super) async fn replace_dead(
         &mut self,
         old: &[usize],
         replacement: &mut HashMap<usize, usize>,
-    ) -> Option<Vec<usize>> {
+    ) -> Result<Vec<usize>, String> {
         let mut agents = Vec::with_capacity(old.len());
         for (pos, &a) in old.iter().enumerate() {
             if self.agents[a].alive {
@@ -332,7 +343,10 @@ impl Run<'_> {
                 continue;
             }
             if self.replaced >= self.job.options.max_replacements {
-                return None;
+                return Err(format!(
+                    "{} agent(s) replaced already (--max-replacements {})",
+                    self.replaced, self.job.options.max_replacements
+                ));
             }
             self.replaced += 1;
             let mut slot = self.agents[a].slot.clone();
@@ -346,11 +360,11 @@ impl Run<'_> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "replacement failed");
-                    return None;
+                    return Err(format!("launching a replacement agent failed: {e}"));
                 }
             }
         }
-        Some(agents)
+        Ok(agents)
     }
 
     pub(super) async fn teardown(&mut self) {
