@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::stores::{Scratch, dataset, report, write_local};
+use crate::stores::{Dataset, Scratch, dataset, report, write_local};
 use crate::util::{bin, stderr, stdout};
 
 const SRC: &str = "aws:us-east-1";
@@ -23,6 +23,7 @@ const DST: &str = "gcp:asia-southeast1-a";
 /// A sky for one test, torn down when dropped (also when the test fails).
 struct TestSky {
     name: String,
+    subnet: String,
     state: PathBuf,
     scratch_state: PathBuf,
 }
@@ -133,15 +134,16 @@ fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[test]
-fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
-    let scratch = Scratch::new("sky");
-    // A name and subnet of its own: a user's default sky (skyx, 10.77/16) may be up.
+/// The three regions (in this order: the mesh link from region i to region j is `to{j}` in
+/// i's namespace) brought up at 1/20 scale as sky `{prefix}{pid}` on subnet
+/// 10.`{subnet_base}+pid%span`: a name and subnet of their own, since a user's default sky
+/// (skyx, 10.77/16) may be up, and the tests of this process run at once. Returns the sky and
+/// what `up` printed.
+fn sky_up(scratch: &Scratch, prefix: &str, subnet_base: u32, span: u32) -> (TestSky, String) {
     let id = std::process::id() % 100_000;
-    let name = format!("e2e{id}");
-    let subnet = (100 + id % 100).to_string();
     let sky = TestSky {
-        name: name.clone(),
+        name: format!("{prefix}{id}"),
+        subnet: (subnet_base + id % span).to_string(),
         state: scratch.dir.join("sky"),
         scratch_state: scratch.state(),
     };
@@ -151,7 +153,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         "sky",
         "up",
         "--name",
-        &name,
+        &sky.name,
         "--state-dir",
         &state,
         "--regions",
@@ -159,8 +161,31 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         "--scale",
         "0.05",
         "--subnet",
-        &subnet,
+        &sky.subnet,
     ]);
+    (sky, up)
+}
+
+/// Writes `data` locally, copies it into a new bucket `src` of the source region's S3 under
+/// `ds/`, and makes an empty bucket `dst` in the destination region's GCS. Returns the local
+/// copy.
+fn stage(sky: &TestSky, scratch: &Scratch, data: &Dataset, src: &str, dst: &str) -> PathBuf {
+    let local = scratch.dir.join("data");
+    write_local(&local, data);
+    let (local_arg, src_url) = (local.display().to_string(), format!("s3://{src}/ds/"));
+    sky.in_region(SRC, &["mb", &format!("s3://{src}")]);
+    sky.in_region(SRC, &["cp", "-r", &local_arg, &src_url, "--no-progress"]);
+    sky.in_region(DST, &["mb", &format!("gs://{dst}")]);
+    local
+}
+
+#[test]
+fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
+    let scratch = Scratch::new("sky");
+    let (sky, up) = sky_up(&scratch, "e2e", 100, 100);
+    let name = sky.name.clone();
+    let state = sky.state.display().to_string();
+    let regions = format!("{SRC},{RELAY_FAST},{DST}");
     assert!(up.contains(&format!("{name}-aws-us-east-1")), "{up}");
     assert_eq!(namespaces_named(&format!("{name}-")).len(), 3);
     // A second sky of the same name is refused, naming the way out.
@@ -240,20 +265,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
     // 40 MiB in all: enough for the relay to pay for its VM's minute (the direct path would
     // take a minute at this scale; a few megabytes go direct, correctly).
     let data = dataset(40, 40 << 20);
-    let local = scratch.dir.join("data");
-    write_local(&local, &data);
-    sky.in_region(SRC, &["mb", "s3://sky-src"]);
-    sky.in_region(
-        SRC,
-        &[
-            "cp",
-            "-r",
-            &local.display().to_string(),
-            "s3://sky-src/ds/",
-            "--no-progress",
-        ],
-    );
-    sky.in_region(DST, &["mb", "gs://sky-dst"]);
+    let local = stage(&sky, &scratch, &data, "sky-src", "sky-dst");
     let out = sky.skyx(&[
         "cp",
         "-r",
@@ -499,33 +511,10 @@ fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
 #[test]
 fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_completes_it() {
     let scratch = Scratch::new("sky-cut");
-    let id = std::process::id() % 100_000;
-    let name = format!("cut{id}");
-    // Apart from the other sky test's 100-199, in the same process.
-    let subnet = (200 + id % 50).to_string();
-    let sky = TestSky {
-        name: name.clone(),
-        state: scratch.dir.join("sky"),
-        scratch_state: scratch.state(),
-    };
+    // Apart from the other sky test's 100-199.
+    let (sky, _) = sky_up(&scratch, "cut", 200, 50);
+    let (name, subnet) = (sky.name.clone(), sky.subnet.clone());
     let state = sky.state.display().to_string();
-    // Regions in this order: the mesh link from region i to region j is `to{j}` in i's
-    // namespace.
-    let regions = format!("{SRC},{RELAY_FAST},{DST}");
-    sky.ok(&[
-        "sky",
-        "up",
-        "--name",
-        &name,
-        "--state-dir",
-        &state,
-        "--regions",
-        &regions,
-        "--scale",
-        "0.05",
-        "--subnet",
-        &subnet,
-    ]);
     let ns = |region: &str| format!("{name}-{}", region.replace(':', "-"));
     let (relay_ns, dst_ns) = (ns(RELAY_FAST), ns(DST));
     let dst_addr: std::net::Ipv4Addr = format!("10.{subnet}.0.3").parse().unwrap();
@@ -533,20 +522,7 @@ fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_complet
 
     // 160 MiB: about eight seconds through the relay at this scale.
     let data = dataset(10, 160 << 20);
-    let local = scratch.dir.join("data");
-    write_local(&local, &data);
-    sky.in_region(SRC, &["mb", "s3://cut-src"]);
-    sky.in_region(
-        SRC,
-        &[
-            "cp",
-            "-r",
-            &local.display().to_string(),
-            "s3://cut-src/ds/",
-            "--no-progress",
-        ],
-    );
-    sky.in_region(DST, &["mb", "gs://cut-dst"]);
+    let local = stage(&sky, &scratch, &data, "cut-src", "cut-dst");
     let copy = [
         "cp",
         "-r",
