@@ -102,6 +102,34 @@ fn source_time(src: &CopyItem) -> Option<SystemTime> {
     src.properties.modified.or(src.last_modified)
 }
 
+/// Whether `src` and `dst` have the same content by the best checksum both expose (MD5, else
+/// CRC32C); `None` when they share none.
+fn same_checksum(src: &CopyItem, dst: &ObjectMeta) -> Option<bool> {
+    match (src.md5, dst.md5, src.crc32c, dst.crc32c) {
+        (Some(a), Some(b), _, _) => Some(a == b),
+        (_, _, Some(a), Some(b)) => Some(a == b),
+        _ => None,
+    }
+}
+
+/// (source index, destination index) of every item whose destination key is listed with the
+/// same size: the pairs a comparison beyond sizes decides.
+fn same_size_pairs(items: &[CopyItem], destination: &[ObjectMeta]) -> Vec<(usize, usize)> {
+    let index: HashMap<&str, usize> = destination
+        .iter()
+        .enumerate()
+        .map(|(n, m)| (m.key.as_str(), n))
+        .collect();
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(n, i)| {
+            let d = *index.get(i.dst_key.as_str())?;
+            (destination[d].size == i.size).then_some((n, d))
+        })
+        .collect()
+}
+
 /// Whether `dst` already holds `src` under `rules` (`Err` when `--checksum` cannot tell).
 /// `recorded` is the source time `dst` was written from, when it says.
 pub fn is_in_place(
@@ -122,11 +150,7 @@ pub fn is_in_place(
     if src.size != dst.size {
         return Ok(false);
     }
-    let checksum = match (src.md5, dst.md5, src.crc32c, dst.crc32c) {
-        (Some(a), Some(b), _, _) => Some(a == b),
-        (_, _, Some(a), Some(b)) => Some(a == b),
-        _ => None,
-    };
+    let checksum = same_checksum(src, dst);
     Ok(match rules.compare {
         Compare::SizeOnly => true,
         Compare::Checksum => checksum.ok_or_else(|| SyncError::NoCommonChecksum {
@@ -200,20 +224,8 @@ pub async fn complete_checksums(
     dst: &dyn ObjectStore,
     destination: &mut [ObjectMeta],
 ) -> Result<(), StoreError> {
-    let index: HashMap<String, usize> = destination
-        .iter()
-        .enumerate()
-        .map(|(n, m)| (m.key.clone(), n))
-        .collect();
-    // (source index, destination index) of every pair --checksum must compare.
-    let pairs: Vec<(usize, usize)> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(n, i)| {
-            let d = *index.get(&i.dst_key)?;
-            (destination[d].size == i.size).then_some((n, d))
-        })
-        .collect();
+    // Every pair --checksum must compare.
+    let pairs = same_size_pairs(items, destination);
     let src_keys: Vec<(usize, String)> = pairs
         .iter()
         .filter(|(n, _)| items[*n].md5.is_none() && items[*n].crc32c.is_none())
@@ -251,28 +263,21 @@ pub async fn complete_recorded_times(
     dst: &dyn ObjectStore,
     destination: &[ObjectMeta],
 ) -> RecordedTimes {
-    let index: HashMap<&str, &ObjectMeta> =
-        destination.iter().map(|m| (m.key.as_str(), m)).collect();
     // (source index, destination key) of every pair the times decide.
-    let pairs: Vec<(usize, String)> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(n, i)| {
-            let d = index.get(i.dst_key.as_str())?;
-            let common =
-                (i.md5.is_some() && d.md5.is_some()) || (i.crc32c.is_some() && d.crc32c.is_some());
-            (d.size == i.size && !common && !is_marker(i)).then(|| (n, d.key.clone()))
-        })
+    let pairs: Vec<(usize, &ObjectMeta)> = same_size_pairs(items, destination)
+        .into_iter()
+        .map(|(n, d)| (n, &destination[d]))
+        .filter(|(n, d)| same_checksum(&items[*n], d).is_none() && !is_marker(&items[*n]))
         .collect();
     let mut recorded = RecordedTimes::new();
     if *dst.location() == StoreLocation::Local {
-        for (_, key) in &pairs {
-            if let Some(t) = index[key.as_str()].last_modified {
-                recorded.insert(key.clone(), t);
+        for (_, d) in &pairs {
+            if let Some(t) = d.last_modified {
+                recorded.insert(d.key.clone(), t);
             }
         }
     } else {
-        let keys = pairs.iter().map(|(_, key)| key.clone()).collect();
+        let keys = pairs.iter().map(|(_, d)| d.key.clone()).collect();
         recorded.extend(
             modified_times(dst, keys)
                 .await
@@ -282,10 +287,10 @@ pub async fn complete_recorded_times(
     }
     let differing: Vec<usize> = pairs
         .iter()
-        .filter(|(n, key)| {
+        .filter(|(n, d)| {
             let listed = items[*n].last_modified;
             recorded
-                .get(key)
+                .get(&d.key)
                 .is_some_and(|&r| !listed.is_some_and(|l| same_time(r, l)))
         })
         .map(|(n, _)| *n)

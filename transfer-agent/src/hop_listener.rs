@@ -279,7 +279,7 @@ async fn serve_connection(
             pending.spawn(async move { (chunk, done_rx.await.unwrap_or(Outcome::Failed)) });
         }
         // Flushed at once: an acknowledgement left in a TLS buffer stalls the sender's window.
-        let replies: Vec<Frame> = std::iter::from_fn(|| receiver.poll_transmit()).collect();
+        let replies = std::iter::from_fn(|| receiver.poll_transmit());
         if send_frames(&mut write, replies).await.is_err() {
             return;
         }

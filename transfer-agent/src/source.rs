@@ -42,14 +42,17 @@ pub(crate) fn report_gave_up(
             }
             // Given up without a single send, for a lost or stalled connection: the hop has
             // no live connection left.
-            let why = match last {
-                Failure::ConnectionLost => "every connection to the next hop failed".to_string(),
+            let hop_down = match last {
+                Failure::ConnectionLost => Some("every connection to the next hop failed".into()),
                 Failure::Stalled(stall) => {
-                    format!("every connection to the next hop stalled: {stall}")
+                    Some(format!("every connection to the next hop stalled: {stall}"))
                 }
-                _ => String::new(),
+                _ => None,
             };
-            if attempts == 0 && !why.is_empty() && !down.swap(true, Ordering::Relaxed) {
+            if attempts == 0
+                && let Some(why) = hop_down
+                && !down.swap(true, Ordering::Relaxed)
+            {
                 events.push(AgentEvent::RouteDown { route, why });
             }
             events.push(AgentEvent::Lost {
