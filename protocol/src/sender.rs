@@ -155,6 +155,12 @@ impl Sender {
         Some(chunk)
     }
 
+    /// Whether a chunk waits that `poll_transmit` would put on the wire now (queued, with room
+    /// in the window): the driver must not sleep on [`Sender::poll_timeout`] then.
+    pub fn wants_transmit(&self) -> bool {
+        !self.ready.is_empty() && self.in_flight.len() < self.config.window
+    }
+
     /// When the driver must call `poll_transmit` again even if nothing arrives.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.in_flight.values().map(|f| f.deadline).min()
@@ -323,6 +329,20 @@ mod tests {
         plain.enqueue(ChunkId(7));
         assert_eq!(plain.poll_transmit(t), Some(ChunkId(7)));
         assert_eq!(plain.poll_timeout(), Some(t + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_queued_chunk_with_room_in_the_window_wants_transmitting() {
+        let mut s = sender(1, 3);
+        let t = Instant::now();
+        assert!(!s.wants_transmit());
+        s.enqueue(ChunkId(1));
+        s.enqueue(ChunkId(2));
+        assert!(s.wants_transmit());
+        assert_eq!(s.poll_transmit(t), Some(ChunkId(1)));
+        assert!(!s.wants_transmit(), "the window is full");
+        s.handle_ack(ChunkId(1));
+        assert!(s.wants_transmit());
     }
 
     #[test]

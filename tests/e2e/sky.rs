@@ -490,15 +490,25 @@ fn gcs_names(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Waits for `child`, killing it and failing if it runs past `limit` (a copy that never
-/// notices a cut link would run for many minutes).
-fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
+/// notices a cut link would run for many minutes); the failure shows the agents' logs (in
+/// `logs/` of the state directory) beside the gateway's.
+fn wait_at_most(mut child: Child, limit: Duration, what: &str, state: &Path) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
+            let agents: String = std::fs::read_dir(state.join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| {
+                    let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    format!("--- {}\n{log}", e.file_name().to_string_lossy())
+                })
+                .collect();
             panic!(
-                "{what}: still running {} s after the cut; nothing noticed it\n{}",
+                "{what}: still running {} s after the cut; nothing noticed it\n{}\n{agents}",
                 limit.as_secs(),
                 stderr(&out)
             );
@@ -565,7 +575,12 @@ fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_complet
             ],
         );
     }
-    let out = wait_at_most(child, Duration::from_secs(240), "a copy over a cut link");
+    let out = wait_at_most(
+        child,
+        Duration::from_secs(240),
+        "a copy over a cut link",
+        &sky.scratch_state,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("stalled"), "the cause is named: {err}");

@@ -453,18 +453,26 @@ async fn drive(
             break;
         }
         let room = held.len() < max_held && conns.iter().any(|c| c.alive && c.sender.has_room());
-        let deadline = conns
-            .iter()
-            .filter(|c| c.alive)
-            .flat_map(|c| {
-                let busy = c.sender.in_flight() > 0;
-                [
-                    c.sender.poll_timeout(),
-                    busy.then(|| c.liveness.next_check()),
-                ]
-            })
-            .flatten()
-            .min();
+        // Chunks just moved off dead connections wait in a live one's queue: put them on the
+        // wire now, rather than sleep until something else happens (perhaps nothing: every
+        // other connection may be idle).
+        let transmit_now = conns.iter().any(|c| c.alive && c.sender.wants_transmit());
+        let deadline = if transmit_now {
+            Some(Instant::now())
+        } else {
+            conns
+                .iter()
+                .filter(|c| c.alive)
+                .flat_map(|c| {
+                    let busy = c.sender.in_flight() > 0;
+                    [
+                        c.sender.poll_timeout(),
+                        busy.then(|| c.liveness.next_check()),
+                    ]
+                })
+                .flatten()
+                .min()
+        };
         tokio::select! {
             f = frames_rx.recv(), if room && !producer_done => match f {
                 Some(f) => {

@@ -78,6 +78,38 @@ async fn a_next_hop_that_goes_silent_is_given_up_as_stalled() {
 }
 
 #[tokio::test]
+async fn a_chunk_moved_to_an_idle_connection_is_sent_there_and_given_up_when_that_stalls_too() {
+    // One chunk on two connections: the one carrying it stalls, the chunk moves to the idle
+    // one, and nothing else will ever wake the hop.
+    let hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            conns.push(s);
+        }
+    });
+    let (hop, mut events) = HopSender::connect(addr, config(Duration::from_secs(2)), None)
+        .await
+        .unwrap();
+    hop.send(chunk(0)).await.unwrap();
+    let e = tokio::time::timeout(WATCHDOG, events.recv())
+        .await
+        .expect("the moved chunk was never sent again nor given up");
+    assert!(
+        matches!(
+            e,
+            Some(SenderEvent::GaveUp {
+                last: Failure::Stalled(_),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    held.abort();
+}
+
+#[tokio::test]
 async fn a_next_hop_that_holds_off_reading_on_purpose_is_waited_for() {
     // One chunk may await its commit at a time; the agent takes none for a while.
     let (listener, mut deliveries) =
