@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::wire::{
     AgentMetrics, ApiError, Dispatch, EventsResponse, Hello, JobSpec, ListenRequest,
-    ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest, Uploads,
+    ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest, SinkObjects,
 };
 
 /// Why a control call failed.
@@ -186,8 +186,8 @@ impl AgentClient {
             .map(drop)
     }
 
-    pub async fn register_uploads(&self, req: &Uploads) -> Result<(), ClientError> {
-        self.call::<_, serde_json::Value>(Method::POST, "/v1/uploads", Some(req), CALL_TIMEOUT)
+    pub async fn sink_objects(&self, req: &SinkObjects) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/objects", Some(req), CALL_TIMEOUT)
             .await
             .map(drop)
     }

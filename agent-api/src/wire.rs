@@ -1,7 +1,7 @@
 //! The control API's wire types: what the gateway sends an agent and what the agent answers.
 //!
 //! Serialization lives here, at the boundary, and nowhere else: the agent converts these into
-//! its own types (`ManifestObject`, [`crate::tls::AgentIdentity`], protocol
+//! its own types ([`crate::tls::AgentIdentity`], protocol
 //! ids) as it takes them in. Every request but `GET /v1/hello` must carry the job's token as
 //! `Authorization: Bearer <token>`.
 //!
@@ -11,7 +11,7 @@
 //! | `POST /v1/job`         | [`JobSpec`] → `{}`                    | every agent    |
 //! | `POST /v1/listen`      | [`ListenRequest`] → [`ListenResponse`] | relays, sinks  |
 //! | `POST /v1/route`       | [`RouteRequest`] → `{}`               | sources        |
-//! | `POST /v1/uploads`     | [`Uploads`] → `{}`                    | sinks          |
+//! | `POST /v1/objects`     | [`SinkObjects`] → `{}`                | sinks          |
 //! | `POST /v1/dispatch`    | [`Dispatch`] → `{}`                   | sources        |
 //! | `GET /v1/events?after=N&wait_ms=M` | → [`EventsResponse`]      | every agent    |
 //! | `GET /v1/metrics`      | → [`AgentMetrics`]                    | every agent    |
@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; the gateway refuses agents that speak another.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 /// The environment variable a launched agent reads its control token from (never a flag, so
 /// it does not show in `ps`).
@@ -117,21 +117,45 @@ impl std::fmt::Debug for IdentityWire {
     }
 }
 
-/// One object of the copy, as every source and sink of the job sees it.
+/// An object a source reads chunks of. It comes with the dispatch of its chunks: a source keeps
+/// nothing about objects between dispatches, so what it holds never grows with the job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ObjectWire {
+pub struct SourceObject {
+    pub object: u32,
     pub src_key: String,
-    pub dst_key: String,
     pub size: u64,
-    pub chunk_size: u64,
     /// The version the copy listed (the store's etag; a GCS generation; a local file's
     /// identity): every chunk is read pinned to it, so an object changed at the source during
     /// the copy fails instead of landing as a mix of two versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+/// An object a sink writes chunks of. The gateway registers it before any of its chunks is
+/// dispatched and has the sink forget it once the object is finished, so a sink holds only the
+/// objects of the gateway's window, never the whole job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkObject {
+    pub object: u32,
+    pub dst_key: String,
+    pub size: u64,
+    /// The chunk size the object was cut with: a chunk's offset says its part number.
+    pub chunk_size: u64,
     /// What the written object carries (system properties, user metadata, mtime).
     #[serde(default, skip_serializing_if = "skyx_store::Properties::is_empty")]
     pub properties: skyx_store::Properties,
+    /// The multipart upload the gateway opened for it; absent for an object written whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+}
+
+/// Objects a sink starts and stops writing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkObjects {
+    pub add: Vec<SinkObject>,
+    /// Objects the gateway is done with (complete, or failed and aborted).
+    #[serde(default)]
+    pub forget: Vec<u32>,
 }
 
 /// The job an agent takes part in. Installed once, before anything else.
@@ -152,8 +176,6 @@ pub struct JobSpec {
     /// How sinks reach theirs, likewise.
     #[serde(default)]
     pub sink_settings: Option<skyx_store::StoreConfig>,
-    /// The objects, indexed by a chunk's `object` field. Relays get an empty list.
-    pub objects: Vec<ObjectWire>,
     /// Chunks a source reads from its store at once per route.
     pub read_concurrency: usize,
     /// Chunks a sink writes to its store at once per route.
@@ -207,14 +229,6 @@ pub struct RouteRequest {
     pub next: NextHop,
 }
 
-/// Multipart uploads the gateway opened at the destination; a sink writes an object's chunks as
-/// parts of its upload. Registered before any chunk of the object is dispatched.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Uploads {
-    /// (object index, upload id)
-    pub uploads: Vec<(u32, String)>,
-}
-
 /// One chunk for a source to read and send.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkOrder {
@@ -228,6 +242,8 @@ pub struct ChunkOrder {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Dispatch {
     pub route: u32,
+    /// Every object the chunks belong to, once.
+    pub objects: Vec<SourceObject>,
     pub chunks: Vec<ChunkOrder>,
 }
 

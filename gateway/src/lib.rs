@@ -21,15 +21,16 @@ pub mod pricing;
 pub mod sync;
 
 pub use crate::core::chunker::{
-    ChunkError, ChunkPolicy, ChunkSpec, MAX_CHUNK, ObjectEntry, chunk_size, plan_chunks,
+    ChunkError, ChunkPolicy, ChunkSpec, MAX_CHUNK, ObjectEntry, checked_chunk_size, chunk_size,
+    object_chunks, plan_chunks,
 };
 pub use crate::core::filter::{FilterRule, KeyFilter, ObjectFilter};
 pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
-    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
-    ServerSideJob, Verification, run_copy, run_server_side,
+    CopyError, CopyItems, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
+    ServerSideJob, Verification, items_of, run_copy, run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use skyx_agent::in_process::InProcessProvider;
 use skyx_gateway::{
-    AgentSlot, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, ObjectFilter, Pricing,
-    RouteSpec, Topology, list_copy, run_copy,
+    AgentSlot, CopyError, CopyItem, CopyJob, CopyOptions, CopyReport, CrashAfter, ObjectFilter,
+    Pricing, RouteSpec, Topology, items_of, list_copy, run_copy,
 };
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 use tokio::sync::watch;
@@ -91,6 +91,7 @@ fn relayed(connections: u32) -> Topology {
 
 struct Copy {
     job: CopyJob,
+    items: Vec<CopyItem>,
     src: Arc<dyn ObjectStore>,
     dst: Arc<dyn ObjectStore>,
 }
@@ -117,11 +118,11 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
             src_settings: None,
             dst_settings: None,
             dst_write: Default::default(),
-            items: listing.items,
             topology: relayed(4),
             options,
             pricing: Pricing::default(),
         },
+        items: listing.items,
         src,
         dst,
     }
@@ -134,6 +135,7 @@ async fn run(
 ) -> Result<CopyReport, CopyError> {
     run_copy(
         &copy.job,
+        items_of(copy.items.clone()),
         provider,
         copy.src.clone(),
         copy.dst.clone(),

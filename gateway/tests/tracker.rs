@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use skyx_gateway::{
-    ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, plan_chunks,
+    ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, object_chunks,
+    plan_chunks,
 };
 use skyx_protocol::ChunkId;
 
@@ -27,7 +28,7 @@ fn tracker(config: TrackerConfig) -> (Tracker, usize) {
     let objs = objects();
     let specs = plan_chunks(&objs, &ChunkPolicy::default()).unwrap();
     let n = specs.len();
-    (Tracker::new(specs, objs.len(), config), n)
+    (Tracker::with_chunks(&specs, config), n)
 }
 
 fn drain(t: &mut Tracker) -> Vec<TrackerEvent> {
@@ -144,12 +145,7 @@ fn resuming_from_a_journal_resends_nothing_that_landed() {
         .filter(|s| s.object == 4 || s.id.0 % 2 == 0)
         .map(|s| s.id)
         .collect();
-    let mut t = Tracker::resume(
-        specs.clone(),
-        objs.len(),
-        landed.iter().copied(),
-        TrackerConfig::default(),
-    );
+    let mut t = Tracker::resume(&specs, landed.iter().copied(), TrackerConfig::default());
     let resent = t.poll_dispatch(RouteId(0), 10_000, now);
     let landed: HashSet<ChunkId> = landed.into_iter().collect();
     assert!(resent.iter().all(|c| !landed.contains(&c.id)));
@@ -210,4 +206,66 @@ fn random_failures_never_lose_or_double_count_a_chunk() {
         );
         assert_eq!(completes.len(), objects().len());
     }
+}
+
+#[test]
+fn objects_taken_in_as_they_come_and_let_go_once_finished_leave_nothing_behind() {
+    let now = Instant::now();
+    let mut t = Tracker::new(TrackerConfig::default());
+    let mut next = 0u64;
+    let mut admit = |t: &mut Tracker, object: u32, size: u64| {
+        let specs = object_chunks(object, ChunkId(next), size, 8 * MIB);
+        next += specs.len() as u64;
+        t.admit(object, &specs, &[]);
+        specs
+    };
+    let a = admit(&mut t, 0, 20 * MIB);
+    assert_eq!((t.queued(), t.objects_held()), (3, 1));
+    let sent = t.poll_dispatch(RouteId(0), 10, now);
+    assert_eq!((t.queued(), t.in_flight_on(RouteId(0))), (0, 3));
+    for c in &sent {
+        t.handle_landed(c.id);
+    }
+    assert_eq!(
+        drain(&mut t),
+        vec![TrackerEvent::ObjectComplete { object: 0 }]
+    );
+    assert!(t.is_done());
+    t.release(0);
+    assert_eq!(t.objects_held(), 0);
+    // A late report about a released object's chunk is ignored, and counts nothing.
+    assert!(!t.awaits_landing(a[0].id));
+    t.handle_landed(a[0].id);
+    t.handle_chunk_failed(a[1].id);
+    assert!(drain(&mut t).is_empty());
+    // More objects come in after the first left; counts cover everything ever taken in.
+    let b = admit(&mut t, 1, 1);
+    assert!(!t.is_done());
+    // An object released while still in flight (the run gave it up) takes its chunks with it.
+    let c = admit(&mut t, 2, 9 * MIB);
+    let sent = t.poll_dispatch(RouteId(1), 10, now);
+    assert_eq!(sent.len(), 3);
+    t.handle_chunk_failed(c[0].id);
+    assert!(matches!(
+        drain(&mut t)[..],
+        [TrackerEvent::ObjectFailed { object: 2, .. }]
+    ));
+    t.release(2);
+    assert_eq!(
+        t.in_flight_on(RouteId(1)),
+        1,
+        "only object 1's chunk is left in flight"
+    );
+    t.handle_landed(b[0].id);
+    assert!(t.is_done());
+    let p = t.progress();
+    assert_eq!(
+        (
+            p.objects_total,
+            p.objects_complete,
+            p.objects_failed,
+            p.chunks_total
+        ),
+        (3, 2, 1, 6)
+    );
 }

@@ -20,8 +20,8 @@ pub use crate::events::EventLog;
 use crate::hop::{HopError, HopSender, HopSenderConfig};
 use crate::hop_listener::{Delivery, HopListener};
 pub use crate::job::CrashHook;
-use crate::job::{Counters, Job};
-use crate::objects::{ManifestObject, ObjectWriter};
+use crate::job::{Counters, Job, SourceOrder};
+use crate::objects::ObjectWriter;
 use crate::relay::relay;
 use crate::sink::run_sink;
 use crate::source::{SourceRoute, report_gave_up, run_source_route};
@@ -29,7 +29,7 @@ use skyx_agent_api::tls::{AgentIdentity, TlsError};
 use skyx_agent_api::wire::{
     AgentEvent, AgentMetrics, DEFAULT_SINK_RETRY_MS, Dispatch, EventsResponse, JobSpec,
     ListenRequest, ListenResponse, NextHop, ProbeListen, ProbeRequest, ProbeResult, RouteMetrics,
-    RouteRequest, Transport, Uploads,
+    RouteRequest, SinkObjects, SourceObject, Transport,
 };
 
 /// How an agent process is set up (its command line).
@@ -158,19 +158,6 @@ impl Agent {
         let identity = AgentIdentity::from_wire(JobId(spec.job), spec.identity);
         // Fail now, not at the first connection, if the identity is unusable.
         identity.server_config()?;
-        let manifest: Arc<Vec<ManifestObject>> = Arc::new(
-            spec.objects
-                .into_iter()
-                .map(|o| ManifestObject {
-                    src_key: o.src_key,
-                    dst_key: o.dst_key,
-                    size: o.size,
-                    chunk_size: o.chunk_size,
-                    version: o.version,
-                    properties: o.properties,
-                })
-                .collect(),
-        );
         let source = match &spec.source_store {
             Some(url) => Some(
                 open_store(
@@ -191,7 +178,6 @@ impl Agent {
                     },
                 )
                 .await?,
-                manifest.clone(),
             ))),
             None => None,
         };
@@ -202,7 +188,6 @@ impl Agent {
             compression: spec.compression,
             source,
             writer,
-            manifest,
             read_pace: spec
                 .read_bytes_per_second
                 .map(|b| Arc::new(skyx_store::pace::Pacer::new(b))),
@@ -412,15 +397,15 @@ impl Agent {
         Ok(())
     }
 
-    /// `POST /v1/uploads`.
-    pub fn register_uploads(&self, req: Uploads) -> Result<(), AgentError> {
+    /// `POST /v1/objects`.
+    pub fn sink_objects(&self, req: SinkObjects) -> Result<(), AgentError> {
         let job = self.job()?;
         let Some(writer) = job.writer.as_ref() else {
-            return Err(AgentError::BadRequest("uploads go to sinks".into()));
+            return Err(AgentError::BadRequest(
+                "objects to write go to sinks".into(),
+            ));
         };
-        for (object, upload_id) in req.uploads {
-            writer.register(object, upload_id)?;
-        }
+        writer.update(req);
         Ok(())
     }
 
@@ -431,13 +416,17 @@ impl Agent {
         let Some(orders) = routes.get(&req.route) else {
             return Err(AgentError::UnknownRoute(req.route));
         };
+        let objects: HashMap<u32, Arc<SourceObject>> = req
+            .objects
+            .into_iter()
+            .map(|o| (o.object, Arc::new(o)))
+            .collect();
+        let mut checked = Vec::with_capacity(req.chunks.len());
         for order in req.chunks {
-            let Some(object) = job.manifest.get(order.object as usize) else {
+            let Some(object) = objects.get(&order.object) else {
                 return Err(AgentError::BadRequest(format!(
-                    "chunk {} names object {}, past the manifest's {}",
-                    order.chunk,
-                    order.object,
-                    job.manifest.len()
+                    "chunk {} names object {}, which the dispatch does not carry",
+                    order.chunk, order.object
                 )));
             };
             if order.offset + order.len > object.size {
@@ -450,8 +439,14 @@ impl Agent {
                     object.size
                 )));
             }
-            // The route task ends only when the agent does; a closed channel means it is
-            // shutting down, and the gateway will learn that from the agent's absence.
+            checked.push(SourceOrder {
+                order,
+                object: object.clone(),
+            });
+        }
+        // The route task ends only when the agent does; a closed channel means it is shutting
+        // down, and the gateway will learn that from the agent's absence.
+        for order in checked {
             let _ = orders.send(order);
         }
         Ok(())

@@ -23,8 +23,10 @@ use tokio::sync::Notify;
 use crate::agent::{Agent, AgentError};
 use skyx_agent_api::wire::{API_VERSION, ApiError, Hello};
 
-/// Largest request body accepted (a job's manifest of a few million objects fits).
-const MAX_BODY: usize = 1 << 30;
+/// Largest request body accepted. No request grows with the job: a dispatch carries one
+/// route's window of chunks and their objects, a sink registration one round of them (keys
+/// under 1 KiB, metadata under a few KiB: a few MiB at most).
+const MAX_BODY: usize = 64 << 20;
 
 /// When the control API last saw an authenticated request, for the idle lease.
 #[derive(Debug)]
@@ -182,8 +184,8 @@ async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(r) => from_agent(agent.add_route(r).await.map(|()| serde_json::json!({}))),
             Err(r) => r,
         },
-        (Method::POST, "/v1/uploads") => match body(req).await {
-            Ok(r) => from_agent(agent.register_uploads(r).map(|()| serde_json::json!({}))),
+        (Method::POST, "/v1/objects") => match body(req).await {
+            Ok(r) => from_agent(agent.sink_objects(r).map(|()| serde_json::json!({}))),
             Err(r) => r,
         },
         (Method::POST, "/v1/dispatch") => match body(req).await {

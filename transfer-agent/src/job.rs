@@ -1,4 +1,4 @@
-//! The job an agent serves ([`Job`]: its stores, manifest, routes and listeners) and the
+//! The job an agent serves ([`Job`]: its stores, routes and listeners) and the
 //! agent's counters, shared by the roles (`source`, `sink`, the relay in `agent`).
 
 use std::collections::{HashMap, HashSet};
@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skyx_agent_api::tls::AgentIdentity;
-use skyx_agent_api::wire::{ChunkOrder, CompressionSpec, Transport};
+use skyx_agent_api::wire::{ChunkOrder, CompressionSpec, SourceObject, Transport};
 use skyx_protocol::JobId;
 use skyx_store::ObjectStore;
 use tokio::sync::mpsc;
 
 use crate::hop::HopSender;
 use crate::hop_listener::HopListener;
-use crate::objects::{ManifestObject, ObjectWriter};
+use crate::objects::ObjectWriter;
 
 /// Fault injection: once `after` chunks are handled, `crash` runs, once. The daemon passes a
 /// process abort (the agent dies as if killed); the in-process provider stops the agent's
@@ -54,6 +54,14 @@ impl Counters {
     }
 }
 
+/// A chunk for a source to read, with the object it belongs to (shared by the object's chunks
+/// of one dispatch).
+#[derive(Debug, Clone)]
+pub(crate) struct SourceOrder {
+    pub(crate) order: ChunkOrder,
+    pub(crate) object: Arc<SourceObject>,
+}
+
 pub(crate) struct Job {
     pub(crate) id: JobId,
     pub(crate) identity: AgentIdentity,
@@ -61,7 +69,6 @@ pub(crate) struct Job {
     pub(crate) compression: CompressionSpec,
     pub(crate) source: Option<Arc<dyn ObjectStore>>,
     pub(crate) writer: Option<Arc<ObjectWriter>>,
-    pub(crate) manifest: Arc<Vec<ManifestObject>>,
     /// Paces source reads to this agent's share of `--bwlimit`.
     pub(crate) read_pace: Option<Arc<skyx_store::pace::Pacer>>,
     pub(crate) read_concurrency: usize,
@@ -69,7 +76,7 @@ pub(crate) struct Job {
     /// How long a sink keeps retrying a write its store refused transiently, from the bytes it
     /// holds, before telling the gateway (which then decides whether to send them again).
     pub(crate) sink_retry: Duration,
-    pub(crate) routes: Mutex<HashMap<u32, mpsc::UnboundedSender<ChunkOrder>>>,
+    pub(crate) routes: Mutex<HashMap<u32, mpsc::UnboundedSender<SourceOrder>>>,
     /// Bytes each route's outgoing hop put on the wire.
     pub(crate) wire: Mutex<Vec<(u32, Arc<HopSender>)>>,
     pub(crate) listeners: Mutex<Vec<HopListener>>,

@@ -1,48 +1,25 @@
 //! Reading chunks from the source store and assembling objects in the destination store.
 //!
-//! Every agent of a copy shares the manifest: the objects in order, with their size and the
-//! chunk size they were cut with, so a chunk's `(object, offset)` is enough to know its key,
-//! its part number and whether it is the whole object.
+//! No agent holds the job's object list. A source gets each object with the dispatch of its
+//! chunks; a sink is told of the objects it is about to write (key, size, the chunk size they
+//! were cut with, their upload) and forgets them when the gateway is done with them, so a
+//! chunk's `(object, offset)` is enough to know its key, its part number and whether it is the
+//! whole object, and what an agent holds is bounded by the gateway's window.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject};
 use skyx_store::{
     MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError, StoreLocation,
 };
-
-/// One object of a copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestObject {
-    pub src_key: String,
-    pub dst_key: String,
-    pub size: u64,
-    /// The chunk size this object was cut with (see the gateway's chunker).
-    pub chunk_size: u64,
-    /// The version the copy listed, every read pinned to it (absent: the store listed none).
-    pub version: Option<String>,
-    /// What the written object carries.
-    pub properties: skyx_store::Properties,
-}
-
-impl ManifestObject {
-    /// Whether the object travels as one chunk (written with a single put).
-    pub fn is_whole(&self) -> bool {
-        self.size <= self.chunk_size
-    }
-
-    /// The 1-based part number of the chunk at `offset`.
-    pub fn part_of(&self, offset: u64) -> u32 {
-        (offset / self.chunk_size.max(1)) as u32 + 1
-    }
-}
 
 /// Reads one chunk of a source object, of the version the copy listed: a changed object is an
 /// `ErrorKind::Changed` error, never bytes of another version.
 pub async fn read_chunk(
     store: &dyn ObjectStore,
-    object: &ManifestObject,
+    object: &SourceObject,
     offset: u64,
     len: u64,
 ) -> Result<Bytes, StoreError> {
@@ -55,50 +32,79 @@ pub async fn read_chunk(
         .await
 }
 
+/// An object a sink writes.
+#[derive(Debug)]
+struct Writing {
+    object: SinkObject,
+    /// Its upload, for an object written in parts (parts carry no properties: the gateway
+    /// completes the upload with them).
+    upload: Option<MultipartUpload>,
+}
+
+impl Writing {
+    /// Whether the object travels as one chunk (written with a single put).
+    fn is_whole(&self) -> bool {
+        self.object.size <= self.object.chunk_size
+    }
+
+    /// The 1-based part number of the chunk at `offset`.
+    fn part_of(&self, offset: u64) -> u32 {
+        (offset / self.object.chunk_size.max(1)) as u32 + 1
+    }
+}
+
 /// Writes verified chunks into the destination store. Whole objects are one put; other objects
-/// are parts of a multipart upload the gateway opened and registered (see [`ObjectWriter::register`])
+/// are parts of a multipart upload the gateway opened and registered (see [`ObjectWriter::update`])
 /// before dispatching any of their chunks. The writer keeps no part receipts: it returns each
 /// one, the sink reports it, and the gateway (which keeps them in its journal) completes the
 /// object. A sink that dies therefore loses nothing but the chunks it had not yet written.
 #[derive(Debug)]
 pub struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
-    manifest: Arc<Vec<ManifestObject>>,
-    uploads: Mutex<HashMap<u32, MultipartUpload>>,
+    objects: Mutex<HashMap<u32, Arc<Writing>>>,
 }
 
 impl ObjectWriter {
-    pub fn new(store: Arc<dyn ObjectStore>, manifest: Arc<Vec<ManifestObject>>) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         ObjectWriter {
             store,
-            manifest,
-            uploads: Mutex::new(HashMap::new()),
+            objects: Mutex::new(HashMap::new()),
         }
     }
 
-    fn object(&self, index: u32) -> Result<&ManifestObject, StoreError> {
-        self.manifest.get(index as usize).ok_or_else(|| {
-            self.store.error(
-                skyx_store::ErrorKind::InvalidInput,
-                "write",
-                "",
-                format!("object {index} is not in the manifest"),
-            )
-        })
+    fn object(&self, index: u32) -> Result<Arc<Writing>, StoreError> {
+        self.objects
+            .lock()
+            .expect("objects lock")
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| {
+                self.store.error(
+                    skyx_store::ErrorKind::InvalidInput,
+                    "write",
+                    "",
+                    format!("object {index} is not registered with this sink"),
+                )
+            })
     }
 
-    /// Object `index` is written as parts of `upload_id`.
-    pub fn register(&self, index: u32, upload_id: String) -> Result<(), StoreError> {
-        let key = self.object(index)?.dst_key.clone();
-        self.uploads
-            .lock()
-            .expect("uploads lock")
-            // Parts carry no properties: the gateway completes the upload with them.
-            .insert(
-                index,
-                MultipartUpload::new(&key, &upload_id, skyx_store::Properties::default()),
-            );
-        Ok(())
+    /// Objects to write from now on, and objects the gateway is done with.
+    pub fn update(&self, req: SinkObjects) {
+        let mut objects = self.objects.lock().expect("objects lock");
+        for o in req.forget {
+            objects.remove(&o);
+        }
+        for object in req.add {
+            let upload = object.upload.as_ref().map(|id| {
+                MultipartUpload::new(&object.dst_key, id, skyx_store::Properties::default())
+            });
+            objects.insert(object.object, Arc::new(Writing { object, upload }));
+        }
+    }
+
+    /// Objects registered now (what the sink holds).
+    pub fn registered(&self) -> usize {
+        self.objects.lock().expect("objects lock").len()
     }
 
     /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put)
@@ -124,8 +130,9 @@ impl ObjectWriter {
         offset: u64,
         data: Bytes,
     ) -> Result<Option<PartReceipt>, StoreError> {
-        let object = self.object(index)?;
-        if object.is_whole() {
+        let writing = self.object(index)?;
+        let object = &writing.object;
+        if writing.is_whole() {
             if data.len() as u64 != object.size || offset != 0 {
                 return Err(self.store.error(
                     skyx_store::ErrorKind::InvalidInput,
@@ -143,23 +150,17 @@ impl ObjectWriter {
                 .await?;
             return Ok(None);
         }
-        let upload = self
-            .uploads
-            .lock()
-            .expect("uploads lock")
-            .get(&index)
-            .cloned()
-            .ok_or_else(|| {
-                self.store.error(
-                    skyx_store::ErrorKind::InvalidInput,
-                    "put_part",
-                    &object.dst_key,
-                    format!("no multipart upload registered for object {index}"),
-                )
-            })?;
+        let Some(upload) = &writing.upload else {
+            return Err(self.store.error(
+                skyx_store::ErrorKind::InvalidInput,
+                "put_part",
+                &object.dst_key,
+                format!("no multipart upload registered for object {index}"),
+            ));
+        };
         let receipt = self
             .store
-            .put_part(&upload, object.part_of(offset), data)
+            .put_part(upload, writing.part_of(offset), data)
             .await?;
         Ok(Some(receipt))
     }

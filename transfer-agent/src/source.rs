@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::events::EventLog;
 use crate::hop::HopSender;
-use crate::job::{Counters, Job};
+use crate::job::{Counters, Job, SourceOrder};
 use crate::objects::read_chunk;
 
 /// Tells the gateway, as it happens, of every chunk a hop sender (a source's or a relay's) gave
@@ -70,7 +70,7 @@ pub(crate) struct SourceRoute {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) hop: Arc<HopSender>,
     pub(crate) hop_events: mpsc::UnboundedReceiver<SenderEvent>,
-    pub(crate) orders: mpsc::UnboundedReceiver<ChunkOrder>,
+    pub(crate) orders: mpsc::UnboundedReceiver<SourceOrder>,
     pub(crate) events: Arc<EventLog>,
     pub(crate) counters: Arc<Counters>,
 }
@@ -92,7 +92,7 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
     let down = Arc::new(AtomicBool::new(false));
     report_gave_up(route, hop_events, events.clone(), down.clone());
     let readers = Arc::new(Semaphore::new(job.read_concurrency));
-    while let Some(order) = orders.recv().await {
+    while let Some(SourceOrder { order, object }) = orders.recv().await {
         let Ok(permit) = readers.clone().acquire_owned().await else {
             break;
         };
@@ -114,11 +114,10 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
                 });
                 return;
             }
-            let object = &job.manifest[order.object as usize];
             if let Some(pace) = &job.read_pace {
                 pace.take(order.len as f64).await;
             }
-            let raw = match read_chunk(store.as_ref(), object, order.offset, order.len).await {
+            let raw = match read_chunk(store.as_ref(), &object, order.offset, order.len).await {
                 Ok(raw) => raw,
                 Err(e) if e.is_retryable() => {
                     events.push(AgentEvent::Lost {
@@ -141,7 +140,7 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
             counters
                 .store_read
                 .fetch_add(raw.len() as u64, Ordering::Relaxed);
-            let frame = encode(&job, order, raw).await;
+            let frame = encode(&job, order, object.size, raw).await;
             let raw_len = u64::from(frame.chunk.raw_len);
             match hop.send(frame).await {
                 Ok(()) => {
@@ -167,7 +166,12 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
 }
 
 /// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
-async fn encode(job: &Arc<Job>, order: ChunkOrder, raw: Bytes) -> skyx_protocol::DataFrame {
+async fn encode(
+    job: &Arc<Job>,
+    order: ChunkOrder,
+    object_size: u64,
+    raw: Bytes,
+) -> skyx_protocol::DataFrame {
     let chunk = ChunkRef {
         job: job.id,
         chunk: skyx_protocol::ChunkId(order.chunk),
@@ -203,9 +207,11 @@ async fn encode(job: &Arc<Job>, order: ChunkOrder, raw: Bytes) -> skyx_protocol:
     if let CompressionSpec::Auto { .. } = job.compression
         && order.offset == 0
         && raw_len > 0
+        && (raw_len as u64) < object_size
         && frame.payload.len() as f64 > 0.95 * raw_len as f64
     {
-        // The first chunk barely shrank: the rest of this object is sent raw.
+        // The first chunk barely shrank: the rest of this object is sent raw. (Only objects
+        // with a rest are remembered.)
         job.incompressible
             .lock()
             .expect("incompressible")

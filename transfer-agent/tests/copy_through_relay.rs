@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use skyx_agent::{
-    HopListener, HopSender, HopSenderConfig, ManifestObject, ObjectWriter, read_chunk, relay,
-};
+use skyx_agent::{HopListener, HopSender, HopSenderConfig, ObjectWriter, read_chunk, relay};
 use skyx_agent_api::JobCa;
+use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject};
 use skyx_gateway::{
     ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, chunk_size,
     plan_chunks,
@@ -54,7 +53,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
         std::fs::write(src_dir.join(rel), contents(i, *len)).unwrap();
     }
 
-    // Gateway: chunk the copy and build the manifest every agent shares.
+    // Gateway: chunk the copy.
     let policy = ChunkPolicy {
         target: 8 * MIB,
         min_part: 1,
@@ -69,33 +68,47 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
         .collect();
     let specs = plan_chunks(&entries, &policy).unwrap();
     let root = |d: &std::path::Path| d.to_str().unwrap().trim_start_matches('/').to_string();
-    let manifest: Arc<Vec<ManifestObject>> = Arc::new(
-        entries
-            .iter()
-            .map(|e| ManifestObject {
-                src_key: format!("{}/{}", root(&src_dir), e.key),
-                dst_key: format!("{}/{}", root(&dst_dir), e.key),
-                size: e.size,
-                chunk_size: chunk_size(e.size, &policy),
-                version: None,
-                properties: Default::default(),
-            })
-            .collect(),
-    );
+    // What the gateway tells the source (with each dispatch) and the sink of each object.
+    let sources: Vec<SourceObject> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SourceObject {
+            object: i as u32,
+            src_key: format!("{}/{}", root(&src_dir), e.key),
+            size: e.size,
+            version: None,
+        })
+        .collect();
+    let sinks: Vec<SinkObject> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SinkObject {
+            object: i as u32,
+            dst_key: format!("{}/{}", root(&dst_dir), e.key),
+            size: e.size,
+            chunk_size: chunk_size(e.size, &policy),
+            properties: Default::default(),
+            upload: None,
+        })
+        .collect();
     let ca = JobCa::generate(JOB).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(RetryPolicy::default()));
 
     // Sink: verify, write, report landed chunks (with their part receipts) to the gateway,
     // which opened every multi-chunk object's upload and will complete it.
-    let writer = Arc::new(ObjectWriter::new(store.clone(), manifest.clone()));
+    let writer = Arc::new(ObjectWriter::new(store.clone()));
     let mut uploads = std::collections::HashMap::new();
-    for (i, o) in manifest.iter().enumerate() {
-        if !o.is_whole() {
+    let mut register = SinkObjects::default();
+    for (i, o) in sinks.iter().enumerate() {
+        let mut o = o.clone();
+        if o.size > o.chunk_size {
             let up = store.create_multipart(&o.dst_key).await.unwrap();
-            writer.register(i as u32, up.upload_id.clone()).unwrap();
+            o.upload = Some(up.upload_id.clone());
             uploads.insert(i as u32, up);
         }
+        register.add.push(o);
     }
+    writer.update(register);
     let (landed_tx, mut landed_rx) =
         mpsc::unbounded_channel::<(ChunkId, u32, Option<PartReceipt>)>();
     let sink_id = ca.issue("sink").unwrap();
@@ -149,7 +162,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     tokio::spawn(relay(relay_rx, Arc::new(onward), onward_events, |_| {}));
 
     // Source: read, compress, send everything the tracker dispatches.
-    let mut tracker = Tracker::new(specs.clone(), entries.len(), TrackerConfig::default());
+    let mut tracker = Tracker::with_chunks(&specs, TrackerConfig::default());
     let batch = tracker.poll_dispatch(RouteId(0), usize::MAX, std::time::Instant::now());
     assert_eq!(batch.len(), specs.len());
     let source_id = ca.issue("source").unwrap();
@@ -165,10 +178,10 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     .unwrap();
     tokio::spawn(async move { while source_events.recv().await.is_some() {} });
     let source_store = store.clone();
-    let source_manifest = manifest.clone();
+    let source_objects = sources.clone();
     tokio::spawn(async move {
         for spec in batch {
-            let object = &source_manifest[spec.object as usize];
+            let object = &source_objects[spec.object as usize];
             let raw = read_chunk(source_store.as_ref(), object, spec.offset, spec.len)
                 .await
                 .unwrap();

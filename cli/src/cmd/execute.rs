@@ -66,15 +66,15 @@ pub async fn execute(
         src_settings: ends.src_settings.clone(),
         dst_settings: ends.dst_settings.clone(),
         dst_write: ends.dst_write.clone(),
-        items,
         topology: routing.topology.clone(),
         options,
         pricing: routing.pricing.clone(),
     };
-    let (bar, mut on_progress) = progress_bar(args, &job.items);
+    let (bar, mut on_progress) = progress_bar(args, &items);
     let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
     let report = run_copy(
         &job,
+        skyx_gateway::items_of(items),
         provider,
         ends.src.clone(),
         ends.dst.clone(),

@@ -58,11 +58,36 @@ impl Run<'_> {
         Ok(self.pending_aborts.len())
     }
 
-    /// Removes the temp files in the destination's directories whose writer died (a local
-    /// destination only; cloud stores keep none). Upload staging goes with its upload.
-    pub(super) async fn sweep_staging(&self) {
-        let keys: Vec<String> = self.objects.iter().map(|o| o.dst_key.clone()).collect();
-        match self.dst.remove_abandoned_staging(&keys).await {
+    /// Removes the temp files whose writer died in the destination directories of `items`
+    /// not swept yet (a local destination only; cloud stores keep none). Upload staging goes
+    /// with its upload.
+    pub(super) async fn sweep_staging(&mut self, items: &[CopyItem]) {
+        if !matches!(self.dst.location(), StoreLocation::Local) {
+            return;
+        }
+        let mut keys = Vec::new();
+        for i in items {
+            let dir = i.dst_key.rfind('/').map_or("", |at| &i.dst_key[..=at]);
+            if !self.swept_dirs.contains(dir) {
+                self.swept_dirs.insert(dir.to_string());
+                keys.push(i.dst_key.clone());
+            }
+        }
+        self.sweep_keys(&keys).await;
+    }
+
+    /// After the run: every directory the copy wrote to is swept again (what its agents were
+    /// writing when they died is no one's now).
+    pub(super) async fn sweep_staging_again(&mut self) {
+        let keys: Vec<String> = self.swept_dirs.iter().map(|d| format!("{d}x")).collect();
+        self.sweep_keys(&keys).await;
+    }
+
+    async fn sweep_keys(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        match self.dst.remove_abandoned_staging(keys).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "removed staging earlier runs left behind"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned staging failed"),

@@ -2,36 +2,35 @@
 //! folding agents' events into the tracker (journaled first), and failing objects.
 
 use super::*;
+use crate::journal::{ObjectRecord, PartRecord};
 
 impl Run<'_> {
     pub(super) async fn drive(
         &mut self,
-        mut tracker: Tracker,
+        tracker: &mut Tracker,
         polls: &mut mpsc::UnboundedReceiver<PollResult>,
         progress: &mut (dyn FnMut(&ProgressSnapshot) + Send),
         started: Instant,
         cancel: &mut watch::Receiver<bool>,
-    ) -> Result<Tracker, CopyError> {
+    ) -> Result<(), CopyError> {
         let mut finalizing: JoinSet<(u32, Result<Verification, String>)> = JoinSet::new();
         let mut ready: VecDeque<u32> = VecDeque::new();
         let mut last_progress = Instant::now() - Duration::from_secs(1);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.fill_windows(&mut tracker).await?;
+            self.admit_ready(tracker).await?;
+            self.fill_windows(tracker).await?;
             while let Some(e) = tracker.poll_event() {
                 match e {
-                    TrackerEvent::ObjectComplete { object } => {
-                        if !self.resumed_complete.contains(&object) {
-                            ready.push_back(object);
-                        }
-                    }
+                    TrackerEvent::ObjectComplete { object } => ready.push_back(object),
                     TrackerEvent::ObjectFailed {
                         object, attempts, ..
                     } => {
                         self.object_failed(
                             object,
                             format!("a chunk could not be delivered in {attempts} attempts"),
+                            tracker,
                         )
                         .await?;
                     }
@@ -44,39 +43,50 @@ impl Run<'_> {
                 finalizing.spawn(self.finalize(object));
             }
             if last_progress.elapsed() >= Duration::from_millis(100) {
-                progress(&self.snapshot(&tracker, started));
+                progress(&self.snapshot(tracker, started));
                 last_progress = Instant::now();
             }
-            if tracker.is_done() && ready.is_empty() && finalizing.is_empty() {
-                progress(&self.snapshot(&tracker, started));
-                return Ok(tracker);
+            if self.feed.ended() && tracker.is_done() && ready.is_empty() && finalizing.is_empty() {
+                progress(&self.snapshot(tracker, started));
+                return Ok(());
             }
+            let wants_items = self.wants_items(tracker);
             tokio::select! {
                 Some((agent, res)) = polls.recv() => {
                     let mut batch = vec![(agent, res)];
                     while let Ok(more) = polls.try_recv() {
                         batch.push(more);
                     }
-                    self.handle_polls(batch, &mut tracker).await?;
+                    self.handle_polls(batch, tracker).await?;
+                }
+                item = self.feed.next(), if wants_items => {
+                    self.admit_arrived(item, tracker).await?;
                 }
                 Some(done) = finalizing.join_next(), if !finalizing.is_empty() => {
                     let (object, res) = done.expect("finalize does not panic");
                     match res {
                         Ok(v) => {
                             *self.verified.entry(format!("{v:?}").to_lowercase()).or_default() += 1;
-                            if let Some(j) = &self.journal {
-                                j.record(&JournalBatch { complete: vec![object], ..Default::default() })?;
+                            if let Some(a) = self.active.get(&object)
+                                && let Some(j) = &self.journal
+                            {
+                                let record = ObjectRecord { upload: None, complete: true, ..a.record.clone() };
+                                j.record(&JournalBatch {
+                                    objects: vec![(a.item.src_key.clone(), record)],
+                                    ..Default::default()
+                                })?;
                             }
+                            self.release(object, tracker);
                         }
                         Err(why) => {
                             tracker.handle_object_failed_after_landing(object);
-                            self.object_failed(object, why).await?;
+                            self.object_failed(object, why, tracker).await?;
                         }
                     }
                 }
                 _ = tick.tick() => {
                     tracker.handle_tick(Instant::now());
-                    self.check_agents(&mut tracker).await?;
+                    self.check_agents(tracker).await?;
                 }
                 _ = cancel.changed() => {
                     if *cancel.borrow() {
@@ -135,7 +145,7 @@ impl Run<'_> {
             let batch: Vec<ChunkSpec> = batch
                 .into_iter()
                 .filter(|s| {
-                    let refused = self.refused_uploads.contains(&s.object);
+                    let refused = self.active.get(&s.object).is_none_or(|a| a.refused_upload);
                     if refused {
                         tracker.handle_chunk_failed(s.id);
                     }
@@ -145,20 +155,7 @@ impl Run<'_> {
             if batch.is_empty() {
                 continue;
             }
-            let source = self.routes[r].agents[0];
-            let dispatch = Dispatch {
-                route: r as u32,
-                chunks: batch
-                    .iter()
-                    .map(|s| ChunkOrder {
-                        chunk: s.id.0,
-                        object: s.object,
-                        offset: s.offset,
-                        len: s.len,
-                    })
-                    .collect(),
-            };
-            if let Err(e) = self.agents[source].client.dispatch(&dispatch).await {
+            if let Err(e) = self.send_to_route(r, &batch).await {
                 tracing::warn!(route = r, error = %e, "dispatch failed; the route is given up");
                 self.routes[r].alive = false;
                 tracker.handle_route_failed(RouteId(r as u32));
@@ -167,32 +164,72 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Opens the destination uploads of multipart objects in `batch` that have none yet,
-    /// journals them and tells every live sink.
+    /// Tells route `r`'s sink of the objects of `batch` it does not know yet (and of those to
+    /// forget), then hands `batch` to the route's source with its objects.
+    async fn send_to_route(&mut self, r: usize, batch: &[ChunkSpec]) -> Result<(), ClientError> {
+        let (source, sink) = (
+            self.routes[r].agents[0],
+            *self.routes[r].agents.last().expect("sink"),
+        );
+        let mut objects: Vec<u32> = batch.iter().map(|s| s.object).collect();
+        objects.dedup();
+        let mut register = SinkObjects::default();
+        for &o in &objects {
+            if !self.agents[sink].sink_knows.contains(&o)
+                && let Some(a) = self.active.get_mut(&o)
+            {
+                register.add.push(a.sink_object(o));
+                a.at_sinks.push(sink);
+                self.agents[sink].sink_knows.insert(o);
+            }
+        }
+        register.forget = std::mem::take(&mut self.agents[sink].sink_forget);
+        if !register.add.is_empty() || !register.forget.is_empty() {
+            self.agents[sink].client.sink_objects(&register).await?;
+        }
+        let dispatch = Dispatch {
+            route: r as u32,
+            objects: objects
+                .iter()
+                .filter_map(|o| self.active.get(o).map(|a| a.source_object(*o)))
+                .collect(),
+            chunks: batch
+                .iter()
+                .map(|s| ChunkOrder {
+                    chunk: s.id.0,
+                    object: s.object,
+                    offset: s.offset,
+                    len: s.len,
+                })
+                .collect(),
+        };
+        self.agents[source].client.dispatch(&dispatch).await
+    }
+
+    /// Opens the destination uploads of multipart objects in `batch` that have none yet and
+    /// journals them (sinks learn of them with the objects).
     pub(super) async fn open_uploads(&mut self, batch: &[ChunkSpec]) -> Result<(), CopyError> {
-        let mut need: Vec<u32> = batch
-            .iter()
-            .filter(|s| {
-                !s.whole_object
-                    && !self.uploads.contains_key(&s.object)
-                    && !self.refused_uploads.contains(&s.object)
-            })
-            .map(|s| s.object)
-            .collect();
-        need.sort_unstable();
-        need.dedup();
+        let mut need: Vec<(u32, String, Properties)> = Vec::new();
+        for s in batch {
+            if let Some(a) = self.active.get(&s.object)
+                && !s.whole_object
+                && a.upload.is_none()
+                && !a.refused_upload
+                && need.last().is_none_or(|(o, _, _)| *o != s.object)
+            {
+                need.push((s.object, a.item.dst_key.clone(), a.item.properties.clone()));
+            }
+        }
         if need.is_empty() {
             return Ok(());
         }
         let dst = self.dst.clone();
-        let objects = self.objects.clone();
         let opened: Vec<Result<(u32, MultipartUpload), (u32, StoreError)>> =
-            futures::stream::iter(need.into_iter().map(|o| {
-                let (dst, objects) = (dst.clone(), objects.clone());
+            futures::stream::iter(need.into_iter().map(|(o, key, properties)| {
+                let dst = dst.clone();
                 async move {
-                    let object = &objects[o as usize];
                     let up = dst
-                        .create_multipart_with(&object.dst_key, &object.properties)
+                        .create_multipart_with(&key, &properties)
                         .await
                         .map_err(|e| (o, e))?;
                     Ok((o, up))
@@ -202,21 +239,22 @@ impl Run<'_> {
             .collect()
             .await;
         let mut batch = JournalBatch::default();
-        let mut uploads = Uploads {
-            uploads: Vec::new(),
-        };
         for r in opened {
             match r {
                 Ok((o, up)) => {
+                    let a = self.active.get_mut(&o).expect("an object being dispatched");
+                    a.upload = Some(up.upload_id.clone());
+                    a.record.upload = Some(up.upload_id);
+                    a.recorded = true;
                     batch
-                        .uploads
-                        .push((o, up.upload_id.clone(), up.key.clone()));
-                    uploads.uploads.push((o, up.upload_id.clone()));
-                    self.uploads.insert(o, up.upload_id);
+                        .objects
+                        .push((a.item.src_key.clone(), a.record.clone()));
                 }
                 // That object fails, named with why; the others go on.
                 Err((o, e)) => {
-                    self.refused_uploads.insert(o);
+                    if let Some(a) = self.active.get_mut(&o) {
+                        a.refused_upload = true;
+                    }
                     self.note_failure(o, format!("opening its upload at the destination: {e}"));
                 }
             }
@@ -224,21 +262,6 @@ impl Run<'_> {
         // Journal before any part can land, so a crash never leaves an unknown upload.
         if let Some(j) = &self.journal {
             j.record(&batch)?;
-        }
-        let sinks: Vec<usize> = self
-            .routes
-            .iter()
-            .filter(|r| r.alive)
-            .map(|r| *r.agents.last().expect("sink"))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        for s in sinks {
-            if self.agents[s].alive
-                && let Err(e) = self.agents[s].client.register_uploads(&uploads).await
-            {
-                tracing::warn!(agent = %self.agents[s].slot.name(), error = %e, "registering uploads failed");
-            }
         }
         Ok(())
     }
@@ -279,29 +302,38 @@ impl Run<'_> {
                         raw_crc32c,
                         whole_md5,
                     } => {
-                        if tracker.is_landed(ChunkId(chunk)) {
+                        if !tracker.awaits_landing(ChunkId(chunk)) {
                             continue;
                         }
-                        let part = part.map(|p| (p.part_number, p.etag));
-                        journal.landed.push((
-                            chunk,
-                            LandedChunk {
-                                object,
-                                part: part.clone(),
+                        let Some(a) = self.active.get_mut(&object) else {
+                            continue;
+                        };
+                        let index = (chunk - a.chunks.start) as usize;
+                        let part_number = index as u32 + 1;
+                        if !std::mem::replace(&mut a.recorded, true) {
+                            journal
+                                .objects
+                                .push((a.item.src_key.clone(), a.record.clone()));
+                        }
+                        journal.parts.push((
+                            a.item.src_key.clone(),
+                            part_number,
+                            PartRecord {
+                                etag: part.as_ref().map(|p| p.etag.clone()),
                                 raw_len,
                                 raw_crc32c,
                             },
                         ));
-                        if let Some((n, etag)) = part {
-                            self.receipts.entry(object).or_default().insert(n, etag);
+                        if let Some(p) = part {
+                            a.receipts.insert(p.part_number, p.etag);
                         }
-                        if let Some(slot) = self.crcs.get_mut(chunk as usize) {
+                        if let Some(slot) = a.crcs.get_mut(index) {
                             *slot = Some((raw_crc32c, raw_len));
                         }
                         let md5 =
                             whole_md5.and_then(|h| <[u8; 16]>::try_from(hex::decode(h).ok()?).ok());
-                        if let Some(md5) = md5 {
-                            self.whole_md5s.insert(object, md5);
+                        if md5.is_some() {
+                            a.whole_md5 = md5;
                         }
                         landed.push(ChunkId(chunk));
                     }
@@ -346,9 +378,9 @@ impl Run<'_> {
         if let Some(j) = &self.journal {
             j.record(&journal)?;
         }
-        self.landed_this_run += journal.landed.len() as u64;
+        self.landed_this_run += landed.len() as u64;
         // Once, when the count first reaches the threshold.
-        let before = self.landed_this_run - journal.landed.len() as u64;
+        let before = self.landed_this_run - landed.len() as u64;
         if let Some(fault) = &self.job.options.crash_after_landed
             && before < fault.after
             && self.landed_this_run >= fault.after
@@ -366,9 +398,10 @@ impl Run<'_> {
             tracker.handle_chunk_lost(c, r);
         }
         for (c, why) in unreadable {
-            let object = self.specs[c.0 as usize].object;
-            tracker.handle_chunk_failed(c);
-            self.note_failure(object, why);
+            if let Some(spec) = tracker.spec(c) {
+                tracker.handle_chunk_failed(c);
+                self.note_failure(spec.object, why);
+            }
         }
         for (c, route, permanent, why) in refused {
             // A report about an earlier dispatch of the chunk (it landed since, or went out
@@ -397,8 +430,12 @@ impl Run<'_> {
     /// again (across the paid hops: the sink held it as long as it was worth holding) until
     /// `max_write_failures`.
     fn write_refused(&mut self, tracker: &mut Tracker, c: ChunkId, permanent: bool, why: String) {
-        let object = self.specs[c.0 as usize].object;
-        let key = self.objects[object as usize].dst_key.clone();
+        let Some(object) = tracker.spec(c).map(|s| s.object) else {
+            return;
+        };
+        let Some(key) = self.active.get(&object).map(|a| a.item.dst_key.clone()) else {
+            return;
+        };
         let failures = self.write_failures.entry(c.0).or_default();
         *failures += 1;
         if permanent || *failures >= self.job.options.max_write_failures {
@@ -429,35 +466,37 @@ impl Run<'_> {
     }
 
     pub(super) fn note_failure(&mut self, object: u32, why: String) {
-        let key = self.objects[object as usize].src_key.clone();
+        let Some(key) = self.active.get(&object).map(|a| a.item.src_key.clone()) else {
+            return;
+        };
         if !self.failed.iter().any(|f| f.key == key) {
             self.failed.push(FailedObject { key, why });
         }
     }
 
-    /// Gives an object up: its upload is aborted and the journal forgets it, so a later
-    /// `--resume` starts it over.
+    /// Gives an object up: its upload is aborted and the journal forgets it (a later run
+    /// starts it over), and the run lets it go.
     pub(super) async fn object_failed(
         &mut self,
         object: u32,
         why: String,
+        tracker: &mut Tracker,
     ) -> Result<(), CopyError> {
         self.note_failure(object, why);
-        if let Some(id) = self.uploads.remove(&object) {
-            let key = self.objects[object as usize].dst_key.clone();
-            self.abort_upload(&key, &id).await?;
+        let Some(a) = self.active.get_mut(&object) else {
+            return Ok(());
+        };
+        let (src_key, dst_key) = (a.item.src_key.clone(), a.item.dst_key.clone());
+        if let Some(id) = a.upload.take() {
+            self.abort_upload(&dst_key, &id).await?;
         }
-        self.receipts.remove(&object);
         if let Some(j) = &self.journal {
-            let chunks = self.object_chunks[object as usize]
-                .clone()
-                .map(|c| c as u64)
-                .collect();
             j.record(&JournalBatch {
-                forget: vec![(object, chunks)],
+                forget: vec![src_key],
                 ..Default::default()
             })?;
         }
+        self.release(object, tracker);
         Ok(())
     }
 }

@@ -11,45 +11,39 @@ impl Run<'_> {
     {
         let dst = self.dst.clone();
         let src = self.src.clone();
-        let item = self.job.items[object as usize].clone();
-        let wire = self.objects[object as usize].clone();
-        let upload = self.uploads.get(&object).cloned();
+        let a = &self.active[&object];
+        let item = a.item.clone();
+        let upload = a.upload.clone();
+        let chunk_size = a.chunk_size;
         // Each part is one chunk, in order: its CRC32C is the chunk's, as the sink checked it.
-        let chunks = self.object_chunks[object as usize].clone();
-        let chunk_crc = |part_number: u32| {
-            let chunk = chunks.start + part_number as usize - 1;
-            (chunk < chunks.end)
-                .then(|| self.crcs[self.specs[chunk].id.0 as usize])
-                .flatten()
-                .map(|(crc, _)| crc)
-        };
-        let parts: Vec<PartReceipt> = self
+        let parts: Vec<PartReceipt> = a
             .receipts
-            .get(&object)
-            .map(|m| {
-                m.iter()
-                    .map(|(&part_number, etag)| PartReceipt {
-                        part_number,
-                        etag: etag.clone(),
-                        crc32c: chunk_crc(part_number),
-                    })
-                    .collect()
+            .iter()
+            .map(|(&part_number, etag)| PartReceipt {
+                part_number,
+                etag: etag.clone(),
+                crc32c: a
+                    .crcs
+                    .get(part_number as usize - 1)
+                    .copied()
+                    .flatten()
+                    .map(|(crc, _)| crc),
             })
-            .unwrap_or_default();
+            .collect();
         // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
         let mut crc: Option<u32> = Some(0);
-        for s in &self.specs[chunks.clone()] {
-            crc = match (crc, self.crcs[s.id.0 as usize]) {
-                (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, c, len as usize)),
+        for c in &a.crcs {
+            crc = match (crc, c) {
+                (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, *c, *len as usize)),
                 _ => None,
             };
         }
-        let content_md5 = self.whole_md5s.get(&object).copied();
+        let content_md5 = a.whole_md5;
         let dst_is_local = matches!(dst.location(), StoreLocation::Local);
         async move {
             let res = async {
                 if let Some(upload_id) = upload {
-                    let expected = wire.size.div_ceil(wire.chunk_size.max(1)) as usize;
+                    let expected = item.size.div_ceil(chunk_size.max(1)) as usize;
                     if parts.len() != expected {
                         return Err(format!(
                             "{} of {expected} parts recorded; cannot complete",
@@ -57,7 +51,7 @@ impl Run<'_> {
                         ));
                     }
                     let upload =
-                        MultipartUpload::new(&wire.dst_key, &upload_id, wire.properties.clone())
+                        MultipartUpload::new(&item.dst_key, &upload_id, item.properties.clone())
                             .with_crc32c(crc);
                     // A multi-chunk object was read in pieces. Each read was pinned to the
                     // listed version where the store named one; either way the source must
@@ -96,23 +90,6 @@ async fn unchanged(src: &dyn ObjectStore, item: &CopyItem) -> Result<(), String>
         )),
         Err(e) => Err(format!("re-checking the source: {e}")),
     }
-}
-
-/// Each object's range of chunk ids.
-pub(super) fn object_chunk_ranges(
-    specs: &[ChunkSpec],
-    objects: usize,
-) -> Vec<std::ops::Range<usize>> {
-    let mut ranges = vec![0..0; objects];
-    for (i, s) in specs.iter().enumerate() {
-        let r = &mut ranges[s.object as usize];
-        if r.start == r.end {
-            *r = i..i + 1;
-        } else {
-            r.end = i + 1;
-        }
-    }
-    ranges
 }
 
 /// Checks a completed object at the destination: its size always; its content by the best

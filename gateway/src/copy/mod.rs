@@ -3,12 +3,18 @@
 //!
 //! The decisions live in the pure parts ([`crate::core::tracker`] says which chunk goes where and
 //! when an object is whole; [`crate::core::topology`] says which agents make which routes); this
-//! module is the async driver around them. Its loop:
+//! module is the async driver around them. The source listing streams in (a task forwards it
+//! through a bounded queue) and objects are taken into the run's window only as there is room
+//! (`admit.rs`): chunks waiting for a route, and objects held, stay under configured bounds,
+//! whatever the size of the copy. Its loop:
+//! 0. take objects in from the listing while the window has room (their journaled progress
+//!    looked up on the way);
 //! 1. keep every live route's window of chunks full (opening multipart uploads at the
-//!    destination, and registering them with the sinks, before an object's first chunk goes);
+//!    destination, and telling the route's sink of each object, before its first chunk goes);
 //! 2. take agents' events (one poller task per agent, long-polling its control API): landed
 //!    chunks are journaled, then fed to the tracker; chunks a source gave up go out again;
-//! 3. complete and verify objects the tracker reports whole (bounded concurrency);
+//! 3. complete and verify objects the tracker reports whole (bounded concurrency), journal
+//!    them and let them go;
 //! 4. replace agents that died and rebuild their routes, re-dispatching what they held.
 //!
 //! Whatever happens, every agent is shut down before `run_copy` returns.
@@ -19,10 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use rand::Rng;
 use skyx_agent_api::wire::{
     AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, IdentityWire,
-    JobSpec, ListenRequest, NextHop, ObjectWire, RouteRequest, Transport, Uploads,
+    JobSpec, ListenRequest, NextHop, RouteRequest, SinkObject, SinkObjects, SourceObject,
+    Transport,
 };
 use skyx_agent_api::{AgentClient, ClientError, JobCa};
 use skyx_protocol::{ChunkId, JobId};
@@ -32,6 +40,7 @@ use skyx_store::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+mod admit;
 mod cleanup;
 mod dispatch;
 mod finalize;
@@ -39,19 +48,17 @@ mod report;
 mod server_side;
 mod wiring;
 
-use finalize::object_chunk_ranges;
+use admit::{ActiveObject, Feed};
 
 pub use report::{
     AgentReport, CopyReport, FailedObject, HopReport, ProgressSnapshot, Verification,
 };
 pub use server_side::{ServerSideJob, run_server_side};
 
-use crate::core::chunker::{
-    ChunkError, ChunkPolicy, ChunkSpec, ObjectEntry, chunk_size, plan_chunks,
-};
+use crate::core::chunker::{ChunkError, ChunkPolicy, ChunkSpec};
 use crate::core::topology::{AgentSlot, Topology};
 use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
-use crate::journal::{Journal, JournalBatch, JournalError, JournalState, LandedChunk, fingerprint};
+use crate::journal::{Journal, JournalBatch, JournalError, JournalState, digest};
 use crate::listing::{CopyItem, version_of};
 use skyx_provision::{AgentSession, LaunchRequest, LaunchedAgent, Provider, SessionError};
 
@@ -75,6 +82,9 @@ pub struct CopyOptions {
     pub max_replacements: u32,
     /// Objects completed and verified at once.
     pub finalize_concurrency: usize,
+    /// Objects held in the run's window at once, at most (taken in from the listing, not yet
+    /// finished): with the chunks queued, what bounds the gateway's and the sinks' memory.
+    pub window_objects: usize,
     /// `--tpslimit`: requests per second to each end's store, shared among the agents that
     /// use it.
     pub tps_limit: Option<f64>,
@@ -118,6 +128,7 @@ impl Default for CopyOptions {
             tracker: TrackerConfig::default(),
             max_replacements: 4,
             finalize_concurrency: 32,
+            window_objects: 10_000,
             tps_limit: None,
             bw_limit: None,
             sink_retry: Duration::from_millis(skyx_agent_api::wire::DEFAULT_SINK_RETRY_MS),
@@ -151,7 +162,6 @@ pub struct CopyJob {
     pub dst_settings: Option<skyx_store::StoreConfig>,
     /// How the destination stores what sinks write (storage class, encryption).
     pub dst_write: skyx_store::WriteOptions,
-    pub items: Vec<CopyItem>,
     pub topology: Topology,
     pub options: CopyOptions,
     pub pricing: Pricing,
@@ -171,9 +181,15 @@ pub enum CopyError {
     #[error(transparent)]
     Chunk(#[from] ChunkError),
     #[error(
-        "cannot resume: the source or options changed since the interrupted copy (journal {journal}); run without --resume to start over"
+        "cannot resume: the copy's settings (chunk size, how the destination is written) changed since the interrupted copy, or its journal is from an older skyx (journal {journal}); run without --resume to start over"
     )]
     ResumeMismatch { journal: String },
+    #[error("listing the source failed after {listed} objects: {source}; {resume}")]
+    Listing {
+        listed: u64,
+        source: Box<StoreError>,
+        resume: String,
+    },
     #[error("every route failed: {why}; {resume}")]
     NoRoutes { why: String, resume: String },
     #[error("interrupted; {resume}")]
@@ -193,6 +209,10 @@ struct AgentRt {
     /// Consecutive failed polls.
     poll_failures: u32,
     poller: Option<tokio::task::JoinHandle<()>>,
+    /// (a sink) Objects it was told of and not yet told to forget.
+    sink_knows: HashSet<u32>,
+    /// (a sink) Objects to tell it to forget with its next registration.
+    sink_forget: Vec<u32>,
 }
 
 struct RouteRt {
@@ -209,6 +229,14 @@ struct RouteRt {
 
 type PollResult = (usize, Result<EventsResponse, ClientError>);
 
+/// The source listing, as it streams in: what a copy moves, in the order it is listed.
+pub type CopyItems = BoxStream<'static, Result<CopyItem, StoreError>>;
+
+/// A listing already in memory, as a [`CopyItems`] stream.
+pub fn items_of(items: Vec<CopyItem>) -> CopyItems {
+    futures::stream::iter(items.into_iter().map(Ok)).boxed()
+}
+
 struct Run<'a> {
     job: &'a CopyJob,
     job_id: JobId,
@@ -219,34 +247,36 @@ struct Run<'a> {
     src: Arc<dyn ObjectStore>,
     agents: Vec<AgentRt>,
     routes: Vec<RouteRt>,
-    objects: Arc<Vec<ObjectWire>>,
-    specs: Vec<ChunkSpec>,
-    /// Object → its chunks' ids (contiguous: the chunker numbers chunks in object order).
-    object_chunks: Vec<std::ops::Range<usize>>,
-    /// Object → upload id, for multipart objects.
-    uploads: HashMap<u32, String>,
-    /// Object → part number → etag.
-    receipts: HashMap<u32, BTreeMap<u32, String>>,
-    /// Chunk → (raw CRC32C, raw length), from the sinks.
-    crcs: Vec<Option<(u32, u64)>>,
-    /// Objects whose destination upload could not be opened: failed, their chunks dropped.
-    refused_uploads: HashSet<u32>,
-    /// Object → MD5 of its content, for objects written whole (from the sinks).
-    whole_md5s: HashMap<u32, [u8; 16]>,
+    policy: ChunkPolicy,
+    /// The listing, as it streams in.
+    feed: Feed,
+    /// Objects taken in and not yet let go, by id.
+    active: HashMap<u32, ActiveObject>,
+    next_object: u32,
+    next_chunk: u64,
     journal: Option<Journal>,
+    /// Uploads earlier runs left open (source key → upload id, destination key) whose object
+    /// the listing has not reached yet; what is left once it ends is aborted.
+    earlier_uploads: HashMap<String, (String, String)>,
     polls: mpsc::UnboundedSender<PollResult>,
     replaced: u32,
     /// Where the next round of dispatch starts (rotates for fairness).
     next_route: usize,
     landed_this_run: u64,
     failed: Vec<FailedObject>,
+    /// Objects that failed before being taken in (they cannot be cut into chunks).
+    failed_unadmitted: u64,
     /// Writes the destination refused, per chunk (see `CopyOptions::max_write_failures`).
     write_failures: HashMap<u64, u32>,
     /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
     pending_aborts: HashMap<String, String>,
     verified: BTreeMap<String, u64>,
-    /// Objects already complete before this run.
-    resumed_complete: HashSet<u32>,
+    /// Objects (and their bytes) an earlier run completed, skipped by `--resume`.
+    resumed: (u64, u64),
+    /// Chunks an earlier run landed, not sent again.
+    chunks_skipped: u64,
+    /// (a local destination) Directories whose abandoned staging was swept.
+    swept_dirs: HashSet<String>,
 }
 
 pub fn random_token() -> String {
@@ -254,12 +284,13 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// Runs `job`: provisions its agents through `provider`, moves every object, verifies it at
-/// `dst`, and tears the agents down. Objects that fail are listed in the report; the error is
+/// Runs `job`: provisions its agents through `provider`, moves every object of `items` as the
+/// listing streams in, verifies each at `dst`, and tears the agents down. Objects that fail are listed in the report; the error is
 /// for failures of the copy as a whole. Setting `cancel` to true stops the copy (agents torn
 /// down, journal kept for `--resume`).
 pub async fn run_copy(
     job: &CopyJob,
+    items: CopyItems,
     provider: &dyn Provider,
     src: Arc<dyn ObjectStore>,
     dst: Arc<dyn ObjectStore>,
@@ -272,40 +303,21 @@ pub async fn run_copy(
         min_part: dst.min_part_size(),
         max_parts: dst.max_parts(),
     };
-    let entries: Vec<ObjectEntry> = job
-        .items
-        .iter()
-        .map(|i| ObjectEntry {
-            key: i.src_key.clone(),
-            size: i.size,
-        })
-        .collect();
-    let specs = plan_chunks(&entries, &policy)?;
-    let objects: Arc<Vec<ObjectWire>> = Arc::new(
-        job.items
-            .iter()
-            .map(|i| ObjectWire {
-                src_key: i.src_key.clone(),
-                dst_key: i.dst_key.clone(),
-                size: i.size,
-                chunk_size: chunk_size(i.size, &policy),
-                version: i.etag.clone(),
-                properties: i.properties.clone(),
-            })
-            .collect(),
-    );
-    let fp = fingerprint(
-        job.items.iter().map(|i| {
-            (
-                i.src_key.as_str(),
-                i.dst_key.as_str(),
-                i.size,
-                i.version.as_str(),
-            )
-        }),
-        policy.target,
-    );
-    let (journal, state) = open_journal(job, &fp).await?;
+    if policy.target > crate::core::chunker::MAX_CHUNK {
+        return Err(ChunkError::ChunkTooLarge {
+            chunk: policy.target,
+        }
+        .into());
+    }
+    // What decides how objects are cut and written: progress made under other settings is
+    // not taken over.
+    let settings = digest([
+        policy.target.to_le_bytes().to_vec(),
+        policy.min_part.to_le_bytes().to_vec(),
+        policy.max_parts.to_le_bytes().to_vec(),
+        format!("{:?}", job.dst_write).into_bytes(),
+    ]);
+    let (journal, state) = open_journal(job, &settings).await?;
 
     let job_id = JobId(rand::rng().random::<u64>() >> 1);
     let (polls_tx, mut polls_rx) = mpsc::unbounded_channel();
@@ -319,83 +331,54 @@ pub async fn run_copy(
         src,
         agents: Vec::new(),
         routes: Vec::new(),
-        objects,
-        crcs: vec![None; specs.len()],
-        whole_md5s: HashMap::new(),
-        refused_uploads: HashSet::new(),
-        object_chunks: object_chunk_ranges(&specs, job.items.len()),
-        specs,
-        uploads: HashMap::new(),
-        receipts: HashMap::new(),
+        policy,
+        feed: Feed::start(items),
+        active: HashMap::new(),
+        next_object: 0,
+        next_chunk: 0,
         journal,
+        earlier_uploads: state.open_uploads,
         polls: polls_tx,
         replaced: 0,
         next_route: 0,
         landed_this_run: 0,
         failed: Vec::new(),
+        failed_unadmitted: 0,
         write_failures: HashMap::new(),
-        pending_aborts: state.pending_aborts.clone(),
+        pending_aborts: state.pending_aborts,
         verified: BTreeMap::new(),
-        resumed_complete: state.complete.clone(),
+        resumed: (0, 0),
+        chunks_skipped: 0,
+        swept_dirs: HashSet::new(),
     };
-    for (object, (id, _)) in &state.uploads {
-        run.uploads.insert(*object, id.clone());
-    }
-    for (chunk, l) in &state.landed {
-        if let Some((part, etag)) = &l.part {
-            run.receipts
-                .entry(l.object)
-                .or_default()
-                .insert(*part, etag.clone());
-        }
-        if let Some(slot) = run.crcs.get_mut(*chunk as usize) {
-            *slot = Some((l.raw_crc32c, l.raw_len));
-        }
-    }
-    // Chunks of complete objects count as landed too.
-    let mut landed: Vec<ChunkId> = state.landed.keys().map(|&c| ChunkId(c)).collect();
-    landed.extend(
-        run.specs
-            .iter()
-            .filter(|s| state.complete.contains(&s.object))
-            .map(|s| s.id),
-    );
-    let chunks_skipped = run
-        .specs
-        .iter()
-        .filter(|s| state.complete.contains(&s.object) || state.landed.contains_key(&s.id.0))
-        .count() as u64;
-    let tracker = Tracker::resume(
-        run.specs.clone(),
-        run.objects.len(),
-        landed,
-        job.options.tracker,
-    );
+    let mut tracker = Tracker::new(job.options.tracker);
 
-    // Whatever earlier runs left: uploads to abort, and (locally) staging no one owns.
+    // Whatever earlier runs left: uploads to abort (and, locally, staging no one owns, swept
+    // as the listing reaches each directory).
     run.retry_pending_aborts().await?;
-    run.sweep_staging().await;
     let result = async {
-        // With every chunk landed already (a resume after the last landing, or nothing to
-        // copy), objects only need completing: no agents.
-        if !tracker.is_done() {
+        // Agents start only once there is something to send: a copy whose every object is
+        // already in place (a resume after the last landing, or nothing to copy) needs none.
+        run.admit_until_work(&mut tracker).await?;
+        if !tracker.is_done() || !run.feed.ended() {
             run.setup().await?;
         }
-        let tracker = run
-            .drive(tracker, &mut polls_rx, progress, started, &mut cancel)
+        run.drive(&mut tracker, &mut polls_rx, progress, started, &mut cancel)
             .await?;
+        run.abort_unlisted_uploads().await?;
         run.final_metrics().await;
-        Ok::<_, CopyError>(tracker)
+        Ok::<_, CopyError>(())
     }
     .await;
+    run.feed.stop();
     run.teardown().await;
     // The agents are gone: what they were writing when they died is no one's now.
-    run.sweep_staging().await;
+    run.sweep_staging_again().await;
     let still_pending = run.retry_pending_aborts().await;
     // The copy's own error comes first (an interrupt stays an interrupt).
-    let tracker = result?;
+    result?;
     let still_pending = still_pending?;
-    let report = run.report(&tracker, started, chunks_skipped);
+    let report = run.report(&tracker, started);
     // A copy with failed objects keeps its journal, so `--resume` retries just those; so does
     // one with uploads it could not abort, so the next run retries them.
     if still_pending > 0 {
@@ -413,40 +396,37 @@ pub async fn run_copy(
     Ok(report)
 }
 
-/// Opens (resume) or replaces the journal. Starting over, the uploads an earlier, interrupted
-/// run left open become aborts to do, so no orphaned parts are billed.
+/// Opens the journal, or starts a new one. An earlier run's journal under the same settings
+/// is taken over whether or not `--resume` is given: what decides is each object's record
+/// (`admit.rs`); `--resume` only lets objects it completed be skipped. Under other settings
+/// (or from an older skyx) `--resume` is refused; without it the copy starts a new journal, and
+/// the uploads the old one left open become aborts to do, so no orphaned parts are billed.
 async fn open_journal(
     job: &CopyJob,
-    fp: &str,
+    settings: &str,
 ) -> Result<(Option<Journal>, JournalState), CopyError> {
     let Some(path) = &job.options.journal else {
         return Ok((None, JournalState::default()));
     };
-    let existing = Journal::open(path)?;
-    if job.options.resume
-        && let Some((journal, state)) = existing
-    {
-        if state.fingerprint != fp {
+    let mut carried = JournalBatch::default();
+    match Journal::open(path)? {
+        Some((Some(journal), state)) if state.settings == settings => {
+            tracing::info!(journal = %path.display(), open_uploads = state.open_uploads.len(), "taking over the journal of an earlier run");
+            return Ok((Some(journal), state));
+        }
+        Some(_) if job.options.resume => {
             return Err(CopyError::ResumeMismatch {
                 journal: path.display().to_string(),
             });
         }
-        tracing::info!(journal = %path.display(), landed = state.landed.len(), complete = state.complete.len(), "resuming");
-        return Ok((Some(journal), state));
-    }
-    // Starting over: the uploads an earlier run left open (and any it could not abort) are
-    // carried into the new journal as aborts to do, which the run does first.
-    let mut carried = JournalBatch::default();
-    if let Some((journal, state)) = existing {
-        for (object, (id, key)) in state.uploads {
-            if !state.complete.contains(&object) {
-                carried.abort_later.push((id, key));
-            }
+        Some((journal, state)) => {
+            carried.abort_later.extend(state.open_uploads.into_values());
+            carried.abort_later.extend(state.pending_aborts);
+            drop(journal);
         }
-        carried.abort_later.extend(state.pending_aborts);
-        journal.remove();
+        None => {}
     }
-    let journal = Journal::create(path, fp)?;
+    let journal = Journal::create(path, settings)?;
     journal.record(&carried)?;
     let state = JournalState {
         pending_aborts: carried.abort_later.into_iter().collect(),

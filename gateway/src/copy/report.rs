@@ -151,12 +151,7 @@ impl Run<'_> {
         }
     }
 
-    pub(super) fn report(
-        &self,
-        tracker: &Tracker,
-        started: Instant,
-        chunks_skipped: u64,
-    ) -> CopyReport {
+    pub(super) fn report(&self, tracker: &Tracker, started: Instant) -> CopyReport {
         let p = tracker.progress();
         let elapsed = started.elapsed().as_secs_f64();
         let mut hops: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
@@ -233,16 +228,14 @@ impl Run<'_> {
         let moved: u64 = p.bytes_landed;
         CopyReport {
             job: self.job_id.0,
-            objects_total: p.objects_total,
-            objects_copied: p
-                .objects_complete
-                .saturating_sub(self.resumed_complete.len() as u64),
+            objects_total: p.objects_total + self.resumed.0 + self.failed_unadmitted,
+            objects_copied: p.objects_complete,
             objects_server_side: 0,
-            objects_resumed: self.resumed_complete.len() as u64,
+            objects_resumed: self.resumed.0,
             objects_failed: self.failed.clone(),
-            bytes_total: p.bytes_total,
+            bytes_total: p.bytes_total + self.resumed.1,
             bytes_sent,
-            chunks_skipped,
+            chunks_skipped: self.chunks_skipped,
             chunks_total: p.chunks_total,
             elapsed_s: elapsed,
             throughput_gbps: if elapsed > 0.0 {

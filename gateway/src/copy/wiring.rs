@@ -34,11 +34,6 @@ impl Run<'_> {
             sink_store: sink.then(|| self.job.dst_store.clone()),
             source_settings: source.then(|| self.job.src_settings.clone()).flatten(),
             sink_settings: sink.then(|| self.job.dst_settings.clone()).flatten(),
-            objects: if source || sink {
-                self.objects.as_ref().clone()
-            } else {
-                Vec::new()
-            },
             sink_write: if sink {
                 self.job.dst_write.clone()
             } else {
@@ -75,6 +70,8 @@ impl Run<'_> {
             metrics: AgentMetrics::default(),
             poll_failures: 0,
             poller: Some(poller),
+            sink_knows: HashSet::new(),
+            sink_forget: Vec::new(),
         });
         idx
     }
@@ -109,17 +106,6 @@ impl Run<'_> {
             })
             .await?
             .addr;
-        // Objects with open uploads must be known to a new sink before chunks arrive.
-        if !self.uploads.is_empty() {
-            let uploads = Uploads {
-                uploads: self
-                    .uploads
-                    .iter()
-                    .map(|(o, id)| (*o, id.clone()))
-                    .collect(),
-            };
-            self.agents[sink].client.register_uploads(&uploads).await?;
-        }
         for hop in (1..agents.len() - 1).rev() {
             next = self.agents[agents[hop]]
                 .client
@@ -318,7 +304,7 @@ impl Run<'_> {
     /// What a user can do after a run that ended early.
     pub(super) fn resume_hint(&self) -> String {
         match &self.journal {
-            Some(_) => "what landed is journaled: run the same command with --resume to continue (without it, the copy starts over and aborts the open uploads)".to_string(),
+            Some(_) => "what landed is journaled: run the same command with --resume to continue (without it, objects this run completed are copied again; the parts of unfinished ones are kept either way)".to_string(),
             None => "nothing was journaled; run the copy again".to_string(),
         }
     }

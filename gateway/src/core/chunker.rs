@@ -3,10 +3,8 @@
 //! A chunk is a byte range of one object and becomes one multipart part at the sink, so chunks
 //! must respect the destination's part rules: every part but the last at least the store's
 //! minimum (S3: 5 MiB), and no more parts than it allows (S3: 10,000). Objects no larger than
-//! one chunk travel whole and are written with a single put. Small objects are not merged into
-//! one payload; they are cheap anyway because the data plane pipelines a window of chunks per
-//! connection and the gateway dispatches chunks in batches, so 10,000 small objects cost neither
-//! 10,000 round trips on the wire nor 10,000 control calls.
+//! one chunk travel whole and are written with a single put. A copy cuts each object as the
+//! listing streams in ([`object_chunks`]); [`plan_chunks`] cuts a whole list at once.
 
 use skyx_protocol::ChunkId;
 
@@ -94,49 +92,66 @@ pub fn plan_chunks(
     if objects.len() > u32::MAX as usize {
         return Err(ChunkError::TooManyObjects);
     }
+    let mut out = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let chunk = checked_chunk_size(&o.key, o.size, policy)?;
+        out.extend(object_chunks(
+            i as u32,
+            ChunkId(out.len() as u64),
+            o.size,
+            chunk,
+        ));
+    }
+    Ok(out)
+}
+
+/// The chunk size for object `key` of `size` bytes under `policy`, or why it cannot be
+/// copied: it needs chunks larger than a frame carries.
+pub fn checked_chunk_size(key: &str, size: u64, policy: &ChunkPolicy) -> Result<u64, ChunkError> {
     if policy.target > MAX_CHUNK {
         return Err(ChunkError::ChunkTooLarge {
             chunk: policy.target,
         });
     }
-    let mut out = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        let chunk = chunk_size(o.size, policy);
-        if chunk > MAX_CHUNK {
-            return Err(ChunkError::TooLarge {
-                key: o.key.clone(),
-                size: o.size,
-                max_parts: policy.max_parts,
-            });
-        }
-        if o.size <= chunk {
-            out.push(ChunkSpec {
-                id: ChunkId(out.len() as u64),
-                object: i as u32,
-                part: 1,
-                offset: 0,
-                len: o.size,
-                whole_object: true,
-            });
-            continue;
-        }
-        let mut offset = 0;
-        let mut part = 1;
-        while offset < o.size {
-            let len = chunk.min(o.size - offset);
-            out.push(ChunkSpec {
-                id: ChunkId(out.len() as u64),
-                object: i as u32,
-                part,
-                offset,
-                len,
-                whole_object: false,
-            });
-            offset += len;
-            part += 1;
-        }
+    let chunk = chunk_size(size, policy);
+    if chunk > MAX_CHUNK {
+        return Err(ChunkError::TooLarge {
+            key: key.to_string(),
+            size,
+            max_parts: policy.max_parts,
+        });
     }
-    Ok(out)
+    Ok(chunk)
+}
+
+/// The chunks of one object of `size` bytes cut at `chunk`, numbered from `first`: one whole
+/// chunk when it fits (an empty object too), else parts covering every byte once.
+pub fn object_chunks(object: u32, first: ChunkId, size: u64, chunk: u64) -> Vec<ChunkSpec> {
+    if size <= chunk {
+        return vec![ChunkSpec {
+            id: first,
+            object,
+            part: 1,
+            offset: 0,
+            len: size,
+            whole_object: true,
+        }];
+    }
+    let mut out = Vec::with_capacity(size.div_ceil(chunk) as usize);
+    let mut offset = 0;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        out.push(ChunkSpec {
+            id: ChunkId(first.0 + out.len() as u64),
+            object,
+            part: out.len() as u32 + 1,
+            offset,
+            len,
+            whole_object: false,
+        });
+        offset += len;
+    }
+    out
 }
 
 #[cfg(test)]

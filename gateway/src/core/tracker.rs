@@ -1,13 +1,19 @@
-//! Tracking every chunk of a copy: queued, in flight on a route, landed, or failed.
+//! Tracking every chunk of a copy's window: queued, in flight on a route, landed, or failed.
 //!
 //! Sans-IO like the protocol: the gateway's async code reports what happened (`handle_*`, with
 //! time passed in) and asks what to do (`poll_dispatch`, `poll_event`). A chunk is done only
 //! when the sink reports it verified and written; acknowledgements between hops are not enough,
 //! because a relay that acked and then died has lost the chunk. So when a route fails, or a
 //! chunk has not landed within the timeout, the chunk is queued again and goes out on whatever
-//! route asks next. Resuming from a journal of landed chunks re-sends none of them.
+//! route asks next.
+//!
+//! The tracker holds only the objects the gateway has taken in and not yet let go: objects are
+//! `admit`ted as the listing streams in (with what a journal says already landed) and
+//! `release`d once finished, so its memory is bounded by the gateway's window, not by the
+//! size of the copy. Its counts (`Progress`) cover everything ever admitted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use skyx_protocol::ChunkId;
@@ -74,68 +80,149 @@ pub struct Progress {
     pub objects_failed: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct ChunkRt {
+    spec: ChunkSpec,
+    state: State,
+}
+
+#[derive(Debug, Clone)]
+struct ObjectRt {
+    /// Its chunks' ids (contiguous: an object's chunks are numbered together).
+    chunks: Range<u64>,
+    /// Chunks not yet landed.
+    remaining: u32,
+    failed: bool,
+}
+
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
-    specs: Vec<ChunkSpec>,
-    state: Vec<State>,
-    /// Chunks waiting for a route; retries go first. May hold chunks that landed meanwhile
-    /// (skipped when popped).
+    chunks: HashMap<u64, ChunkRt>,
+    objects: HashMap<u32, ObjectRt>,
+    /// Chunks waiting for a route; retries go first. May hold chunks that landed or were
+    /// released meanwhile (skipped when popped).
     queue: VecDeque<ChunkId>,
-    remaining: Vec<u32>,
-    object_failed: Vec<bool>,
+    /// Chunks in the `Queued` state.
+    queued: usize,
+    /// Admitted objects neither complete nor failed.
+    unfinished: usize,
     events: VecDeque<TrackerEvent>,
     progress: Progress,
     /// Chunks in flight per route (kept with every state change, so asking is O(1)).
-    in_flight: std::collections::HashMap<RouteId, usize>,
+    in_flight: HashMap<RouteId, usize>,
 }
 
 impl Tracker {
-    /// Tracks `specs` (ids dense from 0, as `plan_chunks` makes them) of `objects` objects.
-    pub fn new(specs: Vec<ChunkSpec>, objects: usize, config: TrackerConfig) -> Self {
-        Self::resume(specs, objects, std::iter::empty(), config)
+    /// An empty tracker: objects come in through [`Tracker::admit`].
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker {
+            config,
+            chunks: HashMap::new(),
+            objects: HashMap::new(),
+            queue: VecDeque::new(),
+            queued: 0,
+            unfinished: 0,
+            events: VecDeque::new(),
+            progress: Progress::default(),
+            in_flight: HashMap::new(),
+        }
     }
 
-    /// As `new`, with the chunks a journal recorded as landed already done. Objects whose
-    /// chunks all landed are reported complete at once (completing twice is harmless for the
-    /// gateway: it checks the destination first).
+    /// A tracker with every object of `specs` admitted (as `plan_chunks` makes them), none landed.
+    pub fn with_chunks(specs: &[ChunkSpec], config: TrackerConfig) -> Self {
+        Self::resume(specs, std::iter::empty(), config)
+    }
+
+    /// As [`Tracker::with_chunks`], with `landed` chunks already done.
     pub fn resume(
-        specs: Vec<ChunkSpec>,
-        objects: usize,
+        specs: &[ChunkSpec],
         landed: impl IntoIterator<Item = ChunkId>,
         config: TrackerConfig,
     ) -> Self {
-        assert!(
-            specs.iter().enumerate().all(|(i, s)| s.id.0 == i as u64),
-            "chunk ids must be dense from 0"
-        );
-        let mut remaining = vec![0u32; objects];
-        for s in &specs {
-            remaining[s.object as usize] += 1;
-        }
-        let progress = Progress {
-            chunks_total: specs.len() as u64,
-            bytes_total: specs.iter().map(|s| s.len).sum(),
-            objects_total: objects as u64,
-            ..Default::default()
-        };
-        let mut t = Tracker {
-            config,
-            state: vec![State::Queued { attempts: 0 }; specs.len()],
-            queue: (0..specs.len() as u64).map(ChunkId).collect(),
-            specs,
-            remaining,
-            object_failed: vec![false; objects],
-            events: VecDeque::new(),
-            progress,
-            in_flight: std::collections::HashMap::new(),
-        };
-        // Every object has at least one chunk (an empty object travels as one empty chunk), so
-        // an object is complete exactly when its last chunk is reported here or later.
-        for c in landed {
-            t.handle_landed(c);
+        let landed: std::collections::HashSet<ChunkId> = landed.into_iter().collect();
+        let mut t = Tracker::new(config);
+        let mut start = 0;
+        while start < specs.len() {
+            let object = specs[start].object;
+            let end = start
+                + specs[start..]
+                    .iter()
+                    .take_while(|s| s.object == object)
+                    .count();
+            let of_object = &specs[start..end];
+            let done: Vec<ChunkId> = of_object
+                .iter()
+                .map(|s| s.id)
+                .filter(|c| landed.contains(c))
+                .collect();
+            t.admit(object, of_object, &done);
+            start = end;
         }
         t
+    }
+
+    /// Takes in object `object`, cut into `specs` (its chunks, ids contiguous and new to the
+    /// tracker; an empty object travels as one empty chunk), of which `landed` already landed
+    /// (a journal says so). An object whose chunks all landed is reported complete at once.
+    pub fn admit(&mut self, object: u32, specs: &[ChunkSpec], landed: &[ChunkId]) {
+        assert!(!specs.is_empty(), "every object has at least one chunk");
+        assert!(
+            !self.objects.contains_key(&object),
+            "object {object} admitted twice"
+        );
+        let first = specs[0].id.0;
+        assert!(
+            specs
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.id.0 == first + i as u64 && s.object == object),
+            "an object's chunk ids are contiguous"
+        );
+        self.objects.insert(
+            object,
+            ObjectRt {
+                chunks: first..first + specs.len() as u64,
+                remaining: specs.len() as u32,
+                failed: false,
+            },
+        );
+        self.unfinished += 1;
+        self.progress.objects_total += 1;
+        self.progress.chunks_total += specs.len() as u64;
+        for s in specs {
+            self.progress.bytes_total += s.len;
+            self.chunks.insert(
+                s.id.0,
+                ChunkRt {
+                    spec: *s,
+                    state: State::Queued { attempts: 0 },
+                },
+            );
+            self.queued += 1;
+            self.queue.push_back(s.id);
+        }
+        for c in landed {
+            self.handle_landed(*c);
+        }
+    }
+
+    /// Lets go of a finished (complete or failed) object: its chunks are forgotten, and late
+    /// reports about them are ignored.
+    pub fn release(&mut self, object: u32) {
+        let Some(o) = self.objects.remove(&object) else {
+            return;
+        };
+        if o.remaining > 0 && !o.failed {
+            // Released unfinished (the run is giving it up): it no longer counts as pending.
+            self.unfinished -= 1;
+        }
+        for id in o.chunks {
+            if let Some(c) = self.chunks.get(&id).copied() {
+                self.set_state(id, c.state, State::Failed);
+                self.chunks.remove(&id);
+            }
+        }
     }
 
     /// Up to `max` chunks for `route` to carry, marked in flight on it.
@@ -145,20 +232,23 @@ impl Tracker {
             let Some(c) = self.queue.pop_front() else {
                 break;
             };
-            let i = c.0 as usize;
-            if let State::Queued { attempts } = self.state[i] {
-                if self.object_failed[self.specs[i].object as usize] {
+            let Some(rt) = self.chunks.get(&c.0).copied() else {
+                continue;
+            };
+            if let State::Queued { attempts } = rt.state {
+                if self.objects.get(&rt.spec.object).is_none_or(|o| o.failed) {
                     continue;
                 }
                 self.set_state(
-                    i,
+                    c.0,
+                    rt.state,
                     State::InFlight {
                         route,
                         attempts: attempts + 1,
                         since: now,
                     },
                 );
-                out.push(self.specs[i]);
+                out.push(rt.spec);
             }
         }
         out
@@ -166,62 +256,67 @@ impl Tracker {
 
     /// The sink verified and wrote the chunk. Repeated or late reports are harmless.
     pub fn handle_landed(&mut self, chunk: ChunkId) {
-        let i = chunk.0 as usize;
-        let Some(state) = self.state.get(i).copied() else {
+        let Some(rt) = self.chunks.get(&chunk.0).copied() else {
             return;
         };
-        if matches!(state, State::Landed | State::Failed) {
+        if matches!(rt.state, State::Landed | State::Failed) {
             return;
         }
-        self.set_state(i, State::Landed);
-        let spec = self.specs[i];
+        self.set_state(chunk.0, rt.state, State::Landed);
         self.progress.chunks_landed += 1;
-        self.progress.bytes_landed += spec.len;
-        let o = spec.object as usize;
-        self.remaining[o] -= 1;
-        if self.remaining[o] == 0 && !self.object_failed[o] {
+        self.progress.bytes_landed += rt.spec.len;
+        let object = rt.spec.object;
+        let o = self
+            .objects
+            .get_mut(&object)
+            .expect("a tracked chunk's object");
+        o.remaining -= 1;
+        if o.remaining == 0 && !o.failed {
+            self.unfinished -= 1;
             self.progress.objects_complete += 1;
-            self.events.push_back(TrackerEvent::ObjectComplete {
-                object: spec.object,
-            });
+            self.events
+                .push_back(TrackerEvent::ObjectComplete { object });
         }
     }
 
     /// The route is gone (an agent or link died): everything in flight on it goes out again.
     pub fn handle_route_failed(&mut self, route: RouteId) {
-        let lost: Vec<usize> = (0..self.state.len())
-            .filter(|&i| matches!(self.state[i], State::InFlight { route: r, .. } if r == route))
+        let mut lost: Vec<u64> = self
+            .chunks
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::InFlight { route: r, .. } if r == route))
+            .map(|(&id, _)| id)
             .collect();
-        for i in lost.into_iter().rev() {
-            self.requeue(i);
+        // Highest first: each goes to the front of the queue, so the lowest leads.
+        lost.sort_unstable_by(|a, b| b.cmp(a));
+        for id in lost {
+            self.requeue(id);
         }
     }
 
     /// The source of `route` could not deliver the chunk (its next hop gave it up). It goes out
     /// again unless it has meanwhile landed or been re-dispatched elsewhere.
     pub fn handle_chunk_lost(&mut self, chunk: ChunkId, route: RouteId) {
-        let i = chunk.0 as usize;
-        if matches!(self.state.get(i), Some(State::InFlight { route: r, .. }) if *r == route) {
-            self.requeue(i);
+        if self.is_in_flight_on(chunk, route) {
+            self.requeue(chunk.0);
         }
     }
 
     /// The sink could not write the chunk (its store refused it after the sink's own retries):
     /// it goes out again, on any route, unless its attempts are spent.
     pub fn handle_write_failed(&mut self, chunk: ChunkId) {
-        let i = chunk.0 as usize;
-        if matches!(self.state.get(i), Some(State::InFlight { .. })) {
-            self.requeue(i);
+        if matches!(self.chunks.get(&chunk.0), Some(c) if matches!(c.state, State::InFlight { .. }))
+        {
+            self.requeue(chunk.0);
         }
     }
 
     /// Every chunk of the object landed, but completing or verifying it at the destination
     /// failed: it counts as failed, not complete.
     pub fn handle_object_failed_after_landing(&mut self, object: u32) {
-        let o = object as usize;
-        if o < self.object_failed.len()
-            && self.remaining[o] == 0
-            && !std::mem::replace(&mut self.object_failed[o], true)
+        if let Some(o) = self.objects.get_mut(&object)
+            && o.remaining == 0
+            && !std::mem::replace(&mut o.failed, true)
         {
             self.progress.objects_complete -= 1;
             self.progress.objects_failed += 1;
@@ -230,70 +325,102 @@ impl Tracker {
 
     /// Whether the chunk is in flight on `route` (a report about it from that route is current).
     pub fn is_in_flight_on(&self, chunk: ChunkId, route: RouteId) -> bool {
-        matches!(self.state.get(chunk.0 as usize), Some(State::InFlight { route: r, .. }) if *r == route)
+        matches!(self.chunks.get(&chunk.0), Some(c) if matches!(c.state, State::InFlight { route: r, .. } if r == route))
     }
 
-    /// The chunk's state, for callers that must not act twice (e.g. journal only new landings).
-    pub fn is_landed(&self, chunk: ChunkId) -> bool {
-        matches!(self.state.get(chunk.0 as usize), Some(State::Landed))
+    /// Whether the chunk is tracked and not yet landed or failed: a landing reported for it is
+    /// news (journal it); one for a landed chunk or a released object is not.
+    pub fn awaits_landing(&self, chunk: ChunkId) -> bool {
+        matches!(self.chunks.get(&chunk.0), Some(c) if matches!(c.state, State::Queued { .. } | State::InFlight { .. }))
+    }
+
+    /// The chunk, while its object is tracked.
+    pub fn spec(&self, chunk: ChunkId) -> Option<ChunkSpec> {
+        self.chunks.get(&chunk.0).map(|c| c.spec)
     }
 
     /// Sends again whatever has been in flight longer than the landing timeout.
     pub fn handle_tick(&mut self, now: Instant) {
         let timeout = self.config.landing_timeout;
-        let late: Vec<usize> = (0..self.state.len())
-            .filter(|&i| matches!(self.state[i], State::InFlight { since, .. } if now >= since + timeout))
+        let mut late: Vec<u64> = self
+            .chunks
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.state, State::InFlight { since, .. } if now >= since + timeout),
+            )
+            .map(|(&id, _)| id)
             .collect();
-        for i in late.into_iter().rev() {
-            self.requeue(i);
+        late.sort_unstable_by(|a, b| b.cmp(a));
+        for id in late {
+            self.requeue(id);
         }
     }
 
     /// The sink refused the chunk for good (e.g. the destination rejected the part).
     pub fn handle_chunk_failed(&mut self, chunk: ChunkId) {
-        let i = chunk.0 as usize;
-        if let Some(State::InFlight { attempts, .. } | State::Queued { attempts }) =
-            self.state.get(i).copied()
+        if let Some(ChunkRt {
+            state: State::InFlight { attempts, .. } | State::Queued { attempts },
+            ..
+        }) = self.chunks.get(&chunk.0).copied()
         {
-            self.fail(i, attempts);
+            self.fail(chunk.0, attempts);
         }
     }
 
-    fn requeue(&mut self, i: usize) {
-        if let State::InFlight { attempts, .. } = self.state[i] {
+    fn requeue(&mut self, id: u64) {
+        let Some(rt) = self.chunks.get(&id).copied() else {
+            return;
+        };
+        if let State::InFlight { attempts, .. } = rt.state {
             if attempts >= self.config.max_attempts {
-                self.fail(i, attempts);
+                self.fail(id, attempts);
             } else {
-                self.set_state(i, State::Queued { attempts });
-                self.queue.push_front(ChunkId(i as u64));
+                self.set_state(id, rt.state, State::Queued { attempts });
+                self.queue.push_front(ChunkId(id));
             }
         }
     }
 
-    fn fail(&mut self, i: usize, attempts: u32) {
-        self.set_state(i, State::Failed);
-        let object = self.specs[i].object;
-        if !std::mem::replace(&mut self.object_failed[object as usize], true) {
+    fn fail(&mut self, id: u64, attempts: u32) {
+        let rt = self.chunks[&id];
+        self.set_state(id, rt.state, State::Failed);
+        let object = rt.spec.object;
+        let o = self
+            .objects
+            .get_mut(&object)
+            .expect("a tracked chunk's object");
+        if !std::mem::replace(&mut o.failed, true) {
+            if o.remaining > 0 {
+                self.unfinished -= 1;
+            }
             self.progress.objects_failed += 1;
             self.events.push_back(TrackerEvent::ObjectFailed {
                 object,
-                chunk: ChunkId(i as u64),
+                chunk: ChunkId(id),
                 attempts,
             });
         }
     }
 
-    /// Every state change goes through here, to keep the per-route counts.
-    fn set_state(&mut self, i: usize, new: State) {
-        if let State::InFlight { route, .. } = self.state[i]
-            && let Some(n) = self.in_flight.get_mut(&route)
-        {
-            *n -= 1;
+    /// Every state change goes through here, to keep the per-route and queued counts.
+    fn set_state(&mut self, id: u64, old: State, new: State) {
+        match old {
+            State::InFlight { route, .. } => {
+                if let Some(n) = self.in_flight.get_mut(&route) {
+                    *n -= 1;
+                }
+            }
+            State::Queued { .. } => self.queued -= 1,
+            _ => {}
         }
-        if let State::InFlight { route, .. } = new {
-            *self.in_flight.entry(route).or_default() += 1;
+        match new {
+            State::InFlight { route, .. } => *self.in_flight.entry(route).or_default() += 1,
+            State::Queued { .. } => self.queued += 1,
+            _ => {}
         }
-        self.state[i] = new;
+        if let Some(c) = self.chunks.get_mut(&id) {
+            c.state = new;
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<TrackerEvent> {
@@ -302,18 +429,18 @@ impl Tracker {
 
     /// The earliest time `handle_tick` has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.state
-            .iter()
-            .filter_map(|s| match s {
-                State::InFlight { since, .. } => Some(*since + self.config.landing_timeout),
+        self.chunks
+            .values()
+            .filter_map(|c| match c.state {
+                State::InFlight { since, .. } => Some(since + self.config.landing_timeout),
                 _ => None,
             })
             .min()
     }
 
-    /// Every object is complete or failed.
+    /// Every admitted object is complete or failed.
     pub fn is_done(&self) -> bool {
-        self.progress.objects_complete + self.progress.objects_failed == self.progress.objects_total
+        self.unfinished == 0
     }
 
     pub fn progress(&self) -> Progress {
@@ -323,5 +450,15 @@ impl Tracker {
     /// Chunks in flight on `route`.
     pub fn in_flight_on(&self, route: RouteId) -> usize {
         self.in_flight.get(&route).copied().unwrap_or(0)
+    }
+
+    /// Chunks waiting for a route.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Objects admitted and not yet released.
+    pub fn objects_held(&self) -> usize {
+        self.objects.len()
     }
 }

@@ -94,7 +94,6 @@ impl CopyCtx {
             src_settings: None,
             dst_settings: None,
             dst_write: Default::default(),
-            items,
             topology: route.topology,
             options,
             pricing: route.pricing,
@@ -103,6 +102,7 @@ impl CopyCtx {
         let transfer = self.transfer;
         let report = run_copy(
             &job,
+            skyx_gateway::items_of(items),
             self.provider.as_ref(),
             src_store,
             dst_store,

@@ -1,0 +1,380 @@
+//! Taking objects into the run as the listing streams in, and letting them go once finished.
+//!
+//! The window: an object is taken in (cut into chunks, its journaled progress looked up, handed
+//! to the tracker) only while fewer than `window_objects` are held and the chunks waiting for a
+//! route are fewer than about two rounds of every route's window. Objects leave once completed
+//! and verified, or failed; the sinks are told to forget them with their next registration. So
+//! the gateway holds a bounded number of objects whatever the size of the copy, and so does
+//! every agent (a source gets objects with their chunks; a sink holds those it was told of).
+//!
+//! An object's journaled progress is taken over only when its record matches (same version,
+//! size, destination key, chunk size and properties): an object completed by an earlier run is
+//! skipped under `--resume` (copied again without it: `cp` always copies), an open upload's
+//! landed parts are kept either way, and a record of another version has its upload aborted and
+//! is forgotten. Uploads earlier runs left for objects the listing no longer has are aborted
+//! once the listing has ended.
+
+use super::*;
+use crate::journal::{ObjectProgress, ObjectRecord};
+
+/// Items the listing task may run ahead of the run by.
+const FEED_BUFFER: usize = 1024;
+
+/// The source listing, forwarded by a task through a bounded queue so that listing pages are
+/// fetched while the run works, and never more than [`FEED_BUFFER`] items ahead of it.
+pub(super) struct Feed {
+    rx: mpsc::Receiver<Result<CopyItem, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+    ended: bool,
+    /// Items received so far.
+    listed: u64,
+}
+
+impl Feed {
+    pub(super) fn start(mut items: CopyItems) -> Feed {
+        let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        let task = tokio::spawn(async move {
+            while let Some(item) = items.next().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Feed {
+            rx,
+            task,
+            ended: false,
+            listed: 0,
+        }
+    }
+
+    /// The listing has ended (every item was received).
+    pub(super) fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The next item if one is waiting; `None` when none is (yet) or the listing ended.
+    pub(super) fn try_next(&mut self) -> Result<Option<CopyItem>, StoreError> {
+        match self.rx.try_recv() {
+            Ok(item) => self.take(Some(item)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => self.take(None),
+        }
+    }
+
+    /// The next item, waiting for it; `None` when the listing ended.
+    pub(super) async fn next(&mut self) -> Result<Option<CopyItem>, StoreError> {
+        let item = self.rx.recv().await;
+        self.take(item)
+    }
+
+    fn take(
+        &mut self,
+        item: Option<Result<CopyItem, StoreError>>,
+    ) -> Result<Option<CopyItem>, StoreError> {
+        match item {
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+            Some(Ok(item)) => {
+                self.listed += 1;
+                Ok(Some(item))
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    pub(super) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// An object taken into the run: what it takes to dispatch, complete and verify it.
+pub(super) struct ActiveObject {
+    pub(super) item: CopyItem,
+    pub(super) chunk_size: u64,
+    /// Its chunks' ids, contiguous.
+    pub(super) chunks: std::ops::Range<u64>,
+    /// Its multipart upload (objects of more than one chunk).
+    pub(super) upload: Option<String>,
+    /// Its upload could not be opened: it fails, its chunks go nowhere.
+    pub(super) refused_upload: bool,
+    /// Part number → etag, from the sinks.
+    pub(super) receipts: BTreeMap<u32, String>,
+    /// Chunk (index within the object) → (raw CRC32C, raw length), as the sinks checked them.
+    pub(super) crcs: Vec<Option<(u32, u64)>>,
+    /// The MD5 of its content, for an object written whole (from the sink).
+    pub(super) whole_md5: Option<[u8; 16]>,
+    /// What the journal says of it; written with its first progress.
+    pub(super) record: ObjectRecord,
+    pub(super) recorded: bool,
+    /// Sinks (agent indices) told of it.
+    pub(super) at_sinks: Vec<usize>,
+}
+
+impl ActiveObject {
+    pub(super) fn source_object(&self, object: u32) -> SourceObject {
+        SourceObject {
+            object,
+            src_key: self.item.src_key.clone(),
+            size: self.item.size,
+            version: self.item.etag.clone(),
+        }
+    }
+
+    pub(super) fn sink_object(&self, object: u32) -> SinkObject {
+        SinkObject {
+            object,
+            dst_key: self.item.dst_key.clone(),
+            size: self.item.size,
+            chunk_size: self.chunk_size,
+            properties: self.item.properties.clone(),
+            upload: self.upload.clone(),
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Whether the window has room for another object.
+    pub(super) fn wants_items(&self, tracker: &Tracker) -> bool {
+        let rounds: usize = self
+            .routes
+            .iter()
+            .filter(|r| r.alive)
+            .map(|r| r.window)
+            .sum();
+        !self.feed.ended()
+            && self.active.len() < self.job.options.window_objects.max(1)
+            && tracker.queued() < (2 * rounds).max(256)
+    }
+
+    /// Takes in the items the listing has ready, while the window has room.
+    pub(super) async fn admit_ready(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
+        let mut items = Vec::new();
+        while self.wants_items(tracker)
+            && self.active.len() + items.len() < self.job.options.window_objects.max(1)
+        {
+            match self.feed.try_next() {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => break,
+                Err(e) => return Err(self.listing_failed(e)),
+            }
+            if items.len() >= 256 {
+                self.admit(std::mem::take(&mut items), tracker).await?;
+            }
+        }
+        self.admit(items, tracker).await
+    }
+
+    /// Takes in `first` (an item the loop waited for) and whatever else is ready.
+    pub(super) async fn admit_arrived(
+        &mut self,
+        first: Result<Option<CopyItem>, StoreError>,
+        tracker: &mut Tracker,
+    ) -> Result<(), CopyError> {
+        match first {
+            Ok(Some(item)) => self.admit(vec![item], tracker).await?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.listing_failed(e)),
+        }
+        self.admit_ready(tracker).await
+    }
+
+    /// Waits for the listing until there is something to send, or it ends.
+    pub(super) async fn admit_until_work(
+        &mut self,
+        tracker: &mut Tracker,
+    ) -> Result<(), CopyError> {
+        while tracker.is_done() && !self.feed.ended() {
+            let next = self.feed.next().await;
+            self.admit_arrived(next, tracker).await?;
+        }
+        Ok(())
+    }
+
+    fn listing_failed(&self, source: StoreError) -> CopyError {
+        CopyError::Listing {
+            listed: self.feed.listed,
+            source: Box::new(source),
+            resume: self.resume_hint(),
+        }
+    }
+
+    /// Takes `items` into the run, with what the journal says of each.
+    async fn admit(
+        &mut self,
+        items: Vec<CopyItem>,
+        tracker: &mut Tracker,
+    ) -> Result<(), CopyError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let progress: Vec<Option<ObjectProgress>> = match &self.journal {
+            Some(j) => j.lookup(&items.iter().map(|i| i.src_key.as_str()).collect::<Vec<_>>())?,
+            None => vec![None; items.len()],
+        };
+        let mut batch = JournalBatch::default();
+        let mut aborts = Vec::new();
+        self.sweep_staging(&items).await;
+        for (item, progress) in items.into_iter().zip(progress) {
+            self.admit_one(item, progress, tracker, &mut batch, &mut aborts)?;
+        }
+        // Uploads of versions the source no longer has: aborted (kept to retry if that fails)
+        // before the journal forgets them.
+        for (key, id) in aborts {
+            self.abort_upload(&key, &id).await?;
+        }
+        if let Some(j) = &self.journal {
+            j.record(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn admit_one(
+        &mut self,
+        item: CopyItem,
+        progress: Option<ObjectProgress>,
+        tracker: &mut Tracker,
+        batch: &mut JournalBatch,
+        aborts: &mut Vec<(String, String)>,
+    ) -> Result<(), CopyError> {
+        let chunk_size = match crate::core::chunker::checked_chunk_size(
+            &item.src_key,
+            item.size,
+            &self.policy,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed.push(FailedObject {
+                    key: item.src_key.clone(),
+                    why: e.to_string(),
+                });
+                self.failed_unadmitted += 1;
+                return Ok(());
+            }
+        };
+        let record = ObjectRecord {
+            dst_key: item.dst_key.clone(),
+            size: item.size,
+            version: item.version.clone(),
+            chunk_size,
+            properties: digest([serde_json::to_vec(&item.properties).expect("serializable")]),
+            upload: None,
+            complete: false,
+        };
+        self.earlier_uploads.remove(&item.src_key);
+        let object = self.next_object;
+        let first = ChunkId(self.next_chunk);
+        let specs = crate::core::chunker::object_chunks(object, first, item.size, chunk_size);
+        let mut active = ActiveObject {
+            chunk_size,
+            chunks: first.0..first.0 + specs.len() as u64,
+            upload: None,
+            refused_upload: false,
+            receipts: BTreeMap::new(),
+            crcs: vec![None; specs.len()],
+            whole_md5: None,
+            record,
+            recorded: false,
+            at_sinks: Vec::new(),
+            item,
+        };
+        let mut landed = Vec::new();
+        let kept = match &progress {
+            Some((earlier, parts)) if earlier.same_object(&active.record) => {
+                if earlier.complete && self.job.options.resume {
+                    self.resumed.0 += 1;
+                    self.resumed.1 += active.item.size;
+                    return Ok(());
+                }
+                // (Complete, without `--resume`: `cp` copies it again.)
+                earlier.complete || kept_parts(earlier, parts, &specs).is_some()
+            }
+            Some(_) => false,
+            None => true,
+        };
+        match progress {
+            Some((earlier, parts)) if kept && !earlier.complete => {
+                let parts = kept_parts(&earlier, &parts, &specs).expect("checked above");
+                active.upload = earlier.upload.clone();
+                active.record.upload = earlier.upload;
+                active.recorded = true;
+                for (i, part) in parts {
+                    active.crcs[i] = Some((part.raw_crc32c, part.raw_len));
+                    if let Some(etag) = &part.etag {
+                        active.receipts.insert(specs[i].part, etag.clone());
+                    }
+                    landed.push(specs[i].id);
+                }
+            }
+            Some((earlier, _)) if !kept => {
+                if let (Some(id), false) = (&earlier.upload, earlier.complete) {
+                    aborts.push((earlier.dst_key.clone(), id.clone()));
+                }
+                batch.forget.push(active.item.src_key.clone());
+            }
+            _ => {}
+        }
+        self.next_object = object.checked_add(1).ok_or(ChunkError::TooManyObjects)?;
+        self.next_chunk += specs.len() as u64;
+        self.chunks_skipped += landed.len() as u64;
+        self.active.insert(object, active);
+        tracker.admit(object, &specs, &landed);
+        Ok(())
+    }
+
+    /// Lets go of a finished object: the tracker forgets it, and so will the sinks told of it.
+    pub(super) fn release(&mut self, object: u32, tracker: &mut Tracker) {
+        tracker.release(object);
+        if let Some(a) = self.active.remove(&object) {
+            for s in a.at_sinks {
+                if let Some(rt) = self.agents.get_mut(s) {
+                    rt.sink_knows.remove(&object);
+                    rt.sink_forget.push(object);
+                }
+            }
+        }
+    }
+
+    /// Once the whole listing went through: uploads earlier runs left for objects it no longer
+    /// has are aborted and forgotten.
+    pub(super) async fn abort_unlisted_uploads(&mut self) -> Result<(), CopyError> {
+        if !self.feed.ended() || self.earlier_uploads.is_empty() {
+            return Ok(());
+        }
+        let mut batch = JournalBatch::default();
+        for (src_key, (id, dst_key)) in std::mem::take(&mut self.earlier_uploads) {
+            tracing::info!(key = %src_key, "an upload an earlier run left for an object no longer listed is aborted");
+            self.abort_upload(&dst_key, &id).await?;
+            batch.forget.push(src_key);
+        }
+        if let Some(j) = &self.journal {
+            j.record(&batch)?;
+        }
+        Ok(())
+    }
+}
+
+/// The journaled parts of `earlier` that can be kept, by chunk index: each must be a chunk of
+/// the same length at the same place; an object in parts needs its upload. `None` when they
+/// cannot be (the object starts over).
+fn kept_parts<'p>(
+    earlier: &ObjectRecord,
+    parts: &'p BTreeMap<u32, crate::journal::PartRecord>,
+    specs: &[ChunkSpec],
+) -> Option<Vec<(usize, &'p crate::journal::PartRecord)>> {
+    let whole = specs.len() == 1 && specs[0].whole_object;
+    if !whole && earlier.upload.is_none() {
+        return None;
+    }
+    parts
+        .iter()
+        .map(|(&n, part)| {
+            let i = (n as usize).checked_sub(1)?;
+            let spec = specs.get(i)?;
+            (spec.len == part.raw_len && part.etag.is_some() != whole).then_some((i, part))
+        })
+        .collect()
+}
