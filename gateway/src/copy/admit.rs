@@ -285,8 +285,11 @@ impl Run<'_> {
         let kept = match &progress {
             Some((earlier, parts)) if earlier.same_object(&active.record) => {
                 if earlier.complete && self.job.options.resume {
+                    // Counted as done, its chunks as not sent again.
                     self.resumed.0 += 1;
                     self.resumed.1 += active.item.size;
+                    self.resumed.2 += specs.len() as u64;
+                    self.chunks_skipped += specs.len() as u64;
                     return Ok(());
                 }
                 // (Complete, without `--resume`: `cp` copies it again.)

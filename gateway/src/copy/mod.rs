@@ -271,8 +271,8 @@ struct Run<'a> {
     /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
     pending_aborts: HashMap<String, String>,
     verified: BTreeMap<String, u64>,
-    /// Objects (and their bytes) an earlier run completed, skipped by `--resume`.
-    resumed: (u64, u64),
+    /// Objects (and their bytes and chunks) an earlier run completed, skipped by `--resume`.
+    resumed: (u64, u64, u64),
     /// Chunks an earlier run landed, not sent again.
     chunks_skipped: u64,
     /// (a local destination) Directories whose abandoned staging was swept.
@@ -347,7 +347,7 @@ pub async fn run_copy(
         write_failures: HashMap::new(),
         pending_aborts: state.pending_aborts,
         verified: BTreeMap::new(),
-        resumed: (0, 0),
+        resumed: (0, 0, 0),
         chunks_skipped: 0,
         swept_dirs: HashSet::new(),
     };

@@ -236,7 +236,7 @@ impl Run<'_> {
             bytes_total: p.bytes_total + self.resumed.1,
             bytes_sent,
             chunks_skipped: self.chunks_skipped,
-            chunks_total: p.chunks_total,
+            chunks_total: p.chunks_total + self.resumed.2,
             elapsed_s: elapsed,
             throughput_gbps: if elapsed > 0.0 {
                 bytes_sent.min(moved) as f64 * 8.0 / 1e9 / elapsed
