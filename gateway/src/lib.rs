@@ -18,6 +18,7 @@ pub mod journal;
 pub mod listing;
 pub mod paths;
 pub mod pricing;
+pub mod streamed;
 pub mod sync;
 
 pub use crate::core::chunker::{
@@ -34,9 +35,10 @@ pub use copy::{
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, ListError, Listing, MetadataPolicy, SkippedObject, attach_properties, is_marker,
-    list_copy, list_destination, list_files_from,
+    CopyItem, ListError, Listed, Listing, MetadataPolicy, SkippedObject, attach_properties,
+    is_marker, list_copy, list_destination, list_files_from, with_properties,
 };
+pub use streamed::{CopySources, Look, Tally, list_copy_streaming};
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use sync::{
     Compare, Deletions, RecordedTimes, SyncError, SyncPlan, SyncRules, complete_checksums,

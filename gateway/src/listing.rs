@@ -169,6 +169,63 @@ pub fn is_marker(item: &CopyItem) -> bool {
     item.size == 0 && item.dst_key.ends_with('/')
 }
 
+/// One entry of a source listing, as a copy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Copy(CopyItem),
+    /// Never written, and why (a key that would leave a local destination; an entry the
+    /// source cannot serve).
+    Skipped(SkippedObject),
+    FilteredOut,
+    /// The prefix itself (a marker for the directory being copied).
+    Prefix,
+}
+
+/// What the listed object `meta` under `prefix` becomes in a copy to `dst` under `filter`.
+pub(crate) fn classify(
+    meta: ObjectMeta,
+    prefix: &str,
+    dst: &ObjectUrl,
+    filter: &ObjectFilter,
+) -> Listed {
+    // A store may answer with keys outside the prefix asked for: never trust it.
+    let Some(rel) = meta.key.strip_prefix(prefix) else {
+        return Listed::Skipped(SkippedObject {
+            src_key: meta.key.clone(),
+            why: format!("listed under {prefix:?} but outside it"),
+        });
+    };
+    if rel.is_empty() {
+        return Listed::Prefix;
+    }
+    if !filter.accepts(rel, meta.size, meta.last_modified) {
+        return Listed::FilteredOut;
+    }
+    match refusal(dst, rel, meta.size) {
+        Some(why) => Listed::Skipped(SkippedObject {
+            src_key: meta.key.clone(),
+            why,
+        }),
+        None => {
+            let dst_key = join(&dst.key, rel);
+            Listed::Copy(item(&meta, dst_key))
+        }
+    }
+}
+
+/// A listing error for one entry the source cannot serve (a dangling link) is that entry,
+/// skipped and named; any other ends the listing.
+pub(crate) fn unreadable(e: StoreError) -> Result<Listed, StoreError> {
+    if e.kind == ErrorKind::Unreadable {
+        Ok(Listed::Skipped(SkippedObject {
+            src_key: e.key,
+            why: e.message,
+        }))
+    } else {
+        Err(e)
+    }
+}
+
 /// Lists what `cp [-r] src dst` copies.
 pub async fn list_copy(
     src_store: &dyn ObjectStore,
@@ -183,40 +240,16 @@ pub async fn list_copy(
         let mut out = Listing::default();
         let mut listing = src_store.list(&prefix);
         loop {
-            let meta = match listing.try_next().await {
-                Ok(Some(meta)) => meta,
+            let entry = match listing.try_next().await {
+                Ok(Some(meta)) => classify(meta, &prefix, dst, filter),
                 Ok(None) => break,
-                // One entry the source cannot serve (a dangling link): skipped and named.
-                Err(e) if e.kind == ErrorKind::Unreadable => {
-                    out.skipped.push(SkippedObject {
-                        src_key: e.key,
-                        why: e.message,
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => unreadable(e)?,
             };
-            // A store may answer with keys outside the prefix asked for: never trust it.
-            let Some(rel) = meta.key.strip_prefix(&prefix) else {
-                out.skipped.push(SkippedObject {
-                    src_key: meta.key.clone(),
-                    why: format!("listed under {prefix:?} but outside it"),
-                });
-                continue;
-            };
-            if rel.is_empty() {
-                continue;
-            }
-            if !filter.accepts(rel, meta.size, meta.last_modified) {
-                out.filtered_out += 1;
-                continue;
-            }
-            match refusal(dst, rel, meta.size) {
-                Some(why) => out.skipped.push(SkippedObject {
-                    src_key: meta.key.clone(),
-                    why,
-                }),
-                None => out.items.push(item(&meta, join(&dst.key, rel))),
+            match entry {
+                Listed::Copy(item) => out.items.push(item),
+                Listed::Skipped(s) => out.skipped.push(s),
+                Listed::FilteredOut => out.filtered_out += 1,
+                Listed::Prefix => {}
             }
         }
         let listed_nothing =
@@ -381,38 +414,77 @@ pub async fn attach_properties(
 ) {
     use futures::StreamExt;
     // Owned keys: a stream over borrowed items would not be `Send` for every lifetime.
-    let wanted: Vec<Option<String>> = items
+    let wanted: Vec<(Option<String>, Option<std::time::SystemTime>)> = items
         .iter()
-        .map(|item| (!policy.drop && !is_marker(item)).then(|| item.src_key.clone()))
+        .map(|item| (read_key(item, policy), item.last_modified))
         .collect();
     let read: Vec<Properties> = futures::stream::iter(wanted)
-        .map(|key| async move {
-            let Some(key) = key else {
-                return Properties::default();
-            };
-            match src.properties(&key).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "reading the source object's properties failed; copying it without them");
-                    Properties::default()
-                }
-            }
-        })
+        .map(|(key, modified)| properties_of(src, key, modified, policy))
         .buffered(PROPERTY_READS)
         .collect()
         .await;
-    for (item, mut properties) in items.iter_mut().zip(read) {
-        if properties.modified.is_none() {
-            properties.modified = item.last_modified;
-        }
-        if let Some(t) = &policy.content_type {
-            properties.content_type = Some(t.clone());
-        }
-        for (k, v) in &policy.set {
-            properties.user.insert(k.to_ascii_lowercase(), v.clone());
-        }
+    for (item, properties) in items.iter_mut().zip(read) {
         item.properties = properties;
     }
+}
+
+/// As [`attach_properties`], for a listing that streams: [`PROPERTY_READS`] at a time, in
+/// order.
+pub fn with_properties(
+    src: std::sync::Arc<dyn ObjectStore>,
+    items: crate::copy::CopyItems,
+    policy: MetadataPolicy,
+) -> crate::copy::CopyItems {
+    use futures::StreamExt;
+    let policy = std::sync::Arc::new(policy);
+    items
+        .map(move |item| {
+            let (src, policy) = (src.clone(), policy.clone());
+            async move {
+                let mut item = item?;
+                let key = read_key(&item, &policy);
+                item.properties =
+                    properties_of(src.as_ref(), key, item.last_modified, &policy).await;
+                Ok(item)
+            }
+        })
+        .buffered(PROPERTY_READS)
+        .boxed()
+}
+
+/// The source key whose properties `item` carries under `policy`, if any.
+fn read_key(item: &CopyItem, policy: &MetadataPolicy) -> Option<String> {
+    (!policy.drop && !is_marker(item)).then(|| item.src_key.clone())
+}
+
+/// The properties an object is written with under `policy`: those of source key `key` (none
+/// when `None`), its time `modified` unless they record one, then the policy's overrides.
+async fn properties_of(
+    src: &dyn ObjectStore,
+    key: Option<String>,
+    modified: Option<std::time::SystemTime>,
+    policy: &MetadataPolicy,
+) -> Properties {
+    let mut properties = match key {
+        None => Properties::default(),
+        Some(key) => match src.properties(&key).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "reading the source object's properties failed; copying it without them");
+                Properties::default()
+            }
+        },
+    };
+    if properties.modified.is_none() {
+        properties.modified = modified;
+    }
+    if let Some(t) = &policy.content_type {
+        properties.content_type = Some(t.clone());
+    }
+    for (k, v) in &policy.set {
+        properties.user.insert(k.to_ascii_lowercase(), v.clone());
+    }
+    properties
 }
 
 /// Lists the destination objects under `dst`'s prefix, keyed by full key (for `sync`).

@@ -1,16 +1,22 @@
 //! `skyx cp SRC DST`: copy objects between stores through the planned overlay.
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
 use clap::Args;
-use skyx_gateway::{RecordedTimes, SyncRules, attach_properties, list_destination, plan_sync};
+use skyx_gateway::{
+    CopyItem, CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules,
+    Tally, attach_properties, list_copy_streaming, list_destination, plan_sync, with_properties,
+};
 
-use crate::cmd::execute::execute;
+use crate::cmd::execute::{Sources, execute};
 use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
-    TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints, select_sources,
-    warn_skipped,
+    Endpoints, TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints,
+    select_sources, warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
+use crate::units::format_bytes;
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
@@ -33,7 +39,75 @@ pub fn run(args: &CpArgs) -> Result<()> {
 async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
+    // A plain `cp -r` streams a listing too long to wait for; what needs the whole listing
+    // first (a dry run, --files-from, --no-clobber's comparison) lists it all.
+    if args.recursive && !t.dry_run && !t.select.no_clobber && t.select.names()?.is_none() {
+        let filter = t.select.object_filter(std::time::SystemTime::now())?;
+        let sources = list_copy_streaming(
+            ends.src.clone(),
+            &ends.src_url,
+            &ends.dst_url,
+            &filter,
+            Look::default(),
+        )
+        .await?;
+        return match sources {
+            CopySources::Listed(listing) => copy_listed(t, &ends, listing, &filter).await,
+            CopySources::Streaming {
+                looked,
+                items,
+                tally,
+            } => copy_streaming(t, &ends, looked, items, tally).await,
+        };
+    }
     let (listing, filter) = select_sources(t, &ends, args.recursive).await?;
+    copy_listed(t, &ends, listing, &filter).await
+}
+
+/// Copies a listing that streams on while the copy runs: the route is planned on what was
+/// listed so far, said so, and what the listing skipped is named at the end.
+async fn copy_streaming(
+    t: &TransferArgs,
+    ends: &Endpoints,
+    looked: Vec<CopyItem>,
+    items: CopyItems,
+    tally: Arc<Mutex<Tally>>,
+) -> Result<()> {
+    let so_far: u64 = looked.iter().map(|i| i.size).sum();
+    eprintln!(
+        "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far",
+        ends.src_url,
+        looked.len(),
+        format_bytes(so_far as f64)
+    );
+    drop(looked);
+    let regions = crate::cmd::routing::infer_regions(t, ends).await;
+    let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
+    let items = with_properties(ends.src.clone(), items, metadata_policy(t)?);
+    let report = execute(
+        t,
+        ends,
+        Sources::Streaming {
+            items,
+            bytes_so_far: so_far,
+        },
+        &routing,
+    )
+    .await?;
+    print!("{}", render_report(&report, &routing, t.json)?);
+    let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    warn_skipped(&ends.src_url, &tally.skipped);
+    check_failures(&report)?;
+    check_skipped(&tally.skipped)
+}
+
+/// Copies a listing held whole.
+async fn copy_listed(
+    t: &TransferArgs,
+    ends: &Endpoints,
+    listing: Listing,
+    filter: &ObjectFilter,
+) -> Result<()> {
     warn_skipped(&ends.src_url, &listing.skipped);
     let mut items = listing.items;
     if t.select.no_clobber && !items.is_empty() {
@@ -49,7 +123,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
             &existing,
             &none,
             &ends.dst_url.key,
-            &filter,
+            filter,
             &rules,
             false,
         )?;
@@ -62,7 +136,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         items = plan.copy;
     }
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let regions = crate::cmd::routing::infer_regions(t, &ends).await;
+    let regions = crate::cmd::routing::infer_regions(t, ends).await;
     let routing = plan_routing(t, volume, regions, &ends.server_side)?;
     if t.dry_run {
         if t.json {
@@ -98,7 +172,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         return check_skipped(&listing.skipped);
     }
     attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
-    let report = execute(t, &ends, items, &routing).await?;
+    let report = execute(t, ends, Sources::Listed(items), &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);
     check_failures(&report)?;
     check_skipped(&listing.skipped)

@@ -5,8 +5,10 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use futures::TryStreamExt;
 use skyx_gateway::{
-    CopyItem, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy, run_server_side,
+    CopyItem, CopyItems, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy,
+    run_server_side,
 };
 use skyx_provision::{LocalProvider, Provider};
 
@@ -17,16 +19,38 @@ use crate::cmd::transfer::{
 };
 use crate::units::format_bytes;
 
+/// What a copy moves: a listing in memory, or one that streams while the copy runs (with
+/// the bytes listed so far, for the progress bar).
+pub enum Sources {
+    Listed(Vec<CopyItem>),
+    Streaming { items: CopyItems, bytes_so_far: u64 },
+}
+
 /// Runs the copy with a progress bar and Ctrl-C handling.
 pub async fn execute(
     args: &TransferArgs,
     ends: &Endpoints,
-    items: Vec<CopyItem>,
+    sources: Sources,
     routing: &Routing,
 ) -> Result<CopyReport> {
-    if routing.server_side {
-        return execute_server_side(args, ends, items, routing).await;
-    }
+    let (items, total) = match sources {
+        Sources::Listed(items) if routing.server_side => {
+            return execute_server_side(args, ends, items, routing).await;
+        }
+        // The provider copies object by object from a list: the rest of the listing first.
+        Sources::Streaming { items, .. } if routing.server_side => {
+            let items: Vec<CopyItem> = items.try_collect().await?;
+            return execute_server_side(args, ends, items, routing).await;
+        }
+        Sources::Listed(items) => {
+            let total = items.iter().map(|i| i.size).sum();
+            (skyx_gateway::items_of(items), total)
+        }
+        Sources::Streaming {
+            items,
+            bytes_so_far,
+        } => (items, bytes_so_far),
+    };
     let options = options(args, &ends.src_url, &ends.dst_url)?;
     let sky = load_sky(args)?;
     // Checked before anything starts: a bad EC2 setting launches no VM.
@@ -70,11 +94,11 @@ pub async fn execute(
         options,
         pricing: routing.pricing.clone(),
     };
-    let (bar, mut on_progress) = progress_bar(args, &items);
+    let (bar, mut on_progress) = progress_bar(args, total);
     let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
     let report = run_copy(
         &job,
-        skyx_gateway::items_of(items),
+        items,
         provider,
         ends.src.clone(),
         ends.dst.clone(),
@@ -92,14 +116,14 @@ pub async fn execute(
 
 /// The progress bar (hidden for `--json`, `--no-progress` or no terminal) and the callback
 /// that moves it.
+/// `total` is the bytes known at the start; a listing that streams raises it as it goes.
 fn progress_bar(
     args: &TransferArgs,
-    items: &[CopyItem],
+    total: u64,
 ) -> (ProgressBar, impl FnMut(&ProgressSnapshot) + Send + 'static) {
     let bar = if args.json || args.no_progress || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
-        let total: u64 = items.iter().map(|i| i.size).sum();
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         b.set_style(
             ProgressStyle::with_template(
@@ -111,6 +135,9 @@ fn progress_bar(
     };
     let bar2 = bar.clone();
     let on_progress = move |p: &ProgressSnapshot| {
+        if p.progress.bytes_total > bar2.length().unwrap_or(0) {
+            bar2.set_length(p.progress.bytes_total);
+        }
         bar2.set_position(p.progress.bytes_landed);
         bar2.set_message(format!(
             "{}/{} objects, {} on the wire",
@@ -143,7 +170,7 @@ async fn execute_server_side(
         concurrency: ServerSideJob::DEFAULT_CONCURRENCY,
         hop,
     };
-    let (bar, mut on_progress) = progress_bar(args, &job.items);
+    let (bar, mut on_progress) = progress_bar(args, job.items.iter().map(|i| i.size).sum());
     let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
     let report = run_server_side(
         &job,

@@ -8,7 +8,7 @@ use skyx_gateway::{
     complete_recorded_times, delete_extraneous, list_destination, plan_sync, settle_markers,
 };
 
-use crate::cmd::execute::execute;
+use crate::cmd::execute::{Sources, execute};
 use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
     BadInput, TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints,
@@ -147,7 +147,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         let routing = plan_routing(t, volume, regions, &ends.server_side)?;
         let mut items = plan.copy.clone();
         attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
-        let report = execute(t, &ends, items, &routing).await?;
+        let report = execute(t, &ends, Sources::Listed(items), &routing).await?;
         Some((report, routing))
     };
     // A skipped object is a copy that did not happen: the destination is not a full mirror.
