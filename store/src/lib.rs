@@ -20,6 +20,7 @@ pub mod properties;
 pub mod retry;
 pub mod s3;
 pub mod server_side;
+pub mod synthetic;
 pub mod throttle;
 pub mod url;
 pub mod write;
@@ -519,6 +520,9 @@ pub async fn open(url: &ObjectUrl, config: &StoreConfig) -> Result<Arc<dyn Objec
                 .await?
                 .with_write_options(write_options(url, config)?),
         ),
+        StoreLocation::Synthetic { objects, size } => {
+            Arc::new(synthetic::SyntheticStore::new(*objects, *size))
+        }
     })
 }
 

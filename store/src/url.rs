@@ -21,6 +21,8 @@ pub enum StoreLocation {
     },
     /// The local filesystem; keys are absolute paths without the leading `/`.
     Local,
+    /// The benchmark device `synthetic://COUNTxSIZE` (see [`crate::synthetic`]): not a store.
+    Synthetic { objects: u64, size: u64 },
 }
 
 impl StoreLocation {
@@ -30,6 +32,7 @@ impl StoreLocation {
             StoreLocation::Gcs { .. } => "gs",
             StoreLocation::Azure { .. } => "az",
             StoreLocation::Local => "file",
+            StoreLocation::Synthetic { .. } => "synthetic",
         }
     }
 }
@@ -41,6 +44,9 @@ impl fmt::Display for StoreLocation {
             StoreLocation::Gcs { bucket } => write!(f, "gs://{bucket}"),
             StoreLocation::Azure { account, container } => write!(f, "az://{account}/{container}"),
             StoreLocation::Local => write!(f, "file://"),
+            StoreLocation::Synthetic { objects, size } => {
+                write!(f, "synthetic://{objects}x{size}")
+            }
         }
     }
 }
@@ -251,6 +257,24 @@ impl ObjectUrl {
                         account: account.into(),
                         container: container.into(),
                     },
+                    key: key.to_string(),
+                })
+            }
+            "synthetic" => {
+                let (host, key) = rest.split_once('/').unwrap_or((rest, ""));
+                let parsed = host
+                    .split_once('x')
+                    .and_then(|(n, s)| Some((n.parse().ok()?, s.parse().ok()?)));
+                let Some((objects, size)) = parsed else {
+                    return Err(err(
+                        url,
+                        "host",
+                        format!("'{host}' is not COUNTxSIZE (e.g. synthetic://1000000x1024)"),
+                    ));
+                };
+                check_key(url, key)?;
+                Ok(ObjectUrl {
+                    location: StoreLocation::Synthetic { objects, size },
                     key: key.to_string(),
                 })
             }

@@ -78,10 +78,13 @@ impl WriteOptions {
             StoreLocation::S3 { .. } => "S3".to_string(),
             StoreLocation::Gcs { .. } => "GCS".to_string(),
             StoreLocation::Azure { .. } => "Azure".to_string(),
+            StoreLocation::Synthetic { .. } => "the synthetic benchmark device".to_string(),
         };
         let class = match (&self.storage_class, location) {
             (None, _) => None,
-            (Some(_), StoreLocation::Local) => return Err(WriteOptionsError::NoClasses { store }),
+            (Some(_), StoreLocation::Local | StoreLocation::Synthetic { .. }) => {
+                return Err(WriteOptionsError::NoClasses { store });
+            }
             (Some(c), loc) => {
                 let (choices, what) = match loc {
                     StoreLocation::S3 { .. } => (S3_CLASSES, "storage class"),

@@ -98,6 +98,7 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
             StoreLocation::S3 { .. } | StoreLocation::Gcs { .. } => meta.crc32c.is_some(),
             StoreLocation::Azure { .. } => meta.md5.is_some(),
             StoreLocation::Local => true,
+            StoreLocation::Synthetic { .. } => unreachable!("a benchmark device, not under test"),
         };
         assert!(
             kept,
@@ -432,6 +433,7 @@ fn kept(written: &Properties, location: &StoreLocation, name: &str) -> Propertie
                 ..Properties::default()
             }
         }
+        StoreLocation::Synthetic { .. } => unreachable!("a benchmark device, not under test"),
     }
     p
 }

@@ -375,6 +375,7 @@ fn apply_flags(
         StoreLocation::S3 { .. } => "S3",
         StoreLocation::Azure { .. } => "Azure",
         StoreLocation::Gcs { .. } => "GCS",
+        StoreLocation::Synthetic { .. } => "the synthetic benchmark device",
     };
     let is_s3 = matches!(url.location, StoreLocation::S3 { .. });
     let misfit = |name: &str, wants: &str| {
@@ -385,7 +386,10 @@ fn apply_flags(
     };
     let mut given = false;
     if let Some(endpoint) = flags.endpoint {
-        if url.location == StoreLocation::Local {
+        if matches!(
+            url.location,
+            StoreLocation::Local | StoreLocation::Synthetic { .. }
+        ) {
             return Err(misfit("endpoint", "object-store"));
         }
         let parsed = url::Url::parse(endpoint).map_err(|e| {
@@ -429,7 +433,9 @@ fn apply_flags(
     }
     if flags.no_sign_request {
         match url.location {
-            StoreLocation::Local => return Err(misfit("no-sign-request", "object-store")),
+            StoreLocation::Local | StoreLocation::Synthetic { .. } => {
+                return Err(misfit("no-sign-request", "object-store"));
+            }
             StoreLocation::S3 { .. } => settings.s3.anonymous = true,
             StoreLocation::Gcs { .. } => settings.gcs.anonymous = true,
             StoreLocation::Azure { .. } => {

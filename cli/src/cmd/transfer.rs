@@ -324,7 +324,8 @@ fn end_config(
     };
     let r = crate::cmd::sky::sky_region(sky, region)?;
     let scheme = match url.location {
-        skyx_store::StoreLocation::Local => None,
+        // Served by each agent itself, in any region.
+        skyx_store::StoreLocation::Local | skyx_store::StoreLocation::Synthetic { .. } => None,
         skyx_store::StoreLocation::S3 { .. } => Some("s3"),
         skyx_store::StoreLocation::Azure { .. } => Some("az"),
         skyx_store::StoreLocation::Gcs { .. } => Some("gs"),
