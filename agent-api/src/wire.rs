@@ -320,6 +320,9 @@ pub struct AgentMetrics {
     /// The agent process's peak resident memory, where the OS tells (Linux).
     #[serde(default)]
     pub peak_rss_bytes: u64,
+    /// (a sink) The most objects it held registered at once.
+    #[serde(default)]
+    pub objects_held_peak: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -38,8 +38,8 @@ pub use listing::{
     CopyItem, ListError, Listed, Listing, MetadataPolicy, SkippedObject, attach_properties,
     is_marker, list_copy, list_destination, list_files_from, with_properties,
 };
-pub use streamed::{CopySources, Look, Tally, list_copy_streaming};
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
+pub use streamed::{CopySources, Look, Tally, list_copy_streaming};
 pub use sync::{
     Compare, Deletions, RecordedTimes, SyncError, SyncPlan, SyncRules, complete_checksums,
     complete_recorded_times, delete_extraneous, plan_sync, settle_markers,

@@ -84,8 +84,12 @@ pub async fn list_copy_streaming(
     let prefix = dir_prefix(src.key.trim_end_matches('/'));
     let (tx, mut rx) = mpsc::channel::<Result<Listed, StoreError>>(LISTING_BUFFER);
     {
-        let (store, prefix, dst, filter) =
-            (src_store.clone(), prefix.clone(), dst.clone(), filter.clone());
+        let (store, prefix, dst, filter) = (
+            src_store.clone(),
+            prefix.clone(),
+            dst.clone(),
+            filter.clone(),
+        );
         tokio::spawn(async move {
             let mut listing = store.list(&prefix);
             loop {

@@ -298,3 +298,99 @@ async fn an_object_that_fails_has_its_upload_aborted_and_the_rest_land() {
     assert_landed(&dst, &others);
     assert_eq!(provider.running(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_larger_than_its_window_holds_only_the_window_at_the_gateway_and_the_sink() {
+    let s = Scratch::new("window");
+    let sizes: Vec<usize> = (0..400).map(|i| 100 + i % 7).collect();
+    let files = write_source(&s.0.join("src"), &sizes);
+    let mut opts = options(MIB as u64);
+    opts.window_objects = 40;
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
+    let provider = InProcessProvider::default();
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert_eq!(report.objects_copied, sizes.len() as u64);
+    assert_landed(&s.0.join("dst"), &files);
+    assert!(
+        (1..=40).contains(&report.objects_held_peak),
+        "the gateway held {} objects at once",
+        report.objects_held_peak
+    );
+    let sink = report
+        .agents
+        .iter()
+        .find(|a| a.region == "test:dst")
+        .unwrap();
+    assert!(
+        (1..=40).contains(&sink.objects_held_peak),
+        "the sink held {} objects at once",
+        sink.objects_held_peak
+    );
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_the_source_changed_moves_only_what_changed_and_what_was_left() {
+    let s = Scratch::new("resume-changed");
+    let src = s.0.join("src");
+    let sizes: Vec<usize> = (0..12).map(|i| 2 * MIB + i).collect();
+    let mut files = write_source(&src, &sizes);
+    let journal = s.0.join("journal.redb");
+    let (cancel_tx, cancel) = watch::channel(false);
+    let cancel_tx = Arc::new(cancel_tx);
+    let mut first = options(MIB as u64);
+    first.journal = Some(journal.clone());
+    let stop = cancel_tx.clone();
+    first.crash_after_landed = Some(CrashAfter {
+        after: 10,
+        crash: Arc::new(move || {
+            let _ = stop.send(true);
+        }),
+    });
+    let copy = prepare(&src, &s.0.join("dst"), first).await;
+    let provider = InProcessProvider::default();
+    match run(&copy, &provider, cancel).await {
+        Err(CopyError::Interrupted { .. }) => {}
+        other => panic!("the copy was not interrupted: {other:?}"),
+    }
+    // Meanwhile the first object listed ("file-1": the listing is in key order, so it is the
+    // first copied) is rewritten (same size, other bytes), one added, and the second listed
+    // ("file-10") removed.
+    let (changed, _) = files[1].clone();
+    assert_eq!(changed, "file-1");
+    let new_bytes: Vec<u8> = contents(99, sizes[1]);
+    std::fs::write(src.join(&changed), &new_bytes).unwrap();
+    files[1].1 = new_bytes;
+    std::fs::write(src.join("added"), contents(7, 3 * MIB)).unwrap();
+    files.push(("added".into(), contents(7, 3 * MIB)));
+    let (removed, _) = files.remove(10);
+    assert_eq!(removed, "file-10");
+    std::fs::remove_file(src.join(&removed)).unwrap();
+
+    let mut again = options(MIB as u64);
+    again.journal = Some(journal);
+    again.resume = true;
+    let copy = prepare(&src, &s.0.join("dst"), again).await;
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert!(
+        report.objects_failed.is_empty(),
+        "{:?}",
+        report.objects_failed
+    );
+    assert!(
+        report.chunks_skipped >= 6,
+        "only {} chunks skipped: the journal was not taken over",
+        report.chunks_skipped
+    );
+    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    assert!(
+        report.bytes_sent < total,
+        "{} of {total} bytes sent again",
+        report.bytes_sent
+    );
+    // Every object as the source holds it now, the rewritten one included; no staging left.
+    assert_landed(&s.0.join("dst"), &files);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}

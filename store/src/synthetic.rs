@@ -320,7 +320,10 @@ mod tests {
         let s = SyntheticStore::new(3, 1000);
         let keys: Vec<String> = s.list("").map(|m| m.unwrap().key).collect().await;
         assert_eq!(keys, ["o0000000000", "o0000000001", "o0000000002"]);
-        let data = s.get_range_bytes("o0000000001", 0..1000, None).await.unwrap();
+        let data = s
+            .get_range_bytes("o0000000001", 0..1000, None)
+            .await
+            .unwrap();
         assert_eq!(&data[..], &content(1, 0..1000)[..]);
         assert_eq!(&data[13..500], &content(1, 13..500)[..], "ranges agree");
         s.put("o0000000001", data.clone()).await.unwrap();

@@ -22,7 +22,10 @@ pub enum StoreLocation {
     /// The local filesystem; keys are absolute paths without the leading `/`.
     Local,
     /// The benchmark device `synthetic://COUNTxSIZE` (see [`crate::synthetic`]): not a store.
-    Synthetic { objects: u64, size: u64 },
+    Synthetic {
+        objects: u64,
+        size: u64,
+    },
 }
 
 impl StoreLocation {

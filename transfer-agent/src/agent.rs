@@ -491,6 +491,7 @@ impl Agent {
                 .iter()
                 .map(|l| l.corrupt_chunks())
                 .sum();
+            m.objects_held_peak = job.writer.as_ref().map_or(0, |w| w.peak() as u64);
         }
         m
     }

@@ -62,6 +62,8 @@ impl Writing {
 pub struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
     objects: Mutex<HashMap<u32, Arc<Writing>>>,
+    /// The most objects registered at once.
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 impl ObjectWriter {
@@ -69,6 +71,7 @@ impl ObjectWriter {
         ObjectWriter {
             store,
             objects: Mutex::new(HashMap::new()),
+            peak: Default::default(),
         }
     }
 
@@ -100,11 +103,13 @@ impl ObjectWriter {
             });
             objects.insert(object.object, Arc::new(Writing { object, upload }));
         }
+        self.peak
+            .fetch_max(objects.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Objects registered now (what the sink holds).
-    pub fn registered(&self) -> usize {
-        self.objects.lock().expect("objects lock").len()
+    /// The most objects this sink held registered at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put)

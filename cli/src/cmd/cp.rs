@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    CopyItem, CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules,
-    Tally, attach_properties, list_copy_streaming, list_destination, plan_sync, with_properties,
+    CopyItem, CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally,
+    attach_properties, list_copy_streaming, list_destination, plan_sync, with_properties,
 };
 
 use crate::cmd::execute::{Sources, execute};

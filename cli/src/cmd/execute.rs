@@ -4,8 +4,8 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_gateway::{
     CopyItem, CopyItems, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy,
     run_server_side,

@@ -324,6 +324,7 @@ impl Run<'_> {
         self.next_chunk += specs.len() as u64;
         self.chunks_skipped += landed.len() as u64;
         self.active.insert(object, active);
+        self.held_peak = self.held_peak.max(self.active.len() as u64);
         tracker.admit(object, &specs, &landed);
         Ok(())
     }

@@ -252,6 +252,8 @@ struct Run<'a> {
     feed: Feed,
     /// Objects taken in and not yet let go, by id.
     active: HashMap<u32, ActiveObject>,
+    /// The most objects held at once.
+    held_peak: u64,
     next_object: u32,
     next_chunk: u64,
     journal: Option<Journal>,
@@ -334,6 +336,7 @@ pub async fn run_copy(
         policy,
         feed: Feed::start(items),
         active: HashMap::new(),
+        held_peak: 0,
         next_object: 0,
         next_chunk: 0,
         journal,

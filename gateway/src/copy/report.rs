@@ -50,6 +50,8 @@ pub struct AgentReport {
     pub peak_rss_bytes: u64,
     /// Bytes it put on the wire (all its routes' outgoing hops).
     pub wire_bytes_out: u64,
+    /// (a sink) The most objects it held at once.
+    pub objects_held_peak: u64,
 }
 
 /// What a copy did.
@@ -57,6 +59,8 @@ pub struct AgentReport {
 pub struct CopyReport {
     pub job: u64,
     pub objects_total: u64,
+    /// The most objects the gateway held in its window at once.
+    pub objects_held_peak: u64,
     /// Completed and verified by this run.
     pub objects_copied: u64,
     /// Of those, copied by the provider itself (server-side), not through agents.
@@ -218,6 +222,7 @@ impl Run<'_> {
                     cpu_seconds: rt.metrics.cpu_seconds,
                     peak_rss_bytes: rt.metrics.peak_rss_bytes,
                     wire_bytes_out: rt.metrics.routes.iter().map(|r| r.wire_bytes).sum(),
+                    objects_held_peak: rt.metrics.objects_held_peak,
                 }
             })
             .collect();
@@ -229,6 +234,7 @@ impl Run<'_> {
         CopyReport {
             job: self.job_id.0,
             objects_total: p.objects_total + self.resumed.0 + self.failed_unadmitted,
+            objects_held_peak: self.held_peak,
             objects_copied: p.objects_complete,
             objects_server_side: 0,
             objects_resumed: self.resumed.0,

@@ -122,6 +122,8 @@ pub async fn run_server_side(
     Ok(CopyReport {
         job: 0,
         objects_total: state.objects_total,
+        // The provider copies from the listing, held whole.
+        objects_held_peak: state.objects_total,
         objects_copied: state.objects_complete,
         objects_server_side: state.objects_complete,
         objects_resumed: 0,
