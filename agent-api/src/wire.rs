@@ -259,10 +259,10 @@ pub enum AgentEvent {
         part: Option<PartWire>,
         raw_len: u64,
         raw_crc32c: u32,
-        /// The MD5 of the bytes written, hex, for an object written whole (stores keeping an
-        /// MD5 of such objects are checked against it).
+        /// For an object written whole, how the sink checked what the store holds (from the
+        /// put's answer, or by reading it back): the gateway needs no request of its own.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        whole_md5: Option<String>,
+        verified: Option<Verification>,
     },
     /// (sink) The destination refused the chunk's write: at once when `permanent` (the store
     /// says retrying cannot help: a name too long, no space, no permission), else after the
@@ -292,6 +292,21 @@ pub enum AgentEvent {
     RouteDown { route: u32, why: String },
     /// Worth telling the user, not fatal (e.g. a sink's write failed and will be retried).
     Warning { message: String },
+}
+
+/// How an object was checked at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Size, and the store's CRC32C equals the CRC32C of the chunks the source read.
+    Crc32c,
+    /// Size, and the store's MD5 equals the MD5 of the bytes read at the source.
+    Md5,
+    /// Size, and the object read back has the CRC32C of the chunks the source read.
+    ReadBack,
+    /// Size only: the store exposes no comparable checksum (every chunk was still verified
+    /// end to end on its way).
+    Size,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -172,7 +172,7 @@ pub fn is_marker(item: &CopyItem) -> bool {
 /// One entry of a source listing, as a copy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listed {
-    Copy(CopyItem),
+    Copy(Box<CopyItem>),
     /// Never written, and why (a key that would leave a local destination; an entry the
     /// source cannot serve).
     Skipped(SkippedObject),
@@ -208,7 +208,7 @@ pub(crate) fn classify(
         }),
         None => {
             let dst_key = join(&dst.key, rel);
-            Listed::Copy(item(&meta, dst_key))
+            Listed::Copy(Box::new(item(&meta, dst_key)))
         }
     }
 }
@@ -246,7 +246,7 @@ pub async fn list_copy(
                 Err(e) => unreadable(e)?,
             };
             match entry {
-                Listed::Copy(item) => out.items.push(item),
+                Listed::Copy(item) => out.items.push(*item),
                 Listed::Skipped(s) => out.skipped.push(s),
                 Listed::FilteredOut => out.filtered_out += 1,
                 Listed::Prefix => {}

@@ -148,7 +148,7 @@ fn take(
     tally: &Mutex<Tally>,
 ) -> Result<Option<CopyItem>, StoreError> {
     match entry? {
-        Listed::Copy(item) => return Ok(Some(item)),
+        Listed::Copy(item) => return Ok(Some(*item)),
         Listed::Skipped(s) => tally.lock().expect("tally").skipped.push(s),
         Listed::FilteredOut => tally.lock().expect("tally").filtered_out += 1,
         Listed::Prefix => {}

@@ -32,6 +32,7 @@ use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
 use gcloud_storage::http::objects::{Object, SourceObjects};
 
+use crate::Written;
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
@@ -475,7 +476,7 @@ impl ObjectStore for GcsStore {
             .await
     }
 
-    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written> {
         self.retry
             .run(|| async {
                 let req = UploadObjectRequest {
@@ -496,7 +497,14 @@ impl ObjectStore for GcsStore {
                     .upload_object(&req, data.clone(), &upload)
                     .await
                     .map_err(|e| self.fail("put", key, e))
-                    .map(|_| ())
+                    .map(|object| {
+                        let meta = Self::meta(object);
+                        Written {
+                            size: meta.size,
+                            crc32c: meta.crc32c,
+                            md5: meta.md5,
+                        }
+                    })
             })
             .await
     }

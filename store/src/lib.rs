@@ -61,6 +61,18 @@ pub struct ObjectMeta {
     pub crc32c: Option<u32>,
 }
 
+/// What a store says it holds right after a put: the size, and the content checksums its
+/// answer carries (S3: the CRC32C it checked the bytes against, and an ETag that is the MD5
+/// where S3 guarantees that; GCS: the object's CRC32C and MD5; Azure: the MD5 it computed;
+/// the synthetic device: the CRC32C of bytes it checked). A writer compares them with what it
+/// sent: verification where the bytes are, with no request of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    pub crc32c: Option<u32>,
+    pub md5: Option<[u8; 16]>,
+}
+
 /// One level of a listing: objects directly under the prefix and the "directories" below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListResult {
@@ -152,12 +164,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ) -> Result<ByteStream>;
 
     /// Writes a whole object in one request, with `properties`. Readers never see a partial
-    /// object.
-    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()>;
+    /// object. Answers what the store said it holds.
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written>;
 
     /// Writes a whole object with no properties of its own.
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.put_with(key, data, &Properties::default()).await
+        self.put_with(key, data, &Properties::default())
+            .await
+            .map(drop)
     }
 
     /// Opens an upload whose object will carry `properties`.

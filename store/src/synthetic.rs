@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 
 use crate::{
     ByteStream, ErrorKind, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
-    Properties, Result, StoreLocation,
+    Properties, Result, StoreLocation, Written,
 };
 
 /// Every synthetic object's modification time (fixed, so listings are the same every time).
@@ -208,7 +208,7 @@ impl ObjectStore for SyntheticStore {
         Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
     }
 
-    async fn put_with(&self, key: &str, data: Bytes, _properties: &Properties) -> Result<()> {
+    async fn put_with(&self, key: &str, data: Bytes, _properties: &Properties) -> Result<Written> {
         if data.len() as u64 != self.size {
             return Err(self.error(
                 ErrorKind::InvalidInput,
@@ -217,7 +217,12 @@ impl ObjectStore for SyntheticStore {
                 format!("{} bytes, not the object's {}", data.len(), self.size),
             ));
         }
-        self.check("put", key, 0, &data)
+        self.check("put", key, 0, &data)?;
+        Ok(Written {
+            size: self.size,
+            crc32c: Some(crc32c::crc32c(&data)),
+            md5: None,
+        })
     }
 
     async fn create_multipart_with(

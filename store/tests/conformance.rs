@@ -74,10 +74,32 @@ async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
         ("one", vec![0x5a]),
         ("small", pseudo_random(1, 100_000)),
     ] {
-        store
-            .put(&key(name), Bytes::from(data.clone()))
+        let written = store
+            .put_with(
+                &key(name),
+                Bytes::from(data.clone()),
+                &Properties::default(),
+            )
             .await
             .unwrap();
+        // What the put's answer says the store holds is what was sent, and a cloud store's
+        // answer carries a checksum (the writer's verification needs no request of its own).
+        assert_eq!(written.size, data.len() as u64, "{name}: put answered size");
+        if let Some(crc) = written.crc32c {
+            assert_eq!(crc, crc32c::crc32c(&data), "{name}: put answered CRC32C");
+        }
+        if let Some(md5) = written.md5 {
+            assert_eq!(
+                md5,
+                <[u8; 16]>::from(Md5::digest(&data)),
+                "{name}: put answered MD5"
+            );
+        }
+        let answered = written.crc32c.is_some() || written.md5.is_some();
+        match store.location() {
+            StoreLocation::Local => assert!(!answered, "{name}: a file answers only its size"),
+            _ => assert!(answered, "{name}: the put's answer carries no checksum"),
+        }
         let meta = store.head(&key(name)).await.unwrap();
         assert_eq!(meta.size, data.len() as u64, "{name}");
         assert_eq!(meta.key, key(name));

@@ -47,7 +47,12 @@ impl ObjectStore for SlowParts {
     async fn properties(&self, key: &str) -> Result<Properties> {
         self.inner.properties(key).await
     }
-    async fn put_with(&self, key: &str, data: Bytes, p: &Properties) -> Result<()> {
+    async fn put_with(
+        &self,
+        key: &str,
+        data: Bytes,
+        p: &Properties,
+    ) -> Result<skyx_store::Written> {
         self.inner.put_with(key, data, p).await
     }
     async fn create_multipart_with(&self, key: &str, p: &Properties) -> Result<MultipartUpload> {

@@ -36,5 +36,5 @@ pub mod usage;
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
 pub use hop::{HopError, HopSender, HopSenderConfig};
 pub use hop_listener::{Delivery, HopListener};
-pub use objects::{ObjectWriter, read_chunk};
+pub use objects::{ObjectWriter, Wrote, read_chunk};
 pub use relay::relay;

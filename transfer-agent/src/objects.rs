@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject};
+use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject, Verification};
 use skyx_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError, StoreLocation,
+    MultipartUpload, ObjectStore, ObjectStoreExt, PartReceipt, StoreError, StoreLocation, Written,
 };
 
 /// Reads one chunk of a source object, of the version the copy listed: a changed object is an
@@ -112,29 +112,17 @@ impl ObjectWriter {
         self.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The MD5 (hex) of `data` when it is the whole of object `index` (written with one put)
-    /// to a store that may keep only an MD5 of it: Azure, and S3-compatible servers that keep
-    /// no CRC32C (their ETag is the MD5). GCS keeps a CRC32C the gateway checks and a local
-    /// file is read back, so there the hash would cost the data plane for nothing.
-    pub fn whole_md5(&self, index: u32, data: &[u8]) -> Option<String> {
-        use md5::Digest;
-        let checked_by_md5 = matches!(
-            self.store.location(),
-            StoreLocation::Azure { .. } | StoreLocation::S3 { .. }
-        );
-        (checked_by_md5 && self.object(index).is_ok_and(|o| o.is_whole()))
-            .then(|| hex::encode(md5::Md5::digest(data)))
-    }
-
-    /// Writes the verified chunk at `offset` of object `index`; returns the part's receipt, or
-    /// `None` for a whole object. Writing the same chunk twice writes the same part twice
-    /// (harmless: the later write wins with identical bytes).
+    /// Writes the verified chunk at `offset` of object `index` (its bytes' CRC32C is
+    /// `crc32c`, checked end to end): a part, with the store's receipt, or the whole object,
+    /// checked against what the store says it holds. Writing the same chunk twice writes the
+    /// same part twice (harmless: the later write wins with identical bytes).
     pub async fn write(
         &self,
         index: u32,
         offset: u64,
         data: Bytes,
-    ) -> Result<Option<PartReceipt>, StoreError> {
+        crc32c: u32,
+    ) -> Result<Wrote, StoreError> {
         let writing = self.object(index)?;
         let object = &writing.object;
         if writing.is_whole() {
@@ -150,10 +138,14 @@ impl ObjectWriter {
                     ),
                 ));
             }
-            self.store
-                .put_with(&object.dst_key, data, &object.properties)
+            let written = self
+                .store
+                .put_with(&object.dst_key, data.clone(), &object.properties)
                 .await?;
-            return Ok(None);
+            return self
+                .check_whole(&object.dst_key, &data, crc32c, written)
+                .await
+                .map(Wrote::Whole);
         }
         let Some(upload) = &writing.upload else {
             return Err(self.store.error(
@@ -167,6 +159,72 @@ impl ObjectWriter {
             .store
             .put_part(upload, writing.part_of(offset), data)
             .await?;
-        Ok(Some(receipt))
+        Ok(Wrote::Part(receipt))
     }
+
+    /// Checks the object just written whole as `key` from `data` (CRC32C `crc32c`) by what
+    /// the store answered: its CRC32C, else its MD5, else (a local file, which answers only
+    /// its size) by reading it back; size alone where nothing else is known. What differs is
+    /// a passing failure: the sink writes it again.
+    async fn check_whole(
+        &self,
+        key: &str,
+        data: &[u8],
+        crc32c: u32,
+        written: Written,
+    ) -> Result<Verification, StoreError> {
+        let differs = |what: String| {
+            self.store.error(
+                skyx_store::ErrorKind::Transient,
+                "put",
+                key,
+                format!("the store holds other bytes than were written: {what}"),
+            )
+        };
+        if written.size != data.len() as u64 {
+            return Err(differs(format!(
+                "{} bytes, not {}",
+                written.size,
+                data.len()
+            )));
+        }
+        if let Some(got) = written.crc32c {
+            return if got == crc32c {
+                Ok(Verification::Crc32c)
+            } else {
+                Err(differs(format!("CRC32C {got:08x}, not {crc32c:08x}")))
+            };
+        }
+        if let Some(got) = written.md5 {
+            use md5::Digest;
+            let want: [u8; 16] = md5::Md5::digest(data).into();
+            return if got == want {
+                Ok(Verification::Md5)
+            } else {
+                Err(differs(format!("MD5 {}", hex::encode(got))))
+            };
+        }
+        if matches!(self.store.location(), StoreLocation::Local) {
+            let back = self
+                .store
+                .get_range_bytes(key, 0..data.len() as u64, None)
+                .await?;
+            let got = crc32c::crc32c(&back);
+            return if got == crc32c {
+                Ok(Verification::ReadBack)
+            } else {
+                Err(differs(format!("read back with CRC32C {got:08x}")))
+            };
+        }
+        Ok(Verification::Size)
+    }
+}
+
+/// What a sink's write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wrote {
+    /// A part, with the store's receipt (the gateway completes the upload).
+    Part(PartReceipt),
+    /// The whole object, checked as it says.
+    Whole(Verification),
 }

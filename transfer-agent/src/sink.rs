@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::events::EventLog;
 use crate::hop_listener::Delivery;
 use crate::job::Counters;
-use crate::objects::ObjectWriter;
+use crate::objects::{ObjectWriter, Wrote};
 
 /// Runs the sink for one listener's deliveries until they end.
 pub(crate) async fn run_sink(
@@ -59,13 +59,19 @@ async fn write_delivery(
         return;
     };
     let len = raw.len() as u64;
-    let whole_md5 = writer.whole_md5(c.object, &raw);
     let started = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut failures = 0u32;
     loop {
-        let error = match writer.write(c.object, c.offset, raw.clone()).await {
-            Ok(receipt) => {
+        let error = match writer
+            .write(c.object, c.offset, raw.clone(), c.raw_crc32c)
+            .await
+        {
+            Ok(wrote) => {
+                let (receipt, verified) = match wrote {
+                    Wrote::Part(r) => (Some(r), None),
+                    Wrote::Whole(v) => (None, Some(v)),
+                };
                 counters.store_written.fetch_add(len, Ordering::Relaxed);
                 counters.chunk_handled();
                 events.push(AgentEvent::Landed {
@@ -77,7 +83,7 @@ async fn write_delivery(
                     }),
                     raw_len: len,
                     raw_crc32c: c.raw_crc32c,
-                    whole_md5,
+                    verified,
                 });
                 d.commit();
                 return;

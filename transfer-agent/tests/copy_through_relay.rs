@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use skyx_agent::{HopListener, HopSender, HopSenderConfig, ObjectWriter, read_chunk, relay};
+use skyx_agent::{HopListener, HopSender, HopSenderConfig, ObjectWriter, Wrote, read_chunk, relay};
 use skyx_agent_api::JobCa;
-use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject};
+use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject, Verification};
 use skyx_gateway::{
     ChunkPolicy, ObjectEntry, RouteId, Tracker, TrackerConfig, TrackerEvent, chunk_size,
     plan_chunks,
@@ -126,11 +126,19 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
         while let Some(d) = sink_rx.recv().await {
             let c = d.frame.chunk;
             match sink_writer
-                .write(c.object, c.offset, d.raw.clone().unwrap())
+                .write(c.object, c.offset, d.raw.clone().unwrap(), c.raw_crc32c)
                 .await
             {
-                Ok(receipt) => {
+                Ok(wrote) => {
                     d.commit();
+                    let receipt = match wrote {
+                        Wrote::Part(r) => Some(r),
+                        // A local file is read back by the sink.
+                        Wrote::Whole(v) => {
+                            assert_eq!(v, Verification::ReadBack);
+                            None
+                        }
+                    };
                     let _ = landed_tx.send((c.chunk, c.object, receipt));
                 }
                 Err(_) => d.fail(),

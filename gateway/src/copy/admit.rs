@@ -105,8 +105,8 @@ pub(super) struct ActiveObject {
     pub(super) receipts: BTreeMap<u32, String>,
     /// Chunk (index within the object) → (raw CRC32C, raw length), as the sinks checked them.
     pub(super) crcs: Vec<Option<(u32, u64)>>,
-    /// The MD5 of its content, for an object written whole (from the sink).
-    pub(super) whole_md5: Option<[u8; 16]>,
+    /// How the sink checked it, for an object written whole.
+    pub(super) sink_verified: Option<Verification>,
     /// What the journal says of it; written with its first progress.
     pub(super) record: ObjectRecord,
     pub(super) recorded: bool,
@@ -275,7 +275,7 @@ impl Run<'_> {
             refused_upload: false,
             receipts: BTreeMap::new(),
             crcs: vec![None; specs.len()],
-            whole_md5: None,
+            sink_verified: None,
             record,
             recorded: false,
             at_sinks: Vec::new(),

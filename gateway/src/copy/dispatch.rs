@@ -300,7 +300,7 @@ impl Run<'_> {
                         part,
                         raw_len,
                         raw_crc32c,
-                        whole_md5,
+                        verified,
                     } => {
                         if !tracker.awaits_landing(ChunkId(chunk)) {
                             continue;
@@ -330,10 +330,8 @@ impl Run<'_> {
                         if let Some(slot) = a.crcs.get_mut(index) {
                             *slot = Some((raw_crc32c, raw_len));
                         }
-                        let md5 =
-                            whole_md5.and_then(|h| <[u8; 16]>::try_from(hex::decode(h).ok()?).ok());
-                        if md5.is_some() {
-                            a.whole_md5 = md5;
+                        if verified.is_some() {
+                            a.sink_verified = verified;
                         }
                         landed.push(ChunkId(chunk));
                     }

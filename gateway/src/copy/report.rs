@@ -3,20 +3,7 @@
 
 use super::*;
 
-/// How an object was checked at the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verification {
-    /// Size, and the store's CRC32C equals the CRC32C of the chunks the source read.
-    Crc32c,
-    /// Size, and the store's MD5 equals the source store's MD5.
-    Md5,
-    /// Size, and the object read back has the CRC32C of the chunks the source read.
-    ReadBack,
-    /// Size only: neither store exposes a comparable checksum (every chunk was still
-    /// verified end to end on its way).
-    Size,
-}
+pub use skyx_agent_api::wire::Verification;
 
 /// One object that did not make it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -178,5 +178,5 @@ async fn copy_one(
         md5: now.md5,
         ..item.clone()
     };
-    finalize::verify(dst, &stored, now.crc32c, None, false).await
+    finalize::verify(dst, &stored, now.crc32c, false).await
 }

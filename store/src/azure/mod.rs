@@ -39,6 +39,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
+use crate::Written;
 use crate::error::{ErrorKind, Result, StoreError, kind_from_http_status};
 use crate::retry::RetryPolicy;
 use crate::{
@@ -587,7 +588,8 @@ impl ObjectStore for AzureStore {
             .await
     }
 
-    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written> {
+        let size = data.len() as u64;
         self.retry
             .run(|| async {
                 // Put Blob takes the same properties as a block list commit.
@@ -610,7 +612,11 @@ impl ObjectStore for AzureStore {
                     )
                     .await
                     .map_err(|e| self.fail("put", key, e))
-                    .map(|_| ())
+                    .map(|out| Written {
+                        size,
+                        crc32c: None,
+                        md5: md5_array(out.content_md5),
+                    })
             })
             .await
     }

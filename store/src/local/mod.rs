@@ -16,6 +16,7 @@ use futures::stream::{self, BoxStream};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use crate::Written;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::retry::RetryPolicy;
 use crate::{
@@ -373,7 +374,9 @@ impl ObjectStore for LocalStore {
         })
     }
 
-    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+    /// A file reports only its size: what a local writer checks, it reads back.
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written> {
+        let size = data.len() as u64;
         let key = key.to_string();
         let modified = properties.modified;
         blocking(move || {
@@ -390,13 +393,18 @@ impl ObjectStore for LocalStore {
                         ),
                     ));
                 }
-                return std::fs::create_dir_all(dir).map_err(|e| io_error("put", &key, e));
+                std::fs::create_dir_all(dir).map_err(|e| io_error("put", &key, e))?;
+                return Ok(Written::default());
             }
             write_atomically(&path_of("put", &key)?, |f| {
                 f.write_all(&data)?;
                 set_modified(f, modified)
             })
-            .map_err(|e| io_error("put", &key, e))
+            .map_err(|e| io_error("put", &key, e))?;
+            Ok(Written {
+                size,
+                ..Written::default()
+            })
         })
         .await
     }

@@ -44,6 +44,7 @@ use checksums::{crc32c_from_checksum, crc32c_header, crc32c_value, md5_from_etag
 use config::RequesterPays;
 pub use config::S3Config;
 
+use crate::Written;
 use crate::{
     ByteStream, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
     Properties, StoreLocation,
@@ -513,8 +514,9 @@ impl ObjectStore for S3Store {
             .await
     }
 
-    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<()> {
+    async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written> {
         let crc = crc32c_header(&data);
+        let size = data.len() as u64;
         self.retry
             .run(|| async {
                 // The store checks the bytes against this and keeps it: the object's CRC32C
@@ -530,7 +532,17 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| self.fail("put", key, e))
-                .map(|_| ())
+                .map(|out| Written {
+                    size,
+                    crc32c: crc32c_from_checksum(out.checksum_crc32_c(), None),
+                    md5: out.e_tag().and_then(|etag| {
+                        md5_from_etag(
+                            etag.trim_matches('"'),
+                            out.server_side_encryption().map(|s| s.as_str()),
+                            out.sse_customer_algorithm().is_some(),
+                        )
+                    }),
+                })
             })
             .await
     }
