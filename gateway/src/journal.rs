@@ -164,7 +164,7 @@ impl Journal {
             std::fs::create_dir_all(dir).map_err(|e| fail(path, e))?;
         }
         let _ = std::fs::remove_file(path);
-        let db = Database::create(path).map_err(|e| fail(path, e))?;
+        let db = builder().create(path).map_err(|e| fail(path, e))?;
         let j = Journal {
             db,
             path: path.to_path_buf(),
@@ -192,7 +192,7 @@ impl Journal {
         if !path.exists() {
             return Ok(None);
         }
-        let db = Database::open(path).map_err(|e| fail(path, e))?;
+        let db = builder().open(path).map_err(|e| fail(path, e))?;
         let mut state = JournalState::default();
         let current;
         {
@@ -352,6 +352,17 @@ impl Journal {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// How journals are opened: a cache of [`CACHE_BYTES`] (redb's default, 1 GiB, would let a
+/// journal of ten million objects take the gateway's memory; its pages are on disk anyway).
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
+/// The journal's page cache.
+const CACHE_BYTES: usize = 32 << 20;
 
 /// `id\nkey` → (id, key).
 fn split_upload(v: &str) -> (String, String) {

@@ -30,13 +30,13 @@ pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
-    CopyError, CopyItems, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
+    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
     ServerSideJob, Verification, items_of, run_copy, run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
-    CopyItem, ListError, Listed, Listing, MetadataPolicy, SkippedObject, attach_properties,
-    is_marker, list_copy, list_destination, list_files_from, with_properties,
+    CopyItem, CopyItems, ListError, Listed, Listing, MetadataPolicy, SkippedObject,
+    attach_properties, is_marker, list_copy, list_destination, list_files_from, with_properties,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use streamed::{CopySources, Look, Tally, list_copy_streaming};

@@ -19,6 +19,9 @@ use skyx_store::{
     ErrorKind, ObjectMeta, ObjectStore, ObjectUrl, Properties, StoreError, StoreLocation,
 };
 
+/// The source listing, as it streams in: what a copy moves, in the order it is listed.
+pub type CopyItems = futures::stream::BoxStream<'static, Result<CopyItem, StoreError>>;
+
 /// One object to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyItem {
@@ -432,9 +435,9 @@ pub async fn attach_properties(
 /// order.
 pub fn with_properties(
     src: std::sync::Arc<dyn ObjectStore>,
-    items: crate::copy::CopyItems,
+    items: CopyItems,
     policy: MetadataPolicy,
-) -> crate::copy::CopyItems {
+) -> CopyItems {
     use futures::StreamExt;
     let policy = std::sync::Arc::new(policy);
     items

@@ -13,11 +13,10 @@ use futures::{StreamExt, TryStreamExt};
 use skyx_store::{ObjectStore, ObjectUrl, StoreError};
 use tokio::sync::mpsc;
 
-use crate::copy::CopyItems;
 use crate::core::filter::ObjectFilter;
 use crate::listing::{
-    CopyItem, ListError, Listed, Listing, SkippedObject, classify, dir_prefix, list_copy,
-    unreadable,
+    CopyItem, CopyItems, ListError, Listed, Listing, SkippedObject, classify, dir_prefix,
+    list_copy, unreadable,
 };
 
 /// How far a listing may run ahead of the copy that takes it.

@@ -21,6 +21,7 @@
 //! - `metadata`: system properties, user metadata and mtime across S3, Azure, GCS and local
 //!   paths, written and read back by the AWS CLI; a static site's Content-Types; overrides.
 //! - `moto`: moto's S3 server as a store that keeps any key as given.
+//! - `resume`: an interrupted `sync` resumed, a rerun without `--resume` keeping landed parts.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
 //! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
@@ -48,6 +49,7 @@ mod metadata;
 mod moto;
 mod plan;
 mod proxy;
+mod resume;
 mod run;
 mod server_side;
 mod sky;

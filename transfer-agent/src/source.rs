@@ -165,6 +165,9 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
     }
 }
 
+/// Chunks up to this size are encoded on the task itself.
+const INLINE_ENCODE: usize = 64 * 1024;
+
 /// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
 async fn encode(
     job: &Arc<Job>,
@@ -199,6 +202,9 @@ async fn encode(
     let raw_len = raw.len();
     let frame = if matches!(compression, Compression::Off) || raw_len < 64 {
         encode_chunk(chunk, raw, Compression::Off)
+    } else if raw_len <= INLINE_ENCODE {
+        // A small chunk compresses in microseconds: a trip to the blocking pool costs more.
+        encode_chunk(chunk, raw, compression)
     } else {
         tokio::task::spawn_blocking(move || encode_chunk(chunk, raw, compression))
             .await

@@ -134,7 +134,24 @@ fn progress_bar(
         b
     };
     let bar2 = bar.clone();
+    let stats = crate::cmd::transfer::stats_every(args).ok().flatten();
+    let mut next_stats = stats;
     let on_progress = move |p: &ProgressSnapshot| {
+        if let (Some(every), Some(next)) = (stats, next_stats)
+            && p.elapsed >= next
+        {
+            eprintln!(
+                "skyx: stats t={:.1}s objects={}/{} bytes={}/{} wire={} held={}",
+                p.elapsed.as_secs_f64(),
+                p.progress.objects_complete,
+                p.progress.objects_total,
+                p.progress.bytes_landed,
+                p.progress.bytes_total,
+                p.wire_bytes,
+                p.objects_held,
+            );
+            next_stats = Some(next + every);
+        }
         if p.progress.bytes_total > bar2.length().unwrap_or(0) {
             bar2.set_length(p.progress.bytes_total);
         }

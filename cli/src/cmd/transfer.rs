@@ -101,6 +101,10 @@ pub struct TransferArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Print a one-line status to stderr every DURATION (e.g. 1s), as rclone's `--stats`
+    /// with `--stats-one-line` does: for logs, where a progress bar cannot draw.
+    #[arg(long, value_name = "DURATION")]
+    pub stats: Option<String>,
     /// Where journals and agent logs live (default $SKYX_STATE_DIR, else
     /// $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
@@ -453,6 +457,19 @@ pub fn bw_limit(args: &TransferArgs) -> Result<Option<u64>> {
 
 /// `--sink-retry`, checked: above zero, and under half the time the gateway waits for a chunk
 /// to land (past that it would send again a chunk the sink still holds).
+/// `--stats`: how often to print a status line, if asked.
+pub fn stats_every(args: &TransferArgs) -> Result<Option<std::time::Duration>> {
+    let Some(text) = &args.stats else {
+        return Ok(None);
+    };
+    match crate::units::parse_duration_s(text) {
+        Ok(s) if s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+        _ => bail!(BadInput(format!(
+            "--stats {text}: expected a positive duration such as 1s or 500ms"
+        ))),
+    }
+}
+
 fn sink_retry(args: &TransferArgs) -> Result<std::time::Duration> {
     let defaults = CopyOptions::default();
     let Some(text) = &args.sink_retry else {

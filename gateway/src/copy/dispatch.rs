@@ -63,26 +63,11 @@ impl Run<'_> {
                     self.admit_arrived(item, tracker).await?;
                 }
                 Some(done) = finalizing.join_next(), if !finalizing.is_empty() => {
-                    let (object, res) = done.expect("finalize does not panic");
-                    match res {
-                        Ok(v) => {
-                            *self.verified.entry(format!("{v:?}").to_lowercase()).or_default() += 1;
-                            if let Some(a) = self.active.get(&object)
-                                && let Some(j) = &self.journal
-                            {
-                                let record = ObjectRecord { upload: None, complete: true, ..a.record.clone() };
-                                j.record(&JournalBatch {
-                                    objects: vec![(a.item.src_key.clone(), record)],
-                                    ..Default::default()
-                                })?;
-                            }
-                            self.release(object, tracker);
-                        }
-                        Err(why) => {
-                            tracker.handle_object_failed_after_landing(object);
-                            self.object_failed(object, why, tracker).await?;
-                        }
+                    let mut finished = vec![done.expect("finalize does not panic")];
+                    while let Some(done) = finalizing.try_join_next() {
+                        finished.push(done.expect("finalize does not panic"));
                     }
+                    self.finalized(finished, tracker).await?;
                 }
                 _ = tick.tick() => {
                     tracker.handle_tick(Instant::now());
@@ -95,6 +80,49 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Objects whose completion and verification ended: the verified are journaled complete
+    /// (one transaction for all) and let go; the others fail.
+    async fn finalized(
+        &mut self,
+        finished: Vec<(u32, Result<Verification, String>)>,
+        tracker: &mut Tracker,
+    ) -> Result<(), CopyError> {
+        let mut batch = JournalBatch::default();
+        let mut verified = Vec::new();
+        let mut failed = Vec::new();
+        for (object, res) in finished {
+            match res {
+                Ok(v) => {
+                    *self
+                        .verified
+                        .entry(format!("{v:?}").to_lowercase())
+                        .or_default() += 1;
+                    if let Some(a) = self.active.get(&object) {
+                        let record = ObjectRecord {
+                            upload: None,
+                            complete: true,
+                            ..a.record.clone()
+                        };
+                        batch.objects.push((a.item.src_key.clone(), record));
+                    }
+                    verified.push(object);
+                }
+                Err(why) => failed.push((object, why)),
+            }
+        }
+        if let Some(j) = &self.journal {
+            j.record(&batch)?;
+        }
+        for object in verified {
+            self.release(object, tracker);
+        }
+        for (object, why) in failed {
+            tracker.handle_object_failed_after_landing(object);
+            self.object_failed(object, why, tracker).await?;
+        }
+        Ok(())
     }
 
     /// Keeps every live route's window of chunks full, spreading chunks over the routes in

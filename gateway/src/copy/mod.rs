@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use rand::Rng;
 use skyx_agent_api::wire::{
     AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, IdentityWire,
@@ -59,7 +58,7 @@ use crate::core::chunker::{ChunkError, ChunkPolicy, ChunkSpec};
 use crate::core::topology::{AgentSlot, Topology};
 use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 use crate::journal::{Journal, JournalBatch, JournalError, JournalState, digest};
-use crate::listing::{CopyItem, version_of};
+use crate::listing::{CopyItem, CopyItems, version_of};
 use skyx_provision::{AgentSession, LaunchRequest, LaunchedAgent, Provider, SessionError};
 
 /// How a copy runs.
@@ -228,9 +227,6 @@ struct RouteRt {
 }
 
 type PollResult = (usize, Result<EventsResponse, ClientError>);
-
-/// The source listing, as it streams in: what a copy moves, in the order it is listed.
-pub type CopyItems = BoxStream<'static, Result<CopyItem, StoreError>>;
 
 /// A listing already in memory, as a [`CopyItems`] stream.
 pub fn items_of(items: Vec<CopyItem>) -> CopyItems {

@@ -84,6 +84,8 @@ pub struct ProgressSnapshot {
     pub elapsed: Duration,
     /// Bytes put on the wire by the sources in this run.
     pub wire_bytes: u64,
+    /// Objects held in the run's window now.
+    pub objects_held: u64,
 }
 
 impl Run<'_> {
@@ -98,6 +100,7 @@ impl Run<'_> {
             progress: tracker.progress(),
             elapsed: started.elapsed(),
             wire_bytes,
+            objects_held: self.active.len() as u64,
         }
     }
 

@@ -94,6 +94,8 @@ pub async fn run_server_side(
             progress: state,
             elapsed: started.elapsed(),
             wire_bytes: 0,
+            // The provider copies from the listing, held whole.
+            objects_held: state.objects_total,
         });
     }
     if stopped.load(std::sync::atomic::Ordering::Relaxed) {

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""skyx, rclone and s5cmd moving the same small files between the same servers, one run.
+
+Each case copies the dataset to a fresh destination with each tool, times it, checks the
+destination holds every object, and reports objects per second and the ratio to rclone
+(16 transfers). Measures; asserts nothing but that every tool copied everything.
+"""
+import argparse, os, platform, shutil, subprocess, sys, tempfile, time
+
+def run(cmd, env=None):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return wall
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skyx", required=True)
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    n, skyx = a.files, a.skyx
+    work = tempfile.mkdtemp(prefix="skyx-small-")
+    src = f"{work}/src"
+    for i in range(n):
+        d = f"{src}/d{i // 1000:03}"
+        os.makedirs(d, exist_ok=True)
+        with open(f"{d}/f{i:06}", "wb") as f:
+            f.write(os.urandom(4096))
+    e = os.environ
+    s3 = dict(e, AWS_ENDPOINT_URL=e["SKYX_TEST_S3_ENDPOINT"], AWS_ACCESS_KEY_ID=e["SKYX_TEST_S3_ACCESS_KEY"],
+              AWS_SECRET_ACCESS_KEY=e["SKYX_TEST_S3_SECRET_KEY"], AWS_REGION="us-east-1",
+              AZURE_STORAGE_CONNECTION_STRING=e["SKYX_TEST_AZURE_CONNECTION_STRING"],
+              SKYX_STATE_DIR=f"{work}/state")
+    # rclone 1.60 (Debian): the sandbox's AWS_CA_BUNDLE breaks its S3 backend; Azurite needs
+    # both use_emulator and endpoint (see shared/DEPENDENCIES.md).
+    az_endpoint = [kv.split("=", 1)[1] for kv in e["SKYX_TEST_AZURE_CONNECTION_STRING"].split(";") if kv.startswith("BlobEndpoint=")][0]
+    rc = {k: v for k, v in s3.items() if k != "AWS_CA_BUNDLE"}
+    rc.update(RCLONE_CONFIG_S3_TYPE="s3", RCLONE_CONFIG_S3_PROVIDER="Other",
+              RCLONE_CONFIG_S3_ENDPOINT=e["SKYX_TEST_S3_ENDPOINT"],
+              RCLONE_CONFIG_S3_ACCESS_KEY_ID=e["SKYX_TEST_S3_ACCESS_KEY"],
+              RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=e["SKYX_TEST_S3_SECRET_KEY"],
+              RCLONE_CONFIG_S3_REGION="us-east-1", RCLONE_CONFIG_S3_FORCE_PATH_STYLE="true",
+              RCLONE_CONFIG_AZ_TYPE="azureblob", RCLONE_CONFIG_AZ_USE_EMULATOR="true",
+              RCLONE_CONFIG_AZ_ENDPOINT=az_endpoint)
+    s5 = ["s5cmd", "--endpoint-url", e["SKYX_TEST_S3_ENDPOINT"]]
+    tag = str(os.getpid())
+    def bucket(name):
+        b = f"small-{name}-{tag}"
+        run([skyx, "mb", f"s3://{b}"], s3)
+        return b
+    def container(name):
+        c = f"small-{name}-{tag}"
+        run([skyx, "mb", f"az://devstoreaccount1/{c}"], s3)
+        return c
+    def count(url):
+        p = subprocess.run([skyx, "ls", "-r", url], capture_output=True, text=True, env=s3)
+        return len([l for l in p.stdout.splitlines() if l.strip()])
+    srcb = bucket("src")
+    run([skyx, "cp", "-r", src, f"s3://{srcb}/data", "--no-progress"], s3)
+    sk = [skyx, "cp", "-r", "--no-progress"]
+    cases = {}
+    def case(name, runs):
+        rows = []
+        for label, cmd, env, dst in runs:
+            wall = run(cmd, env)
+            got = count(dst) if "://" in dst else sum(len(f) for _, _, f in os.walk(dst))
+            if got != n:
+                sys.exit(f"{name}/{label}: {got} of {n} objects at the destination")
+            rows.append((label, " ".join(cmd), wall))
+        cases[name] = rows
+    case("local -> local", [
+        ("skyx cp", sk + [src, f"{work}/l-skyx"], s3, f"{work}/l-skyx"),
+        ("rclone copy (4 transfers)", ["rclone", "copy", src, f"{work}/l-rclone4"], rc, f"{work}/l-rclone4"),
+        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"{work}/l-rclone16"], rc, f"{work}/l-rclone16"),
+        ("cp -r", ["cp", "-r", src, f"{work}/l-cp"], None, f"{work}/l-cp"),
+    ])
+    b1, b2, b3 = bucket("up-skyx"), bucket("up-rclone"), bucket("up-s5cmd")
+    case("local -> S3", [
+        ("skyx cp", sk + [src, f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
+        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"s3:{b2}/data"], rc, f"s3://{b2}/data"),
+        ("s5cmd cp", s5 + ["cp", f"{src}/", f"s3://{b3}/data/"], rc, f"s3://{b3}/data"),
+    ])
+    b1, b2, b3, b4 = bucket("s3-skyx"), bucket("s3-agents"), bucket("s3-rclone"), bucket("s3-s5cmd")
+    case("S3 -> S3", [
+        ("skyx cp (server-side)", sk + [f"s3://{srcb}/data", f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
+        ("skyx cp --server-side never (agents)", sk + ["--server-side", "never", f"s3://{srcb}/data", f"s3://{b2}/data"], s3, f"s3://{b2}/data"),
+        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"s3:{b3}/data"], rc, f"s3://{b3}/data"),
+        ("s5cmd cp", s5 + ["cp", f"s3://{srcb}/data/*", f"s3://{b4}/data/"], rc, f"s3://{b4}/data"),
+    ])
+    c1, c2 = container("az-skyx"), container("az-rclone")
+    case("S3 -> Azurite", [
+        ("skyx cp", sk + [f"s3://{srcb}/data", f"az://devstoreaccount1/{c1}/data"], s3, f"az://devstoreaccount1/{c1}/data"),
+        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"az:{c2}/data"], rc, f"az://devstoreaccount1/{c2}/data"),
+    ])
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    out = [f"# {n:,} files of 4 KiB: skyx, rclone and s5cmd on the same servers, one run\n",
+           f"Machine: {os.cpu_count()} vCPU ({cpu}), {platform.platform()}. Date: {time.strftime('%Y-%m-%d %H:%M')}.",
+           "Servers: s3s-fs and Azurite on loopback (deploy/test-servers.sh). Every process shares these cores:",
+           "compare rows of this run, not machines. Ratios are objects/s over rclone --transfers 16's in the same case.\n"]
+    for name, rows in cases.items():
+        base = next((w for l, _, w in rows if l == "rclone copy --transfers 16"), None)
+        out.append(f"## {name}\n\n| tool | wall s | objects/s | vs rclone --transfers 16 |\n|---|---|---|---|")
+        for label, cmd, wall in rows:
+            ratio = f"{base / wall:.2f}x" if base else "-"
+            out.append(f"| {label} | {wall:.1f} | {n / wall:,.0f} | {ratio} |")
+        out.append("\nCommands:\n" + "\n".join(f"- `{cmd}`" for _, cmd, _ in rows) + "\n")
+    open(a.out, "w").write("\n".join(out))
+    print("\n".join(out))
+    shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
