@@ -21,9 +21,17 @@ impl Run<'_> {
         loop {
             self.admit_ready(tracker).await?;
             self.fill_windows(tracker).await?;
+            // Objects written whole and checked by their sinks are done as they land: no
+            // request, so no task; the rest are completed and verified on tasks.
+            let mut checked = Vec::new();
             while let Some(e) = tracker.poll_event() {
                 match e {
-                    TrackerEvent::ObjectComplete { object } => ready.push_back(object),
+                    TrackerEvent::ObjectComplete { object } => {
+                        match self.active.get(&object).and_then(|a| a.sink_verified) {
+                            Some(v) => checked.push((object, Ok(v))),
+                            None => ready.push_back(object),
+                        }
+                    }
                     TrackerEvent::ObjectFailed {
                         object, attempts, ..
                     } => {
@@ -35,6 +43,9 @@ impl Run<'_> {
                         .await?;
                     }
                 }
+            }
+            if !checked.is_empty() {
+                self.finalized(checked, tracker).await?;
             }
             while finalizing.len() < self.job.options.finalize_concurrency.max(1) {
                 let Some(object) = ready.pop_front() else {

@@ -38,7 +38,6 @@ impl Run<'_> {
                 _ => None,
             };
         }
-        let sink_verified = a.sink_verified;
         let dst_is_local = matches!(dst.location(), StoreLocation::Local);
         async move {
             let res = async {
@@ -68,11 +67,6 @@ impl Run<'_> {
                         // (The caller aborts the upload, keeping it to retry if that fails.)
                         return Err(format!("completing the upload: {e}"));
                     }
-                }
-                // A whole object the sink checked against the store's answer needs nothing
-                // more: no request from here, however far the destination is.
-                if let Some(v) = sink_verified {
-                    return Ok(v);
                 }
                 verify(dst.as_ref(), &item, crc, dst_is_local).await
             }
