@@ -81,7 +81,9 @@ pub async fn list_copy_streaming(
     look: Look,
 ) -> Result<CopySources, ListError> {
     let prefix = dir_prefix(src.key.trim_end_matches('/'));
-    let (tx, mut rx) = mpsc::channel::<Result<Listed, StoreError>>(LISTING_BUFFER);
+    // Entries, then `None` at the listing's end: a queue that closes without it means the
+    // listing task died, which is an error, never a complete listing.
+    let (tx, mut rx) = mpsc::channel::<Option<Result<Listed, StoreError>>>(LISTING_BUFFER);
     {
         let (store, prefix, dst, filter) = (
             src_store.clone(),
@@ -94,12 +96,15 @@ pub async fn list_copy_streaming(
             loop {
                 let entry = match listing.try_next().await {
                     Ok(Some(meta)) => Ok(classify(meta, &prefix, &dst, &filter)),
-                    Ok(None) => return,
+                    Ok(None) => {
+                        let _ = tx.send(None).await;
+                        return;
+                    }
                     Err(e) => unreadable(e),
                 };
                 let last = entry.is_err();
                 // A closed channel: the copy stopped taking the listing.
-                if tx.send(entry).await.is_err() || last {
+                if tx.send(Some(entry)).await.is_err() || last {
                     return;
                 }
             }
@@ -114,17 +119,25 @@ pub async fn list_copy_streaming(
             Err(_) => break,
         };
         match next {
-            None => return ended(src_store.as_ref(), src, dst, filter, looked, &tally).await,
-            Some(entry) => {
+            Some(None) => {
+                return ended(src_store.as_ref(), src, dst, filter, looked, &tally).await;
+            }
+            Some(Some(entry)) => {
                 if let Some(item) = take(entry, &tally)? {
                     looked.push(item);
                 }
             }
+            None => return Err(stopped().into()),
         }
     }
     let rest = futures::stream::unfold((rx, tally.clone()), |(mut rx, tally)| async move {
         loop {
-            match take(rx.recv().await?, &tally) {
+            let entry = match rx.recv().await {
+                Some(Some(entry)) => entry,
+                Some(None) => return None,
+                None => Err(stopped()),
+            };
+            match take(entry, &tally) {
                 Ok(Some(item)) => return Some((Ok(item), (rx, tally))),
                 Ok(None) => {}
                 Err(e) => return Some((Err(e), (rx, tally))),
@@ -139,6 +152,17 @@ pub async fn list_copy_streaming(
         items,
         tally,
     })
+}
+
+/// The listing task ended without saying the listing had.
+fn stopped() -> StoreError {
+    StoreError::new(
+        skyx_store::ErrorKind::Other,
+        "listing",
+        "list",
+        "",
+        "the listing stopped before its end".to_string(),
+    )
 }
 
 /// The object `entry` copies, if any; what it leaves out goes to the tally.

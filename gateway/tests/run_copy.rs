@@ -379,8 +379,9 @@ async fn a_resume_after_the_source_changed_moves_only_what_changed_and_what_was_
         "{:?}",
         report.objects_failed
     );
+    // Ten landed before the interruption; at most six were the changed and removed objects'.
     assert!(
-        report.chunks_skipped >= 6,
+        report.chunks_skipped >= 4,
         "only {} chunks skipped: the journal was not taken over",
         report.chunks_skipped
     );

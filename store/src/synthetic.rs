@@ -266,8 +266,13 @@ impl ObjectStore for SyntheticStore {
                 .etag
                 .split_once('-')
                 .and_then(|(len, crc)| Some((len.parse::<u64>().ok()?, crc)));
+            let last = k + 1 == parts.len();
             let ok = match receipt {
-                Some((len, crc)) if p.part_number as usize == k + 1 && start + len <= self.size => {
+                Some((len, crc))
+                    if p.part_number as usize == k + 1
+                        && start + len <= self.size
+                        && (last || len >= self.min_part_size()) =>
+                {
                     let want = content_crc(i, start..start + len);
                     start += len;
                     crc == format!("{want:08x}")

@@ -187,12 +187,15 @@ async fn encode(
         CompressionSpec::Off => Compression::Off,
         CompressionSpec::Zstd { level } => Compression::Zstd(level),
         CompressionSpec::Auto { level } => {
-            if job
-                .incompressible
-                .lock()
-                .expect("incompressible")
-                .contains(&order.object)
-            {
+            let mut incompressible = job.incompressible.lock().expect("incompressible");
+            let known = incompressible.contains(&order.object);
+            // Its last chunk: the object need not be remembered any longer (what the set
+            // holds stays bounded by the objects under way, not the job).
+            if known && order.offset + order.len >= object_size {
+                incompressible.remove(&order.object);
+            }
+            drop(incompressible);
+            if known {
                 Compression::Off
             } else {
                 Compression::Zstd(level)

@@ -23,7 +23,9 @@ const FEED_BUFFER: usize = 1024;
 /// The source listing, forwarded by a task through a bounded queue so that listing pages are
 /// fetched while the run works, and never more than [`FEED_BUFFER`] items ahead of it.
 pub(super) struct Feed {
-    rx: mpsc::Receiver<Result<CopyItem, StoreError>>,
+    /// Items, then `None` once the listing has ended: a queue that closes without it means
+    /// the listing task died, never that the listing is complete.
+    rx: mpsc::Receiver<Option<Result<CopyItem, StoreError>>>,
     task: tokio::task::JoinHandle<()>,
     ended: bool,
     /// Items received so far.
@@ -36,10 +38,11 @@ impl Feed {
         let task = tokio::spawn(async move {
             while let Some(item) = items.next().await {
                 let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
+                if tx.send(Some(item)).await.is_err() || failed {
                     return;
                 }
             }
+            let _ = tx.send(None).await;
         });
         Feed {
             rx,
@@ -56,6 +59,9 @@ impl Feed {
 
     /// The next item if one is waiting; `None` when none is (yet) or the listing ended.
     pub(super) fn try_next(&mut self) -> Result<Option<CopyItem>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
         match self.rx.try_recv() {
             Ok(item) => self.take(Some(item)),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
@@ -65,24 +71,34 @@ impl Feed {
 
     /// The next item, waiting for it; `None` when the listing ended.
     pub(super) async fn next(&mut self) -> Result<Option<CopyItem>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
         let item = self.rx.recv().await;
         self.take(item)
     }
 
     fn take(
         &mut self,
-        item: Option<Result<CopyItem, StoreError>>,
+        item: Option<Option<Result<CopyItem, StoreError>>>,
     ) -> Result<Option<CopyItem>, StoreError> {
         match item {
-            None => {
+            Some(None) => {
                 self.ended = true;
                 Ok(None)
             }
-            Some(Ok(item)) => {
+            Some(Some(Ok(item))) => {
                 self.listed += 1;
                 Ok(Some(item))
             }
-            Some(Err(e)) => Err(e),
+            Some(Some(Err(e))) => Err(e),
+            None => Err(StoreError::new(
+                skyx_store::ErrorKind::Other,
+                "listing",
+                "list",
+                "",
+                "the listing stopped before its end".to_string(),
+            )),
         }
     }
 
@@ -137,8 +153,9 @@ impl ActiveObject {
 }
 
 impl Run<'_> {
-    /// Whether the window has room for another object.
-    pub(super) fn wants_items(&self, tracker: &Tracker) -> bool {
+    /// Whether the window has room for another object, with `pending` objects of `chunks`
+    /// chunks about to be taken in.
+    pub(super) fn wants_items(&self, tracker: &Tracker, pending: usize, chunks: usize) -> bool {
         let rounds: usize = self
             .routes
             .iter()
@@ -146,23 +163,27 @@ impl Run<'_> {
             .map(|r| r.window)
             .sum();
         !self.feed.ended()
-            && self.active.len() < self.job.options.window_objects.max(1)
-            && tracker.queued() < (2 * rounds).max(256)
+            && self.active.len() + pending < self.job.options.window_objects.max(1)
+            && tracker.queued() + chunks < (2 * rounds).max(256)
     }
 
     /// Takes in the items the listing has ready, while the window has room.
     pub(super) async fn admit_ready(&mut self, tracker: &mut Tracker) -> Result<(), CopyError> {
         let mut items = Vec::new();
-        while self.wants_items(tracker)
-            && self.active.len() + items.len() < self.job.options.window_objects.max(1)
-        {
+        let mut chunks = 0;
+        while self.wants_items(tracker, items.len(), chunks) {
             match self.feed.try_next() {
-                Ok(Some(item)) => items.push(item),
+                Ok(Some(item)) => {
+                    let chunk = crate::core::chunker::chunk_size(item.size, &self.policy);
+                    chunks += item.size.div_ceil(chunk.max(1)).max(1) as usize;
+                    items.push(item);
+                }
                 Ok(None) => break,
                 Err(e) => return Err(self.listing_failed(e)),
             }
             if items.len() >= 256 {
                 self.admit(std::mem::take(&mut items), tracker).await?;
+                chunks = 0;
             }
         }
         self.admit(items, tracker).await
@@ -182,14 +203,22 @@ impl Run<'_> {
         self.admit_ready(tracker).await
     }
 
-    /// Waits for the listing until there is something to send, or it ends.
+    /// Waits for the listing until there is something to send, or it ends (or the copy is
+    /// cancelled: a listing of objects all done already can take a while).
     pub(super) async fn admit_until_work(
         &mut self,
         tracker: &mut Tracker,
+        cancel: &mut watch::Receiver<bool>,
     ) -> Result<(), CopyError> {
         while tracker.is_done() && !self.feed.ended() {
-            let next = self.feed.next().await;
-            self.admit_arrived(next, tracker).await?;
+            tokio::select! {
+                next = self.feed.next() => self.admit_arrived(next, tracker).await?,
+                _ = cancel.changed() => {
+                    if *cancel.borrow() {
+                        return Err(CopyError::Interrupted { resume: self.resume_hint() });
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -334,10 +363,15 @@ impl Run<'_> {
         tracker.release(object);
         if let Some(a) = self.active.remove(&object) {
             for s in a.at_sinks {
-                if let Some(rt) = self.agents.get_mut(s) {
+                if let Some(rt) = self.agents.get_mut(s)
+                    && rt.alive
+                {
                     rt.sink_knows.remove(&object);
                     rt.sink_forget.push(object);
                 }
+            }
+            for chunk in a.chunks {
+                self.write_failures.remove(&chunk);
             }
         }
     }

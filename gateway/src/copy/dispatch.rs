@@ -61,7 +61,7 @@ impl Run<'_> {
                 progress(&self.snapshot(tracker, started));
                 return Ok(());
             }
-            let wants_items = self.wants_items(tracker);
+            let wants_items = self.wants_items(tracker, 0, 0);
             tokio::select! {
                 Some((agent, res)) = polls.recv() => {
                     let mut batch = vec![(agent, res)];
@@ -215,16 +215,24 @@ impl Run<'_> {
         let mut register = SinkObjects::default();
         for &o in &objects {
             if !self.agents[sink].sink_knows.contains(&o)
-                && let Some(a) = self.active.get_mut(&o)
+                && let Some(a) = self.active.get(&o)
             {
                 register.add.push(a.sink_object(o));
-                a.at_sinks.push(sink);
-                self.agents[sink].sink_knows.insert(o);
             }
         }
         register.forget = std::mem::take(&mut self.agents[sink].sink_forget);
         if !register.add.is_empty() || !register.forget.is_empty() {
-            self.agents[sink].client.sink_objects(&register).await?;
+            // What the sink knows changes only once it has answered.
+            if let Err(e) = self.agents[sink].client.sink_objects(&register).await {
+                self.agents[sink].sink_forget = register.forget;
+                return Err(e);
+            }
+            for o in register.add {
+                if let Some(a) = self.active.get_mut(&o.object) {
+                    a.at_sinks.push(sink);
+                }
+                self.agents[sink].sink_knows.insert(o.object);
+            }
         }
         let dispatch = Dispatch {
             route: r as u32,
@@ -506,7 +514,7 @@ impl Run<'_> {
         let Some(key) = self.active.get(&object).map(|a| a.item.src_key.clone()) else {
             return;
         };
-        if !self.failed.iter().any(|f| f.key == key) {
+        if self.failed_keys.insert(key.clone()) {
             self.failed.push(FailedObject { key, why });
         }
     }

@@ -59,8 +59,13 @@ impl Run<'_> {
                     unchanged(src.as_ref(), &item).await?;
                     if let Err(e) = dst.complete_multipart(&upload, parts).await {
                         // An earlier run may have completed it and died before journaling
-                        // that (the parts are gone now): what is at the destination decides.
-                        if let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await {
+                        // that (the upload is gone now): what is at the destination decides,
+                        // by content only. A completion refused for any other reason fails,
+                        // and an object of the same size is no proof.
+                        if e.kind == skyx_store::ErrorKind::NotFound
+                            && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await
+                            && v != Verification::Size
+                        {
                             tracing::info!(key = %item.dst_key, "already completed by an earlier run");
                             return Ok(v);
                         }

@@ -262,6 +262,8 @@ struct Run<'a> {
     next_route: usize,
     landed_this_run: u64,
     failed: Vec<FailedObject>,
+    /// The source keys in `failed` (each object is named once).
+    failed_keys: HashSet<String>,
     /// Objects that failed before being taken in (they cannot be cut into chunks).
     failed_unadmitted: u64,
     /// Writes the destination refused, per chunk (see `CopyOptions::max_write_failures`).
@@ -342,6 +344,7 @@ pub async fn run_copy(
         next_route: 0,
         landed_this_run: 0,
         failed: Vec::new(),
+        failed_keys: HashSet::new(),
         failed_unadmitted: 0,
         write_failures: HashMap::new(),
         pending_aborts: state.pending_aborts,
@@ -358,7 +361,7 @@ pub async fn run_copy(
     let result = async {
         // Agents start only once there is something to send: a copy whose every object is
         // already in place (a resume after the last landing, or nothing to copy) needs none.
-        run.admit_until_work(&mut tracker).await?;
+        run.admit_until_work(&mut tracker, &mut cancel).await?;
         if !tracker.is_done() || !run.feed.ended() {
             run.setup().await?;
         }
