@@ -33,13 +33,23 @@ pub enum ReceiverEvent {
     },
 }
 
+/// Committed chunks a receiver remembers. A sender resends only chunks of its window (a few
+/// hundred at most) that it has not seen acknowledged, so a duplicate of a chunk committed this
+/// long ago does not come; if one did, it would be delivered again, which a sink (same bytes
+/// written again) and a relay (a duplicate the next hop acknowledges) both tolerate. Without
+/// the bound, a connection's memory would grow with every chunk it ever carried.
+pub const COMMITTED_REMEMBERED: usize = 1 << 14;
+
 #[derive(Debug)]
 pub struct Receiver {
     job: JobId,
     role: Role,
     /// Delivered, awaiting the driver's commit.
     pending: HashSet<ChunkId>,
+    /// The last [`COMMITTED_REMEMBERED`] chunks committed (a set, and their order to forget
+    /// the oldest): a duplicate of one is acknowledged, not delivered again.
     committed: HashSet<ChunkId>,
+    committed_order: VecDeque<ChunkId>,
     outgoing: VecDeque<Frame>,
     events: VecDeque<ReceiverEvent>,
     /// Counters for metrics.
@@ -61,6 +71,7 @@ impl Receiver {
             role,
             pending: HashSet::new(),
             committed: HashSet::new(),
+            committed_order: VecDeque::new(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -138,7 +149,14 @@ impl Receiver {
     /// The driver has durably taken the chunk over: acknowledge it.
     pub fn handle_committed(&mut self, chunk: ChunkId) {
         if self.pending.remove(&chunk) {
-            self.committed.insert(chunk);
+            if self.committed.insert(chunk) {
+                self.committed_order.push_back(chunk);
+            }
+            if self.committed_order.len() > COMMITTED_REMEMBERED
+                && let Some(old) = self.committed_order.pop_front()
+            {
+                self.committed.remove(&old);
+            }
             self.outgoing.push_back(Frame::Ack {
                 job: self.job,
                 chunk,

@@ -302,3 +302,43 @@ fn a_relay_forwards_payloads_without_decoding_them() {
         })
     );
 }
+
+#[test]
+fn a_receiver_remembers_a_bounded_number_of_committed_chunks() {
+    use skyx_protocol::receiver::COMMITTED_REMEMBERED;
+    let mut receiver = Receiver::new(JOB, Role::Sink);
+    let data = |c: u64| {
+        let chunk = ChunkRef {
+            job: JOB,
+            chunk: ChunkId(c),
+            object: 0,
+            offset: 0,
+            raw_len: 0,
+            raw_crc32c: 0,
+        };
+        Ok(Frame::Data(encode_chunk(
+            chunk,
+            Bytes::from_static(b"x"),
+            Compression::Off,
+        )))
+    };
+    let n = COMMITTED_REMEMBERED as u64 + 1000;
+    for c in 0..n {
+        receiver.handle_frame(data(c));
+        assert!(matches!(
+            receiver.poll_event(),
+            Some(ReceiverEvent::Deliver { .. })
+        ));
+        receiver.handle_committed(ChunkId(c));
+        while receiver.poll_transmit().is_some() {}
+    }
+    assert_eq!(
+        receiver.committed(),
+        COMMITTED_REMEMBERED,
+        "memory grows with chunks carried"
+    );
+    // A duplicate of a recent chunk is acknowledged again, not delivered again.
+    receiver.handle_frame(data(n - 1));
+    assert_eq!(receiver.poll_event(), None);
+    assert!(matches!(receiver.poll_transmit(), Some(Frame::Ack { .. })));
+}
