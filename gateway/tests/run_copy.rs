@@ -152,6 +152,31 @@ fn options(chunk_size: u64) -> CopyOptions {
     }
 }
 
+/// Runs the copy of `src` to `dst` journaled at `journal`, interrupted (as by Ctrl-C) once
+/// `landed` chunks are journaled.
+async fn interrupted_after(
+    landed: u64,
+    src: &Path,
+    dst: &Path,
+    journal: &Path,
+    provider: &InProcessProvider,
+) {
+    let (cancel_tx, cancel) = watch::channel(false);
+    let mut first = options(MIB as u64);
+    first.journal = Some(journal.to_path_buf());
+    first.crash_after_landed = Some(CrashAfter {
+        after: landed,
+        crash: Arc::new(move || {
+            let _ = cancel_tx.send(true);
+        }),
+    });
+    let copy = prepare(src, dst, first).await;
+    match run(&copy, provider, cancel).await {
+        Err(CopyError::Interrupted { .. }) => {}
+        other => panic!("the copy was not interrupted: {other:?}"),
+    }
+}
+
 /// Every file landed byte for byte, and no hidden staging is left at the destination.
 fn assert_landed(dst: &Path, files: &[(String, Vec<u8>)]) {
     for (rel, data) in files {
@@ -232,24 +257,8 @@ async fn an_interrupted_copy_resumes_from_its_journal_without_resending_landed_c
     let sizes: Vec<usize> = (0..10).map(|i| 2 * MIB + i).collect();
     let files = write_source(&s.0.join("src"), &sizes);
     let journal = s.0.join("journal.redb");
-    let (cancel_tx, cancel) = watch::channel(false);
-    let cancel_tx = Arc::new(cancel_tx);
-    let mut first = options(MIB as u64);
-    first.journal = Some(journal.clone());
-    // Interrupted (as by Ctrl-C) once 8 landed chunks are journaled.
-    let stop = cancel_tx.clone();
-    first.crash_after_landed = Some(CrashAfter {
-        after: 8,
-        crash: Arc::new(move || {
-            let _ = stop.send(true);
-        }),
-    });
-    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), first).await;
     let provider = InProcessProvider::default();
-    match run(&copy, &provider, cancel).await {
-        Err(CopyError::Interrupted { .. }) => {}
-        other => panic!("the copy was not interrupted: {other:?}"),
-    }
+    interrupted_after(8, &s.0.join("src"), &s.0.join("dst"), &journal, &provider).await;
     assert_eq!(provider.running(), Vec::<String>::new());
 
     let mut again = options(MIB as u64);
@@ -337,23 +346,8 @@ async fn a_resume_after_the_source_changed_moves_only_what_changed_and_what_was_
     let sizes: Vec<usize> = (0..12).map(|i| 2 * MIB + i).collect();
     let mut files = write_source(&src, &sizes);
     let journal = s.0.join("journal.redb");
-    let (cancel_tx, cancel) = watch::channel(false);
-    let cancel_tx = Arc::new(cancel_tx);
-    let mut first = options(MIB as u64);
-    first.journal = Some(journal.clone());
-    let stop = cancel_tx.clone();
-    first.crash_after_landed = Some(CrashAfter {
-        after: 10,
-        crash: Arc::new(move || {
-            let _ = stop.send(true);
-        }),
-    });
-    let copy = prepare(&src, &s.0.join("dst"), first).await;
     let provider = InProcessProvider::default();
-    match run(&copy, &provider, cancel).await {
-        Err(CopyError::Interrupted { .. }) => {}
-        other => panic!("the copy was not interrupted: {other:?}"),
-    }
+    interrupted_after(10, &src, &s.0.join("dst"), &journal, &provider).await;
     // Meanwhile the first object listed ("file-1": the listing is in key order, so it is the
     // first copied) is rewritten (same size, other bytes), one added, and the second listed
     // ("file-10") removed.
