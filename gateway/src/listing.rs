@@ -22,6 +22,18 @@ use skyx_store::{
 /// The source listing, as it streams in: what a copy moves, in the order it is listed.
 pub type CopyItems = futures::stream::BoxStream<'static, Result<CopyItem, StoreError>>;
 
+/// A listing forwarded through a queue whose task ended without saying the listing had:
+/// an error, never a complete listing.
+pub(crate) fn listing_stopped() -> StoreError {
+    StoreError::new(
+        ErrorKind::Other,
+        "listing",
+        "list",
+        "",
+        "the listing stopped before its end".to_string(),
+    )
+}
+
 /// One object to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyItem {

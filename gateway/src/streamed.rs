@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::core::filter::ObjectFilter;
 use crate::listing::{
     CopyItem, CopyItems, ListError, Listed, Listing, SkippedObject, classify, dir_prefix,
-    list_copy, unreadable,
+    list_copy, listing_stopped, unreadable,
 };
 
 /// How far a listing may run ahead of the copy that takes it.
@@ -51,9 +51,9 @@ pub enum CopySources {
     Listed(Listing),
     /// A listing still under way.
     Streaming {
-        /// The objects listed during the look (what the route is planned on).
-        looked: Vec<CopyItem>,
-        /// Every object to copy, `looked` first, as the listing goes on.
+        /// How many objects, and bytes, the look saw (what the route is planned on).
+        looked: (usize, u64),
+        /// Every object to copy, those of the look first, as the listing goes on.
         items: CopyItems,
         /// What it left out so far; complete once `items` ended.
         tally: Arc<Mutex<Tally>>,
@@ -66,7 +66,7 @@ impl std::fmt::Debug for CopySources {
             CopySources::Listed(l) => f.debug_tuple("Listed").field(l).finish(),
             CopySources::Streaming { looked, .. } => f
                 .debug_struct("Streaming")
-                .field("looked", &looked.len())
+                .field("looked", looked)
                 .finish_non_exhaustive(),
         }
     }
@@ -127,7 +127,7 @@ pub async fn list_copy_streaming(
                     looked.push(item);
                 }
             }
-            None => return Err(stopped().into()),
+            None => return Err(listing_stopped().into()),
         }
     }
     let rest = futures::stream::unfold((rx, tally.clone()), |(mut rx, tally)| async move {
@@ -135,7 +135,7 @@ pub async fn list_copy_streaming(
             let entry = match rx.recv().await {
                 Some(Some(entry)) => entry,
                 Some(None) => return None,
-                None => Err(stopped()),
+                None => Err(listing_stopped()),
             };
             match take(entry, &tally) {
                 Ok(Some(item)) => return Some((Ok(item), (rx, tally))),
@@ -144,25 +144,15 @@ pub async fn list_copy_streaming(
             }
         }
     });
-    let items = futures::stream::iter(looked.clone().into_iter().map(Ok))
+    let seen = (looked.len(), looked.iter().map(|i| i.size).sum());
+    let items = futures::stream::iter(looked.into_iter().map(Ok))
         .chain(rest)
         .boxed();
     Ok(CopySources::Streaming {
-        looked,
+        looked: seen,
         items,
         tally,
     })
-}
-
-/// The listing task ended without saying the listing had.
-fn stopped() -> StoreError {
-    StoreError::new(
-        skyx_store::ErrorKind::Other,
-        "listing",
-        "list",
-        "",
-        "the listing stopped before its end".to_string(),
-    )
 }
 
 /// The object `entry` copies, if any; what it leaves out goes to the tally.

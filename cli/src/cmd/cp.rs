@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    CopyItem, CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally,
+    CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally,
     attach_properties, list_copy_streaming, list_destination, plan_sync, with_properties,
 };
 
@@ -69,18 +69,16 @@ async fn run_async(args: &CpArgs) -> Result<()> {
 async fn copy_streaming(
     t: &TransferArgs,
     ends: &Endpoints,
-    looked: Vec<CopyItem>,
+    (looked, so_far): (usize, u64),
     items: CopyItems,
     tally: Arc<Mutex<Tally>>,
 ) -> Result<()> {
-    let so_far: u64 = looked.iter().map(|i| i.size).sum();
     eprintln!(
         "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far",
         ends.src_url,
-        looked.len(),
+        looked,
         format_bytes(so_far as f64)
     );
-    drop(looked);
     let regions = crate::cmd::routing::infer_regions(t, ends).await;
     let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
     let items = with_properties(ends.src.clone(), items, metadata_policy(t)?);

@@ -92,13 +92,7 @@ impl Feed {
                 Ok(Some(item))
             }
             Some(Some(Err(e))) => Err(e),
-            None => Err(StoreError::new(
-                skyx_store::ErrorKind::Other,
-                "listing",
-                "list",
-                "",
-                "the listing stopped before its end".to_string(),
-            )),
+            None => Err(crate::listing::listing_stopped()),
         }
     }
 
@@ -110,11 +104,8 @@ impl Feed {
 /// An object taken into the run: what it takes to dispatch, complete and verify it.
 pub(super) struct ActiveObject {
     pub(super) item: CopyItem,
-    pub(super) chunk_size: u64,
     /// Its chunks' ids, contiguous.
     pub(super) chunks: std::ops::Range<u64>,
-    /// Its multipart upload (objects of more than one chunk).
-    pub(super) upload: Option<String>,
     /// Its upload could not be opened: it fails, its chunks go nowhere.
     pub(super) refused_upload: bool,
     /// Part number → etag, from the sinks.
@@ -123,7 +114,8 @@ pub(super) struct ActiveObject {
     pub(super) crcs: Vec<Option<(u32, u64)>>,
     /// How the sink checked it, for an object written whole.
     pub(super) sink_verified: Option<Verification>,
-    /// What the journal says of it; written with its first progress.
+    /// What the journal says of it (its chunk size, and its multipart upload once open);
+    /// written with its first progress.
     pub(super) record: ObjectRecord,
     pub(super) recorded: bool,
     /// Sinks (agent indices) told of it.
@@ -145,9 +137,9 @@ impl ActiveObject {
             object,
             dst_key: self.item.dst_key.clone(),
             size: self.item.size,
-            chunk_size: self.chunk_size,
+            chunk_size: self.record.chunk_size,
             properties: self.item.properties.clone(),
-            upload: self.upload.clone(),
+            upload: self.record.upload.clone(),
         }
     }
 }
@@ -298,9 +290,7 @@ impl Run<'_> {
         let first = ChunkId(self.next_chunk);
         let specs = crate::core::chunker::object_chunks(object, first, item.size, chunk_size);
         let mut active = ActiveObject {
-            chunk_size,
             chunks: first.0..first.0 + specs.len() as u64,
-            upload: None,
             refused_upload: false,
             receipts: BTreeMap::new(),
             crcs: vec![None; specs.len()],
@@ -330,7 +320,6 @@ impl Run<'_> {
         match progress {
             Some((earlier, parts)) if kept && !earlier.complete => {
                 let parts = kept_parts(&earlier, &parts, &specs).expect("checked above");
-                active.upload = earlier.upload.clone();
                 active.record.upload = earlier.upload;
                 active.recorded = true;
                 for (i, part) in parts {

@@ -68,8 +68,8 @@ impl Run<'_> {
         let mut keys = Vec::new();
         for i in items {
             let dir = i.dst_key.rfind('/').map_or("", |at| &i.dst_key[..=at]);
-            if !self.swept_dirs.contains(dir) {
-                self.swept_dirs.insert(dir.to_string());
+            if !self.swept_dirs.contains_key(dir) {
+                self.swept_dirs.insert(dir.to_string(), i.dst_key.clone());
                 keys.push(i.dst_key.clone());
             }
         }
@@ -79,7 +79,7 @@ impl Run<'_> {
     /// After the run: every directory the copy wrote to is swept again (what its agents were
     /// writing when they died is no one's now).
     pub(super) async fn sweep_staging_again(&mut self) {
-        let keys: Vec<String> = self.swept_dirs.iter().map(|d| format!("{d}x")).collect();
+        let keys: Vec<String> = self.swept_dirs.values().cloned().collect();
         self.sweep_keys(&keys).await;
     }
 

@@ -260,7 +260,7 @@ impl Run<'_> {
         for s in batch {
             if let Some(a) = self.active.get(&s.object)
                 && !s.whole_object
-                && a.upload.is_none()
+                && a.record.upload.is_none()
                 && !a.refused_upload
                 && need.last().is_none_or(|(o, _, _)| *o != s.object)
             {
@@ -290,7 +290,6 @@ impl Run<'_> {
             match r {
                 Ok((o, up)) => {
                     let a = self.active.get_mut(&o).expect("an object being dispatched");
-                    a.upload = Some(up.upload_id.clone());
                     a.record.upload = Some(up.upload_id);
                     a.recorded = true;
                     batch
@@ -532,7 +531,7 @@ impl Run<'_> {
             return Ok(());
         };
         let (src_key, dst_key) = (a.item.src_key.clone(), a.item.dst_key.clone());
-        if let Some(id) = a.upload.take() {
+        if let Some(id) = a.record.upload.take() {
             self.abort_upload(&dst_key, &id).await?;
         }
         if let Some(j) = &self.journal {

@@ -13,8 +13,8 @@ impl Run<'_> {
         let src = self.src.clone();
         let a = &self.active[&object];
         let item = a.item.clone();
-        let upload = a.upload.clone();
-        let chunk_size = a.chunk_size;
+        let upload = a.record.upload.clone();
+        let chunk_size = a.record.chunk_size;
         // Each part is one chunk, in order: its CRC32C is the chunk's, as the sink checked it.
         let parts: Vec<PartReceipt> = a
             .receipts

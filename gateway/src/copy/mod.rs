@@ -275,8 +275,9 @@ struct Run<'a> {
     resumed: (u64, u64, u64),
     /// Chunks an earlier run landed, not sent again.
     chunks_skipped: u64,
-    /// (a local destination) Directories whose abandoned staging was swept.
-    swept_dirs: HashSet<String>,
+    /// (a local destination) Directories whose abandoned staging was swept, each with a key
+    /// in it (what the store's sweep takes).
+    swept_dirs: HashMap<String, String>,
 }
 
 pub fn random_token() -> String {
@@ -351,7 +352,7 @@ pub async fn run_copy(
         verified: BTreeMap::new(),
         resumed: (0, 0, 0),
         chunks_skipped: 0,
-        swept_dirs: HashSet::new(),
+        swept_dirs: HashMap::new(),
     };
     let mut tracker = Tracker::new(job.options.tracker);
 
