@@ -79,6 +79,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 skyx_gateway::CopyError::Interrupted { .. } => 130,
                 skyx_gateway::CopyError::ResumeMismatch { .. } => 2,
                 skyx_gateway::CopyError::Store(s) => store_exit(s.kind),
+                skyx_gateway::CopyError::Listing { source, .. } => store_exit(source.kind),
                 _ => 1,
             };
         }

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod listing;
 pub mod paths;
 pub mod pricing;
+pub mod spill;
 pub mod streamed;
 pub mod sync;
 
@@ -39,8 +40,12 @@ pub use listing::{
     attach_properties, is_marker, list_copy, list_destination, list_files_from, with_properties,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
-pub use streamed::{CopySources, Look, Tally, list_copy_streaming};
+pub use streamed::{CopySources, Look, Looked, Tally, list_copy_streaming, look_at};
+pub use sync::merge::Decision;
+pub use sync::stream::{
+    Decisions, StreamedSync, SyncTally, copies, list_destination_streaming, sync_decisions,
+};
 pub use sync::{
     Compare, Deletions, RecordedTimes, SyncError, SyncPlan, SyncRules, complete_checksums,
-    complete_recorded_times, delete_extraneous, plan_sync, settle_markers,
+    delete_extraneous, plan_sync,
 };

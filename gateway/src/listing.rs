@@ -34,8 +34,54 @@ pub(crate) fn listing_stopped() -> StoreError {
     )
 }
 
-/// One object to copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How far a listing forwarded by [`owned_listing`] may run ahead of what takes it.
+const LISTING_BUFFER: usize = 1024;
+
+/// `store`'s listing of `prefix` as a stream that owns what it needs: a task lists, and a
+/// bounded queue forwards the entries with an explicit end, so a task that dies is an error
+/// ([`listing_stopped`]), never a complete listing. The listing ends at its first error.
+pub(crate) fn owned_listing(
+    store: std::sync::Arc<dyn ObjectStore>,
+    prefix: String,
+) -> futures::stream::BoxStream<'static, Result<ObjectMeta, StoreError>> {
+    use futures::StreamExt;
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Option<Result<ObjectMeta, StoreError>>>(LISTING_BUFFER);
+    tokio::spawn(async move {
+        let mut listing = store.list(&prefix);
+        loop {
+            let entry = match listing.try_next().await {
+                Ok(Some(meta)) => Ok(meta),
+                Ok(None) => {
+                    let _ = tx.send(None).await;
+                    return;
+                }
+                Err(e) => Err(e),
+            };
+            // An entry the source cannot serve is named and the listing goes on; any other
+            // error ends it.
+            let last = entry
+                .as_ref()
+                .is_err_and(|e| e.kind != ErrorKind::Unreadable);
+            // A closed channel: whoever took the listing stopped.
+            if tx.send(Some(entry)).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Some(entry)) => Some((entry, Some(rx))),
+            Some(None) => None,
+            None => Some((Err(listing_stopped()), None)),
+        }
+    })
+    .boxed()
+}
+
+/// One object to copy (serializable, so a long listing can be sorted on disk).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CopyItem {
     pub src_key: String,
     pub dst_key: String,

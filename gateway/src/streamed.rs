@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use skyx_store::{ObjectStore, ObjectUrl, StoreError};
-use tokio::sync::mpsc;
 
 use crate::core::filter::ObjectFilter;
 use crate::listing::{
     CopyItem, CopyItems, ListError, Listed, Listing, SkippedObject, classify, dir_prefix,
-    list_copy, listing_stopped, unreadable,
+    list_copy, owned_listing, unreadable,
 };
-
-/// How far a listing may run ahead of the copy that takes it.
-const LISTING_BUFFER: usize = 1024;
 
 /// How long and how far to look at a listing before deciding it streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,69 +77,37 @@ pub async fn list_copy_streaming(
     look: Look,
 ) -> Result<CopySources, ListError> {
     let prefix = dir_prefix(src.key.trim_end_matches('/'));
-    // Entries, then `None` at the listing's end: a queue that closes without it means the
-    // listing task died, which is an error, never a complete listing.
-    let (tx, mut rx) = mpsc::channel::<Option<Result<Listed, StoreError>>>(LISTING_BUFFER);
-    {
-        let (store, prefix, dst, filter) = (
-            src_store.clone(),
-            prefix.clone(),
-            dst.clone(),
-            filter.clone(),
-        );
-        tokio::spawn(async move {
-            let mut listing = store.list(&prefix);
-            loop {
-                let entry = match listing.try_next().await {
-                    Ok(Some(meta)) => Ok(classify(meta, &prefix, &dst, &filter)),
-                    Ok(None) => {
-                        let _ = tx.send(None).await;
-                        return;
-                    }
-                    Err(e) => unreadable(e),
-                };
-                let last = entry.is_err();
-                // A closed channel: the copy stopped taking the listing.
-                if tx.send(Some(entry)).await.is_err() || last {
-                    return;
-                }
-            }
-        });
+    let mut listing = {
+        let (prefix, dst, filter) = (prefix.clone(), dst.clone(), filter.clone());
+        owned_listing(src_store.clone(), prefix.clone()).map(move |entry| match entry {
+            Ok(meta) => Ok(classify(meta, &prefix, &dst, &filter)),
+            Err(e) => unreadable(e),
+        })
     }
+    .boxed();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut looked = Vec::new();
     let until = Instant::now() + look.time;
     while looked.len() < look.objects {
-        let next = match tokio::time::timeout_at(until.into(), rx.recv()).await {
+        let next = match tokio::time::timeout_at(until.into(), listing.next()).await {
             Ok(next) => next,
             Err(_) => break,
         };
         match next {
-            Some(None) => {
+            None => {
                 return ended(src_store.as_ref(), src, dst, filter, looked, &tally).await;
             }
-            Some(Some(entry)) => {
+            Some(entry) => {
                 if let Some(item) = take(entry, &tally)? {
                     looked.push(item);
                 }
             }
-            None => return Err(listing_stopped().into()),
         }
     }
-    let rest = futures::stream::unfold((rx, tally.clone()), |(mut rx, tally)| async move {
-        loop {
-            let entry = match rx.recv().await {
-                Some(Some(entry)) => entry,
-                Some(None) => return None,
-                None => Err(listing_stopped()),
-            };
-            match take(entry, &tally) {
-                Ok(Some(item)) => return Some((Ok(item), (rx, tally))),
-                Ok(None) => {}
-                Err(e) => return Some((Err(e), (rx, tally))),
-            }
-        }
-    });
+    let rest = {
+        let tally = tally.clone();
+        listing.try_filter_map(move |entry| futures::future::ready(take(Ok(entry), &tally)))
+    };
     let seen = (looked.len(), looked.iter().map(|i| i.size).sum());
     let items = futures::stream::iter(looked.into_iter().map(Ok))
         .chain(rest)
@@ -192,4 +156,49 @@ async fn ended(
         filtered_out: tally.filtered_out,
         source_is_object: false,
     }))
+}
+
+/// The first objects of a stream of copies, looked at to plan the route on.
+pub struct Looked {
+    /// What the look saw, in the stream's order.
+    pub items: Vec<CopyItem>,
+    /// Whether the stream ended within the look (`items` is then everything).
+    pub ended: bool,
+    /// Everything after `items` (nothing once `ended`).
+    pub rest: CopyItems,
+}
+
+impl std::fmt::Debug for Looked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Looked")
+            .field("items", &self.items.len())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes from `items` up to `look`'s objects, or for up to its time.
+pub async fn look_at(mut items: CopyItems, look: Look) -> Result<Looked, StoreError> {
+    let mut seen = Vec::new();
+    let until = Instant::now() + look.time;
+    while seen.len() < look.objects {
+        match tokio::time::timeout_at(until.into(), items.try_next()).await {
+            Err(_) => break,
+            Ok(next) => match next? {
+                Some(item) => seen.push(item),
+                None => {
+                    return Ok(Looked {
+                        items: seen,
+                        ended: true,
+                        rest: futures::stream::empty().boxed(),
+                    });
+                }
+            },
+        }
+    }
+    Ok(Looked {
+        items: seen,
+        ended: false,
+        rest: items,
+    })
 }

@@ -46,7 +46,7 @@ pub use write::{Encryption, WriteOptions, WriteOptionsError};
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// What a store knows about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,

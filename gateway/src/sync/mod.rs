@@ -18,9 +18,15 @@
 //! and modifiers: `--update` leaves an object whose destination is newer than its source;
 //! `--no-clobber` never replaces an existing destination object.
 //!
-//! [`plan_sync`] is pure; the rest are thin drivers.
+//! [`plan_sync`] decides over listings held whole (`cp --no-clobber`); [`stream`] decides as
+//! the two listings stream in, sorted ([`crate::spill`]) and merged ([`merge`]), so a sync's
+//! memory does not grow with the object count. Both decide each pair the same way
+//! ([`merge::decide`]); the rest are thin drivers.
 
-use std::collections::{HashMap, HashSet};
+pub mod merge;
+pub mod stream;
+
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -71,6 +77,14 @@ pub enum SyncError {
         dst_key: String,
         src_has: &'static str,
         dst_has: &'static str,
+    },
+    #[error(
+        "the {side} listing is not in key order ({after:?} came after {before:?}): a sync cannot pair its objects, so nothing was deleted"
+    )]
+    OutOfOrder {
+        side: merge::Side,
+        before: String,
+        after: String,
     },
 }
 
@@ -175,7 +189,7 @@ pub fn is_in_place(
 /// destination objects that no source item maps to and that `filter` takes (by their key
 /// relative to `dst_prefix`, size and time); objects the filter excludes are never deleted.
 pub fn plan_sync(
-    items: Vec<CopyItem>,
+    mut items: Vec<CopyItem>,
     destination: &[ObjectMeta],
     recorded: &RecordedTimes,
     dst_prefix: &str,
@@ -183,31 +197,34 @@ pub fn plan_sync(
     rules: &SyncRules,
     delete: bool,
 ) -> Result<SyncPlan, SyncError> {
-    let existing: HashMap<&str, &ObjectMeta> =
-        destination.iter().map(|m| (m.key.as_str(), m)).collect();
-    let wanted: HashSet<String> = items.iter().map(|i| i.dst_key.clone()).collect();
+    items.sort_by(|a, b| a.dst_key.cmp(&b.dst_key));
+    let mut destination = destination.to_vec();
+    destination.sort_by(|a, b| a.key.cmp(&b.key));
+    let prefix = dir_prefix(dst_prefix);
+    let rule = delete.then_some(merge::DeleteRule {
+        prefix: &prefix,
+        filter,
+    });
+    let (mut src, mut dst) = (items.into_iter(), destination.into_iter());
+    let (mut src_head, mut dst_head) = (src.next(), dst.next());
     let mut plan = SyncPlan::default();
-    for item in items {
-        match existing.get(item.dst_key.as_str()) {
-            Some(meta) if is_in_place(&item, meta, recorded.get(&meta.key).copied(), rules)? => {
-                plan.unchanged += 1
-            }
-            _ => plan.copy.push(item),
+    while let Some(pairing) = merge::next_pairing(&mut src_head, &mut dst_head) {
+        let recorded = match &pairing {
+            merge::Pairing::Both(_, meta) => recorded.get(&meta.key).copied(),
+            _ => None,
+        };
+        match merge::decide(pairing, recorded, rules, rule)? {
+            merge::Decision::Copy(item) => plan.copy.push(*item),
+            merge::Decision::Unchanged => plan.unchanged += 1,
+            merge::Decision::Delete(key) => plan.delete.push(key),
+            merge::Decision::Kept => {}
         }
-    }
-    if delete {
-        let prefix = dir_prefix(dst_prefix);
-        plan.delete = destination
-            .iter()
-            .filter(|m| !wanted.contains(&m.key))
-            .filter(|m| {
-                m.key
-                    .strip_prefix(&prefix)
-                    .is_some_and(|rel| filter.accepts(rel, m.size, m.last_modified))
-            })
-            .map(|m| m.key.clone())
-            .collect();
-        plan.delete.sort();
+        if src_head.is_none() {
+            src_head = src.next();
+        }
+        if dst_head.is_none() {
+            dst_head = dst.next();
+        }
     }
     Ok(plan)
 }
@@ -247,88 +264,66 @@ pub async fn complete_checksums(
     Ok(())
 }
 
-/// Objects whose properties [`complete_recorded_times`] reads at once.
-const PROPERTY_READS: usize = 32;
-
-/// For the default comparison: the source time each same-size destination object without a
-/// checksum in common with its source was written from. A cloud object says it in its
-/// metadata (one properties read each; an object without it records nothing); a local file's
-/// mtime is that time. Where the recorded time differs from the source's listed time, the
-/// source's own properties are read too: it may carry an older origin's time in its metadata,
-/// which is what a copy records. An object whose properties cannot be read records nothing
-/// (a warning says why): the comparison falls back for it rather than failing the sync.
-pub async fn complete_recorded_times(
-    src: &dyn ObjectStore,
-    items: &mut [CopyItem],
-    dst: &dyn ObjectStore,
-    destination: &[ObjectMeta],
-) -> RecordedTimes {
-    // (source index, destination key) of every pair the times decide.
-    let pairs: Vec<(usize, &ObjectMeta)> = same_size_pairs(items, destination)
-        .into_iter()
-        .map(|(n, d)| (n, &destination[d]))
-        .filter(|(n, d)| same_checksum(&items[*n], d).is_none() && !is_marker(&items[*n]))
-        .collect();
-    let mut recorded = RecordedTimes::new();
-    if *dst.location() == StoreLocation::Local {
-        for (_, d) in &pairs {
-            if let Some(t) = d.last_modified {
-                recorded.insert(d.key.clone(), t);
-            }
-        }
+/// For the default comparison of a same-size pair without a checksum in common: the source
+/// time `dst` was written from. A cloud object says it in its metadata (one properties read;
+/// an object without it records nothing); a local file's mtime is that time. Where the
+/// recorded time differs from the source's listed time, the source's own properties are read
+/// too (into `item`): it may carry an older origin's time in its metadata, which is what a
+/// copy records. An object whose properties cannot be read records nothing (a warning says
+/// why): the comparison falls back for it rather than failing the sync.
+pub async fn recorded_time(
+    src_store: &dyn ObjectStore,
+    item: &mut CopyItem,
+    dst_store: &dyn ObjectStore,
+    dst: &ObjectMeta,
+) -> Option<SystemTime> {
+    let recorded = if *dst_store.location() == StoreLocation::Local {
+        dst.last_modified?
     } else {
-        let keys = pairs.iter().map(|(_, d)| d.key.clone()).collect();
-        recorded.extend(
-            modified_times(dst, keys)
-                .await
-                .into_iter()
-                .filter_map(|(k, t)| Some((k, t?))),
-        );
+        modified_time(dst_store, &dst.key).await?
+    };
+    if !item.last_modified.is_some_and(|l| same_time(recorded, l))
+        && let Some(own) = modified_time(src_store, &item.src_key).await
+    {
+        item.properties.modified = Some(own);
     }
-    let differing: Vec<usize> = pairs
-        .iter()
-        .filter(|(n, d)| {
-            let listed = items[*n].last_modified;
-            recorded
-                .get(&d.key)
-                .is_some_and(|&r| !listed.is_some_and(|l| same_time(r, l)))
-        })
-        .map(|(n, _)| *n)
-        .collect();
-    let keys = differing
-        .iter()
-        .map(|&n| items[n].src_key.clone())
-        .collect();
-    let own: HashMap<String, Option<SystemTime>> =
-        modified_times(src, keys).await.into_iter().collect();
-    for n in differing {
-        if let Some(&Some(modified)) = own.get(&items[n].src_key) {
-            items[n].properties.modified = Some(modified);
-        }
-    }
-    recorded
+    Some(recorded)
 }
 
-/// The modification time each of `keys` carries in its properties (`None`: it carries none,
-/// or its properties could not be read, which is logged).
-async fn modified_times(
-    store: &dyn ObjectStore,
-    keys: Vec<String>,
-) -> Vec<(String, Option<SystemTime>)> {
-    futures::stream::iter(keys)
-        .map(|key| async move {
-            let modified = match store.properties(&key).await {
-                Ok(p) => p.modified,
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "reading the object's properties failed; comparing it by its store's time");
-                    None
-                }
-            };
-            (key, modified)
-        })
-        .buffer_unordered(PROPERTY_READS)
-        .collect()
-        .await
+/// The modification time `key` carries in its properties (`None`: it carries none, or its
+/// properties could not be read, which is logged).
+async fn modified_time(store: &dyn ObjectStore, key: &str) -> Option<SystemTime> {
+    match store.properties(key).await {
+        Ok(p) => p.modified,
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "reading the object's properties failed; comparing it by its store's time");
+            None
+        }
+    }
+}
+
+/// For `--checksum`: gives each end of a same-size pair a checksum where it lacks one (see
+/// [`complete_checksums`]).
+pub async fn pair_checksums(
+    src_store: &dyn ObjectStore,
+    item: &mut CopyItem,
+    dst_store: &dyn ObjectStore,
+    dst: &mut ObjectMeta,
+) -> Result<(), StoreError> {
+    if item.md5.is_none() && item.crc32c.is_none() {
+        (item.md5, item.crc32c) = checksum_of(src_store, &item.src_key).await?;
+    }
+    if dst.md5.is_none() && dst.crc32c.is_none() {
+        (dst.md5, dst.crc32c) = checksum_of(dst_store, &dst.key).await?;
+    }
+    Ok(())
+}
+
+/// Whether `item`, a directory marker a sync would copy, is already at the destination: a
+/// local destination lists files, not directories, so a marker copied before is not in its
+/// listing; one head finds it.
+pub async fn marker_in_place(dst_store: &dyn ObjectStore, item: &CopyItem) -> bool {
+    is_marker(item) && dst_store.head(&item.dst_key).await.is_ok()
 }
 
 type Checksums = (Option<[u8; 16]>, Option<u32>);
@@ -337,22 +332,24 @@ async fn checksums_of(
     store: &dyn ObjectStore,
     keys: Vec<(usize, String)>,
 ) -> Result<Vec<(usize, Checksums)>, StoreError> {
-    let local = *store.location() == StoreLocation::Local;
     futures::stream::iter(keys)
-        .map(|(n, key)| async move {
-            let sums = if local {
-                (Some(md5_of(store, &key).await?), None)
-            } else {
-                let meta = store.head(&key).await?;
-                (meta.md5, meta.crc32c)
-            };
-            Ok((n, sums))
-        })
+        .map(|(n, key)| async move { Ok((n, checksum_of(store, &key).await?)) })
         .buffer_unordered(CHECKSUMS_AT_ONCE)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect()
+}
+
+/// A local file's MD5, read from disk (as rclone does); a cloud object's checksums as a HEAD
+/// reports them (some servers list none).
+async fn checksum_of(store: &dyn ObjectStore, key: &str) -> Result<Checksums, StoreError> {
+    if *store.location() == StoreLocation::Local {
+        Ok((Some(md5_of(store, key).await?), None))
+    } else {
+        let meta = store.head(key).await?;
+        Ok((meta.md5, meta.crc32c))
+    }
 }
 
 async fn md5_of(store: &dyn ObjectStore, key: &str) -> Result<[u8; 16], StoreError> {
@@ -363,27 +360,6 @@ async fn md5_of(store: &dyn ObjectStore, key: &str) -> Result<[u8; 16], StoreErr
         hasher.update(&piece?);
     }
     Ok(hasher.finalize().into())
-}
-
-/// Takes out of `plan.copy` the directory markers the destination already has. A local
-/// destination lists files, not directories, so a marker copied before is not in its listing;
-/// one head per marker finds it.
-pub async fn settle_markers(dst: &dyn ObjectStore, plan: &mut SyncPlan) {
-    let checked: Vec<(CopyItem, bool)> = futures::stream::iter(std::mem::take(&mut plan.copy))
-        .map(|item| async move {
-            let in_place = is_marker(&item) && dst.head(&item.dst_key).await.is_ok();
-            (item, in_place)
-        })
-        .buffered(16)
-        .collect()
-        .await;
-    for (item, in_place) in checked {
-        if in_place {
-            plan.unchanged += 1;
-        } else {
-            plan.copy.push(item);
-        }
-    }
 }
 
 /// What a sync's deletions did.
@@ -480,7 +456,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             copied(&plan),
-            vec!["d/other-md5", "d/other-size", "d/older-dst", "d/missing"]
+            // In destination-key order, as the merge decides them.
+            vec!["d/missing", "d/older-dst", "d/other-md5", "d/other-size"]
         );
         assert_eq!(plan.unchanged, 2);
         assert_eq!(plan.delete, vec!["d/extra".to_string()]);
@@ -556,7 +533,7 @@ mod tests {
         let with_hashes: Vec<CopyItem> = items().into_iter().skip(1).collect();
         assert_eq!(
             copied(&plan(checksum, with_hashes).unwrap()),
-            vec!["d/other-size-newer-dst", "d/other-md5"]
+            vec!["d/other-md5", "d/other-size-newer-dst"]
         );
     }
 
