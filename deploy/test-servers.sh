@@ -27,9 +27,13 @@ AZ_KEY_B='c2t5eC10ZXN0cy1zZWNvbmQtYWNjb3VudC1rZXktbm90LWEtc2VjcmV0LTAwMDA='
 install() {
     mkdir -p "$TOOLS"
     # The emulated sky's tests build namespaces and shape links with iproute2's ip and tc.
-    if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
-        log "installing iproute2 (apt)"
-        apt-get install -y -q iproute2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 >/dev/null; }
+    # ... and measure its links with ping and iperf3.
+    if ! command -v tc >/dev/null || ! command -v ip >/dev/null || ! command -v ping >/dev/null \
+        || ! command -v iperf3 >/dev/null; then
+        log "installing iproute2, iputils-ping, iperf3 (apt)"
+        local pkgs="iproute2 iputils-ping iperf3"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
     fi
     if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
         log "installing s3s-fs 0.14.1 (cargo, about 80 s)"

@@ -4,15 +4,19 @@
 //! server of its cloud (s3s-fs for AWS, Azurite for Azure, the GCS emulator for GCP) listening
 //! only there, and whatever agents the gateway starts there. Regions are joined by a full mesh
 //! of veth pairs, each direction shaped with `tbf` to the catalog's measured throughput times a
-//! scale, with per-VM egress caps where they bind. `netem` is not available on these machines,
-//! so links have no added latency: the sky reproduces bandwidth, not distance.
+//! scale, with per-VM egress caps where they bind, and delayed by the catalog's measured round
+//! trips (by a user-space delay line: `netem` is not available on these machines), the control
+//! path between the gateway and each region too.
 //!
 //! - [`spec`]: what the sky is, worked out from the catalog without touching the machine.
 //! - [`manifest`]: what an `up` left behind, written to its state directory, read by `down`,
 //!   by `skyx cp --sky` (where each region's store is, which namespace agents run in) and by
 //!   `skyx bench paths`.
-//! - [`machine`]: running the commands, starting the servers, and tearing it all down.
+//! - [`machine`]: running the commands, starting the delay line and the servers, and tearing
+//!   it all down.
+//! - [`delay_line`]: the process that carries every link's packets after the link's delay.
 
+pub mod delay_line;
 pub mod machine;
 pub mod manifest;
 pub mod spec;
@@ -20,8 +24,8 @@ pub mod spec;
 pub use machine::{Tools, down, up};
 pub use manifest::{ServerProcess, SkyManifest};
 pub use spec::{
-    DEFAULT_REGIONS, DEFAULT_SCALE, FRAME_OVERHEAD, ShapedLink, SkyOptions, SkyRegion, SkySpec,
-    StoreKind,
+    DEFAULT_REGIONS, DEFAULT_RTT_SCALE, DEFAULT_SCALE, DelayedLink, FRAME_OVERHEAD, ShapedLink,
+    SkyOptions, SkyRegion, SkySpec, StoreKind, TunEnd,
 };
 
 /// Why building, reading or tearing down a sky failed.
@@ -64,6 +68,8 @@ pub enum SkyError {
         seconds: u64,
         log: String,
     },
+    #[error("the delay line did not start within {seconds} s; its log: {log}")]
+    DelayLineNotReady { seconds: u64, log: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -20,6 +20,8 @@ const GCS_LAUNCHER: &str = include_str!("../../deploy/gcs_emulator.py");
 /// `SKYX_TOOLS_DIR` (default `~/.cache/skyx-tools`).
 #[derive(Debug, Clone)]
 pub struct Tools {
+    /// The `skyx` program, which runs the delay line (`skyx sky delay-line`).
+    pub skyx: PathBuf,
     pub s3s_fs: PathBuf,
     pub azurite_blob: PathBuf,
     /// The Python with gcp-storage-emulator installed.
@@ -35,6 +37,7 @@ impl Tools {
                     .join(".cache/skyx-tools")
             });
         Tools {
+            skyx: PathBuf::from("skyx"),
             s3s_fs: dir.join("bin/s3s-fs"),
             azurite_blob: dir.join("npm/bin/azurite-blob"),
             python: dir.join("venv/bin/python"),
@@ -128,6 +131,7 @@ pub fn up(spec: SkySpec, state_dir: &Path, tools: &Tools) -> Result<SkyManifest,
         spec,
         state_dir: state_dir.to_path_buf(),
         servers: Vec::new(),
+        delay_line: None,
     };
     manifest.save()?;
     match build(&mut manifest, tools) {
@@ -146,6 +150,11 @@ fn build(manifest: &mut SkyManifest, tools: &Tools) -> Result<(), SkyError> {
     for argv in manifest.spec.network_commands() {
         run(&argv)?;
     }
+    // Nothing crosses a link, the control paths included, until the delay line carries it.
+    let pid = start_delay_line(&manifest.state_dir, tools)?;
+    manifest.delay_line = Some(pid);
+    manifest.save()?;
+    wait_delay_line(&manifest.state_dir, pid)?;
     let launcher = manifest.state_dir.join("gcs_emulator.py");
     std::fs::write(&launcher, GCS_LAUNCHER).map_err(io("writing the GCS launcher"))?;
     let regions = manifest.spec.regions.clone();
@@ -164,6 +173,51 @@ fn build(manifest: &mut SkyManifest, tools: &Tools) -> Result<(), SkyError> {
     )
     .map_err(io("writing the sky's grid"))?;
     Ok(())
+}
+
+fn delay_line_log(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs").join("delay-line.log")
+}
+
+/// Starts `skyx sky delay-line` for the sky whose manifest is in `state_dir`, in its own
+/// process group (a Ctrl-C where `up` ran must not stop it; `down` does).
+fn start_delay_line(state_dir: &Path, tools: &Tools) -> Result<u32, SkyError> {
+    let log = delay_line_log(state_dir);
+    let file = std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+    let err = file.try_clone().map_err(io("cloning a log handle"))?;
+    let child = Command::new(&tools.skyx)
+        .args(["sky", "delay-line", "--state-dir"])
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| SkyError::Spawn {
+            program: format!("{} sky delay-line", tools.skyx.display()),
+            source,
+        })?;
+    Ok(child.id())
+}
+
+fn wait_delay_line(state_dir: &Path, pid: u32) -> Result<(), SkyError> {
+    let ready = state_dir.join(SkyManifest::DELAY_READY_FILE);
+    let limit = Duration::from_secs(30);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if ready.exists() {
+            return Ok(());
+        }
+        if !alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(delay_line_log(state_dir)).unwrap_or_default();
+    Err(SkyError::DelayLineNotReady {
+        seconds: limit.as_secs(),
+        log: log.lines().rev().take(5).collect::<Vec<_>>().join(" | "),
+    })
 }
 
 fn start_server(
@@ -288,8 +342,9 @@ fn pids_in(ns: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Tears sky `name` down: stops its servers and every other process in its namespaces (agents,
-/// tools), deletes the namespaces (which takes every veth, ifb and route with them) and the
+/// Tears sky `name` down: stops its servers, its delay line and every other process in its
+/// namespaces (agents, tools), deletes the namespaces (which takes every TUN device, ifb and
+/// route with them) and the
 /// state directory. Works from the manifest when there is one, and otherwise finds the
 /// namespaces by name, so a half-built sky goes too.
 pub fn down(state_dir: &Path, name: &str) -> Result<Vec<String>, SkyError> {
@@ -301,6 +356,9 @@ pub fn down(state_dir: &Path, name: &str) -> Result<Vec<String>, SkyError> {
     if let Some(m) = &manifest {
         for s in &m.servers {
             kill("-TERM", &format!("-{}", s.pid));
+        }
+        if let Some(pid) = m.delay_line {
+            kill("-KILL", &format!("-{pid}"));
         }
         for r in &m.spec.regions {
             if !namespaces.contains(&r.namespace) {
@@ -338,11 +396,16 @@ pub fn down(state_dir: &Path, name: &str) -> Result<Vec<String>, SkyError> {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    // Root-side control links die with their peers; remove any a half-built sky left.
-    if let Some(m) = &manifest {
-        for i in 0..m.spec.regions.len() {
-            let dev = format!("{}c{i}", m.spec.name);
-            if Path::new("/sys/class/net").join(&dev).exists() {
+    // The root-side ends of the control links (`<name>c<i>`, persistent TUN devices) outlive
+    // their namespaces: remove them, manifest or not.
+    let control = |dev: &str| {
+        dev.strip_prefix(&format!("{name}c"))
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Ok(devs) = std::fs::read_dir("/sys/class/net") {
+        for dev in devs.flatten() {
+            let dev = dev.file_name().to_string_lossy().into_owned();
+            if control(&dev) {
                 let _ = run(&["ip".into(), "link".into(), "del".into(), dev]);
             }
         }

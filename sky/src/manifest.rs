@@ -35,11 +35,16 @@ pub struct SkyManifest {
     pub spec: SkySpec,
     pub state_dir: PathBuf,
     pub servers: Vec<ServerProcess>,
+    /// The delay line's process (its own process group), once started.
+    #[serde(default)]
+    pub delay_line: Option<u32>,
 }
 
 impl SkyManifest {
     pub const FILE: &'static str = "sky.json";
     pub const GRID_FILE: &'static str = "grid.csv";
+    /// Written by the delay line once every link carries packets.
+    pub const DELAY_READY_FILE: &'static str = "delay-line.ready";
 
     /// The state directory of sky `name` when none is given.
     pub fn default_state_dir(name: &str) -> PathBuf {

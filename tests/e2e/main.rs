@@ -24,8 +24,10 @@
 //! - `resume`: an interrupted `sync` resumed, a rerun without `--resume` keeping landed parts.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
-//! - `sky`: the emulated sky brought up, its measured grid against its shaping, an overlay
-//!   copy between two regions' stores through a third, and a teardown that leaves nothing.
+//! - `sky`: the emulated sky brought up, every link's round trip (`ping`) and goodput
+//!   (`iperf3`) and its measured grid against what it was built to be, an overlay copy between
+//!   two regions' stores through a third, and a teardown that leaves nothing.
+//! - `sky_links`: the `ping` and `iperf3` checks of every link of a sky.
 //! - `proxy`: a TCP proxy that takes a store server away (reset, refused) for a while.
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `sync_modes`: `--size-only`, `--checksum`, `--update`, `--no-clobber`, `--max-delete`,
@@ -53,6 +55,7 @@ mod resume;
 mod run;
 mod server_side;
 mod sky;
+mod sky_links;
 mod stores;
 mod sync_modes;
 mod throttle;

@@ -1,4 +1,5 @@
-//! The emulated sky end to end, as a user drives it: `skyx sky up` (three regions, two clouds),
+//! The emulated sky end to end, as a user drives it: `skyx sky up` (three regions, two clouds,
+//! links delayed by their measured round trips), every link checked with `ping` and `iperf3`,
 //! `skyx bench paths` against the shaping, an overlay `skyx cp` between two regions' own stores
 //! with its contents checked byte for byte, a three-stage `skyx run` across the three regions
 //! with each region's data in its own store, and `skyx sky down` leaving no namespace, link or
@@ -139,7 +140,13 @@ fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
 /// 10.`{subnet_base}+pid%span`: a name and subnet of their own, since a user's default sky
 /// (skyx, 10.77/16) may be up, and the tests of this process run at once. Returns the sky and
 /// what `up` printed.
-fn sky_up(scratch: &Scratch, prefix: &str, subnet_base: u32, span: u32) -> (TestSky, String) {
+/// Brings up a sky of the three regions at 1/20 scale, `extra` flags added to `sky up`.
+fn sky_up(
+    scratch: &Scratch,
+    prefix: &str,
+    (subnet_base, span): (u32, u32),
+    extra: &[&str],
+) -> (TestSky, String) {
     let id = std::process::id() % 100_000;
     let sky = TestSky {
         name: format!("{prefix}{id}"),
@@ -149,7 +156,7 @@ fn sky_up(scratch: &Scratch, prefix: &str, subnet_base: u32, span: u32) -> (Test
     };
     let state = sky.state.display().to_string();
     let regions = format!("{SRC},{RELAY_FAST},{DST}");
-    let up = sky.ok(&[
+    let mut args = vec![
         "sky",
         "up",
         "--name",
@@ -162,7 +169,9 @@ fn sky_up(scratch: &Scratch, prefix: &str, subnet_base: u32, span: u32) -> (Test
         "0.05",
         "--subnet",
         &sky.subnet,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let up = sky.ok(&args);
     (sky, up)
 }
 
@@ -182,7 +191,7 @@ fn stage(sky: &TestSky, scratch: &Scratch, data: &Dataset, src: &str, dst: &str)
 #[test]
 fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
     let scratch = Scratch::new("sky");
-    let (sky, up) = sky_up(&scratch, "e2e", 100, 100);
+    let (sky, up) = sky_up(&scratch, "e2e", (100, 100), &[]);
     let name = sky.name.clone();
     let state = sky.state.display().to_string();
     let regions = format!("{SRC},{RELAY_FAST},{DST}");
@@ -201,6 +210,11 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
     ]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
     assert!(stderr(&again).contains("already up"), "{}", stderr(&again));
+
+    // Every link, the control paths from here included, has the round trip and the goodput
+    // it was built with, as ping and iperf3 measure them.
+    let status = sky.ok(&["sky", "status", "--state-dir", &state, "--json"]);
+    crate::sky_links::every_link_measures_as_built(&serde_json::from_str(&status).unwrap());
 
     // Every ordered pair measures what it was shaped to (link or VM egress cap), within the
     // error of a 3-second probe. (At 1/20 scale the slowest link runs at 5.5 Mbit/s; at the
@@ -522,7 +536,9 @@ fn wait_at_most(mut child: Child, limit: Duration, what: &str, state: &Path) -> 
 fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_completes_it() {
     let scratch = Scratch::new("sky-cut");
     // Apart from the other sky test's 100-199.
-    let (sky, _) = sky_up(&scratch, "cut", 200, 50);
+    // The gateway sits by the destination: this test watches the destination's store for the
+    // first landing, and must see it while most of the copy is still to come.
+    let (sky, _) = sky_up(&scratch, "cut", (200, 50), &["--gateway-at", DST]);
     let (name, subnet) = (sky.name.clone(), sky.subnet.clone());
     let state = sky.state.display().to_string();
     let ns = |region: &str| format!("{name}-{}", region.replace(':', "-"));

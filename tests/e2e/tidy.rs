@@ -250,6 +250,53 @@ fn library_code_reads_no_environment_and_never_exits() {
     assert_allowed(rule, ENV_AND_EXIT_ALLOWED, &found);
 }
 
+/// The only file that may hold `unsafe` code, and why.
+const UNSAFE_ALLOWED: &[(&str, &str)] = &[(
+    "sky/src/delay_line.rs",
+    "the delay line attaches to TUN devices: setns, the TUNSETIFF ioctl, raw reads and writes",
+)];
+
+#[test]
+fn unsafe_code_lives_only_where_it_is_allowed() {
+    let root = root();
+    let mut found = Vec::new();
+    for path in rs_files(&root) {
+        let file = rel(&root, &path);
+        if file.starts_with("tests/e2e/tidy.rs") {
+            continue;
+        }
+        let text = read(&path);
+        for (n, line) in code_lines(&text) {
+            if line.contains("unsafe {") || line.contains("allow(unsafe_code)") {
+                found.push((file.clone(), format!("{file}:{n}: unsafe code")));
+            }
+        }
+    }
+    // Every other crate keeps the workspace's lints, which forbid it.
+    for m in members(&root) {
+        let manifest = read(&root.join(&m).join("Cargo.toml"));
+        if !manifest.contains("[lints]\nworkspace = true") {
+            found.push((
+                format!("{m}/Cargo.toml"),
+                format!("{m}/Cargo.toml: not on the workspace's lints"),
+            ));
+        }
+    }
+    let allowed: Vec<(&str, &str)> = UNSAFE_ALLOWED
+        .iter()
+        .copied()
+        .chain([(
+            "sky/Cargo.toml",
+            "denies unsafe_code so its delay line may allow it",
+        )])
+        .collect();
+    assert_allowed(
+        "unsafe code only where allowed (UNSAFE_ALLOWED)",
+        &allowed,
+        &found,
+    );
+}
+
 #[test]
 fn rust_files_stay_within_the_length_budget() {
     let root = root();

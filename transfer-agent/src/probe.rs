@@ -116,8 +116,8 @@ async fn serve(
 }
 
 /// Measures the path to a probe listener at `addr`: round trips first (on an idle path), then
-/// `connections` parallel streams, counted over `duration` after a warm-up of a fifth of it
-/// (at most 2 s).
+/// `connections` parallel streams, counted over `duration` after a warm-up of ten round trips
+/// or a fifth of it, whichever is longer (at most 2 s).
 pub async fn probe(
     addr: SocketAddr,
     connections: u32,
@@ -173,7 +173,12 @@ pub async fn probe(
             Ok::<_, ProbeError>(())
         }));
     }
-    let warm_up = (duration / 5).min(Duration::from_secs(2));
+    // Slow start takes a number of round trips to fill a path: ten of them, or a fifth of the
+    // probe if longer, at most 2 s.
+    let ten_round_trips = Duration::from_secs_f64(rtts[rtts.len() / 2] * 10.0 / 1e3);
+    let warm_up = (duration / 5)
+        .max(ten_round_trips)
+        .min(Duration::from_secs(2));
     tokio::time::sleep(warm_up).await;
     let (bytes_a, at_a) = snapshot(&mut control).await.map_err(io("snapshot"))?;
     tokio::time::sleep(duration).await;

@@ -5,7 +5,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use skyx_sky::{DEFAULT_REGIONS, DEFAULT_SCALE, SkyManifest, SkyOptions, SkySpec, Tools};
+use skyx_sky::{
+    DEFAULT_REGIONS, DEFAULT_RTT_SCALE, DEFAULT_SCALE, SkyManifest, SkyOptions, SkySpec, Tools,
+};
 
 use crate::args::catalog::CatalogArgs;
 use crate::error::BadInput;
@@ -51,8 +53,21 @@ pub enum SkyAction {
         /// Second octet of the sky's private network 10.N.0.0/16.
         #[arg(long, default_value_t = 77)]
         subnet: u8,
+        /// Links are delayed by the catalog's measured round trip × this factor (0: no delay).
+        #[arg(long, default_value_t = DEFAULT_RTT_SCALE)]
+        rtt_scale: f64,
+        /// The region this machine (the gateway) sits in: its control path to each region has
+        /// that pair's round trip. Default: the first region.
+        #[arg(long, value_name = "REGION")]
+        gateway_at: Option<String>,
         #[command(flatten)]
         catalog: CatalogArgs,
+    },
+    /// Carry the sky's links with their delay (started by `up`, stopped by `down`).
+    #[command(hide = true)]
+    DelayLine {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
     },
     /// Remove every namespace, link and process of the sky.
     Down {
@@ -89,6 +104,8 @@ pub fn run(cmd: &SkyCmd) -> Result<()> {
             regions,
             scale,
             subnet,
+            rtt_scale,
+            gateway_at,
             catalog,
         } => {
             let catalog = catalog.load()?;
@@ -101,15 +118,29 @@ pub fn run(cmd: &SkyCmd) -> Result<()> {
                 },
                 scale: *scale,
                 subnet: *subnet,
+                rtt_scale: *rtt_scale,
+                gateway_at: gateway_at.clone(),
             };
             let spec = SkySpec::new(&catalog, &opts).map_err(|e| BadInput(e.to_string()))?;
-            let manifest = skyx_sky::up(spec, &select.dir(), &Tools::from_env())?;
+            let tools = Tools {
+                skyx: std::env::current_exe().context("finding the skyx program")?,
+                ..Tools::from_env()
+            };
+            let manifest = skyx_sky::up(spec, &select.dir(), &tools)?;
             print_status(&manifest);
             println!(
                 "\nUse it: skyx cp ... --sky {} --src-region R1 --dst-region R2; tear down: skyx sky down --name {}",
                 manifest.state_dir.display(),
                 manifest.spec.name
             );
+            Ok(())
+        }
+        SkyAction::DelayLine { state_dir } => {
+            let manifest = SkyManifest::load(state_dir)?;
+            skyx_sky::delay_line::run(
+                &manifest.spec.delay_lines(),
+                &state_dir.join(SkyManifest::DELAY_READY_FILE),
+            )?;
             Ok(())
         }
         SkyAction::Down { select } => {
@@ -214,6 +245,37 @@ fn print_status(m: &SkyManifest) {
         for b in &spec.regions {
             match spec.expected_gbps(&a.region, &b.region) {
                 Some(g) => print!(" {:>7.1}", g * 1e3),
+                None => print!(" {:>7}", "-"),
+            }
+        }
+        println!();
+    }
+    let gateway = spec
+        .gateway_at
+        .as_ref()
+        .map_or("-".to_string(), |g| g.to_string());
+    println!(
+        "\nRound trips (ms, measured × {}), row ↔ column; the gateway sits in {gateway}:",
+        spec.rtt_scale
+    );
+    print!("{:<26} {:>7}", "", "gateway");
+    for (j, _) in spec.regions.iter().enumerate() {
+        print!(" {:>7}", format!("[{j}]"));
+    }
+    println!();
+    for (i, a) in spec.regions.iter().enumerate() {
+        print!(
+            "{:<26} {:>7.1}",
+            format!("[{i}] {}", a.region),
+            a.control_rtt_ms
+        );
+        for b in &spec.regions {
+            match spec
+                .links
+                .iter()
+                .find(|l| l.src == a.region && l.dst == b.region)
+            {
+                Some(l) => print!(" {:>7.1}", l.rtt_ms),
                 None => print!(" {:>7}", "-"),
             }
         }
