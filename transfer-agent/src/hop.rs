@@ -44,8 +44,11 @@ pub struct HopSenderConfig {
     /// Per-connection window, retransmission and attempt limits.
     pub sender: SenderConfig,
     /// Most chunks held (queued or unacknowledged) across all connections: the hop's memory
-    /// bound is this times the chunk size, however many connections there are.
+    /// bound is this times the chunk size, however many connections there are...
     pub max_held: usize,
+    /// ... or up to [`skyx_protocol::SMALL_WINDOW_FACTOR`] times as many while their wire
+    /// bytes stay under this (0: never), so small chunks fill a long path.
+    pub max_held_bytes: u64,
     /// How long a connection with chunks in flight may go without news or progress from the
     /// receiver before it is given up (see [`skyx_protocol::liveness`]).
     pub silence: Duration,
@@ -63,6 +66,7 @@ impl Default for HopSenderConfig {
                 ..Default::default()
             },
             max_held: 32,
+            max_held_bytes: 0,
             silence: DEFAULT_SILENCE,
             corrupt_every: None,
         }
@@ -165,6 +169,7 @@ impl HopSender {
             DriveConfig {
                 sender: config.sender,
                 max_held: config.max_held.max(1),
+                max_held_bytes: config.max_held_bytes,
                 silence: config.silence,
                 corrupt_every: config.corrupt_every,
                 wire_bytes: wire_bytes.clone(),
@@ -326,6 +331,7 @@ async fn write_frames(
 struct DriveConfig {
     sender: SenderConfig,
     max_held: usize,
+    max_held_bytes: u64,
     silence: Duration,
     corrupt_every: Option<u64>,
     wire_bytes: Arc<AtomicU64>,
@@ -343,6 +349,7 @@ async fn drive(
     let DriveConfig {
         sender: config,
         max_held,
+        max_held_bytes,
         silence,
         corrupt_every,
         wire_bytes,
@@ -378,6 +385,7 @@ async fn drive(
         .collect();
     drop(input_tx);
     let mut held: HashMap<ChunkId, DataFrame> = HashMap::new();
+    let mut held_bytes: u64 = 0;
     // Held chunks put on the wire at least once: any later send of one is a resend.
     let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut producer_done = false;
@@ -422,7 +430,9 @@ async fn drive(
             while let Some(e) = c.sender.poll_event() {
                 match &e {
                     SenderEvent::Acked(chunk) | SenderEvent::GaveUp { chunk, .. } => {
-                        held.remove(chunk);
+                        if let Some(f) = held.remove(chunk) {
+                            held_bytes -= wire_size(&f);
+                        }
                         sent.remove(chunk);
                     }
                 }
@@ -452,7 +462,10 @@ async fn drive(
         if producer_done && held.is_empty() {
             break;
         }
-        let room = held.len() < max_held && conns.iter().any(|c| c.alive && c.sender.has_room());
+        let held_room = held.len() < max_held
+            || (held.len() < max_held * skyx_protocol::SMALL_WINDOW_FACTOR
+                && held_bytes < max_held_bytes);
+        let room = held_room && conns.iter().any(|c| c.alive && c.sender.has_room());
         // Chunks just moved off dead connections wait in a live one's queue: put them on the
         // wire now, rather than sleep until something else happens (perhaps nothing: every
         // other connection may be idle).
@@ -477,6 +490,7 @@ async fn drive(
             f = frames_rx.recv(), if room && !producer_done => match f {
                 Some(f) => {
                     let chunk = f.chunk.chunk;
+                    held_bytes += wire_size(&f);
                     held.insert(chunk, f);
                     let target = conns
                         .iter_mut()
