@@ -182,19 +182,26 @@ fn delay_line_log(state_dir: &Path) -> PathBuf {
 /// Starts `skyx sky delay-line` for the sky whose manifest is in `state_dir`, in its own
 /// process group (a Ctrl-C where `up` ran must not stop it; `down` does).
 fn start_delay_line(state_dir: &Path, tools: &Tools) -> Result<u32, SkyError> {
-    let log = delay_line_log(state_dir);
-    let file = std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+    let mut cmd = Command::new(&tools.skyx);
+    cmd.args(["sky", "delay-line", "--state-dir"])
+        .arg(state_dir);
+    let what = format!("{} sky delay-line", tools.skyx.display());
+    spawn_detached(&mut cmd, &delay_line_log(state_dir), what)
+}
+
+/// Starts `cmd` with its output to `log`, in its own process group: a Ctrl-C in the terminal
+/// that ran `sky up` must not take the sky's processes down with it; `down` signals the group.
+fn spawn_detached(cmd: &mut Command, log: &Path, what: String) -> Result<u32, SkyError> {
+    let file = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
     let err = file.try_clone().map_err(io("cloning a log handle"))?;
-    let child = Command::new(&tools.skyx)
-        .args(["sky", "delay-line", "--state-dir"])
-        .arg(state_dir)
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err)
         .process_group(0)
         .spawn()
         .map_err(|source| SkyError::Spawn {
-            program: format!("{} sky delay-line", tools.skyx.display()),
+            program: what,
             source,
         })?;
     Ok(child.id())
@@ -271,25 +278,13 @@ fn start_server(
     let log = state_dir
         .join("logs")
         .join(format!("{}-{:?}.log", region.namespace, region.store).to_lowercase());
-    let file = std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
-    let err = file.try_clone().map_err(io("cloning a log handle"))?;
-    // Its own process group: a Ctrl-C in the terminal that ran `sky up` must not take the
-    // servers down with it; `down` signals the group.
-    let child = cmd
-        .current_dir(&data)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| SkyError::Spawn {
-            program: format!("{:?} server for {}", region.store, region.region),
-            source,
-        })?;
+    cmd.current_dir(&data);
+    let what = format!("{:?} server for {}", region.store, region.region);
+    let pid = spawn_detached(&mut cmd, &log, what)?;
     Ok(ServerProcess {
         region: region.region.clone(),
         kind: region.store,
-        pid: child.id(),
+        pid,
         log,
     })
 }
