@@ -177,15 +177,25 @@ impl std::fmt::Debug for Looked {
     }
 }
 
-/// Takes from `items` up to `look`'s objects, or for up to its time.
+/// Takes from `items` up to `look`'s objects, or for up to its time from the first one (a
+/// sync decides nothing until both its listings are sorted: the route must not be planned on
+/// nothing because that took longer than the look).
 pub async fn look_at(mut items: CopyItems, look: Look) -> Result<Looked, StoreError> {
     let mut seen = Vec::new();
-    let until = Instant::now() + look.time;
+    // Set at the first object: before it, the look waits as long as it takes.
+    let mut until: Option<Instant> = None;
     while seen.len() < look.objects {
-        match tokio::time::timeout_at(until.into(), items.try_next()).await {
+        let next = match until {
+            None => Ok(items.try_next().await),
+            Some(at) => tokio::time::timeout_at(at.into(), items.try_next()).await,
+        };
+        match next {
             Err(_) => break,
             Ok(next) => match next? {
-                Some(item) => seen.push(item),
+                Some(item) => {
+                    seen.push(item);
+                    until.get_or_insert_with(|| Instant::now() + look.time);
+                }
                 None => {
                     return Ok(Looked {
                         items: seen,

@@ -182,6 +182,13 @@ fn carry(from: &OwnedFd, to: &OwnedFd, delay: Duration) -> io::Error {
                 return e;
             }
         }
+        if ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            // The device went away (its namespace deleted): nothing will come again.
+            return io::Error::other(format!(
+                "the device failed (poll events {:#x})",
+                poll.revents
+            ));
+        }
         if ready > 0 && poll.revents & libc::POLLIN != 0 {
             loop {
                 match read_packet(from.as_raw_fd(), &mut buf) {

@@ -182,6 +182,8 @@ fn delay_line_log(state_dir: &Path) -> PathBuf {
 /// Starts `skyx sky delay-line` for the sky whose manifest is in `state_dir`, in its own
 /// process group (a Ctrl-C where `up` ran must not stop it; `down` does).
 fn start_delay_line(state_dir: &Path, tools: &Tools) -> Result<u32, SkyError> {
+    // Only this delay line's word counts.
+    let _ = std::fs::remove_file(state_dir.join(SkyManifest::DELAY_READY_FILE));
     let mut cmd = Command::new(&tools.skyx);
     cmd.args(["sky", "delay-line", "--state-dir"])
         .arg(state_dir);

@@ -495,7 +495,10 @@ async fn drive(
                 Some(f) => {
                     let chunk = f.chunk.chunk;
                     held_bytes += wire_size(&f);
-                    held.insert(chunk, f);
+                    // A chunk sent again while still held replaces its older frame.
+                    if let Some(old) = held.insert(chunk, f) {
+                        held_bytes -= wire_size(&old);
+                    }
                     let target = conns
                         .iter_mut()
                         .filter(|c| c.alive && c.sender.has_room())
