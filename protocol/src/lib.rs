@@ -20,4 +20,4 @@ pub use frame::{
 };
 pub use liveness::{Liveness, Stall};
 pub use receiver::{Receiver, ReceiverEvent, Role};
-pub use sender::{Failure, SMALL_WINDOW_FACTOR, Sender, SenderConfig, SenderEvent};
+pub use sender::{Failure, Sender, SenderConfig, SenderEvent};

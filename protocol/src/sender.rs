@@ -14,17 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{ChunkId, NackReason};
 
-/// How many times `window` small chunks may be in flight (see [`SenderConfig::window_bytes`]).
-pub const SMALL_WINDOW_FACTOR: usize = 16;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderConfig {
-    /// Most chunks sent and not yet acknowledged...
+    /// Most chunks sent and not yet acknowledged.
     pub window: usize,
-    /// ... or up to [`SMALL_WINDOW_FACTOR`] times as many while their wire bytes stay under
-    /// this (0: never): small chunks on a long path would otherwise leave the connection idle
-    /// for most of each round trip.
-    pub window_bytes: u64,
     /// How long to wait for an acknowledgement before sending again.
     pub retransmit_after: Duration,
     /// Sends of one chunk before it is given up.
@@ -43,7 +36,6 @@ impl Default for SenderConfig {
     fn default() -> Self {
         SenderConfig {
             window: 64,
-            window_bytes: 0,
             retransmit_after: Duration::from_secs(30),
             max_attempts: 5,
             // 256 kbit/s.
@@ -129,37 +121,15 @@ impl Sender {
         self.ready.push_back((chunk, 0));
     }
 
-    /// Whether `count` chunks of `bytes` leave room in the window for one more.
-    fn room_beside(&self, count: usize, bytes: u64) -> bool {
-        count < self.config.window
-            || (count < self.config.window * SMALL_WINDOW_FACTOR
-                && bytes < self.config.window_bytes)
-    }
-
-    fn bytes_of<'a>(&self, chunks: impl Iterator<Item = &'a ChunkId>) -> u64 {
-        chunks
-            .map(|c| self.sizes.get(c).copied().unwrap_or(0))
-            .sum()
-    }
-
-    fn in_flight_has_room(&self) -> bool {
-        self.room_beside(self.in_flight.len(), self.bytes_of(self.in_flight.keys()))
-    }
-
     /// Whether the driver may hand the sender another chunk without exceeding the window.
     pub fn has_room(&self) -> bool {
-        let held = self
-            .ready
-            .iter()
-            .map(|(c, _)| c)
-            .chain(self.in_flight.keys());
-        self.room_beside(self.ready.len() + self.in_flight.len(), self.bytes_of(held))
+        self.ready.len() + self.in_flight.len() < self.config.window
     }
 
     /// The next chunk to put on the wire now, if the window allows.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<ChunkId> {
         self.expire(now);
-        if !self.in_flight_has_room() {
+        if self.in_flight.len() >= self.config.window {
             return None;
         }
         let (chunk, attempts) = self.ready.pop_front()?;
@@ -188,7 +158,7 @@ impl Sender {
     /// Whether a chunk waits that `poll_transmit` would put on the wire now (queued, with room
     /// in the window): the driver must not sleep on [`Sender::poll_timeout`] then.
     pub fn wants_transmit(&self) -> bool {
-        !self.ready.is_empty() && self.in_flight_has_room()
+        !self.ready.is_empty() && self.in_flight.len() < self.config.window
     }
 
     /// When the driver must call `poll_transmit` again even if nothing arrives.
@@ -324,7 +294,6 @@ mod tests {
     fn sender(window: usize, attempts: u32) -> Sender {
         Sender::new(SenderConfig {
             window,
-            window_bytes: 0,
             retransmit_after: Duration::from_secs(1),
             max_attempts: attempts,
             min_rate_bytes_per_s: 1000,
@@ -406,34 +375,6 @@ mod tests {
         s.handle_ack(ChunkId(0));
         assert_eq!(s.poll_event(), Some(SenderEvent::Acked(ChunkId(0))));
         assert_eq!(s.poll_transmit(t), Some(ChunkId(2)));
-    }
-
-    #[test]
-    fn small_chunks_fill_a_wider_window_while_their_bytes_stay_under_its_budget() {
-        let t = Instant::now();
-        let mut s = Sender::new(SenderConfig {
-            window: 2,
-            window_bytes: 10_000,
-            ..SenderConfig::default()
-        });
-        // Small chunks: up to 16 x 2 in flight, their bytes far under the budget.
-        for i in 0..40 {
-            s.enqueue_sized(ChunkId(i), 100);
-        }
-        let sent = std::iter::from_fn(|| s.poll_transmit(t)).count();
-        assert_eq!(sent, 2 * SMALL_WINDOW_FACTOR);
-        // Large chunks: the byte budget closes the window beyond its 2 chunks.
-        let mut s = Sender::new(SenderConfig {
-            window: 2,
-            window_bytes: 10_000,
-            ..SenderConfig::default()
-        });
-        for i in 0..4 {
-            s.enqueue_sized(ChunkId(i), 6_000);
-        }
-        let sent = std::iter::from_fn(|| s.poll_transmit(t)).count();
-        assert_eq!(sent, 2, "two large chunks are the window");
-        assert!(!s.has_room());
     }
 
     #[test]

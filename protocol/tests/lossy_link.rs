@@ -112,9 +112,6 @@ fn run(seed: u64, n: u64, faults: Faults) -> (f64, u64) {
     let data = chunks(&mut rng, n);
     let mut sender = Sender::new(SenderConfig {
         window: 16,
-        // Small chunks widen the window (up to 16x): the widened window must survive loss,
-        // duplication, reordering and corruption as the plain one does.
-        window_bytes: 64 << 10,
         retransmit_after: Duration::from_millis(500),
         max_attempts: 1000,
         min_rate_bytes_per_s: 1 << 20,

@@ -210,20 +210,15 @@ impl Agent {
 
     fn hop_config(&self, next: &NextHop) -> HopSenderConfig {
         let connections = next.connections.clamp(1, 1024) as usize;
-        let max_held = (connections * 2).clamp(8, 64);
         let mut config = HopSenderConfig {
             connections,
             // Enough chunks held to keep every connection busy, bounded so memory is too:
-            // at most 64 chunks per hop whatever the connection count, or more small ones
-            // within 1 MiB per such chunk (64 MiB at most).
-            max_held,
-            max_held_bytes: (max_held as u64) << 20,
+            // at most 64 chunks per hop whatever the connection count.
+            max_held: (connections * 2).clamp(8, 64),
             corrupt_every: self.config.corrupt_every,
             ..Default::default()
         };
         config.sender.window = 4;
-        // Small chunks: up to 16 per connection within 1 MiB per connection window slot.
-        config.sender.window_bytes = 4 << 20;
         config
     }
 

@@ -44,11 +44,8 @@ pub struct HopSenderConfig {
     /// Per-connection window, retransmission and attempt limits.
     pub sender: SenderConfig,
     /// Most chunks held (queued or unacknowledged) across all connections: the hop's memory
-    /// bound is this times the chunk size, however many connections there are...
+    /// bound is this times the chunk size, however many connections there are.
     pub max_held: usize,
-    /// ... or up to [`skyx_protocol::SMALL_WINDOW_FACTOR`] times as many while their wire
-    /// bytes stay under this (0: never), so small chunks fill a long path.
-    pub max_held_bytes: u64,
     /// How long a connection with chunks in flight may go without news or progress from the
     /// receiver before it is given up (see [`skyx_protocol::liveness`]).
     pub silence: Duration,
@@ -66,7 +63,6 @@ impl Default for HopSenderConfig {
                 ..Default::default()
             },
             max_held: 32,
-            max_held_bytes: 0,
             silence: DEFAULT_SILENCE,
             corrupt_every: None,
         }
@@ -173,7 +169,6 @@ impl HopSender {
             DriveConfig {
                 sender: config.sender,
                 max_held: config.max_held.max(1),
-                max_held_bytes: config.max_held_bytes,
                 silence: config.silence,
                 corrupt_every: config.corrupt_every,
                 wire_bytes: wire_bytes.clone(),
@@ -335,7 +330,6 @@ async fn write_frames(
 struct DriveConfig {
     sender: SenderConfig,
     max_held: usize,
-    max_held_bytes: u64,
     silence: Duration,
     corrupt_every: Option<u64>,
     wire_bytes: Arc<AtomicU64>,
@@ -353,7 +347,6 @@ async fn drive(
     let DriveConfig {
         sender: config,
         max_held,
-        max_held_bytes,
         silence,
         corrupt_every,
         wire_bytes,
@@ -389,7 +382,6 @@ async fn drive(
         .collect();
     drop(input_tx);
     let mut held: HashMap<ChunkId, DataFrame> = HashMap::new();
-    let mut held_bytes: u64 = 0;
     // Held chunks put on the wire at least once: any later send of one is a resend.
     let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut producer_done = false;
@@ -434,9 +426,7 @@ async fn drive(
             while let Some(e) = c.sender.poll_event() {
                 match &e {
                     SenderEvent::Acked(chunk) | SenderEvent::GaveUp { chunk, .. } => {
-                        if let Some(f) = held.remove(chunk) {
-                            held_bytes -= wire_size(&f);
-                        }
+                        held.remove(chunk);
                         sent.remove(chunk);
                     }
                 }
@@ -466,10 +456,7 @@ async fn drive(
         if producer_done && held.is_empty() {
             break;
         }
-        let held_room = held.len() < max_held
-            || (held.len() < max_held * skyx_protocol::SMALL_WINDOW_FACTOR
-                && held_bytes < max_held_bytes);
-        let room = held_room && conns.iter().any(|c| c.alive && c.sender.has_room());
+        let room = held.len() < max_held && conns.iter().any(|c| c.alive && c.sender.has_room());
         // Chunks just moved off dead connections wait in a live one's queue: put them on the
         // wire now, rather than sleep until something else happens (perhaps nothing: every
         // other connection may be idle).
@@ -494,11 +481,7 @@ async fn drive(
             f = frames_rx.recv(), if room && !producer_done => match f {
                 Some(f) => {
                     let chunk = f.chunk.chunk;
-                    held_bytes += wire_size(&f);
-                    // A chunk sent again while still held replaces its older frame.
-                    if let Some(old) = held.insert(chunk, f) {
-                        held_bytes -= wire_size(&old);
-                    }
+                    held.insert(chunk, f);
                     let target = conns
                         .iter_mut()
                         .filter(|c| c.alive && c.sender.has_room())

@@ -152,7 +152,7 @@ impl Run<'_> {
             .routes
             .iter()
             .filter(|r| r.alive)
-            .map(|r| r.window * super::SMALL_WINDOW_FACTOR)
+            .map(|r| r.window)
             .sum();
         !self.feed.ended()
             && self.active.len() + pending < self.job.options.window_objects.max(1)

@@ -155,15 +155,11 @@ impl Run<'_> {
                 if !route.alive {
                     continue;
                 }
-                let id = RouteId(r as u32);
-                let in_flight = tracker.in_flight_on(id) + orders[r].len();
-                let bytes =
-                    tracker.in_flight_bytes_on(id) + orders[r].iter().map(|s| s.len).sum::<u64>();
-                let window = route.window_for(bytes);
-                let room = window.saturating_sub(in_flight);
+                let in_flight = tracker.in_flight_on(RouteId(r as u32)) + orders[r].len();
+                let room = route.window.saturating_sub(in_flight);
                 // Top up in batches, not chunk by chunk, unless the route is idle.
                 if room == 0
-                    || (orders[r].is_empty() && in_flight > 0 && room < (window / 4).min(16))
+                    || (orders[r].is_empty() && in_flight > 0 && room < (route.window / 4).min(16))
                 {
                     continue;
                 }

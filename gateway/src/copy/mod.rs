@@ -223,26 +223,7 @@ struct RouteRt {
     down_why: Option<String>,
     /// A dead route already rebuilt under a new id (kept for metering what it carried).
     rebuilt: bool,
-    /// Chunks in flight at most (more while they are small: [`RouteRt::window_for`]).
     window: usize,
-}
-
-/// Small chunks ride in a wider window: a route holds up to this many times its window of
-/// chunks while their bytes stay under its window × [`SMALL_CHUNK_BYTES`]. A window of a few
-/// dozen chunks keeps large chunks' bytes bounded, but would hold a far route to a few dozen
-/// small objects per round trip.
-const SMALL_WINDOW_FACTOR: usize = 16;
-const SMALL_CHUNK_BYTES: u64 = 1 << 20;
-
-impl RouteRt {
-    /// How many chunks may be in flight on the route with `bytes` of them in flight.
-    fn window_for(&self, bytes: u64) -> usize {
-        if bytes < self.window as u64 * SMALL_CHUNK_BYTES {
-            self.window * SMALL_WINDOW_FACTOR
-        } else {
-            self.window
-        }
-    }
 }
 
 type PollResult = (usize, Result<EventsResponse, ClientError>);

@@ -109,9 +109,8 @@ pub struct Tracker {
     unfinished: usize,
     events: VecDeque<TrackerEvent>,
     progress: Progress,
-    /// Chunks and their bytes in flight per route (kept with every state change, so asking
-    /// is O(1)).
-    in_flight: HashMap<RouteId, (usize, u64)>,
+    /// Chunks in flight per route (kept with every state change, so asking is O(1)).
+    in_flight: HashMap<RouteId, usize>,
 }
 
 impl Tracker {
@@ -405,23 +404,17 @@ impl Tracker {
 
     /// Every state change goes through here, to keep the per-route and queued counts.
     fn set_state(&mut self, id: u64, old: State, new: State) {
-        let len = self.chunks.get(&id).map_or(0, |c| c.spec.len);
         match old {
             State::InFlight { route, .. } => {
-                if let Some((n, bytes)) = self.in_flight.get_mut(&route) {
+                if let Some(n) = self.in_flight.get_mut(&route) {
                     *n -= 1;
-                    *bytes -= len;
                 }
             }
             State::Queued { .. } => self.queued -= 1,
             _ => {}
         }
         match new {
-            State::InFlight { route, .. } => {
-                let (n, bytes) = self.in_flight.entry(route).or_default();
-                *n += 1;
-                *bytes += len;
-            }
+            State::InFlight { route, .. } => *self.in_flight.entry(route).or_default() += 1,
             State::Queued { .. } => self.queued += 1,
             _ => {}
         }
@@ -456,12 +449,7 @@ impl Tracker {
 
     /// Chunks in flight on `route`.
     pub fn in_flight_on(&self, route: RouteId) -> usize {
-        self.in_flight.get(&route).map_or(0, |(n, _)| *n)
-    }
-
-    /// The raw bytes of the chunks in flight on `route`.
-    pub fn in_flight_bytes_on(&self, route: RouteId) -> u64 {
-        self.in_flight.get(&route).map_or(0, |(_, bytes)| *bytes)
+        self.in_flight.get(&route).copied().unwrap_or(0)
     }
 
     /// Chunks waiting for a route.
