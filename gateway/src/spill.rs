@@ -229,12 +229,11 @@ impl KeyLog {
     }
 
     pub fn push(&mut self, key: &str) -> Result<(), StoreError> {
-        let dir = self.dir.clone();
         let wrote = (|| {
-            if self.file.is_none() {
-                self.file = Some(BufWriter::new(anonymous_file(&dir)?));
-            }
-            let out = self.file.as_mut().expect("opened above");
+            let out = match &mut self.file {
+                Some(out) => out,
+                file => file.insert(BufWriter::new(anonymous_file(&self.dir)?)),
+            };
             serde_json::to_writer(&mut *out, key)?;
             out.write_all(b"\n")
         })();

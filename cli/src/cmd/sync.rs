@@ -167,10 +167,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         let report = execute(t, &ends, sources, &routing).await?;
         Some((report, routing))
     };
-    let tally = std::mem::replace(
-        &mut *tally.lock().expect("sync tally"),
-        SyncTally::new(std::path::PathBuf::new()),
-    );
+    let tally = finished(&tally);
     let skipped = std::mem::take(&mut source_tally.lock().expect("tally").skipped);
     warn_skipped(&ends.src_url, &skipped);
     // A skipped object is a copy that did not happen: the destination is not a full mirror.
@@ -246,6 +243,14 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     Ok(())
 }
 
+/// A sync's tally once its decisions have all been taken (left empty behind).
+fn finished(tally: &Mutex<SyncTally>) -> SyncTally {
+    std::mem::replace(
+        &mut *tally.lock().expect("sync tally"),
+        SyncTally::new(std::path::PathBuf::new()),
+    )
+}
+
 /// One copy of a dry run: a line, or an element of the JSON `copy` array.
 fn dry_run_line(
     out: &mut impl Write,
@@ -290,10 +295,7 @@ async fn dry_run(
         }
         tally.lock().expect("sync tally").take(d)?;
     }
-    let tally = std::mem::replace(
-        &mut *tally.lock().expect("sync tally"),
-        SyncTally::new(std::path::PathBuf::new()),
-    );
+    let tally = finished(tally);
     let (unchanged, to_delete) = (tally.unchanged, tally.delete.len());
     if t.json {
         write!(out, "],\"unchanged\":{unchanged},\"delete\":[")?;

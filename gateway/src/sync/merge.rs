@@ -43,6 +43,26 @@ pub fn next_pairing(src: &mut Option<CopyItem>, dst: &mut Option<ObjectMeta>) ->
     })
 }
 
+/// Every pairing of two sequences already in destination-key order (as [`next_pairing`]
+/// takes them, refilling each head it empties).
+pub fn pair_sorted(
+    src: impl IntoIterator<Item = CopyItem>,
+    dst: impl IntoIterator<Item = ObjectMeta>,
+) -> impl Iterator<Item = Pairing> {
+    let (mut src, mut dst) = (src.into_iter(), dst.into_iter());
+    let (mut src_head, mut dst_head) = (src.next(), dst.next());
+    std::iter::from_fn(move || {
+        let pairing = next_pairing(&mut src_head, &mut dst_head)?;
+        if src_head.is_none() {
+            src_head = src.next();
+        }
+        if dst_head.is_none() {
+            dst_head = dst.next();
+        }
+        Some(pairing)
+    })
+}
+
 /// Which listing a key came from, for [`SyncError::OutOfOrder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -156,19 +176,7 @@ mod tests {
     }
 
     fn pair_all(src_items: Vec<CopyItem>, dst: Vec<ObjectMeta>) -> Vec<Pairing> {
-        let (mut s, mut d) = (src_items.into_iter(), dst.into_iter());
-        let (mut sh, mut dh) = (s.next(), d.next());
-        let mut out = Vec::new();
-        while let Some(p) = next_pairing(&mut sh, &mut dh) {
-            out.push(p);
-            if sh.is_none() {
-                sh = s.next();
-            }
-            if dh.is_none() {
-                dh = d.next();
-            }
-        }
-        out
+        pair_sorted(src_items, dst).collect()
     }
 
     #[test]

@@ -205,10 +205,8 @@ pub fn plan_sync(
         prefix: &prefix,
         filter,
     });
-    let (mut src, mut dst) = (items.into_iter(), destination.into_iter());
-    let (mut src_head, mut dst_head) = (src.next(), dst.next());
     let mut plan = SyncPlan::default();
-    while let Some(pairing) = merge::next_pairing(&mut src_head, &mut dst_head) {
+    for pairing in merge::pair_sorted(items, destination) {
         let recorded = match &pairing {
             merge::Pairing::Both(_, meta) => recorded.get(&meta.key).copied(),
             _ => None,
@@ -218,12 +216,6 @@ pub fn plan_sync(
             merge::Decision::Unchanged => plan.unchanged += 1,
             merge::Decision::Delete(key) => plan.delete.push(key),
             merge::Decision::Kept => {}
-        }
-        if src_head.is_none() {
-            src_head = src.next();
-        }
-        if dst_head.is_none() {
-            dst_head = dst.next();
         }
     }
     Ok(plan)

@@ -110,11 +110,17 @@ pub fn sync_decisions(
         how.run,
         how.spill_dir.clone(),
     );
+    // The deletion rule's prefix, made once rather than per pair.
+    let prefix: Arc<str> = dir_prefix(&how.dst_prefix).into();
     let how = Arc::new(how);
     pairings(src, dst)
         .map(move |pairing| {
+            let prefix = prefix.clone();
             let (src_store, dst_store, how) = (src_store.clone(), dst_store.clone(), how.clone());
-            async move { resolve(pairing?, src_store.as_ref(), dst_store.as_ref(), &how).await }
+            async move {
+                let stores = (src_store.as_ref(), dst_store.as_ref());
+                resolve(pairing?, stores, &how, &prefix).await
+            }
         })
         .buffered(PAIRS_AT_ONCE)
         .boxed()
@@ -170,12 +176,13 @@ fn pairings(
     .boxed()
 }
 
-/// Completes what `pairing` needs beyond its listings and decides it.
+/// Completes what `pairing` needs beyond its listings and decides it; `prefix` is the
+/// destination prefix as a directory.
 async fn resolve(
     pairing: Pairing,
-    src_store: &dyn ObjectStore,
-    dst_store: &dyn ObjectStore,
+    (src_store, dst_store): (&dyn ObjectStore, &dyn ObjectStore),
     how: &StreamedSync,
+    prefix: &str,
 ) -> Result<Decision, StoreError> {
     let rules = &how.rules;
     let (pairing, recorded) = match pairing {
@@ -199,9 +206,8 @@ async fn resolve(
         }
         other => (other, None),
     };
-    let prefix = dir_prefix(&how.dst_prefix);
     let rule = how.delete.then_some(DeleteRule {
-        prefix: &prefix,
+        prefix,
         filter: &how.filter,
     });
     match merge::decide(pairing, recorded, rules, rule).map_err(sync_error)? {
