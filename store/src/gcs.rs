@@ -662,7 +662,7 @@ impl ObjectStore for GcsStore {
         source: &CopySource,
         key: &str,
         properties: &Properties,
-    ) -> Result<()> {
+    ) -> Result<crate::Copied> {
         let StoreLocation::Gcs { bucket } = &source.location else {
             return Err(self.error(
                 ErrorKind::InvalidInput,
@@ -698,7 +698,13 @@ impl ObjectStore for GcsStore {
                 })
                 .await?;
             if resp.done {
-                return Ok(());
+                // The answer's resource is the new object, with the checksums GCS computed.
+                let stated = resp.resource.map(Self::meta);
+                return Ok(crate::Copied {
+                    crc32c: stated.as_ref().and_then(|m| m.crc32c),
+                    md5: stated.as_ref().and_then(|m| m.md5),
+                    same_as_source: None,
+                });
             }
             token = resp.rewrite_token;
             if token.is_none() {

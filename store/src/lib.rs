@@ -73,6 +73,29 @@ pub struct Written {
     pub md5: Option<[u8; 16]>,
 }
 
+/// What a store's service said about a server-side copy it made: the copy's content checksums
+/// where its answer states them (S3: the CRC32C it computed over the bytes it copied, and an
+/// ETag that is the copy's MD5 where S3 guarantees that; GCS: the new object's MD5 and
+/// CRC32C). The gateway verifies a copy with them and no request of its own when they prove
+/// it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub crc32c: Option<u32>,
+    pub md5: Option<[u8; 16]>,
+    /// How the answer proves the copy holds the bytes of the version copied, if it does.
+    pub same_as_source: Option<CopyProof>,
+}
+
+/// How a store proves a server-side copy holds the source version's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyProof {
+    /// S3: the copy's ETag is its MD5 and equals the ETag of the version copied (pinned by
+    /// `if-match`), which so is that version's MD5 as well.
+    Md5,
+    /// The local filesystem: the copy, read back, has the CRC32C of the source as read.
+    ReadBack,
+}
+
 /// One level of a listing: objects directly under the prefix and the "directories" below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListResult {
@@ -214,13 +237,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     }
 
     /// Writes `key` from `source` (an object of this store or of another of its kind) without
-    /// its bytes passing through us, carrying `properties`. Stores that cannot refuse.
+    /// its bytes passing through us, carrying `properties`; answers what the service said it
+    /// wrote. Stores that cannot refuse.
     async fn copy_from(
         &self,
         source: &CopySource,
         key: &str,
         properties: &Properties,
-    ) -> Result<()> {
+    ) -> Result<Copied> {
         let _ = properties;
         Err(self.error(
             ErrorKind::InvalidInput,
@@ -230,12 +254,25 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Makes durable what this store's copies left to a cache (server-side copies between
+    /// local paths: one sync per filesystem written); other stores' writes are durable when
+    /// answered.
+    async fn sync_written(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Server-side copies worth running at once against this store.
+    fn copies_at_once(&self) -> usize {
+        32
+    }
+
     /// Copies within this store, server-side, with the object's properties.
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let meta = self.head(from).await?;
         let properties = self.properties(from).await?;
         self.copy_from(&self.copy_source(&meta), to, &properties)
             .await
+            .map(drop)
     }
 
     /// Removes the hidden temp files beside `keys` whose writer died (a put or part that will

@@ -1,6 +1,6 @@
 //! Server-side copies: an object one store describes ([`CopySource`]) is written by another
-//! store of the same kind without its bytes passing through us (S3 CopyObject and
-//! UploadPartCopy, GCS rewrite, Azure Copy Blob).
+//! store of the same kind without its bytes passing through an agent (S3 CopyObject and
+//! UploadPartCopy, GCS rewrite, Azure Copy Blob; between two local paths, this process).
 //!
 //! The destination's service reads the source, so the destination's credentials (or, on
 //! Azure, a signature the source store adds to the source's URL) must be able to read it;
@@ -120,9 +120,8 @@ pub fn eligibility(
             }
             Ok(())
         }
-        (StoreLocation::Local, StoreLocation::Local) => {
-            Err("local paths are copied by agents".into())
-        }
+        // Two paths of this machine: the process copies them itself.
+        (StoreLocation::Local, StoreLocation::Local) => Ok(()),
         _ => Err("the two ends are different kinds of store".into()),
     }
 }
@@ -166,7 +165,10 @@ mod tests {
         let gcs = StoreLocation::Gcs { bucket: "g".into() };
         let e = eligibility(&s3("x"), &a, &gcs, &a).unwrap_err();
         assert!(e.contains("different kinds"), "{e}");
-        assert!(eligibility(&StoreLocation::Local, &a, &StoreLocation::Local, &a).is_err());
+        assert_eq!(
+            eligibility(&StoreLocation::Local, &a, &StoreLocation::Local, &a),
+            Ok(())
+        );
 
         // Azure: two accounts of the public service can; two emulators cannot.
         let az = |account: &str| StoreLocation::Azure {

@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_gateway::{
     CopyItem, CopyItems, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy,
@@ -35,12 +34,15 @@ pub async fn execute(
 ) -> Result<CopyReport> {
     let (items, total) = match sources {
         Sources::Listed(items) if routing.server_side => {
-            return execute_server_side(args, ends, items, routing).await;
+            let total = items.iter().map(|i| i.size).sum();
+            let items = skyx_gateway::items_of(items);
+            return execute_server_side(args, ends, items, total, routing).await;
         }
-        // The provider copies object by object from a list: the rest of the listing first.
-        Sources::Streaming { items, .. } if routing.server_side => {
-            let items: Vec<CopyItem> = items.try_collect().await?;
-            return execute_server_side(args, ends, items, routing).await;
+        Sources::Streaming {
+            items,
+            bytes_so_far,
+        } if routing.server_side => {
+            return execute_server_side(args, ends, items, bytes_so_far, routing).await;
         }
         Sources::Listed(items) => {
             let total = items.iter().map(|i| i.size).sum();
@@ -170,7 +172,8 @@ fn progress_bar(
 async fn execute_server_side(
     args: &TransferArgs,
     ends: &Endpoints,
-    items: Vec<CopyItem>,
+    items: CopyItems,
+    total: u64,
     routing: &Routing,
 ) -> Result<CopyReport> {
     let hop = routing.plan.as_ref().map(|p| {
@@ -183,14 +186,14 @@ async fn execute_server_side(
         (a, b, price)
     });
     let job = ServerSideJob {
-        items,
-        concurrency: ServerSideJob::DEFAULT_CONCURRENCY,
+        concurrency: ends.dst.copies_at_once(),
         hop,
     };
-    let (bar, mut on_progress) = progress_bar(args, job.items.iter().map(|i| i.size).sum());
+    let (bar, mut on_progress) = progress_bar(args, total);
     let cancel_rx = crate::args::provider::cancel_on_ctrl_c();
     let report = run_server_side(
         &job,
+        items,
         ends.src.clone(),
         ends.dst.clone(),
         &mut on_progress,

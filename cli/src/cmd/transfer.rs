@@ -347,6 +347,32 @@ fn end_config(
     Ok(StoreConfig::from_lookup(&|k| env.get(k).cloned()))
 }
 
+/// Whether two local paths may be copied by this process rather than agents: not when they
+/// stand for regions (a sky, or regions named: the path between them is what is copied over),
+/// and not with `--resume`, whose journal only agents keep.
+fn local_copy_in_process(
+    args: &TransferArgs,
+    src: &ObjectUrl,
+    dst: &ObjectUrl,
+) -> std::result::Result<(), String> {
+    let local = |u: &ObjectUrl| u.location == skyx_store::StoreLocation::Local;
+    if !(local(src) && local(dst)) {
+        return Ok(());
+    }
+    if args.sky.is_some() || args.src_region.is_some() || args.dst_region.is_some() {
+        return Err(
+            "local paths in named regions are copied by agents, over the path between them".into(),
+        );
+    }
+    if args.resume {
+        return Err(
+            "--resume goes on from the journal the agents keep; local paths are copied by agents"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result<Endpoints> {
     let sky = load_sky(args)?;
     let remotes = load_remotes(args.ends.config.as_deref())?;
@@ -399,7 +425,8 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
         &src_config,
         &dst_url.location,
         &dst_config,
-    );
+    )
+    .and_then(|()| local_copy_in_process(args, &src_url, &dst_url));
     Ok(Endpoints {
         server_side,
         src_url,

@@ -40,7 +40,7 @@ fn render_topology(out: &mut String, routing: &Routing) {
     if routing.server_side {
         let _ = writeln!(
             out,
-            "\nServer-side: the destination's service copies every object from the source itself; no agents"
+            "\nServer-side: the destination's service copies every object from the source itself (between local paths, this process does); no agents"
         );
     } else {
         let _ = writeln!(
@@ -123,7 +123,7 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     if r.objects_server_side > 0 {
         let _ = writeln!(
             out,
-            "  server-side: {} objects copied by the provider itself, none through agents",
+            "  server-side: {} objects copied by the provider itself (between local paths, by this process), none through agents",
             r.objects_server_side
         );
     }

@@ -1,10 +1,11 @@
 //! Copies the provider runs itself (S3 CopyObject/UploadPartCopy, GCS rewrite, Azure Copy
-//! Blob): no agents, and no byte passes through us. For each object: a HEAD of the source
-//! (still the version listed?), the copy pinned to that version with the object's properties,
-//! and verification at rest against the source's own stored checksum. Many objects at once;
-//! one object's failure fails that object, not the copy.
+//! Blob): no agents, and no byte passes through us. For each object: the copy pinned to the
+//! version listed, with the object's properties, verified by the service's answer where it
+//! states the copy's checksum (one request per object), else at rest against the source's own
+//! stored checksum. Many objects at once; one object's failure fails that object, not the
+//! copy.
 
-use skyx_store::ObjectMeta;
+use skyx_store::{Copied, CopyProof, ErrorKind, ObjectMeta};
 
 use super::*;
 use crate::core::tracker::Progress;
@@ -12,47 +13,67 @@ use crate::core::tracker::Progress;
 /// A copy the provider runs.
 #[derive(Debug, Clone)]
 pub struct ServerSideJob {
-    pub items: Vec<CopyItem>,
-    /// Objects copied at once.
+    /// Objects copied at once (the destination store's `copies_at_once`).
     pub concurrency: usize,
     /// The source's and destination's regions and the price per GB between them, when known
     /// (the provider bills a copy across regions as transfer out of the source's).
     pub hop: Option<(String, String, Option<f64>)>,
 }
 
-impl ServerSideJob {
-    pub const DEFAULT_CONCURRENCY: usize = 32;
+/// What the listing fed the copy so far, and how it ended if it failed.
+#[derive(Default)]
+struct Fed {
+    objects: u64,
+    bytes: u64,
+    error: Option<StoreError>,
 }
 
-/// Runs `job`. Setting `cancel` stops it between objects: copies under way finish (a
-/// multipart copy dropped halfway would leave its upload open), no new one starts.
+/// Runs `job` over `items`, taken as the listing yields them: memory holds the copies under
+/// way, not the listing. Setting `cancel` stops it between objects: copies under way finish
+/// (a multipart copy dropped halfway would leave its upload open), no new one starts. A
+/// listing that fails stops the copy the same way, and the error says how far it got.
 pub async fn run_server_side(
     job: &ServerSideJob,
+    items: CopyItems,
     src: Arc<dyn ObjectStore>,
     dst: Arc<dyn ObjectStore>,
     progress: &mut (dyn FnMut(&ProgressSnapshot) + Send),
     mut cancel: watch::Receiver<bool>,
 ) -> Result<CopyReport, CopyError> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let started = Instant::now();
-    let mut state = Progress {
-        objects_total: job.items.len() as u64,
-        bytes_total: job.items.iter().map(|i| i.size).sum(),
-        ..Progress::default()
-    };
+    let mut state = Progress::default();
     let mut verified: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = Vec::new();
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut copies = futures::stream::iter(job.items.iter().cloned())
-        .map(|item| {
-            let (src, dst, stopped) = (src.clone(), dst.clone(), stopped.clone());
-            async move {
-                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    return (
-                        item,
-                        Err("not started: the copy was interrupted".to_string()),
-                    );
+    let stopped = Arc::new(AtomicBool::new(false));
+    let fed = Arc::new(std::sync::Mutex::new(Fed::default()));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let mut held_peak = 0u64;
+    let (feeding, still, stopping) = (fed.clone(), stopped.clone(), stopped.clone());
+    let mut copies = items
+        .take_while(move |_| futures::future::ready(!still.load(Ordering::Relaxed)))
+        .filter_map(move |item| {
+            let mut fed = feeding.lock().unwrap_or_else(|e| e.into_inner());
+            futures::future::ready(match item {
+                Ok(item) => {
+                    fed.objects += 1;
+                    fed.bytes += item.size;
+                    Some(item)
                 }
+                Err(e) => {
+                    // No object past a failed listing is started.
+                    fed.error.get_or_insert(e);
+                    stopping.store(true, Ordering::Relaxed);
+                    None
+                }
+            })
+        })
+        .map(|item| {
+            let (src, dst, in_flight) = (src.clone(), dst.clone(), in_flight.clone());
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            async move {
                 let outcome = copy_one(src.as_ref(), dst.as_ref(), &item).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
                 (item, outcome)
             }
         })
@@ -66,7 +87,7 @@ pub async fn run_server_side(
                     // No one can cancel any more.
                     Err(_) => watching = false,
                     Ok(()) if *cancel.borrow() => {
-                        stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        stopped.store(true, Ordering::Relaxed);
                         watching = false;
                     }
                     Ok(()) => {}
@@ -90,15 +111,31 @@ pub async fn run_server_side(
                 });
             }
         }
+        {
+            let fed = fed.lock().unwrap_or_else(|e| e.into_inner());
+            (state.objects_total, state.bytes_total) = (fed.objects, fed.bytes);
+        }
+        let held = in_flight.load(Ordering::Relaxed) + 1;
+        held_peak = held_peak.max(held);
         progress(&ProgressSnapshot {
             progress: state,
             elapsed: started.elapsed(),
             wire_bytes: 0,
-            // The provider copies from the listing, held whole.
-            objects_held: state.objects_total,
+            objects_held: held,
         });
     }
-    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+    drop(copies);
+    // What the store left to a cache reaches the disk before the copy says it landed.
+    dst.sync_written().await?;
+    let listing_error = fed.lock().unwrap_or_else(|e| e.into_inner()).error.take();
+    if let Some(source) = listing_error {
+        return Err(CopyError::Listing {
+            listed: state.objects_total,
+            source: Box::new(source),
+            resume: "objects copied so far are complete; run the same command again".into(),
+        });
+    }
+    if stopped.load(Ordering::Relaxed) {
         return Err(CopyError::Interrupted {
             resume: "objects copied so far are complete; run the same command again".into(),
         });
@@ -124,8 +161,7 @@ pub async fn run_server_side(
     Ok(CopyReport {
         job: 0,
         objects_total: state.objects_total,
-        // The provider copies from the listing, held whole.
-        objects_held_peak: state.objects_total,
+        objects_held_peak: held_peak,
         objects_copied: state.objects_complete,
         objects_server_side: state.objects_complete,
         objects_resumed: 0,
@@ -153,32 +189,156 @@ pub async fn run_server_side(
     })
 }
 
-/// Copies one object server-side and verifies it: the source must still be the version
-/// listed, and the destination must hold its size and (where both keep one) its checksum.
+/// Copies one object server-side and verifies it: the copy takes exactly the version listed
+/// (pinned by its ETag or generation; a source that changed since is refused), and the
+/// destination must hold its size and (where both keep one) its checksum.
+///
+/// A listed version is copied with no request but the copy: its answer verifies it where the
+/// service states the copy's checksum (S3, GCS). Otherwise, and for a source listed with no
+/// version to pin, the source is read (HEAD) for its stored checksums and the destination
+/// checked at rest against them.
 async fn copy_one(
     src: &dyn ObjectStore,
     dst: &dyn ObjectStore,
     item: &CopyItem,
 ) -> Result<Verification, String> {
-    let now: ObjectMeta = src
-        .head(&item.src_key)
+    let listed = item.etag.is_some().then(|| item.listed_meta());
+    let now = match listed {
+        Some(listed) => listed,
+        None => {
+            let now = head_source(src, item).await?;
+            if !item.is_same_version(&now) {
+                return Err(changed(item, &now));
+            }
+            now
+        }
+    };
+    let copied = dst
+        .copy_from(&src.copy_source(&now), &item.dst_key, &item.properties)
         .await
-        .map_err(|e| format!("reading the source: {e}"))?;
-    if !item.is_same_version(&now) {
-        return Err(format!(
-            "changed at the source since it was listed (listed as {} bytes, version {:?}; now {} bytes, version {:?})",
-            item.size,
-            item.version,
-            now.size,
-            version_of(&now)
-        ));
+        .map_err(|e| match e.kind {
+            ErrorKind::Changed => format!("changed at the source since it was listed: {e}"),
+            _ => format!("server-side copy: {e}"),
+        })?;
+    if let Some(verified) = verified_by_answer(&now, &copied)? {
+        return Ok(verified);
     }
-    dst.copy_from(&src.copy_source(&now), &item.dst_key, &item.properties)
-        .await
-        .map_err(|e| format!("server-side copy: {e}"))?;
-    let stored = CopyItem {
-        md5: now.md5,
+    // The answer proves nothing: the source's stored checksums, of the version copied.
+    let stored = if item.etag.is_some() {
+        let at_rest = head_source(src, item).await?;
+        if item.is_same_version(&at_rest) {
+            at_rest
+        } else {
+            // Replaced after the copy took the listed version: only its size can be checked.
+            now
+        }
+    } else {
+        now
+    };
+    let item = CopyItem {
+        md5: stored.md5,
         ..item.clone()
     };
-    finalize::verify(dst, &stored, now.crc32c, false).await
+    finalize::verify(dst, &item, stored.crc32c, false).await
+}
+
+async fn head_source(src: &dyn ObjectStore, item: &CopyItem) -> Result<ObjectMeta, String> {
+    src.head(&item.src_key)
+        .await
+        .map_err(|e| format!("reading the source: {e}"))
+}
+
+fn changed(item: &CopyItem, now: &ObjectMeta) -> String {
+    format!(
+        "changed at the source since it was listed (listed as {} bytes, version {:?}; now {} bytes, version {:?})",
+        item.size,
+        item.version,
+        now.size,
+        version_of(now)
+    )
+}
+
+/// The verification a copy's answer gives against the source version `source`: `None` where
+/// it states nothing comparable, an error where it states other bytes.
+fn verified_by_answer(
+    source: &ObjectMeta,
+    copied: &Copied,
+) -> Result<Option<Verification>, String> {
+    match copied.same_as_source {
+        Some(CopyProof::Md5) => return Ok(Some(Verification::Md5)),
+        Some(CopyProof::ReadBack) => return Ok(Some(Verification::ReadBack)),
+        None => {}
+    }
+    if let (Some(want), Some(got)) = (source.crc32c, copied.crc32c) {
+        return if want == got {
+            Ok(Some(Verification::Crc32c))
+        } else {
+            Err(format!(
+                "the copy's CRC32C {got:08x} differs from the source's {want:08x}"
+            ))
+        };
+    }
+    if let (Some(want), Some(got)) = (source.md5, copied.md5) {
+        return if want == got {
+            Ok(Some(Verification::Md5))
+        } else {
+            Err(format!(
+                "the copy's MD5 {} differs from the source's {}",
+                hex::encode(got),
+                hex::encode(want)
+            ))
+        };
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(crc32c: Option<u32>, md5: Option<[u8; 16]>) -> ObjectMeta {
+        ObjectMeta {
+            key: "k".into(),
+            size: 3,
+            last_modified: None,
+            etag: Some("e".into()),
+            md5,
+            crc32c,
+        }
+    }
+
+    #[test]
+    fn a_copys_answer_verifies_it_only_where_it_states_comparable_checksums() {
+        let copied = |crc32c, md5, same_as_source: bool| Copied {
+            crc32c,
+            md5,
+            same_as_source: same_as_source.then_some(CopyProof::Md5),
+        };
+        let none = source(None, None);
+        assert_eq!(verified_by_answer(&none, &Copied::default()), Ok(None));
+        // S3: the copy's ETag is its MD5 and the source version's.
+        assert_eq!(
+            verified_by_answer(&none, &copied(Some(1), Some([1; 16]), true)),
+            Ok(Some(Verification::Md5))
+        );
+        // A stated checksum with nothing to compare it to proves nothing.
+        assert_eq!(
+            verified_by_answer(&none, &copied(Some(1), Some([1; 16]), false)),
+            Ok(None)
+        );
+        // GCS: the listing's checksums against the new object's.
+        let listed = source(Some(7), Some([2; 16]));
+        assert_eq!(
+            verified_by_answer(&listed, &copied(Some(7), None, false)),
+            Ok(Some(Verification::Crc32c))
+        );
+        assert_eq!(
+            verified_by_answer(&listed, &copied(None, Some([2; 16]), false)),
+            Ok(Some(Verification::Md5))
+        );
+        let e = verified_by_answer(&listed, &copied(Some(8), None, false)).unwrap_err();
+        assert!(e.contains("CRC32C 00000008 differs"), "{e}");
+        let e = verified_by_answer(&listed, &copied(None, Some([3; 16]), false)).unwrap_err();
+        assert!(e.contains("MD5"), "{e}");
+    }
 }

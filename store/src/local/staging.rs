@@ -37,9 +37,29 @@ fn is_abandoned(name: &str) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Writes `write` into a temp file beside `dest` and renames it into place.
+/// Writes `write` into a temp file beside `dest`, syncs it and renames it into place.
 pub(super) fn write_atomically(
     dest: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_staged(dest, Durability::EachFile, write)
+}
+
+/// When a staged write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Synced before it is renamed into place: what an agent reports landed is on disk.
+    EachFile,
+    /// Left to the page cache; the writer syncs the whole filesystem once when it is done
+    /// (see `LocalStore::sync_written`).
+    Later,
+}
+
+/// Writes `write` into a temp file beside `dest` and renames it into place; a failure leaves
+/// nothing behind.
+pub(super) fn write_staged(
+    dest: &Path,
+    durability: Durability,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let dir = dest
@@ -55,9 +75,17 @@ pub(super) fn write_atomically(
         name.to_string_lossy()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Readable too: a writer may read back what it wrote.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         write(&mut f)?;
-        f.sync_all()?;
+        if durability == Durability::EachFile {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, dest)
     })();
     if result.is_err() {

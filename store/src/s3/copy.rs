@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::S3Store;
 use crate::error::{ErrorKind, Result};
-use crate::{CopySource, ObjectStore, PartReceipt, Properties, StoreLocation};
+use crate::{Copied, CopySource, ObjectStore, PartReceipt, Properties, StoreLocation};
 
 /// Copies above 5 GiB (S3's CopyObject limit) go in parts of 512 MiB.
 pub(super) const DEFAULT_LIMITS: (u64, u64) = (5 * 1024 * 1024 * 1024, 512 * 1024 * 1024);
@@ -30,7 +30,7 @@ impl S3Store {
         source: &CopySource,
         key: &str,
         properties: &Properties,
-    ) -> Result<()> {
+    ) -> Result<Copied> {
         let StoreLocation::S3 { bucket } = &source.location else {
             return Err(self.error(
                 ErrorKind::InvalidInput,
@@ -45,7 +45,7 @@ impl S3Store {
         );
         let (single_max, part) = self.copy_limits;
         if source.size <= single_max {
-            return self
+            let out = self
                 .retry
                 .run(|| async {
                     with_write_options!(
@@ -61,9 +61,28 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| self.fail("copy", key, e))
-                    .map(|_| ())
                 })
-                .await;
+                .await?;
+            let result = out.copy_object_result();
+            let etag = result.and_then(|r| r.e_tag());
+            let md5 = etag.and_then(|etag| {
+                super::checksums::md5_from_etag(
+                    etag.trim_matches('"'),
+                    out.server_side_encryption().map(|s| s.as_str()),
+                    out.sse_customer_algorithm().is_some(),
+                )
+            });
+            let unquoted = |e: &str| e.trim_matches('"').to_string();
+            return Ok(Copied {
+                crc32c: super::checksums::crc32c_from_checksum(
+                    result.and_then(|r| r.checksum_crc32_c()),
+                    None,
+                ),
+                md5,
+                same_as_source: (md5.is_some()
+                    && etag.map(unquoted) == source.etag.as_deref().map(unquoted))
+                .then_some(crate::CopyProof::Md5),
+            });
         }
         let upload = self.create_multipart_with(key, properties).await?;
         let ranges: Vec<(u32, u64, u64)> = (0..source.size)
@@ -129,6 +148,7 @@ impl S3Store {
             }
             return Err(e);
         }
-        Ok(())
+        // A multipart object's ETag is no MD5, and completing answers no full-object checksum.
+        Ok(Copied::default())
     }
 }

@@ -46,8 +46,8 @@ pub use config::S3Config;
 
 use crate::Written;
 use crate::{
-    ByteStream, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PartReceipt,
-    Properties, StoreLocation,
+    ByteStream, Copied, CopySource, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PartReceipt, Properties, StoreLocation,
 };
 
 #[derive(Debug)]
@@ -785,7 +785,7 @@ impl ObjectStore for S3Store {
         source: &CopySource,
         key: &str,
         properties: &Properties,
-    ) -> Result<()> {
+    ) -> Result<Copied> {
         self.copy_in(source, key, properties).await
     }
 }
