@@ -77,7 +77,8 @@ def main():
             rows.append((label, " ".join(cmd), wall))
         cases[name] = rows
     case("local -> local", [
-        ("skyx cp", sk + [src, f"{work}/l-skyx"], s3, f"{work}/l-skyx"),
+        ("skyx cp (in-process)", sk + [src, f"{work}/l-skyx"], s3, f"{work}/l-skyx"),
+        ("skyx cp --server-side never (agents)", sk + ["--server-side", "never", src, f"{work}/l-agents"], s3, f"{work}/l-agents"),
         ("rclone copy (4 transfers)", ["rclone", "copy", src, f"{work}/l-rclone4"], rc, f"{work}/l-rclone4"),
         ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"{work}/l-rclone16"], rc, f"{work}/l-rclone16"),
         ("cp -r", ["cp", "-r", src, f"{work}/l-cp"], None, f"{work}/l-cp"),

@@ -143,3 +143,49 @@ async fn a_destination_that_does_not_exist_yet_lists_nothing() {
     assert!(listed.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `sync --delete --max-age`: the source's old object is left out of the copy by its own time,
+/// but its destination copy, written since, is young. The copy is kept because its source is
+/// still there; only what the source no longer has goes.
+#[tokio::test]
+async fn an_age_filter_never_deletes_a_copy_whose_source_it_left_out() {
+    let dir = scratch("age");
+    let (src, dst) = (dir.join("src"), dir.join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    let file = std::fs::File::create(src.join("old")).unwrap();
+    file.set_modified(old).unwrap();
+    for rel in ["old", "gone"] {
+        std::fs::write(dst.join(rel), b"").unwrap();
+    }
+    let (src_key, dst_key) = (key_of(&src), key_of(&dst));
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(RetryPolicy::default()));
+    let filter = ObjectFilter {
+        modified_after: Some(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400)),
+        ..ObjectFilter::default()
+    };
+    let mut how = StreamedSync::new(SyncRules::default(), &dst_key, filter, dir.join("spill"));
+    how.delete = true;
+    how.src_prefix = src_key.clone();
+    // The listing the filter left: nothing (the source's one object is a month old).
+    let decisions: Vec<Decision> = sync_decisions(
+        store.clone(),
+        store.clone(),
+        items_of(Vec::new()),
+        list_destination_streaming(store.clone(), &dst_key),
+        how,
+    )
+    .try_collect()
+    .await
+    .unwrap();
+    let shape: Vec<String> = decisions
+        .iter()
+        .map(|d| match d {
+            Decision::Delete(k) => format!("delete {}", k.strip_prefix(&dst_key).unwrap()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(shape, ["delete /gone", "Kept"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

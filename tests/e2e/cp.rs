@@ -154,7 +154,8 @@ fn quic_carries_a_copy_through_a_relay() {
     assert_holds(&dst, &data);
 }
 
-/// Without regions, one local agent pair copies directly; `--dry-run` moves nothing.
+/// Without regions, two local paths are copied by skyx's own process (each file read back),
+/// and by one local agent pair with `--server-side never`; `--dry-run` moves nothing.
 #[test]
 fn a_copy_without_regions_is_direct_and_dry_run_moves_nothing() {
     let s = Scratch::new("direct");
@@ -171,9 +172,37 @@ fn a_copy_without_regions_is_direct_and_dry_run_moves_nothing() {
     assert!(!std::path::Path::new(&dst).exists(), "dry run wrote {dst}");
     let r = cp(&s, &src, &dst, &[]);
     assert_eq!(r["objects_copied"], data.len() as u64);
-    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+    assert_eq!(r["objects_server_side"], data.len() as u64, "{r}");
+    assert_eq!(r["agents"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["verified"]["readback"], data.len() as u64, "{r}");
     assert_holds(&dst, &data);
     assert!(!is_empty(&dst));
+    // No temp file is left beside what landed.
+    let hidden = walkdir(&dst).filter(|p| p.contains(".skyx-")).count();
+    assert_eq!(hidden, 0);
+
+    let through_agents = s.dir.join(unique("agents")).display().to_string();
+    let r = cp(&s, &src, &through_agents, &["--server-side", "never"]);
+    assert_eq!(r["objects_copied"], data.len() as u64);
+    assert_eq!(r["objects_server_side"], 0, "{r}");
+    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+    assert_holds(&through_agents, &data);
+}
+
+/// Every path under `dir`, as text.
+fn walkdir(dir: &str) -> impl Iterator<Item = String> {
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    let mut out = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.display().to_string());
+        }
+    }
+    out.into_iter()
 }
 
 /// `--include`/`--exclude` choose objects by their key relative to the source prefix, in order

@@ -133,6 +133,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
     let spill_dir = state_dir(t).join("tmp");
     let mut how = StreamedSync::new(rules, &ends.dst_url.key, filter, spill_dir.clone());
     how.delete = args.delete;
+    how.src_prefix = ends.src_url.key.clone();
     let destination = list_destination_streaming(ends.dst.clone(), &ends.dst_url.key);
     let decisions = sync_decisions(ends.src.clone(), ends.dst.clone(), source, destination, how);
     let tally = Arc::new(Mutex::new(SyncTally::new(spill_dir)));

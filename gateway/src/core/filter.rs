@@ -76,6 +76,15 @@ impl ObjectFilter {
         }
     }
 
+    /// Whether the filter judges an object by its size or time, not only its key: a copy may
+    /// differ from its source there (a destination's own time above all).
+    pub fn judges_by_object(&self) -> bool {
+        self.min_size.is_some()
+            || self.max_size.is_some()
+            || self.modified_before.is_some()
+            || self.modified_after.is_some()
+    }
+
     /// Whether the object at `relative_key` of `size` bytes, last modified at `modified`, is
     /// taken. With a time bound, an object whose time is unknown is not.
     pub fn accepts(

@@ -37,6 +37,8 @@ pub struct StreamedSync {
     pub rules: SyncRules,
     /// Delete destination objects the source does not have (those the filter takes).
     pub delete: bool,
+    /// The source prefix, as given: where a destination object's source would be.
+    pub src_prefix: String,
     /// The destination prefix, as given (its key; the sync covers it as a directory).
     pub dst_prefix: String,
     pub filter: ObjectFilter,
@@ -56,6 +58,7 @@ impl StreamedSync {
         StreamedSync {
             rules,
             delete: false,
+            src_prefix: String::new(),
             dst_prefix: dst_prefix.to_string(),
             filter,
             spill_dir,
@@ -204,6 +207,12 @@ async fn resolve(
             };
             (Pairing::Both(item, meta), recorded)
         }
+        Pairing::Destination(meta) if how.delete && how.filter.judges_by_object() => {
+            if source_still_has(src_store, how, prefix, &meta.key).await? {
+                return Ok(Decision::Kept);
+            }
+            (Pairing::Destination(meta), None)
+        }
         other => (other, None),
     };
     let rule = how.delete.then_some(DeleteRule {
@@ -213,6 +222,28 @@ async fn resolve(
     match merge::decide(pairing, recorded, rules, rule).map_err(sync_error)? {
         Decision::Copy(item) if marker_in_place(dst_store, &item).await => Ok(Decision::Unchanged),
         decision => Ok(decision),
+    }
+}
+
+/// Whether the source still has the object destination key `dst_key` was copied from. A size
+/// or age filter leaves out source objects by their own size and time, and a destination
+/// object by its own, which may differ (a cloud copy's time is when it was written): the
+/// filter alone could take a copy whose source it left out for deletion. A copy whose source
+/// is still there is never deleted.
+async fn source_still_has(
+    src_store: &dyn ObjectStore,
+    how: &StreamedSync,
+    dst_prefix: &str,
+    dst_key: &str,
+) -> Result<bool, StoreError> {
+    let Some(relative) = dst_key.strip_prefix(dst_prefix) else {
+        return Ok(false);
+    };
+    let src_key = format!("{}{relative}", dir_prefix(&how.src_prefix));
+    match src_store.head(&src_key).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
