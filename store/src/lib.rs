@@ -254,6 +254,27 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Whether [`ObjectStore::copy_keeping`] can copy here: the service carries the source's
+    /// own properties and metadata itself, so they need not be read first.
+    fn copies_keeping_properties(&self) -> bool {
+        false
+    }
+
+    /// As [`ObjectStore::copy_from`], carrying the source's own properties and metadata as
+    /// the service copies them (S3 `MetadataDirective: COPY`; a local file's modification
+    /// time), with no read of them first. Stores that cannot refuse.
+    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Copied> {
+        Err(self.error(
+            ErrorKind::InvalidInput,
+            "copy",
+            key,
+            format!(
+                "cannot copy from {} keeping its own properties",
+                source.location
+            ),
+        ))
+    }
+
     /// Makes durable what this store's copies left to a cache (server-side copies between
     /// local paths: one sync per filesystem written); other stores' writes are durable when
     /// answered.

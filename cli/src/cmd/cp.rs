@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
-    CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally,
-    attach_properties, list_copy_streaming, list_destination, plan_sync, with_properties,
+    CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally, items_of,
+    list_copy_streaming, list_destination, plan_sync,
 };
 
-use crate::cmd::execute::{Sources, execute};
+use crate::cmd::execute::{Sources, execute, with_copy_properties};
 use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
-    Endpoints, TransferArgs, check_failures, check_skipped, metadata_policy, open_endpoints,
-    select_sources, warn_skipped,
+    Endpoints, TransferArgs, check_failures, check_skipped, open_endpoints, select_sources,
+    warn_skipped,
 };
 use crate::render::copy::{render_dry_run, render_report};
 use crate::units::format_bytes;
@@ -81,11 +81,11 @@ async fn copy_streaming(
     );
     let regions = crate::cmd::routing::infer_regions(t, ends).await;
     let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
-    let items = with_properties(ends.src.clone(), items, metadata_policy(t)?);
+    let items = with_copy_properties(t, ends, &routing, items)?;
     let report = execute(
         t,
         ends,
-        Sources::Streaming {
+        Sources {
             items,
             bytes_so_far: so_far,
         },
@@ -169,8 +169,13 @@ async fn copy_listed(
         }
         return check_skipped(&listing.skipped);
     }
-    attach_properties(ends.src.as_ref(), &mut items, &metadata_policy(t)?).await;
-    let report = execute(t, ends, Sources::Listed(items), &routing).await?;
+    // Read as the copy goes, not all before it starts.
+    let items = with_copy_properties(t, ends, &routing, items_of(items))?;
+    let sources = Sources {
+        items,
+        bytes_so_far: volume,
+    };
+    let report = execute(t, ends, sources, &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);
     check_failures(&report)?;
     check_skipped(&listing.skipped)

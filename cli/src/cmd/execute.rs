@@ -6,23 +6,55 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skyx_gateway::{
-    CopyItem, CopyItems, CopyJob, CopyReport, ProgressSnapshot, ServerSideJob, run_copy,
-    run_server_side,
+    CopyItems, CopyJob, CopyReport, MetadataPolicy, ProgressSnapshot, ServerSideJob, run_copy,
+    run_server_side, with_properties,
 };
 use skyx_provision::{LocalProvider, Provider};
 
 use crate::args::provider::ProviderKind;
 use crate::cmd::routing::Routing;
 use crate::cmd::transfer::{
-    BadInput, Endpoints, TransferArgs, in_sky, load_sky, options, state_dir, store_root,
+    BadInput, Endpoints, TransferArgs, in_sky, load_sky, metadata_policy, options, state_dir,
+    store_root,
 };
 use crate::units::format_bytes;
 
-/// What a copy moves: a listing in memory, or one that streams while the copy runs (with
-/// the bytes listed so far, for the progress bar).
-pub enum Sources {
-    Listed(Vec<CopyItem>),
-    Streaming { items: CopyItems, bytes_so_far: u64 },
+/// What a copy moves: a listing as it streams (held whole or still going), with the bytes
+/// listed so far for the progress bar.
+pub struct Sources {
+    pub items: CopyItems,
+    pub bytes_so_far: u64,
+}
+
+/// Whether the copy lets the destination's service carry each object's own properties (a
+/// server-side copy that can, with nothing overriding them: no `--no-metadata`,
+/// `--content-type` or `--metadata`), so none is read first.
+pub fn service_keeps_properties(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    routing: &Routing,
+) -> Result<bool> {
+    Ok(routing.server_side
+        && metadata_policy(args)? == MetadataPolicy::default()
+        && ends.dst.copies_keeping_properties())
+}
+
+/// `items` with the properties the copy writes with each (one read per object), unless the
+/// service carries them itself.
+pub fn with_copy_properties(
+    args: &TransferArgs,
+    ends: &Endpoints,
+    routing: &Routing,
+    items: CopyItems,
+) -> Result<CopyItems> {
+    if service_keeps_properties(args, ends, routing)? {
+        return Ok(items);
+    }
+    Ok(with_properties(
+        ends.src.clone(),
+        items,
+        metadata_policy(args)?,
+    ))
 }
 
 /// Runs the copy with a progress bar and Ctrl-C handling.
@@ -32,27 +64,13 @@ pub async fn execute(
     sources: Sources,
     routing: &Routing,
 ) -> Result<CopyReport> {
-    let (items, total) = match sources {
-        Sources::Listed(items) if routing.server_side => {
-            let total = items.iter().map(|i| i.size).sum();
-            let items = skyx_gateway::items_of(items);
-            return execute_server_side(args, ends, items, total, routing).await;
-        }
-        Sources::Streaming {
-            items,
-            bytes_so_far,
-        } if routing.server_side => {
-            return execute_server_side(args, ends, items, bytes_so_far, routing).await;
-        }
-        Sources::Listed(items) => {
-            let total = items.iter().map(|i| i.size).sum();
-            (skyx_gateway::items_of(items), total)
-        }
-        Sources::Streaming {
-            items,
-            bytes_so_far,
-        } => (items, bytes_so_far),
-    };
+    let Sources {
+        items,
+        bytes_so_far: total,
+    } = sources;
+    if routing.server_side {
+        return execute_server_side(args, ends, items, total, routing).await;
+    }
     let options = options(args, &ends.src_url, &ends.dst_url)?;
     let sky = load_sky(args)?;
     // Checked before anything starts: a bad EC2 setting launches no VM.
@@ -187,6 +205,7 @@ async fn execute_server_side(
     });
     let job = ServerSideJob {
         concurrency: ends.dst.copies_at_once(),
+        keep_source_properties: service_keeps_properties(args, ends, routing)?,
         hop,
     };
     let (bar, mut on_progress) = progress_bar(args, total);

@@ -13,16 +13,16 @@ use anyhow::Result;
 use skyx_gateway::{
     Compare, CopyItems, CopySources, Decision, Decisions, Look, StreamedSync, SyncRules, SyncTally,
     Tally, copies, delete_extraneous, items_of, list_copy_streaming, list_destination_streaming,
-    list_files_from, look_at, sync_decisions, with_properties,
+    list_files_from, look_at, sync_decisions,
 };
 
 use clap::Args;
 
-use crate::cmd::execute::{Sources, execute};
+use crate::cmd::execute::{Sources, execute, with_copy_properties};
 use crate::cmd::routing::plan_routing;
 use crate::cmd::transfer::{
-    BadInput, Endpoints, TransferArgs, check_failures, check_skipped, metadata_policy,
-    open_endpoints, state_dir, warn_skipped,
+    BadInput, Endpoints, TransferArgs, check_failures, check_skipped, open_endpoints, state_dir,
+    warn_skipped,
 };
 use crate::render::copy::render_report;
 use crate::units::format_bytes;
@@ -160,8 +160,8 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             items_of(looked.items),
             looked.rest,
         ));
-        let items = with_properties(ends.src.clone(), items, metadata_policy(t)?);
-        let sources = Sources::Streaming {
+        let items = with_copy_properties(t, &ends, &routing, items)?;
+        let sources = Sources {
             items,
             bytes_so_far: volume,
         };

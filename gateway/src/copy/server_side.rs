@@ -1,6 +1,7 @@
 //! Copies the provider runs itself (S3 CopyObject/UploadPartCopy, GCS rewrite, Azure Copy
 //! Blob): no agents, and no byte passes through us. For each object: the copy pinned to the
-//! version listed, with the object's properties, verified by the service's answer where it
+//! version listed, with the object's properties (read and written, or carried by the service
+//! itself where it can and nothing overrides them), verified by the service's answer where it
 //! states the copy's checksum (one request per object), else at rest against the source's own
 //! stored checksum. Many objects at once; one object's failure fails that object, not the
 //! copy.
@@ -15,6 +16,9 @@ use crate::core::tracker::Progress;
 pub struct ServerSideJob {
     /// Objects copied at once (the destination store's `copies_at_once`).
     pub concurrency: usize,
+    /// The service carries each source's own properties (`copy_keeping`): the items hold none
+    /// to write.
+    pub keep_source_properties: bool,
     /// The source's and destination's regions and the price per GB between them, when known
     /// (the provider bills a copy across regions as transfer out of the source's).
     pub hop: Option<(String, String, Option<f64>)>,
@@ -71,8 +75,9 @@ pub async fn run_server_side(
         .map(|item| {
             let (src, dst, in_flight) = (src.clone(), dst.clone(), in_flight.clone());
             in_flight.fetch_add(1, Ordering::Relaxed);
+            let keep = job.keep_source_properties;
             async move {
-                let outcome = copy_one(src.as_ref(), dst.as_ref(), &item).await;
+                let outcome = copy_one(src.as_ref(), dst.as_ref(), &item, keep).await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 (item, outcome)
             }
@@ -201,6 +206,7 @@ async fn copy_one(
     src: &dyn ObjectStore,
     dst: &dyn ObjectStore,
     item: &CopyItem,
+    keep_source_properties: bool,
 ) -> Result<Verification, String> {
     let listed = item.etag.is_some().then(|| item.listed_meta());
     let now = match listed {
@@ -213,13 +219,17 @@ async fn copy_one(
             now
         }
     };
-    let copied = dst
-        .copy_from(&src.copy_source(&now), &item.dst_key, &item.properties)
-        .await
-        .map_err(|e| match e.kind {
-            ErrorKind::Changed => format!("changed at the source since it was listed: {e}"),
-            _ => format!("server-side copy: {e}"),
-        })?;
+    let source = src.copy_source(&now);
+    let copied = if keep_source_properties {
+        dst.copy_keeping(&source, &item.dst_key).await
+    } else {
+        dst.copy_from(&source, &item.dst_key, &item.properties)
+            .await
+    };
+    let copied = copied.map_err(|e| match e.kind {
+        ErrorKind::Changed => format!("changed at the source since it was listed: {e}"),
+        _ => format!("server-side copy: {e}"),
+    })?;
     if let Some(verified) = verified_by_answer(&now, &copied)? {
         return Ok(verified);
     }

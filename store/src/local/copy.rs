@@ -24,11 +24,12 @@ const BUFFER: usize = 1024 * 1024;
 /// The filesystems copies were written to, by device: one directory on each.
 pub(super) type Written = std::sync::Arc<std::sync::Mutex<BTreeMap<u64, PathBuf>>>;
 
-/// Copies `source` (a local file) to `key`, carrying the modification time of `properties`.
+/// Copies `source` (a local file) to `key`, carrying the modification time of `properties`
+/// (`None`: the source file's own).
 pub(super) fn copy_file(
     source: &CopySource,
     key: &str,
-    properties: &Properties,
+    properties: Option<&Properties>,
     written: &Written,
 ) -> Result<Copied> {
     if source.location != StoreLocation::Local {
@@ -51,7 +52,11 @@ pub(super) fn copy_file(
         e.message = format!("reading the source /{}: {}", source.key, e.message);
         e
     })?;
-    let version = pinned_version(&from, source, key)?;
+    let (version, own_time) = pinned_version(&from, source, key)?;
+    let modified = match properties {
+        Some(p) => p.modified,
+        None => own_time,
+    };
     let mut source_crc = 0u32;
     let mut copy_crc = 0u32;
     let outcome = write_staged(&dest, Durability::Later, |out| {
@@ -71,7 +76,7 @@ pub(super) fn copy_file(
         if now != version || read != source.size {
             return Err(std::io::Error::other(ChangedWhileRead { now }));
         }
-        set_modified(out, properties.modified)?;
+        set_modified(out, modified)?;
         // What the filesystem gives back for the copy, before it takes the destination's name.
         out.seek(SeekFrom::Start(0))?;
         loop {
@@ -115,7 +120,12 @@ pub(super) fn copy_file(
 
 /// The version of the open source file, which must be the one `source` was listed as (errors
 /// name `key`, the copy's destination, as every other store's copy does).
-fn pinned_version(file: &std::fs::File, source: &CopySource, key: &str) -> Result<String> {
+/// With it, the file's modification time.
+fn pinned_version(
+    file: &std::fs::File,
+    source: &CopySource,
+    key: &str,
+) -> Result<(String, Option<std::time::SystemTime>)> {
     let md = file.metadata().map_err(|e| io_error("copy", key, e))?;
     if md.is_dir() {
         return Err(StoreError::new(
@@ -138,7 +148,7 @@ fn pinned_version(file: &std::fs::File, source: &CopySource, key: &str) -> Resul
                 source.key
             ),
         )),
-        _ => Ok(now),
+        _ => Ok((now, md.modified().ok())),
     }
 }
 
@@ -196,10 +206,13 @@ mod tests {
         let written = Written::default();
         for n in 0..3 {
             let dst = dir.join(format!("out/{n}.bin"));
-            let copied = copy_file(&source, &key(&dst), &Properties::default(), &written).unwrap();
+            let copied = copy_file(&source, &key(&dst), None, &written).unwrap();
             assert_eq!(copied.crc32c, Some(crc32c::crc32c(b"some bytes")));
             assert_eq!(copied.same_as_source, Some(CopyProof::ReadBack));
             assert_eq!(std::fs::read(&dst).unwrap(), b"some bytes");
+            // The source's own modification time rode along.
+            let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+            assert_eq!(mtime(&dst), mtime(&src));
         }
         // Three copies, one filesystem to sync; synced, none.
         assert_eq!(written.lock().unwrap().len(), 1);
@@ -210,7 +223,7 @@ mod tests {
         std::fs::write(dir.join("next"), b"other bytes").unwrap();
         std::fs::rename(dir.join("next"), &src).unwrap();
         let dst = dir.join("out/changed.bin");
-        let e = copy_file(&source, &key(&dst), &Properties::default(), &written).unwrap_err();
+        let e = copy_file(&source, &key(&dst), None, &written).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Changed, "{e}");
         assert!(e.to_string().contains("changed.bin"), "{e}");
         assert!(!dst.exists());

@@ -564,7 +564,18 @@ impl ObjectStore for LocalStore {
     ) -> Result<Copied> {
         let (source, key, properties) = (source.clone(), key.to_string(), properties.clone());
         let written = self.written.clone();
-        blocking(move || copy::copy_file(&source, &key, &properties, &written)).await
+        blocking(move || copy::copy_file(&source, &key, Some(&properties), &written)).await
+    }
+
+    fn copies_keeping_properties(&self) -> bool {
+        true
+    }
+
+    /// A file's own property is its modification time, which the copy takes from it.
+    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Copied> {
+        let (source, key) = (source.clone(), key.to_string());
+        let written = self.written.clone();
+        blocking(move || copy::copy_file(&source, &key, None, &written)).await
     }
 
     async fn sync_written(&self) -> Result<()> {

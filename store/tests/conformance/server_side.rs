@@ -64,6 +64,29 @@ pub async fn copies_across_buckets(
         other.delete(&key(name)).await.unwrap();
     }
 
+    // Keeping the source's own properties: the service carries them, none is read first.
+    if store.copies_keeping_properties() {
+        let data = Bytes::from_static(b"<h1>kept</h1>");
+        other
+            .put_with(&key("ss-own"), data.clone(), props)
+            .await
+            .unwrap();
+        let meta = other.head(&key("ss-own")).await.unwrap();
+        let copied = store
+            .copy_keeping(&other.copy_source(&meta), &key("ss-own.copy"))
+            .await
+            .unwrap();
+        assert!(copied.same_as_source.is_some(), "{copied:?}");
+        assert_eq!(store.get(&key("ss-own.copy")).await.unwrap(), data);
+        assert_eq!(
+            store.properties(&key("ss-own.copy")).await.unwrap(),
+            other.properties(&key("ss-own")).await.unwrap(),
+            "the copy carries the source's own properties"
+        );
+        store.delete(&key("ss-own.copy")).await.unwrap();
+        other.delete(&key("ss-own")).await.unwrap();
+    }
+
     // The source changes between listing and copy: the copy fails, nothing of the new
     // version lands under the old one's listing.
     other
