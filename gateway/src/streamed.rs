@@ -34,6 +34,17 @@ impl Default for Look {
     }
 }
 
+impl Look {
+    /// Only as far as the first object (or the end): what a copy with nothing to plan on a
+    /// volume waits for before it starts.
+    pub fn first_object() -> Self {
+        Look {
+            objects: 1,
+            ..Look::default()
+        }
+    }
+}
+
 /// What a streaming listing left out, complete once its items have ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {

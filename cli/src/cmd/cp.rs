@@ -11,6 +11,9 @@ use skyx_gateway::{
 
 use crate::cmd::execute::{Sources, execute, with_copy_properties};
 use crate::cmd::routing::plan_routing;
+
+/// The ends' regions, where given or found.
+type Regions = (Option<String>, Option<String>);
 use crate::cmd::transfer::{
     Endpoints, TransferArgs, check_failures, check_skipped, open_endpoints, select_sources,
     warn_skipped,
@@ -39,29 +42,36 @@ pub fn run(args: &CpArgs) -> Result<()> {
 async fn run_async(args: &CpArgs) -> Result<()> {
     let t = &args.transfer;
     let ends = open_endpoints(t, &args.src, &args.dst).await?;
+    let regions = crate::cmd::routing::infer_regions(t, &ends).await;
     // A plain `cp -r` streams a listing too long to wait for; what needs the whole listing
     // first (a dry run, --files-from, --no-clobber's comparison) lists it all.
     if args.recursive && !t.dry_run && !t.select.no_clobber && t.select.names()?.is_none() {
         let filter = t.select.object_filter(std::time::SystemTime::now())?;
+        // With no region known there is no route to plan on a volume: the copy starts with
+        // the first object listed.
+        let look = match regions {
+            (None, None) => Look::first_object(),
+            _ => Look::default(),
+        };
         let sources = list_copy_streaming(
             ends.src.clone(),
             &ends.src_url,
             &ends.dst_url,
             &filter,
-            Look::default(),
+            look,
         )
         .await?;
         return match sources {
-            CopySources::Listed(listing) => copy_listed(t, &ends, listing, &filter).await,
+            CopySources::Listed(listing) => copy_listed(t, &ends, regions, listing, &filter).await,
             CopySources::Streaming {
                 looked,
                 items,
                 tally,
-            } => copy_streaming(t, &ends, looked, items, tally).await,
+            } => copy_streaming(t, &ends, regions, looked, items, tally).await,
         };
     }
     let (listing, filter) = select_sources(t, &ends, args.recursive).await?;
-    copy_listed(t, &ends, listing, &filter).await
+    copy_listed(t, &ends, regions, listing, &filter).await
 }
 
 /// Copies a listing that streams on while the copy runs: the route is planned on what was
@@ -69,18 +79,20 @@ async fn run_async(args: &CpArgs) -> Result<()> {
 async fn copy_streaming(
     t: &TransferArgs,
     ends: &Endpoints,
+    regions: Regions,
     (looked, so_far): (usize, u64),
     items: CopyItems,
     tally: Arc<Mutex<Tally>>,
 ) -> Result<()> {
-    eprintln!(
-        "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far",
-        ends.src_url,
-        looked,
-        format_bytes(so_far as f64)
-    );
-    let regions = crate::cmd::routing::infer_regions(t, ends).await;
     let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
+    if routing.plan.is_some() {
+        eprintln!(
+            "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far",
+            ends.src_url,
+            looked,
+            format_bytes(so_far as f64)
+        );
+    }
     let items = with_copy_properties(t, ends, &routing, items)?;
     let report = execute(
         t,
@@ -103,6 +115,7 @@ async fn copy_streaming(
 async fn copy_listed(
     t: &TransferArgs,
     ends: &Endpoints,
+    regions: Regions,
     listing: Listing,
     filter: &ObjectFilter,
 ) -> Result<()> {
@@ -134,7 +147,6 @@ async fn copy_listed(
         items = plan.copy;
     }
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let regions = crate::cmd::routing::infer_regions(t, ends).await;
     let routing = plan_routing(t, volume, regions, &ends.server_side)?;
     if t.dry_run {
         if t.json {
