@@ -181,6 +181,14 @@ fn a_copy_without_regions_is_direct_and_dry_run_moves_nothing() {
     let hidden = walkdir(&dst).filter(|p| p.contains(".skyx-")).count();
     assert_eq!(hidden, 0);
 
+    // Not into itself: the walk would copy the copies, deeper each time.
+    let inside = format!("{src}/copy");
+    let out = s.skyx(&["cp", "-r", &src, &inside], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the source"), "{err}");
+    assert!(!std::path::Path::new(&inside).exists());
+
     let through_agents = s.dir.join(unique("agents")).display().to_string();
     let r = cp(&s, &src, &through_agents, &["--server-side", "never"]);
     assert_eq!(r["objects_copied"], data.len() as u64);

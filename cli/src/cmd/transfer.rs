@@ -373,6 +373,22 @@ fn local_copy_in_process(
     Ok(())
 }
 
+/// A local directory is not copied into itself: the walk would find what the copy writes
+/// and copy it again, deeper each time (GNU `cp` refuses the same).
+fn refuse_copy_into_itself(src: &ObjectUrl, dst: &ObjectUrl) -> Result<()> {
+    let local = skyx_store::StoreLocation::Local;
+    if src.location != local || dst.location != local {
+        return Ok(());
+    }
+    let (s, d) = (src.key.trim_end_matches('/'), dst.key.trim_end_matches('/'));
+    if !s.is_empty() && d.strip_prefix(s).is_some_and(|rest| rest.starts_with('/')) {
+        bail!(BadInput(format!(
+            "the destination /{d} is inside the source /{s}: a directory cannot be copied into itself"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result<Endpoints> {
     let sky = load_sky(args)?;
     let remotes = load_remotes(args.ends.config.as_deref())?;
@@ -420,6 +436,7 @@ pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result
             return Err(anyhow::Error::new(e).context(format!("checking the destination {dst}")));
         }
     }
+    refuse_copy_into_itself(&src_url, &dst_url)?;
     let server_side = skyx_store::server_side::eligibility(
         &src_url.location,
         &src_config,

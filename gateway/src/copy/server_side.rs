@@ -228,6 +228,8 @@ async fn copy_one(
     };
     let copied = copied.map_err(|e| match e.kind {
         ErrorKind::Changed => format!("changed at the source since it was listed: {e}"),
+        // The destination's service found no such source (version) to copy.
+        ErrorKind::NotFound => format!("gone from the source since it was listed: {e}"),
         _ => format!("server-side copy: {e}"),
     })?;
     if let Some(verified) = verified_by_answer(&now, &copied)? {

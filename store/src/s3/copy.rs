@@ -1,7 +1,6 @@
 //! Server-side copies into an S3 bucket: CopyObject up to 5 GiB, UploadPartCopy beyond (parts
 //! copied concurrently), from any bucket in any region the destination's credentials can
-//! read. The copy carries the given properties (`MetadataDirective: REPLACE`) or the source's
-//! own (`COPY`), takes exactly
+//! read. The copy carries the given properties (`MetadataDirective: REPLACE`), takes exactly
 //! the version the source listed (`x-amz-copy-source-if-match`), and a whole-object copy is
 //! stored with its CRC32C, which S3 computes from the bytes it copied.
 
@@ -26,44 +25,14 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'/');
 
 impl S3Store {
-    /// The properties of `key` in `bucket` (this store's, or another the same credentials
-    /// read: a server-side copy's source).
-    pub(super) async fn properties_in(&self, bucket: &str, key: &str) -> Result<Properties> {
-        self.retry
-            .run(|| async {
-                let o = self
-                    .client()
-                    .head_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("head", key, e))?;
-                let system = Properties {
-                    content_type: o.content_type().map(str::to_string),
-                    content_encoding: o.content_encoding().map(str::to_string),
-                    content_language: o.content_language().map(str::to_string),
-                    content_disposition: o.content_disposition().map(str::to_string),
-                    cache_control: o.cache_control().map(str::to_string),
-                    expires: o.expires_string().map(str::to_string),
-                    ..Properties::default()
-                };
-                Ok(match o.metadata() {
-                    Some(user) => system.with_user_metadata(user),
-                    None => system,
-                })
-            })
-            .await
-    }
-
-    /// Copies `source` to `key` with `properties`, or (`None`) with the source's own, which
-    /// S3 copies itself (`MetadataDirective: COPY`); a copy in parts reads them first, as
-    /// completing an upload cannot copy them.
+    /// Copies `source` to `key` with `properties` (`MetadataDirective: REPLACE`: they carry the
+    /// source's modification time, which a plain `COPY` would lose, and an object may be
+    /// copied onto itself).
     pub(super) async fn copy_in(
         &self,
         source: &CopySource,
         key: &str,
-        properties: Option<&Properties>,
+        properties: &Properties,
     ) -> Result<Copied> {
         let StoreLocation::S3 { bucket } = &source.location else {
             return Err(self.error(
@@ -82,23 +51,19 @@ impl S3Store {
             let out = self
                 .retry
                 .run(|| async {
-                    let request = match properties {
-                        Some(p) => with_properties!(self.client().copy_object(), p)
-                            .metadata_directive(MetadataDirective::Replace),
-                        None => self
-                            .client()
-                            .copy_object()
-                            .metadata_directive(MetadataDirective::Copy),
-                    };
-                    with_write_options!(request, &self.write)
-                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                        .set_copy_source_if_match(source.etag.clone())
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .copy_source(&copy_source)
-                        .send()
-                        .await
-                        .map_err(|e| self.fail("copy", key, e))
+                    with_write_options!(
+                        with_properties!(self.client().copy_object(), properties),
+                        &self.write
+                    )
+                    .metadata_directive(MetadataDirective::Replace)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                    .set_copy_source_if_match(source.etag.clone())
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .copy_source(&copy_source)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("copy", key, e))
                 })
                 .await?;
             let result = out.copy_object_result();
@@ -122,13 +87,7 @@ impl S3Store {
                 .then_some(crate::CopyProof::Md5),
             });
         }
-        let upload = match properties {
-            Some(p) => self.create_multipart_with(key, p).await?,
-            None => {
-                let own = self.properties_in(bucket, &source.key).await?;
-                self.create_multipart_with(key, &own).await?
-            }
-        };
+        let upload = self.create_multipart_with(key, properties).await?;
         let ranges: Vec<(u32, u64, u64)> = (0..source.size)
             .step_by(part as usize)
             .enumerate()

@@ -487,7 +487,31 @@ impl ObjectStore for S3Store {
     }
 
     async fn properties(&self, key: &str) -> Result<Properties> {
-        self.properties_in(&self.bucket, key).await
+        self.retry
+            .run(|| async {
+                let o = self
+                    .client()
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                let system = Properties {
+                    content_type: o.content_type().map(str::to_string),
+                    content_encoding: o.content_encoding().map(str::to_string),
+                    content_language: o.content_language().map(str::to_string),
+                    content_disposition: o.content_disposition().map(str::to_string),
+                    cache_control: o.cache_control().map(str::to_string),
+                    expires: o.expires_string().map(str::to_string),
+                    ..Properties::default()
+                };
+                Ok(match o.metadata() {
+                    Some(user) => system.with_user_metadata(user),
+                    None => system,
+                })
+            })
+            .await
     }
 
     async fn put_with(&self, key: &str, data: Bytes, properties: &Properties) -> Result<Written> {
@@ -762,14 +786,6 @@ impl ObjectStore for S3Store {
         key: &str,
         properties: &Properties,
     ) -> Result<Copied> {
-        self.copy_in(source, key, Some(properties)).await
-    }
-
-    fn copies_keeping_properties(&self) -> bool {
-        true
-    }
-
-    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Copied> {
-        self.copy_in(source, key, None).await
+        self.copy_in(source, key, properties).await
     }
 }
