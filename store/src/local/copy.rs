@@ -220,7 +220,8 @@ mod tests {
         assert!(written.lock().unwrap().is_empty());
 
         // Replaced since it was listed: refused, naming the destination, and nothing lands.
-        std::fs::write(dir.join("next"), b"other bytes").unwrap();
+        // (The same size: only the pinned version tells the two apart.)
+        std::fs::write(dir.join("next"), b"SOME BYTES").unwrap();
         std::fs::rename(dir.join("next"), &src).unwrap();
         let dst = dir.join("out/changed.bin");
         let e = copy_file(&source, &key(&dst), None, &written).unwrap_err();
