@@ -96,6 +96,33 @@ async fn unchanged(src: &dyn ObjectStore, item: &CopyItem) -> Result<(), String>
     }
 }
 
+/// What the source's checksums `want` and the destination's `got` (CRC32C, MD5) say: by
+/// CRC32C where both have one, else by MD5; `None` where they share none.
+pub(super) fn compare_checksums(
+    (want_crc, want_md5): (Option<u32>, Option<[u8; 16]>),
+    (got_crc, got_md5): (Option<u32>, Option<[u8; 16]>),
+) -> Option<Result<Verification, String>> {
+    if let (Some(want), Some(got)) = (want_crc, got_crc) {
+        return Some(if want == got {
+            Ok(Verification::Crc32c)
+        } else {
+            Err(format!(
+                "destination CRC32C {got:08x} differs from the source's {want:08x}"
+            ))
+        });
+    }
+    let (want, got) = (want_md5?, got_md5?);
+    Some(if want == got {
+        Ok(Verification::Md5)
+    } else {
+        Err(format!(
+            "destination MD5 {} differs from the source's {}",
+            hex::encode(got),
+            hex::encode(want)
+        ))
+    })
+}
+
 /// Checks a completed object at the destination: its size always; its content by the best
 /// checksum both sides expose: the CRC32C of the bytes read at the source against the store's,
 /// else the MD5 of the bytes written (whole objects) or the source's against the store's, else
@@ -116,25 +143,8 @@ pub(super) async fn verify(
             meta.size, item.size
         ));
     }
-    if let (Some(want), Some(got)) = (crc, meta.crc32c) {
-        return if want == got {
-            Ok(Verification::Crc32c)
-        } else {
-            Err(format!(
-                "destination CRC32C {got:08x} differs from the source's {want:08x}"
-            ))
-        };
-    }
-    if let (Some(want), Some(got)) = (item.md5, meta.md5) {
-        return if want == got {
-            Ok(Verification::Md5)
-        } else {
-            Err(format!(
-                "destination MD5 {} differs from the source's {}",
-                hex::encode(got),
-                hex::encode(want)
-            ))
-        };
+    if let Some(compared) = compare_checksums((crc, item.md5), (meta.crc32c, meta.md5)) {
+        return compared;
     }
     if read_back && let Some(want) = crc {
         let mut stream = dst

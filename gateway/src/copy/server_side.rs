@@ -281,27 +281,8 @@ fn verified_by_answer(
         Some(CopyProof::ReadBack) => return Ok(Some(Verification::ReadBack)),
         None => {}
     }
-    if let (Some(want), Some(got)) = (source.crc32c, copied.crc32c) {
-        return if want == got {
-            Ok(Some(Verification::Crc32c))
-        } else {
-            Err(format!(
-                "the copy's CRC32C {got:08x} differs from the source's {want:08x}"
-            ))
-        };
-    }
-    if let (Some(want), Some(got)) = (source.md5, copied.md5) {
-        return if want == got {
-            Ok(Some(Verification::Md5))
-        } else {
-            Err(format!(
-                "the copy's MD5 {} differs from the source's {}",
-                hex::encode(got),
-                hex::encode(want)
-            ))
-        };
-    }
-    Ok(None)
+    finalize::compare_checksums((source.crc32c, source.md5), (copied.crc32c, copied.md5))
+        .transpose()
 }
 
 #[cfg(test)]
