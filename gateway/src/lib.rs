@@ -31,8 +31,9 @@ pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
-    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Pricing, ProgressSnapshot,
-    ServerSideJob, Verification, items_of, run_copy, run_server_side,
+    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, ListedVolume, Pricing,
+    ProgressSnapshot, Refinement, Replan, Replanned, Replanner, ServerSideJob, Verification,
+    VolumeEstimate, items_of, run_copy, run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
@@ -40,7 +41,9 @@ pub use listing::{
     attach_properties, is_marker, list_copy, list_destination, list_files_from, with_properties,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
-pub use streamed::{CopySources, Look, Looked, Tally, list_copy_streaming, look_at};
+pub use streamed::{
+    CopySources, Look, Looked, Tally, VolumeProbe, list_copy_streaming, look_at, probe_volume,
+};
 pub use sync::merge::Decision;
 pub use sync::stream::{
     Decisions, StreamedSync, SyncTally, copies, list_destination_streaming, sync_decisions,

@@ -525,6 +525,13 @@ pub fn with_properties(
         .boxed()
 }
 
+/// The source's own properties for `item` (its time where they record none), as a copy that
+/// changes none of them writes them.
+pub(crate) async fn source_properties(src: &dyn ObjectStore, item: &CopyItem) -> Properties {
+    let policy = MetadataPolicy::default();
+    properties_of(src, read_key(item, &policy), item.last_modified, &policy).await
+}
+
 /// The source key whose properties `item` carries under `policy`, if any.
 fn read_key(item: &CopyItem, policy: &MetadataPolicy) -> Option<String> {
     (!policy.drop && !is_marker(item)).then(|| item.src_key.clone())

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use skyx_store::{ObjectStore, ObjectUrl, StoreError};
 
+use crate::copy::ListedVolume;
 use crate::core::filter::ObjectFilter;
 use crate::listing::{
     CopyItem, CopyItems, ListError, Listed, Listing, SkippedObject, classify, dir_prefix,
@@ -222,4 +223,53 @@ pub async fn look_at(mut items: CopyItems, look: Look) -> Result<Looked, StoreEr
         ended: false,
         rest: items,
     })
+}
+
+/// A listing of the source that only counts what the copy will move, running ahead of the
+/// copy's own (which runs only a queue's length ahead of what the copy took in), so that the
+/// route is planned again on the volume as it is found (`copy::refine`). One more listing of
+/// the source (a request per 1,000 objects on the clouds) and no memory per object; stopped
+/// when dropped.
+#[derive(Debug)]
+pub struct VolumeProbe {
+    pub volume: Arc<ListedVolume>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for VolumeProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts counting what `cp -r src dst` under `filter` moves. A listing that fails stops
+/// counting (the volume stays a lower bound; the copy's own listing reports the failure).
+pub fn probe_volume(
+    src_store: Arc<dyn ObjectStore>,
+    src: &ObjectUrl,
+    dst: &ObjectUrl,
+    filter: &ObjectFilter,
+) -> VolumeProbe {
+    let prefix = dir_prefix(src.key.trim_end_matches('/'));
+    let (dst, filter) = (dst.clone(), filter.clone());
+    let volume = Arc::new(ListedVolume::default());
+    let counts = volume.clone();
+    let task = tokio::spawn(async move {
+        let mut listing = owned_listing(src_store, prefix.clone()).boxed();
+        while let Some(entry) = listing.next().await {
+            match entry {
+                Ok(meta) => {
+                    if let Listed::Copy(item) = classify(meta, &prefix, &dst, &filter) {
+                        counts.add(item.size);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "counting the source's volume stopped");
+                    return;
+                }
+            }
+        }
+        counts.end();
+    });
+    VolumeProbe { volume, task }
 }

@@ -389,3 +389,113 @@ async fn a_resume_after_the_source_changed_moves_only_what_changed_and_what_was_
     assert_landed(&s.0.join("dst"), &files);
     assert_eq!(provider.running(), Vec::<String>::new());
 }
+
+/// A planner that moves any copy onto the relayed route, remembering what it was asked.
+#[derive(Debug, Default)]
+struct ToTheRelay {
+    asked: std::sync::Mutex<Vec<skyx_gateway::VolumeEstimate>>,
+}
+
+impl skyx_gateway::Replanner for ToTheRelay {
+    fn replan(&self, estimate: &skyx_gateway::VolumeEstimate) -> Option<skyx_gateway::Replanned> {
+        self.asked.lock().unwrap().push(*estimate);
+        Some(skyx_gateway::Replanned {
+            topology: relayed(4),
+            pricing: Pricing::default(),
+            summary: "test:src -> test:relay -> test:dst".into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_grows_past_its_plan_moves_the_copy_onto_the_new_route() {
+    let s = Scratch::new("refine");
+    let sizes: Vec<usize> = (0..120).map(|i| 256 * 1024 + i).collect();
+    let files = write_source(&s.0.join("src"), &sizes);
+    let planner = Arc::new(ToTheRelay::default());
+    let mut opts = options(MIB as u64);
+    // Planned on the first ten objects' bytes, as a look at a longer listing would.
+    let planned_on: u64 = sizes[..10].iter().map(|&n| n as u64).sum();
+    opts.replan = Some(skyx_gateway::Replan {
+        planned_on,
+        planner: planner.clone(),
+        // Counted by the copy's own listing.
+        volume: None,
+    });
+    let mut copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
+    // Planned as a direct copy: no relay.
+    let direct = relayed(4);
+    copy.job.topology = Topology {
+        agents: vec![direct.agents[0].clone(), direct.agents[2].clone()],
+        routes: vec![RouteSpec {
+            agents: vec![0, 1],
+            connections: vec![4],
+            gbps: 1.0,
+        }],
+    };
+    // The listing shows half, then the rest a moment later.
+    let (first, rest) = copy.items.split_at(60);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    let items = futures::StreamExt::boxed(futures::StreamExt::chain(
+        items_of(first),
+        futures::StreamExt::flatten(futures::stream::once(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            items_of(rest)
+        })),
+    ));
+    let provider = InProcessProvider::default();
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run_copy(
+        &copy.job,
+        items,
+        &provider,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.objects_copied, sizes.len() as u64);
+    assert_landed(&s.0.join("dst"), &files);
+    // Planned again once the listing had doubled past the first plan's bytes (before its
+    // second half), and (if the copy was still running) once more on the whole listing,
+    // which the new route already carried.
+    let asked = planner.asked.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "never planned again");
+    assert!(
+        !asked[0].listing_ended && (20..=60).contains(&asked[0].listed_objects),
+        "{asked:?}"
+    );
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    for later in &asked[1..] {
+        assert!(
+            later.listing_ended && later.listed_bytes == total,
+            "{later:?}"
+        );
+    }
+    let r = &report.refinements;
+    assert_eq!(r.len(), asked.len(), "{r:?}");
+    assert_eq!(r[0].agents_launched, vec!["test:relay#0".to_string()]);
+    assert_eq!((r[0].routes_built, r[0].routes_drained), (1, 1));
+    assert!(r[0].failures.is_empty(), "{:?}", r[0].failures);
+    assert!(
+        r[1..]
+            .iter()
+            .all(|f| f.routes_built + f.routes_drained == 0),
+        "{r:?}"
+    );
+    // The second half, at least, went through the relay.
+    let relayed_bytes: u64 = report
+        .hops
+        .iter()
+        .filter(|h| h.src_region == "test:relay")
+        .map(|h| h.wire_bytes)
+        .sum();
+    assert!(
+        relayed_bytes >= total / 2,
+        "{relayed_bytes} of {total} bytes went through the relay"
+    );
+    assert_eq!(provider.launched(), 3);
+    assert_eq!(provider.running(), Vec::<String>::new());
+}

@@ -262,8 +262,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// As [`ObjectStore::copy_from`], carrying the source's own properties and metadata as
     /// the service copies them (S3 `MetadataDirective: COPY`; a local file's modification
-    /// time), with no read of them first. Stores that cannot refuse.
-    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Copied> {
+    /// time), with no read of them first. `None`: this copy cannot carry them (an S3 copy in
+    /// parts), nothing was written: read them from the source and use `copy_from`. Stores
+    /// that cannot copy keeping properties refuse.
+    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Option<Copied>> {
         Err(self.error(
             ErrorKind::InvalidInput,
             "copy",

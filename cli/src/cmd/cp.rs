@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use skyx_gateway::{
     CopyItems, CopySources, Listing, Look, ObjectFilter, RecordedTimes, SyncRules, Tally, items_of,
-    list_copy_streaming, list_destination, plan_sync,
+    list_copy_streaming, list_destination, plan_sync, probe_volume,
 };
 
 use crate::cmd::execute::{Sources, execute, with_copy_properties};
@@ -67,7 +67,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
                 looked,
                 items,
                 tally,
-            } => copy_streaming(t, &ends, regions, looked, items, tally).await,
+            } => copy_streaming(t, &ends, regions, looked, items, tally, &filter).await,
         };
     }
     let (listing, filter) = select_sources(t, &ends, args.recursive).await?;
@@ -83,14 +83,26 @@ async fn copy_streaming(
     (looked, so_far): (usize, u64),
     items: CopyItems,
     tally: Arc<Mutex<Tally>>,
+    filter: &ObjectFilter,
 ) -> Result<()> {
     let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
+    // Planned again as the listing goes on, on the volume a counting listing finds ahead of
+    // the copy's own.
+    let probe = routing
+        .replanner
+        .as_ref()
+        .map(|_| probe_volume(ends.src.clone(), &ends.src_url, &ends.dst_url, filter));
     if routing.plan.is_some() {
         eprintln!(
-            "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far",
+            "skyx: the listing of {} goes on while the copy runs; the route is planned on the {} objects ({}) listed so far{}",
             ends.src_url,
             looked,
-            format_bytes(so_far as f64)
+            format_bytes(so_far as f64),
+            if probe.is_some() {
+                ", and again each time the bytes listed double"
+            } else {
+                ""
+            }
         );
     }
     let items = with_copy_properties(t, ends, &routing, items)?;
@@ -100,10 +112,13 @@ async fn copy_streaming(
         Sources {
             items,
             bytes_so_far: so_far,
+            still_listing: true,
+            volume: probe.as_ref().map(|p| p.volume.clone()),
         },
         &routing,
     )
     .await?;
+    drop(probe);
     print!("{}", render_report(&report, &routing, t.json)?);
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
     warn_skipped(&ends.src_url, &tally.skipped);
@@ -186,6 +201,8 @@ async fn copy_listed(
     let sources = Sources {
         items,
         bytes_so_far: volume,
+        still_listing: false,
+        volume: None,
     };
     let report = execute(t, ends, sources, &routing).await?;
     print!("{}", render_report(&report, &routing, t.json)?);

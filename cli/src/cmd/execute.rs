@@ -24,6 +24,10 @@ use crate::units::format_bytes;
 pub struct Sources {
     pub items: CopyItems,
     pub bytes_so_far: u64,
+    /// The listing goes on while the copy runs: the route is planned again as it does, on
+    /// the volume `volume` counts (`None`: as far as the copy's own listing has gone).
+    pub still_listing: bool,
+    pub volume: Option<std::sync::Arc<skyx_gateway::ListedVolume>>,
 }
 
 /// Whether the copy lets the destination's service carry each object's own properties (a
@@ -67,11 +71,20 @@ pub async fn execute(
     let Sources {
         items,
         bytes_so_far: total,
+        still_listing,
+        volume,
     } = sources;
     if routing.server_side {
         return execute_server_side(args, ends, items, total, routing).await;
     }
-    let options = options(args, &ends.src_url, &ends.dst_url)?;
+    let mut options = options(args, &ends.src_url, &ends.dst_url)?;
+    if still_listing && let Some(planner) = &routing.replanner {
+        options.replan = Some(skyx_gateway::Replan {
+            planned_on: total,
+            planner: planner.clone(),
+            volume,
+        });
+    }
     let sky = load_sky(args)?;
     // Checked before anything starts: a bad EC2 setting launches no VM.
     let ec2 = match args.provider.provider {

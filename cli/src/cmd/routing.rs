@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use skyx_catalog::Catalog;
-use skyx_gateway::{Pricing, Topology};
-use skyx_planner::{TransferPlan, plan_transfer};
+use skyx_gateway::{Pricing, Replanned, Replanner, Topology, VolumeEstimate};
+use skyx_planner::{CostCap, Objective, TransferPlan, TransferRequest, plan_transfer};
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl};
 
@@ -21,6 +21,9 @@ pub struct Routing {
     pub pricing: Pricing,
     /// The provider copies server-side; no agents run.
     pub server_side: bool,
+    /// Plans the route again as a streamed listing refines the volume (a route through
+    /// agents that was planned).
+    pub replanner: Option<Arc<RoutePlanner>>,
 }
 
 /// Each endpoint's region as its store reports it (`aws:REGION`, `gcp:REGION`), for endpoints
@@ -107,6 +110,7 @@ pub fn plan_routing(
                 // Without regions there is nothing to weigh: the provider's copy moves no byte
                 // through us, so it is taken whenever the ends allow it (as rclone does).
                 server_side: allowed,
+                replanner: None,
             });
         }
         (Some(s), Some(d)) => (s, d),
@@ -143,12 +147,8 @@ pub fn plan_routing(
         }
     }
     let server_side = plan.chosen.kind == skyx_planner::RouteKind::ServerSide;
-    let mut routing = routing_from_plan(
-        &catalog,
-        plan,
-        args.route.max_connections_per_vm,
-        connections,
-    );
+    let max_connections = args.route.max_connections_per_vm;
+    let mut routing = routing_from_plan(&catalog, plan, max_connections, connections);
     routing.server_side = server_side;
     if server_side {
         routing.topology = Topology::default();
@@ -156,8 +156,95 @@ pub fn plan_routing(
             (src.to_string(), dst.to_string()),
             catalog.egress_price(&src, &dst).map_or(0.0, |p| p.0),
         );
+    } else {
+        // Through agents: planned again on the volume still to go as a streamed listing
+        // shows more of it (the provider's copy is no longer a choice once agents run).
+        req.server_side = false;
+        routing.replanner = Some(Arc::new(RoutePlanner {
+            catalog,
+            req,
+            max_connections,
+            connections,
+            planned_at: std::time::Instant::now(),
+        }));
     }
     Ok(routing)
+}
+
+/// What planning a copy's route takes besides its volume, kept to plan it again on a refined
+/// volume (`skyx_gateway::Replanner`).
+#[derive(Debug)]
+pub struct RoutePlanner {
+    catalog: Catalog,
+    /// The first plan's request.
+    req: TransferRequest,
+    max_connections: u32,
+    connections: Option<u32>,
+    planned_at: std::time::Instant,
+}
+
+impl RoutePlanner {
+    /// The request for the volume still to go: a deadline counts from the first plan, and a
+    /// total cost cap is shared by the bytes listed (what is to go gets its share).
+    fn request_for(&self, estimate: &VolumeEstimate) -> TransferRequest {
+        let mut req = self.req.clone();
+        let to_go = estimate.to_go().max(1);
+        req.volume_bytes = to_go;
+        match &mut req.objective {
+            Objective::Deadline { seconds } => {
+                *seconds = (*seconds - self.planned_at.elapsed().as_secs_f64()).max(1.0);
+            }
+            Objective::MaxThroughput {
+                cost_cap: CostCap::TotalUsd(cap),
+            } => *cap *= to_go as f64 / estimate.listed_bytes.max(1) as f64,
+            _ => {}
+        }
+        req
+    }
+}
+
+impl Replanner for RoutePlanner {
+    fn replan(&self, estimate: &VolumeEstimate) -> Option<Replanned> {
+        let req = self.request_for(estimate);
+        let plan = match plan_transfer(&self.catalog, &req) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(error = %e, "planning again on the refined volume failed; the route stays");
+                return None;
+            }
+        };
+        let summary = plan_line(&plan.chosen, req.volume_bytes);
+        let routing =
+            routing_from_plan(&self.catalog, plan, self.max_connections, self.connections);
+        Some(Replanned {
+            topology: routing.topology,
+            pricing: routing.pricing,
+            summary,
+        })
+    }
+}
+
+/// A plan in a line: its paths, VMs, predicted time and cost for `volume` bytes.
+pub fn plan_line(plan: &skyx_planner::RoutePlan, volume: u64) -> String {
+    let paths = plan
+        .paths
+        .iter()
+        .map(|p| {
+            p.regions
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{paths} with {} VMs for {}: {:.0} s, ${:.2}",
+        plan.vms.values().sum::<u32>(),
+        crate::units::format_bytes(volume as f64),
+        plan.time_s,
+        plan.cost_usd.total
+    )
 }
 
 /// The agents, routes and prices that carry out `plan`.
@@ -177,6 +264,7 @@ pub fn routing_from_plan(
         plan: Some(plan),
         pricing,
         server_side: false,
+        replanner: None,
     }
 }
 
@@ -207,4 +295,58 @@ pub fn sky_catalog(catalog: Catalog, sky: &SkyManifest, user_grid: bool) -> Resu
         );
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner(objective: Objective) -> RoutePlanner {
+        let catalog = Catalog::builtin();
+        let src = catalog.resolve_region("aws:us-east-1").unwrap();
+        let dst = catalog.resolve_region("aws:eu-west-1").unwrap();
+        RoutePlanner {
+            req: TransferRequest::new(src, dst, 10_000_000_000, objective),
+            catalog,
+            max_connections: 64,
+            connections: None,
+            planned_at: std::time::Instant::now() - std::time::Duration::from_secs(600),
+        }
+    }
+
+    fn estimate(listed: u64, landed: u64) -> VolumeEstimate {
+        VolumeEstimate {
+            listed_objects: 1,
+            listed_bytes: listed,
+            listing_ended: false,
+            landed_bytes: landed,
+        }
+    }
+
+    #[test]
+    fn a_refined_plan_is_for_the_bytes_to_go_within_what_is_left_of_the_bounds() {
+        // A deadline counts from the first plan: ten minutes of an hour are gone.
+        let p = planner(Objective::Deadline { seconds: 3600.0 });
+        let req = p.request_for(&estimate(40_000_000_000, 10_000_000_000));
+        assert_eq!(req.volume_bytes, 30_000_000_000);
+        let Objective::Deadline { seconds } = req.objective else {
+            panic!("{:?}", req.objective)
+        };
+        assert!((2990.0..=3000.0).contains(&seconds), "{seconds}");
+        // A total cost cap is shared by the bytes listed: three quarters are still to go.
+        let p = planner(Objective::MaxThroughput {
+            cost_cap: CostCap::TotalUsd(100.0),
+        });
+        let req = p.request_for(&estimate(40_000_000_000, 10_000_000_000));
+        assert_eq!(
+            req.objective,
+            Objective::MaxThroughput {
+                cost_cap: CostCap::TotalUsd(75.0)
+            }
+        );
+        // Planned again, it plans: a plan for the new volume, with its topology and prices.
+        let again = p.replan(&estimate(40_000_000_000, 0)).unwrap();
+        assert!(!again.topology.routes.is_empty());
+        assert!(again.summary.contains("aws:us-east-1"), "{}", again.summary);
+    }
 }

@@ -164,6 +164,9 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
         let sources = Sources {
             items,
             bytes_so_far: volume,
+            still_listing: !looked.ended,
+            // What a sync copies is decided against the destination as both listings go.
+            volume: None,
         };
         let report = execute(t, &ends, sources, &routing).await?;
         Some((report, routing))

@@ -196,13 +196,21 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     if let Some(p) = &routing.plan {
         let _ = writeln!(
             out,
-            "  planner predicted: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4})",
+            "  planner predicted: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}",
             format_duration(p.chosen.time_s),
             p.chosen.throughput_gbps,
             p.chosen.cost_usd.total,
             p.chosen.cost_usd.egress,
-            p.chosen.cost_usd.vm
+            p.chosen.cost_usd.vm,
+            if r.refinements.is_empty() {
+                ""
+            } else {
+                ", for the volume first listed"
+            }
         );
+    }
+    for f in &r.refinements {
+        let _ = writeln!(out, "  {}", refinement_line(f));
     }
     let verified: Vec<String> = r
         .verified
@@ -240,4 +248,37 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         );
     }
     Ok(out)
+}
+
+/// One refinement of the plan, in a line.
+fn refinement_line(f: &skyx_gateway::Refinement) -> String {
+    let at = format!(
+        "planned again at {} objects ({}) listed{}, {} to go",
+        f.listed_objects,
+        format_bytes(f.listed_bytes as f64),
+        if f.listing_ended {
+            ", the whole listing"
+        } else {
+            ""
+        },
+        format_bytes(f.to_go_bytes as f64)
+    );
+    let Some(plan) = &f.plan else {
+        return format!("{at}: could not be planned, the route stayed");
+    };
+    let mut did = Vec::new();
+    if !f.agents_launched.is_empty() {
+        did.push(format!("launched {}", f.agents_launched.join(", ")));
+    }
+    if f.routes_built > 0 {
+        did.push(format!("{} routes built", f.routes_built));
+    }
+    if f.routes_drained > 0 {
+        did.push(format!("{} routes drained", f.routes_drained));
+    }
+    did.extend(f.failures.iter().map(|w| format!("failed: {w}")));
+    if did.is_empty() {
+        did.push("the running route already carries it".into());
+    }
+    format!("{at}: {plan}; {}", did.join("; "))
 }

@@ -30,18 +30,26 @@ pub(super) struct Feed {
     ended: bool,
     /// Items received so far.
     listed: u64,
+    /// How far the listing has gone (at most the queue's length ahead of what was received).
+    listed_volume: Arc<super::ListedVolume>,
 }
 
 impl Feed {
     pub(super) fn start(mut items: CopyItems) -> Feed {
         let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        let listed_volume = Arc::new(super::ListedVolume::default());
+        let counts = listed_volume.clone();
         let task = tokio::spawn(async move {
             while let Some(item) = items.next().await {
                 let failed = item.is_err();
+                if let Ok(item) = &item {
+                    counts.add(item.size);
+                }
                 if tx.send(Some(item)).await.is_err() || failed {
                     return;
                 }
             }
+            counts.end();
             let _ = tx.send(None).await;
         });
         Feed {
@@ -49,7 +57,13 @@ impl Feed {
             task,
             ended: false,
             listed: 0,
+            listed_volume,
         }
+    }
+
+    /// How far the listing has gone (a queue's length at most ahead of what was received).
+    pub(super) fn listed(&self) -> &super::ListedVolume {
+        &self.listed_volume
     }
 
     /// The listing has ended (every item was received).
@@ -151,7 +165,7 @@ impl Run<'_> {
         let rounds: usize = self
             .routes
             .iter()
-            .filter(|r| r.alive)
+            .filter(|r| r.taking())
             .map(|r| r.window)
             .sum();
         !self.feed.ended()

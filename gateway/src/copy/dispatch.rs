@@ -4,7 +4,7 @@
 use super::*;
 use crate::journal::{ObjectRecord, PartRecord};
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     pub(super) async fn drive(
         &mut self,
         tracker: &mut Tracker,
@@ -80,9 +80,13 @@ impl Run<'_> {
                     }
                     self.finalized(finished, tracker).await?;
                 }
+                launched = Run::launches(&mut self.refining), if self.refining.is_some() => {
+                    self.launched(launched).await;
+                }
                 _ = tick.tick() => {
                     tracker.handle_tick(Instant::now());
                     self.check_agents(tracker).await?;
+                    self.refine(tracker).await;
                 }
                 _ = cancel.changed() => {
                     if *cancel.borrow() {
@@ -152,7 +156,7 @@ impl Run<'_> {
             for k in 0..n {
                 let r = (start + k) % n;
                 let route = &self.routes[r];
-                if !route.alive {
+                if !route.taking() {
                     continue;
                 }
                 let in_flight = tracker.in_flight_on(RouteId(r as u32)) + orders[r].len();
@@ -463,7 +467,7 @@ impl Run<'_> {
                 tracker.handle_route_failed(RouteId(r));
             }
         }
-        if !self.routes.iter().any(|r| r.alive) {
+        if !self.routes.iter().any(RouteRt::taking) {
             self.repair(tracker).await?;
         }
         Ok(())

@@ -43,14 +43,16 @@ mod admit;
 mod cleanup;
 mod dispatch;
 mod finalize;
+mod refine;
 mod report;
 mod server_side;
 mod wiring;
 
 use admit::{ActiveObject, Feed};
 
+pub use refine::{ListedVolume, Replan, Replanned, Replanner, VolumeEstimate};
 pub use report::{
-    AgentReport, CopyReport, FailedObject, HopReport, ProgressSnapshot, Verification,
+    AgentReport, CopyReport, FailedObject, HopReport, ProgressSnapshot, Refinement, Verification,
 };
 pub use server_side::{ServerSideJob, run_server_side};
 
@@ -97,6 +99,9 @@ pub struct CopyOptions {
     pub max_write_failures: u32,
     /// Fault injection for tests: a crash right after journaling a number of landed chunks.
     pub crash_after_landed: Option<CrashAfter>,
+    /// Planning the route again as a streamed listing shows more of the volume (`refine.rs`);
+    /// `None`: the topology given is kept whatever the listing shows.
+    pub replan: Option<Replan>,
 }
 
 /// Fault injection: once `after` events have happened, `crash` runs. The binary's edge passes a
@@ -133,6 +138,7 @@ impl Default for CopyOptions {
             sink_retry: Duration::from_millis(skyx_agent_api::wire::DEFAULT_SINK_RETRY_MS),
             max_write_failures: 2,
             crash_after_landed: None,
+            replan: None,
         }
     }
 }
@@ -199,6 +205,11 @@ pub enum CopyError {
 
 struct AgentRt {
     slot: AgentSlot,
+    /// The planned slot it fills (a replacement stands for the agent it replaced).
+    stands_for: AgentSlot,
+    /// It reads the source / writes the destination (as installed).
+    source: bool,
+    sink: bool,
     client: AgentClient,
     launched: LaunchedAgent,
     alive: bool,
@@ -223,7 +234,16 @@ struct RouteRt {
     down_why: Option<String>,
     /// A dead route already rebuilt under a new id (kept for metering what it carried).
     rebuilt: bool,
+    /// A refined plan moved off it: it takes no more chunks (what it carries lands).
+    drained: bool,
     window: usize,
+}
+
+impl RouteRt {
+    /// It is given chunks: alive, and not drained by a refined plan.
+    fn taking(&self) -> bool {
+        self.alive && !self.drained
+    }
 }
 
 type PollResult = (usize, Result<EventsResponse, ClientError>);
@@ -278,6 +298,13 @@ struct Run<'a> {
     /// (a local destination) Directories whose abandoned staging was swept, each with a key
     /// in it (what the store's sweep takes).
     swept_dirs: HashMap<String, String>,
+    /// Prices to meter with: the job's, and those of regions refined plans added.
+    pricing: Pricing,
+    /// When to plan again (once the first milestone is checked).
+    milestones: Option<crate::core::replan::Milestones>,
+    /// A refinement whose agents are being launched.
+    refining: Option<refine::PendingRefinement<'a>>,
+    refinements: Vec<Refinement>,
 }
 
 pub fn random_token() -> String {
@@ -353,6 +380,10 @@ pub async fn run_copy(
         resumed: (0, 0, 0),
         chunks_skipped: 0,
         swept_dirs: HashMap::new(),
+        pricing: job.pricing.clone(),
+        milestones: None,
+        refining: None,
+        refinements: Vec::new(),
     };
     let mut tracker = Tracker::new(job.options.tracker);
 
@@ -374,6 +405,8 @@ pub async fn run_copy(
     }
     .await;
     run.feed.stop();
+    // Agents a refinement was launching are taken in, so the teardown reaches them.
+    run.settle_refinement().await;
     run.teardown().await;
     // The agents are gone: what they were writing when they died is no one's now.
     run.sweep_staging_again().await;

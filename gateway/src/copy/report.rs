@@ -41,6 +41,25 @@ pub struct AgentReport {
     pub objects_held_peak: u64,
 }
 
+/// The route planned again at a milestone of the listing, and what that changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refinement {
+    /// How far the listing had gone.
+    pub listed_objects: u64,
+    pub listed_bytes: u64,
+    pub listing_ended: bool,
+    /// The volume planned on: listed and not yet landed.
+    pub to_go_bytes: u64,
+    /// The new plan in a line; `None` when it could not be planned (the route stayed).
+    pub plan: Option<String>,
+    pub agents_launched: Vec<String>,
+    pub routes_built: usize,
+    /// Routes that stopped taking chunks for the new ones.
+    pub routes_drained: usize,
+    /// What could not be done (the routes that could be are running).
+    pub failures: Vec<String>,
+}
+
 /// What a copy did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CopyReport {
@@ -73,6 +92,9 @@ pub struct CopyReport {
     pub total_usd: f64,
     pub verified: BTreeMap<String, u64>,
     pub agents_replaced: u32,
+    /// Each time the route was planned again as the listing streamed (none for a listing
+    /// that ended before the copy started).
+    pub refinements: Vec<Refinement>,
     pub corrupt_chunks_detected: u64,
     pub journal: Option<String>,
 }
@@ -172,8 +194,7 @@ impl Run<'_> {
                 let price = if a == b {
                     Some(0.0)
                 } else {
-                    self.job
-                        .pricing
+                    self.pricing
                         .egress_usd_per_gb
                         .get(&(a.clone(), b.clone()))
                         .copied()
@@ -197,18 +218,13 @@ impl Run<'_> {
                     .unwrap_or_else(Instant::now)
                     .duration_since(rt.started)
                     .as_secs_f64();
-                let price = self
-                    .job
-                    .pricing
-                    .vm_usd_per_hour
-                    .get(&rt.slot.region)
-                    .copied();
+                let price = self.pricing.vm_usd_per_hour.get(&rt.slot.region).copied();
                 AgentReport {
                     name: rt.slot.name(),
                     region: rt.slot.region.clone(),
                     seconds,
                     usd_per_hour: price,
-                    usd: price.unwrap_or(0.0) * (seconds + self.job.pricing.vm_overhead_s) / 3600.0,
+                    usd: price.unwrap_or(0.0) * (seconds + self.pricing.vm_overhead_s) / 3600.0,
                     cpu_seconds: rt.metrics.cpu_seconds,
                     peak_rss_bytes: rt.metrics.peak_rss_bytes,
                     wire_bytes_out: rt.metrics.routes.iter().map(|r| r.wire_bytes).sum(),
@@ -251,6 +267,7 @@ impl Run<'_> {
             total_usd: egress_usd + vm_usd,
             verified: self.verified.clone(),
             agents_replaced: self.replaced,
+            refinements: self.refinements.clone(),
             corrupt_chunks_detected: self
                 .agents
                 .iter()

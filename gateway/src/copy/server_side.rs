@@ -189,6 +189,7 @@ pub async fn run_server_side(
         total_usd: egress_usd,
         verified,
         agents_replaced: 0,
+        refinements: Vec::new(),
         corrupt_chunks_detected: 0,
         journal: None,
     })
@@ -221,7 +222,14 @@ async fn copy_one(
     };
     let source = src.copy_source(&now);
     let copied = if keep_source_properties {
-        dst.copy_keeping(&source, &item.dst_key).await
+        match dst.copy_keeping(&source, &item.dst_key).await {
+            // This copy cannot carry them: read through the source's own store.
+            Ok(None) => {
+                let properties = crate::listing::source_properties(src, item).await;
+                dst.copy_from(&source, &item.dst_key, &properties).await
+            }
+            other => other.map(|c| c.expect("Some: matched above")),
+        }
     } else {
         dst.copy_from(&source, &item.dst_key, &item.properties)
             .await

@@ -56,12 +56,21 @@ impl Run<'_> {
     }
 
     /// Takes a launched, installed agent into the run and starts polling it.
-    pub(super) fn adopt(&mut self, slot: AgentSlot, launched: LaunchedAgent) -> usize {
+    pub(super) fn adopt(
+        &mut self,
+        slot: AgentSlot,
+        launched: LaunchedAgent,
+        source: bool,
+        sink: bool,
+    ) -> usize {
         let idx = self.agents.len();
         let client = AgentClient::new(slot.name(), launched.control, self.token.clone());
         let poller = tokio::spawn(poll_agent(idx, client.clone(), self.polls.clone()));
         self.agents.push(AgentRt {
+            stands_for: slot.clone(),
             slot,
+            source,
+            sink,
             client,
             launched,
             alive: true,
@@ -86,7 +95,7 @@ impl Run<'_> {
     ) -> Result<usize, CopyError> {
         let spec = self.job_spec(&slot.name(), source, sink)?;
         let launched = launch_and_install(self.provider, &slot, &self.token, &spec).await?;
-        Ok(self.adopt(slot, launched))
+        Ok(self.adopt(slot, launched, source, sink))
     }
 
     /// Connects a route's agents back to front (each listener must exist before its sender
@@ -136,6 +145,7 @@ impl Run<'_> {
             alive: true,
             down_why: None,
             rebuilt: false,
+            drained: false,
             window,
         });
         Ok(route)
@@ -162,7 +172,8 @@ impl Run<'_> {
         for (i, res) in launched.into_iter().enumerate() {
             match res {
                 Ok(l) => {
-                    index.insert(i, self.adopt(topo.agents[i].clone(), l));
+                    let roles = (sources.contains(&i), sinks.contains(&i));
+                    index.insert(i, self.adopt(topo.agents[i].clone(), l, roles.0, roles.1));
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -229,8 +240,12 @@ impl Run<'_> {
         // Each dead route is rebuilt once; an agent found dead while rebuilding fails the
         // other routes through it, which are rebuilt in the next round.
         loop {
+            // (A drained route is not rebuilt: the plan moved off it.)
             let dead_routes: Vec<usize> = (0..self.routes.len())
-                .filter(|&r| !self.routes[r].alive && !self.routes[r].rebuilt)
+                .filter(|&r| {
+                    let route = &self.routes[r];
+                    !route.alive && !route.rebuilt && !route.drained
+                })
                 .collect();
             if dead_routes.is_empty() {
                 break;
@@ -242,6 +257,21 @@ impl Run<'_> {
                         None => format!("rebuilding a route failed: {e}"),
                     });
                 }
+            }
+        }
+        if !self.routes.iter().any(RouteRt::taking) {
+            // Routes a refined plan drained still run: better the old route than none.
+            let mut undrained = 0;
+            for route in self.routes.iter_mut().filter(|r| r.alive && r.drained) {
+                route.drained = false;
+                undrained += 1;
+            }
+            if undrained > 0 {
+                tracing::warn!(
+                    undrained,
+                    "no planned route is left; the drained ones take chunks again"
+                );
+                return Ok(());
             }
         }
         if !self.routes.iter().any(|r| r.alive) {
@@ -341,6 +371,7 @@ impl Run<'_> {
             let (source, sink) = (pos == 0, pos == old.len() - 1);
             match self.launch(slot, source, sink).await {
                 Ok(n) => {
+                    self.agents[n].stands_for = self.agents[a].stands_for.clone();
                     replacement.insert(a, n);
                     agents.push(n);
                 }

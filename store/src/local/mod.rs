@@ -572,10 +572,12 @@ impl ObjectStore for LocalStore {
     }
 
     /// A file's own property is its modification time, which the copy takes from it.
-    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Copied> {
+    async fn copy_keeping(&self, source: &CopySource, key: &str) -> Result<Option<Copied>> {
         let (source, key) = (source.clone(), key.to_string());
         let written = self.written.clone();
-        blocking(move || copy::copy_file(&source, &key, None, &written)).await
+        blocking(move || copy::copy_file(&source, &key, None, &written))
+            .await
+            .map(Some)
     }
 
     async fn sync_written(&self) -> Result<()> {

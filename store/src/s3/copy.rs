@@ -1,10 +1,13 @@
 //! Server-side copies into an S3 bucket: CopyObject up to 5 GiB, UploadPartCopy beyond (parts
 //! copied concurrently), from any bucket in any region the destination's credentials can
-//! read. The copy carries the given properties (`MetadataDirective: REPLACE`), takes exactly
-//! the version the source listed (`x-amz-copy-source-if-match`), and a whole-object copy is
-//! stored with its CRC32C, which S3 computes from the bytes it copied.
+//! read. The copy carries the given properties (`MetadataDirective: REPLACE`) or lets S3 carry
+//! the source's own (`COPY`, one request and nothing read first, as the AWS CLI, s5cmd and
+//! rclone copy), and takes exactly the version the source listed
+//! (`x-amz-copy-source-if-match`). A whole-object copy keeps the source's checksum, which S3
+//! copies with the object when no other algorithm is asked for (CopyObject's documented
+//! default), so it is not computed again.
 
-use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective};
+use aws_sdk_s3::types::MetadataDirective;
 use futures::{StreamExt, TryStreamExt};
 
 use super::S3Store;
@@ -25,14 +28,45 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'/');
 
 impl S3Store {
-    /// Copies `source` to `key` with `properties` (`MetadataDirective: REPLACE`: they carry the
-    /// source's modification time, which a plain `COPY` would lose, and an object may be
-    /// copied onto itself).
+    /// The properties of `key` in `bucket` (this store's, or another the same credentials
+    /// read: a server-side copy's source).
+    pub(super) async fn properties_in(&self, bucket: &str, key: &str) -> Result<Properties> {
+        self.retry
+            .run(|| async {
+                let o = self
+                    .client()
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("head", key, e))?;
+                let system = Properties {
+                    content_type: o.content_type().map(str::to_string),
+                    content_encoding: o.content_encoding().map(str::to_string),
+                    content_language: o.content_language().map(str::to_string),
+                    content_disposition: o.content_disposition().map(str::to_string),
+                    cache_control: o.cache_control().map(str::to_string),
+                    expires: o.expires_string().map(str::to_string),
+                    ..Properties::default()
+                };
+                Ok(match o.metadata() {
+                    Some(user) => system.with_user_metadata(user),
+                    None => system,
+                })
+            })
+            .await
+    }
+
+    /// Copies `source` to `key` with `properties`, or (`None`) with the source's own, which
+    /// S3 copies itself; a copy onto the source's own key reads them first (S3 refuses a
+    /// `COPY` of an object onto itself), as does one in parts from this bucket (completing an
+    /// upload cannot copy them; from another bucket `copy_keeping` leaves that to the caller).
     pub(super) async fn copy_in(
         &self,
         source: &CopySource,
         key: &str,
-        properties: &Properties,
+        properties: Option<&Properties>,
     ) -> Result<Copied> {
         let StoreLocation::S3 { bucket } = &source.location else {
             return Err(self.error(
@@ -47,23 +81,35 @@ impl S3Store {
             percent_encoding::utf8_percent_encode(&source.key, COPY_SOURCE)
         );
         let (single_max, part) = self.copy_limits;
+        let onto_itself = *bucket == self.bucket && source.key == key;
+        let own;
+        let properties = match properties {
+            None if onto_itself || (source.size > single_max && *bucket == self.bucket) => {
+                own = self.properties_in(bucket, &source.key).await?;
+                Some(&own)
+            }
+            given => given,
+        };
         if source.size <= single_max {
             let out = self
                 .retry
                 .run(|| async {
-                    with_write_options!(
-                        with_properties!(self.client().copy_object(), properties),
-                        &self.write
-                    )
-                    .metadata_directive(MetadataDirective::Replace)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                    .set_copy_source_if_match(source.etag.clone())
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .copy_source(&copy_source)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("copy", key, e))
+                    let request = match properties {
+                        Some(p) => with_properties!(self.client().copy_object(), p)
+                            .metadata_directive(MetadataDirective::Replace),
+                        None => self
+                            .client()
+                            .copy_object()
+                            .metadata_directive(MetadataDirective::Copy),
+                    };
+                    with_write_options!(request, &self.write)
+                        .set_copy_source_if_match(source.etag.clone())
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .copy_source(&copy_source)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail("copy", key, e))
                 })
                 .await?;
             let result = out.copy_object_result();
@@ -87,6 +133,14 @@ impl S3Store {
                 .then_some(crate::CopyProof::Md5),
             });
         }
+        let Some(properties) = properties else {
+            return Err(self.error(
+                ErrorKind::InvalidInput,
+                "copy",
+                key,
+                "a copy in parts from another bucket needs the source's properties".into(),
+            ));
+        };
         let upload = self.create_multipart_with(key, properties).await?;
         let ranges: Vec<(u32, u64, u64)> = (0..source.size)
             .step_by(part as usize)

@@ -75,13 +75,27 @@ pub async fn copies_across_buckets(
         let copied = store
             .copy_keeping(&other.copy_source(&meta), &key("ss-own.copy"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("a small object is copied keeping its properties");
         assert!(copied.same_as_source.is_some(), "{copied:?}");
         assert_eq!(store.get(&key("ss-own.copy")).await.unwrap(), data);
         assert_eq!(
             store.properties(&key("ss-own.copy")).await.unwrap(),
             other.properties(&key("ss-own")).await.unwrap(),
             "the copy carries the source's own properties"
+        );
+        // Onto its own key (where S3 refuses a plain `COPY`): the object stays as it was.
+        let own = store.head(&key("ss-own.copy")).await.unwrap();
+        store
+            .copy_keeping(&store.copy_source(&own), &key("ss-own.copy"))
+            .await
+            .unwrap_or_else(|e| panic!("a copy onto its own key: {e}"))
+            .expect("a small object is copied keeping its properties");
+        assert_eq!(store.get(&key("ss-own.copy")).await.unwrap(), data);
+        assert_eq!(
+            store.properties(&key("ss-own.copy")).await.unwrap(),
+            other.properties(&key("ss-own")).await.unwrap(),
+            "a copy onto its own key keeps its properties"
         );
         store.delete(&key("ss-own.copy")).await.unwrap();
         other.delete(&key("ss-own")).await.unwrap();

@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: a copy of many small objects allocates per request and per chunk, and glibc's
+/// allocator spent about a seventh of the CLI's CPU on it (`perf`, 20,000 S3 copies).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 #[derive(Debug, Parser)]
