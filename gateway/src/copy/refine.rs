@@ -235,18 +235,7 @@ impl<'a> Run<'a> {
     pub(super) async fn settle_refinement(&mut self) {
         if let Some(mut pending) = self.refining.take() {
             let launched = pending.launching().await;
-            for (a, res) in launched {
-                match res {
-                    Ok(l) => {
-                        self.adopt(a.slot.clone(), l, a.source, a.sink);
-                        pending.refinement.agents_launched.push(a.slot.name());
-                    }
-                    Err(e) => pending
-                        .refinement
-                        .failures
-                        .push(format!("launching {}: {e}", a.slot.name())),
-                }
-            }
+            self.take_in(launched, &mut pending.refinement);
             pending
                 .refinement
                 .failures
@@ -288,17 +277,7 @@ impl<'a> Run<'a> {
             changes,
             ..
         } = pending;
-        for (a, res) in launched {
-            match res {
-                Ok(l) => {
-                    self.adopt(a.slot.clone(), l, a.source, a.sink);
-                    refinement.agents_launched.push(a.slot.name());
-                }
-                Err(e) => refinement
-                    .failures
-                    .push(format!("launching {}: {e}", a.slot.name())),
-            }
-        }
+        self.take_in(launched, &mut refinement);
         let mut complete = true;
         for &r in &changes.undrain {
             if self.routes[r].alive {
@@ -335,6 +314,21 @@ impl<'a> Run<'a> {
             }
         }
         self.record(refinement);
+    }
+
+    /// Takes the agents that launched into the run; those that did not are reported.
+    fn take_in(&mut self, launched: Launched, refinement: &mut Refinement) {
+        for (a, res) in launched {
+            match res {
+                Ok(l) => {
+                    self.adopt(a.slot.clone(), l, a.source, a.sink);
+                    refinement.agents_launched.push(a.slot.name());
+                }
+                Err(e) => refinement
+                    .failures
+                    .push(format!("launching {}: {e}", a.slot.name())),
+            }
+        }
     }
 
     fn record(&mut self, refinement: Refinement) {
