@@ -374,7 +374,7 @@ impl Run<'_> {
                 }
             }
             for chunk in a.chunks {
-                self.write_failures.remove(&chunk);
+                self.troubles.remove(&chunk);
             }
         }
     }

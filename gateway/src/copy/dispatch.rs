@@ -33,14 +33,12 @@ impl<'a> Run<'a> {
                         }
                     }
                     TrackerEvent::ObjectFailed {
-                        object, attempts, ..
+                        object,
+                        chunk,
+                        attempts,
                     } => {
-                        self.object_failed(
-                            object,
-                            format!("a chunk could not be delivered in {attempts} attempts"),
-                            tracker,
-                        )
-                        .await?;
+                        let why = self.attempts_spent(chunk.0, attempts);
+                        self.object_failed(object, why, tracker).await?;
                     }
                 }
             }
@@ -387,6 +385,7 @@ impl<'a> Run<'a> {
                     }
                     AgentEvent::Lost { chunk, route, why } => {
                         tracing::debug!(chunk, route, why, "chunk lost; sending it again");
+                        self.troubles.entry(chunk).or_default().last = Some(why);
                         lost.push((ChunkId(chunk), RouteId(route)));
                     }
                     AgentEvent::Unreadable {
@@ -484,9 +483,12 @@ impl<'a> Run<'a> {
         let Some(key) = self.active.get(&object).map(|a| a.item.dst_key.clone()) else {
             return;
         };
-        let failures = self.write_failures.entry(c.0).or_default();
-        *failures += 1;
-        if permanent || *failures >= self.job.options.max_write_failures {
+        let trouble = self.troubles.entry(c.0).or_default();
+        trouble.write_failures += 1;
+        let failures = trouble.write_failures;
+        trouble.last = Some(format!("the destination refused it: {why}"));
+        self.last_refusal = Some(why.clone());
+        if permanent || failures >= self.job.options.max_write_failures {
             tracing::error!(
                 key,
                 why,
@@ -511,6 +513,25 @@ impl<'a> Run<'a> {
             );
             tracker.handle_write_failed(c);
         }
+    }
+
+    /// Why an object fails when one of its chunks was sent `attempts` times without landing:
+    /// the chunk's latest trouble, and the destination's latest refusal when that trouble was
+    /// elsewhere (a next hop too busy to take it while the sink retried the destination).
+    fn attempts_spent(&self, chunk: u64, attempts: u32) -> String {
+        let mut why = format!("a chunk could not be delivered in {attempts} attempts");
+        let last = self.troubles.get(&chunk).and_then(|t| t.last.as_deref());
+        if let Some(last) = last {
+            why.push_str(&format!("; the last: {last}"));
+        }
+        if let Some(refusal) = &self.last_refusal
+            && !last.is_some_and(|l| l.starts_with("the destination refused"))
+        {
+            why.push_str(&format!(
+                "; meanwhile the destination refused a write: {refusal}"
+            ));
+        }
+        why
     }
 
     pub(super) fn note_failure(&mut self, object: u32, why: String) {

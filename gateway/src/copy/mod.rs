@@ -253,6 +253,15 @@ pub fn items_of(items: Vec<CopyItem>) -> CopyItems {
     futures::stream::iter(items.into_iter().map(Ok)).boxed()
 }
 
+/// What went wrong with one chunk so far, to name the cause when its attempts run out.
+#[derive(Default)]
+struct ChunkTrouble {
+    /// Writes the destination refused (see `CopyOptions::max_write_failures`).
+    write_failures: u32,
+    /// The latest reason it went out again.
+    last: Option<String>,
+}
+
 struct Run<'a> {
     job: &'a CopyJob,
     job_id: JobId,
@@ -286,8 +295,11 @@ struct Run<'a> {
     failed_keys: HashSet<String>,
     /// Objects that failed before being taken in (they cannot be cut into chunks).
     failed_unadmitted: u64,
-    /// Writes the destination refused, per chunk (see `CopyOptions::max_write_failures`).
-    write_failures: HashMap<u64, u32>,
+    /// What went wrong with each chunk sent again (see `ChunkTrouble`).
+    troubles: HashMap<u64, ChunkTrouble>,
+    /// The destination's latest refusal of a write: why the copy's chunks may be failing even
+    /// where a chunk only saw a busy next hop.
+    last_refusal: Option<String>,
     /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
     pending_aborts: HashMap<String, String>,
     verified: BTreeMap<String, u64>,
@@ -374,7 +386,8 @@ pub async fn run_copy(
         failed: Vec::new(),
         failed_keys: HashSet::new(),
         failed_unadmitted: 0,
-        write_failures: HashMap::new(),
+        troubles: HashMap::new(),
+        last_refusal: None,
         pending_aborts: state.pending_aborts,
         verified: BTreeMap::new(),
         resumed: (0, 0, 0),
