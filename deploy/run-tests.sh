@@ -26,10 +26,21 @@ if [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
     echo "warning: only $((free_kb / 1024)) MiB free for test data; the end-to-end tests need about 8 GiB" >&2
 fi
 status=0
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
-# Print one closing tally for the whole run (cargo prints one line per test binary).
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' \
-    target/test-output.txt
+if cargo nextest --version >/dev/null 2>&1; then
+    # cargo-nextest (on the CI machines): every test in a process of its own, per-test times
+    # in the log (settings in .config/nextest.toml). Doc tests are cargo test's alone.
+    cargo nextest run --workspace --locked 2>&1 | tee target/test-output.txt || status=$?
+    cargo test --workspace --locked --doc 2>&1 | tee -a target/test-output.txt || status=$?
+    # One closing tally for the whole run, as cargo test's lines give it below.
+    summary=$(grep -E '^ *Summary \[' target/test-output.txt | tail -1)
+    count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
+    echo "total: $(count passed) passed, $(($(count failed) + $(count 'timed out'))) failed, $(count skipped) skipped"
+else
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
+    # Print one closing tally for the whole run (cargo prints one line per test binary).
+    awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' \
+        target/test-output.txt
+fi
 if [ "$status" -ne 0 ]; then
     # Why each failed test failed, together at the end where a truncated log still shows it.
     echo "== why tests failed"

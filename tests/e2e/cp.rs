@@ -91,15 +91,16 @@ fn gcs_to_every_store_kind_through_a_relay() {
 }
 
 /// 10,000 small objects (plus an empty and a one-byte one) go through every kind of store:
-/// local -> S3 -> GCS -> local -> Azure, each copy through a relay. (Azure is last: Azurite
-/// serves reads in a container of 10,000 blobs at ~30 objects/s, minutes per copy; the
-/// matrix above reads every kind, Azure included, with fewer objects.)
+/// local -> S3 -> GCS -> local, then half of them (5,002: still more than one page of an Azure
+/// listing) -> Azure, each copy through a relay. Azure gets half and comes last: Azurite's
+/// in-memory store spends longer on each request the more blobs it holds (500 blobs into a
+/// fresh one: 2.9 s; 10,000: 189 s, and 432 s once the suite's other tests had filled it).
 #[test]
 fn ten_thousand_small_objects_go_through_every_store_kind() {
     let s = Scratch::new("ten-thousand");
     let data = dataset(10_000, 0);
     let mut src = seed(&s, Kind::Local, &data);
-    for kind in [Kind::S3, Kind::Gcs, Kind::Local, Kind::Azure] {
+    for kind in [Kind::S3, Kind::Gcs, Kind::Local] {
         let dst = s.root(kind, &format!("hop-{kind:?}").to_lowercase());
         let r = cp(&s, &src, &dst, VIA_RELAY);
         assert_eq!(r["objects_copied"], data.len() as u64, "-> {kind:?}");
@@ -107,6 +108,21 @@ fn ten_thousand_small_objects_go_through_every_store_kind() {
         assert_holds(&dst, &data);
         src = dst;
     }
+    let half: crate::stores::Dataset = data
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("dir1"))
+        .collect();
+    assert_eq!(half.len(), 5_002);
+    let dst = s.root(Kind::Azure, "hop-azure");
+    let r = cp(
+        &s,
+        &src,
+        &dst,
+        &[VIA_RELAY, &["--exclude", "dir1*"]].concat(),
+    );
+    assert_eq!(r["objects_copied"], half.len() as u64, "-> Azure");
+    assert_relayed(&r);
+    assert_holds(&dst, &half);
 }
 
 /// One object past 2 GiB streams from a local file through a relay into S3 and back; agents

@@ -242,9 +242,11 @@ pub fn processes_with_env(marker: &str) -> Vec<u32> {
 pub struct Content {
     /// The repeated line of a text object.
     line: Option<Vec<u8>>,
-    /// xorshift state of a random object, and the unused bytes of its last word.
+    /// xorshift state of a random object, and its last word, of which `spare` bytes are
+    /// still unused (taken lowest first).
     x: u64,
-    spare: Vec<u8>,
+    word: [u8; 8],
+    spare: usize,
     pos: usize,
 }
 
@@ -257,33 +259,39 @@ impl Content {
         Content {
             line,
             x: seed | 1,
-            spare: Vec::new(),
+            word: [0; 8],
+            spare: 0,
             pos: 0,
         }
     }
 
-    /// Fills `buf` with the next bytes.
+    /// Fills `buf` with the next bytes. A slice at a time, never a byte at a time: the tests
+    /// are built unoptimised and generate gigabytes with this.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        match &self.line {
-            Some(line) => {
-                for b in buf.iter_mut() {
-                    *b = line[self.pos % line.len()];
-                    self.pos += 1;
-                }
+        let mut i = 0;
+        if let Some(line) = &self.line {
+            while i < buf.len() {
+                let at = self.pos % line.len();
+                let n = (line.len() - at).min(buf.len() - i);
+                buf[i..i + n].copy_from_slice(&line[at..at + n]);
+                self.pos += n;
+                i += n;
             }
-            None => {
-                let mut i = 0;
-                while i < buf.len() {
-                    if self.spare.is_empty() {
-                        self.x ^= self.x << 13;
-                        self.x ^= self.x >> 7;
-                        self.x ^= self.x << 17;
-                        self.spare = self.x.to_le_bytes().into_iter().rev().collect();
-                    }
-                    buf[i] = self.spare.pop().expect("refilled");
-                    i += 1;
-                }
+            return;
+        }
+        while i < buf.len() {
+            if self.spare == 0 {
+                self.x ^= self.x << 13;
+                self.x ^= self.x >> 7;
+                self.x ^= self.x << 17;
+                self.word = self.x.to_le_bytes();
+                self.spare = 8;
             }
+            let from = 8 - self.spare;
+            let n = self.spare.min(buf.len() - i);
+            buf[i..i + n].copy_from_slice(&self.word[from..from + n]);
+            self.spare -= n;
+            i += n;
         }
     }
 }
