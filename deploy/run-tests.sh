@@ -31,10 +31,12 @@ if cargo nextest --version >/dev/null 2>&1; then
     # in the log (settings in .config/nextest.toml). Doc tests are cargo test's alone.
     cargo nextest run --workspace --locked 2>&1 | tee target/test-output.txt || status=$?
     cargo test --workspace --locked --doc 2>&1 | tee -a target/test-output.txt || status=$?
-    # One closing tally for the whole run, as cargo test's lines give it below.
-    summary=$(grep -E '^ *Summary \[' target/test-output.txt | tail -1)
+    # One closing tally of nextest's tests (there are no doc tests), as cargo test's gives it
+    # below; no summary (the build failed) counts nothing.
+    summary=$(grep -E 'Summary \[' target/test-output.txt | tail -1 || true)
     count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
-    echo "total: $(count passed) passed, $(($(count failed) + $(count 'timed out'))) failed, $(count skipped) skipped"
+    failed=$(($(count failed) + $(count 'exec failed') + $(count 'timed out')))
+    echo "total: $(count passed) passed, $failed failed, $(count skipped) skipped"
 else
     cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
     # Print one closing tally for the whole run (cargo prints one line per test binary).

@@ -251,6 +251,33 @@ async fn a_relay_killed_mid_copy_is_replaced_and_every_object_lands() {
     assert_eq!(provider.running(), Vec::<String>::new());
 }
 
+/// With one attempt per chunk, what the killed relay carried fails, each object naming why
+/// its chunk went out again (not only that its attempts ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_out_of_attempts_fails_its_object_naming_why_it_was_sent_again() {
+    let s = Scratch::new("attempts-spent");
+    let sizes: Vec<usize> = (0..12).map(|i| MIB * (1 + i % 4) + i).collect();
+    write_source(&s.0.join("src"), &sizes);
+    let mut options = options(MIB as u64);
+    options.tracker.max_attempts = 1;
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options).await;
+    let provider = InProcessProvider::default();
+    provider.crash_after_chunks("test:relay#0", 6);
+    let (_cancel, cancel) = watch::channel(false);
+    let report = run(&copy, &provider, cancel).await.unwrap();
+    assert!(!report.objects_failed.is_empty(), "nothing was in flight");
+    for f in &report.objects_failed {
+        assert!(
+            f.why
+                .starts_with("a chunk could not be delivered in 1 attempts; the last time: "),
+            "{}: {}",
+            f.key,
+            f.why
+        );
+    }
+    assert_eq!(provider.running(), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_copy_resumes_from_its_journal_without_resending_landed_chunks() {
     let s = Scratch::new("resume");

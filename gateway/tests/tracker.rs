@@ -68,7 +68,10 @@ fn a_failed_route_hands_its_chunks_to_another() {
     let (mut t, n) = tracker(TrackerConfig::default());
     let on_a = t.poll_dispatch(RouteId(0), 4, now);
     assert_eq!(t.in_flight_on(RouteId(0)), 4);
-    t.handle_route_failed(RouteId(0));
+    // What goes out again is named (the run notes why, for a chunk that fails in the end).
+    let mut resent = t.handle_route_failed(RouteId(0));
+    resent.sort();
+    assert_eq!(resent, on_a.iter().map(|c| c.id).collect::<Vec<_>>());
     assert_eq!(t.in_flight_on(RouteId(0)), 0);
     let on_b = t.poll_dispatch(RouteId(1), n, now);
     assert_eq!(
@@ -92,9 +95,9 @@ fn late_chunks_are_sent_again_and_a_late_landing_still_counts_once() {
     });
     let first = t.poll_dispatch(RouteId(0), 1, now)[0];
     assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(10)));
-    t.handle_tick(now + Duration::from_secs(9));
+    assert_eq!(t.handle_tick(now + Duration::from_secs(9)), vec![]);
     assert_eq!(t.in_flight_on(RouteId(0)), 1);
-    t.handle_tick(now + Duration::from_secs(10));
+    assert_eq!(t.handle_tick(now + Duration::from_secs(10)), vec![first.id]);
     let again = t.poll_dispatch(RouteId(1), 1, now + Duration::from_secs(10));
     assert_eq!(again[0].id, first.id);
     // The first copy lands after all; the second landing must not double count.

@@ -99,7 +99,10 @@ pub struct Scratch {
     pub dir: PathBuf,
 }
 
-/// Removes the scratch of test processes that are gone: a run killed mid-test (^C, a timeout)
+/// Marks a scratch directory kept on purpose (`SKYX_KEEP_SCRATCH`): never swept.
+const KEPT: &str = ".kept";
+
+/// Removes the scratch of test processes that are gone (unless kept on purpose): a run killed mid-test (^C, a timeout)
 /// leaves its scratch behind, gigabytes for the big tests, and a few such runs fill the disk.
 fn remove_scratch_of_dead_runs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -114,7 +117,7 @@ fn remove_scratch_of_dead_runs() {
         let Some(pid) = name.rsplit('-').nth(2).and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !Path::new(&format!("/proc/{pid}")).exists() && !e.path().join(KEPT).exists() {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -204,6 +207,8 @@ impl Drop for Scratch {
         // A failed test's scratch is kept only when asked for: kept by default, a few failures
         // of the big-data tests fill the disk and fail every test after them.
         if std::thread::panicking() && std::env::var_os("SKYX_KEEP_SCRATCH").is_some() {
+            // Marked, so the next test process (one per test under nextest) does not sweep it.
+            let _ = std::fs::write(self.dir.join(KEPT), b"");
             eprintln!("scratch kept: {}", self.dir.display());
             return;
         }

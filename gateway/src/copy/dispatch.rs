@@ -82,7 +82,9 @@ impl<'a> Run<'a> {
                     self.launched(launched).await;
                 }
                 _ = tick.tick() => {
-                    tracker.handle_tick(Instant::now());
+                    let late = tracker.handle_tick(Instant::now());
+                    let waited = self.job.options.tracker.landing_timeout.as_secs();
+                    self.note_resent(&late, || format!("not landed within {waited} s"));
                     self.check_agents(tracker).await?;
                     self.refine(tracker).await;
                 }
@@ -199,7 +201,8 @@ impl<'a> Run<'a> {
             if let Err(e) = self.send_to_route(r, &batch).await {
                 tracing::warn!(route = r, error = %e, "dispatch failed; the route is given up");
                 self.routes[r].alive = false;
-                tracker.handle_route_failed(RouteId(r as u32));
+                let resent = tracker.handle_route_failed(RouteId(r as u32));
+                self.note_resent(&resent, || format!("its route could not be sent to: {e}"));
             }
         }
         Ok(())
@@ -385,8 +388,7 @@ impl<'a> Run<'a> {
                     }
                     AgentEvent::Lost { chunk, route, why } => {
                         tracing::debug!(chunk, route, why, "chunk lost; sending it again");
-                        self.troubles.entry(chunk).or_default().last = Some(why);
-                        lost.push((ChunkId(chunk), RouteId(route)));
+                        lost.push((ChunkId(chunk), RouteId(route), why));
                     }
                     AgentEvent::Unreadable {
                         chunk,
@@ -441,8 +443,12 @@ impl<'a> Run<'a> {
         for c in landed {
             tracker.handle_landed(c);
         }
-        for (c, r) in lost {
-            tracker.handle_chunk_lost(c, r);
+        for (c, r, why) in lost {
+            // A report about an earlier dispatch of the chunk is stale (the tracker ignores it).
+            if tracker.is_in_flight_on(c, r) {
+                self.note_resent(&[c], || why);
+                tracker.handle_chunk_lost(c, r);
+            }
         }
         for (c, why) in unreadable {
             if let Some(spec) = tracker.spec(c) {
@@ -462,8 +468,10 @@ impl<'a> Run<'a> {
         for (r, why) in down {
             if let Some(route) = self.routes.get_mut(r as usize) {
                 route.alive = false;
+                let resent = tracker.handle_route_failed(RouteId(r));
+                let note = format!("its route went down: {why}");
                 route.down_why.get_or_insert(why);
-                tracker.handle_route_failed(RouteId(r));
+                self.note_resent(&resent, || note);
             }
         }
         if !self.routes.iter().any(RouteRt::taking) {
@@ -486,8 +494,10 @@ impl<'a> Run<'a> {
         let trouble = self.troubles.entry(c.0).or_default();
         trouble.write_failures += 1;
         let failures = trouble.write_failures;
-        trouble.last = Some(format!("the destination refused it: {why}"));
-        self.last_refusal = Some(why.clone());
+        trouble.last = Some((format!("the destination refused it: {why}"), true));
+        if !permanent {
+            self.last_refusal = Some((Instant::now(), why.clone()));
+        }
         if permanent || failures >= self.job.options.max_write_failures {
             tracing::error!(
                 key,
@@ -520,18 +530,32 @@ impl<'a> Run<'a> {
     /// elsewhere (a next hop too busy to take it while the sink retried the destination).
     fn attempts_spent(&self, chunk: u64, attempts: u32) -> String {
         let mut why = format!("a chunk could not be delivered in {attempts} attempts");
-        let last = self.troubles.get(&chunk).and_then(|t| t.last.as_deref());
-        if let Some(last) = last {
-            why.push_str(&format!("; the last: {last}"));
+        let last = self.troubles.get(&chunk).and_then(|t| t.last.as_ref());
+        if let Some((last, _)) = last {
+            why.push_str(&format!("; the last time: {last}"));
         }
-        if let Some(refusal) = &self.last_refusal
-            && !last.is_some_and(|l| l.starts_with("the destination refused"))
+        // Recent enough to be the trouble behind the hop: within a landing timeout.
+        let recent = self.job.options.tracker.landing_timeout;
+        if let Some((at, refusal)) = &self.last_refusal
+            && !last.is_some_and(|&(_, refused)| refused)
+            && at.elapsed() <= recent
         {
             why.push_str(&format!(
                 "; meanwhile the destination refused a write: {refusal}"
             ));
         }
         why
+    }
+
+    /// Notes why `chunks` went out again, for the message if their attempts run out.
+    pub(super) fn note_resent(&mut self, chunks: &[ChunkId], why: impl FnOnce() -> String) {
+        if chunks.is_empty() {
+            return;
+        }
+        let why = why();
+        for c in chunks {
+            self.troubles.entry(c.0).or_default().last = Some((why.clone(), false));
+        }
     }
 
     pub(super) fn note_failure(&mut self, object: u32, why: String) {

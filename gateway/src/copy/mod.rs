@@ -258,8 +258,8 @@ pub fn items_of(items: Vec<CopyItem>) -> CopyItems {
 struct ChunkTrouble {
     /// Writes the destination refused (see `CopyOptions::max_write_failures`).
     write_failures: u32,
-    /// The latest reason it went out again.
-    last: Option<String>,
+    /// The latest reason it went out again, and whether that was the destination's refusal.
+    last: Option<(String, bool)>,
 }
 
 struct Run<'a> {
@@ -297,9 +297,10 @@ struct Run<'a> {
     failed_unadmitted: u64,
     /// What went wrong with each chunk sent again (see `ChunkTrouble`).
     troubles: HashMap<u64, ChunkTrouble>,
-    /// The destination's latest refusal of a write: why the copy's chunks may be failing even
-    /// where a chunk only saw a busy next hop.
-    last_refusal: Option<String>,
+    /// The destination's latest passing refusal of a write (its store down or throttling,
+    /// after the sink's retries) and when: why the copy's chunks may be failing even where a
+    /// chunk only met a busy hop.
+    last_refusal: Option<(Instant, String)>,
     /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
     pending_aborts: HashMap<String, String>,
     verified: BTreeMap<String, u64>,

@@ -222,12 +222,14 @@ impl Run<'_> {
     /// Finds agents that died and gives up every live route through them; how many died.
     fn fail_routes_of_dead_agents(&mut self, tracker: &mut Tracker) -> usize {
         let died = self.find_dead_agents();
+        let mut resent = Vec::new();
         for (r, route) in self.routes.iter_mut().enumerate() {
             if route.alive && route.agents.iter().any(|a| died.contains(a)) {
                 route.alive = false;
-                tracker.handle_route_failed(RouteId(r as u32));
+                resent.extend(tracker.handle_route_failed(RouteId(r as u32)));
             }
         }
+        self.note_resent(&resent, || "an agent of its route died".into());
         died.len()
     }
 

@@ -280,7 +280,8 @@ impl Tracker {
     }
 
     /// The route is gone (an agent or link died): everything in flight on it goes out again.
-    pub fn handle_route_failed(&mut self, route: RouteId) {
+    /// Returns those chunks (whose attempts may now be spent).
+    pub fn handle_route_failed(&mut self, route: RouteId) -> Vec<ChunkId> {
         let mut lost: Vec<u64> = self
             .chunks
             .iter()
@@ -289,9 +290,10 @@ impl Tracker {
             .collect();
         // Highest first: each goes to the front of the queue, so the lowest leads.
         lost.sort_unstable_by(|a, b| b.cmp(a));
-        for id in lost {
+        for &id in &lost {
             self.requeue(id);
         }
+        lost.into_iter().map(ChunkId).collect()
     }
 
     /// The source of `route` could not deliver the chunk (its next hop gave it up). It goes out
@@ -339,8 +341,9 @@ impl Tracker {
         self.chunks.get(&chunk.0).map(|c| c.spec)
     }
 
-    /// Sends again whatever has been in flight longer than the landing timeout.
-    pub fn handle_tick(&mut self, now: Instant) {
+    /// Sends again whatever has been in flight longer than the landing timeout; returns those
+    /// chunks (whose attempts may now be spent).
+    pub fn handle_tick(&mut self, now: Instant) -> Vec<ChunkId> {
         let timeout = self.config.landing_timeout;
         let mut late: Vec<u64> = self
             .chunks
@@ -351,9 +354,10 @@ impl Tracker {
             .map(|(&id, _)| id)
             .collect();
         late.sort_unstable_by(|a, b| b.cmp(a));
-        for id in late {
+        for &id in &late {
             self.requeue(id);
         }
+        late.into_iter().map(ChunkId).collect()
     }
 
     /// The sink refused the chunk for good (e.g. the destination rejected the part).
