@@ -102,8 +102,9 @@ pub struct Scratch {
 /// Marks a scratch directory kept on purpose (`SKYX_KEEP_SCRATCH`): never swept.
 const KEPT: &str = ".kept";
 
-/// Removes the scratch of test processes that are gone (unless kept on purpose): a run killed mid-test (^C, a timeout)
-/// leaves its scratch behind, gigabytes for the big tests, and a few such runs fill the disk.
+/// Removes the scratch of test processes that are gone (unless kept on purpose): a run killed
+/// mid-test (^C, a timeout) leaves its scratch behind, gigabytes for the big tests, and a few
+/// such runs fill the disk.
 fn remove_scratch_of_dead_runs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
