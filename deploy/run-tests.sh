@@ -25,6 +25,9 @@ free_kb=$(df --output=avail -k "${TMPDIR:-/tmp}" | tail -1)
 if [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
     echo "warning: only $((free_kb / 1024)) MiB free for test data; the end-to-end tests need about 8 GiB" >&2
 fi
+# The binaries the end-to-end tests run, built here with the features the test build resolves
+# (what tests/e2e/util.rs `bin` asks for), so their build shows in the log, not inside a test.
+cargo build --workspace --tests --bins --locked
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
     # cargo-nextest (on the CI machines): every test in a process of its own, per-test times

@@ -546,7 +546,10 @@ fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_complet
     let dst_addr: std::net::Ipv4Addr = format!("10.{subnet}.0.3").parse().unwrap();
     let gcs = format!("http://{dst_addr}:9023");
 
-    // 160 MiB: about eight seconds through the relay at this scale.
+    // 160 MiB: about eight seconds through the relay at this scale. In 1 MiB chunks: with the
+    // default 8 MiB, the object's 20 chunks all go out at once over the hop's connections and
+    // land together near the end, leaving the cut too little of the copy to catch (CI saw the
+    // copy end whole, exit 0, before the cut took hold).
     let data = dataset(10, 160 << 20);
     let local = stage(&sky, &scratch, &data, "cut-src", "cut-dst");
     let copy = [
@@ -562,6 +565,8 @@ fn a_relay_link_cut_mid_copy_ends_the_copy_naming_the_stall_and_a_resume_complet
         DST,
         "--via",
         RELAY_FAST,
+        "--chunk-size",
+        "1MiB",
         "--json",
         "--no-progress",
     ];
