@@ -2,14 +2,15 @@
 //! agent and no byte leaving the process.
 //!
 //! The source is read once, pinned to the version listed (its identity before and after the
-//! read, as a pinned `get_range` is), into a temp file beside the destination, which is read
-//! back (its CRC32C must equal the source's) and renamed into place. Files are not synced one
+//! read, as a pinned `get_range` is), into a file of no name beside the destination, which is
+//! read back (its CRC32C must equal the source's) and linked into place. Files are not synced one
 //! by one: the store remembers each filesystem it wrote and [`sync_filesystems`] syncs each
 //! once, before the copy reports success; a crash before that leaves at worst files a rerun
 //! writes again, never a success reported for bytes that were not on disk.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,9 @@ pub(super) fn copy_file(
     let mut source_crc = 0u32;
     let mut copy_crc = 0u32;
     let outcome = write_staged(&dest, Durability::Later, |out| {
-        let mut buffer = vec![0u8; (source.size as usize).clamp(1, BUFFER)];
+        // One byte more than the file: a small file is read in one call, its end seen by a
+        // short read at the listed size (growing after it would change its identity below).
+        let mut buffer = vec![0u8; (source.size as usize).saturating_add(1).clamp(1, BUFFER)];
         let mut read = 0u64;
         loop {
             let n = from.read(&mut buffer)?;
@@ -70,6 +73,9 @@ pub(super) fn copy_file(
             source_crc = crc32c::crc32c_append(source_crc, &buffer[..n]);
             out.write_all(&buffer[..n])?;
             read += n as u64;
+            if read == source.size && n < buffer.len() {
+                break;
+            }
         }
         // Written while it was read: not the version listed, and no copy of it lands.
         let now = identity(&from.metadata()?);
@@ -78,13 +84,17 @@ pub(super) fn copy_file(
         }
         set_modified(out, modified)?;
         // What the filesystem gives back for the copy, before it takes the destination's name.
-        out.seek(SeekFrom::Start(0))?;
+        let mut at = 0u64;
         loop {
-            let n = out.read(&mut buffer)?;
+            let n = out.read_at(&mut buffer, at)?;
             if n == 0 {
                 break;
             }
             copy_crc = crc32c::crc32c_append(copy_crc, &buffer[..n]);
+            at += n as u64;
+            if at == read && n < buffer.len() {
+                break;
+            }
         }
         if copy_crc != source_crc {
             return Err(std::io::Error::other(format!(

@@ -1,7 +1,8 @@
 //! The local filesystem as an object store. Keys are absolute paths without the leading `/`.
 //!
-//! Writes land atomically: data goes to a hidden temp file in the destination directory and is
-//! renamed into place, so a reader (or a crash) never sees a partial object. Multipart parts are
+//! Writes land atomically: data goes to a file of no name in the destination directory
+//! (`O_TMPFILE`; a hidden temp file where the filesystem has none) and is linked (renamed)
+//! into place, so a reader (or a crash) never sees a partial object. Multipart parts are
 //! staged in a hidden directory beside the destination and concatenated on complete. Hidden
 //! names start with `.skyx-` and are never listed.
 
@@ -555,7 +556,7 @@ impl ObjectStore for LocalStore {
     }
 
     /// Between two paths of this machine: read, written beside the destination, read back
-    /// and renamed into place, in this process (see `copy.rs`).
+    /// and linked into place, in this process (see `copy.rs`).
     async fn copy_from(
         &self,
         source: &CopySource,
@@ -585,10 +586,13 @@ impl ObjectStore for LocalStore {
         blocking(move || copy::sync_filesystems(&written)).await
     }
 
-    /// Small files copy fastest a few at a time: more contend for the directories they
-    /// share (rclone's 4 transfers beat its 16 locally).
+    /// Many at once: each copy is a handful of system calls on a thread of the blocking pool,
+    /// and with few under way the threads sleep and wake once per file (measured, 20,000 files
+    /// of 4 KiB: 4 at once 2.1-2.7 s, 16 at once 1.9-2.4 s, 32 at once 1.5-2.0 s). Files
+    /// linked into place (see `staging.rs`) hold their directory's lock briefly, so many
+    /// writers to one directory no longer queue on it as they did with a rename each.
     fn copies_at_once(&self) -> usize {
-        4
+        32
     }
 
     fn min_part_size(&self) -> u64 {

@@ -1,6 +1,7 @@
-//! Where the local store stages writes: temp files renamed into place and upload part
-//! directories beside the destination, named after the process that created them, so that a
-//! later run can tell a temp file whose writer died (and remove it) from one being written.
+//! Where the local store stages writes: unnamed files linked into place (temp files renamed
+//! into place where that cannot be) and upload part directories beside the destination. The
+//! names are after the process that created them, so that a later run can tell a temp file
+//! whose writer died (and remove it) from one being written.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind as IoKind;
@@ -18,7 +19,9 @@ pub(super) fn random_suffix() -> String {
 /// A name part that says which process owns the staging it names (`PID-RANDOM`): staging
 /// whose process is gone is abandoned, and a later run removes it.
 pub(super) fn owned_suffix() -> String {
-    format!("{}-{}", std::process::id(), random_suffix())
+    // The process never forks (only spawns), so its id is read once, not once per file.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    format!("{}-{}", PID.get_or_init(std::process::id), random_suffix())
 }
 
 /// Whether hidden entry `name` is a temp file (a write under way, renamed into place when it
@@ -55,8 +58,13 @@ pub(super) enum Durability {
     Later,
 }
 
-/// Writes `write` into a temp file beside `dest` and renames it into place; a failure leaves
-/// nothing behind.
+/// Writes `write` into a file of no name in `dest`'s directory (`O_TMPFILE`) and links it
+/// into place; a failure leaves nothing behind, and neither does a crash (the kernel frees an
+/// unlinked file). Linking a new name costs the directory one entry, as creating the file
+/// would; a named temp file renamed into place cost it two more (the temp's entry and its
+/// removal), which was most of the system time of copying many small files. Where the name
+/// is taken (an overwrite), the file takes a temp name and is renamed over it; where the
+/// filesystem has no unnamed files, the whole write goes through a named temp file.
 pub(super) fn write_staged(
     dest: &Path,
     durability: Durability,
@@ -65,7 +73,6 @@ pub(super) fn write_staged(
     let dir = dest
         .parent()
         .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
     let name = dest
         .file_name()
         .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
@@ -74,24 +81,103 @@ pub(super) fn write_staged(
         owned_suffix(),
         name.to_string_lossy()
     ));
-    let result = (|| {
-        // Readable too: a writer may read back what it wrote.
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        write(&mut f)?;
-        if durability == Durability::EachFile {
-            f.sync_all()?;
+    // The directory is made only when it is missing: most files of a copy land in one that
+    // is already there.
+    let mut f = match open_unnamed(dir) {
+        Err(e) if e.kind() == IoKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open_unnamed(dir)
         }
-        std::fs::rename(&tmp, dest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        other => other,
+    };
+    if let Err(e) = &f
+        && no_unnamed_files(e)
+    {
+        f = open_named(&tmp);
+        if f.as_ref().is_err_and(|e| e.kind() == IoKind::NotFound) {
+            std::fs::create_dir_all(dir)?;
+            f = open_named(&tmp);
+        }
+        let mut f = f?;
+        let result =
+            write_and_sync(&mut f, durability, write).and_then(|()| std::fs::rename(&tmp, dest));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return result;
     }
-    result
+    let mut f = f?;
+    write_and_sync(&mut f, durability, write)?;
+    match link(&f, dest) {
+        Err(e) if e.kind() == IoKind::AlreadyExists => {
+            link(&f, &tmp)?;
+            std::fs::rename(&tmp, dest).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        }
+        other => other,
+    }
+}
+
+fn write_and_sync(
+    f: &mut std::fs::File,
+    durability: Durability,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write(f)?;
+    if durability == Durability::EachFile {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A file of no name in `dir`, readable too: a writer may read back what it wrote.
+fn open_unnamed(dir: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Whether `e`, from [`open_unnamed`], says the filesystem (or kernel) has no unnamed files.
+fn no_unnamed_files(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL, Errno::NOSYS]
+        .iter()
+        .any(|&no| errno == Some(no))
+}
+
+fn open_named(tmp: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+}
+
+/// Gives unnamed file `f` the name `dest`: by the file itself where this process may
+/// (`AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH`), else through `/proc/self/fd`.
+fn link(f: &std::fs::File, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    match linkat(f, c"", CWD, dest, AtFlags::EMPTY_PATH) {
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
+            use std::os::fd::AsRawFd;
+            let by_proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+            Ok(linkat(
+                CWD,
+                by_proc.as_str(),
+                CWD,
+                dest,
+                AtFlags::SYMLINK_FOLLOW,
+            )?)
+        }
+        other => Ok(other?),
+    }
 }
 
 pub(super) fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
@@ -130,4 +216,54 @@ pub(super) fn sweep(dirs: BTreeSet<PathBuf>) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_write_has_no_name_until_it_is_whole_and_leaves_no_temp_behind() {
+        let dir = std::env::temp_dir().join(format!("skyx-staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The directory is missing: it is made.
+        let dest = dir.join("sub/file");
+        for (content, durability) in [
+            (b"first".as_slice(), Durability::Later),
+            (b"second", Durability::EachFile),
+        ] {
+            write_staged(&dest, durability, |f| {
+                // While it is written, the directory holds no entry for it: a reader or a
+                // crash never sees part of it, and no temp name costs the directory.
+                let now = names(&dir.join("sub"));
+                assert!(now.iter().all(|n| n == "file"), "{now:?}");
+                f.write_all(content)
+            })
+            .unwrap();
+            // The second write replaces the first.
+            assert_eq!(std::fs::read(&dest).unwrap(), content);
+            assert_eq!(names(&dir.join("sub")), ["file"]);
+        }
+        // A failed write leaves the old content and nothing else.
+        let e = write_staged(&dest, Durability::Later, |f| {
+            f.write_all(b"partial")?;
+            Err(std::io::Error::other("the source went away"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("went away"), "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"second");
+        assert_eq!(names(&dir.join("sub")), ["file"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
