@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""skyx, rclone and s5cmd moving the same small files between the same servers, one run.
+"""skyx, rclone and s5cmd moving the same small files between the same servers, one run
+(local -> local: several rounds in turn within it, the median reported).
 
 Each case copies the dataset to a fresh destination with each tool, times it, checks the
 destination holds every object, and reports objects per second and the ratio to rclone
 (16 transfers). Measures; asserts nothing but that every tool copied everything.
 """
-import argparse, os, platform, shutil, subprocess, sys, tempfile, time
+import argparse, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 
 def run(cmd, env=None):
     # What the previous command left for the disk to write is not billed to this one: on a
@@ -29,6 +30,8 @@ def main():
     ap.add_argument("--cases", default="local-local,local-s3,s3-s3,s3-azure",
                     help="comma-separated subset of: local-local, local-s3, s3-s3, s3-azure")
     a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit("--rounds: at least 1")
     wanted = set(a.cases.split(","))
     n, skyx = a.files, a.skyx
     work = tempfile.mkdtemp(prefix="skyx-small-")
@@ -85,7 +88,7 @@ def main():
                 if got != n:
                     sys.exit(f"{name}/{label}: {got} of {n} objects at the destination")
                 walls[label].append(wall)
-        cases[name] = [(label, " ".join(cmd), sorted(walls[label])[len(walls[label]) // 2], walls[label])
+        cases[name] = [(label, " ".join(cmd), statistics.median(walls[label]), walls[label])
                        for label, cmd, *_ in runs]
     case("local -> local", [
         ("skyx cp (in-process)", sk + [src, f"{work}/l-skyx"], s3, f"{work}/l-skyx"),

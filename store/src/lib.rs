@@ -6,7 +6,7 @@
 //! which streams any size through multipart with memory bounded by part size × concurrency and
 //! aborts the upload on every failure path so no orphaned parts cost money.
 //!
-//! Backends: [`local`] (files, atomic via temp file + rename), [`s3`] (aws-sdk-s3),
+//! Backends: [`local`] (files, atomic via an unnamed file linked into place), [`s3`] (aws-sdk-s3),
 //! [`azure`] (the official azure_storage_blob), [`gcs`] (gcloud-storage, JSON API).
 //! [`open`] builds the right one for an [`ObjectUrl`] from a [`StoreConfig`].
 

@@ -590,7 +590,8 @@ impl ObjectStore for LocalStore {
     /// and with few under way the threads sleep and wake once per file (measured, 20,000 files
     /// of 4 KiB: 4 at once 2.1-2.7 s, 16 at once 1.9-2.4 s, 32 at once 1.5-2.0 s). Files
     /// linked into place (see `staging.rs`) hold their directory's lock briefly, so many
-    /// writers to one directory no longer queue on it as they did with a rename each.
+    /// writers of new files to one directory no longer queue on it as they did with a rename
+    /// each.
     fn copies_at_once(&self) -> usize {
         32
     }

@@ -40,7 +40,7 @@ fn is_abandoned(name: &str) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Writes `write` into a temp file beside `dest`, syncs it and renames it into place.
+/// Writes `write` beside `dest`, syncs it and links (or renames) it into place.
 pub(super) fn write_atomically(
     dest: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
@@ -51,7 +51,7 @@ pub(super) fn write_atomically(
 /// When a staged write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Durability {
-    /// Synced before it is renamed into place: what an agent reports landed is on disk.
+    /// Synced before it takes its name: what an agent reports landed is on disk.
     EachFile,
     /// Left to the page cache; the writer syncs the whole filesystem once when it is done
     /// (see `LocalStore::sync_written`).
@@ -73,40 +73,28 @@ pub(super) fn write_staged(
     let dir = dest
         .parent()
         .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "no parent directory"))?;
-    let name = dest
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(IoKind::InvalidInput, "key names a directory"))?;
-    let tmp = dir.join(format!(
-        "{HIDDEN}tmp-{}-{}",
-        owned_suffix(),
-        name.to_string_lossy()
-    ));
+    if dest.file_name().is_none() {
+        return Err(std::io::Error::new(
+            IoKind::InvalidInput,
+            "key names a directory",
+        ));
+    }
+    // The temp name leaves out the destination's own: a name near the filesystem's limit
+    // would not fit in it.
+    let tmp = dir.join(format!("{HIDDEN}tmp-{}", owned_suffix()));
     // The directory is made only when it is missing: most files of a copy land in one that
     // is already there.
-    let mut f = match open_unnamed(dir) {
+    let f = match open_unnamed(dir) {
         Err(e) if e.kind() == IoKind::NotFound => {
             std::fs::create_dir_all(dir)?;
             open_unnamed(dir)
         }
         other => other,
     };
-    if let Err(e) = &f
-        && no_unnamed_files(e)
-    {
-        f = open_named(&tmp);
-        if f.as_ref().is_err_and(|e| e.kind() == IoKind::NotFound) {
-            std::fs::create_dir_all(dir)?;
-            f = open_named(&tmp);
-        }
-        let mut f = f?;
-        let result =
-            write_and_sync(&mut f, durability, write).and_then(|()| std::fs::rename(&tmp, dest));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        return result;
-    }
-    let mut f = f?;
+    let mut f = match f {
+        Err(e) if no_unnamed_files(&e) => return write_named(&tmp, dest, durability, write),
+        other => other?,
+    };
     write_and_sync(&mut f, durability, write)?;
     match link(&f, dest) {
         Err(e) if e.kind() == IoKind::AlreadyExists => {
@@ -117,6 +105,37 @@ pub(super) fn write_staged(
         }
         other => other,
     }
+}
+
+/// [`write_staged`] through temp file `tmp`, renamed to `dest`.
+fn write_named(
+    tmp: &Path,
+    dest: &Path,
+    durability: Durability,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let open = || {
+        // Readable too: a writer may read back what it wrote.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+    };
+    let mut f = match open() {
+        Err(e) if e.kind() == IoKind::NotFound => {
+            std::fs::create_dir_all(tmp.parent().unwrap_or(Path::new("/")))?;
+            open()?
+        }
+        other => other?,
+    };
+    let result =
+        write_and_sync(&mut f, durability, write).and_then(|()| std::fs::rename(tmp, dest));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }
 
 fn write_and_sync(
@@ -131,15 +150,32 @@ fn write_and_sync(
     Ok(())
 }
 
-/// A file of no name in `dir`, readable too: a writer may read back what it wrote.
+/// A file of no name in `dir`, readable too: a writer may read back what it wrote. Its mode
+/// is a created file's (0666 less the umask), applied here: kernels before 6.0 did not apply
+/// the umask to unnamed files on filesystems without ACLs.
 fn open_unnamed(dir: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(
         dir,
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o666),
+        Mode::from_raw_mode(0o666 & !umask()),
     )?;
     Ok(std::fs::File::from(fd))
+}
+
+/// This process's umask, read once (from /proc: reading it otherwise means setting it).
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            // The usual default where /proc cannot say.
+            .unwrap_or(0o022)
+    })
 }
 
 /// Whether `e`, from [`open_unnamed`], says the filesystem (or kernel) has no unnamed files.
@@ -151,33 +187,39 @@ fn no_unnamed_files(e: &std::io::Error) -> bool {
         .any(|&no| errno == Some(no))
 }
 
-fn open_named(tmp: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-}
-
 /// Gives unnamed file `f` the name `dest`: by the file itself where this process may
 /// (`AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH`), else through `/proc/self/fd`.
 fn link(f: &std::fs::File, dest: &Path) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, CWD, linkat};
-    match linkat(f, c"", CWD, dest, AtFlags::EMPTY_PATH) {
-        Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
-            use std::os::fd::AsRawFd;
-            let by_proc = format!("/proc/self/fd/{}", f.as_raw_fd());
-            Ok(linkat(
-                CWD,
-                by_proc.as_str(),
-                CWD,
-                dest,
-                AtFlags::SYMLINK_FOLLOW,
-            )?)
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Refused once, refused every time: the other way is taken from then on.
+    static BY_FD_REFUSED: AtomicBool = AtomicBool::new(false);
+    if !BY_FD_REFUSED.load(Ordering::Relaxed) {
+        match link_by_fd(f, dest) {
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
+                BY_FD_REFUSED.store(true, Ordering::Relaxed)
+            }
+            other => return Ok(other?),
         }
-        other => Ok(other?),
     }
+    link_by_proc(f, dest)
+}
+
+fn link_by_fd(f: &std::fs::File, dest: &Path) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    linkat(f, c"", CWD, dest, AtFlags::EMPTY_PATH)
+}
+
+fn link_by_proc(f: &std::fs::File, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    use std::os::fd::AsRawFd;
+    let by_proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+    Ok(linkat(
+        CWD,
+        by_proc.as_str(),
+        CWD,
+        dest,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
 }
 
 pub(super) fn staging_dir(dest: &Path, upload_id: &str) -> PathBuf {
@@ -222,6 +264,7 @@ pub(super) fn sweep(dirs: BTreeSet<PathBuf>) -> Result<usize> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -233,27 +276,39 @@ mod tests {
         names
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("skyx-staging-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[test]
     fn a_write_has_no_name_until_it_is_whole_and_leaves_no_temp_behind() {
-        let dir = std::env::temp_dir().join(format!("skyx-staging-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch("write");
         // The directory is missing: it is made.
         let dest = dir.join("sub/file");
-        for (content, durability) in [
+        std::fs::create_dir_all(&dir).unwrap();
+        let unnamed = open_unnamed(&dir).is_ok();
+        let writes = [
             (b"first".as_slice(), Durability::Later),
             (b"second", Durability::EachFile),
-        ] {
+        ];
+        for (content, durability) in writes {
             write_staged(&dest, durability, |f| {
-                // While it is written, the directory holds no entry for it: a reader or a
-                // crash never sees part of it, and no temp name costs the directory.
+                // While it is written, the directory holds no entry for it (where the
+                // filesystem has unnamed files): a reader never sees part of it, and no temp
+                // name costs the directory.
                 let now = names(&dir.join("sub"));
-                assert!(now.iter().all(|n| n == "file"), "{now:?}");
+                assert!(!unnamed || now.iter().all(|n| n == "file"), "{now:?}");
                 f.write_all(content)
             })
             .unwrap();
             // The second write replaces the first.
             assert_eq!(std::fs::read(&dest).unwrap(), content);
             assert_eq!(names(&dir.join("sub")), ["file"]);
+            // A created file's mode: 0666 less the umask.
+            let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
         }
         // A failed write leaves the old content and nothing else.
         let e = write_staged(&dest, Durability::Later, |f| {
@@ -264,6 +319,30 @@ mod tests {
         assert!(e.to_string().contains("went away"), "{e}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"second");
         assert_eq!(names(&dir.join("sub")), ["file"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The ways this machine's run may not take (as root, linking by the file itself always
+    /// works; here unnamed files always exist): each lands the file whole.
+    #[test]
+    fn the_other_ways_into_place_land_the_file_whole() {
+        let dir = scratch("ways");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Through /proc, as a process without CAP_DAC_READ_SEARCH links.
+        if let Ok(mut f) = open_unnamed(&dir) {
+            f.write_all(b"by proc").unwrap();
+            link_by_proc(&f, &dir.join("by-proc")).unwrap();
+            assert_eq!(std::fs::read(dir.join("by-proc")).unwrap(), b"by proc");
+        }
+        // Through a named temp file, as on a filesystem with no unnamed files: into a missing
+        // directory, then over the file it made.
+        let dest = dir.join("sub/named");
+        for content in [b"one".as_slice(), b"two"] {
+            let tmp = dir.join(format!("sub/{HIDDEN}tmp-{}", owned_suffix()));
+            write_named(&tmp, &dest, Durability::EachFile, |f| f.write_all(content)).unwrap();
+            assert_eq!(std::fs::read(&dest).unwrap(), content);
+            assert_eq!(names(&dir.join("sub")), ["named"]);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
