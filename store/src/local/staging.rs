@@ -79,9 +79,6 @@ pub(super) fn write_staged(
             "key names a directory",
         ));
     }
-    // The temp name leaves out the destination's own: a name near the filesystem's limit
-    // would not fit in it.
-    let tmp = dir.join(format!("{HIDDEN}tmp-{}", owned_suffix()));
     // The directory is made only when it is missing: most files of a copy land in one that
     // is already there.
     let f = match open_unnamed(dir) {
@@ -92,12 +89,15 @@ pub(super) fn write_staged(
         other => other,
     };
     let mut f = match f {
-        Err(e) if no_unnamed_files(&e) => return write_named(&tmp, dest, durability, write),
+        Err(e) if no_unnamed_files(&e) => {
+            return write_named(&temp_beside(dest), dest, durability, write);
+        }
         other => other?,
     };
     write_and_sync(&mut f, durability, write)?;
     match link(&f, dest) {
         Err(e) if e.kind() == IoKind::AlreadyExists => {
+            let tmp = temp_beside(dest);
             link(&f, &tmp)?;
             std::fs::rename(&tmp, dest).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
@@ -105,6 +105,13 @@ pub(super) fn write_staged(
         }
         other => other,
     }
+}
+
+/// A temp name in `dest`'s directory, made only where a write needs one (not per file). It
+/// leaves out the destination's own name: a name near the filesystem's limit would not fit.
+fn temp_beside(dest: &Path) -> PathBuf {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    dir.join(format!("{HIDDEN}tmp-{}", owned_suffix()))
 }
 
 /// [`write_staged`] through temp file `tmp`, renamed to `dest`.
