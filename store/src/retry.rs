@@ -161,6 +161,81 @@ impl RetryPolicy {
     }
 }
 
+/// Riding out a store's outage: after the store's own retries (a [`RetryPolicy`]) give up on a
+/// failure that may pass, the caller waits and tries again, for up to `window` in all, with
+/// backoff from 500 ms doubling to 8 s. The sink uses it for chunk writes and the gateway for
+/// the completions and checks that follow, so an outage shorter than the window costs time,
+/// never an object.
+#[derive(Debug)]
+pub struct RideOut {
+    window: Duration,
+    // Tokio's clock, so tests can run a window with time paused.
+    started: tokio::time::Instant,
+    backoff: Duration,
+    failures: u32,
+}
+
+impl RideOut {
+    /// The first backoff, and the most any backoff grows to.
+    pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+    /// Starts the window now.
+    pub fn new(window: Duration) -> Self {
+        RideOut {
+            window,
+            started: tokio::time::Instant::now(),
+            backoff: Self::FIRST_BACKOFF,
+            failures: 0,
+        }
+    }
+
+    /// How long to wait before trying again after `error`, or `None` to give up: at once for
+    /// an error that cannot pass, else once the next wait would end past the window.
+    pub fn after(&mut self, error: &StoreError) -> Option<Duration> {
+        self.failures += 1;
+        if !error.is_retryable() || self.started.elapsed() + self.backoff > self.window {
+            return None;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+        Some(wait)
+    }
+
+    /// Failures seen so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the window runs out; the last error
+    /// is returned.
+    pub async fn run<T, F, Fut>(window: Duration, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut ride = RideOut::new(window);
+        loop {
+            let e = match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            match ride.after(&e) {
+                Some(wait) => {
+                    tracing::warn!(error = %e, ?wait, "store failure; riding it out");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e),
+            }
+        }
+    }
+}
+
 fn annotate_attempts(mut e: StoreError, attempts: u32) -> StoreError {
     if attempts > 1 {
         e.message = format!("{} (after {attempts} attempts)", e.message);
@@ -200,6 +275,54 @@ mod tests {
 
     fn err(kind: ErrorKind) -> StoreError {
         StoreError::new(kind, "test://", "get", "k", "boom")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_shorter_than_the_window_is_ridden_out() {
+        let started = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let out = RideOut::run(Duration::from_secs(60), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if started.elapsed() < Duration::from_secs(20) {
+                Err(err(ErrorKind::Transient))
+            } else {
+                Ok(7)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, 7);
+        // 0.5 + 1 + 2 + 4 + 8 + 8 s of waits, then the try that succeeds.
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_outage_ends_within_the_window_and_a_permanent_error_at_once() {
+        let started = tokio::time::Instant::now();
+        let e = RideOut::run(Duration::from_secs(10), || async {
+            Err::<(), _>(err(ErrorKind::Transient))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Transient);
+        assert!(started.elapsed() <= Duration::from_secs(10));
+        assert!(
+            started.elapsed() >= Duration::from_secs(7),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let calls = AtomicU32::new(0);
+        let e = RideOut::run(Duration::from_secs(60), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(err(ErrorKind::PermissionDenied))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, calls.load(Ordering::SeqCst)),
+            (ErrorKind::PermissionDenied, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

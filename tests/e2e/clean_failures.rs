@@ -229,6 +229,35 @@ fn a_store_outage_at_the_sink_is_ridden_out_without_resending_across_the_hops() 
 }
 
 #[test]
+fn a_store_outage_as_objects_are_completed_is_ridden_out() {
+    let s = Scratch::new("outage-complete");
+    let src = s.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("obj-{i}")), noise(i, 8 * MIB)).unwrap();
+    }
+    let dst = s.root(Kind::S3, "dst");
+    let upstream = env("SKYX_TEST_S3_ENDPOINT")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // The destination's server goes away for 8 s as the first multipart completion reaches it:
+    // longer than the store client's own retries last (about 3 s), well inside the sink's
+    // window (60 s). The parts still in flight are the sink's to ride out; the completion the
+    // gateway's.
+    let proxy = Proxy::start_on_request(upstream, ("POST ", "uploadId="), Duration::from_secs(8));
+    let endpoint = format!("http://{}", proxy.addr);
+    let src_s = src.display().to_string();
+    let out = s.skyx(&args(&src_s, &dst, &["--dst-endpoint", &endpoint]), &[]);
+    let r = crate::stores::report(&out);
+    assert!(proxy.tripped(), "no completion went through the proxy");
+    assert_eq!(r["objects_copied"], 3, "{r}");
+    for i in 0..3 {
+        assert_eq!(read(&format!("{dst}/obj-{i}")), noise(i, 8 * MIB));
+    }
+}
+
+#[test]
 fn a_frozen_relay_is_replaced_and_the_copy_completes() {
     let s = Scratch::new("frozen");
     let (src, dst) = (s.dir.join("src"), s.dir.join("dst"));

@@ -1,7 +1,7 @@
 //! A TCP proxy on loopback in front of a store server, to take the store away from outside the
 //! processes under test, as a network or store outage would: once the bytes sent through it
-//! toward the store pass a threshold, every connection is reset and new ones are refused, for
-//! a while or for good.
+//! toward the store pass a threshold (or a request of one kind starts), every connection is
+//! reset and new ones are refused, for a while or for good.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,8 +12,11 @@ use std::time::Duration;
 #[derive(Default)]
 struct State {
     upstream_bytes: AtomicU64,
-    /// The outage starts once `upstream_bytes` passes this.
+    /// The outage starts once `upstream_bytes` passes this,
     trip_after: AtomicU64,
+    /// or once a read toward the store holds a request line starting with the first and
+    /// holding the second of these (before any of it is passed on).
+    trip_on_request: Option<(&'static str, &'static str)>,
     tripped: AtomicBool,
     down: AtomicBool,
     /// How long the outage lasts; `None`: until `restore`.
@@ -23,9 +26,10 @@ struct State {
 }
 
 impl State {
-    fn go_down(self: &Arc<Self>) {
+    /// Starts the outage, unless one already started (then `false`).
+    fn go_down(self: &Arc<Self>) -> bool {
         if self.tripped.swap(true, Ordering::SeqCst) {
-            return;
+            return false;
         }
         self.down.store(true, Ordering::SeqCst);
         for s in self.streams.lock().unwrap().drain(..) {
@@ -38,6 +42,7 @@ impl State {
                 state.down.store(false, Ordering::SeqCst);
             });
         }
+        true
     }
 }
 
@@ -50,13 +55,39 @@ impl Proxy {
     /// A proxy to `upstream` that goes down for `down_for` (or for good) once `trip_after`
     /// bytes went through it toward the store.
     pub fn start(upstream: SocketAddr, trip_after: u64, down_for: Option<Duration>) -> Proxy {
+        Self::with_state(
+            upstream,
+            State {
+                trip_after: AtomicU64::new(trip_after),
+                down_for: Mutex::new(down_for),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A proxy to `upstream` that goes down for `down_for` as the first HTTP request whose
+    /// request line starts with `method` and holds `query` (`"POST "`, `"uploadId="`: an S3
+    /// multipart completion) reaches it; that request never reaches the store.
+    pub fn start_on_request(
+        upstream: SocketAddr,
+        (method, query): (&'static str, &'static str),
+        down_for: Duration,
+    ) -> Proxy {
+        Self::with_state(
+            upstream,
+            State {
+                trip_after: AtomicU64::new(u64::MAX),
+                trip_on_request: Some((method, query)),
+                down_for: Mutex::new(Some(down_for)),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn with_state(upstream: SocketAddr, state: State) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State {
-            trip_after: AtomicU64::new(trip_after),
-            down_for: Mutex::new(down_for),
-            ..Default::default()
-        });
+        let state = Arc::new(state);
         let s = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -129,12 +160,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, upstream: boo
             if state.down.load(Ordering::SeqCst) {
                 break;
             }
+            if upstream
+                && state
+                    .trip_on_request
+                    .is_some_and(|r| holds_request(&buf[..n], r))
+                && state.go_down()
+            {
+                break;
+            }
             if upstream {
                 let total = state.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-                if total > state.trip_after.load(Ordering::SeqCst)
-                    && !state.tripped.load(Ordering::SeqCst)
-                {
-                    state.go_down();
+                if total > state.trip_after.load(Ordering::SeqCst) && state.go_down() {
                     break;
                 }
             }
@@ -145,4 +181,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, upstream: boo
         let _ = from.shutdown(Shutdown::Both);
         let _ = to.shutdown(Shutdown::Both);
     });
+}
+
+/// Whether `bytes` hold a line starting with `method` and holding `query` (a request line).
+fn holds_request(bytes: &[u8], (method, query): (&str, &str)) -> bool {
+    bytes.split(|&b| b == b'\n').any(|line| {
+        let line = String::from_utf8_lossy(line);
+        line.starts_with(method) && line.contains(query) && line.contains(" HTTP/1.")
+    })
 }

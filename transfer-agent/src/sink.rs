@@ -13,9 +13,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skyx_agent_api::wire::{AgentEvent, PartWire};
+use skyx_store::retry::RideOut;
 use tokio::sync::mpsc;
 
 use crate::events::EventLog;
@@ -59,9 +60,7 @@ async fn write_delivery(
         return;
     };
     let len = raw.len() as u64;
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(500);
-    let mut failures = 0u32;
+    let mut ride = RideOut::new(retry_for);
     loop {
         let error = match writer
             .write(c.object, c.offset, raw.clone(), c.raw_crc32c)
@@ -90,9 +89,8 @@ async fn write_delivery(
             }
             Err(e) => e,
         };
-        failures += 1;
-        let permanent = !error.is_retryable();
-        if permanent || started.elapsed() + backoff > retry_for {
+        let Some(wait) = ride.after(&error) else {
+            let (permanent, failures) = (!error.is_retryable(), ride.failures());
             tracing::warn!(chunk = c.chunk.0, permanent, failures, error = %error, "sink write failed; refused");
             events.push(AgentEvent::WriteFailed {
                 chunk: c.chunk.0,
@@ -103,18 +101,17 @@ async fn write_delivery(
             });
             d.refuse();
             return;
-        }
-        if failures == 1 {
+        };
+        if ride.failures() == 1 {
             tracing::warn!(chunk = c.chunk.0, error = %error, "sink write failed; retrying here");
             events.push(AgentEvent::Warning {
                 message: format!(
                     "writing chunk {} failed; the sink retries it for up to {} s: {error}",
                     c.chunk.0,
-                    retry_for.as_secs()
+                    ride.window().as_secs()
                 ),
             });
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(8));
+        tokio::time::sleep(wait).await;
     }
 }

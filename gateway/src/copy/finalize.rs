@@ -1,5 +1,7 @@
 //! Completing an object once the tracker reports it whole, and verifying it at rest.
 
+use skyx_store::retry::RideOut;
+
 use super::*;
 
 impl Run<'_> {
@@ -39,6 +41,10 @@ impl Run<'_> {
             };
         }
         let dst_is_local = matches!(dst.location(), StoreLocation::Local);
+        // The destination's outage is ridden out here as the sink rides it out for the parts:
+        // an object whose every part landed is not failed for a completion the store could
+        // not take for a few seconds.
+        let window = self.job.options.sink_retry;
         async move {
             let res = async {
                 if let Some(upload_id) = upload {
@@ -57,13 +63,17 @@ impl Run<'_> {
                     // still be that version before the pieces become visible as one object.
                     // (A failed object's upload is aborted by the caller.)
                     unchanged(src.as_ref(), &item).await?;
-                    if let Err(e) = dst.complete_multipart(&upload, parts).await {
-                        // An earlier run may have completed it and died before journaling
-                        // that (the upload is gone now): what is at the destination decides,
+                    let completed = RideOut::run(window, || {
+                        dst.complete_multipart(&upload, parts.clone())
+                    })
+                    .await;
+                    if let Err(e) = completed {
+                        // An earlier run (or an attempt above whose answer was lost) may have
+                        // completed it (the upload is gone now): what is at the destination decides,
                         // by content only. A completion refused for any other reason fails,
                         // and an object of the same size is no proof.
                         if e.kind == skyx_store::ErrorKind::NotFound
-                            && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local).await
+                            && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local, window).await
                             && v != Verification::Size
                         {
                             tracing::info!(key = %item.dst_key, "already completed by an earlier run");
@@ -73,7 +83,7 @@ impl Run<'_> {
                         return Err(format!("completing the upload: {e}"));
                     }
                 }
-                verify(dst.as_ref(), &item, crc, dst_is_local).await
+                verify(dst.as_ref(), &item, crc, dst_is_local, window).await
             }
             .await;
             (object, res)
@@ -126,15 +136,16 @@ pub(super) fn compare_checksums(
 /// Checks a completed object at the destination: its size always; its content by the best
 /// checksum both sides expose: the CRC32C of the bytes read at the source against the store's,
 /// else the MD5 of the bytes written (whole objects) or the source's against the store's, else
-/// (a local destination) by reading it back.
+/// (a local destination) by reading it back. A failure that may pass is ridden out for up to
+/// `window`.
 pub(super) async fn verify(
     dst: &dyn ObjectStore,
     item: &CopyItem,
     crc: Option<u32>,
     read_back: bool,
+    window: Duration,
 ) -> Result<Verification, String> {
-    let meta = dst
-        .head(&item.dst_key)
+    let meta = RideOut::run(window, || dst.head(&item.dst_key))
         .await
         .map_err(|e| format!("not found at the destination after writing: {e}"))?;
     if meta.size != item.size {
