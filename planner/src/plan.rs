@@ -83,6 +83,12 @@ pub struct RoutePlan {
     pub vm_details: BTreeMap<RegionId, RegionVms>,
     /// The routing decomposed into paths, widest first.
     pub paths: Vec<PathShare>,
+    /// For a throughput floor: what the cheapest routing at exactly the floor costs when
+    /// connections may be fractional (the figure Skyplane's planner reports). Whole
+    /// connections can cost more; never by more than a sliver unless every VM on the route is
+    /// at its connection budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fractional_connections_usd: Option<f64>,
 }
 
 impl RoutePlan {
@@ -146,6 +152,7 @@ impl RoutePlan {
             vms,
             vm_details,
             paths: decompose(net, flows),
+            fractional_connections_usd: None,
         }
     }
 
@@ -184,6 +191,7 @@ impl RoutePlan {
                 regions: vec![src.clone(), dst.clone()],
                 gbps,
             }],
+            fractional_connections_usd: None,
         }
     }
 

@@ -14,8 +14,8 @@
 //! candidate), and [`finalize`], where the VMs are fixed, holds the exact cap.
 
 use good_lp::{
-    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp,
-    variable,
+    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, WithTimeLimit,
+    microlp, variable,
 };
 
 use crate::PlanError;
@@ -32,6 +32,35 @@ pub struct Flows {
     pub vms: Vec<u32>,
     /// Wire Gbps leaving the source.
     pub wire_gbps: f64,
+}
+
+impl Flows {
+    /// The (source node, destination node) of each link of `net` these flows use.
+    pub fn used_links<'a>(&'a self, net: &'a Network) -> impl Iterator<Item = (usize, usize)> + 'a {
+        net.links
+            .iter()
+            .zip(&self.link_gbps)
+            .filter(|(_, f)| **f > FLOW_EPS)
+            .map(|(l, _)| (l.src, l.dst))
+    }
+
+    /// These flows, solved on `from` (a network with some of `to`'s links and the same
+    /// nodes), indexed by `to`'s links.
+    pub fn onto(self, from: &Network, to: &Network) -> Flows {
+        let mut link_gbps = vec![0.0; to.links.len()];
+        let mut connections = vec![0; to.links.len()];
+        for (i, l) in from.links.iter().enumerate() {
+            if let Some(j) = to.link_between(l.src, l.dst) {
+                link_gbps[j] = self.link_gbps[i];
+                connections[j] = self.connections[i];
+            }
+        }
+        Flows {
+            link_gbps,
+            connections,
+            ..self
+        }
+    }
 }
 
 /// Flow below this is numerical noise, not a route.
@@ -62,10 +91,11 @@ fn vm_hours_per_gbps(wire_gb: f64) -> f64 {
     wire_gb * 8.0 / 3600.0
 }
 
-fn solver_error(e: ResolutionError) -> Option<PlanError> {
+/// `None` for an infeasible program, else the failure, naming the program (`what`).
+fn solver_error(what: &str, e: ResolutionError) -> Option<PlanError> {
     match e {
         ResolutionError::Infeasible => None,
-        other => Some(PlanError::Solver(other.to_string())),
+        other => Some(PlanError::Solver(format!("{what}: {other}"))),
     }
 }
 
@@ -210,8 +240,69 @@ pub fn min_cost_at(
     }
     match problem.solve() {
         Ok(sol) => Ok(Some(m.flows(net, &sol, wire_gbps))),
-        Err(e) => solver_error(e).map_or(Ok(None), Err),
+        Err(e) => solver_error("the cheapest routing at a rate", e).map_or(Ok(None), Err),
     }
+}
+
+/// The most [`min_cost_whole_connections`] searches: on the small networks it is given it
+/// proves its optimum in milliseconds; past this it answers with the best plan found (or
+/// none, and the caller falls back).
+pub const WHOLE_CONNECTIONS_SECONDS: f64 = 2.0;
+
+/// Stage 1 for minimum cost with whole connections: the cheapest routing that carries exactly
+/// `wire_gbps` with integer VMs *and* integer connections per link, so relays and VMs are
+/// chosen knowing that a connection comes whole. Bigger than [`min_cost_at`] (one more integer
+/// per link), so it is the repair for a floor that rounding the fractional plan could not
+/// keep, not the first try. The answer's connections are set. `Ok(None)`: no routing with
+/// whole connections carries that rate.
+pub fn min_cost_whole_connections(
+    net: &Network,
+    wire_gbps: f64,
+    wire_gb: f64,
+) -> Result<Option<Flows>, PlanError> {
+    let mut m = Model::new(net, None, Vms::Integer);
+    let max_conn = f64::from(net.max_connections_per_vm) * f64::from(net.max_vms_per_region);
+    let conns: Vec<Option<Variable>> = net
+        .links
+        .iter()
+        .map(|_| Some(m.vars.add(variable().integer().min(0.0).max(max_conn))))
+        .collect();
+    // As `min_cost_at`, plus a weight on connections too small to trade against any price,
+    // so no connection is opened that carries nothing.
+    let objective = m.egress_dollars_per_gb_times_w(net)
+        + (vm_hours_per_gbps(1.0) + net.vm_overhead_h * wire_gbps / wire_gb.max(1e-12))
+            * m.vm_dollars_per_hour(net)
+        + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>()
+        + CYCLE_PENALTY * conns.iter().flatten().sum::<Expression>();
+    let vars = std::mem::take(&mut m.vars);
+    let mut problem = vars
+        .minimise(objective)
+        .using(microlp)
+        .with_time_limit(WHOLE_CONNECTIONS_SECONDS);
+    for c in m.network_constraints(net, Expression::from(wire_gbps), Some(&conns)) {
+        problem = problem.with(c);
+    }
+    for (i, link) in net.links.iter().enumerate() {
+        let c = conns[i].expect("every link has a connection variable");
+        problem = problem.with(Expression::from(m.f[i]).leq(link.gbps_per_connection() * c));
+    }
+    let sol = match problem.solve() {
+        Ok(sol) => sol,
+        Err(e) => {
+            return solver_error("the cheapest routing with whole connections", e)
+                .map_or(Ok(None), Err);
+        }
+    };
+    let mut flows = m.flows(net, &sol, wire_gbps);
+    flows.connections = conns
+        .iter()
+        .zip(&flows.link_gbps)
+        .map(|(c, f)| match c {
+            Some(c) if *f > FLOW_EPS => sol.value(*c).round() as u32,
+            _ => 0,
+        })
+        .collect();
+    Ok(Some(flows))
 }
 
 /// The fastest routing whose total cost for `wire_gb`, leaving out the VMs' overhead, stays
@@ -247,7 +338,7 @@ pub fn max_throughput(
             }
             Ok(Some(m.flows(net, &sol, rate)))
         }
-        Err(e) => solver_error(e).map_or(Ok(None), Err),
+        Err(e) => solver_error("the fastest routing", e).map_or(Ok(None), Err),
     }
 }
 
@@ -316,7 +407,11 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<
             _ => 0,
         })
         .collect();
-    // VMs that ended up carrying nothing are not provisioned.
+    Ok(Some(without_idle_vms(net, flows)))
+}
+
+/// `flows` with no VMs where nothing flows: they are not provisioned.
+pub fn without_idle_vms(net: &Network, mut flows: Flows) -> Flows {
     for node in 0..net.nodes.len() {
         let touches = net
             .out_links(node)
@@ -326,7 +421,7 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<
             flows.vms[node] = 0;
         }
     }
-    Ok(Some(flows))
+    flows
 }
 
 /// The egress dollars per wire-GB of a routing (Σ p_e f_e / W).

@@ -1,0 +1,111 @@
+//! A seeded search for requests the planner refuses although a plan exists: random endpoints
+//! on the built-in grid, random limits (VMs per region, connections per VM), and a throughput
+//! floor just under the most the planner itself reports achievable for the same request. Each
+//! refusal is printed with its seed, so it can be replayed and kept as a regression test.
+//!
+//! Usage: planner_search [--seeds N] [--from S] [--all]   (`--all`: every region a candidate)
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use skyx_catalog::{Catalog, Gbps, RegionId};
+use skyx_planner::{CostCap, Objective, TransferRequest, plan_transfer};
+
+/// One random case: the request (objective to be set) and the fraction of the most achievable
+/// rate its floor asks for.
+fn case(catalog: &Catalog, seed: u64, all: bool) -> (TransferRequest, f64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let regions: Vec<&RegionId> = catalog.regions().iter().collect();
+    let src = regions[rng.random_range(0..regions.len())].clone();
+    let dst = loop {
+        let d = regions[rng.random_range(0..regions.len())];
+        if *d != src {
+            break d.clone();
+        }
+    };
+    let gb = rng.random_range(1..=1000u64);
+    let mut req = TransferRequest::new(
+        src,
+        dst,
+        gb * 1_000_000_000,
+        Objective::MinCost {
+            throughput_floor: Gbps(1.0),
+        },
+    );
+    req.config.max_vms_per_region = rng.random_range(1..=8);
+    req.config.max_connections_per_vm = [8, 16, 32, 64][rng.random_range(0..4)];
+    if all {
+        req.config.max_relay_candidates = None;
+    }
+    let fraction = [0.5, 0.9, 0.99, 0.999, 0.9999][rng.random_range(0..5)];
+    (req, fraction)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| -> Result<Option<u64>> {
+        args.iter()
+            .position(|a| a == name)
+            .map(|i| {
+                args.get(i + 1)
+                    .with_context(|| format!("{name} needs a number"))?
+                    .parse()
+                    .with_context(|| format!("{name} needs a number"))
+            })
+            .transpose()
+    };
+    let seeds = value("--seeds")?.unwrap_or(200);
+    let from = value("--from")?.unwrap_or(0);
+    let all = args.iter().any(|a| a == "--all");
+    let catalog = Catalog::builtin();
+    let (mut refused, mut planned, mut slowest) = (0u64, 0u64, (0.0f64, 0u64));
+    for seed in from..from + seeds {
+        let (mut req, fraction) = case(&catalog, seed, all);
+        req.objective = Objective::MaxThroughput {
+            cost_cap: CostCap::TotalUsd(1e12),
+        };
+        let started = Instant::now();
+        let most = match plan_transfer(&catalog, &req) {
+            Ok(p) => p.chosen.throughput_gbps,
+            Err(e) => {
+                refused += 1;
+                println!(
+                    "seed {seed}: max-throughput refused: {} -> {} vms {} conns {}: {e}",
+                    req.src,
+                    req.dst,
+                    req.config.max_vms_per_region,
+                    req.config.max_connections_per_vm
+                );
+                continue;
+            }
+        };
+        req.objective = Objective::MinCost {
+            throughput_floor: Gbps(most * fraction),
+        };
+        match plan_transfer(&catalog, &req) {
+            Ok(_) => planned += 1,
+            Err(e) => {
+                refused += 1;
+                println!(
+                    "seed {seed}: {} -> {} {} GB vms {} conns {} floor {fraction} of {most:.6} Gbps: {e}",
+                    req.src,
+                    req.dst,
+                    req.volume_bytes / 1_000_000_000,
+                    req.config.max_vms_per_region,
+                    req.config.max_connections_per_vm,
+                );
+            }
+        }
+        let took = started.elapsed().as_secs_f64();
+        if took > slowest.0 {
+            slowest = (took, seed);
+        }
+    }
+    println!(
+        "{planned} planned, {refused} refused of {seeds} seeds from {from}; slowest seed {} ({:.2} s for both plans)",
+        slowest.1, slowest.0
+    );
+    Ok(())
+}
