@@ -155,8 +155,8 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
             notes.push(format!(
                 "this plan costs {:.2}% more than the cheapest routing at the floor with \
                  fractional connections (${bound:.2}, the figure Skyplane's planner reports): \
-                 connections come whole, and at this floor the route's VMs are at their \
-                 connection budget",
+                 connections come whole, and this floor leaves the route's VMs little room \
+                 for them",
                 above * 100.0
             ));
         }
@@ -256,14 +256,19 @@ pub fn plan_route(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan,
         return Err(disconnected(req, &full, &build_notes));
     }
     let (overlay_net, kind) = overlay_network(&full, req, &mut Vec::new())?;
-    let mut chosen = solve_for(&overlay_net, req, kind)?;
-    if req.route == RouteChoice::Auto
-        && let (Some(direct), _) = direct_plan(&full, req)
-        && direct.better_than(&chosen, &req.objective)
-    {
-        chosen = direct;
-    }
-    Ok(chosen)
+    let overlay = solve_for(&overlay_net, req, kind);
+    let direct = match req.route {
+        RouteChoice::Auto => direct_plan(&full, req).0,
+        _ => None,
+    };
+    // As in `plan_transfer`: the direct route wins when better, and answers when the overlay
+    // cannot.
+    Ok(match (overlay, direct) {
+        (Ok(overlay), Some(direct)) if direct.better_than(&overlay, &req.objective) => direct,
+        (Ok(overlay), _) => overlay,
+        (Err(_), Some(direct)) => direct,
+        (Err(e), None) => return Err(e),
+    })
 }
 
 fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
@@ -386,8 +391,11 @@ fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<u
         Goal::WireFloor(floor) => vec![
             solve::min_cost_at(net, floor, wire_gb, Vms::Relaxed)?,
             // A floor near the most the network carries needs the fastest relays to keep it
-            // with whole connections (see `whole_connections_repair`).
-            solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)?,
+            // with whole connections (see `whole_connections_repair`); only a widening, so
+            // its trouble is not the plan's.
+            solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)
+                .ok()
+                .flatten(),
         ],
         Goal::CostCap(cap) => vec![solve::max_throughput(net, cap, wire_gb, Vms::Relaxed)?],
     };
@@ -544,7 +552,8 @@ fn min_cost_plan(
             Ok(Some(stage1)) => stage1,
             // Not even with fractional connections: the floor is out of reach.
             Ok(None) if attempt == 0 => {
-                return Err(floor_unreachable(net, floor_wire, wire_gb, ratio)?);
+                let fastest = fastest_whole(net, wire_gb)?;
+                return Err(floor_unreachable(floor_wire, ratio, net, fastest.as_ref()));
             }
             // Aiming higher went past what these routes carry, or the solver met numerical
             // trouble (microlp's "Singular matrix"): the repair's smaller model decides.
@@ -554,9 +563,16 @@ fn min_cost_plan(
         support.extend(stage1.used_links(net));
         let fractional = fractional.get_or_insert_with(|| stage1.clone());
         let k = solve::egress_per_gb(net, &stage1);
-        let flows = solve::finalize(net, &stage1, Budget::EgressPerGb(k))?.ok_or_else(|| {
-            PlanError::Solver("the cheapest routing failed its own egress budget".into())
-        })?;
+        let flows = match solve::finalize(net, &stage1, Budget::EgressPerGb(k)) {
+            Ok(Some(flows)) => flows,
+            Ok(None) => {
+                return Err(PlanError::Solver(
+                    "the cheapest routing failed its own egress budget".into(),
+                ));
+            }
+            // Numerical trouble fixing connections: the repair's model decides.
+            Err(_) => break,
+        };
         if flows.wire_gbps >= floor_wire * (1.0 - 1e-9) {
             return Ok((flows, Some(fractional.clone())));
         }
@@ -570,9 +586,10 @@ fn min_cost_plan(
 /// on the route at its connection budget): the relays and VM counts are chosen again with
 /// whole connections in the model, over the links those plans used plus those of the fastest
 /// routings (with whole connections, and the LP relaxation's), so a plan is found whenever
-/// the floor is within what those carry. The model is small and solves in milliseconds; a
-/// time limit guards the rare hard one, and then (or on numerical trouble) the fastest plan
-/// meets the floor at a higher cost.
+/// the floor is within what those carry. The model stays small (at most
+/// [`REPAIR_MAX_LINKS`] links) and solves in milliseconds; past that size, or on numerical
+/// trouble, the fastest plan meets the floor at a higher cost. No time limit: the same
+/// request always gets the same plan.
 fn whole_connections_repair(
     net: &Network,
     floor_wire: f64,
@@ -581,43 +598,62 @@ fn whole_connections_repair(
     mut support: BTreeSet<(usize, usize)>,
 ) -> Result<Flows, PlanError> {
     let meets = |f: &Flows| f.wire_gbps >= floor_wire * (1.0 - 1e-9);
-    let fastest = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
-        .map(|f| solve::finalize(net, &f, Budget::Unlimited))
-        .transpose()?
+    let fastest = fastest_whole(net, wire_gb)?;
+    // The relaxation only widens the search; its trouble is not the plan's.
+    let relaxed = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)
+        .ok()
         .flatten();
-    let relaxed = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)?;
     for f in fastest.iter().chain(&relaxed) {
         support.extend(f.used_links(net));
     }
     let small = net.with_links(|l| support.contains(&(l.src, l.dst)));
-    let whole = match solve::min_cost_whole_connections(&small, floor_wire, wire_gb) {
+    let solved = if small.links.len() <= REPAIR_MAX_LINKS {
+        solve::min_cost_whole_connections(&small, floor_wire, wire_gb)
+    } else {
+        Ok(None)
+    };
+    let whole = match solved {
         Ok(Some(whole)) => whole.onto(&small, net),
         Ok(None) | Err(_) => {
-            return match fastest.filter(meets) {
-                Some(fastest) => Ok(fastest),
-                None => Err(floor_unreachable(net, floor_wire, wire_gb, ratio)?),
+            return match fastest {
+                Some(fastest) if meets(&fastest) => Ok(fastest),
+                _ => Err(floor_unreachable(floor_wire, ratio, net, fastest.as_ref())),
             };
         }
     };
-    // As fast as those VMs go within the same egress per GB, as for any plan.
+    // As fast as those VMs go within the same egress per GB, as for any plan (or, should
+    // that program fail, the repaired routing as it is).
     let k = solve::egress_per_gb(net, &whole);
-    Ok(solve::finalize(net, &whole, Budget::EgressPerGb(k))?
+    Ok(solve::finalize(net, &whole, Budget::EgressPerGb(k))
+        .ok()
+        .flatten()
         .filter(meets)
         .unwrap_or_else(|| solve::without_idle_vms(net, whole)))
 }
 
-/// Why a floor of `floor_wire` wire Gbps cannot be planned on `net`, with the most it can carry.
+/// The most links the whole-connection repair solves over: one integer per link makes branch
+/// and bound grow fast (the whole candidate network, some 300 links, ran for minutes).
+pub const REPAIR_MAX_LINKS: usize = 64;
+
+/// The fastest routing of `net` with whole connections (stage 1, then stage 2 unlimited).
+fn fastest_whole(net: &Network, wire_gb: f64) -> Result<Option<Flows>, PlanError> {
+    Ok(
+        solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
+            .map(|f| solve::finalize(net, &f, Budget::Unlimited))
+            .transpose()?
+            .flatten(),
+    )
+}
+
+/// Why a floor of `floor_wire` wire Gbps cannot be planned on `net`, given the fastest
+/// routing found there.
 fn floor_unreachable(
-    net: &Network,
     floor_wire: f64,
-    wire_gb: f64,
     ratio: f64,
-) -> Result<PlanError, PlanError> {
-    let best = solve::max_throughput(net, f64::INFINITY, wire_gb, Vms::Integer)?
-        .map(|f| solve::finalize(net, &f, Budget::Unlimited))
-        .transpose()?
-        .flatten();
-    let achievable = match best {
+    net: &Network,
+    fastest: Option<&Flows>,
+) -> PlanError {
+    let achievable = match fastest {
         Some(f) => format!(
             "the most this route set can carry is {:.2} Gbps ({:.2} Gbps on the wire) \
              with up to {} VMs per region",
@@ -627,14 +663,14 @@ fn floor_unreachable(
         ),
         None => "no throughput is achievable".into(),
     };
-    Ok(PlanError::Infeasible {
+    PlanError::Infeasible {
         why: format!(
             "a throughput of {:.2} Gbps ({:.2} Gbps on the wire) cannot be reached",
             floor_wire * ratio,
             floor_wire
         ),
         achievable,
-    })
+    }
 }
 
 fn cost_cap_infeasible(net: &Network, req: &TransferRequest, cap: f64) -> PlanError {

@@ -14,8 +14,8 @@
 //! candidate), and [`finalize`], where the VMs are fixed, holds the exact cap.
 
 use good_lp::{
-    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, WithTimeLimit,
-    microlp, variable,
+    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp,
+    variable,
 };
 
 use crate::PlanError;
@@ -217,6 +217,26 @@ impl Model {
             wire_gbps,
         }
     }
+
+    /// As [`Model::flows`], with the whole connections `conns` on the links that carry flow.
+    fn flows_with_connections(
+        &self,
+        net: &Network,
+        sol: &impl Solution,
+        wire_gbps: f64,
+        conns: &[Option<Variable>],
+    ) -> Flows {
+        let mut flows = self.flows(net, sol, wire_gbps);
+        flows.connections = conns
+            .iter()
+            .zip(&flows.link_gbps)
+            .map(|(c, f)| match c {
+                Some(c) if *f > FLOW_EPS => sol.value(*c).round() as u32,
+                _ => 0,
+            })
+            .collect();
+        flows
+    }
 }
 
 /// Stage 1 for minimum cost: the cheapest routing that carries exactly `wire_gbps` of
@@ -244,11 +264,6 @@ pub fn min_cost_at(
     }
 }
 
-/// The most [`min_cost_whole_connections`] searches: on the small networks it is given it
-/// proves its optimum in milliseconds; past this it answers with the best plan found (or
-/// none, and the caller falls back).
-pub const WHOLE_CONNECTIONS_SECONDS: f64 = 2.0;
-
 /// Stage 1 for minimum cost with whole connections: the cheapest routing that carries exactly
 /// `wire_gbps` with integer VMs *and* integer connections per link, so relays and VMs are
 /// chosen knowing that a connection comes whole. Bigger than [`min_cost_at`] (one more integer
@@ -275,10 +290,7 @@ pub fn min_cost_whole_connections(
         + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>()
         + CYCLE_PENALTY * conns.iter().flatten().sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars
-        .minimise(objective)
-        .using(microlp)
-        .with_time_limit(WHOLE_CONNECTIONS_SECONDS);
+    let mut problem = vars.minimise(objective).using(microlp);
     for c in m.network_constraints(net, Expression::from(wire_gbps), Some(&conns)) {
         problem = problem.with(c);
     }
@@ -293,16 +305,7 @@ pub fn min_cost_whole_connections(
                 .map_or(Ok(None), Err);
         }
     };
-    let mut flows = m.flows(net, &sol, wire_gbps);
-    flows.connections = conns
-        .iter()
-        .zip(&flows.link_gbps)
-        .map(|(c, f)| match c {
-            Some(c) if *f > FLOW_EPS => sol.value(*c).round() as u32,
-            _ => 0,
-        })
-        .collect();
-    Ok(Some(flows))
+    Ok(Some(m.flows_with_connections(net, &sol, wire_gbps, &conns)))
 }
 
 /// The fastest routing whose total cost for `wire_gb`, leaving out the VMs' overhead, stays
@@ -398,15 +401,7 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<
         }
     };
     let rate = sol.value(w);
-    let mut flows = m.flows(net, &sol, rate);
-    flows.connections = conns
-        .iter()
-        .zip(&flows.link_gbps)
-        .map(|(c, f)| match c {
-            Some(c) if *f > FLOW_EPS => sol.value(*c).round() as u32,
-            _ => 0,
-        })
-        .collect();
+    let flows = m.flows_with_connections(net, &sol, rate, &conns);
     Ok(Some(without_idle_vms(net, flows)))
 }
 

@@ -162,8 +162,10 @@ impl RetryPolicy {
 }
 
 /// Riding out a store's outage: after the store's own retries (a [`RetryPolicy`]) give up on a
-/// failure that may pass, the caller waits and tries again, for up to `window` in all, with
-/// backoff from 500 ms doubling to 8 s. The sink uses it for chunk writes and the gateway for
+/// failure that may pass, the caller waits and tries again while the next wait still ends
+/// within `window` of the start (the attempt after it may run longer: it has the store's own
+/// retries), with backoff from 500 ms doubling to 8 s, without jitter: the store's own
+/// retries inside each attempt are jittered. The sink uses it for chunk writes and the gateway for
 /// the completions and checks that follow, so an outage shorter than the window costs time,
 /// never an object.
 #[derive(Debug)]
@@ -176,8 +178,9 @@ pub struct RideOut {
 }
 
 impl RideOut {
-    /// The first backoff, and the most any backoff grows to.
+    /// The first backoff.
     pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+    /// The most any backoff grows to.
     pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
     /// Starts the window now.

@@ -4,6 +4,7 @@
 //! (never mixed), that the failure is reported with its cause, that no hop paid for a sink's
 //! trouble, and that nothing hidden is left at the destination.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
@@ -173,12 +174,13 @@ fn a_write_the_destination_refuses_fails_that_object_at_once_with_its_cause() {
     );
 }
 
-#[test]
-fn a_store_outage_at_the_sink_is_ridden_out_without_resending_across_the_hops() {
-    let s = Scratch::new("outage");
+/// A scratch directory with `objects` files of 8 MiB noise in `src`, an S3 destination root,
+/// and the address of the S3 test server (for a proxy in front of it).
+fn outage_setup(name: &str, objects: u64) -> (Scratch, std::path::PathBuf, String, SocketAddr) {
+    let s = Scratch::new(name);
     let src = s.dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    for i in 0..6 {
+    for i in 0..objects {
         std::fs::write(src.join(format!("obj-{i}")), noise(i, 8 * MIB)).unwrap();
     }
     let dst = s.root(Kind::S3, "dst");
@@ -186,6 +188,12 @@ fn a_store_outage_at_the_sink_is_ridden_out_without_resending_across_the_hops() 
         .trim_start_matches("http://")
         .parse()
         .unwrap();
+    (s, src, dst, upstream)
+}
+
+#[test]
+fn a_store_outage_at_the_sink_is_ridden_out_without_resending_across_the_hops() {
+    let (s, src, dst, upstream) = outage_setup("outage", 6);
     // The destination's server goes away for 10 s once 10 MiB went to it: every connection
     // reset, new ones refused.
     let proxy = Proxy::start(upstream, 10 * MIB as u64, Some(Duration::from_secs(10)));
@@ -230,17 +238,7 @@ fn a_store_outage_at_the_sink_is_ridden_out_without_resending_across_the_hops() 
 
 #[test]
 fn a_store_outage_as_objects_are_completed_is_ridden_out() {
-    let s = Scratch::new("outage-complete");
-    let src = s.dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..3 {
-        std::fs::write(src.join(format!("obj-{i}")), noise(i, 8 * MIB)).unwrap();
-    }
-    let dst = s.root(Kind::S3, "dst");
-    let upstream = env("SKYX_TEST_S3_ENDPOINT")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let (s, src, dst, upstream) = outage_setup("outage-complete", 3);
     // The destination's server goes away for 8 s as the first multipart completion reaches it:
     // longer than the store client's own retries last (about 3 s), well inside the sink's
     // window (60 s). The parts still in flight are the sink's to ride out; the completion the

@@ -184,9 +184,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, upstream: boo
 }
 
 /// Whether `bytes` hold a line starting with `method` and holding `query` (a request line).
+/// Lines are compared as bytes: most reads are body bytes, and only a line that starts like a
+/// request is searched.
 fn holds_request(bytes: &[u8], (method, query): (&str, &str)) -> bool {
+    let holds = |line: &[u8], needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
     bytes.split(|&b| b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line);
-        line.starts_with(method) && line.contains(query) && line.contains(" HTTP/1.")
+        line.starts_with(method.as_bytes())
+            && holds(line, query.as_bytes())
+            && holds(line, b" HTTP/1.")
     })
 }

@@ -85,7 +85,15 @@ fn main() -> Result<()> {
             throughput_floor: Gbps(most * fraction),
         };
         match plan_transfer(&catalog, &req) {
-            Ok(_) => planned += 1,
+            Ok(p) if p.chosen.throughput_gbps >= most * fraction * (1.0 - 1e-9) => planned += 1,
+            Ok(p) => {
+                refused += 1;
+                println!(
+                    "seed {seed}: planned below its floor: {} Gbps for {}",
+                    p.chosen.throughput_gbps,
+                    most * fraction
+                );
+            }
             Err(e) => {
                 refused += 1;
                 println!(

@@ -126,8 +126,8 @@ pub struct TransferArgs {
     #[arg(long, default_value_t = CopyOptions::default().max_replacements)]
     pub max_replacements: u32,
     /// How long a sink keeps retrying a write its destination refuses for a reason that may
-    /// pass (a reset, a 5xx, throttling) before the chunk is sent again or its object fails
-    /// (e.g. 30s, 5m; default 60s).
+    /// pass (a reset, a 5xx, throttling) before the chunk is sent again or its object fails,
+    /// and how long completing an object rides out the same (e.g. 30s, 5m; default 60s).
     #[arg(long, value_name = "DURATION")]
     pub sink_retry: Option<String>,
     #[command(flatten)]

@@ -76,7 +76,7 @@ impl Run<'_> {
                             && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local, window).await
                             && v != Verification::Size
                         {
-                            tracing::info!(key = %item.dst_key, "already completed by an earlier run");
+                            tracing::info!(key = %item.dst_key, "already completed (by an earlier run, or by an attempt whose answer was lost)");
                             return Ok(v);
                         }
                         // (The caller aborts the upload, keeping it to retry if that fails.)

@@ -92,7 +92,8 @@ pub struct CopyOptions {
     /// `--bwlimit`: bytes per second read from the source, shared among the source agents.
     pub bw_limit: Option<u64>,
     /// How long a sink retries a write its store refused for a reason that may pass, before
-    /// the chunk is sent again (across the paid hops) or its object fails.
+    /// the chunk is sent again (across the paid hops) or its object fails; the gateway rides
+    /// out the same window completing and checking an object.
     pub sink_retry: Duration,
     /// Writes of one chunk the destination refused (each after the sink's own retries)
     /// before its object fails.
