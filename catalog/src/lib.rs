@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-pub use grid::{EgressPriceGrid, LinkThroughput, RttGrid, ThroughputGrid};
+pub use grid::{EgressPriceGrid, GridColumn, LinkThroughput, RttGrid, ThroughputGrid};
 pub use region::{Cloud, Continent, EU_COUNTRIES, Location, RegionId, location_of};
 pub use units::{Gbps, Millis, UsdPerGb, UsdPerHour};
 pub use vm::{

@@ -51,6 +51,30 @@ fn sources_name_where_numbers_came_from() {
 }
 
 #[test]
+fn the_sent_column_can_be_chosen_to_compare_with_skyplane() {
+    let pair = ["catalog", "pair", "aws:us-east-1", "gcp:europe-west4-a"];
+    let received = ok(&pair);
+    assert!(
+        received.contains("-> gcp:europe-west4-a: 4.18 Gbps"),
+        "{received}"
+    );
+    let sent = ok(&[&pair[..], &["--grid-column", "sent"]].concat());
+    assert!(sent.contains("-> gcp:europe-west4-a: 5.00 Gbps"), "{sent}");
+    let sources = ok(&[
+        "catalog",
+        "sources",
+        "--grid",
+        "2022-01",
+        "--grid-column",
+        "sent",
+    ]);
+    assert!(
+        sources.contains("2022-01-29") && sources.contains("throughput_sent"),
+        "{sources}"
+    );
+}
+
+#[test]
 fn a_user_grid_replaces_the_builtin_one_in_plans() {
     let dir = std::env::temp_dir().join(format!("skyx-e2e-grid-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use skyx_catalog::{
-    BUILTIN_THROUGHPUT_2022_01, Catalog, Cloud, EgressPriceGrid, Provenance, RttGrid,
-    ThroughputGrid, VmPriceTable,
+    BUILTIN_THROUGHPUT, BUILTIN_THROUGHPUT_2022_01, Catalog, Cloud, EgressPriceGrid, GridColumn,
+    Provenance, RttGrid, ThroughputGrid, VmPriceTable,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -19,11 +19,33 @@ pub enum BuiltinGrid {
     Jan2022,
 }
 
+/// Which side of each iperf3 measurement to believe (see `catalog/data/SOURCE.md`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GridColumnArg {
+    /// throughput_received: goodput at the receiver (default).
+    Received,
+    /// throughput_sent: what Skyplane's solver and Cloudcast read, to compare with their plans.
+    Sent,
+}
+
+impl From<GridColumnArg> for GridColumn {
+    fn from(arg: GridColumnArg) -> GridColumn {
+        match arg {
+            GridColumnArg::Received => GridColumn::Received,
+            GridColumnArg::Sent => GridColumn::Sent,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct CatalogArgs {
     /// Built-in throughput grid to use.
     #[arg(long, value_enum, default_value = "2022-11", global = true)]
     pub grid: BuiltinGrid,
+    /// Which column of the throughput grid to read: received (goodput, the default) or sent
+    /// (what Skyplane's solver and Cloudcast read).
+    #[arg(long, value_enum, default_value = "received", global = true)]
+    pub grid_column: GridColumnArg,
     /// Throughput grid file in Skyplane's throughput.csv schema (bits/s; either spelling of
     /// throughput_received). Replaces the built-in grid, e.g. with `skyx bench paths` output.
     #[arg(long, value_name = "FILE", global = true)]
@@ -59,21 +81,39 @@ fn provenance(what: &'static str, path: &Path) -> Provenance {
 impl CatalogArgs {
     pub fn load(&self) -> Result<Catalog> {
         let mut catalog = Catalog::builtin();
-        if let BuiltinGrid::Jan2022 = self.grid {
-            let (text, name) = BUILTIN_THROUGHPUT_2022_01;
+        let column = GridColumn::from(self.grid_column);
+        let builtin = match self.grid {
+            BuiltinGrid::Nov2022 => (
+                BUILTIN_THROUGHPUT,
+                "Skyplane broadcast/profiles/whole_throughput_11_28.csv (iperf3 -P 64)",
+                "2022-11-28",
+            ),
+            BuiltinGrid::Jan2022 => (
+                BUILTIN_THROUGHPUT_2022_01,
+                "Skyplane profiles/throughput.csv (iperf3 -P 64)",
+                "2022-01-29",
+            ),
+        };
+        // The built-in catalog already holds the default grid read from the default column.
+        if !matches!(
+            (self.grid, column),
+            (BuiltinGrid::Nov2022, GridColumn::Received)
+        ) {
+            let ((text, name), source, as_of) = builtin;
             catalog = catalog.with_throughput_grid(
-                ThroughputGrid::from_csv(text.as_bytes(), name)?,
+                ThroughputGrid::from_csv_column(text.as_bytes(), name, column)?,
                 Provenance {
                     what: "throughput",
-                    source: "Skyplane profiles/throughput.csv (iperf3 -P 64, receiver side)".into(),
-                    as_of: "2022-01-29".into(),
+                    source: format!("{source}, {}", column.label()),
+                    as_of: as_of.into(),
                 },
             );
         }
         if let Some(path) = &self.throughput_grid {
-            let grid = ThroughputGrid::from_csv(
+            let grid = ThroughputGrid::from_csv_column(
                 open(path, "throughput grid")?,
                 &path.display().to_string(),
+                column,
             )?;
             if grid.is_empty() {
                 bail!("throughput grid {} has no usable rows", path.display());
