@@ -4,6 +4,8 @@
 //! steps of a quarter of the rate, derives the fewest VMs each region needs in closed form, and
 //! prices the result. The MILP must (a) return a routing that is feasible with the VMs it chose,
 //! checked by the same closed form, and (b) be at least as good as every enumerated routing.
+//! The whole-connection model is checked the same way, with connections rounded up per link
+//! before the VMs are counted.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -85,6 +87,20 @@ fn simple_paths(net: &Network) -> Vec<Vec<usize>> {
 
 /// The fewest VMs per node that can carry `link_gbps`, or `None` past the limit.
 fn min_vms(net: &Network, link_gbps: &[f64]) -> Option<Vec<u32>> {
+    min_vms_with(net, link_gbps, |c| c)
+}
+
+/// As `min_vms`, with whole connections: each link opens the fewest whole connections that
+/// carry its flow.
+fn min_vms_whole(net: &Network, link_gbps: &[f64]) -> Option<Vec<u32>> {
+    min_vms_with(net, link_gbps, |c| (c - 1e-9).ceil().max(0.0))
+}
+
+fn min_vms_with(
+    net: &Network,
+    link_gbps: &[f64],
+    connections: impl Fn(f64) -> f64,
+) -> Option<Vec<u32>> {
     let k = f64::from(net.max_connections_per_vm);
     (0..net.nodes.len())
         .map(|n| {
@@ -93,11 +109,11 @@ fn min_vms(net: &Network, link_gbps: &[f64]) -> Option<Vec<u32>> {
             let inn: f64 = net.in_links(n).map(|(i, _)| link_gbps[i]).sum();
             let c_out: f64 = net
                 .out_links(n)
-                .map(|(i, l)| link_gbps[i] / l.gbps_per_connection())
+                .map(|(i, l)| connections(link_gbps[i] / l.gbps_per_connection()))
                 .sum();
             let c_in: f64 = net
                 .in_links(n)
-                .map(|(i, l)| link_gbps[i] / l.gbps_per_connection())
+                .map(|(i, l)| connections(link_gbps[i] / l.gbps_per_connection()))
                 .sum();
             let need = (out / node.egress_cap.0)
                 .max(inn / node.ingress_cap.0)
@@ -300,4 +316,66 @@ fn second_stage_keeps_vms_and_never_slows_down_or_raises_egress() {
             assert!(a <= b, "stage 2 added VMs");
         }
     }
+}
+
+#[test]
+fn whole_connections_match_brute_force_on_random_graphs() {
+    let mut rng = SmallRng::seed_from_u64(13);
+    let (mut compared, mut rounding_mattered) = (0, 0);
+    for case in 0..40 {
+        let mut net = random_network(&mut rng);
+        // Few, fat connections and roomy VMs, so connections (not bandwidth caps) decide how
+        // many VMs a region needs and whole numbers bind: links measured over 1-4 connections,
+        // VMs that open 1-3 each.
+        for link in &mut net.links {
+            link.measured_connections = rng.random_range(1..=4);
+        }
+        for node in &mut net.nodes {
+            node.egress_cap = Gbps(node.egress_cap.0 * 3.0);
+            node.ingress_cap = Gbps(node.ingress_cap.0 * 3.0);
+        }
+        net.max_connections_per_vm = rng.random_range(1..=3);
+        net.vm_overhead_h = [0.0, 1.0 / 60.0, 10.0][rng.random_range(0..3)];
+        let wire_gbps = rng.random_range(2..=16) as f64 * 0.5;
+        let mut brute = f64::INFINITY;
+        enumerate_splits(&net, wire_gbps, |link| {
+            if let Some(vms) = min_vms_whole(&net, link) {
+                brute = brute.min(cost(&net, link, &vms, wire_gbps));
+            }
+        });
+        let whole = solve::min_cost_whole_connections(&net, wire_gbps, WIRE_GB).unwrap();
+        let fractional = solve::min_cost_at(&net, wire_gbps, WIRE_GB, solve::Vms::Integer).unwrap();
+        match whole {
+            None => assert!(
+                brute.is_infinite(),
+                "case {case}: whole-connection MILP infeasible, brute force found {brute}"
+            ),
+            Some(flows) => {
+                // Whole connections, each node within its VMs' budgets: the plan can be run.
+                skyx_planner::validate(&net, &flows).unwrap_or_else(|e| panic!("case {case}: {e}"));
+                assert!((flows.wire_gbps - wire_gbps).abs() < 1e-6);
+                let c = cost(&net, &flows.link_gbps, &flows.vms, wire_gbps);
+                assert!(
+                    c <= brute * (1.0 + 1e-7) + 1e-9,
+                    "case {case}: whole-connection MILP ${c} worse than brute force ${brute}"
+                );
+                let f = fractional.expect("whole connections are a restriction of fractional");
+                let fc = cost(&net, &f.link_gbps, &f.vms, wire_gbps);
+                assert!(
+                    c >= fc * (1.0 - 1e-7) - 1e-9,
+                    "case {case}: ${c} below the fractional optimum ${fc}"
+                );
+                if c > fc * (1.0 + 1e-6) {
+                    rounding_mattered += 1;
+                }
+                compared += 1;
+            }
+        }
+    }
+    eprintln!("{compared} compared, whole connections raised the optimum in {rounding_mattered}");
+    assert!(compared >= 20, "too few feasible cases ({compared})");
+    assert!(
+        rounding_mattered >= 3,
+        "whole connections changed the optimum in only {rounding_mattered} cases: the test does not exercise them"
+    );
 }
