@@ -3,7 +3,8 @@
 //! floor just under the most the planner itself reports achievable for the same request. Each
 //! refusal is printed with its seed, so it can be replayed and kept as a regression test.
 //!
-//! Usage: planner_search [--seeds N] [--from S] [--all]   (`--all`: every region a candidate)
+//! Usage: planner_search [--seeds N] [--from S] [--all] [--verbose]
+//! (`--all`: every region a candidate; `--verbose`: each seed's time)
 
 use std::time::Instant;
 
@@ -59,6 +60,7 @@ fn main() -> Result<()> {
     let seeds = value("--seeds")?.unwrap_or(200);
     let from = value("--from")?.unwrap_or(0);
     let all = args.iter().any(|a| a == "--all");
+    let verbose = args.iter().any(|a| a == "--verbose");
     let catalog = Catalog::builtin();
     let (mut refused, mut planned, mut slowest) = (0u64, 0u64, (0.0f64, 0u64));
     for seed in from..from + seeds {
@@ -107,6 +109,9 @@ fn main() -> Result<()> {
             }
         }
         let took = started.elapsed().as_secs_f64();
+        if verbose {
+            println!("seed {seed}: {took:.2} s");
+        }
         if took > slowest.0 {
             slowest = (took, seed);
         }
