@@ -5,6 +5,7 @@
 //! [`solve`], and computes the direct and best single-relay plans under the same objective so
 //! every answer says how much the overlay buys.
 
+mod exhaustive;
 mod network;
 mod plan;
 mod programs;
@@ -16,6 +17,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use skyx_catalog::{Catalog, VmPriceSource};
 
+pub use exhaustive::{BoundKind, EXHAUSTIVE_TWO_HOP, OptimalityGap, is_exhaustive};
 pub use network::{BuildNotes, Link, Network, Node, build_network};
 pub use plan::{
     CostBreakdown, EdgePlan, PathShare, RegionVms, RouteKind, RoutePlan, to_dot, validate,
@@ -78,6 +80,10 @@ pub struct TransferPlan {
     pub server_side: Option<RoutePlan>,
     /// Facts the user should know: estimates used, links skipped, candidates considered.
     pub notes: Vec<String>,
+    /// In the exhaustive mode: how far the plan can at most be from the best over every
+    /// allowed region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimality_gap: Option<OptimalityGap>,
     /// Size of the overlay model that was solved.
     pub model: ModelSize,
 }
@@ -108,9 +114,28 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         ));
     }
 
-    let (overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
+    let (mut overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
     let server_side = server_side_plan(catalog, req);
-    let overlay = solve_for(&overlay_net, req, kind);
+    let mut overlay = solve_for(&overlay_net, req, kind);
+    let exhaustive = req.route == RouteChoice::Auto && is_exhaustive(req);
+    if exhaustive {
+        let wide = exhaustive::wide_network(&full, req);
+        if let Ok(plan) = solve_for(&wide, req, kind)
+            && overlay
+                .as_ref()
+                .ok()
+                .is_none_or(|o| plan.better_than(o, &req.objective))
+        {
+            overlay = Ok(plan);
+        }
+        notes.push(format!(
+            "exhaustive: the exact program ran over {} relay regions (the LP relaxation's \
+             and the best {EXHAUSTIVE_TWO_HOP} by two-hop throughput and price), and over the \
+             default candidates",
+            wide.nodes.len().saturating_sub(2)
+        ));
+        overlay_net = wide;
+    }
     let (direct, direct_infeasible) = direct_plan(&full, req);
     let best_single_relay = best_single_relay(&full, req);
     // The overlay's candidates contain the direct route, not every single relay (those are
@@ -152,6 +177,15 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         }
     }
 
+    let optimality_gap = if exhaustive {
+        // The bound only reports; its trouble is not the plan's.
+        exhaustive::gap(&full, req, &chosen).ok().flatten()
+    } else {
+        None
+    };
+    if let Some(gap) = &optimality_gap {
+        notes.push(gap.describe(full.nodes.len()));
+    }
     if let Some(bound) = chosen.fractional_connections_usd {
         let above = chosen.cost_usd.total / bound - 1.0;
         if above > FRACTIONAL_GAP_NOTED {
@@ -192,6 +226,7 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         best_single_relay,
         server_side,
         notes,
+        optimality_gap,
         model: ModelSize {
             regions_allowed: full.nodes.len(),
             regions_considered: overlay_net
@@ -214,11 +249,18 @@ fn overlay_network(
 ) -> Result<(Network, RouteKind), PlanError> {
     Ok(match &req.route {
         RouteChoice::Auto => {
-            let mut candidates = relay_candidates(full, req.config.max_relay_candidates);
-            if req.config.max_relay_candidates.is_some() {
-                candidates.extend(relaxation_support(full, req)?);
+            // The exhaustive mode starts from the default candidates (see `exhaustive`).
+            let two_hop = req
+                .config
+                .max_relay_candidates
+                .unwrap_or(PlannerConfig::default().max_relay_candidates.unwrap_or(16));
+            let mut candidates = relay_candidates(full, Some(two_hop));
+            // The relaxation only widens the set: on numerical trouble the two-hop relays
+            // stand.
+            if let Ok(support) = relaxation_support(full, req) {
+                candidates.extend(support);
             }
-            if candidates.len() + 2 < full.nodes.len() {
+            if candidates.len() + 2 < full.nodes.len() && !is_exhaustive(req) {
                 notes.push(format!(
                     "overlay considered {} of {} allowed relay regions (best by two-hop \
                      throughput, by two-hop price, and those the LP relaxation over all of \
@@ -357,7 +399,7 @@ fn disconnected(req: &TransferRequest, net: &Network, notes: &BuildNotes) -> Pla
 /// Relay candidates: the best `k/2` by two-hop bottleneck throughput and the best `k/2` by
 /// two-hop price, so both fast and cheap detours stay in the model. Regions reachable only by
 /// longer chains are still reachable through these candidates.
-fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
+pub(crate) fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
     let relays: Vec<usize> = (0..net.nodes.len())
         .filter(|&r| r != net.src && r != net.dst)
         .collect();
@@ -388,7 +430,10 @@ fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
 /// Relay regions that carry flow in the LP relaxation (fractional VMs) of `req`'s objective over
 /// the whole network. The relaxation needs no branch and bound, so it sees every region cheaply;
 /// the exact MILP then runs on these plus the two-hop candidates.
-fn relaxation_support(net: &Network, req: &TransferRequest) -> Result<BTreeSet<usize>, PlanError> {
+pub(crate) fn relaxation_support(
+    net: &Network,
+    req: &TransferRequest,
+) -> Result<BTreeSet<usize>, PlanError> {
     let wire_gb = req.wire_volume_gb();
     let relaxed = match Goal::of(req) {
         Goal::WireFloor(floor) => vec![

@@ -57,7 +57,9 @@ pub(crate) fn solve_for(
     let wire_gb = req.wire_volume_gb();
     let ratio = req.compression_ratio;
     let (flows, fractional) = match Goal::of(req) {
-        Goal::WireFloor(floor) => min_cost_plan(net, floor, wire_gb, ratio)?,
+        Goal::WireFloor(floor) => {
+            min_cost_plan(net, floor, wire_gb, ratio, req.config.repair_search_s)?
+        }
         Goal::CostCap(cap) => (max_throughput_plan(net, req, cap)?, None),
     };
     validate(net, &flows).map_err(|e| PlanError::Solver(format!("plan failed its checks: {e}")))?;
@@ -146,6 +148,7 @@ pub(crate) fn min_cost_plan(
     floor_wire: f64,
     wire_gb: f64,
     ratio: f64,
+    repair_search_s: Option<f64>,
 ) -> Result<(Flows, Option<Flows>), PlanError> {
     let mut target = floor_wire;
     // The links each try used: where a repair looks for room.
@@ -184,7 +187,8 @@ pub(crate) fn min_cost_plan(
         }
         target *= (floor_wire / flows.wire_gbps).max(1.0 + 1e-6);
     }
-    let repaired = whole_connections_repair(net, floor_wire, wire_gb, ratio, support)?;
+    let repaired =
+        whole_connections_repair(net, floor_wire, wire_gb, ratio, support, repair_search_s)?;
     Ok((repaired, fractional))
 }
 
@@ -193,15 +197,17 @@ pub(crate) fn min_cost_plan(
 /// whole connections in the model, over the links those plans used plus those of the fastest
 /// routings (with whole connections, and the LP relaxation's), so a plan is found whenever
 /// the floor is within what those carry. The model stays small (at most
-/// [`REPAIR_MAX_LINKS`] links) and solves in milliseconds; past that size, or on numerical
-/// trouble, the fastest plan meets the floor at a higher cost. No time limit: the same
-/// request always gets the same plan.
+/// [`REPAIR_MAX_LINKS`] links); branch and bound starts from the fastest plan and searches
+/// for `search_s` seconds at most (it finds its plan in milliseconds and may then spend tens
+/// of seconds proving it). Past that size, or on numerical trouble, the fastest plan meets
+/// the floor at a higher cost.
 pub(crate) fn whole_connections_repair(
     net: &Network,
     floor_wire: f64,
     wire_gb: f64,
     ratio: f64,
     mut support: BTreeSet<(usize, usize)>,
+    search_s: Option<f64>,
 ) -> Result<Flows, PlanError> {
     let meets = |f: &Flows| f.wire_gbps >= floor_wire * (1.0 - 1e-9);
     let fastest = fastest_whole(net, wire_gb)?;
@@ -214,12 +220,13 @@ pub(crate) fn whole_connections_repair(
     }
     let small = net.with_links(|l| support.contains(&(l.src, l.dst)));
     let solved = if small.links.len() <= REPAIR_MAX_LINKS {
-        solve::min_cost_whole_connections(&small, floor_wire, wire_gb)
+        let start = fastest.clone().map(|f| f.onto(net, &small));
+        solve::min_cost_whole_connections(&small, floor_wire, wire_gb, start.as_ref(), search_s)
     } else {
         Ok(None)
     };
     let whole = match solved {
-        Ok(Some(whole)) => whole.onto(&small, net),
+        Ok(Some(whole)) => whole,
         Ok(None) | Err(_) => {
             return match fastest {
                 Some(fastest) if meets(&fastest) => Ok(fastest),
@@ -228,13 +235,15 @@ pub(crate) fn whole_connections_repair(
         }
     };
     // As fast as those VMs go within the same egress per GB, as for any plan (or, should
-    // that program fail, the repaired routing as it is).
-    let k = solve::egress_per_gb(net, &whole);
-    Ok(solve::finalize(net, &whole, Budget::EgressPerGb(k))
+    // that program fail, the repaired routing as it is); on the small network, whose links
+    // are all the plan can use.
+    let k = solve::egress_per_gb(&small, &whole);
+    let fin = solve::finalize(&small, &whole, Budget::EgressPerGb(k))
         .ok()
         .flatten()
         .filter(meets)
-        .unwrap_or_else(|| solve::without_idle_vms(net, whole)))
+        .unwrap_or_else(|| solve::without_idle_vms(&small, whole));
+    Ok(fin.onto(&small, net))
 }
 
 /// The most links the whole-connection repair solves over: one integer per link makes branch

@@ -121,6 +121,12 @@ pub struct PlannerConfig {
     /// Candidates are the best relays by two-hop bottleneck throughput and by two-hop price; the
     /// MILP then routes freely (any number of hops) among them. `None` uses every region.
     pub max_relay_candidates: Option<usize>,
+    /// Seconds the whole-connection repair's branch and bound may search (`None`: until it
+    /// proves its plan within 0.5 % of the optimum). It starts from the fastest plan and finds
+    /// its best plan within milliseconds on the cases measured, then can spend tens of seconds
+    /// proving it; this limit is the one place where a plan may depend on the machine's speed,
+    /// and the plan still says how far it is above the fractional optimum.
+    pub repair_search_s: Option<f64>,
 }
 
 impl Default for PlannerConfig {
@@ -131,6 +137,7 @@ impl Default for PlannerConfig {
             vm_price_override: None,
             vm_overhead_s: 60.0,
             max_relay_candidates: Some(16),
+            repair_search_s: Some(1.0),
         }
     }
 }

@@ -14,8 +14,8 @@
 //! candidate), and [`finalize`], where the VMs are fixed, holds the exact cap.
 
 use good_lp::{
-    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, microlp,
-    variable,
+    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable,
+    WithInitialSolution, WithMipGap, WithTimeLimit, microlp, variable,
 };
 
 use crate::PlanError;
@@ -61,6 +61,23 @@ impl Flows {
             ..self
         }
     }
+}
+
+/// The whole-connection program stops once its plan is proven within this fraction of its
+/// optimum (the repair's plans are held to 0.5 % of the fractional optimum, or say by how
+/// much they are above it).
+pub const WHOLE_CONNECTIONS_MIP_GAP: f32 = 5e-3;
+
+/// Branch and bound stops once its plan is proven within this fraction of the optimum.
+/// Proving the last hundredth of a percent is where microlp spent tens of seconds on some
+/// requests of the 71-region grid; no plan is worse for stopping there by more than this.
+pub const MIP_GAP: f32 = 1e-3;
+
+/// microlp with [`MIP_GAP`].
+fn exact(problem: good_lp::variable::UnsolvedProblem) -> good_lp::solvers::microlp::MicroLpProblem {
+    microlp(problem)
+        .with_mip_gap(MIP_GAP)
+        .expect("a finite, positive gap")
 }
 
 /// Flow below this is numerical noise, not a route.
@@ -247,19 +264,74 @@ pub fn min_cost_at(
     wire_gb: f64,
     vms: Vms,
 ) -> Result<Option<Flows>, PlanError> {
+    Ok(min_cost_solution(net, wire_gbps, wire_gb, vms, wire_gbps)?.map(|(flows, _)| flows))
+}
+
+/// A lower bound on the cost in dollars (VM overhead included) of any plan over `net` that
+/// carries at least `floor_gbps` for `wire_gb`; `Ok(None)` when no routing carries the floor.
+///
+/// The LP relaxation at exactly the floor is not one: a plan may run faster than its floor,
+/// and its VMs at the ends (whole, at least one each) then bill fewer hours. So the rates from
+/// the floor to the most the relaxation carries are cut into steps of [`BOUND_STEP`]; a plan
+/// running at a rate in `[a, b]` carries `a` (scaled down, with no more VMs) and bills at most
+/// the hours at `b`, and the relaxation priced that way bounds every plan in the step.
+pub fn min_cost_lower_bound(
+    net: &Network,
+    floor_gbps: f64,
+    wire_gb: f64,
+) -> Result<Option<f64>, PlanError> {
+    let Some(most) = max_throughput(net, f64::INFINITY, wire_gb, Vms::Relaxed)? else {
+        return Ok(None);
+    };
+    let most = most.wire_gbps.max(floor_gbps);
+    let mut bound: Option<f64> = None;
+    let mut a = floor_gbps;
+    loop {
+        let b = (a * BOUND_STEP).min(most);
+        match min_cost_solution(net, a, wire_gb, Vms::Relaxed, b)? {
+            Some((_, usd)) => bound = Some(bound.map_or(usd, |x| x.min(usd))),
+            // Nothing carries `a`, so nothing carries more.
+            None => break,
+        }
+        if b >= most {
+            break;
+        }
+        a = b;
+    }
+    Ok(bound)
+}
+
+/// The ratio between the ends of each step of rates [`min_cost_lower_bound`] prices: smaller
+/// steps bound tighter and solve more programs (one per step, each some 50 ms on 71 regions).
+pub const BOUND_STEP: f64 = 1.25;
+
+/// [`min_cost_at`]'s program, answering with the flows and the optimum's dollars (with the
+/// VM counts as solved, fractional for a relaxation). VM hours are billed as if the copy ran
+/// at `hours_at_gbps` (`wire_gbps` for the plan itself).
+fn min_cost_solution(
+    net: &Network,
+    wire_gbps: f64,
+    wire_gb: f64,
+    vms: Vms,
+    hours_at_gbps: f64,
+) -> Result<Option<(Flows, f64)>, PlanError> {
     let mut m = Model::new(net, None, vms);
-    // Objective scaled by W/V (a positive constant): Σ p f + (8/3600 + O·W/V) Σ n price.
-    let objective = m.egress_dollars_per_gb_times_w(net)
-        + (vm_hours_per_gbps(1.0) + net.vm_overhead_h * wire_gbps / wire_gb.max(1e-12))
-            * m.vm_dollars_per_hour(net)
-        + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>();
+    // Objective scaled by W/V (a positive constant): Σ p f + (8/3600 + O·W/V) Σ n price, with
+    // the first term's W the rate the hours are billed at.
+    let vm_hours = vm_hours_per_gbps(1.0) * wire_gbps / hours_at_gbps
+        + net.vm_overhead_h * wire_gbps / wire_gb.max(1e-12);
+    let dollars = m.egress_dollars_per_gb_times_w(net) + vm_hours * m.vm_dollars_per_hour(net);
+    let objective = dollars.clone() + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars.minimise(objective).using(microlp);
+    let mut problem = vars.minimise(objective).using(exact);
     for c in m.network_constraints(net, Expression::from(wire_gbps), None) {
         problem = problem.with(c);
     }
     match problem.solve() {
-        Ok(sol) => Ok(Some(m.flows(net, &sol, wire_gbps))),
+        Ok(sol) => {
+            let usd = sol.eval(&dollars) * wire_gb / wire_gbps;
+            Ok(Some((m.flows(net, &sol, wire_gbps), usd)))
+        }
         Err(e) => solver_error("the cheapest routing at a rate", e).map_or(Ok(None), Err),
     }
 }
@@ -270,10 +342,16 @@ pub fn min_cost_at(
 /// per link), so it is the repair for a floor that rounding the fractional plan could not
 /// keep, not the first try. The answer's connections are set. `Ok(None)`: no routing with
 /// whole connections carries that rate.
+///
+/// `start`, a routing of `net` with whole connections carrying at least `wire_gbps` (the
+/// fastest plan, say), seeds branch and bound with a plan to beat: without one, a floor near
+/// the most the network carries left it searching for any feasible point for tens of seconds.
 pub fn min_cost_whole_connections(
     net: &Network,
     wire_gbps: f64,
     wire_gb: f64,
+    start: Option<&Flows>,
+    search_s: Option<f64>,
 ) -> Result<Option<Flows>, PlanError> {
     let mut m = Model::new(net, None, Vms::Integer);
     let max_conn = f64::from(net.max_connections_per_vm) * f64::from(net.max_vms_per_region);
@@ -290,7 +368,30 @@ pub fn min_cost_whole_connections(
         + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>()
         + CYCLE_PENALTY * conns.iter().flatten().sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars.minimise(objective).using(microlp);
+    let mut problem = vars
+        .minimise(objective)
+        .using(microlp)
+        .with_mip_gap(WHOLE_CONNECTIONS_MIP_GAP)
+        .expect("a finite, positive gap");
+    if let Some(seconds) = search_s {
+        // With `start` there is always a plan to return when the time is up.
+        problem = problem.with_time_limit(seconds);
+    }
+    if let Some(start) = start.filter(|s| s.wire_gbps >= wire_gbps) {
+        // The same links, VMs and connections at exactly the floor: flows scaled down.
+        let scale = wire_gbps / start.wire_gbps;
+        let values = (m.f.iter().zip(&start.link_gbps))
+            .map(|(v, f)| (*v, f * scale))
+            .chain(m.n.iter().zip(&start.vms).map(|(v, n)| (*v, f64::from(*n))))
+            .chain(
+                conns
+                    .iter()
+                    .zip(&start.connections)
+                    .filter_map(|(v, c)| Some((*v.as_ref()?, f64::from(*c)))),
+            )
+            .collect::<Vec<_>>();
+        problem = problem.with_initial_solution(values);
+    }
     for c in m.network_constraints(net, Expression::from(wire_gbps), Some(&conns)) {
         problem = problem.with(c);
     }
@@ -325,7 +426,7 @@ pub fn max_throughput(
     let tie_break = 1e-6 * (egress.clone() + vm_hours_per_gbps(1.0) * vm.clone());
     let objective = Expression::from(w) - tie_break;
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars.maximise(objective).using(microlp);
+    let mut problem = vars.maximise(objective).using(exact);
     for c in m.network_constraints(net, Expression::from(w), None) {
         problem = problem.with(c);
     }
@@ -349,6 +450,19 @@ pub fn max_throughput(
 /// connections and run as fast as those VMs allow within `budget` (VM overhead included).
 /// `Ok(None)` when no rate keeps to the budget with these VMs.
 pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<Flows>, PlanError> {
+    // Solved over the links in use only: a program with a zeroed variable for each of the
+    // candidate network's 400-odd other links took up to a second a time.
+    let used: std::collections::BTreeSet<(usize, usize)> = stage1.used_links(net).collect();
+    let sub = net.with_links(|l| used.contains(&(l.src, l.dst)));
+    let on_sub = stage1.clone().onto(net, &sub);
+    Ok(finalize_used(&sub, &on_sub, budget)?.map(|f| f.onto(&sub, net)))
+}
+
+fn finalize_used(
+    net: &Network,
+    stage1: &Flows,
+    budget: Budget,
+) -> Result<Option<Flows>, PlanError> {
     let used: Vec<bool> = stage1.link_gbps.iter().map(|f| *f > FLOW_EPS).collect();
     let mut m = Model::new(net, Some(&stage1.vms), Vms::Integer);
     let w = m.vars.add(variable().min(0.0));
@@ -362,7 +476,7 @@ pub fn finalize(net: &Network, stage1: &Flows, budget: Budget) -> Result<Option<
     let vm = m.vm_dollars_per_hour(net);
     let objective = Expression::from(w) - 1e-6 * conns.iter().flatten().sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars.maximise(objective).using(microlp);
+    let mut problem = vars.maximise(objective).using(exact);
     for c in m.network_constraints(net, Expression::from(w), Some(&conns)) {
         problem = problem.with(c);
     }

@@ -381,9 +381,29 @@ fn the_whole_grid_can_be_planned_without_relay_pruning() {
     req.config.max_relay_candidates = None;
     let full = check(&cat, &req);
     assert_eq!(full.model.regions_allowed, 71);
-    assert!(full.model.links_considered > 4000);
     // More candidates can only help the optimum.
     assert!(full.chosen.throughput_gbps >= pruned.chosen.throughput_gbps * (1.0 - 1e-6));
+    // The exhaustive mode proves how close it is: the LP relaxation over all 71 regions.
+    let gap = full
+        .optimality_gap
+        .expect("the exhaustive mode reports its gap");
+    assert_eq!(
+        gap.bound_kind,
+        skyx_planner::BoundKind::ThroughputGbpsAtMost
+    );
+    assert!(
+        gap.bound >= full.chosen.throughput_gbps * (1.0 - 1e-9),
+        "{gap:?}"
+    );
+    assert!((0.0..1.0).contains(&gap.relative), "{gap:?}");
+    assert!(
+        full.notes
+            .iter()
+            .any(|n| n.contains("all 71 allowed regions considered")),
+        "{:?}",
+        full.notes
+    );
+    assert!(pruned.optimality_gap.is_none());
 }
 
 #[test]
