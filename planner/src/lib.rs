@@ -5,6 +5,7 @@
 //! [`solve`], and computes the direct and best single-relay plans under the same objective so
 //! every answer says how much the overlay buys.
 
+pub mod broadcast;
 mod exhaustive;
 mod network;
 mod plan;
@@ -17,6 +18,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use skyx_catalog::{Catalog, VmPriceSource};
 
+pub use broadcast::{BroadcastPlan, BroadcastRequest, plan_broadcast};
 pub use exhaustive::{BoundKind, EXHAUSTIVE_TWO_HOP, OptimalityGap, is_exhaustive};
 pub use network::{BuildNotes, Link, Network, Node, build_network};
 pub use plan::{

@@ -117,6 +117,23 @@ pub fn build_network(
     catalog: &Catalog,
     req: &TransferRequest,
 ) -> Result<(Network, BuildNotes), PlanError> {
+    build(catalog, req, false)
+}
+
+/// As [`build_network`], keeping the links out of the destination: in a broadcast a
+/// destination may relay to the others.
+pub(crate) fn build_network_relaying_at_dst(
+    catalog: &Catalog,
+    req: &TransferRequest,
+) -> Result<(Network, BuildNotes), PlanError> {
+    build(catalog, req, true)
+}
+
+fn build(
+    catalog: &Catalog,
+    req: &TransferRequest,
+    links_out_of_dst: bool,
+) -> Result<(Network, BuildNotes), PlanError> {
     if req.src == req.dst {
         return Err(PlanError::InvalidRequest(format!(
             "source and destination are both {}: there is no inter-region transfer to plan",
@@ -200,7 +217,7 @@ pub fn build_network(
     let mut links = Vec::new();
     for (i, a) in nodes.iter().enumerate() {
         for (j, b) in nodes.iter().enumerate() {
-            if i == j || j == src || i == dst {
+            if i == j || j == src || (i == dst && !links_out_of_dst) {
                 continue;
             }
             if let Some(pairs) = &allowed_pairs
