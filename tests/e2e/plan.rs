@@ -321,3 +321,71 @@ fn via_without_an_objective_flag_plans_along_the_route_within_its_plain_copy_cos
     assert_eq!(relays[1], "aws:us-east-2", "{v}");
     assert!(v["throughput_gbps"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn several_destinations_plan_a_broadcast_beside_separate_copies() {
+    let dsts = "gcp:europe-west4-a,azure:uksouth,aws:ap-southeast-2";
+    let v = plan_json(&["--src", "aws:us-east-1", "--dst", dsts, "--volume", "1TB"]);
+    assert_eq!(v["dsts"].as_array().unwrap().len(), 3);
+    let trees = v["chosen"]["trees"].as_array().unwrap();
+    assert!(!trees.is_empty());
+    for tree in trees {
+        let reached: Vec<&str> = tree["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h[1].as_str().unwrap())
+            .collect();
+        for d in dsts.split(',') {
+            assert!(reached.contains(&d), "{d} not in {reached:?}");
+        }
+    }
+    // The default: the cheapest broadcast at least as fast as the slowest plain direct copy.
+    let broadcast = v["chosen"]["cost_usd"]["total"].as_f64().unwrap();
+    let direct = v["separate_direct"]["cost_usd"]["total"].as_f64().unwrap();
+    assert!(broadcast <= direct * (1.0 + 1e-9), "{broadcast} > {direct}");
+    assert!(
+        v["chosen"]["throughput_gbps"].as_f64().unwrap()
+            >= v["separate_direct"]["throughput_gbps"].as_f64().unwrap() * (1.0 - 1e-9)
+    );
+    let text = ok(&[
+        "plan",
+        "--src",
+        "aws:us-east-1",
+        "--dst",
+        dsts,
+        "--deadline",
+        "2h",
+    ]);
+    assert!(
+        text.contains("a separate direct copy each") && text.contains("partition 1"),
+        "{text}"
+    );
+
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            dsts,
+            "--cost-cap",
+            "50",
+        ],
+    );
+    assert!(err.contains("throughput floor or a deadline"), "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "plan",
+            "--src",
+            "aws:us-east-1",
+            "--dst",
+            dsts,
+            "--via",
+            "direct",
+        ],
+    );
+    assert!(err.contains("a broadcast plans its own trees"), "{err}");
+}

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cp;
 pub mod execute;
 pub mod plan;
+pub mod plan_broadcast;
 pub mod routing;
 pub mod run;
 pub mod sky;

@@ -18,7 +18,8 @@ pub struct PlanArgs {
     /// Source region, e.g. aws:us-east-1.
     #[arg(long)]
     pub src: String,
-    /// Destination region, e.g. gcp:asia-southeast1-a.
+    /// Destination region, e.g. gcp:asia-southeast1-a; several, comma-separated, plan a
+    /// broadcast (relays that fork, each byte over each link once).
     #[arg(long)]
     pub dst: String,
     /// Logical (uncompressed) volume: 100GB, 1.5TB, 512GiB, ...
@@ -293,6 +294,14 @@ pub fn request_from_flags(
 
 pub fn run(args: &PlanArgs) -> Result<()> {
     let catalog = args.catalog.load()?;
+    if args.dst.contains(',') {
+        let dsts = args
+            .dst
+            .split(',')
+            .map(|d| catalog.resolve_region(d.trim()).context("--dst"))
+            .collect::<Result<Vec<_>>>()?;
+        return super::plan_broadcast::run(args, &catalog, dsts);
+    }
     let req = build_request(args, &catalog)?;
     let plan = plan_transfer(&catalog, &req)?;
     if args.json {
@@ -305,7 +314,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     Ok(())
 }
 
-fn describe_objective(o: &Objective) -> String {
+pub(crate) fn describe_objective(o: &Objective) -> String {
     match o {
         Objective::MinCost { throughput_floor } => {
             format!("cheapest plan at ≥ {:.2} Gbps", throughput_floor.0)
