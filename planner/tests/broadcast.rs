@@ -77,12 +77,7 @@ fn priced(net: &Network, dsts: &[usize], trees: &[Vec<usize>], w: f64) -> Option
         wire_gbps: w,
     };
     let load = t.link_gbps(net);
-    t.connections = net
-        .links
-        .iter()
-        .zip(&load)
-        .map(|(l, g)| (g / l.gbps_per_connection() - 1e-9).ceil().max(0.0) as u32)
-        .collect();
+    t.connections = t.fewest_connections(net);
     let k = f64::from(net.max_connections_per_vm);
     for v in 0..net.nodes.len() {
         let node = &net.nodes[v];

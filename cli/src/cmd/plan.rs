@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use skyx_catalog::{Catalog, Cloud, Continent, EU_COUNTRIES, Gbps, RegionId, UsdPerGb, UsdPerHour};
 use skyx_planner::{
-    CostCap, Objective, PlannerConfig, RegionConstraints, RouteChoice, RoutePlan, TransferPlan,
-    TransferRequest, fastest_within_direct_cost, plan_transfer, to_dot,
+    CostCap, ModelSize, Objective, PlannerConfig, RegionConstraints, RouteChoice, RoutePlan,
+    TransferPlan, TransferRequest, fastest_within_direct_cost, plan_transfer, to_dot,
 };
 
 use crate::args::catalog::CatalogArgs;
@@ -464,13 +464,18 @@ pub fn render(plan: &TransferPlan, catalog: &Catalog) -> String {
             c.cost_usd.total / d.cost_usd.total
         );
     }
+    model_and_notes(&mut out, &plan.model, &plan.notes);
+    out
+}
+
+/// The report's last lines: the size of the model solved, and the notes.
+pub(crate) fn model_and_notes(out: &mut String, model: &ModelSize, notes: &[String]) {
     let _ = writeln!(
         out,
         "\nModel: {} allowed regions, {} considered, {} links",
-        plan.model.regions_allowed, plan.model.regions_considered, plan.model.links_considered
+        model.regions_allowed, model.regions_considered, model.links_considered
     );
-    for note in &plan.notes {
+    for note in notes {
         let _ = writeln!(out, "note: {note}");
     }
-    out
 }

@@ -10,7 +10,7 @@ use skyx_planner::{
     BroadcastPlan, BroadcastRequest, Objective, RouteChoice, plain_direct_plan, plan_broadcast,
 };
 
-use super::plan::{PlanArgs, describe_objective, request_from_flags};
+use super::plan::{PlanArgs, describe_objective, model_and_notes, request_from_flags};
 use crate::units::{format_bytes, format_duration, parse_bytes};
 
 /// Plans `args` for the destinations `dsts` (two or more).
@@ -175,13 +175,6 @@ pub fn render(plan: &BroadcastPlan) -> String {
         "a separate direct copy each",
         &plan.separate_direct,
     );
-    let _ = writeln!(
-        out,
-        "\nModel: {} allowed regions, {} considered, {} links",
-        plan.model.regions_allowed, plan.model.regions_considered, plan.model.links_considered
-    );
-    for note in &plan.notes {
-        let _ = writeln!(out, "note: {note}");
-    }
+    model_and_notes(&mut out, &plan.model, &plan.notes);
     out
 }

@@ -60,6 +60,15 @@ impl Trees {
             .collect()
     }
 
+    /// The fewest whole connections per link that carry its load at this rate.
+    pub fn fewest_connections(&self, net: &Network) -> Vec<u32> {
+        net.links
+            .iter()
+            .zip(self.link_gbps(net))
+            .map(|(l, g)| (g / l.gbps_per_connection() - 1e-9).ceil().max(0.0) as u32)
+            .collect()
+    }
+
     /// Egress dollars for `wire_gb` delivered to every destination.
     pub fn egress_usd(&self, net: &Network, wire_gb: f64) -> f64 {
         let per_partition = wire_gb / self.trees.len() as f64;
@@ -317,13 +326,7 @@ fn trees_of(
             .collect(),
         wire_gbps,
     };
-    let load = solved.link_gbps(net);
-    solved.connections = net
-        .links
-        .iter()
-        .zip(&load)
-        .map(|(l, g)| (g / l.gbps_per_connection() - 1e-9).ceil().max(0.0) as u32)
-        .collect();
+    solved.connections = solved.fewest_connections(net);
     let touched = |node: usize| {
         solved
             .trees
@@ -351,13 +354,7 @@ pub fn as_fast_as_their_vms(net: &Network, trees: Trees) -> Trees {
             wire_gbps: rate,
             ..trees.clone()
         };
-        let load = candidate.link_gbps(net);
-        let connections = net
-            .links
-            .iter()
-            .zip(&load)
-            .map(|(l, g)| (g / l.gbps_per_connection() - 1e-9).ceil().max(0.0) as u32)
-            .collect();
+        let connections = candidate.fewest_connections(net);
         let candidate = Trees {
             connections,
             ..candidate
