@@ -38,10 +38,13 @@ pub enum BoundKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OptimalityGap {
     pub bound_kind: BoundKind,
-    /// The LP relaxation's optimum over every allowed region (fractional VMs and connections).
+    /// From the LP relaxation over every allowed region (fractional VMs and connections): for
+    /// cost, the least it charges over steps of rates from the floor up (`solve::
+    /// min_cost_lower_bound`); for throughput, its fastest rate within the cap.
     pub bound: f64,
-    /// `(cost − bound) / cost` for a cost objective, `(bound − throughput) / bound` for a
-    /// throughput one; 0 means proven optimal. Part of it is the relaxation's own slack (a
+    /// `(cost − bound) / bound` for a cost objective (the plan costs at most this much more
+    /// than the best plan), `(bound − throughput) / bound` for a throughput one (it is at most
+    /// this much slower); 0 means proven optimal. Part of it is the relaxation's own slack (a
     /// third of a VM is not for sale), so a gap is an upper limit, not a loss.
     pub relative: f64,
 }
@@ -73,12 +76,12 @@ pub(crate) fn gap(
         return Ok(None);
     }
     let wire_gb = req.wire_volume_gb();
-    Ok(match Goal::of(req) {
+    let gap = match Goal::of(req) {
         Goal::WireFloor(floor) => {
             solve::min_cost_lower_bound(full, floor, wire_gb)?.map(|bound| OptimalityGap {
                 bound_kind: BoundKind::CostUsdAtLeast,
                 bound,
-                relative: relative(chosen.cost_usd.total - bound, chosen.cost_usd.total),
+                relative: relative(chosen.cost_usd.total - bound, bound),
             })
         }
         Goal::CostCap(cap) => solve::max_throughput(full, cap, wire_gb, Vms::Relaxed)?.map(|f| {
@@ -89,10 +92,16 @@ pub(crate) fn gap(
                 relative: relative(bound - chosen.throughput_gbps, bound),
             }
         }),
-    })
+    };
+    // A plan beyond its bound by more than rounding means a solver fault: no gap is reported
+    // rather than a wrong one.
+    Ok(gap.filter(|g| match g.bound_kind {
+        BoundKind::CostUsdAtLeast => chosen.cost_usd.total >= g.bound * (1.0 - ROUNDING),
+        BoundKind::ThroughputGbpsAtMost => chosen.throughput_gbps <= g.bound * (1.0 + ROUNDING),
+    }))
 }
 
-/// `excess / of`, never below 0: a plan a hair better than the bound is the solvers' rounding.
+/// `excess / of`; a plan a hair better than the bound (the solvers' rounding) is at 0.
 fn relative(excess: f64, of: f64) -> f64 {
     if of > 0.0 {
         (excess / of).max(0.0)
@@ -100,6 +109,10 @@ fn relative(excess: f64, of: f64) -> f64 {
         0.0
     }
 }
+
+/// How much better than its bound a plan may look before the bound is taken for a fault
+/// and not reported.
+const ROUNDING: f64 = 1e-6;
 
 impl OptimalityGap {
     /// One line for the plan's notes.
@@ -110,9 +123,17 @@ impl OptimalityGap {
                 format!("no plan within the cap beats {:.2} Gbps", self.bound)
             }
         };
+        let how = match self.bound_kind {
+            BoundKind::CostUsdAtLeast => "costs at most",
+            BoundKind::ThroughputGbpsAtMost => "is at most",
+        };
+        let than = match self.bound_kind {
+            BoundKind::CostUsdAtLeast => "more than the best plan",
+            BoundKind::ThroughputGbpsAtMost => "slower than the fastest",
+        };
         format!(
             "exhaustive: all {regions} allowed regions considered; {what} (LP relaxation over \
-             all of them), so this plan is within {:.2}% of the optimum",
+             all of them), so this plan {how} {:.2}% {than}",
             self.relative * 100.0
         )
     }

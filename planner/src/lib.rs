@@ -130,11 +130,17 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         {
             overlay = Ok(plan);
         }
+        let relays = wide
+            .links
+            .iter()
+            .flat_map(|l| [l.src, l.dst])
+            .filter(|&n| n != wide.src && n != wide.dst)
+            .collect::<BTreeSet<_>>()
+            .len();
         notes.push(format!(
-            "exhaustive: the exact program ran over {} relay regions (the LP relaxation's \
+            "exhaustive: the exact program ran over {relays} relay regions (the LP relaxation's \
              and the best {EXHAUSTIVE_TWO_HOP} by two-hop throughput and price), and over the \
-             default candidates",
-            wide.nodes.len().saturating_sub(2)
+             default candidates"
         ));
         overlay_net = wide;
     }
@@ -318,7 +324,7 @@ pub fn plan_route(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan,
     })
 }
 
-fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
+pub(crate) fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
     let bad = |m: String| Err(PlanError::InvalidRequest(m));
     if req.volume_bytes == 0 {
         return bad("the volume must be more than 0 bytes".into());
@@ -360,6 +366,11 @@ fn check_request(req: &TransferRequest) -> Result<(), PlanError> {
         && !(p.0.is_finite() && p.0 >= 0.0)
     {
         return bad(format!("VM price {} must be a number ≥ 0", p.0));
+    }
+    if let Some(s) = req.config.repair_search_s
+        && !(s.is_finite() && s > 0.0)
+    {
+        return bad(format!("repair search limit {s} s must be more than 0"));
     }
     if !(req.config.vm_overhead_s.is_finite() && req.config.vm_overhead_s >= 0.0) {
         return bad(format!(

@@ -64,8 +64,8 @@ impl Flows {
 }
 
 /// The whole-connection program stops once its plan is proven within this fraction of its
-/// optimum (the repair's plans are held to 0.5 % of the fractional optimum, or say by how
-/// much they are above it).
+/// own optimum (or at the repair's search limit); the plan's note says how far it is above
+/// the fractional optimum when that is more than 0.5 %.
 pub const WHOLE_CONNECTIONS_MIP_GAP: f32 = 5e-3;
 
 /// Branch and bound stops once its plan is proven within this fraction of the optimum.
@@ -290,8 +290,10 @@ pub fn min_cost_lower_bound(
         let b = (a * BOUND_STEP).min(most);
         match min_cost_solution(net, a, wire_gb, Vms::Relaxed, b)? {
             Some((_, usd)) => bound = Some(bound.map_or(usd, |x| x.min(usd))),
-            // Nothing carries `a`, so nothing carries more.
-            None => break,
+            // At the floor: nothing carries it. Past it: the relaxation carried `most`, so it
+            // carries `a` (flows scaled down) and the solver failed; a step left out would make
+            // the bound no bound.
+            None => return Ok(None),
         }
         if b >= most {
             break;
@@ -321,7 +323,14 @@ fn min_cost_solution(
     let vm_hours = vm_hours_per_gbps(1.0) * wire_gbps / hours_at_gbps
         + net.vm_overhead_h * wire_gbps / wire_gb.max(1e-12);
     let dollars = m.egress_dollars_per_gb_times_w(net) + vm_hours * m.vm_dollars_per_hour(net);
-    let objective = dollars.clone() + m.f.iter().map(|f| CYCLE_PENALTY * *f).sum::<Expression>();
+    // The relaxation answers bounds and supports, not routes: without the penalty its
+    // optimum's dollars are the relaxation's own minimum.
+    let penalty = if vms == Vms::Integer {
+        CYCLE_PENALTY
+    } else {
+        0.0
+    };
+    let objective = dollars.clone() + m.f.iter().map(|f| penalty * *f).sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
     let mut problem = vars.minimise(objective).using(exact);
     for c in m.network_constraints(net, Expression::from(wire_gbps), None) {
@@ -476,7 +485,9 @@ fn finalize_used(
     let vm = m.vm_dollars_per_hour(net);
     let objective = Expression::from(w) - 1e-6 * conns.iter().flatten().sum::<Expression>();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars.maximise(objective).using(exact);
+    // No gap here: the program is small (the links in use), and a rate a gap short of what
+    // the VMs carry would read as a missed floor or a bound cost cap.
+    let mut problem = vars.maximise(objective).using(microlp);
     for c in m.network_constraints(net, Expression::from(w), Some(&conns)) {
         problem = problem.with(c);
     }

@@ -381,3 +381,40 @@ fn whole_connections_match_brute_force_on_random_graphs() {
         "whole connections changed the optimum in only {rounding_mattered} cases: the test does not exercise them"
     );
 }
+
+#[test]
+fn the_cost_lower_bound_holds_for_every_routing_at_or_above_the_floor() {
+    let mut rng = SmallRng::seed_from_u64(23);
+    let (mut checked, mut faster_cheaper) = (0, 0);
+    for case in 0..30 {
+        let net = random_network(&mut rng);
+        let floor = rng.random_range(1..=4) as f64;
+        let Some(bound) = solve::min_cost_lower_bound(&net, floor, WIRE_GB).unwrap() else {
+            continue;
+        };
+        let mut at_floor = f64::INFINITY;
+        // Plans may run faster than their floor, and bill their VMs fewer hours.
+        for (i, rate) in [1.0, 1.3, 1.7, 2.5].iter().map(|k| k * floor).enumerate() {
+            enumerate_splits(&net, rate, |link| {
+                if let Some(vms) = min_vms(&net, link) {
+                    let c = cost(&net, link, &vms, rate);
+                    assert!(
+                        c >= bound * (1.0 - 1e-6),
+                        "case {case}: a plan at {rate} Gbps costs ${c}, below the bound ${bound}"
+                    );
+                    if i == 0 {
+                        at_floor = at_floor.min(c);
+                    } else if c < at_floor * (1.0 - 1e-6) {
+                        faster_cheaper += 1;
+                    }
+                    checked += 1;
+                }
+            });
+        }
+    }
+    assert!(checked > 1000, "too few routings checked ({checked})");
+    assert!(
+        faster_cheaper > 0,
+        "no faster plan was cheaper than every plan at the floor: the test does not exercise the steps"
+    );
+}

@@ -368,7 +368,7 @@ fn bad_requests_are_rejected_by_name() {
 }
 
 #[test]
-fn the_whole_grid_can_be_planned_without_relay_pruning() {
+fn the_exhaustive_mode_considers_the_whole_grid_and_reports_its_gap() {
     let cat = Catalog::builtin();
     let mut req = request(
         "aws:us-east-1",

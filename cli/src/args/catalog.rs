@@ -46,8 +46,9 @@ pub struct CatalogArgs {
     /// (what Skyplane's solver and Cloudcast read).
     #[arg(long, value_enum, default_value = "received", global = true)]
     pub grid_column: GridColumnArg,
-    /// Throughput grid file in Skyplane's throughput.csv schema (bits/s; either spelling of
-    /// throughput_received). Replaces the built-in grid, e.g. with `skyx bench paths` output.
+    /// Throughput grid file in Skyplane's throughput.csv schema (bits/s; the column
+    /// --grid-column names, throughput_received in either spelling by default). Replaces the
+    /// built-in grid, e.g. with `skyx bench paths` output.
     #[arg(long, value_name = "FILE", global = true)]
     pub throughput_grid: Option<PathBuf>,
     /// Egress price file in Skyplane's cost.csv schema (src,dest[,src_tier,dest_tier],cost).

@@ -29,6 +29,9 @@ pub const DEFAULT_PARTITIONS: usize = 4;
 /// Relay candidates per destination, by two-hop throughput and price.
 pub const RELAYS_PER_DESTINATION: usize = 4;
 
+const COST_CAP_REFUSED: &str = "a broadcast is planned for a throughput floor or a deadline; \
+    the fastest broadcast within a cost cap is not supported (its program ran for minutes)";
+
 /// A request to copy `volume_bytes` from `src` to every region of `dsts`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BroadcastRequest {
@@ -191,6 +194,7 @@ pub fn plan_broadcast(
             relays.extend(full.nodes.iter().position(|n| &n.region == region));
         }
     }
+    relays.remove(&full.src);
     relays.extend(dsts.iter().copied());
     let candidates = full.with_links(|l| {
         let keep = |v: usize| v == full.src || relays.contains(&v);
@@ -199,11 +203,7 @@ pub fn plan_broadcast(
 
     let wire_gb = first.wire_volume_gb();
     let Goal::WireFloor(rate) = Goal::of(&first) else {
-        return Err(PlanError::InvalidRequest(
-            "a broadcast is planned for a throughput floor or a deadline; the fastest \
-             broadcast within a cost cap is not supported (its program ran for minutes)"
-                .into(),
-        ));
+        return Err(PlanError::InvalidRequest(COST_CAP_REFUSED.into()));
     };
     // Branch and bound over every candidate link ran for minutes: the exact program runs over
     // the links the relaxation uses, every hop of the separate overlay copies (so the trees
@@ -232,8 +232,18 @@ pub fn plan_broadcast(
         keep.extend(dsts.iter().map(|&b| (a, b)));
     }
     let net = candidates.with_links(|l| keep.contains(&(l.src, l.dst)));
-    let trees = min_cost_trees(&net, &dsts, req.partitions, rate, wire_gb)?
-        .ok_or_else(|| unreachable_objective(req, overlays.as_ref().ok()))?;
+    // The cut-down network can miss what trees need (the separate copies each had the
+    // source's VMs to themselves): then over every candidate link.
+    let (net, trees) = match min_cost_trees(&net, &dsts, req.partitions, rate, wire_gb) {
+        Ok(Some(trees)) => (net, trees),
+        Ok(None) | Err(PlanError::Solver(_)) => {
+            match min_cost_trees(&candidates, &dsts, req.partitions, rate, wire_gb)? {
+                Some(trees) => (candidates, trees),
+                None => return Err(unreachable_objective(req)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     // As for one destination: as fast as the chosen VMs go, which only shortens their bill.
     let trees = as_fast_as_their_vms(&net, trees);
     validate_trees(&net, &dsts, &trees)
@@ -267,6 +277,11 @@ fn check(req: &BroadcastRequest) -> Result<(), PlanError> {
     let bad = |m: String| Err(PlanError::InvalidRequest(m));
     if req.dsts.is_empty() {
         return bad("a broadcast needs at least one destination".into());
+    }
+    // Volume, compression, limits and the objective's own figures, as for one destination.
+    crate::check_request(&req.unicast(&req.dsts[0]))?;
+    if let Objective::MaxThroughput { .. } = req.objective {
+        return bad(COST_CAP_REFUSED.into());
     }
     let mut seen = BTreeSet::new();
     for d in &req.dsts {
@@ -306,25 +321,18 @@ fn destination_nodes(full: &Network, req: &BroadcastRequest) -> Result<Vec<usize
         .collect()
 }
 
-fn unreachable_objective(req: &BroadcastRequest, overlays: Option<&Vec<RoutePlan>>) -> PlanError {
-    let achievable = match overlays {
-        Some(plans) => {
-            let slowest = plans
-                .iter()
-                .map(|p| p.throughput_gbps)
-                .fold(f64::INFINITY, f64::min);
-            format!(
-                "a separate overlay copy to each destination reaches {slowest:.2} Gbps at the slowest"
-            )
-        }
-        None => "some destination cannot be reached under this objective on its own either".into(),
-    };
+fn unreachable_objective(req: &BroadcastRequest) -> PlanError {
     PlanError::Infeasible {
         why: format!(
-            "no broadcast trees to all {} destinations meet the objective",
-            req.dsts.len()
+            "no broadcast trees reach all {} destinations at this rate within {} VMs per \
+             region and {} connections per VM",
+            req.dsts.len(),
+            req.config.max_vms_per_region,
+            req.config.max_connections_per_vm
         ),
-        achievable,
+        achievable: "a lower floor, a later deadline or more VMs per region may be; each \
+                     destination can also be planned on its own"
+            .into(),
     }
 }
 
