@@ -88,6 +88,9 @@ fn main() -> ExitCode {
         Command::Cp(args) => cmd::cp::run(args),
         Command::Sync(args) => cmd::sync::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Plan(args) if cmd::plan_broadcast::is_broadcast(args) => {
+            cmd::plan_broadcast::run(args)
+        }
         Command::Plan(args) => cmd::plan::run(args),
         Command::Catalog(c) => cmd::catalog::run(c),
         Command::Sky(c) => cmd::sky::run(c),

@@ -294,14 +294,6 @@ pub fn request_from_flags(
 
 pub fn run(args: &PlanArgs) -> Result<()> {
     let catalog = args.catalog.load()?;
-    if args.dst.contains(',') {
-        let dsts = args
-            .dst
-            .split(',')
-            .map(|d| catalog.resolve_region(d.trim()).context("--dst"))
-            .collect::<Result<Vec<_>>>()?;
-        return super::plan_broadcast::run(args, &catalog, dsts);
-    }
     let req = build_request(args, &catalog)?;
     let plan = plan_transfer(&catalog, &req)?;
     if args.json {

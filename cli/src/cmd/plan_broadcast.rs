@@ -13,8 +13,19 @@ use skyx_planner::{
 use super::plan::{PlanArgs, describe_objective, model_and_notes, request_from_flags};
 use crate::units::{format_bytes, format_duration, parse_bytes};
 
-/// Plans `args` for the destinations `dsts` (two or more).
-pub fn run(args: &PlanArgs, catalog: &Catalog, dsts: Vec<RegionId>) -> Result<()> {
+/// Whether `args` asks for a broadcast (several comma-separated destinations).
+pub fn is_broadcast(args: &PlanArgs) -> bool {
+    args.dst.contains(',')
+}
+
+/// Plans `args` for its comma-separated destinations.
+pub fn run(args: &PlanArgs) -> Result<()> {
+    let catalog = &args.catalog.load()?;
+    let dsts = args
+        .dst
+        .split(',')
+        .map(|d| catalog.resolve_region(d.trim()).context("--dst"))
+        .collect::<Result<Vec<RegionId>>>()?;
     if args.dot {
         bail!(crate::error::BadInput(
             "--dot draws a plan to one destination; use --json for a broadcast".into()
