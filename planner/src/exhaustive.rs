@@ -12,6 +12,8 @@
 //! - the plan reports its gap to the bound: 0.3 % means no plan through any of the regions is
 //!   more than 0.3 % better.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use crate::PlanError;
@@ -54,14 +56,12 @@ pub fn is_exhaustive(req: &TransferRequest) -> bool {
     req.config.max_relay_candidates.is_none()
 }
 
-/// The relays the exhaustive mode's exact program considers: the relaxation's support and the
-/// best [`EXHAUSTIVE_TWO_HOP`] two-hop relays.
-pub(crate) fn wide_network(full: &Network, req: &TransferRequest) -> Network {
-    let mut candidates = crate::relay_candidates(full, Some(EXHAUSTIVE_TWO_HOP));
-    // The relaxation only widens the set; its trouble leaves the two-hop relays.
-    if let Ok(support) = crate::relaxation_support(full, req) {
-        candidates.extend(support);
-    }
+/// The relays the exhaustive mode's exact program considers: the relaxation's `support` (as
+/// the default candidates were widened with) and the best [`EXHAUSTIVE_TWO_HOP`] two-hop
+/// relays.
+pub(crate) fn wide_network(full: &Network, support: &BTreeSet<usize>) -> Network {
+    let mut candidates = crate::relay_candidates(full, EXHAUSTIVE_TWO_HOP);
+    candidates.extend(support);
     full.restricted_to(&candidates)
 }
 

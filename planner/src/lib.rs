@@ -116,12 +116,12 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         ));
     }
 
-    let (mut overlay_net, kind) = overlay_network(&full, req, &mut notes)?;
+    let (mut overlay_net, kind, support) = overlay_network(&full, req, &mut notes);
     let server_side = server_side_plan(catalog, req);
     let mut overlay = solve_for(&overlay_net, req, kind);
     let exhaustive = req.route == RouteChoice::Auto && is_exhaustive(req);
     if exhaustive {
-        let wide = exhaustive::wide_network(&full, req);
+        let wide = exhaustive::wide_network(&full, &support);
         if let Ok(plan) = solve_for(&wide, req, kind)
             && overlay
                 .as_ref()
@@ -130,13 +130,7 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         {
             overlay = Ok(plan);
         }
-        let relays = wide
-            .links
-            .iter()
-            .flat_map(|l| [l.src, l.dst])
-            .filter(|&n| n != wide.src && n != wide.dst)
-            .collect::<BTreeSet<_>>()
-            .len();
+        let relays = wide.regions_in_use().len().saturating_sub(2);
         notes.push(format!(
             "exhaustive: the exact program ran over {relays} relay regions (the LP relaxation's \
              and the best {EXHAUSTIVE_TWO_HOP} by two-hop throughput and price), and over the \
@@ -237,12 +231,7 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
         optimality_gap,
         model: ModelSize {
             regions_allowed: full.nodes.len(),
-            regions_considered: overlay_net
-                .links
-                .iter()
-                .flat_map(|l| [l.src, l.dst])
-                .collect::<BTreeSet<_>>()
-                .len(),
+            regions_considered: overlay_net.regions_in_use().len(),
             links_considered: overlay_net.links.len(),
         },
     })
@@ -250,24 +239,25 @@ pub fn plan_transfer(catalog: &Catalog, req: &TransferRequest) -> Result<Transfe
 
 /// The network the overlay MILP sees: with automatic routing, the relay candidates (best by
 /// two-hop throughput and price, plus what the LP relaxation routes through) and the endpoints.
+/// Also the relaxation's relays (empty on its numerical trouble, or for a fixed route), which
+/// the exhaustive mode widens.
 fn overlay_network(
     full: &Network,
     req: &TransferRequest,
     notes: &mut Vec<String>,
-) -> Result<(Network, RouteKind), PlanError> {
-    Ok(match &req.route {
+) -> (Network, RouteKind, BTreeSet<usize>) {
+    match &req.route {
         RouteChoice::Auto => {
             // The exhaustive mode starts from the default candidates (see `exhaustive`).
             let two_hop = req
                 .config
                 .max_relay_candidates
-                .unwrap_or(PlannerConfig::default().max_relay_candidates.unwrap_or(16));
-            let mut candidates = relay_candidates(full, Some(two_hop));
+                .unwrap_or(request::DEFAULT_RELAY_CANDIDATES);
+            let mut candidates = relay_candidates(full, two_hop);
             // The relaxation only widens the set: on numerical trouble the two-hop relays
             // stand.
-            if let Ok(support) = relaxation_support(full, req) {
-                candidates.extend(support);
-            }
+            let support = relaxation_support(full, req).unwrap_or_default();
+            candidates.extend(&support);
             if candidates.len() + 2 < full.nodes.len() && !is_exhaustive(req) {
                 notes.push(format!(
                     "overlay considered {} of {} allowed relay regions (best by two-hop \
@@ -277,11 +267,11 @@ fn overlay_network(
                     full.nodes.len() - 2
                 ));
             }
-            (full.restricted_to(&candidates), RouteKind::Overlay)
+            (full.restricted_to(&candidates), RouteKind::Overlay, support)
         }
-        RouteChoice::Direct => (full.clone(), RouteKind::Direct),
-        RouteChoice::Via(_) => (full.clone(), RouteKind::Via),
-    })
+        RouteChoice::Direct => (full.clone(), RouteKind::Direct, BTreeSet::new()),
+        RouteChoice::Via(_) => (full.clone(), RouteKind::Via, BTreeSet::new()),
+    }
 }
 
 /// The direct route under the request's objective, or why there is none.
@@ -308,7 +298,7 @@ pub fn plan_route(catalog: &Catalog, req: &TransferRequest) -> Result<RoutePlan,
     if !full.connects_src_to_dst() {
         return Err(disconnected(req, &full, &build_notes));
     }
-    let (overlay_net, kind) = overlay_network(&full, req, &mut Vec::new())?;
+    let (overlay_net, kind, _) = overlay_network(&full, req, &mut Vec::new());
     let overlay = solve_for(&overlay_net, req, kind);
     let direct = match req.route {
         RouteChoice::Auto => direct_plan(&full, req).0,
@@ -412,13 +402,10 @@ fn disconnected(req: &TransferRequest, net: &Network, notes: &BuildNotes) -> Pla
 /// Relay candidates: the best `k/2` by two-hop bottleneck throughput and the best `k/2` by
 /// two-hop price, so both fast and cheap detours stay in the model. Regions reachable only by
 /// longer chains are still reachable through these candidates.
-pub(crate) fn relay_candidates(net: &Network, k: Option<usize>) -> BTreeSet<usize> {
+pub(crate) fn relay_candidates(net: &Network, k: usize) -> BTreeSet<usize> {
     let relays: Vec<usize> = (0..net.nodes.len())
         .filter(|&r| r != net.src && r != net.dst)
         .collect();
-    let Some(k) = k else {
-        return relays.into_iter().collect();
-    };
     let mut two_hop: Vec<(usize, f64, f64)> = relays
         .iter()
         .filter_map(|&r| {

@@ -87,6 +87,11 @@ impl Network {
         has_path_connecting(&self.graph(), self.src, self.dst, None)
     }
 
+    /// The nodes some link of this network touches.
+    pub fn regions_in_use(&self) -> BTreeSet<usize> {
+        self.links.iter().flat_map(|l| [l.src, l.dst]).collect()
+    }
+
     /// The same network restricted to the given links (nodes are kept, indices stay valid).
     pub fn with_links(&self, keep: impl Fn(&Link) -> bool) -> Network {
         Network {

@@ -129,6 +129,9 @@ pub struct PlannerConfig {
     pub repair_search_s: Option<f64>,
 }
 
+/// Relay candidates by two-hop throughput and price the overlay program considers by default.
+pub const DEFAULT_RELAY_CANDIDATES: usize = 16;
+
 impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
@@ -136,7 +139,7 @@ impl Default for PlannerConfig {
             max_connections_per_vm: 64,
             vm_price_override: None,
             vm_overhead_s: 60.0,
-            max_relay_candidates: Some(16),
+            max_relay_candidates: Some(DEFAULT_RELAY_CANDIDATES),
             repair_search_s: Some(1.0),
         }
     }

@@ -74,7 +74,9 @@ pub const WHOLE_CONNECTIONS_MIP_GAP: f32 = 5e-3;
 pub const MIP_GAP: f32 = 1e-3;
 
 /// microlp with [`MIP_GAP`].
-fn exact(problem: good_lp::variable::UnsolvedProblem) -> good_lp::solvers::microlp::MicroLpProblem {
+pub(crate) fn exact(
+    problem: good_lp::variable::UnsolvedProblem,
+) -> good_lp::solvers::microlp::MicroLpProblem {
     microlp(problem)
         .with_mip_gap(MIP_GAP)
         .expect("a finite, positive gap")

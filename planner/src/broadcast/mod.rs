@@ -184,10 +184,7 @@ pub fn plan_broadcast(
             dst: d,
             ..full.clone()
         };
-        relays.extend(crate::relay_candidates(
-            &towards,
-            Some(RELAYS_PER_DESTINATION),
-        ));
+        relays.extend(crate::relay_candidates(&towards, RELAYS_PER_DESTINATION));
     }
     for plan in overlays.iter().flatten() {
         for region in plan.vms.keys() {

@@ -19,12 +19,12 @@
 use good_lp::solvers::microlp::MicroLpProblem;
 use good_lp::{
     Constraint, Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable,
-    WithMipGap, microlp, variable,
+    variable,
 };
 
 use crate::PlanError;
 use crate::network::Network;
-use crate::solve::{FLOW_EPS, MIP_GAP};
+use crate::solve::{FLOW_EPS, exact};
 
 /// A broadcast routing: a tree per partition, with the VMs and connections that carry it.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,11 +270,7 @@ fn min_cost_program(
     let objective =
         wire_gb * m.egress_per_gb(net, partitions) + hours * m.vm_per_hour(net) + m.idle_penalty();
     let vars = std::mem::take(&mut m.vars);
-    let mut problem = vars
-        .minimise(objective)
-        .using(microlp)
-        .with_mip_gap(MIP_GAP)
-        .expect("a finite, positive gap");
+    let mut problem = vars.minimise(objective).using(exact);
     for c in m.constraints(net, dsts, &load) {
         problem = problem.with(c);
     }
