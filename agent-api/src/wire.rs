@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; the gateway refuses agents that speak another.
-pub const API_VERSION: u32 = 2;
+pub const API_VERSION: u32 = 3;
 
 /// The environment variable a launched agent reads its control token from (never a flag, so
 /// it does not show in `ps`).
@@ -207,13 +207,28 @@ pub struct NextHop {
     pub connections: u32,
 }
 
-/// Open a data listener for `route`: a relay (forwarding to `onward`) or a sink (`onward`
-/// absent). Each route gets its own listener, so a relay knows where every chunk it receives
-/// goes without the frames carrying routes.
+/// One way out of an agent on a route: the next hop, and which of a broadcast's destinations
+/// are behind it. A relay or source with several branches *forks*: it sends each chunk to every
+/// branch behind one of the chunk's destinations, so a byte crosses each link once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Branch {
+    /// The id this branch reports under (`Lost`, `RouteDown`, its `RouteMetrics`): a route's
+    /// own id on a chain; one id per link on a tree, so the gateway knows which link it was.
+    pub route: u32,
+    pub next: NextHop,
+    /// Bit `i`: destination `i` is behind it (see `skyx_protocol::Dests`); 0: every one.
+    #[serde(default)]
+    pub dests: u16,
+}
+
+/// Open a data listener for `route`: a relay (forwarding to the `onward` branches) or a sink
+/// (no branch). Each route gets its own listener, so a relay knows where every chunk it
+/// receives goes without the frames carrying routes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ListenRequest {
     pub route: u32,
-    pub onward: Option<NextHop>,
+    #[serde(default)]
+    pub onward: Vec<Branch>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -222,11 +237,11 @@ pub struct ListenResponse {
     pub addr: SocketAddr,
 }
 
-/// Make this agent the source of `route`, sending to `next`.
+/// Make this agent the source of `route`, sending to the `onward` branches (at least one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RouteRequest {
     pub route: u32,
-    pub next: NextHop,
+    pub onward: Vec<Branch>,
 }
 
 /// One chunk for a source to read and send.
@@ -236,6 +251,9 @@ pub struct ChunkOrder {
     pub object: u32,
     pub offset: u64,
     pub len: u64,
+    /// The destinations it is for (bit `i`: destination `i`); 0: every one.
+    #[serde(default)]
+    pub dests: u16,
 }
 
 /// Chunks for a source to send on `route`, in order.

@@ -31,14 +31,15 @@ pub use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
-    CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, ListedVolume, Pricing,
-    ProgressSnapshot, Refinement, Replan, Replanned, Replanner, ServerSideJob, Verification,
-    VolumeEstimate, items_of, run_copy, run_server_side,
+    Broadcast, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Destination, ListedVolume,
+    Pricing, ProgressSnapshot, Refinement, Replan, Replanned, Replanner, ServerSideJob,
+    Verification, VolumeEstimate, items_of, run_broadcast, run_copy, run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};
 pub use listing::{
     CopyItem, CopyItems, ListError, Listed, Listing, MetadataPolicy, SkippedObject,
-    attach_properties, is_marker, list_copy, list_destination, list_files_from, with_properties,
+    attach_properties, is_marker, list_copy, list_destination, list_files_from, rebase_key,
+    with_properties,
 };
 pub use paths::{PathMeasurement, PathOptions, PathsError, measure_paths};
 pub use streamed::{

@@ -237,6 +237,35 @@ fn refusal(dst: &ObjectUrl, rel: &str, size: u64) -> Option<String> {
     }
 }
 
+/// Where another destination `to` of a broadcast writes `item`, which the listing placed at
+/// `item.dst_key` under the first destination `first`: the same place relative to it (for a
+/// single object copied to a named object, `to`'s own name, or the source's name under a `to`
+/// that is a directory). Refused as a listing refuses a key (one that would leave a local
+/// destination), and a key not under `first` (never made by a listing) is refused too.
+pub fn rebase_key(item: &CopyItem, first: &ObjectUrl, to: &ObjectUrl) -> Result<String, String> {
+    let rel = if dst_is_directory(first) {
+        let prefix = dir_prefix(&first.key);
+        match item.dst_key.strip_prefix(&prefix) {
+            Some(rel) => rel.to_string(),
+            None => {
+                return Err(format!(
+                    "{:?} is not under the first destination's {prefix:?}",
+                    item.dst_key
+                ));
+            }
+        }
+    } else if dst_is_directory(to) {
+        let name = item.src_key.trim_end_matches('/').rsplit('/').next();
+        name.unwrap_or_default().to_string()
+    } else {
+        return Ok(to.key.clone());
+    };
+    match refusal(to, &rel, item.size) {
+        Some(why) => Err(why),
+        None => Ok(join(&to.key, &rel)),
+    }
+}
+
 /// Whether `item` is a directory marker: an empty object whose key ends in `/`.
 pub fn is_marker(item: &CopyItem) -> bool {
     item.size == 0 && item.dst_key.ends_with('/')

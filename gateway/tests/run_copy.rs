@@ -81,11 +81,11 @@ fn relayed(connections: u32) -> Topology {
     };
     Topology {
         agents: vec![slot("test:src"), slot("test:relay"), slot("test:dst")],
-        routes: vec![RouteSpec {
-            agents: vec![0, 1, 2],
-            connections: vec![connections, connections],
-            gbps: 1.0,
-        }],
+        routes: vec![RouteSpec::chain(
+            vec![0, 1, 2],
+            vec![connections, connections],
+            1.0,
+        )],
     }
 }
 
@@ -118,6 +118,7 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
             src_settings: None,
             dst_settings: None,
             dst_write: Default::default(),
+            broadcast: None,
             topology: relayed(4),
             options,
             pricing: Pricing::default(),
@@ -454,11 +455,7 @@ async fn a_listing_that_grows_past_its_plan_moves_the_copy_onto_the_new_route() 
     let direct = relayed(4);
     copy.job.topology = Topology {
         agents: vec![direct.agents[0].clone(), direct.agents[2].clone()],
-        routes: vec![RouteSpec {
-            agents: vec![0, 1],
-            connections: vec![4],
-            gbps: 1.0,
-        }],
+        routes: vec![RouteSpec::chain(vec![0, 1], vec![4], 1.0)],
     };
     // The listing shows half, then the rest a moment later.
     let (first, rest) = copy.items.split_at(60);

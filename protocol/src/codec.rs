@@ -81,6 +81,7 @@ mod tests {
             offset: 0,
             raw_len: 0,
             raw_crc32c: 0,
+            dests: crate::Dests::ALL,
         }
     }
 

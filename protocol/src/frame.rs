@@ -4,7 +4,7 @@
 //! followed by `wire_len` payload bytes protected by another:
 //!
 //! ```text
-//! 0  magic "SKX1"      4   kind u8, codec-or-reason u8, reserved u16
+//! 0  magic "SKX1"      4   kind u8, codec-or-reason u8, dests u16 (data frames)
 //! 8  job u64           16  chunk u64           24  offset u64 (byte offset in the object)
 //! 32 raw_len u32       36  wire_len u32        40  raw_crc32c u32   44  wire_crc32c u32
 //! 48 object u32        52  header_crc32c u32 (over bytes 0..52)
@@ -104,6 +104,40 @@ pub struct ChunkRef {
     pub raw_len: u32,
     /// CRC32C of the raw (decoded) bytes; checked end to end by the sink.
     pub raw_crc32c: u32,
+    /// The destinations it is for, in a broadcast: bit `i` is destination `i` (see
+    /// [`Dests`]). A relay that forks sends it on only to the branches behind those
+    /// destinations.
+    pub dests: Dests,
+}
+
+/// A set of a broadcast's destinations (at most [`Dests::MAX`]); [`Dests::ALL`] (no bit set)
+/// is every destination, which is what a copy to one destination sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Dests(pub u16);
+
+impl Dests {
+    /// Every destination.
+    pub const ALL: Dests = Dests(0);
+    /// Destinations a broadcast may have.
+    pub const MAX: usize = 16;
+
+    /// Destination `i` alone.
+    pub fn one(i: usize) -> Dests {
+        assert!(
+            i < Self::MAX,
+            "destination {i} past the most a broadcast has"
+        );
+        Dests(1 << i)
+    }
+
+    /// Whether a chunk for `self` is for any destination of `other`.
+    pub fn meets(self, other: Dests) -> bool {
+        self.0 == 0 || other.0 == 0 || self.0 & other.0 != 0
+    }
+
+    pub fn with(self, other: Dests) -> Dests {
+        Dests(self.0 | other.0)
+    }
 }
 
 /// A chunk on the wire.
@@ -188,9 +222,10 @@ impl Frame {
     /// The header alone, so a large payload can be written from its own buffer without being
     /// copied next to it.
     pub fn encode_header(&self) -> [u8; HEADER_LEN] {
-        let (kind, code, job, chunk, offset, raw_len, raw_crc, object, payload): (
+        let (kind, code, dests, job, chunk, offset, raw_len, raw_crc, object, payload): (
             u8,
             u8,
+            u16,
             JobId,
             ChunkId,
             u64,
@@ -202,6 +237,7 @@ impl Frame {
             Frame::Data(d) => (
                 KIND_DATA,
                 d.codec.to_byte(),
+                d.chunk.dests.0,
                 d.chunk.job,
                 d.chunk.chunk,
                 d.chunk.offset,
@@ -210,8 +246,8 @@ impl Frame {
                 d.chunk.object,
                 &d.payload,
             ),
-            Frame::Ack { job, chunk } => (KIND_ACK, 0, *job, *chunk, 0, 0, 0, 0, &[]),
-            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, *job, *chunk, 0, 0, 0, 0, &[]),
+            Frame::Ack { job, chunk } => (KIND_ACK, 0, 0, *job, *chunk, 0, 0, 0, 0, &[]),
+            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, 0, *job, *chunk, 0, 0, 0, 0, &[]),
             // The byte count rides in the offset field.
             Frame::Progress {
                 job,
@@ -220,6 +256,7 @@ impl Frame {
             } => (
                 KIND_PROGRESS,
                 u8::from(*paused),
+                0,
                 *job,
                 ChunkId(0),
                 *received,
@@ -228,15 +265,24 @@ impl Frame {
                 0,
                 &[],
             ),
-            Frame::Nack { job, chunk, reason } => {
-                (KIND_NACK, reason.to_byte(), *job, *chunk, 0, 0, 0, 0, &[])
-            }
+            Frame::Nack { job, chunk, reason } => (
+                KIND_NACK,
+                reason.to_byte(),
+                0,
+                *job,
+                *chunk,
+                0,
+                0,
+                0,
+                0,
+                &[],
+            ),
         };
         let mut out = BytesMut::with_capacity(HEADER_LEN);
         out.put_slice(&MAGIC);
         out.put_u8(kind);
         out.put_u8(code);
-        out.put_u16_le(0);
+        out.put_u16_le(dests);
         out.put_u64_le(job.0);
         out.put_u64_le(chunk.0);
         out.put_u64_le(offset);
@@ -315,7 +361,7 @@ impl FrameDecoder {
         header.advance(4);
         let kind = header.get_u8();
         let code = header.get_u8();
-        let _reserved = header.get_u16_le();
+        let dests = Dests(header.get_u16_le());
         let job = JobId(header.get_u64_le());
         let chunk = ChunkId(header.get_u64_le());
         let offset = header.get_u64_le();
@@ -339,6 +385,7 @@ impl FrameDecoder {
                         offset,
                         raw_len,
                         raw_crc32c,
+                        dests,
                     },
                     codec,
                     payload,
@@ -374,10 +421,19 @@ mod tests {
                 offset: 1 << 33,
                 raw_len: 11,
                 raw_crc32c: crc32c::crc32c(b"hello world"),
+                dests: Dests(0b101),
             },
             codec: Codec::Raw,
             payload: Bytes::from_static(b"hello world"),
         })
+    }
+
+    #[test]
+    fn a_chunk_for_some_destinations_meets_only_branches_behind_one_of_them() {
+        let (first, third) = (Dests::one(0), Dests::one(2));
+        assert!(first.with(third).meets(third));
+        assert!(!first.meets(third));
+        assert!(Dests::ALL.meets(third) && third.meets(Dests::ALL));
     }
 
     #[test]

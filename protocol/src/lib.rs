@@ -16,7 +16,7 @@ pub mod sender;
 
 pub use codec::{Compression, DecodeError, decode_chunk, encode_chunk};
 pub use frame::{
-    ChunkId, ChunkRef, Codec, DataFrame, Frame, FrameDecoder, FrameError, JobId, NackReason,
+    ChunkId, ChunkRef, Codec, DataFrame, Dests, Frame, FrameDecoder, FrameError, JobId, NackReason,
 };
 pub use liveness::{Liveness, Stall};
 pub use receiver::{Receiver, ReceiverEvent, Role};

@@ -97,6 +97,7 @@ fn chunks(rng: &mut SmallRng, n: u64) -> HashMap<ChunkId, (DataFrame, Bytes)> {
                 offset: i * 20_000,
                 raw_len: 0,
                 raw_crc32c: 0,
+                dests: skyx_protocol::Dests::ALL,
             };
             (
                 ChunkId(i),
@@ -243,6 +244,7 @@ fn frames_of_another_job_are_refused_not_delivered() {
         offset: 0,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: skyx_protocol::Dests::ALL,
     };
     receiver.handle_frame(Ok(Frame::Data(encode_chunk(
         other,
@@ -270,6 +272,7 @@ fn a_relay_forwards_payloads_without_decoding_them() {
         offset: 0,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: skyx_protocol::Dests::ALL,
     };
     let text: Bytes = "abc".repeat(1000).into();
     let frame = encode_chunk(c, text, Compression::Zstd(1));
@@ -315,6 +318,7 @@ fn a_receiver_remembers_a_bounded_number_of_committed_chunks() {
             offset: 0,
             raw_len: 0,
             raw_crc32c: 0,
+            dests: skyx_protocol::Dests::ALL,
         };
         Ok(Frame::Data(encode_chunk(
             chunk,

@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skyx_protocol::{JobId, Role, SenderEvent};
+use skyx_protocol::{Dests, JobId, Role, SenderEvent};
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
 use tokio::sync::mpsc;
 
 pub use crate::events::EventLog;
+use crate::fork::{Fork, ForkBranch};
 use crate::hop::{HopError, HopSender, HopSenderConfig};
 use crate::hop_listener::{Delivery, HopListener};
 pub use crate::job::CrashHook;
@@ -27,7 +28,7 @@ use crate::sink::run_sink;
 use crate::source::{SourceRoute, report_gave_up, run_source_route};
 use skyx_agent_api::tls::{AgentIdentity, TlsError};
 use skyx_agent_api::wire::{
-    AgentEvent, AgentMetrics, DEFAULT_SINK_RETRY_MS, Dispatch, EventsResponse, JobSpec,
+    AgentEvent, AgentMetrics, Branch, DEFAULT_SINK_RETRY_MS, Dispatch, EventsResponse, JobSpec,
     ListenRequest, ListenResponse, NextHop, ProbeListen, ProbeRequest, ProbeResult, RouteMetrics,
     RouteRequest, SinkObjects, SourceObject, Transport,
 };
@@ -251,55 +252,44 @@ impl Agent {
         })
     }
 
+    /// Connects to every branch of `onward` at once, counts their bytes under their route ids,
+    /// and opens the fork over them; what a branch gives up reaches the gateway from here as it
+    /// happens (a sink behind a relay is otherwise heard of only through landing timeouts).
+    async fn open_fork(&self, job: &Job, onward: &[Branch]) -> Result<Fork, AgentError> {
+        let hops = futures::future::try_join_all(
+            onward
+                .iter()
+                .map(|b| self.connect_with_events(job, &b.next)),
+        )
+        .await?;
+        let mut branches = Vec::with_capacity(onward.len());
+        for (b, (hop, events)) in onward.iter().zip(hops) {
+            let hop = Arc::new(hop);
+            job.wire.lock().expect("wire").push((b.route, hop.clone()));
+            branches.push(ForkBranch {
+                route: b.route,
+                dests: Dests(b.dests),
+                hop,
+                events,
+            });
+        }
+        let log = self.events.clone();
+        Ok(Fork::new(
+            branches,
+            Arc::new(move |route, down: &AtomicBool, e| report_gave_up(&log, route, down, e)),
+        ))
+    }
+
     /// `POST /v1/listen`: a relay or sink listener for one route.
     pub async fn listen(&self, req: ListenRequest) -> Result<ListenResponse, AgentError> {
         let job = self.job()?;
-        let (listener, deliveries) = match req.onward {
-            Some(next) => {
-                let (listener, deliveries) = self
-                    .bind(&job, Role::Relay, self.hop_config(&next).max_held)
-                    .await?;
-                let (onward, onward_events) = self.connect_with_events(&job, &next).await?;
-                let onward = Arc::new(onward);
-                job.wire
-                    .lock()
-                    .expect("wire")
-                    .push((req.route, onward.clone()));
-                let route = req.route;
-                let events = self.events.clone();
-                let deliveries = counted(deliveries, self.counters.clone());
-                // What the onward hop gives up reaches the gateway from here at once (a sink
-                // behind a relay is otherwise heard of only through landing timeouts).
-                let (trouble_tx, trouble) = mpsc::unbounded_channel();
-                report_gave_up(
-                    route,
-                    trouble,
-                    events.clone(),
-                    Arc::new(AtomicBool::new(false)),
-                );
-                tokio::spawn(async move {
-                    relay(deliveries, onward, onward_events, move |e| {
-                        let _ = trouble_tx.send(e);
-                    })
-                    .await;
-                    events.push(AgentEvent::Warning {
-                        message: format!("relay of route {route} stopped"),
-                    });
-                });
-                (listener, None)
-            }
-            None => {
-                let Some(writer) = job.writer.clone() else {
-                    return Err(AgentError::BadRequest(
-                        "a sink listener needs the job's sink_store".into(),
-                    ));
-                };
-                let (listener, deliveries) =
-                    self.bind(&job, Role::Sink, job.write_concurrency).await?;
-                (listener, Some((deliveries, writer)))
-            }
-        };
-        if let Some((deliveries, writer)) = deliveries {
+        let listener = if req.onward.is_empty() {
+            let Some(writer) = job.writer.clone() else {
+                return Err(AgentError::BadRequest(
+                    "a sink listener needs the job's sink_store".into(),
+                ));
+            };
+            let (listener, deliveries) = self.bind(&job, Role::Sink, job.write_concurrency).await?;
             tokio::spawn(run_sink(
                 req.route,
                 deliveries,
@@ -308,7 +298,27 @@ impl Agent {
                 self.events.clone(),
                 self.counters.clone(),
             ));
-        }
+            listener
+        } else {
+            // As many chunks held as the roomiest branch holds: a fork waits on each branch.
+            let max_pending = req
+                .onward
+                .iter()
+                .map(|b| self.hop_config(&b.next).max_held)
+                .max()
+                .unwrap_or(1);
+            let (listener, deliveries) = self.bind(&job, Role::Relay, max_pending).await?;
+            let onward = self.open_fork(&job, &req.onward).await?;
+            let (route, events) = (req.route, self.events.clone());
+            let deliveries = counted(deliveries, self.counters.clone());
+            tokio::spawn(async move {
+                relay(deliveries, onward).await;
+                events.push(AgentEvent::Warning {
+                    message: format!("relay of route {route} stopped"),
+                });
+            });
+            listener
+        };
         let port = listener.local_addr.port();
         job.listeners.lock().expect("listeners").push(listener);
         let ip = self.config.advertise.unwrap_or(self.config.data_bind);
@@ -373,12 +383,13 @@ impl Agent {
                 req.route
             )));
         }
-        let (hop, hop_events) = self.connect_with_events(&job, &req.next).await?;
-        let hop = Arc::new(hop);
-        job.wire
-            .lock()
-            .expect("wire")
-            .push((req.route, hop.clone()));
+        if req.onward.is_empty() {
+            return Err(AgentError::BadRequest(format!(
+                "route {} has no next hop",
+                req.route
+            )));
+        }
+        let fork = self.open_fork(&job, &req.onward).await?;
         let (orders_tx, orders_rx) = mpsc::unbounded_channel();
         job.routes
             .lock()
@@ -388,8 +399,7 @@ impl Agent {
             route: req.route,
             job: job.clone(),
             store,
-            hop,
-            hop_events,
+            fork,
             orders: orders_rx,
             events: self.events.clone(),
             counters: self.counters.clone(),

@@ -19,6 +19,7 @@ pub mod agent;
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod fork;
 pub mod hop;
 pub mod hop_error;
 pub mod hop_listener;
@@ -34,6 +35,7 @@ pub mod stage;
 pub mod usage;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
+pub use fork::{BranchEvents, Fork, ForkBranch, Sent};
 pub use hop::{HopError, HopSender, HopSenderConfig};
 pub use hop_listener::{Delivery, HopListener};
 pub use objects::{ObjectWriter, Wrote, read_chunk};

@@ -7,60 +7,52 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use skyx_agent_api::wire::{AgentEvent, ChunkOrder, CompressionSpec};
-use skyx_protocol::{ChunkRef, Compression, Failure, NackReason, SenderEvent, encode_chunk};
+use skyx_protocol::{ChunkRef, Compression, Dests, Failure, NackReason, SenderEvent, encode_chunk};
 use skyx_store::ObjectStore;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::events::EventLog;
-use crate::hop::HopSender;
+use crate::fork::Fork;
 use crate::job::{Counters, Job, SourceOrder};
 use crate::objects::read_chunk;
 
-/// Tells the gateway, as it happens, of every chunk a hop sender (a source's or a relay's) gave
-/// up: each is `Lost` (the gateway sends it again, perhaps another way), and the first time the
-/// hop has no connection left the route is `RouteDown`, so the gateway stops dispatching to it
-/// at once instead of waiting for landing timeouts. A chunk the next hop refused is not
-/// reported: the agent that refused it has told the gateway why.
-pub(crate) fn report_gave_up(
-    route: u32,
-    mut hop_events: mpsc::UnboundedReceiver<SenderEvent>,
-    events: Arc<EventLog>,
-    down: Arc<AtomicBool>,
-) {
-    tokio::spawn(async move {
-        while let Some(e) = hop_events.recv().await {
-            let SenderEvent::GaveUp {
-                chunk,
-                attempts,
-                last,
-            } = e
-            else {
-                continue;
-            };
-            if last == Failure::Nack(NackReason::Refused) {
-                continue;
-            }
-            // Given up without a single send, for a lost or stalled connection: the hop has
-            // no live connection left.
-            let hop_down = match last {
-                Failure::ConnectionLost => Some("every connection to the next hop failed".into()),
-                Failure::Stalled(stall) => {
-                    Some(format!("every connection to the next hop stalled: {stall}"))
-                }
-                _ => None,
-            };
-            if attempts == 0
-                && let Some(why) = hop_down
-                && !down.swap(true, Ordering::Relaxed)
-            {
-                events.push(AgentEvent::RouteDown { route, why });
-            }
-            events.push(AgentEvent::Lost {
-                chunk: chunk.0,
-                route,
-                why: format!("next hop: {last:?} after {attempts} attempts"),
-            });
+/// Tells the gateway, as it happens, of a chunk a hop sender (a source's or a relay's, on
+/// branch `route`) gave up: it is `Lost` (the gateway sends it again, perhaps another way), and
+/// the first time the hop has no connection left (`down` not yet set) the branch is
+/// `RouteDown`, so the gateway stops dispatching to it at once instead of waiting for landing
+/// timeouts. A chunk the next hop refused is not reported: the agent that refused it has told
+/// the gateway why.
+pub(crate) fn report_gave_up(events: &EventLog, route: u32, down: &AtomicBool, e: SenderEvent) {
+    let SenderEvent::GaveUp {
+        chunk,
+        attempts,
+        last,
+    } = e
+    else {
+        return;
+    };
+    if last == Failure::Nack(NackReason::Refused) {
+        return;
+    }
+    // Given up without a single send, for a lost or stalled connection: the hop has no live
+    // connection left.
+    let hop_down = match last {
+        Failure::ConnectionLost => Some("every connection to the next hop failed".into()),
+        Failure::Stalled(stall) => {
+            Some(format!("every connection to the next hop stalled: {stall}"))
         }
+        _ => None,
+    };
+    if attempts == 0
+        && let Some(why) = hop_down
+        && !down.swap(true, Ordering::Relaxed)
+    {
+        events.push(AgentEvent::RouteDown { route, why });
+    }
+    events.push(AgentEvent::Lost {
+        chunk: chunk.0,
+        route,
+        why: format!("next hop: {last:?} after {attempts} attempts"),
     });
 }
 
@@ -68,45 +60,42 @@ pub(crate) struct SourceRoute {
     pub(crate) route: u32,
     pub(crate) job: Arc<Job>,
     pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) hop: Arc<HopSender>,
-    pub(crate) hop_events: mpsc::UnboundedReceiver<SenderEvent>,
+    pub(crate) fork: Fork,
     pub(crate) orders: mpsc::UnboundedReceiver<SourceOrder>,
     pub(crate) events: Arc<EventLog>,
     pub(crate) counters: Arc<Counters>,
 }
 
 /// The source role for one route: up to `read_concurrency` chunks are read and encoded at once
-/// and handed to the hop, which holds them until the next hop acknowledges them. Reads wait
-/// while the hop is full, so a slow link or sink slows reading instead of filling memory.
+/// and handed to the route's branches (each chunk to those behind its destinations), which
+/// hold them until the next hop acknowledges them. Reads wait while a branch is full, so a slow
+/// link or sink slows reading instead of filling memory.
 pub(crate) async fn run_source_route(r: SourceRoute) {
     let SourceRoute {
         route,
         job,
         store,
-        hop,
-        hop_events,
+        fork,
         mut orders,
         events,
         counters,
     } = r;
-    let down = Arc::new(AtomicBool::new(false));
-    report_gave_up(route, hop_events, events.clone(), down.clone());
+    let fork = Arc::new(fork);
     let readers = Arc::new(Semaphore::new(job.read_concurrency));
     while let Some(SourceOrder { order, object }) = orders.recv().await {
         let Ok(permit) = readers.clone().acquire_owned().await else {
             break;
         };
-        let (job, store, hop, events, counters, down) = (
+        let (job, store, fork, events, counters) = (
             job.clone(),
             store.clone(),
-            hop.clone(),
+            fork.clone(),
             events.clone(),
             counters.clone(),
-            down.clone(),
         );
         tokio::spawn(async move {
             let _permit = permit;
-            if down.load(Ordering::Relaxed) {
+            if fork.down_for(Dests(order.dests)) {
                 events.push(AgentEvent::Lost {
                     chunk: order.chunk,
                     route,
@@ -142,24 +131,11 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
                 .fetch_add(raw.len() as u64, Ordering::Relaxed);
             let frame = encode(&job, order, object.size, raw).await;
             let raw_len = u64::from(frame.chunk.raw_len);
-            match hop.send(frame).await {
-                Ok(()) => {
-                    counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
-                    counters.chunk_handled();
-                }
-                Err(e) => {
-                    if !down.swap(true, Ordering::Relaxed) {
-                        events.push(AgentEvent::RouteDown {
-                            route,
-                            why: e.to_string(),
-                        });
-                    }
-                    events.push(AgentEvent::Lost {
-                        chunk: order.chunk,
-                        route,
-                        why: e.to_string(),
-                    });
-                }
+            // A branch that could not take it was reported by the fork (down, and the chunk
+            // lost on it), so the gateway sends it again to the destinations behind that branch.
+            if fork.send(&frame).await.taken > 0 {
+                counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
+                counters.chunk_handled();
             }
         });
     }
@@ -182,6 +158,7 @@ async fn encode(
         offset: order.offset,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: Dests(order.dests),
     };
     let compression = match job.compression {
         CompressionSpec::Off => Compression::Off,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use skyx_agent::Fork;
 use skyx_agent::{HopListener, HopSender, HopSenderConfig, ObjectWriter, Wrote, read_chunk, relay};
 use skyx_agent_api::JobCa;
 use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject, Verification};
@@ -167,7 +168,10 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
     )
     .await
     .unwrap();
-    tokio::spawn(relay(relay_rx, Arc::new(onward), onward_events, |_| {}));
+    tokio::spawn(relay(
+        relay_rx,
+        Fork::single(0, Arc::new(onward), onward_events, Arc::new(|_, _, _| {})),
+    ));
 
     // Source: read, compress, send everything the tracker dispatches.
     let mut tracker = Tracker::with_chunks(&specs, TrackerConfig::default());
@@ -200,6 +204,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
                 offset: spec.offset,
                 raw_len: 0,
                 raw_crc32c: 0,
+                dests: skyx_protocol::Dests::ALL,
             };
             source
                 .send(encode_chunk(c, raw, Compression::Zstd(1)))

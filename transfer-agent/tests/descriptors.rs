@@ -64,6 +64,7 @@ async fn a_listener_out_of_descriptors_serves_again_once_they_free_up() {
         offset: 0,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: skyx_protocol::Dests::ALL,
     };
     hop.send(encode_chunk(
         c,

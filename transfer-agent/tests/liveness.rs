@@ -22,6 +22,7 @@ fn chunk(i: u64) -> skyx_protocol::DataFrame {
         offset: 0,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: skyx_protocol::Dests::ALL,
     };
     encode_chunk(c, Bytes::from(vec![i as u8; 64 * 1024]), Compression::Off)
 }

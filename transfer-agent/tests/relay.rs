@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use skyx_agent::Fork;
 use skyx_agent::{HopListener, HopSender, HopSenderConfig, relay};
 use skyx_protocol::{
     ChunkId, ChunkRef, Compression, DataFrame, JobId, Role, SenderEvent, encode_chunk,
@@ -40,6 +41,7 @@ fn chunks(n: u64) -> Vec<(DataFrame, Bytes)> {
                 offset: 0,
                 raw_len: 0,
                 raw_crc32c: 0,
+                dests: skyx_protocol::Dests::ALL,
             };
             (encode_chunk(c, raw.clone(), Compression::Zstd(1)), raw)
         })
@@ -91,7 +93,10 @@ async fn start_relay(
     )
     .await
     .unwrap();
-    let task = tokio::spawn(relay(rx, Arc::new(onward), events, |_| {}));
+    let task = tokio::spawn(relay(
+        rx,
+        Fork::single(0, Arc::new(onward), events, Arc::new(|_, _, _| {})),
+    ));
     (addr, listener, task)
 }
 
@@ -313,11 +318,19 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
     .unwrap();
     let reported = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let sink_of_reports = reported.clone();
-    let relay_task = tokio::spawn(relay(rx, Arc::new(onward), onward_events, move |e| {
-        if let SenderEvent::GaveUp { chunk, .. } = e {
-            sink_of_reports.lock().unwrap().insert(chunk);
-        }
-    }));
+    let relay_task = tokio::spawn(relay(
+        rx,
+        Fork::single(
+            0,
+            Arc::new(onward),
+            onward_events,
+            Arc::new(move |_, _, e| {
+                if let SenderEvent::GaveUp { chunk, .. } = e {
+                    sink_of_reports.lock().unwrap().insert(chunk);
+                }
+            }),
+        ),
+    ));
     // The source: what the relay acknowledged, it took responsibility for.
     let (taken, _) = send_until_down(relay_addr, &data).await;
     listener.close();

@@ -20,6 +20,7 @@ fn frame(i: u64) -> skyx_protocol::DataFrame {
         offset: 0,
         raw_len: 0,
         raw_crc32c: 0,
+        dests: skyx_protocol::Dests::ALL,
     };
     encode_chunk(c, raw, Compression::Zstd(1))
 }

@@ -140,12 +140,13 @@ async fn run(
         let (listener, rx) = bind(Role::Relay, relay_id).await?;
         let (onward, ev) = connect(sink.local_addr, connections, relay_id).await?;
         let addr = listener.local_addr;
-        let task = tokio::spawn(skyx_agent::relay(
-            rx,
+        let onward = skyx_agent::Fork::single(
+            0,
             std::sync::Arc::new(onward),
             ev,
-            |_| {},
-        ));
+            std::sync::Arc::new(|_, _, _| {}),
+        );
+        let task = tokio::spawn(skyx_agent::relay(rx, onward));
         relay_parts = Some((listener, task));
         addr
     } else {
@@ -166,6 +167,7 @@ async fn run(
                     offset: i * CHUNK as u64,
                     raw_len: 0,
                     raw_crc32c: 0,
+                    dests: skyx_protocol::Dests::ALL,
                 };
                 tokio::task::spawn_blocking(move || encode_chunk(c, raw, compression))
             })

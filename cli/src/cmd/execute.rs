@@ -123,6 +123,7 @@ pub async fn execute(
         src_settings: ends.src_settings.clone(),
         dst_settings: ends.dst_settings.clone(),
         dst_write: ends.dst_write.clone(),
+        broadcast: None,
         topology: routing.topology.clone(),
         options,
         pricing: routing.pricing.clone(),

@@ -117,26 +117,57 @@ impl Feed {
 
 /// An object taken into the run: what it takes to dispatch, complete and verify it.
 pub(super) struct ActiveObject {
+    /// As listed (its `dst_key` is destination 0's).
     pub(super) item: CopyItem,
     /// Its chunks' ids, contiguous.
     pub(super) chunks: std::ops::Range<u64>,
-    /// Its upload could not be opened: it fails, its chunks go nowhere.
-    pub(super) refused_upload: bool,
-    /// Part number → etag, from the sinks.
-    pub(super) receipts: BTreeMap<u32, String>,
-    /// Chunk (index within the object) → (raw CRC32C, raw length), as the sinks checked them.
+    /// Where it goes at each destination, destination `i` at `i`.
+    pub(super) at: Vec<AtDestination>,
+    /// Chunk (index within the object) → (raw CRC32C, raw length), as the sinks checked them
+    /// (what the source read: the same at every destination).
     pub(super) crcs: Vec<Option<(u32, u64)>>,
-    /// How the sink checked it, for an object written whole.
-    pub(super) sink_verified: Option<Verification>,
-    /// What the journal says of it (its chunk size, and its multipart upload once open);
-    /// written with its first progress.
+    /// What the journal says of it (its chunk size, and destination 0's multipart upload once
+    /// open); written with its first progress.
     pub(super) record: ObjectRecord,
     pub(super) recorded: bool,
     /// Sinks (agent indices) told of it.
     pub(super) at_sinks: Vec<usize>,
 }
 
+/// An object at one destination.
+pub(super) struct AtDestination {
+    pub(super) key: String,
+    /// The multipart upload opened for it there.
+    pub(super) upload: Option<String>,
+    /// Its upload could not be opened: the object fails, its chunks go nowhere.
+    pub(super) refused_upload: bool,
+    /// Part number → etag, from the sink.
+    pub(super) receipts: BTreeMap<u32, String>,
+    /// How the sink checked it, for an object written whole.
+    pub(super) sink_verified: Option<Verification>,
+}
+
+impl AtDestination {
+    fn new(key: String) -> AtDestination {
+        AtDestination {
+            key,
+            upload: None,
+            refused_upload: false,
+            receipts: BTreeMap::new(),
+            sink_verified: None,
+        }
+    }
+}
+
 impl ActiveObject {
+    /// The item as destination `d` writes it.
+    pub(super) fn item_at(&self, d: usize) -> CopyItem {
+        CopyItem {
+            dst_key: self.at[d].key.clone(),
+            ..self.item.clone()
+        }
+    }
+
     pub(super) fn source_object(&self, object: u32) -> SourceObject {
         SourceObject {
             object,
@@ -146,14 +177,15 @@ impl ActiveObject {
         }
     }
 
-    pub(super) fn sink_object(&self, object: u32) -> SinkObject {
+    /// What destination `d`'s sinks are told of it.
+    pub(super) fn sink_object(&self, object: u32, d: usize) -> SinkObject {
         SinkObject {
             object,
-            dst_key: self.item.dst_key.clone(),
+            dst_key: self.at[d].key.clone(),
             size: self.item.size,
             chunk_size: self.record.chunk_size,
             properties: self.item.properties.clone(),
-            upload: self.record.upload.clone(),
+            upload: self.at[d].upload.clone(),
         }
     }
 }
@@ -258,8 +290,9 @@ impl Run<'_> {
         }
         // Uploads of versions the source no longer has: aborted (kept to retry if that fails)
         // before the journal forgets them.
+        // (The journal follows destination 0.)
         for (key, id) in aborts {
-            self.abort_upload(&key, &id).await?;
+            self.abort_upload(0, &key, &id).await?;
         }
         if let Some(j) = &self.journal {
             j.record(&batch)?;
@@ -290,6 +323,23 @@ impl Run<'_> {
                 return Ok(());
             }
         };
+        let mut at = vec![AtDestination::new(item.dst_key.clone())];
+        if let Some(b) = &self.job.broadcast {
+            for (i, more) in b.more.iter().enumerate() {
+                match crate::listing::rebase_key(&item, &b.first, &more.url) {
+                    Ok(key) => at.push(AtDestination::new(key)),
+                    Err(why) => {
+                        self.failed.push(FailedObject {
+                            key: item.src_key.clone(),
+                            why: format!("not written at {}: {why}", more.url),
+                        });
+                        self.failed_unadmitted += 1;
+                        return Ok(());
+                    }
+                }
+                debug_assert_eq!(at.len(), i + 2);
+            }
+        }
         let record = ObjectRecord {
             dst_key: item.dst_key.clone(),
             size: item.size,
@@ -305,10 +355,8 @@ impl Run<'_> {
         let specs = crate::core::chunker::object_chunks(object, first, item.size, chunk_size);
         let mut active = ActiveObject {
             chunks: first.0..first.0 + specs.len() as u64,
-            refused_upload: false,
-            receipts: BTreeMap::new(),
+            at,
             crcs: vec![None; specs.len()],
-            sink_verified: None,
             record,
             recorded: false,
             at_sinks: Vec::new(),
@@ -334,12 +382,13 @@ impl Run<'_> {
         match progress {
             Some((earlier, parts)) if kept && !earlier.complete => {
                 let parts = kept_parts(&earlier, &parts, &specs).expect("checked above");
-                active.record.upload = earlier.upload;
+                active.record.upload = earlier.upload.clone();
+                active.at[0].upload = earlier.upload;
                 active.recorded = true;
                 for (i, part) in parts {
                     active.crcs[i] = Some((part.raw_crc32c, part.raw_len));
                     if let Some(etag) = &part.etag {
-                        active.receipts.insert(specs[i].part, etag.clone());
+                        active.at[0].receipts.insert(specs[i].part, etag.clone());
                     }
                     landed.push(specs[i].id);
                 }
@@ -388,7 +437,7 @@ impl Run<'_> {
         let mut batch = JournalBatch::default();
         for (src_key, (id, dst_key)) in std::mem::take(&mut self.earlier_uploads) {
             tracing::info!(key = %src_key, "an upload an earlier run left for an object no longer listed is aborted");
-            self.abort_upload(&dst_key, &id).await?;
+            self.abort_upload(0, &dst_key, &id).await?;
             batch.forget.push(src_key);
         }
         if let Some(j) = &self.journal {

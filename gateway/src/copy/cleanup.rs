@@ -5,20 +5,26 @@
 use super::*;
 
 impl Run<'_> {
-    /// Aborts the upload `id` of `key`; one that cannot be aborted now is kept to retry (and
-    /// journaled, so a later run retries it if this one cannot).
-    pub(super) async fn abort_upload(&mut self, key: &str, id: &str) -> Result<(), CopyError> {
-        match abort(self.dst.as_ref(), key, id).await {
+    /// Aborts the upload `id` of `key` at destination `d`; one that cannot be aborted now is
+    /// kept to retry (and journaled, so a later run retries it if this one cannot).
+    pub(super) async fn abort_upload(
+        &mut self,
+        d: usize,
+        key: &str,
+        id: &str,
+    ) -> Result<(), CopyError> {
+        match abort(self.dsts[d].as_ref(), key, id).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(key, error = %e, "aborting an upload failed; it will be retried");
-                self.pending_aborts.insert(id.to_string(), key.to_string());
+                self.pending_aborts
+                    .insert(id.to_string(), (key.to_string(), d));
                 match &self.journal {
-                    Some(j) => Ok(j.record(&JournalBatch {
+                    Some(j) if d == 0 => Ok(j.record(&JournalBatch {
                         abort_later: vec![(id.to_string(), key.to_string())],
                         ..Default::default()
                     })?),
-                    None => Ok(()),
+                    _ => Ok(()),
                 }
             }
         }
@@ -29,27 +35,28 @@ impl Run<'_> {
         if self.pending_aborts.is_empty() {
             return Ok(0);
         }
-        let pending: Vec<(String, String)> = self.pending_aborts.drain().collect();
-        let dst = self.dst.clone();
-        let results: Vec<(String, String, bool)> =
-            futures::stream::iter(pending.into_iter().map(|(id, key)| {
-                let dst = dst.clone();
+        let pending: Vec<(String, (String, usize))> = self.pending_aborts.drain().collect();
+        let dsts = self.dsts.clone();
+        let results: Vec<(String, String, usize, bool)> =
+            futures::stream::iter(pending.into_iter().map(|(id, (key, d))| {
+                let dst = dsts[d].clone();
                 async move {
                     let done = abort(dst.as_ref(), &key, &id).await.is_ok();
-                    (id, key, done)
+                    (id, key, d, done)
                 }
             }))
             .buffer_unordered(16)
             .collect()
             .await;
+        // (The journal follows destination 0: a broadcast keeps none.)
         let mut batch = JournalBatch::default();
-        for (id, key, done) in results {
+        for (id, key, d, done) in results {
             if done {
                 tracing::info!(key, "an upload left open earlier is aborted");
                 batch.aborted.push(id);
             } else {
                 batch.abort_later.push((id.clone(), key.clone()));
-                self.pending_aborts.insert(id, key);
+                self.pending_aborts.insert(id, (key, d));
             }
         }
         if let Some(j) = &self.journal {
@@ -59,35 +66,54 @@ impl Run<'_> {
     }
 
     /// Removes the temp files whose writer died in the destination directories of `items`
-    /// not swept yet (a local destination only; cloud stores keep none). Upload staging goes
+    /// not swept yet (local destinations only; cloud stores keep none). Upload staging goes
     /// with its upload.
     pub(super) async fn sweep_staging(&mut self, items: &[CopyItem]) {
-        if !matches!(self.dst.location(), StoreLocation::Local) {
-            return;
-        }
-        let mut keys = Vec::new();
-        for i in items {
-            let dir = i.dst_key.rfind('/').map_or("", |at| &i.dst_key[..=at]);
-            if !self.swept_dirs.contains_key(dir) {
-                self.swept_dirs.insert(dir.to_string(), i.dst_key.clone());
-                keys.push(i.dst_key.clone());
+        for d in 0..self.dsts.len() {
+            if !matches!(self.dsts[d].location(), StoreLocation::Local) {
+                continue;
             }
+            let mut keys = Vec::new();
+            for i in items {
+                let key = match (&self.job.broadcast, d) {
+                    (_, 0) => i.dst_key.clone(),
+                    (Some(b), d) => {
+                        match crate::listing::rebase_key(i, &b.first, &b.more[d - 1].url) {
+                            Ok(key) => key,
+                            Err(_) => continue,
+                        }
+                    }
+                    (None, _) => unreachable!("one destination"),
+                };
+                let dir = key.rfind('/').map_or("", |at| &key[..=at]).to_string();
+                if !self.swept_dirs.contains_key(&(d, dir.clone())) {
+                    self.swept_dirs.insert((d, dir), key.clone());
+                    keys.push(key);
+                }
+            }
+            self.sweep_keys(d, &keys).await;
         }
-        self.sweep_keys(&keys).await;
     }
 
     /// After the run: every directory the copy wrote to is swept again (what its agents were
     /// writing when they died is no one's now).
     pub(super) async fn sweep_staging_again(&mut self) {
-        let keys: Vec<String> = self.swept_dirs.values().cloned().collect();
-        self.sweep_keys(&keys).await;
+        for d in 0..self.dsts.len() {
+            let keys: Vec<String> = self
+                .swept_dirs
+                .iter()
+                .filter(|((at, _), _)| *at == d)
+                .map(|(_, key)| key.clone())
+                .collect();
+            self.sweep_keys(d, &keys).await;
+        }
     }
 
-    async fn sweep_keys(&self, keys: &[String]) {
+    async fn sweep_keys(&self, d: usize, keys: &[String]) {
         if keys.is_empty() {
             return;
         }
-        match self.dst.remove_abandoned_staging(keys).await {
+        match self.dsts[d].remove_abandoned_staging(keys).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "removed staging earlier runs left behind"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned staging failed"),

@@ -2,6 +2,8 @@
 //! folding agents' events into the tracker (journaled first), and failing objects.
 
 use super::*;
+use skyx_protocol::Dests;
+
 use crate::journal::{ObjectRecord, PartRecord};
 
 impl<'a> Run<'a> {
@@ -13,7 +15,7 @@ impl<'a> Run<'a> {
         started: Instant,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<(), CopyError> {
-        let mut finalizing: JoinSet<(u32, Result<Verification, String>)> = JoinSet::new();
+        let mut finalizing: JoinSet<(u32, Result<Vec<Verification>, String>)> = JoinSet::new();
         let mut ready: VecDeque<u32> = VecDeque::new();
         let mut last_progress = Instant::now() - Duration::from_secs(1);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -27,7 +29,11 @@ impl<'a> Run<'a> {
             while let Some(e) = tracker.poll_event() {
                 match e {
                     TrackerEvent::ObjectComplete { object } => {
-                        match self.active.get(&object).and_then(|a| a.sink_verified) {
+                        let by_sinks: Option<Vec<Verification>> = self
+                            .active
+                            .get(&object)
+                            .and_then(|a| a.at.iter().map(|d| d.sink_verified).collect());
+                        match by_sinks {
                             Some(v) => checked.push((object, Ok(v))),
                             None => ready.push_back(object),
                         }
@@ -97,11 +103,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Objects whose completion and verification ended: the verified are journaled complete
-    /// (one transaction for all) and let go; the others fail.
+    /// Objects whose completion and verification ended (at every destination): the verified
+    /// are journaled complete (one transaction for all) and let go; the others fail.
     async fn finalized(
         &mut self,
-        finished: Vec<(u32, Result<Verification, String>)>,
+        finished: Vec<(u32, Result<Vec<Verification>, String>)>,
         tracker: &mut Tracker,
     ) -> Result<(), CopyError> {
         let mut batch = JournalBatch::default();
@@ -109,11 +115,13 @@ impl<'a> Run<'a> {
         let mut failed = Vec::new();
         for (object, res) in finished {
             match res {
-                Ok(v) => {
-                    *self
-                        .verified
-                        .entry(format!("{v:?}").to_lowercase())
-                        .or_default() += 1;
+                Ok(checks) => {
+                    for v in checks {
+                        *self
+                            .verified
+                            .entry(format!("{v:?}").to_lowercase())
+                            .or_default() += 1;
+                    }
                     if let Some(a) = self.active.get(&object) {
                         let record = ObjectRecord {
                             upload: None,
@@ -188,12 +196,19 @@ impl<'a> Run<'a> {
             let batch: Vec<ChunkSpec> = batch
                 .into_iter()
                 .filter(|s| {
-                    let refused = self.active.get(&s.object).is_none_or(|a| a.refused_upload);
+                    let refused = self
+                        .active
+                        .get(&s.object)
+                        .is_none_or(|a| a.at.iter().any(|d| d.refused_upload));
                     if refused {
                         tracker.handle_chunk_failed(s.id);
                     }
                     !refused
                 })
+                .collect();
+            let batch: Vec<(ChunkSpec, Dests)> = batch
+                .into_iter()
+                .map(|s| (s, tracker.dests_of(s.id)))
                 .collect();
             if batch.is_empty() {
                 continue;
@@ -208,37 +223,26 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Tells route `r`'s sink of the objects of `batch` it does not know yet (and of those to
-    /// forget), then hands `batch` to the route's source with its objects.
-    async fn send_to_route(&mut self, r: usize, batch: &[ChunkSpec]) -> Result<(), ClientError> {
-        let (source, sink) = (
-            self.routes[r].agents[0],
-            *self.routes[r].agents.last().expect("sink"),
-        );
-        let mut objects: Vec<u32> = batch.iter().map(|s| s.object).collect();
+    /// Tells route `r`'s sinks of the objects of `batch` they do not know yet (and of those
+    /// to forget), then hands `batch` to the route's source with its objects, each chunk
+    /// naming the destinations it is for.
+    async fn send_to_route(
+        &mut self,
+        r: usize,
+        batch: &[(ChunkSpec, Dests)],
+    ) -> Result<(), ClientError> {
+        let mut objects: Vec<u32> = batch.iter().map(|(s, _)| s.object).collect();
         objects.dedup();
-        let mut register = SinkObjects::default();
-        for &o in &objects {
-            if !self.agents[sink].sink_knows.contains(&o)
-                && let Some(a) = self.active.get(&o)
-            {
-                register.add.push(a.sink_object(o));
-            }
+        let shape = &self.routes[r].shape;
+        let sinks: Vec<(usize, usize)> = shape
+            .sinks
+            .iter()
+            .map(|&(node, d)| (shape.agents[node], d))
+            .collect();
+        for (sink, d) in sinks {
+            self.register_at_sink(sink, d, &objects).await?;
         }
-        register.forget = std::mem::take(&mut self.agents[sink].sink_forget);
-        if !register.add.is_empty() || !register.forget.is_empty() {
-            // What the sink knows changes only once it has answered.
-            if let Err(e) = self.agents[sink].client.sink_objects(&register).await {
-                self.agents[sink].sink_forget = register.forget;
-                return Err(e);
-            }
-            for o in register.add {
-                if let Some(a) = self.active.get_mut(&o.object) {
-                    a.at_sinks.push(sink);
-                }
-                self.agents[sink].sink_knows.insert(o.object);
-            }
-        }
+        let source = self.routes[r].shape.agents[0];
         let dispatch = Dispatch {
             route: r as u32,
             objects: objects
@@ -247,44 +251,83 @@ impl<'a> Run<'a> {
                 .collect(),
             chunks: batch
                 .iter()
-                .map(|s| ChunkOrder {
+                .map(|(s, dests)| ChunkOrder {
                     chunk: s.id.0,
                     object: s.object,
                     offset: s.offset,
                     len: s.len,
+                    dests: dests.0,
                 })
                 .collect(),
         };
         self.agents[source].client.dispatch(&dispatch).await
     }
 
-    /// Opens the destination uploads of multipart objects in `batch` that have none yet and
-    /// journals them (sinks learn of them with the objects).
-    pub(super) async fn open_uploads(&mut self, batch: &[ChunkSpec]) -> Result<(), CopyError> {
-        let mut need: Vec<(u32, String, Properties)> = Vec::new();
-        for s in batch {
-            if let Some(a) = self.active.get(&s.object)
-                && !s.whole_object
-                && a.record.upload.is_none()
-                && !a.refused_upload
-                && need.last().is_none_or(|(o, _, _)| *o != s.object)
+    /// Tells `sink` (writing destination `d`) of the `objects` it does not know yet, and of
+    /// those to forget.
+    async fn register_at_sink(
+        &mut self,
+        sink: usize,
+        d: usize,
+        objects: &[u32],
+    ) -> Result<(), ClientError> {
+        let mut register = SinkObjects::default();
+        for &o in objects {
+            if !self.agents[sink].sink_knows.contains(&o)
+                && let Some(a) = self.active.get(&o)
             {
-                need.push((s.object, a.item.dst_key.clone(), a.item.properties.clone()));
+                register.add.push(a.sink_object(o, d));
+            }
+        }
+        register.forget = std::mem::take(&mut self.agents[sink].sink_forget);
+        if register.add.is_empty() && register.forget.is_empty() {
+            return Ok(());
+        }
+        // What the sink knows changes only once it has answered.
+        if let Err(e) = self.agents[sink].client.sink_objects(&register).await {
+            self.agents[sink].sink_forget = register.forget;
+            return Err(e);
+        }
+        for o in register.add {
+            if let Some(a) = self.active.get_mut(&o.object) {
+                a.at_sinks.push(sink);
+            }
+            self.agents[sink].sink_knows.insert(o.object);
+        }
+        Ok(())
+    }
+
+    /// Opens the uploads, at every destination, of multipart objects in `batch` that have none
+    /// there yet, and journals them (sinks learn of them with the objects).
+    pub(super) async fn open_uploads(&mut self, batch: &[ChunkSpec]) -> Result<(), CopyError> {
+        let mut need: Vec<(u32, usize, String, Properties)> = Vec::new();
+        for s in batch {
+            let Some(a) = self.active.get(&s.object) else {
+                continue;
+            };
+            if s.whole_object || need.iter().any(|(o, ..)| *o == s.object) {
+                continue;
+            }
+            for (d, at) in a.at.iter().enumerate() {
+                if at.upload.is_none() && !at.refused_upload {
+                    need.push((s.object, d, at.key.clone(), a.item.properties.clone()));
+                }
             }
         }
         if need.is_empty() {
             return Ok(());
         }
-        let dst = self.dst.clone();
-        let opened: Vec<Result<(u32, MultipartUpload), (u32, StoreError)>> =
-            futures::stream::iter(need.into_iter().map(|(o, key, properties)| {
-                let dst = dst.clone();
+        let dsts = self.dsts.clone();
+        type Opened = Result<(u32, usize, MultipartUpload), (u32, usize, StoreError)>;
+        let opened: Vec<Opened> =
+            futures::stream::iter(need.into_iter().map(|(o, d, key, properties)| {
+                let dst = dsts[d].clone();
                 async move {
                     let up = dst
                         .create_multipart_with(&key, &properties)
                         .await
-                        .map_err(|e| (o, e))?;
-                    Ok((o, up))
+                        .map_err(|e| (o, d, e))?;
+                    Ok((o, d, up))
                 }
             }))
             .buffer_unordered(16)
@@ -293,20 +336,25 @@ impl<'a> Run<'a> {
         let mut batch = JournalBatch::default();
         for r in opened {
             match r {
-                Ok((o, up)) => {
+                Ok((o, d, up)) => {
                     let a = self.active.get_mut(&o).expect("an object being dispatched");
-                    a.record.upload = Some(up.upload_id);
-                    a.recorded = true;
-                    batch
-                        .objects
-                        .push((a.item.src_key.clone(), a.record.clone()));
+                    a.at[d].upload = Some(up.upload_id);
+                    // The journal follows destination 0 (a broadcast keeps none).
+                    if d == 0 {
+                        a.record.upload = a.at[0].upload.clone();
+                        a.recorded = true;
+                        batch
+                            .objects
+                            .push((a.item.src_key.clone(), a.record.clone()));
+                    }
                 }
                 // That object fails, named with why; the others go on.
-                Err((o, e)) => {
+                Err((o, d, e)) => {
                     if let Some(a) = self.active.get_mut(&o) {
-                        a.refused_upload = true;
+                        a.at[d].refused_upload = true;
                     }
-                    self.note_failure(o, format!("opening its upload at the destination: {e}"));
+                    let at = self.destination_name(d);
+                    self.note_failure(o, format!("opening its upload at {at}: {e}"));
                 }
             }
         }
@@ -315,6 +363,15 @@ impl<'a> Run<'a> {
             j.record(&batch)?;
         }
         Ok(())
+    }
+
+    /// How messages name destination `d`: "the destination" for a copy to one.
+    pub(super) fn destination_name(&self, d: usize) -> String {
+        match &self.job.broadcast {
+            None => "the destination".into(),
+            Some(b) if d == 0 => format!("destination {}", b.first),
+            Some(b) => format!("destination {}", b.more[d - 1].url),
+        }
     }
 
     pub(super) async fn handle_polls(
@@ -353,7 +410,11 @@ impl<'a> Run<'a> {
                         raw_crc32c,
                         verified,
                     } => {
-                        if !tracker.awaits_landing(ChunkId(chunk)) {
+                        // Which destination: the one this agent writes.
+                        let Some(d) = self.agents[agent].sink else {
+                            continue;
+                        };
+                        if !tracker.awaits_landing_at(ChunkId(chunk), d) {
                             continue;
                         }
                         let Some(a) = self.active.get_mut(&object) else {
@@ -361,34 +422,38 @@ impl<'a> Run<'a> {
                         };
                         let index = (chunk - a.chunks.start) as usize;
                         let part_number = index as u32 + 1;
-                        if !std::mem::replace(&mut a.recorded, true) {
-                            journal
-                                .objects
-                                .push((a.item.src_key.clone(), a.record.clone()));
+                        if d == 0 {
+                            if !std::mem::replace(&mut a.recorded, true) {
+                                journal
+                                    .objects
+                                    .push((a.item.src_key.clone(), a.record.clone()));
+                            }
+                            journal.parts.push((
+                                a.item.src_key.clone(),
+                                part_number,
+                                PartRecord {
+                                    etag: part.as_ref().map(|p| p.etag.clone()),
+                                    raw_len,
+                                    raw_crc32c,
+                                },
+                            ));
                         }
-                        journal.parts.push((
-                            a.item.src_key.clone(),
-                            part_number,
-                            PartRecord {
-                                etag: part.as_ref().map(|p| p.etag.clone()),
-                                raw_len,
-                                raw_crc32c,
-                            },
-                        ));
                         if let Some(p) = part {
-                            a.receipts.insert(p.part_number, p.etag);
+                            a.at[d].receipts.insert(p.part_number, p.etag);
                         }
                         if let Some(slot) = a.crcs.get_mut(index) {
                             *slot = Some((raw_crc32c, raw_len));
                         }
                         if verified.is_some() {
-                            a.sink_verified = verified;
+                            a.at[d].sink_verified = verified;
                         }
-                        landed.push(ChunkId(chunk));
+                        landed.push((ChunkId(chunk), d));
                     }
                     AgentEvent::Lost { chunk, route, why } => {
                         tracing::debug!(chunk, route, why, "chunk lost; sending it again");
-                        lost.push((ChunkId(chunk), RouteId(route), why));
+                        if let Some(r) = self.route_of_link(route) {
+                            lost.push((ChunkId(chunk), RouteId(r as u32), why));
+                        }
                     }
                     AgentEvent::Unreadable {
                         chunk,
@@ -411,11 +476,17 @@ impl<'a> Run<'a> {
                         permanent,
                         why,
                         ..
-                    } => refused.push((ChunkId(chunk), RouteId(route), permanent, why)),
+                    } => {
+                        if let Some(r) = self.route_of_link(route) {
+                            refused.push((ChunkId(chunk), RouteId(r as u32), permanent, why));
+                        }
+                    }
                     AgentEvent::RouteDown { route, why } => {
                         let why = format!("{} says {why}", self.agents[agent].slot.name());
                         tracing::warn!(route, "route down: {why}");
-                        down.push((route, why));
+                        if let Some(r) = self.route_of_link(route) {
+                            down.push((r as u32, why));
+                        }
                     }
                     AgentEvent::Warning { message } => {
                         tracing::warn!(agent = %self.agents[agent].slot.name(), "{message}");
@@ -440,8 +511,8 @@ impl<'a> Run<'a> {
             );
             (fault.crash)();
         }
-        for c in landed {
-            tracker.handle_landed(c);
+        for (c, d) in landed {
+            tracker.handle_landed_at(c, d);
         }
         for (c, r, why) in lost {
             // A report about an earlier dispatch of the chunk is stale (the tracker ignores it).
@@ -579,9 +650,15 @@ impl<'a> Run<'a> {
         let Some(a) = self.active.get_mut(&object) else {
             return Ok(());
         };
-        let (src_key, dst_key) = (a.item.src_key.clone(), a.item.dst_key.clone());
-        if let Some(id) = a.record.upload.take() {
-            self.abort_upload(&dst_key, &id).await?;
+        a.record.upload = None;
+        let src_key = a.item.src_key.clone();
+        let uploads: Vec<(usize, String, String)> =
+            a.at.iter_mut()
+                .enumerate()
+                .filter_map(|(d, at)| Some((d, at.key.clone(), at.upload.take()?)))
+                .collect();
+        for (d, key, id) in uploads {
+            self.abort_upload(d, &key, &id).await?;
         }
         if let Some(j) = &self.journal {
             j.record(&JournalBatch {

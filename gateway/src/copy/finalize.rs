@@ -5,20 +5,55 @@ use skyx_store::retry::RideOut;
 use super::*;
 
 impl Run<'_> {
-    /// Completes object `object` at the destination and verifies it.
+    /// Completes object `object` at every destination and verifies it there.
     pub(super) fn finalize(
         &self,
         object: u32,
-    ) -> impl std::future::Future<Output = (u32, Result<Verification, String>)> + Send + 'static
+    ) -> impl std::future::Future<Output = (u32, Result<Vec<Verification>, String>)> + Send + 'static
     {
-        let dst = self.dst.clone();
-        let src = self.src.clone();
         let a = &self.active[&object];
-        let item = a.item.clone();
-        let upload = a.record.upload.clone();
+        // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
+        let mut crc: Option<u32> = Some(0);
+        for c in &a.crcs {
+            crc = match (crc, c) {
+                (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, *c, *len as usize)),
+                _ => None,
+            };
+        }
+        let completions: Vec<_> = (0..a.at.len())
+            .map(|d| {
+                let name = (self.dsts.len() > 1).then(|| self.destination_name(d));
+                let done = self.complete_at(a, d, crc);
+                async move {
+                    done.await
+                        .map_err(|why| name.map_or(why.clone(), |at| format!("at {at}: {why}")))
+                }
+            })
+            .collect();
+        async move {
+            let res = futures::future::join_all(completions)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<Verification>, String>>();
+            (object, res)
+        }
+    }
+
+    /// Completes `a` at destination `d` (the object's CRC32C `crc`, when every chunk's is
+    /// known) and verifies it.
+    fn complete_at(
+        &self,
+        a: &ActiveObject,
+        d: usize,
+        crc: Option<u32>,
+    ) -> impl std::future::Future<Output = Result<Verification, String>> + Send + 'static {
+        let dst = self.dsts[d].clone();
+        let src = self.src.clone();
+        let item = a.item_at(d);
+        let upload = a.at[d].upload.clone();
         let chunk_size = a.record.chunk_size;
         // Each part is one chunk, in order: its CRC32C is the chunk's, as the sink checked it.
-        let parts: Vec<PartReceipt> = a
+        let parts: Vec<PartReceipt> = a.at[d]
             .receipts
             .iter()
             .map(|(&part_number, etag)| PartReceipt {
@@ -32,61 +67,47 @@ impl Run<'_> {
                     .map(|(crc, _)| crc),
             })
             .collect();
-        // The object's CRC32C, combined from its chunks' in order (an empty object's is 0).
-        let mut crc: Option<u32> = Some(0);
-        for c in &a.crcs {
-            crc = match (crc, c) {
-                (Some(acc), Some((c, len))) => Some(crc32c::crc32c_combine(acc, *c, *len as usize)),
-                _ => None,
-            };
-        }
         let dst_is_local = matches!(dst.location(), StoreLocation::Local);
         // The destination's outage is ridden out here as the sink rides it out for the parts:
         // an object whose every part landed is not failed for a completion the store could
         // not take for a few seconds.
         let window = self.job.options.sink_retry;
         async move {
-            let res = async {
-                if let Some(upload_id) = upload {
-                    let expected = item.size.div_ceil(chunk_size.max(1)) as usize;
-                    if parts.len() != expected {
-                        return Err(format!(
-                            "{} of {expected} parts recorded; cannot complete",
-                            parts.len()
-                        ));
-                    }
-                    let upload =
-                        MultipartUpload::new(&item.dst_key, &upload_id, item.properties.clone())
-                            .with_crc32c(crc);
-                    // A multi-chunk object was read in pieces. Each read was pinned to the
-                    // listed version where the store named one; either way the source must
-                    // still be that version before the pieces become visible as one object.
-                    // (A failed object's upload is aborted by the caller.)
-                    unchanged(src.as_ref(), &item).await?;
-                    let completed = RideOut::run(window, || {
-                        dst.complete_multipart(&upload, parts.clone())
-                    })
-                    .await;
-                    if let Err(e) = completed {
-                        // An earlier run (or an attempt above whose answer was lost) may have
-                        // completed it (the upload is gone now): what is at the destination decides,
-                        // by content only. A completion refused for any other reason fails,
-                        // and an object of the same size is no proof.
-                        if e.kind == skyx_store::ErrorKind::NotFound
-                            && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local, window).await
-                            && v != Verification::Size
-                        {
-                            tracing::info!(key = %item.dst_key, "already completed (by an earlier run, or by an attempt whose answer was lost)");
-                            return Ok(v);
-                        }
-                        // (The caller aborts the upload, keeping it to retry if that fails.)
-                        return Err(format!("completing the upload: {e}"));
-                    }
+            if let Some(upload_id) = upload {
+                let expected = item.size.div_ceil(chunk_size.max(1)) as usize;
+                if parts.len() != expected {
+                    return Err(format!(
+                        "{} of {expected} parts recorded; cannot complete",
+                        parts.len()
+                    ));
                 }
-                verify(dst.as_ref(), &item, crc, dst_is_local, window).await
+                let upload =
+                    MultipartUpload::new(&item.dst_key, &upload_id, item.properties.clone())
+                        .with_crc32c(crc);
+                // A multi-chunk object was read in pieces. Each read was pinned to the
+                // listed version where the store named one; either way the source must
+                // still be that version before the pieces become visible as one object.
+                // (A failed object's upload is aborted by the caller.)
+                unchanged(src.as_ref(), &item).await?;
+                let completed =
+                    RideOut::run(window, || dst.complete_multipart(&upload, parts.clone())).await;
+                if let Err(e) = completed {
+                    // An earlier run (or an attempt above whose answer was lost) may have
+                    // completed it (the upload is gone now): what is at the destination decides,
+                    // by content only. A completion refused for any other reason fails,
+                    // and an object of the same size is no proof.
+                    if e.kind == skyx_store::ErrorKind::NotFound
+                        && let Ok(v) = verify(dst.as_ref(), &item, crc, dst_is_local, window).await
+                        && v != Verification::Size
+                    {
+                        tracing::info!(key = %item.dst_key, "already completed (by an earlier run, or by an attempt whose answer was lost)");
+                        return Ok(v);
+                    }
+                    // (The caller aborts the upload, keeping it to retry if that fails.)
+                    return Err(format!("completing the upload: {e}"));
+                }
             }
-            .await;
-            (object, res)
+            verify(dst.as_ref(), &item, crc, dst_is_local, window).await
         }
     }
 }

@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::Rng;
 use skyx_agent_api::wire::{
-    AgentEvent, AgentMetrics, ChunkOrder, CompressionSpec, Dispatch, EventsResponse, IdentityWire,
-    JobSpec, ListenRequest, NextHop, RouteRequest, SinkObject, SinkObjects, SourceObject,
-    Transport,
+    AgentEvent, AgentMetrics, Branch, ChunkOrder, CompressionSpec, Dispatch, EventsResponse,
+    IdentityWire, JobSpec, ListenRequest, NextHop, RouteRequest, SinkObject, SinkObjects,
+    SourceObject, Transport,
 };
 use skyx_agent_api::{AgentClient, ClientError, JobCa};
 use skyx_protocol::{ChunkId, JobId};
 use skyx_store::{
-    MultipartUpload, ObjectStore, PartReceipt, Properties, StoreError, StoreLocation,
+    MultipartUpload, ObjectStore, ObjectUrl, PartReceipt, Properties, StoreError, StoreLocation,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -57,7 +57,7 @@ pub use report::{
 pub use server_side::{ServerSideJob, run_server_side};
 
 use crate::core::chunker::{ChunkError, ChunkPolicy, ChunkSpec};
-use crate::core::topology::{AgentSlot, Topology};
+use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 use crate::journal::{Journal, JournalBatch, JournalError, JournalState, digest};
 use crate::listing::{CopyItem, CopyItems, version_of};
@@ -168,9 +168,31 @@ pub struct CopyJob {
     pub dst_settings: Option<skyx_store::StoreConfig>,
     /// How the destination stores what sinks write (storage class, encryption).
     pub dst_write: skyx_store::WriteOptions,
+    /// A broadcast's other destinations (`None`: a copy to one destination, `dst_*`).
+    pub broadcast: Option<Broadcast>,
     pub topology: Topology,
     pub options: CopyOptions,
     pub pricing: Pricing,
+}
+
+/// The destinations of a broadcast beyond the first (destination 0, the job's `dst_*`).
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// Destination 0 as the user named it: each object's key there (the listing's) says
+    /// where it goes at the others ([`crate::listing::rebase_key`]).
+    pub first: ObjectUrl,
+    /// Destinations 1, 2, ...
+    pub more: Vec<Destination>,
+}
+
+/// One more destination of a broadcast.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub url: ObjectUrl,
+    /// Its store, as agents open it (`s3://bucket`, `file://`, ...).
+    pub store: String,
+    pub settings: Option<skyx_store::StoreConfig>,
+    pub write: skyx_store::WriteOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,15 +224,17 @@ pub enum CopyError {
     Interrupted { resume: String },
     #[error("agent setup failed: {0}")]
     Setup(String),
+    #[error("cannot broadcast: {0}")]
+    Broadcast(String),
 }
 
 struct AgentRt {
     slot: AgentSlot,
     /// The planned slot it fills (a replacement stands for the agent it replaced).
     stands_for: AgentSlot,
-    /// It reads the source / writes the destination (as installed).
+    /// It reads the source / writes a destination, which one (as installed).
     source: bool,
-    sink: bool,
+    sink: Option<usize>,
     client: AgentClient,
     launched: LaunchedAgent,
     alive: bool,
@@ -227,9 +251,11 @@ struct AgentRt {
 }
 
 struct RouteRt {
-    /// Indices into the run's agents.
-    agents: Vec<usize>,
-    connections: Vec<u32>,
+    /// Its nodes, their agents (indices into the run's agents) and links.
+    shape: RouteSpec,
+    /// The id each link reports under, the link into node `i` at `i - 1`: the route's own on a
+    /// chain (each agent has one way out), one per link on a tree (`Run::links`).
+    links: Vec<u32>,
     alive: bool,
     /// Why it went down, as an agent on it said.
     down_why: Option<String>,
@@ -269,10 +295,13 @@ struct Run<'a> {
     token: String,
     ca: JobCa,
     provider: &'a dyn Provider,
-    dst: Arc<dyn ObjectStore>,
+    /// The destinations' stores, destination `i` at `i` (one but for a broadcast).
+    dsts: Vec<Arc<dyn ObjectStore>>,
     src: Arc<dyn ObjectStore>,
     agents: Vec<AgentRt>,
     routes: Vec<RouteRt>,
+    /// The route of each tree link id (see `RouteRt::links`).
+    links: HashMap<u32, usize>,
     policy: ChunkPolicy,
     /// The listing, as it streams in.
     feed: Feed,
@@ -302,16 +331,17 @@ struct Run<'a> {
     /// after the sink's retries) and when: why the copy's chunks may be failing even where a
     /// chunk only met a busy hop.
     last_refusal: Option<(Instant, String)>,
-    /// Upload id → destination key of uploads still to abort (see `cleanup.rs`).
-    pending_aborts: HashMap<String, String>,
+    /// Upload id → (destination key, destination) of uploads still to abort (see
+    /// `cleanup.rs`).
+    pending_aborts: HashMap<String, (String, usize)>,
     verified: BTreeMap<String, u64>,
     /// Objects (and their bytes and chunks) an earlier run completed, skipped by `--resume`.
     resumed: (u64, u64, u64),
     /// Chunks an earlier run landed, not sent again.
     chunks_skipped: u64,
-    /// (a local destination) Directories whose abandoned staging was swept, each with a key
-    /// in it (what the store's sweep takes).
-    swept_dirs: HashMap<String, String>,
+    /// (local destinations) Directories whose abandoned staging was swept, by destination,
+    /// each with a key in it (what the store's sweep takes).
+    swept_dirs: HashMap<(usize, String), String>,
     /// Prices to meter with: the job's, and those of regions refined plans added.
     pricing: Pricing,
     /// When to plan again (once the first milestone is checked).
@@ -337,13 +367,31 @@ pub async fn run_copy(
     src: Arc<dyn ObjectStore>,
     dst: Arc<dyn ObjectStore>,
     progress: &mut (dyn FnMut(&ProgressSnapshot) + Send),
+    cancel: watch::Receiver<bool>,
+) -> Result<CopyReport, CopyError> {
+    run_broadcast(job, items, provider, src, vec![dst], progress, cancel).await
+}
+
+/// As [`run_copy`], to every destination of `dsts` at once (destination `i`'s store at `i`;
+/// the job's `broadcast` names those past the first): chunks are read once and forked where
+/// the topology's trees fork, and an object is done once every destination verified it.
+/// A broadcast keeps no journal, and does not plan again as the listing streams.
+pub async fn run_broadcast(
+    job: &CopyJob,
+    items: CopyItems,
+    provider: &dyn Provider,
+    src: Arc<dyn ObjectStore>,
+    dsts: Vec<Arc<dyn ObjectStore>>,
+    progress: &mut (dyn FnMut(&ProgressSnapshot) + Send),
     mut cancel: watch::Receiver<bool>,
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
+    check_destinations(job, dsts.len())?;
+    // Chunks are cut once for every destination: the largest part floor, the fewest parts.
     let policy = ChunkPolicy {
         target: job.options.chunk_size,
-        min_part: dst.min_part_size(),
-        max_parts: dst.max_parts(),
+        min_part: dsts.iter().map(|d| d.min_part_size()).max().unwrap_or(0),
+        max_parts: dsts.iter().map(|d| d.max_parts()).min().unwrap_or(u32::MAX),
     };
     if policy.target > crate::core::chunker::MAX_CHUNK {
         return Err(ChunkError::ChunkTooLarge {
@@ -369,10 +417,11 @@ pub async fn run_copy(
         token: random_token(),
         ca: JobCa::generate(job_id).map_err(|e| CopyError::Setup(e.to_string()))?,
         provider,
-        dst,
+        dsts,
         src,
         agents: Vec::new(),
         routes: Vec::new(),
+        links: HashMap::new(),
         policy,
         feed: Feed::start(items),
         active: HashMap::new(),
@@ -390,7 +439,11 @@ pub async fn run_copy(
         failed_unadmitted: 0,
         troubles: HashMap::new(),
         last_refusal: None,
-        pending_aborts: state.pending_aborts,
+        pending_aborts: state
+            .pending_aborts
+            .into_iter()
+            .map(|(id, key)| (id, (key, 0)))
+            .collect(),
         verified: BTreeMap::new(),
         resumed: (0, 0, 0),
         chunks_skipped: 0,
@@ -400,7 +453,7 @@ pub async fn run_copy(
         refining: None,
         refinements: Vec::new(),
     };
-    let mut tracker = Tracker::new(job.options.tracker);
+    let mut tracker = Tracker::broadcast(job.options.tracker, run.dsts.len());
 
     // Whatever earlier runs left: uploads to abort (and, locally, staging no one owns, swept
     // as the listing reaches each directory).
@@ -445,6 +498,40 @@ pub async fn run_copy(
         j.remove();
     }
     Ok(report)
+}
+
+/// Whether the job's destinations, its stores (`stores` of them) and its topology agree; a
+/// broadcast's limits (no journal, no planning again) are checked here too.
+fn check_destinations(job: &CopyJob, stores: usize) -> Result<(), CopyError> {
+    let named = 1 + job.broadcast.as_ref().map_or(0, |b| b.more.len());
+    let bad = |why: String| Err(CopyError::Broadcast(why));
+    if stores != named {
+        return bad(format!(
+            "{named} destinations named, {stores} stores opened"
+        ));
+    }
+    if named > skyx_protocol::Dests::MAX {
+        return bad(format!(
+            "{named} destinations; a broadcast has at most {}",
+            skyx_protocol::Dests::MAX
+        ));
+    }
+    job.topology
+        .check()
+        .map_err(|e| CopyError::Setup(format!("the topology: {e}")))?;
+    if job.topology.destinations() != named {
+        return bad(format!(
+            "the routes write {} destinations, the copy has {named}",
+            job.topology.destinations()
+        ));
+    }
+    if named > 1 && (job.options.journal.is_some() || job.options.resume) {
+        return bad("a broadcast keeps no journal, so it cannot be resumed".into());
+    }
+    if named > 1 && job.options.replan.is_some() {
+        return bad("a broadcast is planned once, before it starts".into());
+    }
+    Ok(())
 }
 
 /// Opens the journal, or starts a new one. An earlier run's journal under the same settings

@@ -191,7 +191,7 @@ impl<'a> Run<'a> {
                 ));
                 continue;
             }
-            match self.job_spec(&a.slot.name(), a.source, a.sink) {
+            match self.job_spec(&a.slot.name(), a.source, a.sink.then_some(0)) {
                 Ok(spec) => launches.push((a.clone(), spec)),
                 Err(e) => refinement.failures.push(e.to_string()),
             }
@@ -251,6 +251,7 @@ impl<'a> Run<'a> {
             .iter()
             .map(|r| RunningRoute {
                 slots: r
+                    .shape
                     .agents
                     .iter()
                     .map(|&a| self.agents[a].stands_for.clone())
@@ -295,7 +296,10 @@ impl<'a> Run<'a> {
                 ));
                 continue;
             };
-            match self.build_route(agents, connections).await {
+            match self
+                .build_route(RouteSpec::chain(agents, connections, 0.0))
+                .await
+            {
                 Ok(_) => refinement.routes_built += 1,
                 Err(e) => {
                     complete = false;
@@ -321,7 +325,7 @@ impl<'a> Run<'a> {
         for (a, res) in launched {
             match res {
                 Ok(l) => {
-                    self.adopt(a.slot.clone(), l, a.source, a.sink);
+                    self.adopt(a.slot.clone(), l, a.source, a.sink.then_some(0));
                     refinement.agents_launched.push(a.slot.name());
                 }
                 Err(e) => refinement
@@ -348,7 +352,7 @@ impl<'a> Run<'a> {
                     a.alive
                         && &a.stands_for == slot
                         && (i != 0 || a.source)
-                        && (i != last || a.sink)
+                        && (i != last || a.sink.is_some())
                 })
             })
             .collect()

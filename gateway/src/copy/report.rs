@@ -115,8 +115,7 @@ impl Run<'_> {
         let wire_bytes = self
             .routes
             .iter()
-            .enumerate()
-            .map(|(r, route)| self.hop_wire_bytes(r, route.agents[0]))
+            .flat_map(|route| route.shape.children(0).map(|c| self.link_bytes(route, c).0))
             .sum();
         ProgressSnapshot {
             progress: tracker.progress(),
@@ -126,17 +125,16 @@ impl Run<'_> {
         }
     }
 
-    pub(super) fn hop_wire_bytes(&self, route: usize, agent: usize) -> u64 {
-        self.hop_bytes(route, agent).0
-    }
-
-    /// Wire bytes and resent bytes of `agent`'s hop on `route`.
-    fn hop_bytes(&self, route: usize, agent: usize) -> (u64, u64) {
-        self.agents[agent]
+    /// Wire bytes and resent bytes of the link into node `node` of `route`, as the agent
+    /// sending on it counted them.
+    pub(super) fn link_bytes(&self, route: &RouteRt, node: usize) -> (u64, u64) {
+        let link = route.links[node - 1];
+        let sender = route.shape.agents[route.shape.parents[node - 1]];
+        self.agents[sender]
             .metrics
             .routes
             .iter()
-            .filter(|m| m.route as usize == route)
+            .filter(|m| m.route == link)
             .fold((0, 0), |(w, r), m| (w + m.wire_bytes, r + m.resent_bytes))
     }
 
@@ -172,16 +170,19 @@ impl Run<'_> {
         let elapsed = started.elapsed().as_secs_f64();
         let mut hops: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         let mut first_hop_wire = 0;
-        for (r, route) in self.routes.iter().enumerate() {
-            for (i, pair) in route.agents.windows(2).enumerate() {
-                let (bytes, resent) = self.hop_bytes(r, pair[0]);
-                if i == 0 {
+        for route in &self.routes {
+            let shape = &route.shape;
+            for node in 1..shape.agents.len() {
+                let (bytes, resent) = self.link_bytes(route, node);
+                let parent = shape.parents[node - 1];
+                // (A source that forks sends the same chunks on each branch: one counts.)
+                if parent == 0 && shape.children(0).next() == Some(node) {
                     first_hop_wire += bytes;
                 }
                 let hop = hops
                     .entry((
-                        self.agents[pair[0]].slot.region.clone(),
-                        self.agents[pair[1]].slot.region.clone(),
+                        self.agents[shape.agents[parent]].slot.region.clone(),
+                        self.agents[shape.agents[node]].slot.region.clone(),
                     ))
                     .or_default();
                 hop.0 += bytes;

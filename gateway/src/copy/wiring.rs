@@ -2,7 +2,13 @@
 //! front, watching agents' liveness, replacing dead ones and rebuilding their routes, and
 //! tearing everything down.
 
+use skyx_protocol::Dests;
+use skyx_store::{StoreConfig, WriteOptions};
+
 use super::*;
+
+/// Link ids from here up name a tree's links (`Run::links`); those below, routes.
+const TREE_LINKS: u32 = 1 << 31;
 
 /// Unanswered polls in a row after which an agent is lost.
 const LOST_AFTER_POLLS: u32 = 3;
@@ -19,33 +25,60 @@ impl Run<'_> {
         Ok(id.to_wire())
     }
 
+    /// Destination `d`'s store (as agents open it), settings and write options.
+    fn destination(&self, d: usize) -> (String, Option<StoreConfig>, WriteOptions) {
+        let job = self.job;
+        match d.checked_sub(1) {
+            None => (
+                job.dst_store.clone(),
+                job.dst_settings.clone(),
+                job.dst_write.clone(),
+            ),
+            Some(i) => {
+                let more = &job.broadcast.as_ref().expect("checked").more[i];
+                (
+                    more.store.clone(),
+                    more.settings.clone(),
+                    more.write.clone(),
+                )
+            }
+        }
+    }
+
+    /// The job as agent `name` is installed with: reading the source when `source`, writing
+    /// destination `sink` when it names one.
     pub(super) fn job_spec(
         &self,
         name: &str,
         source: bool,
-        sink: bool,
+        sink: Option<usize>,
     ) -> Result<JobSpec, CopyError> {
+        let (sink_store, sink_settings, sink_write) = match sink {
+            Some(d) => {
+                let (store, settings, write) = self.destination(d);
+                (Some(store), settings, write)
+            }
+            None => (None, None, Default::default()),
+        };
+        let (sources, sinks) = self.job.topology.ends();
         Ok(JobSpec {
             job: self.job_id.0,
             identity: self.identity(name)?,
             transport: self.job.options.transport,
             compression: self.job.options.compression,
             source_store: source.then(|| self.job.src_store.clone()),
-            sink_store: sink.then(|| self.job.dst_store.clone()),
+            sink_store,
             source_settings: source.then(|| self.job.src_settings.clone()).flatten(),
-            sink_settings: sink.then(|| self.job.dst_settings.clone()).flatten(),
-            sink_write: if sink {
-                self.job.dst_write.clone()
-            } else {
-                Default::default()
-            },
+            sink_settings,
+            sink_write,
             read_concurrency: self.job.options.read_concurrency,
             write_concurrency: self.job.options.write_concurrency,
             sink_retry_ms: Some(self.job.options.sink_retry.as_millis() as u64),
-            requests_per_second: self.job.options.tps_limit.map(|t| {
-                let (sources, sinks) = self.job.topology.ends();
-                t / (if source { sources } else { sinks }).max(1) as f64
-            }),
+            requests_per_second: self
+                .job
+                .options
+                .tps_limit
+                .map(|t| t / (if source { sources } else { sinks }).max(1) as f64),
             read_bytes_per_second: self
                 .job
                 .options
@@ -61,7 +94,7 @@ impl Run<'_> {
         slot: AgentSlot,
         launched: LaunchedAgent,
         source: bool,
-        sink: bool,
+        sink: Option<usize>,
     ) -> usize {
         let idx = self.agents.len();
         let client = AgentClient::new(slot.name(), launched.control, self.token.clone());
@@ -91,7 +124,7 @@ impl Run<'_> {
         &mut self,
         slot: AgentSlot,
         source: bool,
-        sink: bool,
+        sink: Option<usize>,
     ) -> Result<usize, CopyError> {
         let spec = self.job_spec(&slot.name(), source, sink)?;
         let launched = launch_and_install(self.provider, &slot, &self.token, &spec).await?;
@@ -99,49 +132,71 @@ impl Run<'_> {
     }
 
     /// Connects a route's agents back to front (each listener must exist before its sender
-    /// connects) and returns its id.
-    pub(super) async fn build_route(
-        &mut self,
-        agents: Vec<usize>,
-        connections: Vec<u32>,
-    ) -> Result<RouteId, CopyError> {
+    /// connects), forking where `shape` branches, and returns its id.
+    pub(super) async fn build_route(&mut self, shape: RouteSpec) -> Result<RouteId, CopyError> {
         let route = RouteId(self.routes.len() as u32);
-        let sink = *agents.last().expect("route has a sink");
-        let mut next = self.agents[sink]
-            .client
-            .listen(&ListenRequest {
-                route: route.0,
-                onward: None,
+        let n = shape.agents.len();
+        let chain = shape.sinks.len() == 1 && (1..n).all(|i| shape.parents[i - 1] == i - 1);
+        let links: Vec<u32> = (1..n)
+            .map(|_| {
+                if chain {
+                    return route.0;
+                }
+                let id = TREE_LINKS + self.links.len() as u32;
+                self.links.insert(id, route.0 as usize);
+                id
             })
-            .await?
-            .addr;
-        for hop in (1..agents.len() - 1).rev() {
-            next = self.agents[agents[hop]]
+            .collect();
+        // A copy to one destination sends every chunk everywhere (no mask).
+        let broadcast = self.dsts.len() > 1;
+        let dests_below = |node: usize| {
+            let below = shape.destinations_below(node);
+            match broadcast {
+                true => below
+                    .into_iter()
+                    .fold(Dests::ALL, |m, d| m.with(Dests::one(d))),
+                false => Dests::ALL,
+            }
+        };
+        let mut addrs: Vec<Option<std::net::SocketAddr>> = vec![None; n];
+        let branches = |node: usize, addrs: &[Option<std::net::SocketAddr>]| -> Vec<Branch> {
+            shape
+                .children(node)
+                .map(|c| Branch {
+                    route: links[c - 1],
+                    next: NextHop {
+                        addr: addrs[c].expect("children are wired first"),
+                        connections: shape.connections[c - 1],
+                    },
+                    dests: dests_below(c).0,
+                })
+                .collect()
+        };
+        for node in (1..n).rev() {
+            let onward = branches(node, &addrs);
+            let addr = self.agents[shape.agents[node]]
                 .client
                 .listen(&ListenRequest {
-                    route: route.0,
-                    onward: Some(NextHop {
-                        addr: next,
-                        connections: connections[hop],
-                    }),
+                    route: links[node - 1],
+                    onward,
                 })
                 .await?
                 .addr;
+            addrs[node] = Some(addr);
         }
-        self.agents[agents[0]]
+        let onward = branches(0, &addrs);
+        let first = onward.iter().map(|b| b.next.connections).max().unwrap_or(1);
+        self.agents[shape.agents[0]]
             .client
             .add_route(&RouteRequest {
                 route: route.0,
-                next: NextHop {
-                    addr: next,
-                    connections: connections[0],
-                },
+                onward,
             })
             .await?;
-        let window = (connections[0] as usize * 4).clamp(32, 512);
+        let window = (first as usize * 4).clamp(32, 512);
         self.routes.push(RouteRt {
-            agents,
-            connections,
+            shape,
+            links,
             alive: true,
             down_why: None,
             rebuilt: false,
@@ -151,12 +206,25 @@ impl Run<'_> {
         Ok(route)
     }
 
+    /// The route a link id names (a chain's links carry the route's own id).
+    pub(super) fn route_of_link(&self, link: u32) -> Option<usize> {
+        if link >= TREE_LINKS {
+            self.links.get(&link).copied()
+        } else {
+            Some(link as usize)
+        }
+    }
+
     pub(super) async fn setup(&mut self) -> Result<(), CopyError> {
         let topo = self.job.topology.clone();
-        let (sources, sinks) = (topo.sources(), topo.sinks());
+        let sources = topo.sources();
         let mut specs = Vec::with_capacity(topo.agents.len());
         for (i, slot) in topo.agents.iter().enumerate() {
-            specs.push(self.job_spec(&slot.name(), sources.contains(&i), sinks.contains(&i))?);
+            specs.push(self.job_spec(
+                &slot.name(),
+                sources.contains(&i),
+                topo.destination_of(i),
+            )?);
         }
         // Launch and install every agent at once: launching is the slow part on real clouds.
         let (provider, token) = (self.provider, self.token.clone());
@@ -172,7 +240,7 @@ impl Run<'_> {
         for (i, res) in launched.into_iter().enumerate() {
             match res {
                 Ok(l) => {
-                    let roles = (sources.contains(&i), sinks.contains(&i));
+                    let roles = (sources.contains(&i), topo.destination_of(i));
                     index.insert(i, self.adopt(topo.agents[i].clone(), l, roles.0, roles.1));
                 }
                 Err(e) => {
@@ -185,7 +253,11 @@ impl Run<'_> {
         }
         for r in &topo.routes {
             let agents = r.agents.iter().map(|a| index[a]).collect();
-            self.build_route(agents, r.connections.clone()).await?;
+            self.build_route(RouteSpec {
+                agents,
+                ..r.clone()
+            })
+            .await?;
         }
         Ok(())
     }
@@ -224,7 +296,7 @@ impl Run<'_> {
         let died = self.find_dead_agents();
         let mut resent = Vec::new();
         for (r, route) in self.routes.iter_mut().enumerate() {
-            if route.alive && route.agents.iter().any(|a| died.contains(a)) {
+            if route.alive && route.shape.agents.iter().any(|a| died.contains(a)) {
                 route.alive = false;
                 resent.extend(tracker.handle_route_failed(RouteId(r as u32)));
             }
@@ -293,8 +365,8 @@ impl Run<'_> {
         tracker: &mut Tracker,
     ) -> Result<(), String> {
         self.routes[r].rebuilt = true;
-        let old = self.routes[r].agents.clone();
-        let connections = self.routes[r].connections.clone();
+        let shape = self.routes[r].shape.clone();
+        let old = shape.agents.clone();
         // A route that stalled may have a frozen agent on it: find out now, before wiring
         // through it again would wait out a control call.
         self.confirm_alive(&old).await;
@@ -304,7 +376,13 @@ impl Run<'_> {
         for _attempt in 0..3 {
             self.fail_routes_of_dead_agents(tracker);
             let agents = self.replace_dead(&old, replacement).await?;
-            match self.build_route(agents, connections.clone()).await {
+            match self
+                .build_route(RouteSpec {
+                    agents,
+                    ..shape.clone()
+                })
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "rebuilding a route failed");
@@ -349,7 +427,7 @@ impl Run<'_> {
         replacement: &mut HashMap<usize, usize>,
     ) -> Result<Vec<usize>, String> {
         let mut agents = Vec::with_capacity(old.len());
-        for (pos, &a) in old.iter().enumerate() {
+        for &a in old {
             if self.agents[a].alive {
                 agents.push(a);
                 continue;
@@ -370,7 +448,9 @@ impl Run<'_> {
             let mut slot = self.agents[a].slot.clone();
             slot.index += 100 * self.replaced;
             tracing::warn!(agent = %slot.name(), "launching a replacement agent");
-            let (source, sink) = (pos == 0, pos == old.len() - 1);
+            // In the roles of the agent it replaces (a destination that relays is one agent
+            // on two nodes).
+            let (source, sink) = (self.agents[a].source, self.agents[a].sink);
             match self.launch(slot, source, sink).await {
                 Ok(n) => {
                     self.agents[n].stands_for = self.agents[a].stands_for.clone();

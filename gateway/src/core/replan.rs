@@ -190,11 +190,8 @@ mod tests {
                     }
                 })
                 .collect::<Vec<_>>();
-            t.routes.push(RouteSpec {
-                connections: vec![c; agents.len() - 1],
-                agents,
-                gbps: 1.0,
-            });
+            let hops = agents.len() - 1;
+            t.routes.push(RouteSpec::chain(agents, vec![c; hops], 1.0));
         }
         t
     }

@@ -15,6 +15,10 @@
 use std::collections::BTreeMap;
 
 use skyx_planner::RoutePlan;
+use skyx_planner::broadcast::MulticastPlan;
+
+/// Connections from a relay to a sink on its own agent (a destination that also relays).
+pub const LOOPBACK_CONNECTIONS: u32 = 4;
 
 /// One agent to launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +36,82 @@ impl AgentSlot {
     }
 }
 
-/// One chain of agents.
+/// One way chunks travel: a chain of agents, or for a broadcast a tree whose relays fork.
+///
+/// Its *nodes* are listed parents first: node 0 reads the source, every other node receives
+/// from its parent (a listener of its own), and the nodes in `sinks` write a destination. A
+/// sink node has no children: a destination that also relays is a relay node with a child
+/// sink node on the same agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
-    /// Indices into [`Topology::agents`]: source, relays..., sink.
+    /// Each node's agent (an index into [`Topology::agents`]); on a chain: source, relays...,
+    /// sink.
     pub agents: Vec<usize>,
-    /// Connections on each hop (`agents.len() - 1` entries).
+    /// Connections on the link into each node but the first (`agents.len() - 1` entries).
     pub connections: Vec<u32>,
     /// Planned wire Gbps on this route (for the summary; dispatch adapts to what routes do).
     pub gbps: f64,
+    /// The parent of each node but the first (`agents.len() - 1` entries, each smaller than
+    /// its node's index).
+    pub parents: Vec<usize>,
+    /// (node, destination) of each node that writes a destination.
+    pub sinks: Vec<(usize, usize)>,
+}
+
+impl RouteSpec {
+    /// The chain `agents` (source first, sink last, writing the one destination).
+    pub fn chain(agents: Vec<usize>, connections: Vec<u32>, gbps: f64) -> RouteSpec {
+        let n = agents.len();
+        assert!(n >= 2, "a route has a source and a sink");
+        RouteSpec {
+            agents,
+            connections,
+            gbps,
+            parents: (0..n - 1).collect(),
+            sinks: vec![(n - 1, 0)],
+        }
+    }
+
+    /// The children of node `node`.
+    pub fn children(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        (1..self.agents.len()).filter(move |&i| self.parents[i - 1] == node)
+    }
+
+    /// The destinations written at or below node `node`.
+    pub fn destinations_below(&self, node: usize) -> Vec<usize> {
+        let mut below = vec![false; self.agents.len()];
+        below[node] = true;
+        for i in node + 1..self.agents.len() {
+            below[i] = below[self.parents[i - 1]];
+        }
+        self.sinks
+            .iter()
+            .filter(|&&(n, _)| below[n])
+            .map(|&(_, d)| d)
+            .collect()
+    }
+
+    /// Whether it is well formed: parents before children, sinks at leaves.
+    fn check(&self) -> Result<(), String> {
+        let n = self.agents.len();
+        if n < 2 || self.connections.len() != n - 1 || self.parents.len() != n - 1 {
+            return Err(format!("a route of {n} nodes needs {} links", n.max(1) - 1));
+        }
+        if let Some(i) = (1..n).find(|&i| self.parents[i - 1] >= i) {
+            return Err(format!("node {i} comes before its parent"));
+        }
+        if self.sinks.is_empty() {
+            return Err("a route writes no destination".into());
+        }
+        if let Some(&(node, _)) = self
+            .sinks
+            .iter()
+            .find(|&&(node, _)| node == 0 || node >= n || self.children(node).next().is_some())
+        {
+            return Err(format!("sink node {node} is not a leaf"));
+        }
+        Ok(())
+    }
 }
 
 /// Agents and the routes through them.
@@ -51,20 +122,9 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// How many distinct agents read the source (first on a route) and write the
-    /// destination (last on a route).
+    /// How many distinct agents read the source (first on a route) and write a destination.
     pub fn ends(&self) -> (usize, usize) {
-        let firsts: std::collections::BTreeSet<usize> = self
-            .routes
-            .iter()
-            .filter_map(|r| r.agents.first().copied())
-            .collect();
-        let lasts: std::collections::BTreeSet<usize> = self
-            .routes
-            .iter()
-            .filter_map(|r| r.agents.last().copied())
-            .collect();
-        (firsts.len(), lasts.len())
+        (self.sources().len(), self.sinks().len())
     }
 
     /// One source agent in `src`, one sink agent in `dst`, one route between them.
@@ -81,12 +141,77 @@ impl Topology {
                     index: u32::from(src == dst),
                 },
             ],
-            routes: vec![RouteSpec {
-                agents: vec![0, 1],
-                connections: vec![connections.max(1)],
-                gbps: 0.0,
-            }],
+            routes: vec![RouteSpec::chain(vec![0, 1], vec![connections.max(1)], 0.0)],
         }
+    }
+
+    /// One source agent in `src` forking to one sink agent per destination of `dsts` (a
+    /// broadcast between ends the planner does not know: local directories, custom
+    /// endpoints).
+    pub fn star(src: &str, dsts: &[String], connections: u32) -> Topology {
+        let mut agents = vec![AgentSlot {
+            region: src.to_string(),
+            index: 0,
+        }];
+        for (d, region) in dsts.iter().enumerate() {
+            agents.push(AgentSlot {
+                region: region.clone(),
+                // Agents of one region need distinct names.
+                index: 1 + d as u32,
+            });
+        }
+        let n = agents.len();
+        Topology {
+            routes: vec![RouteSpec {
+                agents: (0..n).collect(),
+                connections: vec![connections.max(1); n - 1],
+                gbps: 0.0,
+                parents: vec![0; n - 1],
+                sinks: (1..n).map(|node| (node, node - 1)).collect(),
+            }],
+            agents,
+        }
+    }
+
+    /// Whether every route is well formed and no agent writes two destinations (an agent
+    /// holds one destination store).
+    pub fn check(&self) -> Result<(), String> {
+        let mut writes: BTreeMap<usize, usize> = BTreeMap::new();
+        for (r, route) in self.routes.iter().enumerate() {
+            route.check().map_err(|e| format!("route {r}: {e}"))?;
+            if let Some(&a) = route.agents.iter().find(|&&a| a >= self.agents.len()) {
+                return Err(format!("route {r}: agent {a} does not exist"));
+            }
+            for &(node, dest) in &route.sinks {
+                let agent = route.agents[node];
+                if *writes.entry(agent).or_insert(dest) != dest {
+                    return Err(format!(
+                        "agent {} writes two destinations",
+                        self.agents[agent].name()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination agent `agent` writes, if it writes one.
+    pub fn destination_of(&self, agent: usize) -> Option<usize> {
+        self.routes.iter().find_map(|r| {
+            r.sinks
+                .iter()
+                .find(|&&(node, _)| r.agents[node] == agent)
+                .map(|&(_, d)| d)
+        })
+    }
+
+    /// How many destinations the routes write (1 but for a broadcast).
+    pub fn destinations(&self) -> usize {
+        self.routes
+            .iter()
+            .flat_map(|r| r.sinks.iter().map(|&(_, d)| d + 1))
+            .max()
+            .unwrap_or(1)
     }
 
     /// The agents and routes that carry `plan`, with at most `max_connections` per hop of a
@@ -159,14 +284,119 @@ impl Topology {
                         _ => 1,
                     })
                     .collect();
-                routes.push(RouteSpec {
-                    agents: chain,
-                    connections,
-                    gbps: per_route,
-                });
+                routes.push(RouteSpec::chain(chain, connections, per_route));
             }
         }
         Topology { agents, routes }
+    }
+
+    /// The agents and tree routes that carry the broadcast `plan` from `src` to `dsts`
+    /// (destination `i` is `dsts[i]`): one route per partition tree, each region's agents
+    /// taken round-robin by the trees through it, and each link's connections split among
+    /// its trees by their share of the data, at most `max_connections` per link of a route.
+    /// Where a destination also relays, its agent forks to its own sink over a loopback link
+    /// of [`LOOPBACK_CONNECTIONS`].
+    pub fn from_broadcast(
+        plan: &MulticastPlan,
+        src: &str,
+        dsts: &[String],
+        max_connections: u32,
+    ) -> Result<Topology, String> {
+        let mut agents = Vec::new();
+        let mut by_region: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut pool = |region: &str, agents: &mut Vec<AgentSlot>| -> Vec<usize> {
+            let count = plan
+                .vms
+                .iter()
+                .find(|(r, _)| r.to_string() == region)
+                .map_or(1, |(_, &n)| n.max(1));
+            by_region
+                .entry(region.to_string())
+                .or_insert_with(|| {
+                    (0..count)
+                        .map(|index| {
+                            agents.push(AgentSlot {
+                                region: region.to_string(),
+                                index,
+                            });
+                            agents.len() - 1
+                        })
+                        .collect()
+                })
+                .clone()
+        };
+        // Each link's total share, to split its connections among the trees crossing it.
+        let mut link_share: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for t in &plan.trees {
+            for (a, b) in &t.hops {
+                *link_share
+                    .entry((a.to_string(), b.to_string()))
+                    .or_default() += t.share;
+            }
+        }
+        let mut routes = Vec::new();
+        for (k, tree) in plan.trees.iter().enumerate() {
+            let hops: Vec<(String, String)> = tree
+                .hops
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let mut agent_in = |region: &str, agents: &mut Vec<AgentSlot>| {
+                let p = pool(region, agents);
+                p[k % p.len()]
+            };
+            let mut route = RouteSpec {
+                agents: vec![agent_in(src, &mut agents)],
+                connections: Vec::new(),
+                gbps: plan.throughput_gbps * tree.share,
+                parents: Vec::new(),
+                sinks: Vec::new(),
+            };
+            // Breadth first from the source, so parents come before children.
+            let mut frontier = vec![(src.to_string(), 0usize)];
+            let mut seen = vec![src.to_string()];
+            while let Some((region, node)) = frontier.pop() {
+                for (a, b) in hops.iter().filter(|(a, _)| *a == region) {
+                    if seen.contains(b) {
+                        return Err(format!("tree {k} reaches {b} twice"));
+                    }
+                    seen.push(b.clone());
+                    let edge = plan
+                        .edges
+                        .iter()
+                        .find(|e| e.src.to_string() == *a && e.dst.to_string() == *b);
+                    let share = tree.share / link_share[&(a.clone(), b.clone())].max(1e-12);
+                    let connections = edge.map_or(1, |e| {
+                        ((f64::from(e.connections) * share).ceil() as u32)
+                            .clamp(1, max_connections.max(1))
+                    });
+                    route.agents.push(agent_in(b, &mut agents));
+                    route.connections.push(connections);
+                    route.parents.push(node);
+                    frontier.insert(0, (b.clone(), route.agents.len() - 1));
+                }
+            }
+            // Destinations: a leaf writes; one that relays gets a sink node of its own.
+            for (d, dst) in dsts.iter().enumerate() {
+                let Some(node) = (0..route.agents.len())
+                    .find(|&i| i > 0 && agents[route.agents[i]].region == *dst)
+                else {
+                    return Err(format!("tree {k} does not reach {dst}"));
+                };
+                if route.children(node).next().is_some() {
+                    route.agents.push(route.agents[node]);
+                    route.connections.push(LOOPBACK_CONNECTIONS);
+                    route.parents.push(node);
+                    route.sinks.push((route.agents.len() - 1, d));
+                } else {
+                    route.sinks.push((node, d));
+                }
+            }
+            routes.push(route);
+        }
+        let t = Topology { agents, routes };
+        t.check()?;
+        Ok(t)
     }
 
     /// Every hop of every route uses exactly `n` connections.
@@ -185,12 +415,12 @@ impl Topology {
         v
     }
 
-    /// Indices of the agents that are sinks (last on some route).
+    /// Indices of the agents that write a destination (a sink node of some route).
     pub fn sinks(&self) -> Vec<usize> {
         let mut v: Vec<usize> = self
             .routes
             .iter()
-            .map(|r| *r.agents.last().expect("a route has agents"))
+            .flat_map(|r| r.sinks.iter().map(|&(node, _)| r.agents[node]))
             .collect();
         v.sort_unstable();
         v.dedup();

@@ -11,12 +11,17 @@
 //! `admit`ted as the listing streams in (with what a journal says already landed) and
 //! `release`d once finished, so its memory is bounded by the gateway's window, not by the
 //! size of the copy. Its counts (`Progress`) cover everything ever admitted.
+//!
+//! A broadcast has several destinations, and a chunk is done only once every one reports it
+//! landed (`handle_landed_at`); until then it goes out again, when it must, only to those that
+//! have not (`dests_of`), so what crossed a link for a destination that has it is not paid
+//! again. A copy to one destination is the case of one.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use skyx_protocol::ChunkId;
+use skyx_protocol::{ChunkId, Dests};
 
 use crate::core::chunker::ChunkSpec;
 
@@ -84,6 +89,8 @@ pub struct Progress {
 struct ChunkRt {
     spec: ChunkSpec,
     state: State,
+    /// The destinations that reported it landed (bit `i`: destination `i`).
+    landed_at: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +105,8 @@ struct ObjectRt {
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
+    /// Destinations each chunk must land at (1 but for a broadcast).
+    destinations: usize,
     chunks: HashMap<u64, ChunkRt>,
     objects: HashMap<u32, ObjectRt>,
     /// Chunks waiting for a route; retries go first. May hold chunks that landed or were
@@ -116,8 +125,20 @@ pub struct Tracker {
 impl Tracker {
     /// An empty tracker: objects come in through [`Tracker::admit`].
     pub fn new(config: TrackerConfig) -> Self {
+        Self::broadcast(config, 1)
+    }
+
+    /// An empty tracker for a copy to `destinations` destinations at once (1 to
+    /// [`Dests::MAX`]).
+    pub fn broadcast(config: TrackerConfig, destinations: usize) -> Self {
+        assert!(
+            (1..=Dests::MAX).contains(&destinations),
+            "a copy has 1 to {} destinations",
+            Dests::MAX
+        );
         Tracker {
             config,
+            destinations,
             chunks: HashMap::new(),
             objects: HashMap::new(),
             queue: VecDeque::new(),
@@ -197,6 +218,7 @@ impl Tracker {
                 ChunkRt {
                     spec: *s,
                     state: State::Queued { attempts: 0 },
+                    landed_at: 0,
                 },
             );
             self.queued += 1;
@@ -254,7 +276,44 @@ impl Tracker {
         out
     }
 
-    /// The sink verified and wrote the chunk. Repeated or late reports are harmless.
+    /// Destination `dest`'s sink verified and wrote the chunk; it is done once every
+    /// destination's has. Repeated or late reports are harmless.
+    pub fn handle_landed_at(&mut self, chunk: ChunkId, dest: usize) {
+        let all = self.all_destinations();
+        let Some(rt) = self.chunks.get_mut(&chunk.0) else {
+            return;
+        };
+        rt.landed_at |= 1 << dest;
+        if rt.landed_at & all == all {
+            self.handle_landed(chunk);
+        }
+    }
+
+    /// The destinations the chunk has still to land at, as its next dispatch names them
+    /// ([`Dests::ALL`] for a copy to one destination).
+    pub fn dests_of(&self, chunk: ChunkId) -> Dests {
+        if self.destinations == 1 {
+            return Dests::ALL;
+        }
+        let landed = self.chunks.get(&chunk.0).map_or(0, |c| c.landed_at);
+        Dests(self.all_destinations() & !landed)
+    }
+
+    /// Whether a landing of the chunk reported by destination `dest` is news.
+    pub fn awaits_landing_at(&self, chunk: ChunkId, dest: usize) -> bool {
+        self.awaits_landing(chunk)
+            && self
+                .chunks
+                .get(&chunk.0)
+                .is_some_and(|c| c.landed_at & (1 << dest) == 0)
+    }
+
+    fn all_destinations(&self) -> u16 {
+        ((1u32 << self.destinations) - 1) as u16
+    }
+
+    /// Every destination's sink verified and wrote the chunk (a journal says so, or the only
+    /// destination reported it). Repeated or late reports are harmless.
     pub fn handle_landed(&mut self, chunk: ChunkId) {
         let Some(rt) = self.chunks.get(&chunk.0).copied() else {
             return;

@@ -94,6 +94,7 @@ impl CopyCtx {
             src_settings: None,
             dst_settings: None,
             dst_write: Default::default(),
+            broadcast: None,
             topology: route.topology,
             options,
             pricing: route.pricing,
