@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match &cli.command {
+        Command::Cp(args) if args.dst.len() > 1 => cmd::cp_broadcast::run(args),
         Command::Cp(args) => cmd::cp::run(args),
         Command::Sync(args) => cmd::sync::run(args),
         Command::Check(args) => cmd::check::run(args),

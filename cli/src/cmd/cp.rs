@@ -25,8 +25,10 @@ use crate::units::format_bytes;
 pub struct CpArgs {
     /// Source: s3://bucket/key, gs://bucket/key, az://account/container/key, a local path.
     pub src: String,
-    /// Destination, in the same forms.
-    pub dst: String,
+    /// Destination, in the same forms; several make a broadcast (the source read once,
+    /// relays forking to each destination).
+    #[arg(required = true, num_args = 1..)]
+    pub dst: Vec<String>,
     /// Copy everything under the source prefix (directory).
     #[arg(short = 'r', long)]
     pub recursive: bool,
@@ -40,8 +42,9 @@ pub fn run(args: &CpArgs) -> Result<()> {
 }
 
 async fn run_async(args: &CpArgs) -> Result<()> {
+    // (Several destinations are a broadcast: `cp_broadcast`.)
     let t = &args.transfer;
-    let ends = open_endpoints(t, &args.src, &args.dst).await?;
+    let ends = open_endpoints(t, &args.src, &args.dst[0]).await?;
     let regions = crate::cmd::routing::infer_regions(t, &ends).await;
     // A plain `cp -r` streams a listing too long to wait for; what needs the whole listing
     // first (a dry run, --files-from, --no-clobber's comparison) lists it all.

@@ -85,38 +85,7 @@ pub async fn execute(
             volume,
         });
     }
-    let sky = load_sky(args)?;
-    // Checked before anything starts: a bad EC2 setting launches no VM.
-    let ec2 = match args.provider.provider {
-        ProviderKind::Local => None,
-        ProviderKind::Ec2 => {
-            if routing
-                .topology
-                .agents
-                .iter()
-                .any(|a| !a.region.contains(':'))
-            {
-                return Err(BadInput(
-                    "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
-                )
-                .into());
-            }
-            let tag = crate::args::provider::job_tag("cp", "copy");
-            Some(args.provider.ec2(&routing.topology, &tag, sky.is_some())?)
-        }
-    };
-    let mut local = LocalProvider::new(LocalProvider::default_program());
-    local.log_dir = Some(state_dir(args).join("logs"));
-    if let Some(sky) = &sky {
-        in_sky(&mut local, sky);
-    }
-    let provider: &dyn Provider = match &ec2 {
-        Some(ec2) => {
-            crate::args::provider::announce(ec2, "copy");
-            ec2
-        }
-        None => &local,
-    };
+    let agents = Agents::new(args, &routing.topology, "copy")?;
     let job = CopyJob {
         src_store: store_root(&ends.src_url),
         dst_store: store_root(&ends.dst_url),
@@ -133,7 +102,7 @@ pub async fn execute(
     let report = run_copy(
         &job,
         items,
-        provider,
+        agents.provider(),
         ends.src.clone(),
         ends.dst.clone(),
         &mut on_progress,
@@ -141,17 +110,69 @@ pub async fn execute(
     )
     .await;
     bar.finish_and_clear();
-    if let Some(ec2) = &ec2 {
-        // Whatever the copy's end, no VM of the job outlives it.
-        crate::args::provider::sweep(ec2, "copy").await;
-    }
+    agents.sweep().await;
     Ok(report?)
+}
+
+/// Where a copy's agents run: local processes (in the sky's namespaces when a sky is up), or
+/// EC2 machines with `--provider ec2`.
+pub struct Agents {
+    local: LocalProvider,
+    ec2: Option<skyx_provision::ec2::Ec2Provider>,
+    what: &'static str,
+}
+
+impl Agents {
+    /// The provider for `topology`'s agents; a bad EC2 setting is refused here, before
+    /// anything starts, so it launches no VM.
+    pub fn new(
+        args: &TransferArgs,
+        topology: &skyx_gateway::Topology,
+        what: &'static str,
+    ) -> Result<Agents> {
+        let sky = load_sky(args)?;
+        let ec2 = match args.provider.provider {
+            ProviderKind::Local => None,
+            ProviderKind::Ec2 => {
+                if topology.agents.iter().any(|a| !a.region.contains(':')) {
+                    return Err(BadInput(
+                        "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
+                    )
+                    .into());
+                }
+                let tag = crate::args::provider::job_tag("cp", what);
+                let ec2 = args.provider.ec2(topology, &tag, sky.is_some())?;
+                crate::args::provider::announce(&ec2, what);
+                Some(ec2)
+            }
+        };
+        let mut local = LocalProvider::new(LocalProvider::default_program());
+        local.log_dir = Some(state_dir(args).join("logs"));
+        if let Some(sky) = &sky {
+            in_sky(&mut local, sky);
+        }
+        Ok(Agents { local, ec2, what })
+    }
+
+    pub fn provider(&self) -> &dyn Provider {
+        match &self.ec2 {
+            Some(ec2) => ec2,
+            None => &self.local,
+        }
+    }
+
+    /// Whatever the copy's end, no VM of the job outlives it.
+    pub async fn sweep(&self) {
+        if let Some(ec2) = &self.ec2 {
+            crate::args::provider::sweep(ec2, self.what).await;
+        }
+    }
 }
 
 /// The progress bar (hidden for `--json`, `--no-progress` or no terminal) and the callback
 /// that moves it.
 /// `total` is the bytes known at the start; a listing that streams raises it as it goes.
-fn progress_bar(
+pub fn progress_bar(
     args: &TransferArgs,
     total: u64,
 ) -> (ProgressBar, impl FnMut(&ProgressSnapshot) + Send + 'static) {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod cp;
+pub mod cp_broadcast;
 pub mod execute;
 pub mod plan;
 pub mod plan_broadcast;

@@ -68,7 +68,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
 /// Without an objective flag: the cheapest broadcast at least as fast as the slowest of the
 /// plain direct copies (direct link, one VM per end) to each destination, so every destination
 /// has its data no later than if each were copied directly.
-fn default_objective(catalog: &Catalog, req: &BroadcastRequest) -> Result<Objective> {
+pub fn default_objective(catalog: &Catalog, req: &BroadcastRequest) -> Result<Objective> {
     let mut slowest = f64::INFINITY;
     for dst in &req.dsts {
         let mut unicast = req.unicast(dst);

@@ -32,21 +32,7 @@ pub async fn infer_regions(
     args: &TransferArgs,
     ends: &Endpoints,
 ) -> (Option<String>, Option<String>) {
-    async fn ask(url: &ObjectUrl, store: &Arc<dyn ObjectStore>) -> Option<String> {
-        let cloud = match url.location {
-            skyx_store::StoreLocation::S3 { .. } => "aws",
-            skyx_store::StoreLocation::Gcs { .. } => "gcp",
-            _ => return None,
-        };
-        match store.bucket_region().await {
-            Ok(Some(r)) => Some(format!("{cloud}:{r}")),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not ask the bucket's region; use --src-region/--dst-region");
-                None
-            }
-        }
-    }
+    let ask = bucket_region;
     if args.sky.is_some() {
         // A sky's stores are emulators: the flags are the regions.
         return (args.src_region.clone(), args.dst_region.clone());
@@ -60,6 +46,24 @@ pub async fn infer_regions(
         None => ask(&ends.dst_url, &ends.dst).await,
     };
     (src, dst)
+}
+
+/// The region of the bucket `url` names, as its store reports it (`aws:REGION`,
+/// `gcp:REGION`); `None` for stores that do not say, or when asking fails.
+pub async fn bucket_region(url: &ObjectUrl, store: &Arc<dyn ObjectStore>) -> Option<String> {
+    let cloud = match url.location {
+        skyx_store::StoreLocation::S3 { .. } => "aws",
+        skyx_store::StoreLocation::Gcs { .. } => "gcp",
+        _ => return None,
+    };
+    match store.bucket_region().await {
+        Ok(Some(r)) => Some(format!("{cloud}:{r}")),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask the bucket's region; use --src-region/--dst-region");
+            None
+        }
+    }
 }
 
 /// Plans the route between the regions given or found (`regions`); with neither known, one

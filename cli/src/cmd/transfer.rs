@@ -390,13 +390,23 @@ fn refuse_copy_into_itself(src: &ObjectUrl, dst: &ObjectUrl) -> Result<()> {
 }
 
 pub async fn open_endpoints(args: &TransferArgs, src: &str, dst: &str) -> Result<Endpoints> {
+    open_endpoints_in(args, src, dst, args.dst_region.as_ref()).await
+}
+
+/// As [`open_endpoints`], with the destination in `dst_region` (one of a broadcast's).
+pub async fn open_endpoints_in(
+    args: &TransferArgs,
+    src: &str,
+    dst: &str,
+    dst_region: Option<&String>,
+) -> Result<Endpoints> {
     let sky = load_sky(args)?;
     let remotes = load_remotes(args.ends.config.as_deref())?;
     let src_end = resolve(src, Side::Src, &args.ends, &remotes, |url| {
         end_config(sky.as_ref(), args.src_region.as_ref(), url, "--src-region")
     })?;
     let dst_end = resolve(dst, Side::Dst, &args.ends, &remotes, |url| {
-        end_config(sky.as_ref(), args.dst_region.as_ref(), url, "--dst-region")
+        end_config(sky.as_ref(), dst_region, url, "--dst-region")
     })?;
     let (src_url, dst_url) = (src_end.url, dst_end.url);
     let mut src_config = src_end.settings;

@@ -175,6 +175,9 @@ pub struct CopyJob {
     pub pricing: Pricing,
 }
 
+/// Destinations a broadcast may have (each chunk names its own in a 16-bit set).
+pub const MAX_DESTINATIONS: usize = skyx_protocol::Dests::MAX;
+
 /// The destinations of a broadcast beyond the first (destination 0, the job's `dst_*`).
 #[derive(Debug, Clone)]
 pub struct Broadcast {
@@ -510,10 +513,9 @@ fn check_destinations(job: &CopyJob, stores: usize) -> Result<(), CopyError> {
             "{named} destinations named, {stores} stores opened"
         ));
     }
-    if named > skyx_protocol::Dests::MAX {
+    if named > MAX_DESTINATIONS {
         return bad(format!(
-            "{named} destinations; a broadcast has at most {}",
-            skyx_protocol::Dests::MAX
+            "{named} destinations; a broadcast has at most {MAX_DESTINATIONS}"
         ));
     }
     job.topology
