@@ -68,11 +68,13 @@ fn kind_of(e: &StoreError) -> ErrorKind {
 async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     let key = |name: &str| format!("{root}/{name}");
 
-    // put / get / head: empty, one byte, small.
+    // put / get / head: empty, one byte, small, and a whole chunk larger than the SDKs'
+    // own partitions (Azure's splits past 4 MiB).
     for (name, data) in [
         ("empty", Vec::new()),
         ("one", vec![0x5a]),
         ("small", pseudo_random(1, 100_000)),
+        ("whole-chunk", pseudo_random(2, 6 << 20)),
     ] {
         let written = store
             .put_with(

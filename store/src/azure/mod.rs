@@ -603,6 +603,10 @@ impl ObjectStore for AzureStore {
                     blob_content_disposition: c.blob_content_disposition,
                     blob_cache_control: c.blob_cache_control,
                     metadata: c.metadata,
+                    // One Put Blob whatever the size: past its default partition (4 MiB) the
+                    // SDK stages blocks and commits them, and the answer's MD5 is then the
+                    // block list's, not the blob's (nor does Azure keep one for the blob).
+                    partition_size: std::num::NonZero::new(size.max(1)),
                     ..Default::default()
                 };
                 self.blob(key)
