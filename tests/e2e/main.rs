@@ -55,6 +55,7 @@ mod resume;
 mod run;
 mod server_side;
 mod sky;
+mod sky_broadcast;
 mod sky_links;
 mod stores;
 mod sync_modes;

@@ -22,10 +22,10 @@ const RELAY_FAST: &str = "gcp:europe-west1-b";
 const DST: &str = "gcp:asia-southeast1-a";
 
 /// A sky for one test, torn down when dropped (also when the test fails).
-struct TestSky {
+pub(crate) struct TestSky {
     name: String,
     subnet: String,
-    state: PathBuf,
+    pub(crate) state: PathBuf,
     scratch_state: PathBuf,
 }
 
@@ -39,11 +39,11 @@ impl TestSky {
         c
     }
 
-    fn skyx(&self, args: &[&str]) -> Output {
+    pub(crate) fn skyx(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run skyx")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.skyx(args);
         assert!(
             o.status.success(),
@@ -55,7 +55,7 @@ impl TestSky {
     }
 
     /// Runs `skyx ARGS` inside `region`'s namespace with its store's variables.
-    fn in_region(&self, region: &str, args: &[&str]) -> String {
+    pub(crate) fn in_region(&self, region: &str, args: &[&str]) -> String {
         let state = self.state.display().to_string();
         let skyx = bin("skyx").display().to_string();
         let mut full = vec!["sky", "exec", region, "--state-dir", &state, "--", &skyx];
@@ -117,7 +117,7 @@ fn processes_under(dir: &Path) -> Vec<u32> {
     out
 }
 
-fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -144,7 +144,18 @@ fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
 fn sky_up(
     scratch: &Scratch,
     prefix: &str,
+    subnets: (u32, u32),
+    extra: &[&str],
+) -> (TestSky, String) {
+    sky_of(scratch, prefix, subnets, &[SRC, RELAY_FAST, DST], extra)
+}
+
+/// As [`sky_up`], of `regions`.
+pub(crate) fn sky_of(
+    scratch: &Scratch,
+    prefix: &str,
     (subnet_base, span): (u32, u32),
+    regions: &[&str],
     extra: &[&str],
 ) -> (TestSky, String) {
     let id = std::process::id() % 100_000;
@@ -155,7 +166,7 @@ fn sky_up(
         scratch_state: scratch.state(),
     };
     let state = sky.state.display().to_string();
-    let regions = format!("{SRC},{RELAY_FAST},{DST}");
+    let regions = regions.join(",");
     let mut args = vec![
         "sky",
         "up",
