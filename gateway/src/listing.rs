@@ -238,16 +238,24 @@ fn refusal(dst: &ObjectUrl, rel: &str, size: u64) -> Option<String> {
 }
 
 /// Where another destination `to` of a broadcast writes `item`, which the listing placed at
-/// `item.dst_key` under the first destination `first`: the same place relative to it (for a
-/// single object copied to a named object, `to`'s own name, or the source's name under a `to`
-/// that is a directory). Refused as a listing refuses a key (one that would leave a local
-/// destination), and a key not under `first` (never made by a listing) is refused too.
-pub fn rebase_key(item: &CopyItem, first: &ObjectUrl, to: &ObjectUrl) -> Result<String, String> {
-    let rel = if dst_is_directory(first) {
+/// `item.dst_key` under the first destination `first`: the same place relative to it, as the
+/// listing would have placed it under `to`. A listing of a prefix (or of `--files-from`)
+/// places every object under its destination's key, slash or not; a single object
+/// (`source_is_object`) goes to a destination that names an object as that name, and under
+/// one that is a directory by the source's name. Refused as a listing refuses a key (one that
+/// would leave a local destination), and a key not under `first` (never made by a listing) is
+/// refused too.
+pub fn rebase_key(
+    item: &CopyItem,
+    first: &ObjectUrl,
+    to: &ObjectUrl,
+    source_is_object: bool,
+) -> Result<String, String> {
+    let rel = if !source_is_object {
         let prefix = dir_prefix(&first.key);
         match item.dst_key.strip_prefix(&prefix) {
-            Some(rel) => rel.to_string(),
-            None => {
+            Some(rel) if !rel.is_empty() => rel.to_string(),
+            _ => {
                 return Err(format!(
                     "{:?} is not under the first destination's {prefix:?}",
                     item.dst_key
@@ -606,6 +614,66 @@ pub async fn list_destination(
         // A local destination directory that does not exist yet holds nothing.
         Err(e) if e.kind == ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod rebase_tests {
+    use super::*;
+
+    fn item(src_key: &str, dst_key: &str) -> CopyItem {
+        CopyItem {
+            src_key: src_key.into(),
+            dst_key: dst_key.into(),
+            size: 3,
+            version: String::new(),
+            etag: None,
+            last_modified: None,
+            md5: None,
+            crc32c: None,
+            properties: Properties::default(),
+        }
+    }
+
+    fn url(s: &str) -> ObjectUrl {
+        ObjectUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn another_destination_gets_each_object_where_a_listing_would_put_it() {
+        // A prefix's objects keep their path under each destination, slash or not.
+        for first in ["s3://aaa/out", "s3://aaa/out/"] {
+            for to in ["gs://bbb/x", "gs://bbb/x/"] {
+                let it = item("d/sub/f", "out/sub/f");
+                let got = rebase_key(&it, &url(first), &url(to), false);
+                assert_eq!(got.as_deref(), Ok("x/sub/f"), "{first} -> {to}");
+            }
+        }
+        let root = rebase_key(
+            &item("d/f", "f"),
+            &url("s3://aaa"),
+            &url("gs://bbb/y"),
+            false,
+        );
+        assert_eq!(root.as_deref(), Ok("y/f"));
+        // A single object: named, or by the source's name under a directory.
+        let one = item("d/f.bin", "new.bin");
+        let named = rebase_key(&one, &url("s3://aaa/new.bin"), &url("gs://bbb/z.bin"), true);
+        assert_eq!(named.as_deref(), Ok("z.bin"));
+        let under = rebase_key(&one, &url("s3://aaa/new.bin"), &url("gs://bbb/dir/"), true);
+        assert_eq!(under.as_deref(), Ok("dir/f.bin"));
+        // A key outside the first destination is never placed anywhere.
+        let outside = item("d/f", "elsewhere/f");
+        assert!(rebase_key(&outside, &url("s3://aaa/out"), &url("gs://bbb/x"), false).is_err());
+    }
+
+    #[test]
+    fn a_key_that_would_leave_a_local_destination_is_refused_there() {
+        let dir = std::env::temp_dir().join("skyx-rebase-test");
+        let to = url(&format!("{}/", dir.display()));
+        let hostile = item("d/../../etc/passwd", "out/../../etc/passwd");
+        let got = rebase_key(&hostile, &url("s3://aaa/out/"), &to, false);
+        assert!(got.is_err(), "{got:?}");
     }
 }
 

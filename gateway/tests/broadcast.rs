@@ -148,6 +148,7 @@ async fn prepare(src_dir: &Path, dst_dirs: &[PathBuf], topology: Topology) -> Co
             dst_write: Default::default(),
             broadcast: Some(Broadcast {
                 first: dst_urls[0].clone(),
+                source_is_object: false,
                 more: dst_urls[1..]
                     .iter()
                     .map(|u| Destination {
@@ -305,8 +306,9 @@ async fn a_broadcast_whose_routes_miss_a_destination_is_refused_before_any_agent
     let provider = InProcessProvider::default();
     let err = run(&copy, &provider).await.unwrap_err();
     assert!(
-        err.to_string()
-            .contains("the routes write 3 destinations, the copy has 4"),
+        err.to_string().contains(
+            "route 0 writes destinations [0, 1, 2]; every route writes each of the copy's 4 once"
+        ),
         "{err}"
     );
     assert_eq!(provider.launched(), 0);

@@ -272,3 +272,39 @@ fn objects_taken_in_as_they_come_and_let_go_once_finished_leave_nothing_behind()
         (3, 2, 1, 6)
     );
 }
+
+#[test]
+fn a_broadcast_chunk_is_done_only_once_every_destination_has_it_and_goes_again_only_where_missing()
+{
+    let now = Instant::now();
+    let mut t = Tracker::broadcast(TrackerConfig::default(), 3);
+    let specs = object_chunks(0, ChunkId(0), 3 * MIB, MIB);
+    t.admit(0, &specs, &[]);
+    let r = RouteId(0);
+    let out = t.poll_dispatch(r, 10, now);
+    assert_eq!(out.len(), 3);
+    // A chunk's first dispatch is for every destination.
+    assert_eq!(t.dests_of(ChunkId(0)), skyx_protocol::Dests(0b111));
+    for c in 0..3 {
+        t.handle_landed_at(ChunkId(c), 0);
+        t.handle_landed_at(ChunkId(c), 2);
+    }
+    // Two of three destinations have everything: nothing is complete.
+    assert!(drain(&mut t).is_empty());
+    assert!(!t.is_done());
+    assert!(t.awaits_landing_at(ChunkId(1), 1));
+    assert!(!t.awaits_landing_at(ChunkId(1), 0));
+    // Lost on its way to destination 1: it goes out again for destination 1 alone.
+    t.handle_chunk_lost(ChunkId(1), r);
+    assert_eq!(t.poll_dispatch(r, 10, now).len(), 1);
+    assert_eq!(t.dests_of(ChunkId(1)), skyx_protocol::Dests(0b010));
+    for c in 0..3 {
+        t.handle_landed_at(ChunkId(c), 1);
+    }
+    assert_eq!(
+        drain(&mut t),
+        vec![TrackerEvent::ObjectComplete { object: 0 }]
+    );
+    assert!(t.is_done());
+    assert_eq!(t.progress().bytes_landed, 3 * MIB);
+}

@@ -68,11 +68,7 @@ fn a_broadcast_to_three_regions_forks_at_a_relay_and_lands_byte_identical_everyw
     ]);
     let r = report(&sky.skyx(&args));
     assert_eq!(r["objects_copied"].as_u64(), Some(data.len() as u64), "{r}");
-    assert_eq!(
-        r["objects_failed"].as_array().map(Vec::len),
-        Some(0),
-        "{r}"
-    );
+    assert_eq!(r["objects_failed"].as_array().map(Vec::len), Some(0), "{r}");
     // The trees fork at the first destination: the source sends each byte once, to it, and
     // it sends each byte on to each of the other two.
     let total: u64 = data.values().map(|&n| n as u64).sum();
@@ -94,7 +90,11 @@ fn a_broadcast_to_three_regions_forks_at_a_relay_and_lands_byte_identical_everyw
     );
     assert!(wire(SRC, DSTS[0]) >= total, "{hops:?}");
     for dst in &DSTS[1..] {
-        assert!(wire(DSTS[0], dst) >= total, "{} -> {dst}: {hops:?}", DSTS[0]);
+        assert!(
+            wire(DSTS[0], dst) >= total,
+            "{} -> {dst}: {hops:?}",
+            DSTS[0]
+        );
     }
     // Every destination holds every byte, read back in its own region.
     let want = files_under(&local);
@@ -110,7 +110,10 @@ fn a_broadcast_to_three_regions_forks_at_a_relay_and_lands_byte_identical_everyw
                 "--no-progress",
             ],
         );
-        assert!(files_under(&back) == want, "{target} differs from the source");
+        assert!(
+            files_under(&back) == want,
+            "{target} differs from the source"
+        );
     }
     scratch.assert_no_agents_left();
 }

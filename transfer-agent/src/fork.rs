@@ -114,8 +114,16 @@ impl Fork {
         let sends = self
             .branches
             .iter()
-            .filter(|b| b.dests.meets(dests) && !b.down.load(Ordering::Relaxed))
-            .map(|b| async move { (b, b.hop.send(frame.clone()).await) });
+            .filter(|b| b.dests.meets(dests))
+            .map(|b| async move {
+                // A branch already down cannot take it either: reported like one that just
+                // went down, so the gateway hears of every chunk it did not carry.
+                let res = match b.down.load(Ordering::Relaxed) {
+                    true => Err(crate::hop::HopError::Closed),
+                    false => b.hop.send(frame.clone()).await,
+                };
+                (b, res)
+            });
         let mut sent = Sent::default();
         for (b, res) in futures::future::join_all(sends).await {
             match res {

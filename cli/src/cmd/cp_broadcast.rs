@@ -36,6 +36,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
     }
     let regions = regions(t, &ends, dst_regions).await;
     let (listing, _filter) = select_sources(t, &ends[0], args.recursive).await?;
+    let source_is_object = listing.source_is_object;
     warn_skipped(&ends[0].src_url, &listing.skipped);
     if listing.items.is_empty() {
         if listing.filtered_out > 0 {
@@ -61,6 +62,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         dst_write: first.dst_write.clone(),
         broadcast: Some(Broadcast {
             first: first.dst_url.clone(),
+            source_is_object,
             more: ends[1..]
                 .iter()
                 .map(|e| Destination {
@@ -106,16 +108,16 @@ fn refuse_what_a_broadcast_cannot_do(t: &TransferArgs, dsts: &[String]) -> Resul
             MAX_DESTINATIONS
         ));
     }
-    if let Some((i, d)) = dsts
-        .iter()
-        .enumerate()
-        .find(|(i, d)| dsts[..*i].contains(d))
-    {
-        return refuse(&format!(
-            "{d} is named twice (destinations {} and {})",
-            dsts.iter().position(|x| x == d).unwrap_or(0) + 1,
-            i + 1
-        ));
+    // (`b/x` and `b/x/` are one place.)
+    let same = |a: &String, b: &String| a.trim_end_matches('/') == b.trim_end_matches('/');
+    for (i, d) in dsts.iter().enumerate() {
+        if let Some(j) = dsts[..i].iter().position(|e| same(e, d)) {
+            return refuse(&format!(
+                "{d} is named twice (destinations {} and {})",
+                j + 1,
+                i + 1
+            ));
+        }
     }
     if t.resume {
         return refuse("--resume: a broadcast keeps no journal; run it again");
@@ -188,14 +190,22 @@ fn plan(
     (src, dsts): &(Option<String>, Vec<Option<String>>),
 ) -> Result<Routing> {
     let known: Vec<&String> = dsts.iter().flatten().collect();
+    let star = || {
+        let locals = vec!["local".to_string(); dsts.len()];
+        let topology = Topology::star("local", &locals, t.connections.unwrap_or(8));
+        Ok(routing(topology, Pricing::default()))
+    };
+    let flagged = t.src_region.is_some() || t.dst_region.is_some();
     let (src, dst_regions) = match src {
         Some(src) if known.len() == dsts.len() => (src, known),
-        None if known.is_empty() => {
-            let locals = vec!["local".to_string(); dsts.len()];
-            return Ok(routing(
-                Topology::star("local", &locals, t.connections.unwrap_or(8)),
-                Pricing::default(),
-            ));
+        None if known.is_empty() => return star(),
+        // Some regions found from buckets, none given: copy directly rather than refuse.
+        _ if !flagged => {
+            tracing::warn!(
+                "only some ends' regions are known; copying directly without a plan \
+                 (give --src-region and --dst-region R1,R2,… to plan the broadcast)"
+            );
+            return star();
         }
         _ => bail!(BadInput(
             "some ends' regions are known and some not: give --src-region and --dst-region R1,R2,… (one per destination)".into()
@@ -213,6 +223,23 @@ fn plan(
         .iter()
         .map(|d| catalog.resolve_region(d).context("--dst-region"))
         .collect::<Result<Vec<_>>>()?;
+    // The planner sends one tree to each region; two destinations in one region (or in the
+    // source's) are two copies there, which a broadcast plan does not make.
+    for (i, d) in dst_ids.iter().enumerate() {
+        if *d == src_id {
+            bail!(BadInput(format!(
+                "destination {} is in the source's region {src_id}: a broadcast plans copies between regions; copy it on its own",
+                i + 1
+            )));
+        }
+        if let Some(j) = dst_ids[..i].iter().position(|e| e == d) {
+            bail!(BadInput(format!(
+                "destinations {} and {} are both in {d}: a broadcast plans one destination per region; copy one of them on its own",
+                j + 1,
+                i + 1
+            )));
+        }
+    }
     let unicast = crate::cmd::plan::request_from_flags(
         src_id.clone(),
         dst_ids[0].clone(),
@@ -232,10 +259,11 @@ fn plan(
     }
     let plan = plan_broadcast(&catalog, &req)?;
     eprintln!("skyx: {}", describe(&plan));
-    let dst_names: Vec<String> = dst_regions.iter().map(|d| d.to_string()).collect();
+    // The catalog's ids (a bucket may say `gcp:us-central1` for `gcp:us-central1-a`).
+    let dst_names: Vec<String> = plan.dsts.iter().map(|d| d.to_string()).collect();
     let mut topology = Topology::from_broadcast(
         &plan.chosen,
-        src,
+        &plan.src.to_string(),
         &dst_names,
         t.route.max_connections_per_vm,
     )

@@ -326,7 +326,7 @@ impl Run<'_> {
         let mut at = vec![AtDestination::new(item.dst_key.clone())];
         if let Some(b) = &self.job.broadcast {
             for (i, more) in b.more.iter().enumerate() {
-                match crate::listing::rebase_key(&item, &b.first, &more.url) {
+                match crate::listing::rebase_key(&item, &b.first, &more.url, b.source_is_object) {
                     Ok(key) => at.push(AtDestination::new(key)),
                     Err(why) => {
                         self.failed.push(FailedObject {

@@ -78,7 +78,12 @@ impl Run<'_> {
                 let key = match (&self.job.broadcast, d) {
                     (_, 0) => i.dst_key.clone(),
                     (Some(b), d) => {
-                        match crate::listing::rebase_key(i, &b.first, &b.more[d - 1].url) {
+                        match crate::listing::rebase_key(
+                            i,
+                            &b.first,
+                            &b.more[d - 1].url,
+                            b.source_is_object,
+                        ) {
                             Ok(key) => key,
                             Err(_) => continue,
                         }

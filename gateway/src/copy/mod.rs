@@ -184,6 +184,8 @@ pub struct Broadcast {
     /// Destination 0 as the user named it: each object's key there (the listing's) says
     /// where it goes at the others ([`crate::listing::rebase_key`]).
     pub first: ObjectUrl,
+    /// The source named one object (not a prefix): how the listing placed it.
+    pub source_is_object: bool,
     /// Destinations 1, 2, ...
     pub more: Vec<Destination>,
 }
@@ -521,11 +523,14 @@ fn check_destinations(job: &CopyJob, stores: usize) -> Result<(), CopyError> {
     job.topology
         .check()
         .map_err(|e| CopyError::Setup(format!("the topology: {e}")))?;
-    if job.topology.destinations() != named {
-        return bad(format!(
-            "the routes write {} destinations, the copy has {named}",
-            job.topology.destinations()
-        ));
+    for (r, route) in job.topology.routes.iter().enumerate() {
+        let mut written: Vec<usize> = route.sinks.iter().map(|&(_, d)| d).collect();
+        written.sort_unstable();
+        if written != (0..named).collect::<Vec<_>>() {
+            return bad(format!(
+                "route {r} writes destinations {written:?}; every route writes each of the copy's {named} once"
+            ));
+        }
     }
     if named > 1 && (job.options.journal.is_some() || job.options.resume) {
         return bad("a broadcast keeps no journal, so it cannot be resumed".into());

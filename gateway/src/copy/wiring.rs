@@ -53,6 +53,18 @@ impl Run<'_> {
         source: bool,
         sink: Option<usize>,
     ) -> Result<JobSpec, CopyError> {
+        // `--tpslimit` is shared by the agents using one store: the sources, or the sinks of
+        // one destination.
+        let topology = &self.job.topology;
+        let (sources, sinks) = (
+            topology.sources().len(),
+            sink.map_or(0, |d| {
+                let writers = topology.sinks().into_iter();
+                writers
+                    .filter(|&a| topology.destination_of(a) == Some(d))
+                    .count()
+            }),
+        );
         let (sink_store, sink_settings, sink_write) = match sink {
             Some(d) => {
                 let (store, settings, write) = self.destination(d);
@@ -60,7 +72,6 @@ impl Run<'_> {
             }
             None => (None, None, Default::default()),
         };
-        let (sources, sinks) = self.job.topology.ends();
         Ok(JobSpec {
             job: self.job_id.0,
             identity: self.identity(name)?,
@@ -84,7 +95,7 @@ impl Run<'_> {
                 .options
                 .bw_limit
                 .filter(|_| source)
-                .map(|b| b as f64 / self.job.topology.ends().0.max(1) as f64),
+                .map(|b| b as f64 / sources.max(1) as f64),
         })
     }
 

@@ -110,6 +110,11 @@ impl RouteSpec {
         {
             return Err(format!("sink node {node} is not a leaf"));
         }
+        // A leaf that writes nothing would be wired as a sink with no destination.
+        let writes = |i: usize| self.sinks.iter().any(|&(node, _)| node == i);
+        if let Some(leaf) = (1..n).find(|&i| self.children(i).next().is_none() && !writes(i)) {
+            return Err(format!("node {leaf} leads nowhere and writes nothing"));
+        }
         Ok(())
     }
 }
@@ -487,6 +492,70 @@ mod tests {
         let v = apportion(&[5.0, 3.0, 2.0], 10);
         assert_eq!(v.iter().sum::<usize>(), 10);
         assert!(v.iter().all(|&n| n >= 1));
+    }
+
+    #[test]
+    fn a_broadcast_plan_becomes_one_tree_route_per_partition_writing_every_destination() {
+        use skyx_planner::{BroadcastRequest, Objective};
+        let catalog = skyx_catalog::Catalog::builtin();
+        let id = |r: &str| catalog.resolve_region(r).unwrap();
+        let dsts = [
+            "azure:southafricanorth",
+            "azure:brazilsouth",
+            "gcp:asia-southeast1-a",
+        ];
+        let mut req = BroadcastRequest::new(
+            id("aws:us-east-1"),
+            dsts.iter().map(|d| id(d)).collect(),
+            10_000_000_000,
+            Objective::MinCost {
+                throughput_floor: skyx_catalog::Gbps(1.0),
+            },
+        );
+        req.config.max_vms_per_region = 2;
+        let plan = skyx_planner::plan_broadcast(&catalog, &req).unwrap();
+        let names: Vec<String> = dsts.iter().map(|d| d.to_string()).collect();
+        let t = Topology::from_broadcast(&plan.chosen, "aws:us-east-1", &names, 64).unwrap();
+        assert_eq!(t.routes.len(), plan.chosen.trees.len());
+        assert_eq!(t.destinations(), 3);
+        for (route, tree) in t.routes.iter().zip(&plan.chosen.trees) {
+            route.check().unwrap();
+            assert_eq!(t.agents[route.agents[0]].region, "aws:us-east-1");
+            // Each destination written once, by an agent of its region.
+            let mut written: Vec<usize> = route.sinks.iter().map(|&(_, d)| d).collect();
+            written.sort_unstable();
+            assert_eq!(written, vec![0, 1, 2]);
+            for &(node, d) in &route.sinks {
+                assert_eq!(t.agents[route.agents[node]].region, dsts[d]);
+            }
+            // Every link is a hop of the tree, or a relaying destination's loopback to its
+            // own sink.
+            for node in 1..route.agents.len() {
+                let parent = route.agents[route.parents[node - 1]];
+                let (a, b) = (
+                    &t.agents[parent].region,
+                    &t.agents[route.agents[node]].region,
+                );
+                let hop = tree
+                    .hops
+                    .iter()
+                    .any(|(x, y)| x.to_string() == *a && y.to_string() == *b);
+                assert!(
+                    hop || parent == route.agents[node],
+                    "{a} -> {b} is not in {tree:?}"
+                );
+                assert!(route.connections[node - 1] >= 1);
+            }
+        }
+        // No agent writes two destinations, whatever the trees share.
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_route_with_a_leaf_that_writes_nothing_is_refused() {
+        let mut t = Topology::star("local", &["local".into(), "local".into()], 2);
+        t.routes[0].sinks.pop();
+        assert!(t.check().unwrap_err().contains("leads nowhere"));
     }
 
     #[test]
