@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod common;
+use common::{Scratch, write_source};
+
 use skyx_agent::in_process::InProcessProvider;
 use skyx_gateway::{
     AgentSlot, Broadcast, CopyError, CopyJob, CopyOptions, CopyReport, Destination, ObjectFilter,
@@ -15,61 +18,6 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 use tokio::sync::watch;
 
 const MIB: usize = 1024 * 1024;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "skyx-broadcast-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Deterministic, incompressible bytes for file `i`.
-fn contents(i: usize, len: usize) -> Vec<u8> {
-    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn write_source(dir: &Path, sizes: &[usize]) -> Vec<(String, Vec<u8>)> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let rel = if i % 3 == 0 {
-                format!("sub/file-{i}")
-            } else {
-                format!("file-{i}")
-            };
-            let data = contents(i, len);
-            let path = dir.join(&rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &data).unwrap();
-            (rel, data)
-        })
-        .collect()
-}
 
 fn slot(region: &str) -> AgentSlot {
     AgentSlot {
@@ -186,10 +134,18 @@ async fn run(copy: &Copy, provider: &InProcessProvider) -> Result<CopyReport, Co
     .await
 }
 
-fn assert_landed(dst: &Path, files: &[(String, Vec<u8>)]) {
-    for (rel, data) in files {
-        let got = std::fs::read(dst.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(got == *data, "{} differs", dst.join(rel).display());
+/// Nothing failed, and every destination holds every file byte for byte.
+fn assert_landed_everywhere(report: &CopyReport, dsts: &[PathBuf], files: &[(String, Vec<u8>)]) {
+    assert!(
+        report.objects_failed.is_empty(),
+        "{:?}",
+        report.objects_failed
+    );
+    for dst in dsts {
+        for (rel, data) in files {
+            let got = std::fs::read(dst.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert!(got == *data, "{} differs", dst.join(rel).display());
+        }
     }
 }
 
@@ -222,15 +178,8 @@ async fn a_forking_relay_lands_every_object_at_three_destinations_sending_each_c
     let copy = prepare(&s.0.join("src"), &dsts, forking_relay()).await;
     let provider = InProcessProvider::default();
     let report = run(&copy, &provider).await.unwrap();
-    assert!(
-        report.objects_failed.is_empty(),
-        "{:?}",
-        report.objects_failed
-    );
+    assert_landed_everywhere(&report, &dsts, &files);
     assert_eq!(report.objects_copied, SIZES.len() as u64);
-    for d in &dsts {
-        assert_landed(d, &files);
-    }
     // Each object verified at each destination.
     assert_eq!(
         report.verified.values().sum::<u64>(),
@@ -262,14 +211,7 @@ async fn a_destination_that_relays_writes_its_own_copy_and_forwards_the_others()
     let copy = prepare(&s.0.join("src"), &dsts, relaying_destination()).await;
     let provider = InProcessProvider::default();
     let report = run(&copy, &provider).await.unwrap();
-    assert!(
-        report.objects_failed.is_empty(),
-        "{:?}",
-        report.objects_failed
-    );
-    for d in &dsts {
-        assert_landed(d, &files);
-    }
+    assert_landed_everywhere(&report, &dsts, &files);
     assert_eq!(provider.launched(), 4);
     assert_eq!(provider.running(), Vec::<String>::new());
 }
@@ -285,14 +227,7 @@ async fn a_forking_relay_killed_mid_copy_is_replaced_and_every_destination_gets_
     provider.crash_after_chunks("test:relay#0", 6);
     let report = run(&copy, &provider).await.unwrap();
     assert!(report.agents_replaced >= 1, "no agent was replaced");
-    assert!(
-        report.objects_failed.is_empty(),
-        "{:?}",
-        report.objects_failed
-    );
-    for d in &dsts {
-        assert_landed(d, &files);
-    }
+    assert_landed_everywhere(&report, &dsts, &files);
     assert_eq!(provider.running(), Vec::<String>::new());
 }
 

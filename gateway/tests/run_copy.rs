@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod common;
+use common::{Scratch, contents, write_source};
+
 use skyx_agent::in_process::InProcessProvider;
 use skyx_gateway::{
     AgentSlot, CopyError, CopyItem, CopyJob, CopyOptions, CopyReport, CrashAfter, ObjectFilter,
@@ -15,63 +18,6 @@ use skyx_store::{ObjectStore, ObjectUrl, StoreConfig};
 use tokio::sync::watch;
 
 const MIB: usize = 1024 * 1024;
-
-/// A directory of its own under the system temp directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "skyx-run-copy-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Deterministic, poorly compressible bytes for file `i`.
-fn contents(i: usize, len: usize) -> Vec<u8> {
-    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Writes `sizes.len()` files (some in a subdirectory) and returns their relative paths.
-fn write_source(dir: &Path, sizes: &[usize]) -> Vec<(String, Vec<u8>)> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let rel = if i % 3 == 0 {
-                format!("sub/file-{i}")
-            } else {
-                format!("file-{i}")
-            };
-            let data = contents(i, len);
-            let path = dir.join(&rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &data).unwrap();
-            (rel, data)
-        })
-        .collect()
-}
 
 /// Source, relay and sink regions, one agent each, one route with `connections` per hop.
 fn relayed(connections: u32) -> Topology {

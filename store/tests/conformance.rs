@@ -68,8 +68,7 @@ fn kind_of(e: &StoreError) -> ErrorKind {
 async fn conformance(store: Arc<dyn ObjectStore>, root: &str) {
     let key = |name: &str| format!("{root}/{name}");
 
-    // put / get / head: empty, one byte, small, and a whole chunk larger than the SDKs'
-    // own partitions (Azure's splits past 4 MiB).
+    // put / get / head: empty, one byte, small, a whole chunk past Azure's 4 MiB partitions.
     for (name, data) in [
         ("empty", Vec::new()),
         ("one", vec![0x5a]),

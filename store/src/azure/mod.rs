@@ -31,12 +31,9 @@ use azure_storage_blob::models::{
     BlockBlobClientStageBlockOptions, BlockLookupList,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use url::Url;
 
 use crate::Written;
@@ -48,6 +45,9 @@ use crate::{
 };
 
 mod copy;
+mod sas;
+
+pub use sas::account_sas;
 
 /// Credentials and endpoint overrides; `from_env` reads the standard Azure variables.
 #[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -200,44 +200,6 @@ pub(crate) fn blob_endpoint(config: &AzureConfig, account: &str) -> (String, boo
         }
     }
 }
-
-/// Signs an account SAS (blob service; service, container and object resources; read, write,
-/// delete, list, add, create, update, process) valid until `expiry`, per the Azure Storage
-/// "Create an account SAS" rules for signed version 2020-12-06 and later.
-pub fn account_sas(
-    account: &str,
-    key_base64: &str,
-    expiry: SystemTime,
-) -> std::result::Result<String, String> {
-    const VERSION: &str = "2022-11-02";
-    const PERMISSIONS: &str = "rwdlacup";
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(key_base64.trim())
-        .map_err(|e| format!("the account key is not base64: {e}"))?;
-    let expiry = time::OffsetDateTime::from(expiry)
-        .replace_nanosecond(0)
-        .map_err(|e| e.to_string())?
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| e.to_string())?;
-    let to_sign =
-        format!("{account}\n{PERMISSIONS}\nb\nsco\n\n{expiry}\n\nhttps,http\n{VERSION}\n\n");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
-    mac.update(to_sign.as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string();
-    Ok(format!(
-        "sv={VERSION}&ss=b&srt=sco&sp={PERMISSIONS}&se={}&spr=https,http&sig={}",
-        enc(&expiry),
-        enc(&sig)
-    ))
-}
-
-/// Characters escaped in a query value: all but RFC 3986's unreserved ones.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// How long a SAS signed from a key stays valid; transfers can run for days.
 const SAS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -603,9 +565,8 @@ impl ObjectStore for AzureStore {
                     blob_content_disposition: c.blob_content_disposition,
                     blob_cache_control: c.blob_cache_control,
                     metadata: c.metadata,
-                    // One Put Blob whatever the size: past its default partition (4 MiB) the
-                    // SDK stages blocks and commits them, and the answer's MD5 is then the
-                    // block list's, not the blob's (nor does Azure keep one for the blob).
+                    // One Put Blob whatever the size: past 4 MiB the SDK commits staged blocks,
+                    // and the answer's MD5 is the block list's (the blob keeps none).
                     partition_size: std::num::NonZero::new(size.max(1)),
                     ..Default::default()
                 };
