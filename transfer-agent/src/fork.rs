@@ -34,15 +34,6 @@ struct Branch {
     down: Arc<AtomicBool>,
 }
 
-/// Where one chunk went.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Sent {
-    /// Branches that took it.
-    pub taken: usize,
-    /// Branches (route ids) that could not: their hop is gone.
-    pub failed: Vec<u32>,
-}
-
 /// The branches of one route at one agent.
 pub struct Fork {
     branches: Vec<Branch>,
@@ -108,8 +99,9 @@ impl Fork {
 
     /// Sends `frame` on every live branch behind one of its destinations, at once (each waits
     /// while its own window is full, so the slowest branch paces the fork). A branch whose hop
-    /// is gone is marked down and reported as having given the chunk up.
-    pub async fn send(&self, frame: &DataFrame) -> Sent {
+    /// is gone is marked down and reported as having given the chunk up. Returns how many
+    /// branches took it.
+    pub async fn send(&self, frame: &DataFrame) -> usize {
         let dests = frame.chunk.dests;
         let sends = self
             .branches
@@ -124,10 +116,10 @@ impl Fork {
                 };
                 (b, res)
             });
-        let mut sent = Sent::default();
+        let mut taken = 0;
         for (b, res) in futures::future::join_all(sends).await {
             match res {
-                Ok(()) => sent.taken += 1,
+                Ok(()) => taken += 1,
                 Err(_) => {
                     (self.report)(
                         b.route,
@@ -139,11 +131,10 @@ impl Fork {
                         },
                     );
                     b.down.store(true, Ordering::Relaxed);
-                    sent.failed.push(b.route);
                 }
             }
         }
-        sent
+        taken
     }
 
     /// Whether no branch behind `dests` is live: nothing for them can go out any more.

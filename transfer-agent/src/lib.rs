@@ -35,7 +35,7 @@ pub mod stage;
 pub mod usage;
 
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
-pub use fork::{BranchEvents, Fork, ForkBranch, Sent};
+pub use fork::{BranchEvents, Fork, ForkBranch};
 pub use hop::{HopError, HopSender, HopSenderConfig};
 pub use hop_listener::{Delivery, HopListener};
 pub use objects::{ObjectWriter, Wrote, read_chunk};

@@ -13,8 +13,7 @@ use crate::hop_listener::Delivery;
 /// branch took is refused upstream, not resent into a dead end.
 pub async fn relay(mut deliveries: mpsc::Receiver<Delivery>, onward: Fork) {
     while let Some(d) = deliveries.recv().await {
-        let sent = onward.send(&d.frame).await;
-        if sent.taken > 0 {
+        if onward.send(&d.frame).await > 0 {
             d.commit();
         } else {
             d.refuse();

@@ -133,7 +133,7 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
             let raw_len = u64::from(frame.chunk.raw_len);
             // A branch that could not take it was reported by the fork (down, and the chunk
             // lost on it), so the gateway sends it again to the destinations behind that branch.
-            if fork.send(&frame).await.taken > 0 {
+            if fork.send(&frame).await > 0 {
                 counters.raw_sent.fetch_add(raw_len, Ordering::Relaxed);
                 counters.chunk_handled();
             }

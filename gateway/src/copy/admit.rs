@@ -126,8 +126,8 @@ pub(super) struct ActiveObject {
     /// Chunk (index within the object) → (raw CRC32C, raw length), as the sinks checked them
     /// (what the source read: the same at every destination).
     pub(super) crcs: Vec<Option<(u32, u64)>>,
-    /// What the journal says of it (its chunk size, and destination 0's multipart upload once
-    /// open); written with its first progress.
+    /// What the journal says of it but its upload (`journal_record` adds destination 0's);
+    /// written with its first progress.
     pub(super) record: ObjectRecord,
     pub(super) recorded: bool,
     /// Sinks (agent indices) told of it.
@@ -160,6 +160,15 @@ impl AtDestination {
 }
 
 impl ActiveObject {
+    /// Its journal record: `record` with destination 0's upload (the journal follows
+    /// destination 0; a broadcast keeps none).
+    pub(super) fn journal_record(&self) -> ObjectRecord {
+        ObjectRecord {
+            upload: self.at[0].upload.clone(),
+            ..self.record.clone()
+        }
+    }
+
     /// The item as destination `d` writes it.
     pub(super) fn item_at(&self, d: usize) -> CopyItem {
         CopyItem {
@@ -382,7 +391,6 @@ impl Run<'_> {
         match progress {
             Some((earlier, parts)) if kept && !earlier.complete => {
                 let parts = kept_parts(&earlier, &parts, &specs).expect("checked above");
-                active.record.upload = earlier.upload.clone();
                 active.at[0].upload = earlier.upload;
                 active.recorded = true;
                 for (i, part) in parts {

@@ -341,11 +341,10 @@ impl<'a> Run<'a> {
                     a.at[d].upload = Some(up.upload_id);
                     // The journal follows destination 0 (a broadcast keeps none).
                     if d == 0 {
-                        a.record.upload = a.at[0].upload.clone();
                         a.recorded = true;
                         batch
                             .objects
-                            .push((a.item.src_key.clone(), a.record.clone()));
+                            .push((a.item.src_key.clone(), a.journal_record()));
                     }
                 }
                 // That object fails, named with why; the others go on.
@@ -426,7 +425,7 @@ impl<'a> Run<'a> {
                             if !std::mem::replace(&mut a.recorded, true) {
                                 journal
                                     .objects
-                                    .push((a.item.src_key.clone(), a.record.clone()));
+                                    .push((a.item.src_key.clone(), a.journal_record()));
                             }
                             journal.parts.push((
                                 a.item.src_key.clone(),
@@ -650,7 +649,6 @@ impl<'a> Run<'a> {
         let Some(a) = self.active.get_mut(&object) else {
             return Ok(());
         };
-        a.record.upload = None;
         let src_key = a.item.src_key.clone();
         let uploads: Vec<(usize, String, String)> =
             a.at.iter_mut()
