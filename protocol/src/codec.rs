@@ -22,6 +22,16 @@ pub enum DecodeError {
     Length { got: usize, want: u32 },
     #[error("decoded bytes fail the end-to-end checksum")]
     Checksum,
+    /// A sealed chunk reached a receiver without the job's chunk key.
+    #[error("the chunk is sealed and this receiver holds no key to open it")]
+    Sealed,
+    /// A receiver that holds the key got a chunk in the clear (someone on the way unsealed or
+    /// forged it).
+    #[error("the chunk is not sealed, and this job's chunks must be")]
+    NotSealed,
+    /// The seal did not open: altered on the way, sealed as another chunk, or under another key.
+    #[error("the sealed chunk did not open under the job's key")]
+    Unsealable,
 }
 
 /// Encodes `raw` as the chunk `chunk` (whose `raw_len` and `raw_crc32c` are set here). A chunk
@@ -37,18 +47,23 @@ pub fn encode_chunk(mut chunk: ChunkRef, raw: Bytes, compression: Compression) -
         return DataFrame {
             chunk,
             codec: Codec::Zstd,
+            sealed: false,
             payload: Bytes::from(packed),
         };
     }
     DataFrame {
         chunk,
         codec: Codec::Raw,
+        sealed: false,
         payload: raw,
     }
 }
 
 /// Decodes a frame's payload to the raw chunk and checks it end to end.
 pub fn decode_chunk(frame: &DataFrame) -> Result<Bytes, DecodeError> {
+    if frame.sealed {
+        return Err(DecodeError::Sealed);
+    }
     let raw = match frame.codec {
         Codec::Raw => frame.payload.clone(),
         Codec::Zstd => Bytes::from(

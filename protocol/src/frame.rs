@@ -4,11 +4,11 @@
 //! followed by `wire_len` payload bytes protected by another:
 //!
 //! ```text
-//! 0  magic "SKX1"      4   kind u8, codec-or-reason u8, dests u16 (data frames)
+//! 0  magic "SKX1"      4   kind u8, codec-or-reason u8 (bit 7: sealed), dests u16 (data frames)
 //! 8  job u64           16  chunk u64           24  offset u64 (byte offset in the object)
 //! 32 raw_len u32       36  wire_len u32        40  raw_crc32c u32   44  wire_crc32c u32
 //! 48 object u32        52  header_crc32c u32 (over bytes 0..52)
-//! 56 payload (wire_len bytes; compressed when codec is zstd)
+//! 56 payload (wire_len bytes; compressed when codec is zstd; sealed, see [`crate::seal`])
 //! ```
 //!
 //! A corrupt payload behind an intact header is recoverable (the frame boundary is known, so the
@@ -145,6 +145,10 @@ impl Dests {
 pub struct DataFrame {
     pub chunk: ChunkRef,
     pub codec: Codec,
+    /// Whether the payload is sealed end to end under the job's chunk key ([`crate::seal`]):
+    /// then only the source and sink can read it, and the header's `raw_crc32c` is zero (the
+    /// checksum travels inside the seal, so the header says nothing about the plaintext).
+    pub sealed: bool,
     pub payload: Bytes,
 }
 
@@ -179,6 +183,8 @@ pub enum Frame {
 }
 
 const KIND_DATA: u8 = 1;
+/// Set in a data frame's codec byte when the payload is sealed.
+const SEALED_BIT: u8 = 0x80;
 const KIND_ACK: u8 = 2;
 const KIND_NACK: u8 = 3;
 const KIND_RECEIVED: u8 = 4;
@@ -236,7 +242,7 @@ impl Frame {
         ) = match self {
             Frame::Data(d) => (
                 KIND_DATA,
-                d.codec.to_byte(),
+                d.codec.to_byte() | if d.sealed { SEALED_BIT } else { 0 },
                 d.chunk.dests.0,
                 d.chunk.job,
                 d.chunk.chunk,
@@ -375,8 +381,8 @@ impl FrameDecoder {
                 if crc32c::crc32c(&payload) != wire_crc32c {
                     return Err(FrameError::CorruptPayload { job, chunk });
                 }
-                let codec =
-                    Codec::from_byte(code).ok_or(FrameError::CorruptHeader("unknown codec"))?;
+                let codec = Codec::from_byte(code & !SEALED_BIT)
+                    .ok_or(FrameError::CorruptHeader("unknown codec"))?;
                 Ok(Some(Frame::Data(DataFrame {
                     chunk: ChunkRef {
                         job,
@@ -388,6 +394,7 @@ impl FrameDecoder {
                         dests,
                     },
                     codec,
+                    sealed: code & SEALED_BIT != 0,
                     payload,
                 })))
             }
@@ -424,8 +431,18 @@ mod tests {
                 dests: Dests(0b101),
             },
             codec: Codec::Raw,
+            sealed: false,
             payload: Bytes::from_static(b"hello world"),
         })
+    }
+
+    fn sealed() -> Frame {
+        let Frame::Data(mut d) = data() else {
+            unreachable!()
+        };
+        d.sealed = true;
+        d.codec = Codec::Zstd;
+        Frame::Data(d)
     }
 
     #[test]
@@ -440,6 +457,7 @@ mod tests {
     fn frames_round_trip_through_a_byte_stream_split_anywhere() {
         let frames = vec![
             data(),
+            sealed(),
             Frame::Ack {
                 job: JobId(7),
                 chunk: ChunkId(42),

@@ -6,12 +6,14 @@
 //!   methods (time is passed in), outputs leave through `poll_*` methods. No sockets, no clock,
 //!   no runtime: the agent's async code drives them, and tests drive them with a simulated
 //!   lossy link and a virtual clock.
+//! - [`seal`]: chunks sealed end to end (AES-256-GCM) under a key only sources and sinks hold.
 //! - [`liveness`]: whether a connection still works, judged from the receiver's heartbeats.
 
 pub mod codec;
 pub mod frame;
 pub mod liveness;
 pub mod receiver;
+pub mod seal;
 pub mod sender;
 
 pub use codec::{Compression, DecodeError, decode_chunk, encode_chunk};
@@ -20,4 +22,5 @@ pub use frame::{
 };
 pub use liveness::{Liveness, Stall};
 pub use receiver::{Receiver, ReceiverEvent, Role};
+pub use seal::{ChunkKey, SEAL_OVERHEAD, open_chunk, seal_chunk};
 pub use sender::{Failure, Sender, SenderConfig, SenderEvent};

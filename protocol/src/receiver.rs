@@ -8,11 +8,13 @@
 //! acknowledgement may have been lost) but not delivered again.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::codec::decode_chunk;
+use crate::codec::{DecodeError, decode_chunk};
 use crate::frame::{ChunkId, DataFrame, Frame, FrameError, JobId, NackReason};
+use crate::seal::{ChunkKey, open_chunk};
 
 /// What this hop does with the chunks it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub enum Role {
 /// What the receiver hands to its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiverEvent {
-    /// A new chunk: as received for a relay, with `raw` set for a sink.
+    /// A new chunk: as received for a relay; for a sink, opened (when sealed) with `raw` set.
     Deliver {
         frame: DataFrame,
         raw: Option<Bytes>,
@@ -44,6 +46,8 @@ pub const COMMITTED_REMEMBERED: usize = 1 << 14;
 pub struct Receiver {
     job: JobId,
     role: Role,
+    /// A sink's key to open sealed chunks: with it, only sealed chunks are taken.
+    key: Option<Arc<ChunkKey>>,
     /// Delivered, awaiting the driver's commit.
     pending: HashSet<ChunkId>,
     /// The last [`COMMITTED_REMEMBERED`] chunks committed (a set, and their order to forget
@@ -69,6 +73,7 @@ impl Receiver {
         Receiver {
             job,
             role,
+            key: None,
             pending: HashSet::new(),
             committed: HashSet::new(),
             committed_order: VecDeque::new(),
@@ -76,6 +81,12 @@ impl Receiver {
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
         }
+    }
+
+    /// A sink that opens the job's sealed chunks with `key`, and takes no chunk in the clear.
+    pub fn opening_with(mut self, key: Arc<ChunkKey>) -> Self {
+        self.key = Some(key);
+        self
     }
 
     /// Feeds one decoded frame (or the decoder's error). Fatal decoder errors are the driver's
@@ -124,10 +135,10 @@ impl Receiver {
             self.outgoing.push_back(Frame::Received { job, chunk });
             return;
         }
-        let raw = match self.role {
-            Role::Relay => None,
-            Role::Sink => match decode_chunk(&d) {
-                Ok(raw) => Some(raw),
+        let (d, raw) = match self.role {
+            Role::Relay => (d, None),
+            Role::Sink => match self.open(d) {
+                Ok((d, raw)) => (d, Some(raw)),
                 Err(_) => {
                     self.stats.corrupt += 1;
                     self.outgoing.push_back(Frame::Nack {
@@ -144,6 +155,17 @@ impl Receiver {
         self.stats.delivered += 1;
         self.events
             .push_back(ReceiverEvent::Deliver { frame: d, raw });
+    }
+
+    /// A sink's view of a chunk: opened with the job's key when it has one, then decoded and
+    /// checked end to end.
+    fn open(&self, d: DataFrame) -> Result<(DataFrame, Bytes), DecodeError> {
+        let d = match &self.key {
+            Some(key) => open_chunk(&d, key)?,
+            None => d,
+        };
+        let raw = decode_chunk(&d)?;
+        Ok((d, raw))
     }
 
     /// The driver has durably taken the chunk over: acknowledge it.
@@ -198,5 +220,71 @@ impl Receiver {
 
     pub fn committed(&self) -> usize {
         self.committed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Compression, encode_chunk};
+    use crate::frame::{ChunkRef, Dests};
+    use crate::seal::seal_chunk;
+
+    const JOB: JobId = JobId(3);
+
+    fn chunk(i: u64) -> DataFrame {
+        let c = ChunkRef {
+            job: JOB,
+            chunk: ChunkId(i),
+            object: 0,
+            offset: i * 16,
+            raw_len: 0,
+            raw_crc32c: 0,
+            dests: Dests::ALL,
+        };
+        encode_chunk(c, Bytes::from(vec![i as u8; 16]), Compression::Off)
+    }
+
+    #[test]
+    fn a_sink_with_the_key_delivers_sealed_chunks_opened_and_refuses_clear_ones() {
+        let key = Arc::new(ChunkKey::new(&[4; 32]));
+        let mut sink = Receiver::new(JOB, Role::Sink).opening_with(key.clone());
+        let plain = chunk(1);
+        sink.handle_frame(Ok(Frame::Data(seal_chunk(plain.clone(), &key, [9; 12]))));
+        let Some(ReceiverEvent::Deliver { frame, raw }) = sink.poll_event() else {
+            panic!("the sealed chunk is delivered")
+        };
+        assert_eq!(frame, plain, "opened, its checksum back in the header");
+        assert_eq!(raw, Some(plain.payload.clone()));
+        assert_eq!(
+            sink.poll_transmit(),
+            Some(Frame::Received {
+                job: JOB,
+                chunk: ChunkId(1)
+            })
+        );
+
+        sink.handle_frame(Ok(Frame::Data(chunk(2))));
+        assert_eq!(sink.poll_event(), None);
+        assert_eq!(
+            sink.poll_transmit(),
+            Some(Frame::Nack {
+                job: JOB,
+                chunk: ChunkId(2),
+                reason: NackReason::Corrupt
+            })
+        );
+
+        let mut relay = Receiver::new(JOB, Role::Relay);
+        let sealed = seal_chunk(chunk(3), &key, [9; 12]);
+        relay.handle_frame(Ok(Frame::Data(sealed.clone())));
+        assert_eq!(
+            relay.poll_event(),
+            Some(ReceiverEvent::Deliver {
+                frame: sealed,
+                raw: None
+            }),
+            "a relay forwards the seal untouched"
+        );
     }
 }
