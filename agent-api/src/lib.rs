@@ -3,6 +3,7 @@
 //!
 //! - [`wire`]: the control API's request and response types and [`wire::API_VERSION`].
 //! - [`client`]: the gateway's typed client of one agent's control API.
+//! - [`keys`]: the job's hop key (every agent) and chunk key (sources and sinks only).
 //! - [`tls`]: the per-job certificate authority the gateway holds and the identities it issues
 //!   to agents, with the TLS configurations both ends of a data connection use.
 //!
@@ -10,9 +11,11 @@
 //! sides need it to speak to each other.
 
 pub mod client;
+pub mod keys;
 pub mod tls;
 pub mod wire;
 
 pub use client::{AgentClient, ClientError};
+pub use keys::{JobKeys, Secret};
 pub use tls::{AgentIdentity, JobCa, TlsError};
 pub use wire::API_VERSION;

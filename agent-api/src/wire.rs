@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version of this API; the gateway refuses agents that speak another.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 /// The environment variable a launched agent reads its control token from (never a flag, so
 /// it does not show in `ps`).
@@ -49,9 +49,15 @@ pub struct Hello {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
-    /// N TCP connections per hop, each mutual TLS.
+    /// N TCP connections per hop, each opened by the hop handshake (both agents prove they
+    /// hold the job's hop key) and then carrying frames as they are: chunks are sealed end to
+    /// end when the job has a chunk key, so a relay forwards them without decrypting anything.
     #[default]
     Tcp,
+    /// N TCP connections per hop, each mutual TLS with the job CA: every hop decrypts and
+    /// re-encrypts (what skyx did before chunks were sealed; for comparison, or to hide the
+    /// frame headers too).
+    Tls,
     /// One QUIC connection per hop with N streams (QUIC's own TLS 1.3, the same job CA).
     Quic,
 }
@@ -163,6 +169,13 @@ pub struct SinkObjects {
 pub struct JobSpec {
     pub job: u64,
     pub identity: IdentityWire,
+    /// The key every agent of the job proves it holds before a data connection carries a byte
+    /// (see [`crate::keys`]).
+    pub hop_key: Base64,
+    /// The key sources seal chunks with and sinks open them with; relays are never given it.
+    /// Absent: chunks travel unsealed (`--encrypt off`).
+    #[serde(default)]
+    pub chunk_key: Option<Base64>,
     pub transport: Transport,
     pub compression: CompressionSpec,
     /// The store sources read from (`s3://bucket`, `file:///`, ...); only sources use it.

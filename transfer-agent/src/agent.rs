@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skyx_protocol::{Dests, JobId, Role, SenderEvent};
+use skyx_protocol::{ChunkKey, Dests, JobId, Role, SenderEvent};
 use skyx_store::{ObjectStore, ObjectUrl, StoreConfig, StoreError};
 use tokio::sync::mpsc;
 
 pub use crate::events::EventLog;
 use crate::fork::{Fork, ForkBranch};
 use crate::hop::{HopError, HopSender, HopSenderConfig};
+use crate::hop_auth::{HopGuard, HopKey};
 use crate::hop_listener::{Delivery, HopListener};
 pub use crate::job::CrashHook;
 use crate::job::{Counters, Job, SourceOrder};
@@ -26,6 +27,7 @@ use crate::objects::ObjectWriter;
 use crate::relay::relay;
 use crate::sink::run_sink;
 use crate::source::{SourceRoute, report_gave_up, run_source_route};
+use skyx_agent_api::keys::{KEY_LEN, Secret};
 use skyx_agent_api::tls::{AgentIdentity, TlsError};
 use skyx_agent_api::wire::{
     AgentEvent, AgentMetrics, Branch, DEFAULT_SINK_RETRY_MS, Dispatch, EventsResponse, JobSpec,
@@ -159,6 +161,20 @@ impl Agent {
         let identity = AgentIdentity::from_wire(JobId(spec.job), spec.identity);
         // Fail now, not at the first connection, if the identity is unusable.
         identity.server_config()?;
+        let key = |what: &str, wire: &skyx_agent_api::wire::Base64| {
+            Secret::from_wire(wire).ok_or_else(|| {
+                AgentError::BadRequest(format!("the job's {what} is not {KEY_LEN} bytes"))
+            })
+        };
+        let hop_key = key("hop key", &spec.hop_key)?;
+        let chunk_key = match &spec.chunk_key {
+            Some(wire) => Some(Arc::new(ChunkKey::new(&key("chunk key", wire)?.0))),
+            None => None,
+        };
+        let guard = match spec.transport {
+            Transport::Tcp => HopGuard::Handshake(Arc::new(HopKey::new(JobId(spec.job), &hop_key))),
+            Transport::Tls | Transport::Quic => HopGuard::Tls(identity.clone()),
+        };
         let source = match &spec.source_store {
             Some(url) => Some(
                 open_store(
@@ -186,6 +202,8 @@ impl Agent {
             id: JobId(spec.job),
             identity,
             transport: spec.transport,
+            guard,
+            chunk_key,
             compression: spec.compression,
             source,
             writer,
@@ -230,7 +248,9 @@ impl Agent {
     ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), AgentError> {
         let config = self.hop_config(next);
         Ok(match job.transport {
-            Transport::Tcp => HopSender::connect(next.addr, config, Some(&job.identity)).await?,
+            Transport::Tcp | Transport::Tls => {
+                HopSender::connect(next.addr, config, &job.guard).await?
+            }
             Transport::Quic => HopSender::connect_quic(next.addr, config, &job.identity).await?,
         })
     }
@@ -242,12 +262,18 @@ impl Agent {
         max_pending: usize,
     ) -> Result<(HopListener, mpsc::Receiver<Delivery>), AgentError> {
         let addr = SocketAddr::new(self.config.data_bind, 0);
+        // A sink opens sealed chunks; a relay forwards them as they came.
+        let opens_with = match role {
+            Role::Sink => job.chunk_key.clone(),
+            Role::Relay => None,
+        };
         Ok(match job.transport {
-            Transport::Tcp => {
-                HopListener::bind(addr, job.id, role, max_pending, Some(&job.identity)).await?
+            Transport::Tcp | Transport::Tls => {
+                HopListener::bind(addr, job.id, role, opens_with, max_pending, &job.guard).await?
             }
             Transport::Quic => {
-                HopListener::bind_quic(addr, job.id, role, max_pending, &job.identity).await?
+                HopListener::bind_quic(addr, job.id, role, opens_with, max_pending, &job.identity)
+                    .await?
             }
         })
     }

@@ -28,6 +28,7 @@ use tokio_rustls::TlsConnector;
 
 use skyx_agent_api::tls::AgentIdentity;
 
+use crate::hop_auth::HopGuard;
 pub use crate::hop_error::HopError;
 
 use tokio::sync::mpsc;
@@ -87,37 +88,44 @@ impl HopSender {
     /// Opens `config.connections` connections to `addr`. Events (acks, give-ups) arrive on the
     /// returned receiver.
     ///
-    /// With `identity`, every connection is mutual TLS with the job's CA (the production mode);
-    /// without, plain TCP (tests and benchmarks that measure the protocol alone).
+    /// Every connection first proves the job to the listener as `guard` says: the hop
+    /// handshake (the production mode with sealed chunks), mutual TLS with the job's CA, or
+    /// nothing (tests and benchmarks that measure the protocol alone).
     pub async fn connect(
         addr: SocketAddr,
         config: HopSenderConfig,
-        identity: Option<&AgentIdentity>,
+        guard: &HopGuard,
     ) -> Result<(HopSender, mpsc::UnboundedReceiver<SenderEvent>), HopError> {
         let n = config.connections.max(1);
-        let tls = match identity {
-            Some(id) => Some((TlsConnector::from(id.client_config()?), id.server_name())),
-            None => None,
+        let tls = match guard {
+            HopGuard::Tls(id) => Some((TlsConnector::from(id.client_config()?), id.server_name())),
+            _ => None,
         };
-        // All at once: each costs round trips (TCP, then TLS), and one after another a far
-        // hop of 64 connections took half a minute to open (212 ms round trip, measured).
+        // All at once: each costs round trips (TCP, then the handshake), and one after another
+        // a far hop of 64 connections took half a minute to open (212 ms round trip, measured).
         let opens = (0..n).map(|_| {
             let tls = &tls;
             let open = async move {
-                let s = TcpStream::connect(addr)
+                let mut s = TcpStream::connect(addr)
                     .await
                     .map_err(|source| HopError::Connect { addr, source })?;
                 // Chunks are large; Nagle only delays acknowledgements.
                 let _ = s.set_nodelay(true);
-                Ok::<_, HopError>(match &tls {
-                    Some((connector, name)) => {
+                Ok::<_, HopError>(match (guard, &tls) {
+                    (HopGuard::Handshake(key), _) => {
+                        crate::hop_auth::connect(&mut s, key)
+                            .await
+                            .map_err(|source| HopError::HopHandshake { addr, source })?;
+                        halves(s)
+                    }
+                    (_, Some((connector, name))) => {
                         let t = connector
                             .connect(name.clone(), s)
                             .await
                             .map_err(|source| HopError::Handshake { addr, source })?;
                         halves(t)
                     }
-                    None => halves(s),
+                    _ => halves(s),
                 })
             };
             async move {

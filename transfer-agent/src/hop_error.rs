@@ -24,6 +24,11 @@ pub enum HopError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("hop handshake with {addr} failed (is it an agent of this job?): {source}")]
+    HopHandshake {
+        addr: SocketAddr,
+        source: crate::hop_auth::HandshakeError,
+    },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("the hop is closed: every connection to the next hop failed")]

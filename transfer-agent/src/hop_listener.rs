@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use skyx_protocol::liveness::HEARTBEAT_EVERY;
-use skyx_protocol::{DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role};
+use skyx_protocol::{
+    ChunkKey, DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -21,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use skyx_agent_api::tls::AgentIdentity;
 
 use crate::hop::{BoxRead, BoxWrite, HopError, halves};
+use crate::hop_auth::{HANDSHAKE_TIMEOUT, HopGuard};
 
 /// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is
 /// written (sink) or queued onward (relay), or [`Delivery::fail`].
@@ -73,42 +76,57 @@ impl HopListener {
     /// `max_pending` bounds the chunks awaiting commit across all connections: past it, no
     /// connection reads its socket, and TCP pushes back on the sender.
     ///
-    /// With `identity`, connections must complete mutual TLS with a certificate of the same
-    /// job's CA; others are dropped before a byte of data is read.
+    /// Connections must first prove the job as `guard` says (the hop handshake, or mutual
+    /// TLS with a certificate of the job's CA); others are dropped before a frame is read. A
+    /// sink given the job's chunk key (`opens_with`) opens sealed chunks and takes no other.
     pub async fn bind(
         addr: SocketAddr,
         job: JobId,
         role: Role,
+        opens_with: Option<Arc<ChunkKey>>,
         max_pending: usize,
-        identity: Option<&AgentIdentity>,
+        guard: &HopGuard,
     ) -> Result<(HopListener, mpsc::Receiver<Delivery>), HopError> {
-        let acceptor = identity
-            .map(|id| id.server_config())
-            .transpose()?
-            .map(TlsAcceptor::from);
+        let acceptor = match guard {
+            HopGuard::Tls(id) => Some(TlsAcceptor::from(id.server_config()?)),
+            _ => None,
+        };
+        let hop_key = match guard {
+            HopGuard::Handshake(key) => Some(key.clone()),
+            _ => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HopError::Bind { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| HopError::Bind { addr, source })?;
-        let (shared, rx) = Served::new(job, role, max_pending);
+        let (shared, rx) = Served::new(job, role, opens_with, max_pending);
         let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let (stream, peer) = crate::accept::accept_next(&listener, "data").await;
+                let (mut stream, peer) = crate::accept::accept_next(&listener, "data").await;
                 let _ = stream.set_nodelay(true);
-                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                let (acceptor, hop_key, shared) =
+                    (acceptor.clone(), hop_key.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let io = match acceptor {
-                        Some(a) => match a.accept(stream).await {
+                    let refused = |e: &dyn std::fmt::Display| {
+                        tracing::warn!(%peer, error = %e, "refused a connection that is not a peer of this job");
+                    };
+                    let io = match (acceptor, hop_key) {
+                        (Some(a), _) => match a.accept(stream).await {
                             Ok(t) => halves(t),
-                            Err(e) => {
-                                tracing::warn!(%peer, error = %e, "refused a connection that is not a peer of this job");
-                                return;
-                            }
+                            Err(e) => return refused(&e),
                         },
-                        None => halves(stream),
+                        (None, Some(key)) => {
+                            let shake = crate::hop_auth::accept(&mut stream, &key);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
+                                Ok(Ok(())) => halves(stream),
+                                Ok(Err(e)) => return refused(&e),
+                                Err(_) => return refused(&"no hop handshake in time"),
+                            }
+                        }
+                        (None, None) => halves(stream),
                     };
                     serve_connection(io, peer, shared).await;
                 });
@@ -130,6 +148,7 @@ impl HopListener {
         addr: SocketAddr,
         job: JobId,
         role: Role,
+        opens_with: Option<Arc<ChunkKey>>,
         max_pending: usize,
         identity: &AgentIdentity,
     ) -> Result<(HopListener, mpsc::Receiver<Delivery>), HopError> {
@@ -137,7 +156,7 @@ impl HopListener {
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| HopError::Bind { addr, source })?;
-        let (shared, rx) = Served::new(job, role, max_pending);
+        let (shared, rx) = Served::new(job, role, opens_with, max_pending);
         let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -193,6 +212,8 @@ impl Drop for HopListener {
 struct Served {
     job: JobId,
     role: Role,
+    /// A sink's key to open sealed chunks with.
+    opens_with: Option<Arc<ChunkKey>>,
     /// The listener's `max_pending` slots.
     slots: Arc<Semaphore>,
     deliveries: mpsc::Sender<Delivery>,
@@ -201,11 +222,17 @@ struct Served {
 
 impl Served {
     /// The shared state of a new listener, and the receiving end of its deliveries.
-    fn new(job: JobId, role: Role, max_pending: usize) -> (Served, mpsc::Receiver<Delivery>) {
+    fn new(
+        job: JobId,
+        role: Role,
+        opens_with: Option<Arc<ChunkKey>>,
+        max_pending: usize,
+    ) -> (Served, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(max_pending.max(1));
         let served = Served {
             job,
             role,
+            opens_with,
             slots: Arc::new(Semaphore::new(max_pending.max(1))),
             deliveries: tx,
             corrupt: Arc::new(AtomicU64::new(0)),
@@ -222,11 +249,15 @@ async fn serve_connection(
     let Served {
         job,
         role,
+        opens_with,
         slots,
         deliveries,
         corrupt,
     } = shared;
-    let mut receiver = Receiver::new(job, role);
+    let mut receiver = match opens_with {
+        Some(key) => Receiver::new(job, role).opening_with(key),
+        None => Receiver::new(job, role),
+    };
     let mut decoder = FrameDecoder::new();
     let mut pending = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 256 * 1024];

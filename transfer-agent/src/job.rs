@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use skyx_agent_api::tls::AgentIdentity;
 use skyx_agent_api::wire::{ChunkOrder, CompressionSpec, SourceObject, Transport};
-use skyx_protocol::JobId;
+use skyx_protocol::{ChunkKey, JobId};
 use skyx_store::ObjectStore;
 use tokio::sync::mpsc;
 
 use crate::hop::HopSender;
+use crate::hop_auth::HopGuard;
 use crate::hop_listener::HopListener;
 use crate::objects::ObjectWriter;
 
@@ -66,6 +67,10 @@ pub(crate) struct Job {
     pub(crate) id: JobId,
     pub(crate) identity: AgentIdentity,
     pub(crate) transport: Transport,
+    /// How this agent's TCP data connections prove the job (the hop handshake, or TLS).
+    pub(crate) guard: HopGuard,
+    /// The key sources seal chunks with and sinks open them with (relays hold none).
+    pub(crate) chunk_key: Option<Arc<ChunkKey>>,
     pub(crate) compression: CompressionSpec,
     pub(crate) source: Option<Arc<dyn ObjectStore>>,
     pub(crate) writer: Option<Arc<ObjectWriter>>,

@@ -3,8 +3,10 @@
 //!
 //! - [`hop`]: one hop of the data plane: many TCP connections (or QUIC streams, [`quic`]) to
 //!   the next agent, driven by the protocol's sans-IO state machines, and ([`hop_listener`])
-//!   the listener that accepts them. Every data connection is mutual TLS with the job's CA
-//!   (`skyx_agent_api::tls`). `relay` passes what one hop delivers on to the next.
+//!   the listener that accepts them. Every data connection first proves both ends belong to the
+//!   job ([`hop_auth`]: the hop handshake, or mutual TLS with the job's CA); chunks are sealed
+//!   end to end by sources and opened by sinks. `relay` passes what one hop delivers on to the
+//!   next, sealed as it came.
 //! - [`objects`]: reading chunks from the source store and writing them at the destination.
 //! - [`probe`]: iperf3-like path probes between agents (`skyx bench paths`).
 //! - [`agent`]: the agent and the job installed on it, its control requests and the relay
@@ -21,6 +23,7 @@ pub mod daemon;
 pub mod events;
 pub mod fork;
 pub mod hop;
+pub mod hop_auth;
 pub mod hop_error;
 pub mod hop_listener;
 pub mod in_process;
@@ -37,6 +40,7 @@ pub mod usage;
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
 pub use fork::{BranchEvents, Fork, ForkBranch};
 pub use hop::{HopError, HopSender, HopSenderConfig};
+pub use hop_auth::{HopGuard, HopKey};
 pub use hop_listener::{Delivery, HopListener};
 pub use objects::{ObjectWriter, Wrote, read_chunk};
 pub use relay::relay;

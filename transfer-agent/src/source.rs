@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use skyx_agent_api::wire::{AgentEvent, ChunkOrder, CompressionSpec};
-use skyx_protocol::{ChunkRef, Compression, Dests, Failure, NackReason, SenderEvent, encode_chunk};
+use skyx_protocol::{
+    ChunkRef, Compression, Dests, Failure, NackReason, SenderEvent, encode_chunk, seal_chunk,
+};
 use skyx_store::ObjectStore;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -144,6 +146,13 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
 /// Chunks up to this size are encoded on the task itself.
 const INLINE_ENCODE: usize = 64 * 1024;
 
+/// A fresh nonce for sealing one chunk (random: see `skyx_protocol::seal`).
+fn nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut n).expect("the system CSPRNG answers");
+    n
+}
+
 /// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
 async fn encode(
     job: &Arc<Job>,
@@ -180,13 +189,28 @@ async fn encode(
         }
     };
     let raw_len = raw.len();
-    let frame = if matches!(compression, Compression::Off) || raw_len < 64 {
-        encode_chunk(chunk, raw, Compression::Off)
-    } else if raw_len <= INLINE_ENCODE {
-        // A small chunk compresses in microseconds: a trip to the blocking pool costs more.
-        encode_chunk(chunk, raw, compression)
+    let compression = if raw_len < 64 {
+        Compression::Off
     } else {
-        tokio::task::spawn_blocking(move || encode_chunk(chunk, raw, compression))
+        compression
+    };
+    let key = job.chunk_key.clone();
+    let work = move || {
+        let frame = encode_chunk(chunk, raw, compression);
+        let encoded_len = frame.payload.len();
+        let frame = match key {
+            Some(key) => seal_chunk(frame, &key, nonce()),
+            None => frame,
+        };
+        (frame, encoded_len)
+    };
+    // A small chunk compresses and seals in microseconds, and a raw chunk in the clear only
+    // needs its checksum: a trip to the blocking pool would cost more.
+    let light = matches!(compression, Compression::Off) && job.chunk_key.is_none();
+    let (frame, encoded_len) = if light || raw_len <= INLINE_ENCODE {
+        work()
+    } else {
+        tokio::task::spawn_blocking(work)
             .await
             .expect("encoding does not panic")
     };
@@ -194,7 +218,7 @@ async fn encode(
         && order.offset == 0
         && raw_len > 0
         && (raw_len as u64) < object_size
-        && frame.payload.len() as f64 > 0.95 * raw_len as f64
+        && encoded_len as f64 > 0.95 * raw_len as f64
     {
         // The first chunk barely shrank: the rest of this object is sent raw. (Only objects
         // with a rest are remembered.)

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use skyx_agent::Fork;
-use skyx_agent::{HopListener, HopSender, HopSenderConfig, ObjectWriter, Wrote, read_chunk, relay};
+use skyx_agent::{
+    HopGuard, HopListener, HopSender, HopSenderConfig, ObjectWriter, Wrote, read_chunk, relay,
+};
 use skyx_agent_api::JobCa;
 use skyx_agent_api::wire::{SinkObject, SinkObjects, SourceObject, Verification};
 use skyx_gateway::{
@@ -117,8 +119,9 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Sink,
+        None,
         16,
-        Some(&sink_id),
+        &HopGuard::Tls(sink_id.clone()),
     )
     .await
     .unwrap();
@@ -153,8 +156,9 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Relay,
+        None,
         16,
-        Some(&relay_id),
+        &HopGuard::Tls(relay_id.clone()),
     )
     .await
     .unwrap();
@@ -164,7 +168,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
             connections: 4,
             ..Default::default()
         },
-        Some(&relay_id),
+        &HopGuard::Tls(relay_id.clone()),
     )
     .await
     .unwrap();
@@ -184,7 +188,7 @@ async fn a_directory_crosses_a_tls_relay_byte_identical() {
             connections: 3,
             ..Default::default()
         },
-        Some(&source_id),
+        &HopGuard::Tls(source_id.clone()),
     )
     .await
     .unwrap();

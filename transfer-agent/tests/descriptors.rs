@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use skyx_agent::{HopListener, HopSender, HopSenderConfig};
+use skyx_agent::{HopGuard, HopListener, HopSender, HopSenderConfig};
 use skyx_protocol::{ChunkId, ChunkRef, Compression, JobId, Role, encode_chunk};
 use tokio::net::TcpStream;
 
@@ -19,10 +19,16 @@ fn open_descriptors() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_out_of_descriptors_serves_again_once_they_free_up() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let (listener, mut deliveries) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Sink, 8, None)
-            .await
-            .unwrap();
+    let (listener, mut deliveries) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Sink,
+        None,
+        8,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
     let addr = listener.local_addr;
     let saved = getrlimit(Resource::Nofile);
     // A handful of descriptors left: clients and accepted sockets use them up at once.
@@ -53,7 +59,7 @@ async fn a_listener_out_of_descriptors_serves_again_once_they_free_up() {
             connections: 1,
             ..Default::default()
         },
-        None,
+        &HopGuard::Open,
     )
     .await
     .unwrap();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use skyx_agent::{HopListener, HopSender, HopSenderConfig};
+use skyx_agent::{HopGuard, HopListener, HopSender, HopSenderConfig};
 use skyx_protocol::{
     ChunkId, ChunkRef, Compression, Failure, JobId, Role, SenderEvent, Stall, encode_chunk,
 };
@@ -52,9 +52,10 @@ async fn a_next_hop_that_goes_silent_is_given_up_as_stalled() {
             conns.push(s);
         }
     });
-    let (hop, mut events) = HopSender::connect(addr, config(Duration::from_secs(2)), None)
-        .await
-        .unwrap();
+    let (hop, mut events) =
+        HopSender::connect(addr, config(Duration::from_secs(2)), &HopGuard::Open)
+            .await
+            .unwrap();
     for i in 0..4 {
         hop.send(chunk(i)).await.unwrap();
     }
@@ -90,9 +91,10 @@ async fn a_chunk_moved_to_an_idle_connection_is_sent_there_and_given_up_when_tha
             conns.push(s);
         }
     });
-    let (hop, mut events) = HopSender::connect(addr, config(Duration::from_secs(2)), None)
-        .await
-        .unwrap();
+    let (hop, mut events) =
+        HopSender::connect(addr, config(Duration::from_secs(2)), &HopGuard::Open)
+            .await
+            .unwrap();
     hop.send(chunk(0)).await.unwrap();
     let e = tokio::time::timeout(WATCHDOG, events.recv())
         .await
@@ -113,14 +115,23 @@ async fn a_chunk_moved_to_an_idle_connection_is_sent_there_and_given_up_when_tha
 #[tokio::test]
 async fn a_next_hop_that_holds_off_reading_on_purpose_is_waited_for() {
     // One chunk may await its commit at a time; the agent takes none for a while.
-    let (listener, mut deliveries) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Sink, 1, None)
-            .await
-            .unwrap();
-    let (hop, mut events) =
-        HopSender::connect(listener.local_addr, config(Duration::from_secs(2)), None)
-            .await
-            .unwrap();
+    let (listener, mut deliveries) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Sink,
+        None,
+        1,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
+    let (hop, mut events) = HopSender::connect(
+        listener.local_addr,
+        config(Duration::from_secs(2)),
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
     let hop = std::sync::Arc::new(hop);
     let sending = {
         let hop = hop.clone();

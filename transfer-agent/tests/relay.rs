@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use skyx_agent::Fork;
-use skyx_agent::{HopListener, HopSender, HopSenderConfig, relay};
+use skyx_agent::{HopGuard, HopListener, HopSender, HopSenderConfig, relay};
 use skyx_protocol::{
     ChunkId, ChunkRef, Compression, DataFrame, JobId, Role, SenderEvent, encode_chunk,
 };
@@ -54,10 +54,16 @@ async fn sink() -> (
     tokio::task::JoinHandle<HashMap<ChunkId, (Bytes, u32)>>,
     HopListener,
 ) {
-    let (listener, mut rx) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Sink, 32, None)
-            .await
-            .unwrap();
+    let (listener, mut rx) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Sink,
+        None,
+        32,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
     let addr = listener.local_addr;
     let task = tokio::spawn(async move {
         let mut got: HashMap<ChunkId, (Bytes, u32)> = HashMap::new();
@@ -78,10 +84,16 @@ async fn start_relay(
     next: SocketAddr,
     connections: usize,
 ) -> (SocketAddr, HopListener, tokio::task::JoinHandle<()>) {
-    let (listener, rx) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32, None)
-            .await
-            .unwrap();
+    let (listener, rx) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Relay,
+        None,
+        32,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
     let addr = listener.local_addr;
     let (onward, events) = HopSender::connect(
         next,
@@ -89,7 +101,7 @@ async fn start_relay(
             connections,
             ..Default::default()
         },
-        None,
+        &HopGuard::Open,
     )
     .await
     .unwrap();
@@ -107,7 +119,7 @@ async fn send_all(to: SocketAddr, connections: usize, data: &[(DataFrame, Bytes)
             connections,
             ..Default::default()
         },
-        None,
+        &HopGuard::Open,
     )
     .await
     .unwrap();
@@ -141,7 +153,7 @@ async fn send_until_down(
             connections: 2,
             ..Default::default()
         },
-        None,
+        &HopGuard::Open,
     )
     .await
     .unwrap();
@@ -301,10 +313,16 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
     let (sink_addr, collected, sink_listener) = sink().await;
     // Every connection from the relay onward is cut after 200 KB, as a link taken down would.
     let (proxy, _cuts) = cutting_proxy(sink_addr, 200_000, true).await;
-    let (listener, rx) =
-        HopListener::bind("127.0.0.1:0".parse().unwrap(), JOB, Role::Relay, 32, None)
-            .await
-            .unwrap();
+    let (listener, rx) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Relay,
+        None,
+        32,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
     let relay_addr = listener.local_addr;
     let (onward, onward_events) = HopSender::connect(
         proxy,
@@ -312,7 +330,7 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
             connections: 2,
             ..Default::default()
         },
-        None,
+        &HopGuard::Open,
     )
     .await
     .unwrap();

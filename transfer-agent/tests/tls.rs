@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use skyx_agent::{HopError, HopListener, HopSender, HopSenderConfig};
+use skyx_agent::{HopError, HopGuard, HopListener, HopSender, HopSenderConfig};
 use skyx_agent_api::JobCa;
 use skyx_protocol::{ChunkId, ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,8 +34,9 @@ async fn peers_of_the_job_exchange_chunks_over_mutual_tls() {
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Sink,
+        None,
         16,
-        Some(&sink_id),
+        &HopGuard::Tls(sink_id.clone()),
     )
     .await
     .unwrap();
@@ -54,7 +55,7 @@ async fn peers_of_the_job_exchange_chunks_over_mutual_tls() {
             connections: 4,
             ..Default::default()
         },
-        Some(&source_id),
+        &HopGuard::Tls(source_id.clone()),
     )
     .await
     .unwrap();
@@ -84,8 +85,9 @@ async fn an_agent_of_another_job_is_refused_both_ways() {
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Sink,
+        None,
         16,
-        Some(&ours.issue("sink").unwrap()),
+        &HopGuard::Tls(ours.issue("sink").unwrap()),
     )
     .await
     .unwrap();
@@ -98,7 +100,7 @@ async fn an_agent_of_another_job_is_refused_both_ways() {
             connections: 1,
             ..Default::default()
         },
-        Some(&stranger),
+        &HopGuard::Tls(stranger.clone()),
     )
     .await
     .unwrap_err();
@@ -115,8 +117,9 @@ async fn an_agent_of_another_job_is_refused_both_ways() {
         "127.0.0.1:0".parse().unwrap(),
         JobId(43),
         Role::Sink,
+        None,
         16,
-        Some(&theirs.issue("sink").unwrap()),
+        &HopGuard::Tls(theirs.issue("sink").unwrap()),
     )
     .await
     .unwrap();
@@ -127,7 +130,7 @@ async fn an_agent_of_another_job_is_refused_both_ways() {
             connections: 1,
             ..Default::default()
         },
-        Some(&ours_client),
+        &HopGuard::Tls(ours_client.clone()),
     )
     .await
     .unwrap_err();
@@ -141,8 +144,9 @@ async fn a_plaintext_client_gets_no_data_path() {
         "127.0.0.1:0".parse().unwrap(),
         JOB,
         Role::Sink,
+        None,
         16,
-        Some(&ca.issue("sink").unwrap()),
+        &HopGuard::Tls(ca.issue("sink").unwrap()),
     )
     .await
     .unwrap();

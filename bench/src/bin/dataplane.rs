@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use skyx_agent::{HopListener, HopSender, HopSenderConfig};
+use skyx_agent::{HopGuard, HopListener, HopSender, HopSenderConfig};
 use skyx_protocol::{ChunkId, ChunkRef, Compression, JobId, Role, SenderEvent, encode_chunk};
 
 const JOB: JobId = JobId(1);
@@ -82,6 +82,11 @@ struct Outcome {
     wire_ratio: f64,
 }
 
+/// Mutual TLS with an identity, nothing without (the protocol alone).
+fn guard(id: Option<skyx_agent_api::AgentIdentity>) -> HopGuard {
+    id.map_or(HopGuard::Open, HopGuard::Tls)
+}
+
 async fn run(
     connections: usize,
     relay: bool,
@@ -107,9 +112,9 @@ async fn run(
             let addr = "127.0.0.1:0".parse()?;
             anyhow::Ok(match wire {
                 Wire::Quic => {
-                    HopListener::bind_quic(addr, JOB, role, 64, id.as_ref().unwrap()).await?
+                    HopListener::bind_quic(addr, JOB, role, None, 64, id.as_ref().unwrap()).await?
                 }
-                _ => HopListener::bind(addr, JOB, role, 64, id.as_ref()).await?,
+                _ => HopListener::bind(addr, JOB, role, None, 64, &guard(id)).await?,
             })
         }
     };
@@ -122,7 +127,7 @@ async fn run(
             };
             anyhow::Ok(match wire {
                 Wire::Quic => HopSender::connect_quic(addr, config, id.as_ref().unwrap()).await?,
-                _ => HopSender::connect(addr, config, id.as_ref()).await?,
+                _ => HopSender::connect(addr, config, &guard(id)).await?,
             })
         }
     };

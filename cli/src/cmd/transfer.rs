@@ -26,8 +26,24 @@ use crate::units::parse_bytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TransportArg {
+    /// TCP connections opened by the hop handshake (both agents prove they hold the job's
+    /// key); chunks sealed end to end, so relays forward ciphertext without decrypting it.
     Tcp,
+    /// TCP connections each with mutual TLS: every hop decrypts and re-encrypts.
+    Tls,
+    /// One QUIC connection (TLS 1.3) with a stream per connection.
     Quic,
+}
+
+/// End-to-end encryption of chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncryptArg {
+    /// Sources seal every chunk (AES-256-GCM under a key of the job only they and the sinks
+    /// hold); relays cannot read or alter it.
+    On,
+    /// Chunks unsealed: only for benchmarks inside one trust domain. With `--transport tcp`
+    /// every byte then crosses the network in the clear.
+    Off,
 }
 
 /// Whether the provider copies between the two ends itself.
@@ -80,6 +96,9 @@ pub struct TransferArgs {
     /// Data transport between agents.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
+    /// Chunks sealed end to end between source and sink agents.
+    #[arg(long, value_enum, default_value = "on")]
+    pub encrypt: EncryptArg,
     /// Server-side copy (S3 CopyObject, GCS rewrite, Azure Copy Blob) between two stores of
     /// one cloud reached with the same identity (on Azure, any two accounts): auto uses it
     /// when the plan says it is better, or always when no regions are known.
@@ -561,8 +580,10 @@ pub fn options(args: &TransferArgs, src: &ObjectUrl, dst: &ObjectUrl) -> Result<
         bw_limit: bw_limit(args)?,
         transport: match args.transport {
             TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Tls => Transport::Tls,
             TransportArg::Quic => Transport::Quic,
         },
+        seal_chunks: args.encrypt == EncryptArg::On,
         compression: compression(&args.compress)?,
         chunk_size,
         journal: Some(journal_path(

@@ -31,7 +31,7 @@ use skyx_agent_api::wire::{
     IdentityWire, JobSpec, ListenRequest, NextHop, RouteRequest, SinkObject, SinkObjects,
     SourceObject, Transport,
 };
-use skyx_agent_api::{AgentClient, ClientError, JobCa};
+use skyx_agent_api::{AgentClient, ClientError, JobCa, JobKeys};
 use skyx_protocol::{ChunkId, JobId};
 use skyx_store::{
     MultipartUpload, ObjectStore, ObjectUrl, PartReceipt, Properties, StoreError, StoreLocation,
@@ -67,6 +67,10 @@ use skyx_provision::{AgentSession, LaunchRequest, LaunchedAgent, Provider, Sessi
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
     pub transport: Transport,
+    /// Chunks sealed end to end (sources seal, sinks open, relays forward ciphertext they
+    /// hold no key to). Off only for benchmarks inside one trust domain: with the `tcp`
+    /// transport, every byte then crosses the network in the clear.
+    pub seal_chunks: bool,
     pub compression: CompressionSpec,
     /// Preferred chunk size (raised as the destination's part rules require).
     pub chunk_size: u64,
@@ -124,6 +128,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
             transport: Transport::Tcp,
+            seal_chunks: true,
             compression: CompressionSpec::Auto { level: 1 },
             chunk_size: 8 * 1024 * 1024,
             read_concurrency: 8,
@@ -299,6 +304,8 @@ struct Run<'a> {
     job_id: JobId,
     token: String,
     ca: JobCa,
+    /// The job's hop key and chunk key (see `skyx_agent_api::keys`).
+    keys: JobKeys,
     provider: &'a dyn Provider,
     /// The destinations' stores, destination `i` at `i` (one but for a broadcast).
     dsts: Vec<Arc<dyn ObjectStore>>,
@@ -421,6 +428,7 @@ pub async fn run_broadcast(
         job_id,
         token: random_token(),
         ca: JobCa::generate(job_id).map_err(|e| CopyError::Setup(e.to_string()))?,
+        keys: JobKeys::generate(job.options.seal_chunks),
         provider,
         dsts,
         src,

@@ -75,6 +75,11 @@ impl Run<'_> {
         Ok(JobSpec {
             job: self.job_id.0,
             identity: self.identity(name)?,
+            hop_key: self.keys.hop.to_wire(),
+            // Only the ends hold it: a relay forwards what it cannot read.
+            chunk_key: (source || sink.is_some())
+                .then(|| self.keys.chunk.as_ref().map(|k| k.to_wire()))
+                .flatten(),
             transport: self.job.options.transport,
             compression: self.job.options.compression,
             source_store: source.then(|| self.job.src_store.clone()),
