@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # `skyx cp` end to end on this machine, archived under bench/results/<date>-<machine>/cp.md:
-#  1. the data plane through real agent processes (source -> relay -> sink on loopback, TCP and
-#     QUIC): throughput, the relay's CPU per byte forwarded, every agent's peak memory;
+#  1. the data plane through real agent processes (source -> relay -> sink on loopback): chunks
+#     sealed end to end over handshake-authenticated TCP (the default), the same unsealed
+#     (--encrypt off), sealed over TCP+TLS per hop, sealed over QUIC: throughput, the relay's
+#     CPU per byte forwarded, every agent's peak memory;
 #  2. `skyx cp` against `rclone copy` between the same two local servers (s3s-fs -> Azurite),
 #     same dataset, one run, so the ratios compare like with like.
-# Usage: bench/run-cp.sh [--gib N]   (N: GiB of large files, default 1)
+# Usage: bench/run-cp.sh [--gib N] [--agents-only]   (N: GiB of large files, default 1;
+#        --agents-only: part 1 alone, written to cp-agents.md)
 # Needs: the test servers (started here), rclone (installed here from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=1
-if [ "${1:-}" = "--gib" ]; then GIB=$2; fi
+AGENTS_ONLY=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --gib) GIB=$2; shift 2 ;;
+        --agents-only) AGENTS_ONLY=1; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 
-if ! command -v rclone >/dev/null; then
+if [ "$AGENTS_ONLY" = 0 ] && ! command -v rclone >/dev/null; then
     echo "installing rclone (Debian package)" >&2
     apt-get install -y -q rclone >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q rclone >/dev/null; }
 fi
@@ -70,10 +80,20 @@ VIA=(--src-region aws:us-east-1 --dst-region gcp:asia-southeast1 --via aws:us-ea
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 # 1. Real agents on loopback, through a relay.
-for t in tcp quic; do
-    timed "agents-$t" "$SKYX" cp -r "$DATA" "$WORK/out-$t" "${VIA[@]}" --transport "$t" --json >>"$RESULTS"
+ROWS="tcp tcp-clear tls quic"
+for t in $ROWS; do
+    case $t in
+        tcp-clear) flags=(--transport tcp --encrypt off) ;;
+        *) flags=(--transport "$t") ;;
+    esac
+    timed "agents-$t" "$SKYX" cp -r "$DATA" "$WORK/out-$t" "${VIA[@]}" "${flags[@]}" --json >>"$RESULTS"
+    diff -r "$DATA" "$WORK/out-$t" >/dev/null || { echo "agents-$t: the copy differs from the source" >&2; exit 1; }
     rm -rf "$WORK/out-$t"
 done
+
+if [ "$AGENTS_ONLY" = 1 ]; then
+    : # part 2 skipped
+else
 
 # 2. The same two servers for both tools: s3s-fs (source) -> Azurite (destination).
 "$SKYX" mb s3://bench-src >/dev/null
@@ -99,12 +119,16 @@ for c in rclone-default rclone-16 skyx-auto skyx-off; do
     n=$("$SKYX" ls -r "az://devstoreaccount1/$c/data" | wc -l)
     [ "$n" = "$OBJECTS" ] || { echo "$c: $n objects at the destination, expected $OBJECTS" >&2; exit 1; }
 done
+fi
 
 dir="bench/results/$(date +%F)-$(nproc)vcpu"
 mkdir -p "$dir"
-python3 - "$WORK" "$BYTES" "$OBJECTS" "$GIB" "$dir/cp.md" <<'EOF'
+out_file="$dir/cp.md"
+[ "$AGENTS_ONLY" = 1 ] && out_file="$dir/cp-agents.md"
+python3 - "$WORK" "$BYTES" "$OBJECTS" "$GIB" "$out_file" "$AGENTS_ONLY" <<'EOF'
 import json, sys, subprocess, datetime, os
 work, total, objects, gib, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+agents_only = sys.argv[6] == "1"
 times = {}
 for line in open(f"{work}/results.txt"):
     parts = line.split()
@@ -117,21 +141,33 @@ mem = subprocess.run(["sh", "-c", "free -g | awk '/Mem:/{print $2}'"], capture_o
 L = []
 L.append(f"# skyx cp on this machine, {datetime.date.today()}\n")
 L.append(f"- Machine: {os.cpu_count()} vCPU {cpu}, {mem} GiB.")
-L.append(f"- Command: `bash bench/run-cp.sh --gib {gib}` (release build).")
+L.append(f"- Command: `bash bench/run-cp.sh --gib {gib}{' --agents-only' if agents_only else ''}` (release build).")
 L.append(f"- Dataset: {objects} files, {total/1e9:.2f} GB: 128 MiB random files, 128 MiB CSV-like files (zstd -1 shrinks them ~6x), 2,000 x 4 KiB random files.")
 L.append("- Every process (agents, gateway, servers, rclone) shares these cores: compare rows of this run, not machines.\n")
-L.append("## 1. Real agents on loopback: source -> relay -> sink (local files, mutual TLS / QUIC, 8 connections)\n")
-L.append("| transport | wall s | GB/s logical | wire/logical | relay CPU s | relay GB forwarded per CPU-second | peak agent RSS |")
-L.append("|---|---|---|---|---|---|---|")
-for t in ["tcp", "quic"]:
+L.append("## 1. Real agents on loopback: source -> relay -> sink (local files, 8 connections)\n")
+L.append("- tcp: chunks sealed end to end (AES-256-GCM), hops opened by the hop handshake; the relay forwards ciphertext (the default).")
+L.append("- tcp-clear: `--encrypt off`, the same hops with chunks in the clear (benchmarks only).")
+L.append("- tls: chunks sealed, and every hop mutual TLS besides (the relay decrypts and re-encrypts the TLS layer).")
+L.append("- quic: chunks sealed, over QUIC (its own TLS 1.3 per hop).\n")
+L.append("| transport | wall s | GB/s logical | wire/logical | relay CPU s | relay GB forwarded per CPU-second | vs tls | peak agent RSS |")
+L.append("|---|---|---|---|---|---|---|---|")
+rows = ["tcp", "tcp-clear", "tls", "quic"]
+def relay_rate(t):
+    relay = [a for a in report(f"agents-{t}")["agents"] if a["region"] == "aws:us-east-2"][0]
+    return relay["wire_bytes_out"] / 1e9 / relay["cpu_seconds"] if relay["cpu_seconds"] > 0 else float("nan")
+for t in rows:
     r = report(f"agents-{t}")
     relay = [a for a in r["agents"] if a["region"] == "aws:us-east-2"][0]
     peak = max(a["peak_rss_bytes"] for a in r["agents"])
     fwd = relay["wire_bytes_out"] / 1e9
     per_cpu = fwd / relay["cpu_seconds"] if relay["cpu_seconds"] > 0 else float("nan")
     wire = sum(h["wire_bytes"] for h in r["hops"] if h["src_region"] == "aws:us-east-1")
-    L.append(f"| {t} | {times[f'agents-{t}']:.2f} | {total/1e9/times[f'agents-{t}']:.3f} | {wire/total:.2f} | {relay['cpu_seconds']:.1f} | {per_cpu:.2f} | {peak/2**20:.0f} MiB |")
+    L.append(f"| {t} | {times[f'agents-{t}']:.2f} | {total/1e9/times[f'agents-{t}']:.3f} | {wire/total:.2f} | {relay['cpu_seconds']:.1f} | {per_cpu:.2f} | {per_cpu/relay_rate('tls'):.2f}x | {peak/2**20:.0f} MiB |")
 L.append("")
+if agents_only:
+    open(out, "w").write("\n".join(L) + "\n")
+    print("\n".join(L))
+    sys.exit(0)
 L.append("## 2. skyx cp vs rclone copy, s3s-fs -> Azurite (same servers, same data, one run)\n")
 L.append("| method | wall s | MB/s | vs rclone (default) |")
 L.append("|---|---|---|---|")
@@ -148,4 +184,4 @@ L.append("\nBoth tools run on this one machine; skyx's agents and rclone alike a
 open(out, "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 EOF
-echo "wrote $dir/cp.md"
+echo "wrote $out_file"

@@ -1,4 +1,5 @@
-//! The gateway's side of the control API: typed calls to one agent.
+//! The gateway's side of the control API: typed calls to one agent, over TLS that shows the
+//! gateway's certificate and accepts only the agent's pinned one ([`crate::control_tls`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,15 +7,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
+use crate::control_tls::{GatewayIdentity, Pinned, proof_holds};
 use crate::wire::{
-    AgentMetrics, ApiError, Dispatch, EventsResponse, Hello, JobSpec, ListenRequest,
-    ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest, SinkObjects,
+    AgentMetrics, ApiError, Base64, Dispatch, EventsResponse, Hello, HelloRequest, JobSpec,
+    ListenRequest, ListenResponse, ProbeListen, ProbeRequest, ProbeResult, RouteRequest,
+    SinkObjects,
 };
 
 /// Why a control call failed.
@@ -46,6 +52,12 @@ pub enum ClientError {
         path: String,
         message: String,
     },
+    /// What answered at the agent's address could not prove it holds the launch's token:
+    /// not the agent this gateway launched (or a machine in the middle).
+    #[error("{addr} did not prove it is agent {agent} (no proof of its launch token): refused")]
+    Impostor { agent: String, addr: SocketAddr },
+    #[error("control TLS setup failed: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ClientError {
@@ -62,29 +74,78 @@ impl ClientError {
 /// with the data path: the control API shares the agent's runtime).
 pub const EVENTS_GRACE: Duration = Duration::from_secs(4);
 
-/// A connection pool to one agent's control API, with the job token.
+/// A connection pool to one agent's control API, its certificate pinned.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     name: String,
     addr: SocketAddr,
-    token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// Calls that do work at the agent (opening stores, connecting hops) get this long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A pool of TLS connections presenting `gateway` and checking the server with `server`.
+fn pool(
+    gateway: &GatewayIdentity,
+    server: Arc<Pinned>,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, ClientError> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    tcp.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(gateway.client_config(server)?)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 impl AgentClient {
-    pub fn new(name: impl Into<String>, addr: SocketAddr, token: impl Into<String>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        AgentClient {
-            name: name.into(),
+    /// Opens the control channel to the agent launched as `name` with `token`: says hello with
+    /// a fresh nonce over TLS that shows `gateway`'s certificate, checks the agent's proof that
+    /// it holds the token, bound to the certificate it served the hello with, and pins that
+    /// certificate for every later call. Answers the client and the agent's hello.
+    pub async fn connect(
+        name: impl Into<String>,
+        addr: SocketAddr,
+        token: &str,
+        gateway: &GatewayIdentity,
+    ) -> Result<(AgentClient, Hello), ClientError> {
+        let name = name.into();
+        let first = Arc::new(Pinned::first_contact());
+        let greeter = AgentClient {
+            name: name.clone(),
             addr,
-            token: token.into(),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: pool(gateway, first.clone())?,
+        };
+        let mut nonce = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce).expect("the system CSPRNG answers");
+        let hello: Hello = greeter
+            .call(
+                Method::POST,
+                "/v1/hello",
+                Some(&HelloRequest {
+                    nonce: Base64(nonce.clone()),
+                }),
+                Duration::from_secs(10),
+            )
+            .await?;
+        // The only connection that pool made carried the hello: the certificate it saw is the
+        // one the proof must be bound to.
+        let Some(cert) = first.seen() else {
+            return Err(ClientError::Impostor { agent: name, addr });
+        };
+        if !proof_holds(token.as_bytes(), &nonce, &cert, &hello.proof.0) {
+            return Err(ClientError::Impostor { agent: name, addr });
         }
+        let client = AgentClient {
+            name,
+            addr,
+            http: pool(gateway, Arc::new(Pinned::to(&cert)))?,
+        };
+        Ok((client, hello))
     }
 
     pub fn name(&self) -> &str {
@@ -108,11 +169,7 @@ impl AgentClient {
         };
         let req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
+            .uri(format!("https://{}{path}", self.addr))
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(bytes))
             .expect("valid request");
@@ -162,11 +219,6 @@ impl AgentClient {
             path: path.to_string(),
             message: e.to_string(),
         })
-    }
-
-    pub async fn hello(&self) -> Result<Hello, ClientError> {
-        self.call::<(), _>(Method::GET, "/v1/hello", None, Duration::from_secs(10))
-            .await
     }
 
     pub async fn install(&self, spec: &JobSpec) -> Result<(), ClientError> {

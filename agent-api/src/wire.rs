@@ -2,12 +2,14 @@
 //!
 //! Serialization lives here, at the boundary, and nowhere else: the agent converts these into
 //! its own types ([`crate::tls::AgentIdentity`], protocol
-//! ids) as it takes them in. Every request but `GET /v1/hello` must carry the job's token as
-//! `Authorization: Bearer <token>`.
+//! ids) as it takes them in. The API is served over TLS only, to the one client certificate
+//! the agent was launched to trust (the gateway's), and the gateway pins the agent's own
+//! certificate once the agent has proved it holds the launch's token (see
+//! [`crate::control_tls`]); the token itself never crosses the network.
 //!
 //! | method and path        | body → answer                         | who            |
 //! |------------------------|---------------------------------------|----------------|
-//! | `GET /v1/hello`        | → [`Hello`]                           | any            |
+//! | `POST /v1/hello`       | [`HelloRequest`] → [`Hello`]          | any            |
 //! | `POST /v1/job`         | [`JobSpec`] → `{}`                    | every agent    |
 //! | `POST /v1/listen`      | [`ListenRequest`] → [`ListenResponse`] | relays, sinks  |
 //! | `POST /v1/route`       | [`RouteRequest`] → `{}`               | sources        |
@@ -27,9 +29,13 @@ use serde::{Deserialize, Serialize};
 /// Version of this API; the gateway refuses agents that speak another.
 pub const API_VERSION: u32 = 4;
 
-/// The environment variable a launched agent reads its control token from (never a flag, so
-/// it does not show in `ps`).
+/// The environment variable a launched agent reads its launch token from (never a flag, so
+/// it does not show in `ps`): the secret it proves itself to the gateway with.
 pub const TOKEN_ENV: &str = "SKYX_AGENT_TOKEN";
+
+/// The environment variable a launched agent reads the gateway's control certificate from
+/// (DER, base64): the one client its control API serves.
+pub const GATEWAY_CERT_ENV: &str = "SKYX_AGENT_GATEWAY_CERT";
 
 /// What an agent prints as its first line on stdout once its control API listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,11 +44,20 @@ pub struct Ready {
     pub pid: u32,
 }
 
+/// The gateway's first word to an agent: a fresh nonce for the agent to prove itself with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HelloRequest {
+    pub nonce: Base64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Hello {
     pub api_version: u32,
     pub name: String,
     pub agent_version: String,
+    /// [`crate::control_tls::proof`] of the nonce and the agent's control certificate under
+    /// the launch's token.
+    pub proof: Base64,
 }
 
 /// How chunks travel between agents.

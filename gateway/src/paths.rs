@@ -18,6 +18,8 @@ pub enum PathsError {
     BadRequest(String),
     #[error(transparent)]
     Launch(#[from] SessionError),
+    #[error("the gateway's control identity: {0}")]
+    Identity(#[from] skyx_agent_api::TlsError),
     #[error("probing {src} → {dst}: {source}")]
     Probe {
         src: String,
@@ -79,6 +81,7 @@ pub async fn measure_paths(
         )));
     }
     let token = crate::copy::random_token();
+    let gateway = std::sync::Arc::new(skyx_agent_api::GatewayIdentity::generate()?);
     let launches = regions.iter().map(|region| {
         AgentSession::launch(
             provider,
@@ -88,6 +91,7 @@ pub async fn measure_paths(
                 job: "paths".into(),
                 region: region.clone(),
                 token: token.clone(),
+                gateway: gateway.clone(),
             },
         )
     });

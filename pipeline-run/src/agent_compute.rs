@@ -30,6 +30,8 @@ pub struct AgentCompute {
     pub provider: Arc<dyn Provider>,
     pub job: String,
     pub token: String,
+    /// The gateway's control identity the stage agents serve their control API to.
+    pub gateway: Arc<skyx_agent_api::GatewayIdentity>,
 }
 
 impl std::fmt::Debug for AgentCompute {
@@ -56,6 +58,7 @@ impl ComputeProvider for AgentCompute {
                 region: region.to_string(),
                 instance: Some(instance.to_string()),
                 token: self.token.clone(),
+                gateway: self.gateway.clone(),
             },
         )
         .await

@@ -124,10 +124,11 @@ pub struct Ec2Provider {
 }
 
 /// cloud-init user data for one agent.
-pub fn render_user_data(name: &str, token: &str, agent_url: &str) -> String {
+pub fn render_user_data(name: &str, token: &str, gateway_cert: &str, agent_url: &str) -> String {
     let service = base64::engine::general_purpose::STANDARD.encode(AGENT_SERVICE);
     CLOUD_INIT_TEMPLATE
         .replace("@TOKEN@", token)
+        .replace("@GATEWAY_CERT_B64@", gateway_cert)
         .replace("@SERVICE_B64@", &service)
         .replace("@AGENT_URL@", agent_url)
         .replace("@NAME@", name)
@@ -340,6 +341,7 @@ impl Provider for Ec2Provider {
         let user_data = base64::engine::general_purpose::STANDARD.encode(render_user_data(
             &req.name,
             &req.token,
+            &crate::cert_env(&req.gateway),
             &self.config.agent_url,
         ));
         let run = state
@@ -469,9 +471,8 @@ impl Ec2Provider {
             .map_err(|e| Self::fail(&req.name, region, e))?;
         // The agent answers once cloud-init has installed and started it.
         let control = SocketAddr::new(ip, self.config.control_port);
-        let client = AgentClient::new(req.name.clone(), control, req.token.clone());
         loop {
-            match client.hello().await {
+            match AgentClient::connect(req.name.clone(), control, &req.token, &req.gateway).await {
                 Ok(_) => return Ok(control),
                 Err(e) if Instant::now() > deadline => {
                     return Err(Self::fail(

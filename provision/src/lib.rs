@@ -12,6 +12,8 @@
 
 use std::net::SocketAddr;
 
+use base64::Engine as _;
+
 use async_trait::async_trait;
 
 #[cfg(feature = "ec2")]
@@ -53,8 +55,17 @@ pub struct LaunchRequest {
     /// The machine to launch where the provider has a choice (a stage's planned instance
     /// type); `None`: the provider's agent machine.
     pub instance: Option<String>,
-    /// The job's control token; the agent gets it through its environment.
+    /// The launch's secret token: the agent gets it through its environment (or user data)
+    /// and proves it holds it when the gateway first says hello; it never crosses the network.
     pub token: String,
+    /// The gateway's control identity: the agent is handed its certificate (public) and serves
+    /// its control API to that certificate alone.
+    pub gateway: std::sync::Arc<skyx_agent_api::GatewayIdentity>,
+}
+
+/// The gateway's certificate as an agent reads it from its environment (base64 DER).
+pub fn cert_env(gateway: &skyx_agent_api::GatewayIdentity) -> String {
+    base64::engine::general_purpose::STANDARD.encode(gateway.cert())
 }
 
 /// A running agent.

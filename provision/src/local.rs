@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skyx_agent_api::wire::{Ready, TOKEN_ENV};
+use skyx_agent_api::wire::{GATEWAY_CERT_ENV, Ready, TOKEN_ENV};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -126,6 +126,7 @@ impl Provider for LocalProvider {
                 .arg(format!("{ip}:0"));
         }
         cmd.env(TOKEN_ENV, &req.token)
+            .env(GATEWAY_CERT_ENV, crate::cert_env(&req.gateway))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(self.region_env.get(&req.region).into_iter().flatten())
             .stdin(Stdio::piped())

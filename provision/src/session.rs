@@ -32,19 +32,19 @@ impl AgentSession {
         provider: &dyn Provider,
         req: LaunchRequest,
     ) -> Result<AgentSession, SessionError> {
-        let token = req.token.clone();
+        let (token, gateway) = (req.token.clone(), req.gateway.clone());
         let mut agent = provider.launch(req).await?;
-        let client = AgentClient::new(agent.name.clone(), agent.control, token);
-        let greeted = match client.hello().await {
-            Ok(hello) if hello.api_version == API_VERSION => Ok(()),
-            Ok(hello) => Err(SessionError::Version {
-                agent: agent.name.clone(),
-                theirs: hello.api_version,
-            }),
-            Err(e) => Err(e.into()),
-        };
+        let greeted =
+            match AgentClient::connect(agent.name.clone(), agent.control, &token, &gateway).await {
+                Ok((client, hello)) if hello.api_version == API_VERSION => Ok(client),
+                Ok((_, hello)) => Err(SessionError::Version {
+                    agent: agent.name.clone(),
+                    theirs: hello.api_version,
+                }),
+                Err(e) => Err(e.into()),
+            };
         match greeted {
-            Ok(()) => Ok(AgentSession { agent, client }),
+            Ok(client) => Ok(AgentSession { agent, client }),
             Err(e) => {
                 agent.handle.terminate().await;
                 Err(e)

@@ -50,6 +50,7 @@ async fn a_vm_whose_agent_never_answers_is_terminated_and_was_launched_as_asked(
             job: "moto".into(),
             region: "aws:us-east-1".into(),
             token: "secret-token-123".into(),
+            gateway: std::sync::Arc::new(skyx_agent_api::GatewayIdentity::generate().unwrap()),
         })
         .await
         .unwrap_err();
@@ -164,6 +165,7 @@ async fn sweeping_a_job_terminates_every_vm_it_tagged() {
             job: "moto".into(),
             region: "aws:us-east-1".into(),
             token: "t".into(),
+            gateway: std::sync::Arc::new(skyx_agent_api::GatewayIdentity::generate().unwrap()),
         })
         .await;
     let image = client.describe_images().send().await.unwrap().images()[0]
@@ -207,6 +209,7 @@ async fn regions_outside_aws_are_refused_as_capacity_elsewhere() {
             job: "moto".into(),
             region: "gcp:us-central1-a".into(),
             token: "t".into(),
+            gateway: std::sync::Arc::new(skyx_agent_api::GatewayIdentity::generate().unwrap()),
         })
         .await
         .unwrap_err();

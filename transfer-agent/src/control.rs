@@ -1,6 +1,7 @@
-//! The agent's control API over HTTP/1.1 (hyper): routing, the token check, JSON in and out.
-//! What each request does is [`crate::agent::Agent`]'s business; the wire types are
-//! [`skyx_agent_api::wire`]'s.
+//! The agent's control API over HTTP/1.1 (hyper) on TLS: routing, the hello proof, JSON in and
+//! out. Only the gateway's certificate completes the TLS handshake (`skyx_agent_api::control_tls`),
+//! so every request that reaches [`handle`] is the gateway's. What each request does is
+//! [`crate::agent::Agent`]'s business; the wire types are [`skyx_agent_api::wire`]'s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,16 +20,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 use crate::agent::{Agent, AgentError};
-use skyx_agent_api::wire::{API_VERSION, ApiError, Hello};
+use skyx_agent_api::control_tls::{ControlIdentity, proof};
+use skyx_agent_api::wire::{API_VERSION, ApiError, Base64, Hello, HelloRequest};
 
 /// Largest request body accepted. No request grows with the job: a dispatch carries one
 /// route's window of chunks and their objects, a sink registration one round of them (keys
 /// under 1 KiB, metadata under a few KiB: a few MiB at most).
 const MAX_BODY: usize = 64 << 20;
 
-/// When the control API last saw an authenticated request, for the idle lease.
+/// How long a new connection has to complete its TLS handshake: a stranger who connects and
+/// says nothing holds a task no longer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When the control API last saw a request, for the idle lease.
 #[derive(Debug)]
 pub struct Activity {
     start: Instant,
@@ -61,7 +68,10 @@ impl Activity {
 #[derive(Debug, Clone)]
 pub struct Control {
     pub agent: Arc<Agent>,
+    /// The launch's token: the secret the agent proves itself with (it is never sent).
     pub token: Arc<str>,
+    /// The certificate the control API serves with, which the proof is bound to.
+    pub identity: Arc<ControlIdentity>,
     pub activity: Arc<Activity>,
     /// Notified when the gateway asks the agent to shut down.
     pub shutdown: Arc<Notify>,
@@ -69,13 +79,38 @@ pub struct Control {
     pub stage: Arc<crate::stage::StageSlot>,
 }
 
-/// Serves the control API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, control: Control) {
+/// A fresh control identity for this agent, and the TLS configuration that serves it to
+/// `gateway_cert` alone.
+pub fn identity_for(
+    gateway_cert: &[u8],
+) -> Result<(Arc<ControlIdentity>, Arc<rustls::ServerConfig>), skyx_agent_api::TlsError> {
+    let identity = ControlIdentity::generate()?;
+    let tls = identity.server_config(gateway_cert)?;
+    Ok((Arc::new(identity), tls))
+}
+
+/// Serves the control API on `listener` until the task is dropped, over TLS with `tls` (the
+/// agent's identity, the gateway's certificate the only client accepted).
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, control: Control) {
+    let acceptor = TlsAcceptor::from(tls);
     loop {
-        let (stream, _) = crate::accept::accept_next(&listener, "control").await;
+        let (stream, peer) = crate::accept::accept_next(&listener, "control").await;
         let _ = stream.set_nodelay(true);
-        let control = control.clone();
+        let (control, acceptor) = (control.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refused a control connection that is not this agent's gateway");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "refused a control connection: no TLS handshake in time");
+                    return;
+                }
+            };
             let service = service_fn(move |req| {
                 let control = control.clone();
                 async move { Ok::<_, Infallible>(handle(control, req).await) }
@@ -116,16 +151,6 @@ fn from_agent<T: Serialize>(result: Result<T, AgentError>) -> Response<Full<Byte
     }
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
@@ -148,28 +173,21 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 
 async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    if method == Method::GET && path == "/v1/hello" {
-        return json(
-            StatusCode::OK,
-            &Hello {
-                api_version: API_VERSION,
-                name: c.agent.name().to_string(),
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            },
-        );
-    }
-    let authorized = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|t| same_token(t, c.token.as_bytes()));
-    if !authorized {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong job token (Authorization: Bearer ...)",
-        );
-    }
     c.activity.touch();
+    if method == Method::POST && path == "/v1/hello" {
+        return match body::<HelloRequest>(req).await {
+            Ok(hello) => json(
+                StatusCode::OK,
+                &Hello {
+                    api_version: API_VERSION,
+                    name: c.agent.name().to_string(),
+                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                    proof: Base64(proof(c.token.as_bytes(), &hello.nonce.0, c.identity.cert())),
+                },
+            ),
+            Err(r) => r,
+        };
+    }
     let agent = &c.agent;
     match (method, path.as_str()) {
         (Method::POST, "/v1/job") => match body(req).await {

@@ -15,7 +15,8 @@ use clap::Args;
 use crate::agent::CrashHook;
 use crate::control::{Activity, Control, serve};
 use crate::{Agent, AgentConfig};
-use skyx_agent_api::wire::{Ready, TOKEN_ENV};
+use base64::Engine as _;
+use skyx_agent_api::wire::{GATEWAY_CERT_ENV, Ready, TOKEN_ENV};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
@@ -34,9 +35,13 @@ pub struct DaemonArgs {
     /// The address peers are told to connect to (a VM's public address); default --data-bind.
     #[arg(long)]
     pub advertise: Option<IpAddr>,
-    /// Read the job token from this file instead of the SKYX_AGENT_TOKEN variable.
+    /// Read the launch token from this file instead of the SKYX_AGENT_TOKEN variable.
     #[arg(long)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Read the gateway's control certificate (DER) from this file instead of the
+    /// SKYX_AGENT_GATEWAY_CERT variable (base64 DER).
+    #[arg(long)]
+    pub gateway_cert_file: Option<std::path::PathBuf>,
     /// Exit when stdin reaches end of file (set by the local provider).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
@@ -92,8 +97,24 @@ async fn run(args: DaemonArgs) -> Result<()> {
             .with_context(|| format!("the job token must be in {TOKEN_ENV} or --token-file"))?,
     };
     if token.len() < 16 {
-        bail!("the job token is too short (at least 16 characters)");
+        bail!("the launch token is too short (at least 16 characters)");
     }
+    let gateway_cert = match &args.gateway_cert_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the gateway certificate {}", path.display()))?,
+        None => {
+            let b64 = std::env::var(GATEWAY_CERT_ENV).with_context(|| {
+                format!(
+                    "the gateway's certificate must be in {GATEWAY_CERT_ENV} or --gateway-cert-file"
+                )
+            })?;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .with_context(|| format!("{GATEWAY_CERT_ENV} is not base64"))?
+        }
+    };
+    let (identity, tls) = crate::control::identity_for(&gateway_cert)
+        .context("the gateway's certificate is unusable")?;
     let corrupt_every = match std::env::var("SKYX_FAULT_CORRUPT_EVERY") {
         Ok(v) => Some(
             v.parse::<u64>()
@@ -141,6 +162,7 @@ async fn run(args: DaemonArgs) -> Result<()> {
     let control = Control {
         agent: agent.clone(),
         token: token.into(),
+        identity,
         activity: activity.clone(),
         shutdown: shutdown.clone(),
         stage: Arc::new(crate::stage::StageSlot::new(std::env::temp_dir().join(
@@ -151,7 +173,7 @@ async fn run(args: DaemonArgs) -> Result<()> {
             ),
         ))),
     };
-    let server = tokio::spawn(serve(listener, control));
+    let server = tokio::spawn(serve(listener, tls, control));
     println!(
         "{}",
         serde_json::to_string(&Ready {

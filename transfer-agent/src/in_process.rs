@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use skyx_agent_api::ControlIdentity;
 use skyx_provision::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
 use skyx_store::StoreConfig;
 use tokio::sync::{Notify, oneshot};
@@ -135,10 +136,16 @@ impl Provider for InProcessProvider {
         let done = Arc::new(AtomicBool::new(false));
         let thread_done = done.clone();
         let token = req.token.clone();
+        let (identity, tls) = crate::control::identity_for(req.gateway.cert()).map_err(|e| {
+            ProviderError::NotReady {
+                agent: req.name.clone(),
+                why: format!("its control identity: {e}"),
+            }
+        })?;
         let spawned = std::thread::Builder::new()
             .name(format!("agent {}", req.name))
             .spawn(move || {
-                run_agent(config, token, ready_tx, stop_rx);
+                run_agent(config, (token, identity, tls), ready_tx, stop_rx);
                 thread_done.store(true, Ordering::SeqCst);
             });
         let not_ready = |why: String| ProviderError::NotReady {
@@ -174,7 +181,7 @@ impl Provider for InProcessProvider {
 /// shut down or it is stopped, then drop the runtime and everything on it.
 fn run_agent(
     config: AgentConfig,
-    token: String,
+    (token, identity, tls): (String, Arc<ControlIdentity>, Arc<rustls::ServerConfig>),
     ready: oneshot::Sender<std::io::Result<SocketAddr>>,
     stop: oneshot::Receiver<()>,
 ) {
@@ -209,11 +216,12 @@ fn run_agent(
         let control = Control {
             agent: agent.clone(),
             token: token.into(),
+            identity,
             activity: Arc::new(Activity::default()),
             shutdown: shutdown.clone(),
             stage: Arc::new(StageSlot::new(work)),
         };
-        let server = tokio::spawn(serve(listener, control));
+        let server = tokio::spawn(serve(listener, tls, control));
         if ready.send(addr).is_err() {
             return;
         }

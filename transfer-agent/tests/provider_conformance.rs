@@ -5,18 +5,23 @@
 //! 1. launch → `AgentSession::launch` says hello in this API version → terminate → gone
 //!    (not alive, control port closed);
 //! 2. an agent asked to shut down through its control API is gone by itself;
-//! 3. a stranger's token is refused, and an agent whose session fails a step (an install,
-//!    say) is terminated, never left running.
+//! 3. a stranger (another gateway's certificate) gets no TLS handshake at the control port; a
+//!    gateway whose launch token the agent does not hold refuses it as an impostor; an agent
+//!    whose session fails a step (an install, say) is terminated, never left running.
 //!
 //! EC2 runs the parts that need no booted VM against moto (`provision/tests/ec2_moto.rs`:
 //! capacity errors come back as capacity, a VM whose agent never answers is terminated, the
 //! sweep leaves nothing).
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use skyx_agent::in_process::InProcessProvider;
-use skyx_agent_api::{AgentClient, ClientError};
+use skyx_agent_api::{AgentClient, ClientError, GatewayIdentity};
 use skyx_provision::{AgentSession, LaunchRequest, LocalProvider, Provider};
+
+static GATEWAY: LazyLock<Arc<GatewayIdentity>> =
+    LazyLock::new(|| Arc::new(GatewayIdentity::generate().unwrap()));
 
 fn request(name: &str, token: &str) -> LaunchRequest {
     LaunchRequest {
@@ -25,6 +30,7 @@ fn request(name: &str, token: &str) -> LaunchRequest {
         region: "test:conformance".into(),
         instance: None,
         token: token.into(),
+        gateway: GATEWAY.clone(),
     }
 }
 
@@ -52,8 +58,16 @@ async fn conformance(provider: &dyn Provider) {
     )
     .await
     .unwrap_or_else(|e| panic!("{who}: launch: {e}"));
-    let hello = session.client.hello().await.unwrap();
+    let (_, hello) = AgentClient::connect(
+        "conf#0",
+        session.agent.control,
+        "conformance-token-one-0123456789",
+        &GATEWAY,
+    )
+    .await
+    .unwrap();
     assert_eq!(hello.api_version, skyx_agent_api::API_VERSION, "{who}");
+    session.client.metrics().await.unwrap();
     assert!(session.agent.handle.is_alive(), "{who}: alive after launch");
     let control = session.agent.control;
     session.agent.handle.terminate().await;
@@ -99,10 +113,28 @@ async fn conformance(provider: &dyn Provider) {
     .await
     .unwrap();
     let control = session.agent.control;
-    let stranger = AgentClient::new("conf#2", control, "conformance-token-stranger-012345");
-    match stranger.metrics().await {
-        Err(ClientError::Refused { status: 401, .. }) => {}
-        other => panic!("{who}: a stranger's token was not refused: {other:?}"),
+    let stranger = GatewayIdentity::generate().unwrap();
+    match AgentClient::connect(
+        "conf#2",
+        control,
+        "conformance-token-the-jobs-0123456",
+        &stranger,
+    )
+    .await
+    {
+        Err(ClientError::Unreachable { .. }) => {}
+        other => panic!("{who}: another gateway's certificate was served: {other:?}"),
+    }
+    match AgentClient::connect(
+        "conf#2",
+        control,
+        "conformance-token-not-the-launchs",
+        &GATEWAY,
+    )
+    .await
+    {
+        Err(ClientError::Impostor { .. }) => {}
+        other => panic!("{who}: an agent without the launch token was taken in: {other:?}"),
     }
     let failed = session
         .then(async |_client: &AgentClient| Err::<(), _>("the install step failed"))

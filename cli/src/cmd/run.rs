@@ -239,6 +239,7 @@ fn execute(
             provider: provider.clone(),
             job: job.clone(),
             token: skyx_gateway::copy::random_token(),
+            gateway: Arc::new(skyx_agent_api::GatewayIdentity::generate()?),
         })
     } else {
         Arc::new(local_compute)

@@ -31,7 +31,7 @@ use skyx_agent_api::wire::{
     IdentityWire, JobSpec, ListenRequest, NextHop, RouteRequest, SinkObject, SinkObjects,
     SourceObject, Transport,
 };
-use skyx_agent_api::{AgentClient, ClientError, JobCa, JobKeys};
+use skyx_agent_api::{AgentClient, ClientError, GatewayIdentity, JobCa, JobKeys};
 use skyx_protocol::{ChunkId, JobId};
 use skyx_store::{
     MultipartUpload, ObjectStore, ObjectUrl, PartReceipt, Properties, StoreError, StoreLocation,
@@ -303,6 +303,8 @@ struct Run<'a> {
     job: &'a CopyJob,
     job_id: JobId,
     token: String,
+    /// The gateway's control identity: agents serve their control API to it alone.
+    gateway: Arc<GatewayIdentity>,
     ca: JobCa,
     /// The job's hop key and chunk key (see `skyx_agent_api::keys`).
     keys: JobKeys,
@@ -427,6 +429,9 @@ pub async fn run_broadcast(
         job,
         job_id,
         token: random_token(),
+        gateway: Arc::new(
+            GatewayIdentity::generate().map_err(|e| CopyError::Setup(e.to_string()))?,
+        ),
         ca: JobCa::generate(job_id).map_err(|e| CopyError::Setup(e.to_string()))?,
         keys: JobKeys::generate(job.options.seal_chunks),
         provider,

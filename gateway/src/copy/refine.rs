@@ -99,7 +99,7 @@ pub struct Replan {
     pub volume: Option<Arc<ListedVolume>>,
 }
 
-type Launched = Vec<(NewAgent, Result<LaunchedAgent, CopyError>)>;
+type Launched = Vec<(NewAgent, Result<AgentSession, CopyError>)>;
 
 /// A refinement whose agents are being launched.
 pub(super) struct PendingRefinement<'a> {
@@ -196,14 +196,13 @@ impl<'a> Run<'a> {
                 Err(e) => refinement.failures.push(e.to_string()),
             }
         }
-        let (provider, token) = (self.provider, self.token.clone());
+        let (provider, token, gateway) = (self.provider, self.token.clone(), self.gateway.clone());
         let launching = async move {
-            let results = futures::future::join_all(
-                launches
-                    .iter()
-                    .map(|(a, spec)| launch_and_install(provider, &a.slot, &token, spec)),
-            )
-            .await;
+            let results =
+                futures::future::join_all(launches.iter().map(|(a, spec)| {
+                    launch_and_install(provider, &a.slot, (&token, &gateway), spec)
+                }))
+                .await;
             launches.into_iter().map(|(a, _)| a).zip(results).collect()
         }
         .boxed();

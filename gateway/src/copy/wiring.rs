@@ -108,12 +108,15 @@ impl Run<'_> {
     pub(super) fn adopt(
         &mut self,
         slot: AgentSlot,
-        launched: LaunchedAgent,
+        session: AgentSession,
         source: bool,
         sink: Option<usize>,
     ) -> usize {
         let idx = self.agents.len();
-        let client = AgentClient::new(slot.name(), launched.control, self.token.clone());
+        let AgentSession {
+            agent: launched,
+            client,
+        } = session;
         let poller = tokio::spawn(poll_agent(idx, client.clone(), self.polls.clone()));
         self.agents.push(AgentRt {
             stands_for: slot.clone(),
@@ -143,7 +146,8 @@ impl Run<'_> {
         sink: Option<usize>,
     ) -> Result<usize, CopyError> {
         let spec = self.job_spec(&slot.name(), source, sink)?;
-        let launched = launch_and_install(self.provider, &slot, &self.token, &spec).await?;
+        let launched =
+            launch_and_install(self.provider, &slot, (&self.token, &self.gateway), &spec).await?;
         Ok(self.adopt(slot, launched, source, sink))
     }
 
@@ -243,12 +247,12 @@ impl Run<'_> {
             )?);
         }
         // Launch and install every agent at once: launching is the slow part on real clouds.
-        let (provider, token) = (self.provider, self.token.clone());
+        let (provider, token, gateway) = (self.provider, self.token.clone(), self.gateway.clone());
         let launched = futures::future::join_all(
             topo.agents
                 .iter()
                 .zip(&specs)
-                .map(|(slot, spec)| launch_and_install(provider, slot, &token, spec)),
+                .map(|(slot, spec)| launch_and_install(provider, slot, (&token, &gateway), spec)),
         )
         .await;
         let mut first_error = None;
@@ -417,7 +421,12 @@ impl Run<'_> {
     async fn confirm_alive(&mut self, agents: &[usize]) {
         let asks = agents.iter().filter(|&&a| self.agents[a].alive).map(|&a| {
             let client = self.agents[a].client.clone();
-            async move { (a, tokio::time::timeout(ANSWER_WITHIN, client.hello()).await) }
+            async move {
+                (
+                    a,
+                    tokio::time::timeout(ANSWER_WITHIN, client.metrics()).await,
+                )
+            }
         });
         for (a, answer) in futures::future::join_all(asks).await {
             if !matches!(answer, Ok(Ok(_))) {
@@ -503,9 +512,9 @@ impl Run<'_> {
 pub(super) async fn launch_and_install(
     provider: &dyn Provider,
     slot: &AgentSlot,
-    token: &str,
+    (token, gateway): (&str, &Arc<GatewayIdentity>),
     spec: &JobSpec,
-) -> Result<LaunchedAgent, CopyError> {
+) -> Result<AgentSession, CopyError> {
     let session = AgentSession::launch(
         provider,
         LaunchRequest {
@@ -514,13 +523,14 @@ pub(super) async fn launch_and_install(
             job: format!("{:016x}", spec.job),
             region: slot.region.clone(),
             token: token.to_string(),
+            gateway: gateway.clone(),
         },
     )
     .await?;
     let session = session
         .then(async |client: &AgentClient| client.install(spec).await)
         .await?;
-    Ok(session.agent)
+    Ok(session)
 }
 
 /// Long-polls one agent's events for the run loop until aborted.

@@ -1,6 +1,7 @@
-//! Chunks sealed end to end through a relay that holds no key, over hops opened by the hop
-//! handshake: what a relay and a sniffer on the link see, what a tampering relay achieves, and
-//! what a stranger at a data port gets.
+//! What crosses the wire. Data plane: chunks sealed end to end through a relay that holds no
+//! key, over hops opened by the hop handshake — what a relay and a sniffer on the link see,
+//! what a tampering relay achieves, what a stranger at a data port gets. Control plane: a whole
+//! copy whose every gateway↔agent byte is recorded shows no token, key, setting or content.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -336,4 +337,126 @@ async fn a_stranger_at_a_data_port_gets_nothing_in_and_nothing_out() {
         .unwrap()
         .unwrap();
     assert!(got.is_empty(), "{got:?}");
+}
+
+/// Agents of the in-process provider whose control ports sit behind [`sniffer`]s: every byte
+/// the gateway and its agents exchange is recorded, and so is every launch token.
+#[derive(Debug, Default)]
+struct SniffedControl {
+    agents: skyx_agent::in_process::InProcessProvider,
+    seen: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+    tokens: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl skyx_provision::Provider for SniffedControl {
+    fn name(&self) -> &str {
+        "sniffed"
+    }
+
+    async fn launch(
+        &self,
+        req: skyx_provision::LaunchRequest,
+    ) -> Result<skyx_provision::LaunchedAgent, skyx_provision::ProviderError> {
+        self.tokens.lock().unwrap().push(req.token.clone());
+        let mut agent = self.agents.launch(req).await?;
+        let (tap, seen) = sniffer(agent.control).await;
+        self.seen.lock().unwrap().push(seen);
+        agent.control = tap;
+        Ok(agent)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_shows_the_control_link_no_token_key_setting_or_content() {
+    use skyx_gateway::{AgentSlot, CopyJob, CopyOptions, ObjectFilter, RouteSpec, Topology};
+    let dir = std::env::temp_dir().join(format!("skyx-on-the-wire-{}", std::process::id()));
+    let (src_dir, dst_dir) = (dir.join("src"), dir.join("dst"));
+    std::fs::create_dir_all(&src_dir).unwrap();
+    std::fs::create_dir_all(&dst_dir).unwrap();
+    std::fs::write(src_dir.join("records.csv"), raw(1)).unwrap();
+    let url =
+        |d: &std::path::Path| skyx_store::ObjectUrl::parse(&format!("{}/", d.display())).unwrap();
+    let config = skyx_store::StoreConfig::default();
+    let src = skyx_store::open(&url(&src_dir), &config).await.unwrap();
+    let dst = skyx_store::open(&url(&dst_dir), &config).await.unwrap();
+    let listing = skyx_gateway::list_copy(
+        src.as_ref(),
+        &url(&src_dir),
+        &url(&dst_dir),
+        true,
+        &ObjectFilter::default(),
+    )
+    .await
+    .unwrap();
+    let slot = |region: &str| AgentSlot {
+        region: region.into(),
+        index: 0,
+    };
+    let job = CopyJob {
+        src_store: "file:///".into(),
+        dst_store: "file:///".into(),
+        src_settings: None,
+        dst_settings: None,
+        dst_write: Default::default(),
+        broadcast: None,
+        topology: Topology {
+            agents: vec![slot("test:src"), slot("test:relay"), slot("test:dst")],
+            routes: vec![RouteSpec::chain(vec![0, 1, 2], vec![2, 2], 1.0)],
+        },
+        options: CopyOptions::default(),
+        pricing: Default::default(),
+    };
+    let provider = SniffedControl::default();
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    skyx_gateway::run_copy(
+        &job,
+        skyx_gateway::items_of(listing.items),
+        &provider,
+        src,
+        dst,
+        &mut |_| {},
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(dst_dir.join("records.csv")).unwrap(), raw(1));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let seen: Vec<Vec<u8>> = provider
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.lock().unwrap().clone())
+        .collect();
+    assert_eq!(seen.len(), 3, "one control link per agent");
+    for (i, link) in seen.iter().enumerate() {
+        assert!(link.len() > 1000, "link {i} carried the job");
+        for token in provider.tokens.lock().unwrap().iter() {
+            assert!(
+                !shows(link, token.as_bytes()),
+                "link {i}: a launch token in the clear"
+            );
+        }
+        // What the job and its requests would show in the clear: the JSON of the keys and
+        // identities, the stores and the objects' names, and the content.
+        for clear in [
+            "hop_key",
+            "chunk_key",
+            "identity",
+            "file:///",
+            "records.csv",
+            "/v1/",
+        ] {
+            assert!(
+                !shows(link, clear.as_bytes()),
+                "link {i}: {clear:?} in the clear"
+            );
+        }
+        assert!(
+            !shows(link, SECRET_LINE.as_bytes()),
+            "link {i}: content in the clear"
+        );
+    }
 }
