@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `skyx cp` end to end on this machine, archived under bench/results/<date>-<machine>/cp.md:
 #  1. the data plane through real agent processes (source -> relay -> sink on loopback): chunks
-#     sealed end to end over handshake-authenticated TCP (the default), the same unsealed
-#     (--encrypt off), sealed over TCP+TLS per hop, sealed over QUIC: throughput, the relay's
+#     in the clear over TCP+TLS per hop (what skyx did before sealing), sealed end to end over
+#     handshake-authenticated TCP (the default), the same unsealed (--encrypt off), sealed over
+#     TCP+TLS per hop, sealed over QUIC: throughput, the relay's
 #     CPU per byte forwarded, every agent's peak memory;
 #  2. `skyx cp` against `rclone copy` between the same two local servers (s3s-fs -> Azurite),
 #     same dataset, one run, so the ratios compare like with like.
@@ -80,10 +81,11 @@ VIA=(--src-region aws:us-east-1 --dst-region gcp:asia-southeast1 --via aws:us-ea
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 # 1. Real agents on loopback, through a relay.
-ROWS="tcp tcp-clear tls quic"
+ROWS="tls-clear tcp tcp-clear tls quic"
 for t in $ROWS; do
     case $t in
         tcp-clear) flags=(--transport tcp --encrypt off) ;;
+        tls-clear) flags=(--transport tls --encrypt off) ;;
         *) flags=(--transport "$t") ;;
     esac
     timed "agents-$t" "$SKYX" cp -r "$DATA" "$WORK/out-$t" "${VIA[@]}" "${flags[@]}" --json >>"$RESULTS"
@@ -145,13 +147,14 @@ L.append(f"- Command: `bash bench/run-cp.sh --gib {gib}{' --agents-only' if agen
 L.append(f"- Dataset: {objects} files, {total/1e9:.2f} GB: 128 MiB random files, 128 MiB CSV-like files (zstd -1 shrinks them ~6x), 2,000 x 4 KiB random files.")
 L.append("- Every process (agents, gateway, servers, rclone) shares these cores: compare rows of this run, not machines.\n")
 L.append("## 1. Real agents on loopback: source -> relay -> sink (local files, 8 connections)\n")
+L.append("- tls-clear: what skyx did before chunks were sealed: chunks in the clear, every hop mutual TLS (`--transport tls --encrypt off`).")
 L.append("- tcp: chunks sealed end to end (AES-256-GCM), hops opened by the hop handshake; the relay forwards ciphertext (the default).")
 L.append("- tcp-clear: `--encrypt off`, the same hops with chunks in the clear (benchmarks only).")
 L.append("- tls: chunks sealed, and every hop mutual TLS besides (the relay decrypts and re-encrypts the TLS layer).")
 L.append("- quic: chunks sealed, over QUIC (its own TLS 1.3 per hop).\n")
-L.append("| transport | wall s | GB/s logical | wire/logical | relay CPU s | relay GB forwarded per CPU-second | vs tls | peak agent RSS |")
+L.append("| transport | wall s | GB/s logical | wire/logical | relay CPU s | relay GB forwarded per CPU-second | vs tls-clear | peak agent RSS |")
 L.append("|---|---|---|---|---|---|---|---|")
-rows = ["tcp", "tcp-clear", "tls", "quic"]
+rows = ["tls-clear", "tcp", "tcp-clear", "tls", "quic"]
 def relay_rate(t):
     relay = [a for a in report(f"agents-{t}")["agents"] if a["region"] == "aws:us-east-2"][0]
     return relay["wire_bytes_out"] / 1e9 / relay["cpu_seconds"] if relay["cpu_seconds"] > 0 else float("nan")
@@ -162,7 +165,7 @@ for t in rows:
     fwd = relay["wire_bytes_out"] / 1e9
     per_cpu = fwd / relay["cpu_seconds"] if relay["cpu_seconds"] > 0 else float("nan")
     wire = sum(h["wire_bytes"] for h in r["hops"] if h["src_region"] == "aws:us-east-1")
-    L.append(f"| {t} | {times[f'agents-{t}']:.2f} | {total/1e9/times[f'agents-{t}']:.3f} | {wire/total:.2f} | {relay['cpu_seconds']:.1f} | {per_cpu:.2f} | {per_cpu/relay_rate('tls'):.2f}x | {peak/2**20:.0f} MiB |")
+    L.append(f"| {t} | {times[f'agents-{t}']:.2f} | {total/1e9/times[f'agents-{t}']:.3f} | {wire/total:.2f} | {relay['cpu_seconds']:.1f} | {per_cpu:.2f} | {per_cpu/relay_rate('tls-clear'):.2f}x | {peak/2**20:.0f} MiB |")
 L.append("")
 if agents_only:
     open(out, "w").write("\n".join(L) + "\n")

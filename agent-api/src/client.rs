@@ -137,7 +137,7 @@ impl AgentClient {
         let Some(cert) = first.seen() else {
             return Err(ClientError::Impostor { agent: name, addr });
         };
-        if !proof_holds(token.as_bytes(), &nonce, &cert, &hello.proof.0) {
+        if !proof_holds(token.as_bytes(), &name, &nonce, &cert, &hello.proof.0) {
             return Err(ClientError::Impostor { agent: name, addr });
         }
         let client = AgentClient {

@@ -11,9 +11,11 @@
 //!   the network, even inside TLS, and a machine in the middle of the first connection,
 //!   lacking the token, cannot pass for the agent.
 //!
-//! The token (in a VM's user data, readable through the cloud's API) is useless on its own: it
-//! opens no connection to an agent (that needs the gateway's private key, which never leaves
-//! the gateway) and dies with the job's agents.
+//! Each launch has its own token ([`launch_token`]), and the proof names the agent. A token
+//! (in a VM's user data, readable through the cloud's API and on that VM) opens no connection
+//! to any agent (that needs the gateway's private key, which never leaves the gateway), and
+//! dies with its agent. What it does allow: whoever holds it and can also intercept the
+//! gateway's first connection to *that* agent could pass for that one agent.
 
 use std::sync::{Arc, Mutex};
 
@@ -113,24 +115,37 @@ impl ControlIdentity {
 
 const PROOF_LABEL: &[u8] = b"skyx-control-v1";
 
-/// What an agent answers a hello's `nonce` with: HMAC-SHA256 under the launch's token over the
-/// nonce and the SHA-256 of the certificate it serves with.
-pub fn proof(token: &[u8], nonce: &[u8], cert: &[u8]) -> Vec<u8> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(PROOF_LABEL);
-    ctx.update(nonce);
-    ctx.update(digest::digest(&digest::SHA256, cert).as_ref());
-    ctx.sign().as_ref().to_vec()
+/// A fresh launch token: one per agent launched, so one agent's token (in its VM's user data)
+/// lets no one pass for another.
+pub fn launch_token() -> String {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG answers");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `answer` is the proof for `nonce` and `cert` under `token` (constant time).
-pub fn proof_holds(token: &[u8], nonce: &[u8], cert: &[u8], answer: &[u8]) -> bool {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+fn proof_input(name: &str, nonce: &[u8], cert: &[u8]) -> Vec<u8> {
     let mut msg = PROOF_LABEL.to_vec();
+    msg.extend_from_slice(&(name.len() as u64).to_le_bytes());
+    msg.extend_from_slice(name.as_bytes());
     msg.extend_from_slice(nonce);
     msg.extend_from_slice(digest::digest(&digest::SHA256, cert).as_ref());
-    hmac::verify(&key, &msg, answer).is_ok()
+    msg
+}
+
+/// What agent `name` answers a hello's `nonce` with: HMAC-SHA256 under its launch token over
+/// its name, the nonce and the SHA-256 of the certificate it serves with.
+pub fn proof(token: &[u8], name: &str, nonce: &[u8], cert: &[u8]) -> Vec<u8> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+    hmac::sign(&key, &proof_input(name, nonce, cert))
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether `answer` is agent `name`'s proof for `nonce` and `cert` under `token` (constant
+/// time).
+pub fn proof_holds(token: &[u8], name: &str, nonce: &[u8], cert: &[u8], answer: &[u8]) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+    hmac::verify(&key, &proof_input(name, nonce, cert), answer).is_ok()
 }
 
 /// A certificate check that accepts one certificate, byte for byte (its signature on the
@@ -281,35 +296,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_proof_binds_the_token_the_nonce_and_the_certificate() {
+    fn a_proof_binds_the_token_the_agent_the_nonce_and_the_certificate() {
         let (agent, other) = (
             ControlIdentity::generate().unwrap(),
             ControlIdentity::generate().unwrap(),
         );
-        let p = proof(b"token-0123456789abcdef", b"nonce-1", agent.cert());
-        assert!(proof_holds(
-            b"token-0123456789abcdef",
-            b"nonce-1",
-            agent.cert(),
-            &p
-        ));
+        let token = b"token-0123456789abcdef";
+        let p = proof(token, "a#0", b"nonce-1", agent.cert());
+        assert!(proof_holds(token, "a#0", b"nonce-1", agent.cert(), &p));
         assert!(!proof_holds(
             b"token-0123456789abcdeX",
+            "a#0",
             b"nonce-1",
             agent.cert(),
             &p
         ));
-        assert!(!proof_holds(
-            b"token-0123456789abcdef",
-            b"nonce-2",
-            agent.cert(),
-            &p
-        ));
-        assert!(!proof_holds(
-            b"token-0123456789abcdef",
-            b"nonce-1",
-            other.cert(),
-            &p
-        ));
+        assert!(!proof_holds(token, "a#1", b"nonce-1", agent.cert(), &p));
+        assert!(!proof_holds(token, "a#0", b"nonce-2", agent.cert(), &p));
+        assert!(!proof_holds(token, "a#0", b"nonce-1", other.cert(), &p));
+        assert_ne!(launch_token(), launch_token());
     }
 }

@@ -80,7 +80,6 @@ pub async fn measure_paths(
             options.connections
         )));
     }
-    let token = crate::copy::random_token();
     let gateway = std::sync::Arc::new(skyx_agent_api::GatewayIdentity::generate()?);
     let launches = regions.iter().map(|region| {
         AgentSession::launch(
@@ -90,7 +89,7 @@ pub async fn measure_paths(
                 instance: None,
                 job: "paths".into(),
                 region: region.clone(),
-                token: token.clone(),
+                token: skyx_agent_api::control_tls::launch_token(),
                 gateway: gateway.clone(),
             },
         )

@@ -24,12 +24,12 @@ const STATUS_WAIT: Duration = Duration::from_secs(20);
 /// is given up as lost.
 const STATUS_RETRIES: u32 = 5;
 
-/// Provisions each stage as an agent of `provider`'s, under job `job` and its `token`.
+/// Provisions each stage as an agent of `provider`'s, under job `job`, each with a launch
+/// token of its own.
 #[derive(Clone)]
 pub struct AgentCompute {
     pub provider: Arc<dyn Provider>,
     pub job: String,
-    pub token: String,
     /// The gateway's control identity the stage agents serve their control API to.
     pub gateway: Arc<skyx_agent_api::GatewayIdentity>,
 }
@@ -57,7 +57,7 @@ impl ComputeProvider for AgentCompute {
                 job: self.job.clone(),
                 region: region.to_string(),
                 instance: Some(instance.to_string()),
-                token: self.token.clone(),
+                token: skyx_agent_api::control_tls::launch_token(),
                 gateway: self.gateway.clone(),
             },
         )

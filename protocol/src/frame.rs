@@ -22,6 +22,9 @@ pub const HEADER_LEN: usize = 56;
 /// Frames larger than this are refused: chunks are a few MiB, and a length past this is
 /// corruption, not data.
 pub const MAX_PAYLOAD: u32 = 256 * 1024 * 1024;
+/// The most payload bytes a frame carries: a chunk of [`MAX_PAYLOAD`] (zstd is kept only when
+/// it shrinks one) and its seal's overhead (`crate::seal::SEAL_OVERHEAD`).
+pub const MAX_WIRE: u32 = MAX_PAYLOAD + 32;
 
 /// A transfer job; every frame carries it, and agents drop frames of jobs they do not serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,7 +359,7 @@ impl FrameDecoder {
             return Err(FrameError::CorruptHeader("header checksum mismatch"));
         }
         let wire_len = u32::from_le_bytes(h[36..40].try_into().expect("4 bytes"));
-        if wire_len > MAX_PAYLOAD {
+        if wire_len > MAX_WIRE {
             return Err(FrameError::CorruptHeader("payload length too large"));
         }
         if self.buf.len() < HEADER_LEN + wire_len as usize {
@@ -528,7 +531,7 @@ mod tests {
     #[test]
     fn absurd_lengths_are_refused_before_buffering() {
         let mut bytes = data().to_bytes().to_vec();
-        bytes[36..40].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        bytes[36..40].copy_from_slice(&(MAX_WIRE + 1).to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..52]);
         bytes[52..56].copy_from_slice(&crc.to_le_bytes());
         let mut dec = FrameDecoder::new();
@@ -537,5 +540,12 @@ mod tests {
             dec.next_frame(),
             Err(FrameError::CorruptHeader("payload length too large"))
         );
+        // A sealed chunk of the largest size is not absurd: the decoder waits for its bytes.
+        bytes[36..40].copy_from_slice(&MAX_WIRE.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..52]);
+        bytes[52..56].copy_from_slice(&crc.to_le_bytes());
+        let mut dec = FrameDecoder::new();
+        dec.push(&bytes[..HEADER_LEN]);
+        assert_eq!(dec.next_frame(), Ok(None));
     }
 }

@@ -27,6 +27,9 @@ use crate::frame::{ChunkRef, Codec, DataFrame};
 
 /// Bytes a seal adds to a payload: nonce, the sealed checksum, tag.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + 4 + TAG_LEN;
+// A sealed chunk of the largest size still fits in a frame.
+const _: () =
+    assert!(crate::frame::MAX_WIRE as usize == crate::frame::MAX_PAYLOAD as usize + SEAL_OVERHEAD);
 const TAG_LEN: usize = 16;
 /// Names the format in the associated data, so a later format's chunks never open as these.
 const DOMAIN: &[u8; 12] = b"skyx-seal-v1";

@@ -10,8 +10,8 @@
 //! [`Ec2Provider::sweep`] terminates whatever a job left: termination does not depend on the
 //! gateway staying alive.
 //!
-//! Launch waits until the VM runs and its agent answers `GET /v1/hello`; a VM whose agent never
-//! answers is terminated before the error is returned.
+//! Launch waits until the VM runs and its agent answers the control API's hello with the proof
+//! of its launch token; a VM whose agent never does is terminated before the error is returned.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -44,7 +44,7 @@ pub enum ProviderError {
 }
 
 /// What to launch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LaunchRequest {
     /// A name for the agent (shows in `ps` and logs).
     pub name: String,
@@ -61,6 +61,18 @@ pub struct LaunchRequest {
     /// The gateway's control identity: the agent is handed its certificate (public) and serves
     /// its control API to that certificate alone.
     pub gateway: std::sync::Arc<skyx_agent_api::GatewayIdentity>,
+}
+
+impl std::fmt::Debug for LaunchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in a log.
+        f.debug_struct("LaunchRequest")
+            .field("name", &self.name)
+            .field("job", &self.job)
+            .field("region", &self.region)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The gateway's certificate as an agent reads it from its environment (base64 DER).

@@ -65,7 +65,7 @@ impl Activity {
 }
 
 /// What every request handler shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Control {
     pub agent: Arc<Agent>,
     /// The launch's token: the secret the agent proves itself with (it is never sent).
@@ -87,6 +87,15 @@ pub fn identity_for(
     let identity = ControlIdentity::generate()?;
     let tls = identity.server_config(gateway_cert)?;
     Ok((Arc::new(identity), tls))
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in a log.
+        f.debug_struct("Control")
+            .field("agent", &self.agent.name())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves the control API on `listener` until the task is dropped, over TLS with `tls` (the
@@ -182,7 +191,12 @@ async fn handle(c: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
                     api_version: API_VERSION,
                     name: c.agent.name().to_string(),
                     agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                    proof: Base64(proof(c.token.as_bytes(), &hello.nonce.0, c.identity.cert())),
+                    proof: Base64(proof(
+                        c.token.as_bytes(),
+                        c.agent.name(),
+                        &hello.nonce.0,
+                        c.identity.cert(),
+                    )),
                 },
             ),
             Err(r) => r,

@@ -114,10 +114,13 @@ impl HopListener {
                         tracing::warn!(%peer, error = %e, "refused a connection that is not a peer of this job");
                     };
                     let io = match (acceptor, hop_key) {
-                        (Some(a), _) => match a.accept(stream).await {
-                            Ok(t) => halves(t),
-                            Err(e) => return refused(&e),
-                        },
+                        (Some(a), _) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(stream)).await {
+                                Ok(Ok(t)) => halves(t),
+                                Ok(Err(e)) => return refused(&e),
+                                Err(_) => return refused(&"no TLS handshake in time"),
+                            }
+                        }
                         (None, Some(key)) => {
                             let shake = crate::hop_auth::accept(&mut stream, &key);
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {

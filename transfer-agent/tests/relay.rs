@@ -370,3 +370,72 @@ async fn a_relay_reports_every_chunk_its_next_hop_could_not_take() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_its_sink_refused_crosses_the_relay_again_only_under_a_new_wire_id() {
+    // A sink that refuses the first chunk it gets (a store in an outage), takes the rest.
+    let (sink_listener, mut deliveries) = HopListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        JOB,
+        Role::Sink,
+        None,
+        8,
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
+    let (landed_tx, mut landed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut refused_one = false;
+        while let Some(d) = deliveries.recv().await {
+            let id = d.frame.chunk.chunk;
+            if !std::mem::replace(&mut refused_one, true) {
+                d.refuse();
+            } else {
+                let _ = landed_tx.send(id);
+                d.commit();
+            }
+        }
+    });
+    let (relay_addr, _relay_listener, _relay) = start_relay(sink_listener.local_addr, 1).await;
+    let (hop, mut events) = HopSender::connect(
+        relay_addr,
+        HopSenderConfig {
+            connections: 1,
+            ..Default::default()
+        },
+        &HopGuard::Open,
+    )
+    .await
+    .unwrap();
+    let (frame, _) = chunks(1).remove(0);
+    let again = |id: u64| {
+        let mut f = frame.clone();
+        f.chunk.chunk = ChunkId(id);
+        f
+    };
+    // The relay takes the chunk (and acknowledges it); its sink refuses it.
+    hop.send(again(0)).await.unwrap();
+    assert!(matches!(
+        events.recv().await,
+        Some(SenderEvent::Acked(ChunkId(0)))
+    ));
+    // Sent again under the same id, the relay takes it for a duplicate of a chunk it already
+    // forwarded: acknowledged, sent nowhere. This is why the gateway dispatches a chunk again
+    // under a new wire id (the attempt in its top bits).
+    hop.send(again(0)).await.unwrap();
+    assert!(matches!(
+        events.recv().await,
+        Some(SenderEvent::Acked(ChunkId(0)))
+    ));
+    let nothing = tokio::time::timeout(std::time::Duration::from_millis(500), landed.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "the duplicate reached the sink: {nothing:?}"
+    );
+    // Under a new id it crosses the relay and lands.
+    let retry = 2 << 48;
+    hop.send(again(retry)).await.unwrap();
+    assert!(matches!(events.recv().await, Some(SenderEvent::Acked(ChunkId(id))) if id == retry));
+    assert_eq!(landed.recv().await, Some(ChunkId(retry)));
+}

@@ -238,7 +238,6 @@ fn execute(
         Arc::new(AgentCompute {
             provider: provider.clone(),
             job: job.clone(),
-            token: skyx_gateway::copy::random_token(),
             gateway: Arc::new(skyx_agent_api::GatewayIdentity::generate()?),
         })
     } else {

@@ -42,7 +42,7 @@ pub enum EncryptArg {
     /// hold); relays cannot read or alter it.
     On,
     /// Chunks unsealed: only for benchmarks inside one trust domain. With `--transport tcp`
-    /// every byte then crosses the network in the clear.
+    /// every byte then crosses the network in the clear, and anyone on the path can alter it.
     Off,
 }
 

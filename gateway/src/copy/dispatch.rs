@@ -6,6 +6,23 @@ use skyx_protocol::Dests;
 
 use crate::journal::{ObjectRecord, PartRecord};
 
+/// Where a chunk order's id carries its attempt. A chunk dispatched again goes out under a new
+/// wire id: a relay that took (and acknowledged upstream) an earlier attempt, whose next hop
+/// then gave it up, would otherwise take the new one for a duplicate of a chunk it already
+/// forwarded, acknowledge it and send it nowhere. Agents echo the wire id in their events.
+const ATTEMPT_SHIFT: u32 = 48;
+
+/// The id chunk `chunk` travels under on its `attempt`th dispatch.
+fn wire_id(chunk: ChunkId, attempt: u32) -> u64 {
+    assert!(chunk.0 < 1 << ATTEMPT_SHIFT, "chunk ids stay under 2^48");
+    chunk.0 | (u64::from(attempt & 0xFFFF) << ATTEMPT_SHIFT)
+}
+
+/// The chunk an agent's event names, whatever attempt it reports.
+fn chunk_of(wire: u64) -> ChunkId {
+    ChunkId(wire & ((1 << ATTEMPT_SHIFT) - 1))
+}
+
 impl<'a> Run<'a> {
     pub(super) async fn drive(
         &mut self,
@@ -206,9 +223,12 @@ impl<'a> Run<'a> {
                     !refused
                 })
                 .collect();
-            let batch: Vec<(ChunkSpec, Dests)> = batch
+            let batch: Vec<(ChunkSpec, Dests, u64)> = batch
                 .into_iter()
-                .map(|s| (s, tracker.dests_of(s.id)))
+                .map(|s| {
+                    let attempt = tracker.attempt(s.id).unwrap_or(1);
+                    (s, tracker.dests_of(s.id), wire_id(s.id, attempt))
+                })
                 .collect();
             if batch.is_empty() {
                 continue;
@@ -229,9 +249,9 @@ impl<'a> Run<'a> {
     async fn send_to_route(
         &mut self,
         r: usize,
-        batch: &[(ChunkSpec, Dests)],
+        batch: &[(ChunkSpec, Dests, u64)],
     ) -> Result<(), ClientError> {
-        let mut objects: Vec<u32> = batch.iter().map(|(s, _)| s.object).collect();
+        let mut objects: Vec<u32> = batch.iter().map(|(s, ..)| s.object).collect();
         objects.dedup();
         let shape = &self.routes[r].shape;
         let sinks: Vec<(usize, usize)> = shape
@@ -251,8 +271,8 @@ impl<'a> Run<'a> {
                 .collect(),
             chunks: batch
                 .iter()
-                .map(|(s, dests)| ChunkOrder {
-                    chunk: s.id.0,
+                .map(|(s, dests, wire)| ChunkOrder {
+                    chunk: *wire,
                     object: s.object,
                     offset: s.offset,
                     len: s.len,
@@ -409,6 +429,7 @@ impl<'a> Run<'a> {
                         raw_crc32c,
                         verified,
                     } => {
+                        let chunk = chunk_of(chunk).0;
                         // Which destination: the one this agent writes.
                         let Some(d) = self.agents[agent].sink else {
                             continue;
@@ -449,6 +470,7 @@ impl<'a> Run<'a> {
                         landed.push((ChunkId(chunk), d));
                     }
                     AgentEvent::Lost { chunk, route, why } => {
+                        let chunk = chunk_of(chunk).0;
                         tracing::debug!(chunk, route, why, "chunk lost; sending it again");
                         if let Some(r) = self.route_of_link(route) {
                             lost.push((ChunkId(chunk), RouteId(r as u32), why));
@@ -460,6 +482,7 @@ impl<'a> Run<'a> {
                         changed,
                         ..
                     } => {
+                        let chunk = chunk_of(chunk).0;
                         let why = if changed {
                             format!(
                                 "changed at the source during the copy ({why}); nothing was written"
@@ -476,6 +499,7 @@ impl<'a> Run<'a> {
                         why,
                         ..
                     } => {
+                        let chunk = chunk_of(chunk).0;
                         if let Some(r) = self.route_of_link(route) {
                             refused.push((ChunkId(chunk), RouteId(r as u32), permanent, why));
                         }
@@ -666,5 +690,21 @@ impl<'a> Run<'a> {
         }
         self.release(object, tracker);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_attempt_of_a_chunk_travels_under_its_own_wire_id_and_maps_back() {
+        let c = ChunkId(123_456_789);
+        let ids: Vec<u64> = (1..=5).map(|a| wire_id(c, a)).collect();
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), 5, "{ids:?}");
+        assert!(ids.iter().all(|&w| chunk_of(w) == c));
+        assert_eq!(chunk_of(c.0), c, "an id without an attempt is the chunk");
     }
 }

@@ -302,7 +302,6 @@ struct ChunkTrouble {
 struct Run<'a> {
     job: &'a CopyJob,
     job_id: JobId,
-    token: String,
     /// The gateway's control identity: agents serve their control API to it alone.
     gateway: Arc<GatewayIdentity>,
     ca: JobCa,
@@ -365,11 +364,6 @@ struct Run<'a> {
     refinements: Vec<Refinement>,
 }
 
-pub fn random_token() -> String {
-    let bytes: [u8; 24] = rand::rng().random();
-    hex::encode(bytes)
-}
-
 /// Runs `job`: provisions its agents through `provider`, moves every object of `items` as the
 /// listing streams in, verifies each at `dst`, and tears the agents down. Objects that fail are listed in the report; the error is
 /// for failures of the copy as a whole. Setting `cancel` to true stops the copy (agents torn
@@ -428,7 +422,6 @@ pub async fn run_broadcast(
     let mut run = Run {
         job,
         job_id,
-        token: random_token(),
         gateway: Arc::new(
             GatewayIdentity::generate().map_err(|e| CopyError::Setup(e.to_string()))?,
         ),

@@ -196,13 +196,14 @@ impl<'a> Run<'a> {
                 Err(e) => refinement.failures.push(e.to_string()),
             }
         }
-        let (provider, token, gateway) = (self.provider, self.token.clone(), self.gateway.clone());
+        let (provider, gateway) = (self.provider, self.gateway.clone());
         let launching = async move {
-            let results =
-                futures::future::join_all(launches.iter().map(|(a, spec)| {
-                    launch_and_install(provider, &a.slot, (&token, &gateway), spec)
-                }))
-                .await;
+            let results = futures::future::join_all(
+                launches
+                    .iter()
+                    .map(|(a, spec)| launch_and_install(provider, &a.slot, &gateway, spec)),
+            )
+            .await;
             launches.into_iter().map(|(a, _)| a).zip(results).collect()
         }
         .boxed();

@@ -146,8 +146,7 @@ impl Run<'_> {
         sink: Option<usize>,
     ) -> Result<usize, CopyError> {
         let spec = self.job_spec(&slot.name(), source, sink)?;
-        let launched =
-            launch_and_install(self.provider, &slot, (&self.token, &self.gateway), &spec).await?;
+        let launched = launch_and_install(self.provider, &slot, &self.gateway, &spec).await?;
         Ok(self.adopt(slot, launched, source, sink))
     }
 
@@ -247,12 +246,12 @@ impl Run<'_> {
             )?);
         }
         // Launch and install every agent at once: launching is the slow part on real clouds.
-        let (provider, token, gateway) = (self.provider, self.token.clone(), self.gateway.clone());
+        let (provider, gateway) = (self.provider, self.gateway.clone());
         let launched = futures::future::join_all(
             topo.agents
                 .iter()
                 .zip(&specs)
-                .map(|(slot, spec)| launch_and_install(provider, slot, (&token, &gateway), spec)),
+                .map(|(slot, spec)| launch_and_install(provider, slot, &gateway, spec)),
         )
         .await;
         let mut first_error = None;
@@ -512,7 +511,7 @@ impl Run<'_> {
 pub(super) async fn launch_and_install(
     provider: &dyn Provider,
     slot: &AgentSlot,
-    (token, gateway): (&str, &Arc<GatewayIdentity>),
+    gateway: &Arc<GatewayIdentity>,
     spec: &JobSpec,
 ) -> Result<AgentSession, CopyError> {
     let session = AgentSession::launch(
@@ -522,7 +521,7 @@ pub(super) async fn launch_and_install(
             instance: None,
             job: format!("{:016x}", spec.job),
             region: slot.region.clone(),
-            token: token.to_string(),
+            token: skyx_agent_api::control_tls::launch_token(),
             gateway: gateway.clone(),
         },
     )

@@ -384,6 +384,14 @@ impl Tracker {
         }
     }
 
+    /// Which attempt the chunk is on (1 for its first dispatch), while it is in flight.
+    pub fn attempt(&self, chunk: ChunkId) -> Option<u32> {
+        match self.chunks.get(&chunk.0)?.state {
+            State::InFlight { attempts, .. } => Some(attempts),
+            _ => None,
+        }
+    }
+
     /// Whether the chunk is in flight on `route` (a report about it from that route is current).
     pub fn is_in_flight_on(&self, chunk: ChunkId, route: RouteId) -> bool {
         matches!(self.chunks.get(&chunk.0), Some(c) if matches!(c.state, State::InFlight { route: r, .. } if r == route))
