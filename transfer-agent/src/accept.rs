@@ -4,9 +4,33 @@
 //! free up rather than going deaf for the rest of its job.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections one listener lets prove themselves at once. A connection that never finishes
+/// its handshake holds a slot for the handshake timeout at most; past this many, the listener
+/// accepts no more until slots free (the kernel's backlog holds the rest), so strangers who
+/// connect and say nothing cannot pile up tasks and descriptors.
+pub const MAX_HANDSHAKING: usize = 256;
+
+/// The next connection on `listener`, once one of `slots` is free: hold the slot until the
+/// connection has proved itself.
+pub async fn accept_with_slot(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    what: &str,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the slots are never closed");
+    let (stream, peer) = accept_next(listener, what).await;
+    (stream, peer, slot)
+}
 
 /// The next connection on `listener`; errors are waited out (10 ms doubling to 1 s).
 pub async fn accept_next(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {

@@ -102,14 +102,16 @@ impl std::fmt::Debug for Control {
 /// agent's identity, the gateway's certificate the only client accepted).
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, control: Control) {
     let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::accept::MAX_HANDSHAKING));
     loop {
-        let (stream, peer) = crate::accept::accept_next(&listener, "control").await;
+        let (stream, peer, slot) =
+            crate::accept::accept_with_slot(&listener, &slots, "control").await;
         let _ = stream.set_nodelay(true);
         let (control, acceptor) = (control.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                .await
-            {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(slot);
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "refused a control connection that is not this agent's gateway");

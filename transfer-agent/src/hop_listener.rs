@@ -104,8 +104,10 @@ impl HopListener {
         let (shared, rx) = Served::new(job, role, opens_with, max_pending);
         let corrupt = shared.corrupt.clone();
         let accept = tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(crate::accept::MAX_HANDSHAKING));
             loop {
-                let (mut stream, peer) = crate::accept::accept_next(&listener, "data").await;
+                let (mut stream, peer, slot) =
+                    crate::accept::accept_with_slot(&listener, &slots, "data").await;
                 let _ = stream.set_nodelay(true);
                 let (acceptor, hop_key, shared) =
                     (acceptor.clone(), hop_key.clone(), shared.clone());
@@ -131,6 +133,7 @@ impl HopListener {
                         }
                         (None, None) => halves(stream),
                     };
+                    drop(slot);
                     serve_connection(io, peer, shared).await;
                 });
             }

@@ -37,6 +37,7 @@ mod source;
 pub mod stage;
 pub mod usage;
 
+pub use accept::MAX_HANDSHAKING;
 pub use agent::{Agent, AgentConfig, AgentError, EventLog};
 pub use fork::{BranchEvents, Fork, ForkBranch};
 pub use hop::{HopError, HopSender, HopSenderConfig};

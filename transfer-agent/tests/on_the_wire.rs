@@ -460,3 +460,31 @@ async fn a_copy_shows_the_control_link_no_token_key_setting_or_content() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_who_connect_and_say_nothing_hold_a_bounded_number_of_slots() {
+    let (sink, _got) = start_sink().await;
+    // As many silent strangers as the listener lets prove themselves at once.
+    let mut strangers = Vec::new();
+    for _ in 0..skyx_agent::MAX_HANDSHAKING {
+        strangers.push(TcpStream::connect(sink.local_addr).await.unwrap());
+    }
+    let addr = sink.local_addr;
+    let mut peer =
+        tokio::spawn(async move { HopSender::connect(addr, config(1), &hop_guard(1)).await });
+    // While they hold every slot, the listener takes no one else in (the peer's connection
+    // waits in the kernel's backlog, its handshake unanswered).
+    let waited = tokio::time::timeout(Duration::from_millis(500), &mut peer).await;
+    assert!(
+        waited.is_err(),
+        "a peer got in past {} silent strangers",
+        skyx_agent::MAX_HANDSHAKING
+    );
+    // Once they leave, it gets in.
+    drop(strangers);
+    let joined = tokio::time::timeout(Duration::from_secs(30), peer).await;
+    let connected = joined
+        .expect("the peer got in once the strangers left")
+        .unwrap();
+    assert!(connected.is_ok(), "{:?}", connected.err());
+}
