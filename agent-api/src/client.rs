@@ -120,8 +120,7 @@ impl AgentClient {
             addr,
             http: pool(gateway, first.clone())?,
         };
-        let mut nonce = vec![0u8; 32];
-        aws_lc_rs::rand::fill(&mut nonce).expect("the system CSPRNG answers");
+        let nonce = crate::keys::random::<32>().to_vec();
         let hello: Hello = greeter
             .call(
                 Method::POST,

@@ -118,9 +118,10 @@ const PROOF_LABEL: &[u8] = b"skyx-control-v1";
 /// A fresh launch token: one per agent launched, so one agent's token (in its VM's user data)
 /// lets no one pass for another.
 pub fn launch_token() -> String {
-    let mut bytes = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG answers");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::keys::random::<24>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn proof_input(name: &str, nonce: &[u8], cert: &[u8]) -> Vec<u8> {
@@ -182,10 +183,11 @@ impl Pinned {
 
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
         match &self.want {
-            Some(want) if want.as_ref() != cert.as_ref() => Err(Error::InvalidCertificate(
+            Some(want) if want.as_ref() == cert.as_ref() => Ok(()),
+            Some(_) => Err(Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )),
-            _ => {
+            None => {
                 *self.seen.lock().expect("seen") = Some(cert.clone().into_owned());
                 Ok(())
             }

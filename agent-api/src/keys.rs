@@ -12,6 +12,14 @@ use crate::wire::Base64;
 /// Bytes in each key.
 pub const KEY_LEN: usize = 32;
 
+/// `N` fresh random bytes from the system's CSPRNG: keys, tokens and every nonce of the
+/// handshakes and seals.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG answers");
+    bytes
+}
+
 /// A 32-byte secret; its `Debug` shows nothing of it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub [u8; KEY_LEN]);
@@ -25,9 +33,7 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// Fresh random bytes from the system's CSPRNG.
     pub fn generate() -> Secret {
-        let mut bytes = [0u8; KEY_LEN];
-        aws_lc_rs::rand::fill(&mut bytes).expect("the system CSPRNG answers");
-        Secret(bytes)
+        Secret(random())
     }
 
     pub fn to_wire(&self) -> Base64 {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use skyx_agent_api::keys::Secret;
+use skyx_agent_api::keys::{Secret, random};
 use skyx_agent_api::tls::AgentIdentity;
 use skyx_protocol::JobId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -81,22 +81,22 @@ impl HopKey {
         }
     }
 
-    fn proof(&self, label: &[u8], mine: &[u8], theirs: &[u8]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(label);
-        ctx.update(&self.job.0.to_le_bytes());
-        ctx.update(mine);
-        ctx.update(theirs);
-        ctx.sign()
-    }
-
-    fn verify(&self, label: &[u8], a: &[u8], b: &[u8], proof: &[u8]) -> bool {
+    /// What a proof is an HMAC of: the side's label, the job and both nonces.
+    fn input(&self, label: &[u8], a: &[u8], b: &[u8]) -> Vec<u8> {
         let mut msg = Vec::with_capacity(label.len() + 8 + 2 * NONCE_LEN);
         msg.extend_from_slice(label);
         msg.extend_from_slice(&self.job.0.to_le_bytes());
         msg.extend_from_slice(a);
         msg.extend_from_slice(b);
-        hmac::verify(&self.key, &msg, proof).is_ok()
+        msg
+    }
+
+    fn proof(&self, label: &[u8], a: &[u8], b: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.key, &self.input(label, a, b))
+    }
+
+    fn verify(&self, label: &[u8], a: &[u8], b: &[u8], proof: &[u8]) -> bool {
+        hmac::verify(&self.key, &self.input(label, a, b), proof).is_ok()
     }
 }
 
@@ -117,18 +117,12 @@ pub enum HandshakeError {
     BadProof,
 }
 
-fn nonce() -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut n).expect("the system CSPRNG answers");
-    n
-}
-
 /// The connecting end of the handshake.
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     key: &HopKey,
 ) -> Result<(), HandshakeError> {
-    let mine = nonce();
+    let mine: [u8; NONCE_LEN] = random();
     let mut hello = Vec::with_capacity(HELLO_LEN);
     hello.extend_from_slice(MAGIC);
     hello.push(VERSION);
@@ -163,7 +157,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(HandshakeError::OtherJob(job));
     }
     let theirs = &hello[13..];
-    let mine = nonce();
+    let mine: [u8; NONCE_LEN] = random();
     let mut answer = Vec::with_capacity(NONCE_LEN + PROOF_LEN);
     answer.extend_from_slice(&mine);
     answer.extend_from_slice(key.proof(LISTENER, &mine, theirs).as_ref());

@@ -146,13 +146,6 @@ pub(crate) async fn run_source_route(r: SourceRoute) {
 /// Chunks up to this size are encoded on the task itself.
 const INLINE_ENCODE: usize = 64 * 1024;
 
-/// A fresh nonce for sealing one chunk (random: see `skyx_protocol::seal`).
-fn nonce() -> [u8; 12] {
-    let mut n = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut n).expect("the system CSPRNG answers");
-    n
-}
-
 /// Encodes a chunk on a blocking thread (zstd is CPU work), following the job's compression.
 async fn encode(
     job: &Arc<Job>,
@@ -199,7 +192,8 @@ async fn encode(
         let frame = encode_chunk(chunk, raw, compression);
         let encoded_len = frame.payload.len();
         let frame = match key {
-            Some(key) => seal_chunk(frame, &key, nonce()),
+            // A fresh random nonce per seal (see `skyx_protocol::seal`).
+            Some(key) => seal_chunk(frame, &key, skyx_agent_api::keys::random()),
             None => frame,
         };
         (frame, encoded_len)
