@@ -77,7 +77,7 @@ timed() { # label, command...: runs it, prints "label seconds peak_kib"
     echo "$label $(python3 -c "print(round($t1 - $t0, 3))")"
 }
 
-VIA=(--src-region aws:us-east-1 --dst-region gcp:asia-southeast1 --via aws:us-east-2 --max-vms-per-region 1 --connections 8)
+VIA=(--rehearse --src-region aws:us-east-1 --dst-region gcp:asia-southeast1 --via aws:us-east-2 --max-vms-per-region 1 --connections 8)
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 # 1. Real agents on loopback, through a relay.

@@ -112,7 +112,7 @@ def main():
     state = tempfile.mkdtemp(prefix="skyx-scale-")
     env = dict(os.environ, SKYX_STATE_DIR=state)
     url = f"synthetic://{n}x1024/"
-    cp = [a.skyx, "cp", "-r", url, url, "--src-region", "aws:us-east-1", "--dst-region",
+    cp = [a.skyx, "cp", "-r", url, url, "--rehearse", "--src-region", "aws:us-east-1", "--dst-region",
           "gcp:asia-southeast1", "--via", "aws:us-east-2", "--max-vms-per-region", "1",
           "--json", "--no-progress", "--stats", "0.5s"]
     out, samples, first, wall = run_sampled(cp, env)

@@ -55,6 +55,8 @@ enum Command {
     Bench(cmd::bench::BenchCmd),
     /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
     Sky(cmd::sky::SkyCmd),
+    /// Find and remove what skyx jobs left in a cloud (agent VMs, their security groups).
+    Sweep(Box<cmd::sweep::SweepArgs>),
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
     #[command(hide = true)]
     Agent(Box<skyx_agent::daemon::DaemonArgs>),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Catalog(c) => cmd::catalog::run(c),
         Command::Sky(c) => cmd::sky::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Sweep(a) => cmd::sweep::run(a),
         Command::Run(args) => cmd::run::run(args),
         Command::Mb(args) => cmd::store::mb(args),
         Command::Ls(args) => cmd::store::ls(args),

@@ -16,11 +16,13 @@ use base64::Engine as _;
 
 use async_trait::async_trait;
 
+pub mod binary;
 #[cfg(feature = "ec2")]
 pub mod ec2;
 pub mod local;
 pub mod session;
 
+pub use binary::{AgentBinary, BinaryError};
 pub use local::LocalProvider;
 pub use session::{AgentSession, SessionError};
 

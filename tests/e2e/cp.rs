@@ -36,7 +36,8 @@ fn assert_relayed(r: &serde_json::Value) {
         carried("aws:us-east-2", "gcp:asia-southeast1"),
         "second hop: {hops:?}"
     );
-    assert!(r["egress_usd"].as_f64().unwrap() > 0.0, "metered egress");
+    assert!(r["egress_usd"].as_f64().unwrap() > 0.0, "priced egress");
+    assert_eq!(r["metering"], "rehearsal", "a local relay is a rehearsal");
 }
 
 /// Puts the dataset into a store of `kind` (with a plain local copy) and returns its URL.
@@ -208,6 +209,54 @@ fn a_copy_without_regions_is_direct_and_dry_run_moves_nothing() {
     assert_eq!(r["objects_server_side"], 0, "{r}");
     assert_eq!(r["agents"].as_array().unwrap().len(), 2);
     assert_holds(&through_agents, &data);
+}
+
+/// Agents on this machine tell the truth. With both regions named, the local provider copies
+/// through one source agent and one sink agent (no relay process stands in for a region),
+/// bills nothing, and shows the plan only as what cloud agents would do; a relay asked for by
+/// name without `--rehearse` is refused before anything starts.
+#[test]
+fn local_agents_copy_directly_unless_asked_to_rehearse() {
+    let s = Scratch::new("truth");
+    let data = dataset(10, 6 * MIB);
+    let src = seed(&s, Kind::Local, &data);
+    let regions = [
+        "--src-region",
+        "aws:us-east-1",
+        "--dst-region",
+        "gcp:asia-southeast1",
+    ];
+    let dst = s.root(Kind::S3, "truth");
+    let r = cp(&s, &src, &dst, &regions);
+    assert_eq!(r["objects_copied"], data.len() as u64, "{r}");
+    assert_eq!(r["metering"], "local", "{r}");
+    let agents = r["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2, "one source, one sink: {agents:?}");
+    for hop in r["hops"].as_array().unwrap() {
+        assert_eq!(hop["src_region"], "local", "{hop}");
+        assert_eq!(hop["dst_region"], "local", "{hop}");
+    }
+    assert_eq!(r["total_usd"].as_f64(), Some(0.0), "{r}");
+    // The plan is still shown, as a prediction for cloud agents.
+    assert!(r["predicted"]["cost_usd"].as_f64().unwrap() > 0.0, "{r}");
+    assert_holds(&dst, &data);
+
+    let mut text = vec!["cp", "-r", &src, &dst, "--no-progress"];
+    text.extend_from_slice(&regions);
+    let out = s.skyx(&text, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("not run here"), "{summary}");
+    assert!(!summary.contains("  cost: $"), "{summary}");
+
+    let refused = s.root(Kind::S3, "refused");
+    let mut via = vec!["cp", "-r", &src, &refused, "--via", "aws:us-east-2"];
+    via.extend_from_slice(&regions);
+    let out = s.skyx(&via, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rehearse"), "{err}");
+    assert!(is_empty(&refused), "a refused copy wrote to {refused}");
 }
 
 /// Every path under `dir`, as text.

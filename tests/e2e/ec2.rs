@@ -127,19 +127,33 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
             .collect()
     };
 
-    // Settings missing or wrong: refused, naming the flag, before any VM exists.
+    // Settings missing or wrong: refused, naming the flag, before any VM exists. us-west-2's
+    // image is the default, Debian's SSM parameter, which moto does not hold.
     let out = cp(&[
         "--ec2-image",
         &east_image,
         "--gateway-cidr",
         "203.0.113.7/32",
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("--ec2-image us-west-2=AMI"),
+        stderr(&out).contains("SSM parameter /aws/service/debian/release/12/latest/amd64")
+            && stderr(&out).contains("--ec2-image"),
         "{}",
         stderr(&out)
     );
+    let out = cp(&[
+        "--ec2-image",
+        &east_image,
+        "--ec2-image",
+        &west_image,
+        "--gateway-cidr",
+        "203.0.113.7/32",
+        "--agent-sha256",
+        "not-hex",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--agent-sha256"), "{}", stderr(&out));
     let out = cp(&[
         "--ec2-image",
         &east_image,
@@ -164,6 +178,12 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
     ]);
     assert!(!out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
+    // Pinned by this build's SHA-256 when no pin is given.
+    assert!(
+        stderr(&out).contains("VMs run skyx-agent only if its SHA-256 is"),
+        "{}",
+        stderr(&out)
+    );
     let after = launched();
     assert!(!after.is_empty(), "the copy launched no VM");
     for (id, state, _) in &after {
@@ -220,12 +240,16 @@ candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
         scratch.skyx(&args, &CREDENTIALS)
     };
     let seen: Vec<String> = all_vms().into_iter().map(|(id, ..)| id).collect();
-    let out = run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&["--ec2-image", "us-east-1=ssm:/skyx-test/no-such-image"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("--ec2-image us-east-1=AMI"),
+        stderr(&out).contains("/skyx-test/no-such-image"),
         "{}",
         stderr(&out)
+    );
+    assert!(
+        all_vms().iter().all(|(id, ..)| seen.contains(id)),
+        "a run refused for its image launched VMs"
     );
     let out = run(&["--ec2-image", &east_image]);
     assert!(!out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
@@ -243,4 +267,112 @@ candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
             "{id} is {state}"
         );
     }
+}
+
+/// `skyx sweep` finds what a job left (its VMs and its security group, by the job's tag), says
+/// so with `--dry-run` and removes nothing, then removes them; it refuses to guess which jobs
+/// to sweep.
+#[test]
+fn sweep_removes_what_a_crashed_gateway_left() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scratch = Scratch::new("sweep");
+    let job = format!("crashed-{}", std::process::id());
+    let tag = |kind: aws_sdk_ec2::types::ResourceType| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(kind)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("skyx-job")
+                    .value(&job)
+                    .build(),
+            )
+            .build()
+    };
+    let group = rt.block_on(async {
+        let client = client("us-east-1").await;
+        let group = client
+            .create_security_group()
+            .group_name(format!("skyx-{job}"))
+            .description("left by a crashed gateway")
+            .tag_specifications(tag(aws_sdk_ec2::types::ResourceType::SecurityGroup))
+            .send()
+            .await
+            .unwrap();
+        client
+            .run_instances()
+            .image_id(an_image("us-east-1").await)
+            .min_count(2)
+            .max_count(2)
+            .security_group_ids(group.group_id().unwrap())
+            .tag_specifications(tag(aws_sdk_ec2::types::ResourceType::Instance))
+            .send()
+            .await
+            .unwrap();
+        group.group_id().unwrap().to_string()
+    });
+    let ep = endpoint();
+    let sweep = |extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "--provider",
+            "ec2",
+            "--region",
+            "aws:us-east-1",
+            "--ec2-endpoint",
+            &ep,
+        ];
+        args.extend_from_slice(extra);
+        scratch.skyx(&args, &CREDENTIALS)
+    };
+    let live = || -> Vec<String> {
+        rt.block_on(job_vms("us-east-1"))
+            .into_iter()
+            .filter(|(_, state, _)| state != "terminated" && state != "shutting-down")
+            .map(|(id, ..)| id)
+            .collect()
+    };
+    let ours = |ids: &[String], text: &str| ids.iter().filter(|id| text.contains(*id)).count();
+
+    let out = sweep(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--all-jobs"), "{}", stderr(&out));
+
+    let before = live();
+    let out = sweep(&["--job", &job, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("would remove 2 VMs and 1 security groups"),
+        "{text}"
+    );
+    assert!(text.contains(&group), "{text}");
+    assert_eq!(ours(&before, &text), 2, "{text}");
+    assert_eq!(live(), before, "a dry run removed something");
+
+    let out = sweep(&["--job", &job]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("removed 2 VMs and 1 security groups"),
+        "{text}"
+    );
+    let after = live();
+    assert_eq!(ours(&after, &text), 0, "still running: {after:?}\n{text}");
+    let groups = rt.block_on(async {
+        client("us-east-1")
+            .await
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:skyx-job")
+                    .values(&job)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+            .len()
+    });
+    assert_eq!(groups, 0, "the job's group stays");
 }

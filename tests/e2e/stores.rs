@@ -310,8 +310,9 @@ pub fn content(name: &str, len: usize) -> Vec<u8> {
 }
 
 /// A route with one relay: aws:us-east-1 -> aws:us-east-2 -> gcp:asia-southeast1, one agent
-/// per region, a few connections per hop.
+/// per region, a few connections per hop, rehearsed by agents on this machine.
 pub const VIA_RELAY: &[&str] = &[
+    "--rehearse",
     "--src-region",
     "aws:us-east-1",
     "--dst-region",

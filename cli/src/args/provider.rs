@@ -1,15 +1,18 @@
 //! `--provider`: where a copy's agents run. `local` (the default) starts them as processes on
-//! this machine (inside the sky's namespaces with `--sky`); `ec2` launches one AWS VM per agent
-//! through the EC2 API, bootstrapped by cloud-init to download and start `skyx-agent`, in a
-//! security group open to this gateway and the job's own agents only, and terminated at the
-//! end, whatever the end (every VM of the job is swept by its tag as the last step).
+//! this machine: one source and one sink agent copying directly, or the plan's whole route
+//! played here with `--rehearse` (and in a sky's namespaces with `--sky`), its costs shown as
+//! predictions ([`Metering`]). `ec2` launches one AWS VM per agent through the EC2 API,
+//! bootstrapped by cloud-init to download and start `skyx-agent`, in a security group open to
+//! this gateway and the job's own agents only, and terminated at the end, whatever the end
+//! (every VM of the job is swept by its tag as the last step).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use skyx_gateway::Topology;
-use skyx_provision::ec2::{Ec2Config, Ec2Provider};
+use skyx_provision::AgentBinary;
+use skyx_provision::ec2::{Ec2Config, Ec2Provider, Image, Images};
 
 use crate::error::BadInput;
 
@@ -26,16 +29,43 @@ pub struct ProviderArgs {
     /// Where agents run.
     #[arg(long, value_enum, default_value = "local")]
     pub provider: ProviderKind,
-    /// EC2: the image (AMI) to boot in a region, `us-east-1=ami-0abc...` (repeat per region; a
-    /// Linux with cloud-init and systemd).
-    #[arg(long = "ec2-image", value_name = "REGION=AMI")]
+    /// EC2: the image to boot: `REGION=ami-0abc...` or `REGION=ssm:/parameter/name` for one
+    /// region (repeat per region), `ssm:/parameter/name` for every other region (default: the
+    /// latest Debian 12, ssm:/aws/service/debian/release/12/latest/amd64). A Linux with
+    /// cloud-init, systemd, curl, sha256sum and a glibc as new as Debian 12's.
+    #[arg(long = "ec2-image", value_name = "[REGION=]IMAGE")]
     pub ec2_images: Vec<String>,
     /// EC2: the agents' instance type (the catalog's gateway type, which plans are priced with).
     #[arg(long, default_value = "m5.8xlarge")]
     pub ec2_instance_type: String,
-    /// EC2: where the VMs download the `skyx-agent` binary (https URL).
-    #[arg(long, env = "SKYX_AGENT_URL", value_name = "URL")]
+    /// VMs: where they download the `skyx-agent` binary (https URL).
+    #[arg(
+        long,
+        env = "SKYX_AGENT_URL",
+        value_name = "URL",
+        conflicts_with = "agent_preinstalled"
+    )]
     pub agent_url: Option<String>,
+    /// VMs: the SHA-256 the agent binary must have; a VM whose download (or image) has another
+    /// powers itself off. Default: the SHA-256 of the `skyx-agent` beside this `skyx` (the
+    /// URL must serve that build).
+    #[arg(long, value_name = "HEX")]
+    pub agent_sha256: Option<String>,
+    /// VMs: the image has `/usr/local/bin/skyx-agent` already (checked against
+    /// --agent-sha256 when given); nothing is downloaded.
+    #[arg(long)]
+    pub agent_preinstalled: bool,
+    /// EC2: the instance profile agent VMs run as (name or ARN), their access to the job's
+    /// buckets without keys in user data (README "Agents on real machines" has the policy).
+    #[arg(long, value_name = "NAME|ARN")]
+    pub ec2_instance_profile: Option<String>,
+    /// EC2: the subnet to launch in, `us-east-1=subnet-0abc...` (repeat per region; default:
+    /// the region's default VPC). VMs get a public address either way.
+    #[arg(long = "ec2-subnet", value_name = "REGION=SUBNET")]
+    pub ec2_subnets: Vec<String>,
+    /// EC2: spot instances (cheaper; a reclaimed VM's agent is replaced like one that died).
+    #[arg(long)]
+    pub ec2_spot: bool,
     /// EC2: this gateway's address as the VMs see it, as a CIDR (`203.0.113.7/32`): the only
     /// address the agents' control port admits.
     #[arg(long, value_name = "CIDR")]
@@ -46,9 +76,53 @@ pub struct ProviderArgs {
     /// EC2: how long a VM may take to boot and answer before it is terminated.
     #[arg(long, default_value = "5min", value_name = "DURATION")]
     pub ec2_ready_timeout: String,
+    /// With agents on this machine: play the plan's route here, relays as local processes
+    /// standing in for its regions, and show every cost as the plan's prediction for cloud
+    /// agents (nothing is billed). Without it, agents on this machine copy directly: one
+    /// source agent, one sink agent, the plan shown beside as what cloud agents would do.
+    #[arg(long)]
+    pub rehearse: bool,
+}
+
+/// What a copy's figures are, by where its agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metering {
+    /// What runs is what is billed: agents on cloud VMs following the plan, or the provider's
+    /// own copy. Hops and VMs are metered at the catalog's prices.
+    Cloud,
+    /// Agents on this machine play the plan's regions (`--rehearse`, or a sky's namespaces):
+    /// every price is the plan's prediction, nothing is billed.
+    Rehearsal,
+    /// Agents on this machine copy directly, one source and one sink: no VM, no hop between
+    /// clouds; a plan is shown only as what cloud agents would do.
+    Local,
+}
+
+impl Metering {
+    /// As the JSON summary names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metering::Cloud => "cloud",
+            Metering::Rehearsal => "rehearsal",
+            Metering::Local => "local",
+        }
+    }
 }
 
 impl ProviderArgs {
+    /// What running agents as these flags say means for the figures (`in_sky`: a sky's
+    /// namespaces stand in for its regions).
+    pub fn metering(&self, in_sky: bool) -> Result<Metering, BadInput> {
+        match self.provider {
+            ProviderKind::Ec2 if self.rehearse => Err(BadInput(
+                "--rehearse plays the plan with agents on this machine and --provider ec2 runs it on VMs: give one of them".into(),
+            )),
+            ProviderKind::Ec2 => Ok(Metering::Cloud),
+            ProviderKind::Local if in_sky || self.rehearse => Ok(Metering::Rehearsal),
+            ProviderKind::Local => Ok(Metering::Local),
+        }
+    }
+
     /// The EC2 provider these flags describe for `topology`'s agents, under job tag `job`; every
     /// missing or malformed setting is named.
     pub fn ec2(
@@ -73,41 +147,16 @@ impl ProviderArgs {
                 "--provider ec2 and --sky do not mix: a sky's agents run in its namespaces".into(),
             ));
         }
-        let mut images = BTreeMap::new();
-        for pair in &self.ec2_images {
-            let Some((region, ami)) = pair.split_once('=') else {
-                return Err(BadInput(format!(
-                    "--ec2-image '{pair}': expected REGION=AMI, e.g. us-east-1=ami-0abc1234"
-                )));
-            };
-            let region = region.trim().trim_start_matches("aws:");
-            images.insert(region.to_string(), ami.trim().to_string());
-        }
-        let mut missing = Vec::new();
         for region in regions {
-            match region.strip_prefix("aws:") {
-                None => {
-                    return Err(BadInput(format!(
-                        "--provider ec2 launches agents in aws: regions only, and the plan puts one in {region} (keep the plan in AWS: --only-cloud aws, or a pipeline's clouds = [\"aws\"])"
-                    )));
-                }
-                Some(r) if !images.contains_key(r) && !missing.contains(&r) => missing.push(r),
-                Some(_) => {}
+            if !region.starts_with("aws:") {
+                return Err(BadInput(format!(
+                    "--provider ec2 launches agents in aws: regions only, and the plan puts one in {region} (keep the plan in AWS: --only-cloud aws, or a pipeline's clouds = [\"aws\"])"
+                )));
             }
         }
-        if !missing.is_empty() {
-            return Err(BadInput(format!(
-                "--provider ec2 needs an image for every region it launches in: add {}",
-                missing
-                    .iter()
-                    .map(|r| format!("--ec2-image {r}=AMI"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )));
-        }
-        let agent_url = self.agent_url.clone().ok_or_else(|| {
-            BadInput("--provider ec2 needs --agent-url: where the VMs download skyx-agent".into())
-        })?;
+        let images = self.ec2_images()?;
+        let subnets = per_region("--ec2-subnet", &self.ec2_subnets, "subnet-")?;
+        let agent = self.agent_binary()?;
         let gateway_cidr = self.gateway_cidr.clone().ok_or_else(|| {
             BadInput("--provider ec2 needs --gateway-cidr: this machine's address as the VMs see it, e.g. 203.0.113.7/32".into())
         })?;
@@ -122,7 +171,10 @@ impl ProviderArgs {
             Ec2Config {
                 images,
                 instance_type: self.ec2_instance_type.clone(),
-                agent_url,
+                agent,
+                instance_profile: self.ec2_instance_profile.clone(),
+                subnets,
+                spot: self.ec2_spot,
                 control_port: skyx_provision::ec2::CONTROL_PORT,
                 gateway_cidr,
                 endpoint: self.ec2_endpoint.clone(),
@@ -132,6 +184,102 @@ impl ProviderArgs {
             job,
         ))
     }
+}
+
+impl ProviderArgs {
+    /// `--ec2-image`s: per region, and one for the rest.
+    fn ec2_images(&self) -> Result<Images, BadInput> {
+        let mut images = Images::default();
+        for text in &self.ec2_images {
+            let bad = |why: String| BadInput(format!("--ec2-image {why}"));
+            match text.split_once('=') {
+                Some((region, image)) => {
+                    let region = region.trim().trim_start_matches("aws:");
+                    images
+                        .per_region
+                        .insert(region.to_string(), Image::parse(image).map_err(bad)?);
+                }
+                None => match Image::parse(text).map_err(bad)? {
+                    Image::Ami(id) => {
+                        return Err(BadInput(format!(
+                            "--ec2-image {id}: an AMI id holds in one region only: give REGION={id}"
+                        )));
+                    }
+                    every => images.otherwise = every,
+                },
+            }
+        }
+        Ok(images)
+    }
+
+    /// Where VMs get the agent, pinned: `--agent-sha256`, else this machine's build.
+    pub fn agent_binary(&self) -> Result<AgentBinary, BadInput> {
+        let bad =
+            |e: skyx_provision::BinaryError| BadInput(format!("--agent-url/--agent-sha256: {e}"));
+        if self.agent_preinstalled {
+            return AgentBinary::preinstalled(self.agent_sha256.as_deref()).map_err(bad);
+        }
+        let url = self.agent_url.as_deref().ok_or_else(|| {
+            BadInput(
+                "agents on VMs need --agent-url (where the VMs download skyx-agent) or --agent-preinstalled".into(),
+            )
+        })?;
+        let sha256 = match &self.agent_sha256 {
+            Some(sum) => sum.clone(),
+            None => {
+                let build = local_agent_build().ok_or_else(|| {
+                    BadInput(
+                        "--agent-url needs --agent-sha256 (no skyx-agent beside this skyx to pin by)".into(),
+                    )
+                })?;
+                let sum = skyx_provision::binary::sha256_of(&build).map_err(|e| {
+                    BadInput(format!(
+                        "hashing {} for --agent-sha256: {e}",
+                        build.display()
+                    ))
+                })?;
+                eprintln!(
+                    "skyx: VMs run skyx-agent only if its SHA-256 is {sum} (of {}, this machine's build; --agent-sha256 pins another)",
+                    build.display()
+                );
+                sum
+            }
+        };
+        AgentBinary::download(url, &sha256).map_err(bad)
+    }
+}
+
+/// The `skyx-agent` built beside the running `skyx`, if any.
+fn local_agent_build() -> Option<std::path::PathBuf> {
+    let path = std::env::current_exe().ok()?.with_file_name("skyx-agent");
+    path.is_file().then_some(path)
+}
+
+/// `REGION=VALUE` flags (`flag` names them in errors), each value starting with `prefix`.
+fn per_region(
+    flag: &str,
+    pairs: &[String],
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, BadInput> {
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((region, value))
+                if value.trim().starts_with(prefix) && !region.trim().is_empty() =>
+            {
+                out.insert(
+                    region.trim().trim_start_matches("aws:").to_string(),
+                    value.trim().to_string(),
+                );
+            }
+            _ => {
+                return Err(BadInput(format!(
+                    "{flag} '{pair}': expected REGION={prefix}..., e.g. us-east-1={prefix}0abc1234"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Just enough CIDR checking to refuse a typo before any VM is launched.

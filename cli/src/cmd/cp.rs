@@ -88,7 +88,7 @@ async fn copy_streaming(
     tally: Arc<Mutex<Tally>>,
     filter: &ObjectFilter,
 ) -> Result<()> {
-    let routing = plan_routing(t, so_far, regions, &ends.server_side)?;
+    let routing = plan_routing(t, so_far, regions, ends)?;
     // Planned again as the listing goes on, on the volume a counting listing finds ahead of
     // the copy's own.
     let probe = routing
@@ -165,7 +165,7 @@ async fn copy_listed(
         items = plan.copy;
     }
     let volume: u64 = items.iter().map(|i| i.size).sum();
-    let routing = plan_routing(t, volume, regions, &ends.server_side)?;
+    let routing = plan_routing(t, volume, regions, ends)?;
     if t.dry_run {
         if t.json {
             println!(

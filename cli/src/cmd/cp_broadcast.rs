@@ -12,6 +12,7 @@ use skyx_gateway::{
 };
 use skyx_planner::{BroadcastPlan, BroadcastRequest, plan_broadcast};
 
+use crate::args::provider::Metering;
 use crate::cmd::cp::CpArgs;
 use crate::cmd::execute::{Agents, progress_bar, with_copy_properties};
 use crate::cmd::routing::{Routing, bucket_region, sky_catalog};
@@ -78,6 +79,7 @@ async fn run_async(args: &CpArgs) -> Result<()> {
         pricing: routing.pricing.clone(),
     };
     let agents = Agents::new(t, &routing.topology, "copy")?;
+    agents.prepare(&routing.topology).await?;
     let (bar, mut on_progress) = progress_bar(t, volume);
     let cancel = crate::args::provider::cancel_on_ctrl_c();
     let report = run_broadcast(
@@ -190,11 +192,13 @@ fn plan(
     (src, dsts): &(Option<String>, Vec<Option<String>>),
 ) -> Result<Routing> {
     let known: Vec<&String> = dsts.iter().flatten().collect();
+    let metering = t.provider.metering(t.sky.is_some())?;
     let star = || {
         let locals = vec!["local".to_string(); dsts.len()];
         let topology = Topology::star("local", &locals, t.connections.unwrap_or(8));
-        Ok(routing(topology, Pricing::default()))
+        Ok(routing(topology, Pricing::default(), Metering::Local))
     };
+
     let flagged = t.src_region.is_some() || t.dst_region.is_some();
     let (src, dst_regions) = match src {
         Some(src) if known.len() == dsts.len() => (src, known),
@@ -211,6 +215,14 @@ fn plan(
             "some ends' regions are known and some not: give --src-region and --dst-region R1,R2,… (one per destination)".into()
         )),
     };
+    if metering == Metering::Local {
+        // Agents on this machine: one source agent forks to the sinks, no relay pretends to
+        // be a region.
+        eprintln!(
+            "skyx: agents on this machine copy directly (one source agent forking to each destination); --rehearse plays the planned broadcast here, --provider ec2 runs it on VMs"
+        );
+        return star();
+    }
     let mut catalog = t.catalog.load()?;
     let mut route = t.route.clone();
     if let Some(sky) = load_sky(t)? {
@@ -272,16 +284,17 @@ fn plan(
         topology = topology.with_connections(n);
     }
     let pricing = Pricing::for_broadcast(&catalog, &topology, req.config.vm_overhead_s);
-    Ok(routing(topology, pricing))
+    Ok(routing(topology, pricing, metering))
 }
 
-fn routing(topology: Topology, pricing: Pricing) -> Routing {
+fn routing(topology: Topology, pricing: Pricing, metering: Metering) -> Routing {
     Routing {
         topology,
         plan: None,
         pricing,
         server_side: false,
         replanner: None,
+        metering,
     }
 }
 

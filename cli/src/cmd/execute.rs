@@ -86,6 +86,7 @@ pub async fn execute(
         });
     }
     let agents = Agents::new(args, &routing.topology, "copy")?;
+    agents.prepare(&routing.topology).await?;
     let job = CopyJob {
         src_store: store_root(&ends.src_url),
         dst_store: store_root(&ends.dst_url),
@@ -161,6 +162,20 @@ impl Agents {
         }
     }
 
+    /// Readies the clouds before any agent starts (images looked up, subnets found, the
+    /// job's groups made), so a setting that cannot work launches no VM; on failure what it
+    /// made is swept.
+    pub async fn prepare(&self, topology: &skyx_gateway::Topology) -> Result<()> {
+        if let Some(ec2) = &self.ec2 {
+            let regions: Vec<&str> = topology.agents.iter().map(|a| a.region.as_str()).collect();
+            if let Err(e) = ec2.prepare(&regions).await {
+                self.sweep().await;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Whatever the copy's end, no VM of the job outlives it.
     pub async fn sweep(&self) {
         if let Some(ec2) = &self.ec2 {
@@ -229,7 +244,10 @@ async fn execute_server_side(
     total: u64,
     routing: &Routing,
 ) -> Result<CopyReport> {
-    let hop = routing.plan.as_ref().map(|p| {
+    // Only a provider's own copy crosses between regions; two local paths copied by this
+    // process have no hop to meter.
+    let metered = routing.metering == crate::args::provider::Metering::Cloud;
+    let hop = routing.plan.as_ref().filter(|_| metered).map(|p| {
         let (a, b) = (p.src.to_string(), p.dst.to_string());
         let price = routing
             .pricing

@@ -13,5 +13,6 @@ pub mod routing;
 pub mod run;
 pub mod sky;
 pub mod store;
+pub mod sweep;
 pub mod sync;
 pub mod transfer;

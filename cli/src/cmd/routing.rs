@@ -11,6 +11,7 @@ use skyx_planner::{CostCap, Objective, TransferPlan, TransferRequest, plan_trans
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl};
 
+use crate::args::provider::Metering;
 use crate::cmd::plan::request_from_flags;
 use crate::cmd::transfer::{BadInput, Endpoints, ServerSideArg, TransferArgs, load_sky};
 
@@ -24,6 +25,8 @@ pub struct Routing {
     /// Plans the route again as a streamed listing refines the volume (a route through
     /// agents that was planned).
     pub replanner: Option<Arc<RoutePlanner>>,
+    /// What the copy's figures are: a bill, a rehearsal's prediction, or a local copy.
+    pub metering: Metering,
 }
 
 /// Each endpoint's region as its store reports it (`aws:REGION`, `gcp:REGION`), for endpoints
@@ -72,8 +75,11 @@ pub fn plan_routing(
     args: &TransferArgs,
     volume: u64,
     regions: (Option<String>, Option<String>),
-    server_side: &Result<(), String>,
+    ends: &Endpoints,
 ) -> Result<Routing> {
+    let server_side = &ends.server_side;
+    // Between two local paths the "provider's copy" is this process's: nothing a cloud bills.
+    let local_ends = ends.src_url.local_path().is_some() && ends.dst_url.local_path().is_some();
     let connections = args.connections;
     let paced = crate::cmd::transfer::bw_limit(args)?.is_some();
     let allowed = match (args.server_side, server_side) {
@@ -88,6 +94,7 @@ pub fn plan_routing(
         }
         (_, ok) => ok.is_ok(),
     };
+    let metering = args.provider.metering(args.sky.is_some())?;
     let flagged = args.src_region.is_some() || args.dst_region.is_some();
     let regions = match regions {
         // One region found from a bucket, none given: copy directly rather than refuse.
@@ -115,6 +122,12 @@ pub fn plan_routing(
                 // through us, so it is taken whenever the ends allow it (as rclone does).
                 server_side: allowed,
                 replanner: None,
+                metering: match metering {
+                    Metering::Rehearsal if args.sky.is_none() => bail!(BadInput(
+                        "--rehearse plays a plan: give --src-region and --dst-region".into()
+                    )),
+                    _ => Metering::Local,
+                },
             });
         }
         (Some(s), Some(d)) => (s, d),
@@ -140,7 +153,8 @@ pub fn plan_routing(
         &args.constraints,
         &catalog,
     )?;
-    req.server_side = allowed;
+    // A rehearsal plays agents: this process copying two local paths would rehearse nothing.
+    req.server_side = allowed && !(local_ends && metering == Metering::Rehearsal);
     let mut plan = plan_transfer(&catalog, &req)?;
     if args.server_side == ServerSideArg::Always {
         match plan.server_side.clone() {
@@ -154,12 +168,22 @@ pub fn plan_routing(
     let max_connections = args.route.max_connections_per_vm;
     let mut routing = routing_from_plan(&catalog, plan, max_connections, connections);
     routing.server_side = server_side;
+    if !server_side && metering == Metering::Local {
+        return local_pair(args, routing);
+    }
+    routing.metering = match (server_side, local_ends) {
+        (true, true) => Metering::Local,
+        (true, false) => Metering::Cloud,
+        (false, _) => metering,
+    };
     if server_side {
         routing.topology = Topology::default();
-        routing.pricing.egress_usd_per_gb.insert(
-            (src.to_string(), dst.to_string()),
-            catalog.egress_price(&src, &dst).map_or(0.0, |p| p.0),
-        );
+        if !local_ends {
+            routing.pricing.egress_usd_per_gb.insert(
+                (src.to_string(), dst.to_string()),
+                catalog.egress_price(&src, &dst).map_or(0.0, |p| p.0),
+            );
+        }
     } else {
         // Through agents: planned again on the volume still to go as a streamed listing
         // shows more of it (the provider's copy is no longer a choice once agents run).
@@ -173,6 +197,26 @@ pub fn plan_routing(
         }));
     }
     Ok(routing)
+}
+
+/// A planned route that agents on this machine do not follow: one source and one sink agent
+/// copy directly, the plan kept to show what cloud agents would do. Relays asked for by name
+/// are refused rather than dropped.
+fn local_pair(args: &TransferArgs, planned: Routing) -> Result<Routing> {
+    if args.route.via != "auto" && args.route.via != "direct" {
+        bail!(BadInput(format!(
+            "--via {} asks for relays, and agents on this machine copy directly: add --rehearse to play the route here (costs shown as predictions), or run it on VMs (--provider ec2)",
+            args.route.via
+        )));
+    }
+    Ok(Routing {
+        topology: Topology::direct("local", "local", args.connections.unwrap_or(8)),
+        plan: planned.plan,
+        pricing: Pricing::default(),
+        server_side: false,
+        replanner: None,
+        metering: Metering::Local,
+    })
 }
 
 /// What planning a copy's route takes besides its volume, kept to plan it again on a refined
@@ -269,6 +313,7 @@ pub fn routing_from_plan(
         pricing,
         server_side: false,
         replanner: None,
+        metering: Metering::Cloud,
     }
 }
 

@@ -12,7 +12,7 @@ use skyx_pipeline_run::AgentCompute;
 use skyx_pipeline_run::ComputeProvider;
 use skyx_provision::{LocalProvider, Provider};
 
-use crate::args::provider::{ProviderArgs, ProviderKind};
+use crate::args::provider::{Metering, ProviderArgs, ProviderKind};
 use skyx_pipeline::schedule::DataSource;
 use skyx_pipeline::{DataRef, JointProblem, PipelinePlan, PipelineSpec, Schedule};
 use skyx_pipeline_run::{
@@ -94,6 +94,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print!("{}", render(&spec, &plan));
         println!();
     }
+    // A pipeline's stages always stand in their planned regions: on this machine, a run is a
+    // rehearsal of the plan.
+    let metering = args.provider.metering(true)?;
     let report = execute(args, &spec, &text, &plan, problem, catalog, sky.as_ref())?;
     if args.json {
         println!(
@@ -102,10 +105,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 "pipeline": spec.name,
                 "plan": plan,
                 "report": report,
+                "metering": metering.as_str(),
             }))?
         );
     } else {
-        print!("{}", render_report(&spec, &plan, &report));
+        let rehearsal = metering == Metering::Rehearsal;
+        print!("{}", render_report(&spec, &plan, &report, rehearsal));
     }
     Ok(())
 }
@@ -218,13 +223,14 @@ fn execute(
     }
     // Checked before anything starts: a bad EC2 setting launches no VM.
     let job = crate::args::provider::job_tag("run", &spec.name);
+    let mut regions: Vec<String> = run.stages.iter().map(|s| s.region.clone()).collect();
+    regions.extend(run.inputs.iter().map(|i| i.region.clone()));
+    regions.sort_unstable();
+    regions.dedup();
+    let regions: Vec<&str> = regions.iter().map(String::as_str).collect();
     let ec2 = match args.provider.provider {
         ProviderKind::Local => None,
         ProviderKind::Ec2 => {
-            let mut regions: Vec<&str> = run.stages.iter().map(|s| s.region.as_str()).collect();
-            regions.extend(run.inputs.iter().map(|i| i.region.as_str()));
-            regions.sort_unstable();
-            regions.dedup();
             let ec2 = Arc::new(args.provider.ec2_for(&regions, &job, sky.is_some())?);
             crate::args::provider::announce(&ec2, "run");
             Some(ec2)
@@ -262,6 +268,13 @@ fn execute(
                 eprintln!("[{:>7.1}s] {msg}", started.elapsed().as_secs_f64());
             }
         };
+        if let Some(ec2) = &ec2
+            && let Err(e) = ec2.prepare(&regions).await
+        {
+            // A setting that cannot work launches no VM; the groups it made go.
+            crate::args::provider::sweep(ec2, "run").await;
+            return Err(e.into());
+        }
         let report = run_pipeline(
             run,
             Arc::new(hooks),

@@ -155,7 +155,7 @@ async fn run_async(args: &SyncArgs) -> Result<()> {
             );
         }
         let regions = crate::cmd::routing::infer_regions(t, &ends).await;
-        let routing = plan_routing(t, volume, regions, &ends.server_side)?;
+        let routing = plan_routing(t, volume, regions, &ends)?;
         let items = futures::StreamExt::boxed(futures::StreamExt::chain(
             items_of(looked.items),
             looked.rest,

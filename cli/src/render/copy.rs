@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use skyx_gateway::{CopyItem, CopyReport};
 
+use crate::args::provider::Metering;
 use crate::cmd::routing::Routing;
 use crate::units::{format_bytes, format_duration};
 
@@ -89,6 +90,23 @@ fn render_topology(out: &mut String, routing: &Routing) {
             );
         }
     }
+    if let Some(note) = metering_note(routing) {
+        let _ = writeln!(out, "{note}");
+    }
+}
+
+/// What the figures of a route run on this machine are, where they are not a bill; `None`
+/// for cloud agents and for a copy with no plan.
+fn metering_note(routing: &Routing) -> Option<&'static str> {
+    match (routing.metering, &routing.plan) {
+        (Metering::Cloud, _) | (Metering::Local, None) => None,
+        (Metering::Local, Some(_)) => Some(
+            "Agents on this machine copy directly (one source agent, one sink agent): the plan is what cloud agents would do, not run (--rehearse plays it here, --provider ec2 runs it)",
+        ),
+        (Metering::Rehearsal, _) => Some(
+            "A rehearsal: agents on this machine play the plan's regions; every cost is the plan's prediction for cloud agents, nothing is billed",
+        ),
+    }
 }
 
 /// The summary: human-readable or JSON, with the plan's prediction next to what happened.
@@ -105,6 +123,7 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     if json {
         let mut v = serde_json::to_value(report)?;
         v["predicted"] = predicted.unwrap_or(serde_json::Value::Null);
+        v["metering"] = routing.metering.as_str().into();
         return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
     let mut out = String::new();
@@ -138,7 +157,15 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         );
     }
     if !r.hops.is_empty() {
-        let _ = writeln!(out, "  hops (bytes on the wire, metered egress):");
+        let _ = writeln!(
+            out,
+            "  hops (bytes on the wire, {}):",
+            match routing.metering {
+                Metering::Cloud => "metered egress",
+                Metering::Rehearsal => "egress the plan predicts for cloud agents",
+                Metering::Local => "between agents on this machine: no cloud egress",
+            }
+        );
         for h in &r.hops {
             let price = h
                 .usd_per_gb
@@ -165,7 +192,12 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     }
     let _ = writeln!(
         out,
-        "  cost: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{}{})",
+        "  {}: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{}{})",
+        match routing.metering {
+            Metering::Cloud => "cost",
+            Metering::Rehearsal => "predicted cost on cloud agents (a rehearsal: nothing billed)",
+            Metering::Local => "cost of agents and hops (all on this machine)",
+        },
         r.total_usd,
         r.egress_usd,
         r.vm_usd,
@@ -196,7 +228,11 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
     if let Some(p) = &routing.plan {
         let _ = writeln!(
             out,
-            "  planner predicted: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}",
+            "  {}: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}",
+            match routing.metering {
+                Metering::Local => "planned for cloud agents, not run here (--rehearse plays it)",
+                _ => "planner predicted",
+            },
             format_duration(p.chosen.time_s),
             p.chosen.throughput_gbps,
             p.chosen.cost_usd.total,

@@ -10,8 +10,16 @@ use crate::units::format_bytes;
 
 /// What ran against what the plan predicted: per stage its runtime against the spec's
 /// estimate, per transfer its time and cost against the route's prediction for the bytes that
-/// actually moved, and the totals.
-pub fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineReport) -> String {
+/// actually moved, and the totals. With agents and stages on this machine (`rehearsal`) the
+/// "metered" figures are the plan's prices for what moved and ran here, and say so: nothing
+/// was billed.
+pub fn render_report(
+    spec: &PipelineSpec,
+    plan: &PipelinePlan,
+    r: &PipelineReport,
+    rehearsal: bool,
+) -> String {
+    let metered_name = if rehearsal { "priced $" } else { "metered $" };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -30,7 +38,7 @@ pub fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineRepor
     let _ = writeln!(
         out,
         "  {:<12} {:<26} {:<30} {:>8} {:>8} {:>10} {:>10} {:>10}",
-        "stage", "region", "instance", "start", "ran", "estimate", "metered $", "planned $"
+        "stage", "region", "instance", "start", "ran", "estimate", metered_name, "planned $"
     );
     for s in &r.stages {
         let ran = match (s.started_s, s.finished_s) {
@@ -56,7 +64,7 @@ pub fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineRepor
         let _ = writeln!(
             out,
             "\n  {:<24} {:<44} {:>9} {:>9} {:>8} {:>9} {:>10} {:>11}",
-            "transfer", "route", "bytes", "wire", "took", "predicted", "metered $", "predicted $"
+            "transfer", "route", "bytes", "wire", "took", "predicted", metered_name, "predicted $"
         );
         for t in &moved {
             let _ = writeln!(
@@ -83,9 +91,16 @@ pub fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineRepor
         .map(|t| t.bytes)
         .sum();
     let moved_bytes: u64 = moved.iter().map(|t| t.bytes).sum();
+    if rehearsal {
+        let _ = writeln!(
+            out,
+            "\n  a rehearsal: stages and agents ran on this machine, standing in for the plan's regions; \"priced\" is what the catalog charges for what moved and ran, nothing was billed"
+        );
+    }
+    let metered_word = if rehearsal { "priced" } else { "metered" };
     let _ = writeln!(
         out,
-        "\n  data movement: metered ${metered:.4}, predicted ${predicted:.4} for the {} that moved (the plan priced ${:.4} for the {} the spec's sizes give)",
+        "\n  data movement: {metered_word} ${metered:.4}, predicted ${predicted:.4} for the {} that moved (the plan priced ${:.4} for the {} the spec's sizes give)",
         format_bytes(moved_bytes as f64),
         plan.joint.transfer_usd,
         format_bytes(planned_bytes as f64),
@@ -93,7 +108,7 @@ pub fn render_report(spec: &PipelineSpec, plan: &PipelinePlan, r: &PipelineRepor
     let metered_compute: f64 = r.stages.iter().filter_map(|s| s.metered_usd).sum();
     let _ = writeln!(
         out,
-        "  compute: metered ${metered_compute:.4} at the instances' prices for the time stages ran, planned ${:.2} for the spec's estimates",
+        "  compute: {metered_word} ${metered_compute:.4} at the instances' prices for the time stages ran, planned ${:.2} for the spec's estimates",
         plan.joint.compute_usd,
     );
     let _ = writeln!(

@@ -3,10 +3,13 @@
 //! Each job gets, per region it uses, a security group that admits the agents' control port
 //! from the gateway's address alone and everything else from the job's own agents alone: each
 //! launch adds the new VM's address to every region's group, and the group of a new region
-//! starts with every peer already launched. A VM boots with [`render_user_data`] (cloud-init:
-//! download `skyx-agent`, hand it the job token, start it under systemd) and is launched with
+//! starts with every peer already launched. A VM boots with [`render_user_data`] (cloud-init
+//! running `deploy/agent/bootstrap.sh`: install `skyx-agent` and refuse it unless its SHA-256
+//! is the pinned one, ask the address of the VM of the metadata service with an IMDSv2 token,
+//! start the agent under systemd with the job token) and is launched with IMDSv2 required and
 //! "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
-//! because the gateway is gone) takes its VM with it. VMs are tagged with the job, and
+//! because the gateway is gone) or a bootstrap that fails takes its VM with it. Its image is
+//! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are tagged with the job, and
 //! [`Ec2Provider::sweep`] terminates whatever a job left: termination does not depend on the
 //! gateway staying alive.
 //!
@@ -21,17 +24,31 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
-    Filter, InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, ShutdownBehavior,
-    Tag, TagSpecification,
+    HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, IpPermission, IpRange,
+    MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
+    TagSpecification,
 };
 use base64::Engine;
 use skyx_agent_api::AgentClient;
 
-use crate::{AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
+use crate::{AgentBinary, AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
+
+pub mod image;
+pub mod sweep;
+
+pub use image::{DEFAULT_IMAGE_PARAMETER, Image, Images};
+pub use sweep::{Swept, job_instances, sweep_region, terminate};
+
+/// How long a sweep waits for its VMs to be gone before deleting their groups (AWS refuses
+/// to delete a group while a shutting-down VM still holds it).
+pub const SWEEP_WAIT: Duration = Duration::from_secs(180);
 
 /// The systemd unit and cloud-init template shipped in `deploy/agent/`.
-pub const AGENT_SERVICE: &str = include_str!("../../deploy/agent/skyx-agent.service");
-pub const CLOUD_INIT_TEMPLATE: &str = include_str!("../../deploy/agent/cloud-init.yaml");
+pub const AGENT_SERVICE: &str = include_str!("../../../deploy/agent/skyx-agent.service");
+pub const CLOUD_INIT_TEMPLATE: &str = include_str!("../../../deploy/agent/cloud-init.yaml");
+pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../../../deploy/agent/bootstrap.sh");
 
 /// The agents' control port: where `deploy/agent/skyx-agent.service` starts them.
 pub const CONTROL_PORT: u16 = 7443;
@@ -42,12 +59,22 @@ pub const JOB_TAG: &str = "skyx-job";
 /// Where and how to launch agent VMs.
 #[derive(Debug, Clone)]
 pub struct Ec2Config {
-    /// AMI per region (a Linux with cloud-init and systemd: Debian, Ubuntu, Amazon Linux).
-    pub images: BTreeMap<String, String>,
+    /// The image of each region (a Linux with cloud-init, systemd, curl and sha256sum, and a
+    /// glibc as new as the agent's build: Debian 12 by default).
+    pub images: Images,
     /// Instance type of every agent (the catalog's gateway type, `m5.8xlarge`).
     pub instance_type: String,
-    /// Where VMs download the `skyx-agent` binary.
-    pub agent_url: String,
+    /// Where VMs get the `skyx-agent` binary, and its pinned SHA-256.
+    pub agent: AgentBinary,
+    /// The instance profile agent VMs run as (name or ARN): their store access without keys
+    /// in user data. `None`: no profile (public data, or keys the job hands over).
+    pub instance_profile: Option<String>,
+    /// The subnet to launch in per region (`us-east-1` → `subnet-…`); a region not named uses
+    /// its default VPC. VMs get a public address either way.
+    pub subnets: BTreeMap<String, String>,
+    /// Spot instances: cheaper, and may be reclaimed (a reclaimed agent is replaced like any
+    /// agent that dies).
+    pub spot: bool,
     /// The agents' control port.
     pub control_port: u16,
     /// The gateway's address as the VMs see it (`203.0.113.7/32`).
@@ -94,24 +121,13 @@ impl AgentHandle for Ec2Agent {
     }
 }
 
-async fn terminate(client: &Client, ids: &[String]) -> Result<(), String> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    client
-        .terminate_instances()
-        .set_instance_ids(Some(ids.to_vec()))
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))
-}
-
-/// Per region: the client and the job's security group.
+/// Per region: the client, the job's security group, the image and the subnet.
 #[derive(Debug, Clone)]
 struct RegionState {
     client: Client,
     group_id: String,
+    ami: String,
+    subnet: Option<String>,
 }
 
 #[derive(Debug)]
@@ -123,15 +139,32 @@ pub struct Ec2Provider {
     peers: Mutex<Vec<IpAddr>>,
 }
 
-/// cloud-init user data for one agent.
-pub fn render_user_data(name: &str, token: &str, gateway_cert: &str, agent_url: &str) -> String {
-    let service = base64::engine::general_purpose::STANDARD.encode(AGENT_SERVICE);
+/// cloud-init user data for one agent. `agent` must pass [`AgentBinary::check`] and `name`
+/// be a plain agent name: both go into a shell script.
+pub fn render_user_data(
+    name: &str,
+    token: &str,
+    gateway_cert: &str,
+    agent: &AgentBinary,
+) -> String {
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let bootstrap = BOOTSTRAP_TEMPLATE
+        .replace("@AGENT_URL@", agent.url.as_deref().unwrap_or(""))
+        .replace("@AGENT_SHA256@", agent.sha256.as_deref().unwrap_or(""))
+        .replace("@NAME@", name);
     CLOUD_INIT_TEMPLATE
         .replace("@TOKEN@", token)
         .replace("@GATEWAY_CERT_B64@", gateway_cert)
-        .replace("@SERVICE_B64@", &service)
-        .replace("@AGENT_URL@", agent_url)
-        .replace("@NAME@", name)
+        .replace("@SERVICE_B64@", &b64(AGENT_SERVICE))
+        .replace("@BOOTSTRAP_B64@", &b64(&bootstrap))
+}
+
+/// Whether `name` can stand in a shell script unquoted-safe (`aws:us-east-1#0`, `stage-2`).
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '#' | '-' | '_' | '.'))
 }
 
 fn aws_region(region: &str) -> Option<&str> {
@@ -158,21 +191,16 @@ impl Ec2Provider {
     }
 
     async fn client(config: &Ec2Config, region: &str) -> Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()));
-        if let Some(e) = &config.endpoint {
-            loader = loader.endpoint_url(e);
-        }
-        if let Some((key, secret)) = &config.credentials {
-            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                key,
-                secret,
-                None,
-                None,
-                "skyx-static",
-            ));
-        }
-        Client::new(&loader.load().await)
+        Client::new(&Self::sdk_config(config, region).await)
+    }
+
+    async fn sdk_config(config: &Ec2Config, region: &str) -> aws_config::SdkConfig {
+        sdk_config(
+            region,
+            config.endpoint.as_deref(),
+            config.credentials.as_ref(),
+        )
+        .await
     }
 
     fn fail(agent: &str, region: &str, why: impl std::fmt::Display) -> ProviderError {
@@ -189,9 +217,26 @@ impl Ec2Provider {
         if let Some(s) = regions.get(region) {
             return Ok(s.clone());
         }
-        let client = Self::client(&self.config, region).await;
+        let sdk = Self::sdk_config(&self.config, region).await;
+        let client = Client::new(&sdk);
+        let ami = image::resolve(
+            &aws_sdk_ssm::Client::new(&sdk),
+            self.config.images.of(region),
+        )
+        .await
+        .map_err(|e| Self::fail(agent, region, e))?;
+        let subnet = self.config.subnets.get(region).cloned();
+        let vpc = match &subnet {
+            Some(id) => Some(
+                subnet_vpc(&client, id)
+                    .await
+                    .map_err(|e| Self::fail(agent, region, e))?,
+            ),
+            None => None,
+        };
         let group = client
             .create_security_group()
+            .set_vpc_id(vpc)
             .group_name(format!("skyx-{}", self.job))
             .description(format!(
                 "skyx job {}: the gateway and the job's agents only",
@@ -228,9 +273,32 @@ impl Ec2Provider {
             .send()
             .await;
         already_granted(granted).map_err(|e| Self::fail(agent, region, e))?;
-        let state = RegionState { client, group_id };
+        let state = RegionState {
+            client,
+            group_id,
+            ami,
+            subnet,
+        };
         regions.insert(region.to_string(), state.clone());
         Ok(state)
+    }
+
+    /// Readies every region of `regions` (`aws:us-east-1`) before any VM starts: its image
+    /// looked up, its subnet found, the job's group made. A setting that cannot work (an SSM
+    /// parameter that names no AMI, a subnet of another region) fails here, with nothing
+    /// launched.
+    pub async fn prepare(&self, regions: &[&str]) -> Result<(), ProviderError> {
+        for region in regions {
+            let Some(r) = aws_region(region) else {
+                return Err(Self::fail(
+                    "(any)",
+                    region,
+                    "the EC2 provider launches in aws: regions only",
+                ));
+            };
+            self.region_state("(any)", r).await?;
+        }
+        Ok(())
     }
 
     /// Admits a new agent's address in every region's group.
@@ -250,27 +318,16 @@ impl Ec2Provider {
         Ok(())
     }
 
-    /// Terminates every VM tagged with this job in the regions it used, and deletes its
-    /// groups once nothing uses them. Returns the instances terminated.
+    /// Terminates every VM tagged with this job in the regions it used and, once they are
+    /// gone, deletes its groups. Returns the instances terminated.
     pub async fn sweep(&self) -> Result<Vec<String>, String> {
         let regions = self.regions.lock().await.clone();
         let mut terminated = Vec::new();
         for state in regions.values() {
-            let ids = job_instances(&state.client, &self.job).await?;
-            terminate(&state.client, &ids).await?;
-            terminated.extend(ids);
-        }
-        for state in regions.values() {
-            // A group still attached to shutting-down VMs cannot go yet; AWS deletes nothing
-            // else of ours, and an empty group costs nothing.
-            if let Err(e) = state
-                .client
-                .delete_security_group()
-                .group_id(&state.group_id)
-                .send()
-                .await
-            {
-                tracing::debug!("security group {} stays for now: {e}", state.group_id);
+            let swept = sweep::sweep_region(&state.client, Some(&self.job), SWEEP_WAIT).await?;
+            terminated.extend(swept.instances);
+            for (group, why) in swept.groups_left {
+                tracing::warn!("security group {group} of job {} stays: {why}", self.job);
             }
         }
         Ok(terminated)
@@ -289,33 +346,6 @@ fn peer_permission(ip: IpAddr) -> IpPermission {
         .build()
 }
 
-/// Instances tagged with `job` that are not terminated.
-pub async fn job_instances(client: &Client, job: &str) -> Result<Vec<String>, String> {
-    let out = client
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{JOB_TAG}"))
-                .values(job)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()),
-                Some(InstanceStateName::Terminated) | Some(InstanceStateName::ShuttingDown)
-            )
-        })
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect())
-}
-
 #[async_trait]
 impl Provider for Ec2Provider {
     fn name(&self) -> &str {
@@ -330,24 +360,26 @@ impl Provider for Ec2Provider {
                 why: "the EC2 provider launches in aws: regions only".into(),
             });
         };
-        let Some(image) = self.config.images.get(region) else {
+        if let Err(e) = self.config.agent.check() {
+            return Err(Self::fail(&req.name, region, e));
+        }
+        if !plain_name(&req.name) {
             return Err(Self::fail(
                 &req.name,
                 region,
-                "no image (AMI) configured for this region",
+                "agent names are letters, digits and :#-_. only",
             ));
-        };
+        }
         let state = self.region_state(&req.name, region).await?;
         let user_data = base64::engine::general_purpose::STANDARD.encode(render_user_data(
             &req.name,
             &req.token,
             &crate::cert_env(&req.gateway),
-            &self.config.agent_url,
+            &self.config.agent,
         ));
-        let run = state
-            .client
-            .run_instances()
-            .image_id(image)
+        let run = self
+            .placed(state.client.run_instances(), &state)
+            .image_id(&state.ami)
             .instance_type(InstanceType::from(
                 req.instance
                     .as_deref()
@@ -356,8 +388,16 @@ impl Provider for Ec2Provider {
             .min_count(1)
             .max_count(1)
             .user_data(user_data)
-            .security_group_ids(&state.group_id)
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            // IMDSv2 only, one hop: a request forged through the agent (SSRF) cannot read
+            // the user data, and nothing beyond the VM reaches the metadata service.
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            )
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
@@ -376,6 +416,8 @@ impl Provider for Ec2Provider {
                     "InsufficientInstanceCapacity",
                     "InstanceLimitExceeded",
                     "VcpuLimitExceeded",
+                    "MaxSpotInstanceCountExceeded",
+                    "SpotMaxPriceTooLow",
                 ]
                 .iter()
                 .any(|code| text.contains(code));
@@ -424,6 +466,51 @@ impl Provider for Ec2Provider {
 }
 
 impl Ec2Provider {
+    /// A RunInstances request with the job's network (its group; the configured subnet with a
+    /// public address), instance profile and market.
+    fn placed(
+        &self,
+        run: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+        state: &RegionState,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        let run = match &state.subnet {
+            // A subnet with groups and a public address goes through the interface spec.
+            Some(subnet) => run.network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(subnet)
+                    .groups(&state.group_id)
+                    .associate_public_ip_address(true)
+                    .delete_on_termination(true)
+                    .build(),
+            ),
+            None => run.security_group_ids(&state.group_id),
+        };
+        let run = match &self.config.instance_profile {
+            Some(p) if p.starts_with("arn:") => {
+                run.iam_instance_profile(IamInstanceProfileSpecification::builder().arn(p).build())
+            }
+            Some(p) => {
+                run.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build())
+            }
+            None => run,
+        };
+        if !self.config.spot {
+            return run;
+        }
+        run.instance_market_options(
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .spot_options(
+                    SpotMarketOptions::builder()
+                        .spot_instance_type(SpotInstanceType::OneTime)
+                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
     async fn wait_ready(
         &self,
         client: &Client,
@@ -487,6 +574,50 @@ impl Ec2Provider {
             }
         }
     }
+}
+
+/// The AWS SDK's configuration for `region` (`us-east-1`): the standard credential chain
+/// unless static keys are given, AWS unless an EC2-compatible `endpoint` is.
+pub async fn sdk_config(
+    region: &str,
+    endpoint: Option<&str>,
+    credentials: Option<&(String, String)>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()));
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let Some((key, secret)) = credentials {
+        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "skyx-static",
+        ));
+    }
+    loader.load().await
+}
+
+/// The VPC `subnet` is in (the job's group must be made there).
+async fn subnet_vpc(client: &Client, subnet: &str) -> Result<String, String> {
+    let out = client
+        .describe_subnets()
+        .subnet_ids(subnet)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "subnet {subnet}: {}",
+                aws_sdk_ec2::error::DisplayErrorContext(e)
+            )
+        })?;
+    out.subnets()
+        .first()
+        .and_then(|s| s.vpc_id())
+        .map(str::to_string)
+        .ok_or_else(|| format!("subnet {subnet} is not in this region"))
 }
 
 /// An ingress grant whose rules exist already is done: a group made while an address was
