@@ -39,7 +39,7 @@ if [ "$CHECK" != "$AGENT" ]; then
 fi
 
 # 2. The address peers and the gateway reach this VM at: its public IPv4, else its private
-# one (a subnet without public addresses), asked of the metadata service with an IMDSv2
+# one (should the VM have no public address), asked of the metadata service with an IMDSv2
 # session token (the VM is launched with tokens required: IMDSv1 answers nothing).
 TOKEN=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' \
     "$IMDS/latest/api/token") || fail "the metadata service gave no IMDSv2 token"

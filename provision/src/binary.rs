@@ -21,13 +21,17 @@ pub struct AgentBinary {
 
 /// Why an agent binary setting was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BinaryError {
+    /// Not an http(s) URL with a host, or with characters a shell would read.
     #[error(
         "agent URL '{0}': expected an http:// or https:// URL without quotes, spaces or control characters"
     )]
     Url(String),
+    /// Not a SHA-256 in hex.
     #[error("agent SHA-256 '{0}': expected 64 hex digits")]
     Sha256(String),
+    /// A download with nothing to check it against.
     #[error("a downloaded agent must be pinned by its SHA-256")]
     Unpinned,
 }

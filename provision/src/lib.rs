@@ -37,6 +37,10 @@ pub enum ProviderError {
     },
     #[error("agent {agent} did not report ready: {why}")]
     NotReady { agent: String, why: String },
+    /// A setting of the provider cannot work in a region (an image or a subnet that does not
+    /// exist there): the user's to fix, not a machine that failed.
+    #[error("{region}: {why}")]
+    Setting { region: String, why: String },
     #[error("no capacity for agent {agent} in {region}: {why}")]
     Capacity {
         agent: String,

@@ -135,7 +135,7 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
         "--gateway-cidr",
         "203.0.113.7/32",
     ]);
-    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("SSM parameter /aws/service/debian/release/12/latest/amd64")
             && stderr(&out).contains("--ec2-image"),
@@ -241,7 +241,7 @@ candidate = [{{ instance = "m6i.2xlarge", hours = 1 }}]
     };
     let seen: Vec<String> = all_vms().into_iter().map(|(id, ..)| id).collect();
     let out = run(&["--ec2-image", "us-east-1=ssm:/skyx-test/no-such-image"]);
-    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("/skyx-test/no-such-image"),
         "{}",

@@ -39,12 +39,7 @@ pub struct ProviderArgs {
     #[arg(long, default_value = "m5.8xlarge")]
     pub ec2_instance_type: String,
     /// VMs: where they download the `skyx-agent` binary (https URL).
-    #[arg(
-        long,
-        env = "SKYX_AGENT_URL",
-        value_name = "URL",
-        conflicts_with = "agent_preinstalled"
-    )]
+    #[arg(long, env = "SKYX_AGENT_URL", value_name = "URL")]
     pub agent_url: Option<String>,
     /// VMs: the SHA-256 the agent binary must have; a VM whose download (or image) has another
     /// powers itself off. Default: the SHA-256 of the `skyx-agent` beside this `skyx` (the
@@ -78,7 +73,7 @@ pub struct ProviderArgs {
     pub ec2_ready_timeout: String,
     /// With agents on this machine: play the plan's route here, relays as local processes
     /// standing in for its regions, and show every cost as the plan's prediction for cloud
-    /// agents (nothing is billed). Without it, agents on this machine copy directly: one
+    /// agents (no VM runs). Without it, agents on this machine copy directly: one
     /// source agent, one sink agent, the plan shown beside as what cloud agents would do.
     #[arg(long)]
     pub rehearse: bool,
@@ -91,7 +86,7 @@ pub enum Metering {
     /// own copy. Hops and VMs are metered at the catalog's prices.
     Cloud,
     /// Agents on this machine play the plan's regions (`--rehearse`, or a sky's namespaces):
-    /// every price is the plan's prediction, nothing is billed.
+    /// every price is the plan's prediction; no VM runs.
     Rehearsal,
     /// Agents on this machine copy directly, one source and one sink: no VM, no hop between
     /// clouds; a plan is shown only as what cloud agents would do.
@@ -194,10 +189,11 @@ impl ProviderArgs {
             let bad = |why: String| BadInput(format!("--ec2-image {why}"));
             match text.split_once('=') {
                 Some((region, image)) => {
-                    let region = region.trim().trim_start_matches("aws:");
-                    images
-                        .per_region
-                        .insert(region.to_string(), Image::parse(image).map_err(bad)?);
+                    let region = aws_region_key("--ec2-image", text, region)?;
+                    let image = Image::parse(image).map_err(bad)?;
+                    if images.per_region.insert(region.clone(), image).is_some() {
+                        return Err(BadInput(format!("--ec2-image: {region} is given twice")));
+                    }
                 }
                 None => match Image::parse(text).map_err(bad)? {
                     Image::Ami(id) => {
@@ -217,6 +213,7 @@ impl ProviderArgs {
         let bad =
             |e: skyx_provision::BinaryError| BadInput(format!("--agent-url/--agent-sha256: {e}"));
         if self.agent_preinstalled {
+            // (An --agent-url, from the flag or $SKYX_AGENT_URL, is not used then.)
             return AgentBinary::preinstalled(self.agent_sha256.as_deref()).map_err(bad);
         }
         let url = self.agent_url.as_deref().ok_or_else(|| {
@@ -255,6 +252,29 @@ fn local_agent_build() -> Option<std::path::PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// The AWS region a `REGION=...` flag names (`us-east-1`, `aws:us-gov-west-1`), refused when
+/// it is not shaped like one: a typo (`us-east1`) would otherwise be a region never launched
+/// in, and its setting silently unused.
+fn aws_region_key(flag: &str, pair: &str, region: &str) -> Result<String, BadInput> {
+    let region = region.trim().trim_start_matches("aws:");
+    let parts: Vec<&str> = region.split('-').collect();
+    let (last, names) = parts.split_last().unwrap_or((&"", &[]));
+    let shaped = parts.len() >= 3
+        && parts[0].len() == 2
+        && names
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && !last.is_empty()
+        && last.chars().all(|c| c.is_ascii_digit());
+    if shaped {
+        Ok(region.to_string())
+    } else {
+        Err(BadInput(format!(
+            "{flag} '{pair}': '{region}' is not an AWS region name (e.g. us-east-1)"
+        )))
+    }
+}
+
 /// `REGION=VALUE` flags (`flag` names them in errors), each value starting with `prefix`.
 fn per_region(
     flag: &str,
@@ -264,13 +284,14 @@ fn per_region(
     let mut out = BTreeMap::new();
     for pair in pairs {
         match pair.split_once('=') {
-            Some((region, value))
-                if value.trim().starts_with(prefix) && !region.trim().is_empty() =>
-            {
-                out.insert(
-                    region.trim().trim_start_matches("aws:").to_string(),
-                    value.trim().to_string(),
-                );
+            Some((region, value)) if value.trim().starts_with(prefix) => {
+                let region = aws_region_key(flag, pair, region)?;
+                if out
+                    .insert(region.clone(), value.trim().to_string())
+                    .is_some()
+                {
+                    return Err(BadInput(format!("{flag}: {region} is given twice")));
+                }
             }
             _ => {
                 return Err(BadInput(format!(
@@ -306,6 +327,17 @@ pub fn announce(ec2: &Ec2Provider, what: &str) {
     );
 }
 
+/// A provider's error readying the clouds, as the CLI reports it: a setting that cannot work
+/// (an image or subnet that does not exist) is bad input (exit 2), anything else a failure.
+pub fn setting_is_bad_input(e: skyx_provision::ProviderError) -> anyhow::Error {
+    match e {
+        skyx_provision::ProviderError::Setting { region, why } => {
+            BadInput(format!("--provider ec2 in {region}: {why}")).into()
+        }
+        other => other.into(),
+    }
+}
+
 /// A cancel signal set by the first Ctrl-C: copies and runs stop cleanly on it (agents torn
 /// down, journal kept).
 pub fn cancel_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
@@ -335,5 +367,32 @@ pub async fn sweep(ec2: &Ec2Provider, what: &str) {
             skyx_provision::ec2::JOB_TAG,
             ec2.job()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_keys_are_aws_region_names() {
+        for ok in [
+            "us-east-1",
+            "aws:eu-west-3",
+            "us-gov-west-1",
+            "ap-southeast-2",
+        ] {
+            assert!(aws_region_key("--f", ok, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "us-east1",
+            "useast-1",
+            "",
+            "us-east-",
+            "US-EAST-1",
+            "gcp:us-east1",
+        ] {
+            assert!(aws_region_key("--f", bad, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -181,6 +181,7 @@ async fn copy_listed(
                         "connections": r.connections,
                     })).collect::<Vec<_>>(),
                     "plan": routing.plan,
+                    "metering": routing.metering.as_str(),
                 }))?
             );
         } else {

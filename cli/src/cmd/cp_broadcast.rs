@@ -200,6 +200,14 @@ fn plan(
     };
 
     let flagged = t.src_region.is_some() || t.dst_region.is_some();
+    if metering == Metering::Rehearsal
+        && t.sky.is_none()
+        && (src.is_none() || known.len() != dsts.len())
+    {
+        bail!(BadInput(
+            "--rehearse plays a plan: give --src-region and --dst-region R1,R2,… (one per destination)".into()
+        ));
+    }
     let (src, dst_regions) = match src {
         Some(src) if known.len() == dsts.len() => (src, known),
         None if known.is_empty() => return star(),

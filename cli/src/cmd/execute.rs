@@ -170,7 +170,7 @@ impl Agents {
             let regions: Vec<&str> = topology.agents.iter().map(|a| a.region.as_str()).collect();
             if let Err(e) = ec2.prepare(&regions).await {
                 self.sweep().await;
-                return Err(e.into());
+                return Err(crate::args::provider::setting_is_bad_input(e));
             }
         }
         Ok(())

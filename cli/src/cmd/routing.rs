@@ -126,6 +126,8 @@ pub fn plan_routing(
                     Metering::Rehearsal if args.sky.is_none() => bail!(BadInput(
                         "--rehearse plays a plan: give --src-region and --dst-region".into()
                     )),
+                    // The provider's own copy between cloud stores is real work, unpriced.
+                    _ if allowed && !local_ends => Metering::Cloud,
                     _ => Metering::Local,
                 },
             });
@@ -153,9 +155,32 @@ pub fn plan_routing(
         &args.constraints,
         &catalog,
     )?;
-    // A rehearsal plays agents: this process copying two local paths would rehearse nothing.
-    req.server_side = allowed && !(local_ends && metering == Metering::Rehearsal);
-    let mut plan = plan_transfer(&catalog, &req)?;
+    // A rehearsal plays agents: the provider's own copy would rehearse nothing.
+    req.server_side = allowed && metering != Metering::Rehearsal;
+    let mut plan = match plan_transfer(&catalog, &req) {
+        Ok(plan) => plan,
+        // Agents on this machine follow no plan: one that cannot be made is only not shown.
+        Err(e) if metering == Metering::Local && args.server_side != ServerSideArg::Always => {
+            eprintln!("skyx: no plan for cloud agents ({e}); agents on this machine copy directly");
+            let mut routing = local_pair(
+                args,
+                Routing {
+                    topology: Topology::default(),
+                    plan: None,
+                    pricing: Pricing::default(),
+                    server_side: false,
+                    replanner: None,
+                    metering,
+                },
+            )?;
+            routing.server_side = allowed;
+            if allowed && !local_ends {
+                routing.metering = Metering::Cloud;
+            }
+            return Ok(routing);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.server_side == ServerSideArg::Always {
         match plan.server_side.clone() {
             Some(ss) => plan.chosen = ss,
@@ -173,6 +198,8 @@ pub fn plan_routing(
     }
     routing.metering = match (server_side, local_ends) {
         (true, true) => Metering::Local,
+        // In a sky, the provider's copy is its region's emulated store copying.
+        (true, false) if args.sky.is_some() => Metering::Rehearsal,
         (true, false) => Metering::Cloud,
         (false, _) => metering,
     };

@@ -273,7 +273,7 @@ fn execute(
         {
             // A setting that cannot work launches no VM; the groups it made go.
             crate::args::provider::sweep(ec2, "run").await;
-            return Err(e.into());
+            return Err(crate::args::provider::setting_is_bad_input(e));
         }
         let report = run_pipeline(
             run,

@@ -79,19 +79,25 @@ async fn sweep(args: &SweepArgs, regions: &[String]) -> Result<()> {
     let job = args.job.as_deref();
     let mut failed = Vec::new();
     let mut total = Swept::default();
-    for region in regions {
-        let result =
-            ec2::sweep::sweep_in(region, args.ec2_endpoint.as_deref(), job, args.dry_run).await;
+    let results = ec2::sweep_regions(
+        regions,
+        args.ec2_endpoint.as_deref(),
+        job,
+        args.dry_run,
+        ec2::SWEEP_WAIT,
+    )
+    .await;
+    for (region, result) in results {
         match result {
             Ok(swept) => {
-                report(region, &swept, args.dry_run);
+                report(&region, &swept, args.dry_run);
                 total.instances.extend(swept.instances);
                 total.groups.extend(swept.groups);
                 total.groups_left.extend(swept.groups_left);
             }
             Err(e) => {
                 eprintln!("aws:{region}: could not sweep: {e}");
-                failed.push(region.clone());
+                failed.push(region);
             }
         }
     }

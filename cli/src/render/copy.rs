@@ -104,7 +104,7 @@ fn metering_note(routing: &Routing) -> Option<&'static str> {
             "Agents on this machine copy directly (one source agent, one sink agent): the plan is what cloud agents would do, not run (--rehearse plays it here, --provider ec2 runs it)",
         ),
         (Metering::Rehearsal, _) => Some(
-            "A rehearsal: agents on this machine play the plan's regions; every cost is the plan's prediction for cloud agents, nothing is billed",
+            "A rehearsal: agents on this machine play the plan's regions; every cost is the plan's prediction for cloud agents (no VM ran, no hop crossed between clouds)",
         ),
     }
 }
@@ -195,8 +195,10 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         "  {}: ${:.4} = egress ${:.4} + agents ${:.4} ({} agents{}{})",
         match routing.metering {
             Metering::Cloud => "cost",
-            Metering::Rehearsal => "predicted cost on cloud agents (a rehearsal: nothing billed)",
-            Metering::Local => "cost of agents and hops (all on this machine)",
+            Metering::Rehearsal => "predicted cost on cloud agents (a rehearsal: no VM ran)",
+            Metering::Local => {
+                "cost of agents and hops (all on this machine; the stores' own charges for reading and writing from here are not counted)"
+            }
         },
         r.total_usd,
         r.egress_usd,

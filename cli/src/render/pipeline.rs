@@ -94,7 +94,7 @@ pub fn render_report(
     if rehearsal {
         let _ = writeln!(
             out,
-            "\n  a rehearsal: stages and agents ran on this machine, standing in for the plan's regions; \"priced\" is what the catalog charges for what moved and ran, nothing was billed"
+            "\n  a rehearsal: stages and agents ran on this machine, standing in for the plan's regions; \"priced\" is what the catalog charges for what moved and ran (no VM ran)"
         );
     }
     let metered_word = if rehearsal { "priced" } else { "metered" };

@@ -9,9 +9,9 @@
 //! start the agent under systemd with the job token) and is launched with IMDSv2 required and
 //! "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
 //! because the gateway is gone) or a bootstrap that fails takes its VM with it. Its image is
-//! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are tagged with the job, and
-//! [`Ec2Provider::sweep`] terminates whatever a job left: termination does not depend on the
-//! gateway staying alive.
+//! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are
+//! tagged with the job, and [`Ec2Provider::sweep`] ([`sweep`]) terminates whatever a job
+//! left: termination does not depend on the gateway staying alive.
 //!
 //! Launch waits until the VM runs and its agent answers the control API's hello with the proof
 //! of its launch token; a VM whose agent never does is terminated before the error is returned.
@@ -39,7 +39,7 @@ pub mod image;
 pub mod sweep;
 
 pub use image::{DEFAULT_IMAGE_PARAMETER, Image, Images};
-pub use sweep::{Swept, job_instances, sweep_region, terminate};
+pub use sweep::{Swept, job_instances, sweep_regions, terminate};
 
 /// How long a sweep waits for its VMs to be gone before deleting their groups (AWS refuses
 /// to delete a group while a shutting-down VM still holds it).
@@ -139,24 +139,40 @@ pub struct Ec2Provider {
     peers: Mutex<Vec<IpAddr>>,
 }
 
-/// cloud-init user data for one agent. `agent` must pass [`AgentBinary::check`] and `name`
-/// be a plain agent name: both go into a shell script.
+/// Why user data could not be rendered: what would go into its shell script is not safe to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserDataError {
+    /// The agent binary's URL or pin.
+    #[error(transparent)]
+    Binary(#[from] crate::BinaryError),
+    /// An agent name with characters a shell would read.
+    #[error("agent name '{0}': letters, digits and :#-_. only")]
+    Name(String),
+}
+
+/// cloud-init user data for one agent. The agent's URL, pin and name go into a shell script:
+/// each is checked first.
 pub fn render_user_data(
     name: &str,
     token: &str,
     gateway_cert: &str,
     agent: &AgentBinary,
-) -> String {
+) -> Result<String, UserDataError> {
+    agent.check()?;
+    if !plain_name(name) {
+        return Err(UserDataError::Name(name.to_string()));
+    }
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
     let bootstrap = BOOTSTRAP_TEMPLATE
         .replace("@AGENT_URL@", agent.url.as_deref().unwrap_or(""))
         .replace("@AGENT_SHA256@", agent.sha256.as_deref().unwrap_or(""))
         .replace("@NAME@", name);
-    CLOUD_INIT_TEMPLATE
+    Ok(CLOUD_INIT_TEMPLATE
         .replace("@TOKEN@", token)
         .replace("@GATEWAY_CERT_B64@", gateway_cert)
         .replace("@SERVICE_B64@", &b64(AGENT_SERVICE))
-        .replace("@BOOTSTRAP_B64@", &b64(&bootstrap))
+        .replace("@BOOTSTRAP_B64@", &b64(&bootstrap)))
 }
 
 /// Whether `name` can stand in a shell script unquoted-safe (`aws:us-east-1#0`, `stage-2`).
@@ -210,6 +226,13 @@ impl Ec2Provider {
         }
     }
 
+    fn setting(region: &str, why: String) -> ProviderError {
+        ProviderError::Setting {
+            region: format!("aws:{region}"),
+            why,
+        }
+    }
+
     /// The job's group in `region`, created on first use with the gateway's and every known
     /// peer's access.
     async fn region_state(&self, agent: &str, region: &str) -> Result<RegionState, ProviderError> {
@@ -224,13 +247,13 @@ impl Ec2Provider {
             self.config.images.of(region),
         )
         .await
-        .map_err(|e| Self::fail(agent, region, e))?;
+        .map_err(|why| Self::setting(region, why))?;
         let subnet = self.config.subnets.get(region).cloned();
         let vpc = match &subnet {
             Some(id) => Some(
                 subnet_vpc(&client, id)
                     .await
-                    .map_err(|e| Self::fail(agent, region, e))?,
+                    .map_err(|why| Self::setting(region, why))?,
             ),
             None => None,
         };
@@ -272,7 +295,18 @@ impl Ec2Provider {
             .set_ip_permissions(Some(permissions))
             .send()
             .await;
-        already_granted(granted).map_err(|e| Self::fail(agent, region, e))?;
+        if let Err(e) = already_granted(granted) {
+            // No VM uses the group yet, and the sweep only knows regions readied in full.
+            if let Err(d) = client
+                .delete_security_group()
+                .group_id(&group_id)
+                .send()
+                .await
+            {
+                tracing::warn!("security group {group_id} of job {} stays: {d}", self.job);
+            }
+            return Err(Self::fail(agent, region, e));
+        }
         let state = RegionState {
             client,
             group_id,
@@ -291,12 +325,12 @@ impl Ec2Provider {
         for region in regions {
             let Some(r) = aws_region(region) else {
                 return Err(Self::fail(
-                    "(any)",
+                    "(before any launch)",
                     region,
                     "the EC2 provider launches in aws: regions only",
                 ));
             };
-            self.region_state("(any)", r).await?;
+            self.region_state("(before any launch)", r).await?;
         }
         Ok(())
     }
@@ -320,17 +354,36 @@ impl Ec2Provider {
 
     /// Terminates every VM tagged with this job in the regions it used and, once they are
     /// gone, deletes its groups. Returns the instances terminated.
+    /// Every region's VMs are terminated before any wait; a region that fails does not keep
+    /// the others from being swept (its error is returned after).
     pub async fn sweep(&self) -> Result<Vec<String>, String> {
-        let regions = self.regions.lock().await.clone();
+        let clients: Vec<(String, Client)> = self
+            .regions
+            .lock()
+            .await
+            .iter()
+            .map(|(region, state)| (region.clone(), state.client.clone()))
+            .collect();
         let mut terminated = Vec::new();
-        for state in regions.values() {
-            let swept = sweep::sweep_region(&state.client, Some(&self.job), SWEEP_WAIT).await?;
-            terminated.extend(swept.instances);
-            for (group, why) in swept.groups_left {
-                tracing::warn!("security group {group} of job {} stays: {why}", self.job);
+        let mut failed = Vec::new();
+        for (region, result) in
+            sweep::sweep_with(&clients, Some(&self.job), false, SWEEP_WAIT).await
+        {
+            match result {
+                Ok(swept) => {
+                    terminated.extend(swept.instances);
+                    for (group, why) in swept.groups_left {
+                        tracing::warn!("security group {group} of job {} stays: {why}", self.job);
+                    }
+                }
+                Err(e) => failed.push(format!("{region}: {e}")),
             }
         }
-        Ok(terminated)
+        if failed.is_empty() {
+            Ok(terminated)
+        } else {
+            Err(failed.join("; "))
+        }
     }
 }
 
@@ -360,23 +413,15 @@ impl Provider for Ec2Provider {
                 why: "the EC2 provider launches in aws: regions only".into(),
             });
         };
-        if let Err(e) = self.config.agent.check() {
-            return Err(Self::fail(&req.name, region, e));
-        }
-        if !plain_name(&req.name) {
-            return Err(Self::fail(
-                &req.name,
-                region,
-                "agent names are letters, digits and :#-_. only",
-            ));
-        }
-        let state = self.region_state(&req.name, region).await?;
-        let user_data = base64::engine::general_purpose::STANDARD.encode(render_user_data(
+        let user_data = render_user_data(
             &req.name,
             &req.token,
             &crate::cert_env(&req.gateway),
             &self.config.agent,
-        ));
+        )
+        .map_err(|e| Self::fail(&req.name, region, e))?;
+        let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);
+        let state = self.region_state(&req.name, region).await?;
         let run = self
             .placed(state.client.run_instances(), &state)
             .image_id(&state.ami)

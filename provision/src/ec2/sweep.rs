@@ -107,12 +107,7 @@ pub async fn tagged_groups(client: &Client, job: Option<&str>) -> Result<Vec<Str
 /// What a sweep of `job` (or of every job) would remove in `client`'s region: live
 /// instances and groups.
 pub async fn find(client: &Client, job: Option<&str>) -> Result<Swept, String> {
-    let instances = tagged_instances(client, job)
-        .await?
-        .into_iter()
-        .filter(|(_, state)| !gone(state))
-        .map(|(id, _)| id)
-        .collect();
+    let instances = live_instances(client, job).await?;
     Ok(Swept {
         instances,
         groups: tagged_groups(client, job).await?,
@@ -120,53 +115,104 @@ pub async fn find(client: &Client, job: Option<&str>) -> Result<Swept, String> {
     })
 }
 
-/// Terminates every instance tagged with `job` (or any job) in `client`'s region, waits up to
-/// `wait` for them to be terminated, then deletes the groups tagged likewise.
-pub async fn sweep_region(
+async fn live_instances(client: &Client, job: Option<&str>) -> Result<Vec<String>, String> {
+    Ok(tagged_instances(client, job)
+        .await?
+        .into_iter()
+        .filter(|(_, state)| !gone(state))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// The first half of a sweep: terminates every live instance tagged with `job` (or any job)
+/// in `client`'s region. Needs only instance permissions, so a gateway that may not list
+/// groups still stops its VMs.
+pub async fn terminate_tagged(client: &Client, job: Option<&str>) -> Result<Vec<String>, String> {
+    let ids = live_instances(client, job).await?;
+    terminate(client, &ids).await?;
+    Ok(ids)
+}
+
+/// The second half: once no instance tagged with `job` (or any job) holds them, or at
+/// `deadline`, deletes the groups tagged likewise. Returns the groups deleted and those
+/// left, with why.
+pub async fn delete_groups(
     client: &Client,
     job: Option<&str>,
-    wait: Duration,
-) -> Result<Swept, String> {
-    let found = find(client, job).await?;
-    terminate(client, &found.instances).await?;
-    let deadline = Instant::now() + wait;
-    let mut swept = Swept {
-        instances: found.instances.clone(),
-        ..Swept::default()
-    };
+    deadline: Instant,
+) -> Result<(Vec<String>, Vec<(String, String)>), String> {
     loop {
-        let holding: Vec<String> = tagged_instances(client, job)
+        let holding = tagged_instances(client, job)
             .await?
             .into_iter()
-            .filter(|(_, state)| *state != InstanceStateName::Terminated)
-            .map(|(id, _)| id)
-            .collect();
-        if holding.is_empty() || Instant::now() > deadline {
+            .any(|(_, state)| state != InstanceStateName::Terminated);
+        if !holding || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    for group in found.groups {
+    let (mut deleted, mut left) = (Vec::new(), Vec::new());
+    for group in tagged_groups(client, job).await? {
         match client.delete_security_group().group_id(&group).send().await {
-            Ok(_) => swept.groups.push(group),
-            Err(e) => swept.groups_left.push((group, sdk_error(e))),
+            Ok(_) => deleted.push(group),
+            Err(e) => left.push((group, sdk_error(e))),
         }
     }
-    Ok(swept)
+    Ok((deleted, left))
 }
 
-/// Sweeps `job`'s (or every job's) VMs and groups in `region` (`us-east-1`) with the standard
-/// AWS credentials, through `endpoint` when given; with `dry_run`, only finds them.
-pub async fn sweep_in(
-    region: &str,
+/// Sweeps `job`'s (or every job's) VMs and groups in every region of `regions` (`us-east-1`)
+/// with the standard AWS credentials, through `endpoint` when given: every region's VMs are
+/// terminated before any wait, then each region's groups deleted once its VMs are gone (up to
+/// `wait`). With `dry_run`, only finds them. A region that fails is reported with its error;
+/// the others are swept all the same.
+pub async fn sweep_regions(
+    regions: &[String],
     endpoint: Option<&str>,
     job: Option<&str>,
     dry_run: bool,
-) -> Result<Swept, String> {
-    let client = Client::new(&super::sdk_config(region, endpoint, None).await);
-    if dry_run {
-        find(&client, job).await
-    } else {
-        sweep_region(&client, job, super::SWEEP_WAIT).await
+    wait: Duration,
+) -> Vec<(String, Result<Swept, String>)> {
+    let mut clients = Vec::new();
+    for region in regions {
+        let client = Client::new(&super::sdk_config(region, endpoint, None).await);
+        clients.push((region.clone(), client));
     }
+    sweep_with(&clients, job, dry_run, wait).await
+}
+
+/// [`sweep_regions`] with the clients made.
+pub async fn sweep_with(
+    clients: &[(String, Client)],
+    job: Option<&str>,
+    dry_run: bool,
+    wait: Duration,
+) -> Vec<(String, Result<Swept, String>)> {
+    let mut out = Vec::new();
+    for (region, client) in clients {
+        let first = if dry_run {
+            find(client, job).await
+        } else {
+            terminate_tagged(client, job).await.map(|instances| Swept {
+                instances,
+                ..Swept::default()
+            })
+        };
+        out.push((region.clone(), first));
+    }
+    if dry_run {
+        return out;
+    }
+    let deadline = Instant::now() + wait;
+    for ((_, client), (_, result)) in clients.iter().zip(out.iter_mut()) {
+        let Ok(swept) = result else { continue };
+        match delete_groups(client, job, deadline).await {
+            Ok((deleted, left)) => {
+                swept.groups = deleted;
+                swept.groups_left = left;
+            }
+            Err(e) => swept.groups_left.push(("(listing)".into(), e)),
+        }
+    }
+    out
 }
