@@ -38,12 +38,7 @@ fn tagged(job: Option<&str>) -> Filter {
 
 /// Instances tagged with `job` that are not terminated.
 pub async fn job_instances(client: &Client, job: &str) -> Result<Vec<String>, String> {
-    Ok(tagged_instances(client, Some(job))
-        .await?
-        .into_iter()
-        .filter(|(_, state)| !gone(state))
-        .map(|(id, _)| id)
-        .collect())
+    live_instances(client, Some(job)).await
 }
 
 fn gone(state: &InstanceStateName) -> bool {
@@ -115,6 +110,7 @@ pub async fn find(client: &Client, job: Option<&str>) -> Result<Swept, String> {
     })
 }
 
+/// Instances tagged with `job` (or any job) that are not terminated or shutting down.
 async fn live_instances(client: &Client, job: Option<&str>) -> Result<Vec<String>, String> {
     Ok(tagged_instances(client, job)
         .await?
