@@ -9,6 +9,10 @@
 #   GCS    gcp-storage-emulator (pip)       via deploy/gcs_emulator.py (see its docstring)
 #   EC2    moto's server (pip, moto[server]) for the EC2 agent provider (and as an S3 that
 #          keeps keys exactly as given)
+#   GCE    our contract server deploy/contracts/gce.py (stdlib python; see its docstring),
+#          driven by Compute Engine's discovery document compute.v1.json from the pinned
+#          google-api-python-client 2.202.0 (pip; revision 20261106, the one
+#          docs/cloud-contracts.md cites)
 # and the AWS CLI (pip awscli), the reference the differential tests compare skyx's cp/sync with.
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
@@ -60,6 +64,12 @@ install() {
         log "installing crc32c into moto's environment (pip)"
         "$TOOLS/moto/bin/pip" install --quiet crc32c
     fi
+    if ! "$TOOLS/contracts/bin/pip" show google-api-python-client 2>/dev/null \
+        | grep -x 'Version: 2.202.0' >/dev/null; then
+        log "installing google-api-python-client 2.202.0 (pip, for its compute.v1.json)"
+        python3 -m venv "$TOOLS/contracts"
+        "$TOOLS/contracts/bin/pip" install --quiet google-api-python-client==2.202.0
+    fi
     if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
         log "installing the AWS CLI (pip awscli)"
         python3 -m venv "$TOOLS/awscli"
@@ -86,7 +96,7 @@ start() {
     stop 2>/dev/null || true
     rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/s3b" "$RUN/azurite"
     S3_PORT=$(free_port); S3B_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port)
-    EC2_PORT=$(free_port)
+    EC2_PORT=$(free_port); GCE_PORT=$(free_port)
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"
@@ -105,7 +115,17 @@ start() {
     echo $! >"$RUN/gcs.pid"
     "$TOOLS/moto/bin/moto_server" -H 127.0.0.1 -p $EC2_PORT >"$RUN/moto.log" 2>&1 &
     echo $! >"$RUN/moto.pid"
+    # The GCE contract server checks every request against the installed package's document.
+    # Its VMs' external addresses are loopback ones (127.77.0.x): nothing boots there, so a
+    # provider's hello is refused at once instead of waiting out a connect timeout.
+    local gce_doc
+    gce_doc=$("$TOOLS/contracts/bin/python" -c 'import googleapiclient, os; print(os.path.join(
+        os.path.dirname(googleapiclient.__file__), "discovery_cache/documents/compute.v1.json"))')
+    "$TOOLS/contracts/bin/python" "$PWD/contracts/gce.py" --host 127.0.0.1 --port $GCE_PORT \
+        --discovery "$gce_doc" --nat-pool 127.77.0.0/24 >"$RUN/gce.log" 2>&1 &
+    echo $! >"$RUN/gce.pid"
     wait_port $S3_PORT s3s; wait_port $S3B_PORT s3s-b; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
+    wait_port $GCE_PORT gce
     cat >"$RUN/env" <<ENV
 export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export SKYX_TEST_S3_ACCESS_KEY=skyx-test
@@ -117,13 +137,14 @@ export SKYX_TEST_S3B_SECRET_KEY=skyx-test-b-secret
 export SKYX_TEST_AZURE_B_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=skyxsecond;AccountKey=$AZ_KEY_B;BlobEndpoint=http://127.0.0.1:$AZ_PORT/skyxsecond;'
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
 export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
+export SKYX_TEST_GCE_ENDPOINT=http://127.0.0.1:$GCE_PORT
 export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
 ENV
-    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT); env in $RUN/env"
+    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT); env in $RUN/env"
 }
 
 stop() {
-    for name in s3s s3s-b azurite gcs moto; do
+    for name in s3s s3s-b azurite gcs moto gce; do
         if [ -f "$RUN/$name.pid" ]; then
             kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
             rm -f "$RUN/$name.pid"

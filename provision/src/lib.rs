@@ -4,9 +4,10 @@
 //! version check, terminate on any failure).
 //!
 //! One module per kind of machine: [`local`] (processes on this machine, optionally inside a
-//! network namespace per region: the default and the emulated sky) and [`ec2`] (VMs on EC2,
-//! behind the `ec2` feature). GCE and Azure providers go beside them. Every provider runs the
-//! same conformance checks (`tests/`).
+//! network namespace per region: the default and the emulated sky), [`ec2`] (VMs on EC2,
+//! behind the `ec2` feature) and [`gce`] (VMs on Compute Engine, behind `gce`); an Azure
+//! provider goes beside them. What every cloud VM boots with is [`bootstrap`]. Every provider
+//! runs the same conformance checks (`tests/`).
 //!
 //! This crate never decides what agents do: it starts them, says hello, and stops them.
 
@@ -17,8 +18,11 @@ use base64::Engine as _;
 use async_trait::async_trait;
 
 pub mod binary;
+pub mod bootstrap;
 #[cfg(feature = "ec2")]
 pub mod ec2;
+#[cfg(feature = "gce")]
+pub mod gce;
 pub mod local;
 pub mod session;
 
@@ -111,4 +115,23 @@ pub trait AgentHandle: Send + Sync + std::fmt::Debug {
 pub trait Provider: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     async fn launch(&self, req: LaunchRequest) -> Result<LaunchedAgent, ProviderError>;
+
+    /// Readies the clouds of `regions` (`aws:us-east-1`) before any agent starts, so that a
+    /// setting that cannot work ([`ProviderError::Setting`]) launches nothing. Processes need
+    /// nothing readied.
+    async fn prepare(&self, _regions: &[&str]) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Removes whatever the job left in the cloud (VMs, rules, groups), whoever started it;
+    /// returns the VMs removed. Processes die with their gateway: nothing to sweep.
+    async fn sweep(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
+    /// How to find the job's machines in the cloud's console (`skyx-job=…` tag or label), for
+    /// a user whose gateway died before its sweep; `None` for processes.
+    fn job_marker(&self) -> Option<String> {
+        None
+    }
 }

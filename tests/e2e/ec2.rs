@@ -32,8 +32,9 @@ async fn client(region: &str) -> Client {
     Client::new(&config)
 }
 
-/// (instance, state, instance type) of every instance carrying a skyx job tag in `region`.
-async fn job_vms(region: &str) -> Vec<(String, String, String)> {
+/// (instance, state, instance type) of every instance in `region` whose job tag starts with
+/// one of `jobs` (tests running beside each other make VMs of their own meanwhile).
+async fn job_vms(region: &str, jobs: &[&str]) -> Vec<(String, String, String)> {
     let out = client(region)
         .await
         .describe_instances()
@@ -44,6 +45,13 @@ async fn job_vms(region: &str) -> Vec<(String, String, String)> {
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
+        .filter(|i| {
+            i.tags().iter().any(|t| {
+                t.key() == Some("skyx-job")
+                    && t.value()
+                        .is_some_and(|v| jobs.iter().any(|j| v.starts_with(j)))
+            })
+        })
         .map(|i| {
             (
                 i.instance_id().unwrap_or_default().to_string(),
@@ -114,9 +122,11 @@ fn agents_and_stages_on_ec2_need_their_settings_and_never_outlive_their_job() {
     };
     // VMs of other jobs (earlier tests) may be there already; only new ones count.
     let all_vms = || -> Vec<(String, String, String)> {
-        rt.block_on(job_vms("us-east-1"))
+        // (Jobs of `skyx cp` and `skyx run`.)
+        let jobs = ["cp-", "run-"];
+        rt.block_on(job_vms("us-east-1", &jobs))
             .into_iter()
-            .chain(rt.block_on(job_vms("us-west-2")))
+            .chain(rt.block_on(job_vms("us-west-2", &jobs)))
             .collect()
     };
     let before: Vec<String> = all_vms().into_iter().map(|(id, ..)| id).collect();
@@ -325,7 +335,7 @@ fn sweep_removes_what_a_crashed_gateway_left() {
         scratch.skyx(&args, &CREDENTIALS)
     };
     let live = || -> Vec<String> {
-        rt.block_on(job_vms("us-east-1"))
+        rt.block_on(job_vms("us-east-1", &["crashed-"]))
             .into_iter()
             .filter(|(_, state, _)| state != "terminated" && state != "shutting-down")
             .map(|(id, ..)| id)

@@ -17,6 +17,8 @@
 //!   S3 servers and two Azure accounts, anonymous reads, and per-end flags that do not fit.
 //! - `ec2`: `skyx cp --provider ec2` against moto's EC2 server: settings checked before any VM
 //!   starts, and no VM outliving the copy.
+//! - `gce`: `skyx cp --provider gcp` and `skyx sweep --provider gcp` against the Compute
+//!   Engine contract server: the same, and a sweep that leaves other jobs' VMs.
 //! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
 //! - `metadata`: system properties, user metadata and mtime across S3, Azure, GCS and local
 //!   paths, written and read back by the AWS CLI; a static site's Content-Types; overrides.
@@ -45,6 +47,7 @@ mod cp;
 mod cp_faults;
 mod ec2;
 mod ends;
+mod gce;
 mod keys;
 mod limits;
 mod metadata;

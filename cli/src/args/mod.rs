@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod ends;
 pub mod filters;
+pub mod gce;
 pub mod provider;
 pub mod select;
 pub mod write;

@@ -1,19 +1,21 @@
 //! `--provider`: where a copy's agents run. `local` (the default) starts them as processes on
 //! this machine: one source and one sink agent copying directly, or the plan's whole route
 //! played here with `--rehearse` (and in a sky's namespaces with `--sky`), its costs shown as
-//! predictions ([`Metering`]). `ec2` launches one AWS VM per agent through the EC2 API,
-//! bootstrapped by cloud-init to download and start `skyx-agent`, in a security group open to
-//! this gateway and the job's own agents only, and terminated at the end, whatever the end
-//! (every VM of the job is swept by its tag as the last step).
+//! predictions ([`Metering`]). `aws` (`ec2`) and `gcp` (`gce`) launch one VM per agent through
+//! the cloud's API, bootstrapped to download the pinned `skyx-agent` and start it, reachable
+//! from this gateway and the job's own agents only, and removed at the end, whatever the end
+//! (everything of the job is swept by its tag or label as the last step).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use skyx_gateway::Topology;
-use skyx_provision::AgentBinary;
 use skyx_provision::ec2::{Ec2Config, Ec2Provider, Image, Images};
+use skyx_provision::{AgentBinary, Provider};
 
+use crate::args::gce::GceArgs;
 use crate::error::BadInput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -21,7 +23,22 @@ pub enum ProviderKind {
     /// Agents as local processes.
     Local,
     /// Agents on AWS EC2 VMs (aws: regions only).
+    #[value(alias = "aws")]
     Ec2,
+    /// Agents on Google Compute Engine VMs (gcp: regions only).
+    #[value(name = "gcp", alias = "gce")]
+    Gcp,
+}
+
+impl ProviderKind {
+    /// The cloud prefix of the regions this provider launches in, and how to name it.
+    fn cloud(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            ProviderKind::Local => None,
+            ProviderKind::Ec2 => Some(("aws:", "--provider aws")),
+            ProviderKind::Gcp => Some(("gcp:", "--provider gcp")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -61,16 +78,23 @@ pub struct ProviderArgs {
     /// EC2: spot instances (cheaper; a reclaimed VM's agent is replaced like one that died).
     #[arg(long)]
     pub ec2_spot: bool,
-    /// EC2: this gateway's address as the VMs see it, as a CIDR (`203.0.113.7/32`): the only
+    /// VMs: this gateway's address as the VMs see it, as a CIDR (`203.0.113.7/32`): the only
     /// address the agents' control port admits.
     #[arg(long, value_name = "CIDR")]
     pub gateway_cidr: Option<String>,
     /// EC2: an EC2-compatible endpoint instead of AWS (moto's server in tests).
     #[arg(long, env = "SKYX_EC2_ENDPOINT", value_name = "URL")]
     pub ec2_endpoint: Option<String>,
-    /// EC2: how long a VM may take to boot and answer before it is terminated.
-    #[arg(long, default_value = "5min", value_name = "DURATION")]
-    pub ec2_ready_timeout: String,
+    /// VMs: how long one may take to boot and answer before it is removed.
+    #[arg(
+        long = "vm-ready-timeout",
+        alias = "ec2-ready-timeout",
+        default_value = "5min",
+        value_name = "DURATION"
+    )]
+    pub ready_timeout: String,
+    #[command(flatten)]
+    pub gce: GceArgs,
     /// With agents on this machine: play the plan's route here, relays as local processes
     /// standing in for its regions, and show every cost as the plan's prediction for cloud
     /// agents (no VM runs). Without it, agents on this machine copy directly: one
@@ -109,59 +133,78 @@ impl ProviderArgs {
     /// namespaces stand in for its regions).
     pub fn metering(&self, in_sky: bool) -> Result<Metering, BadInput> {
         match self.provider {
-            ProviderKind::Ec2 if self.rehearse => Err(BadInput(
-                "--rehearse plays the plan with agents on this machine and --provider ec2 runs it on VMs: give one of them".into(),
+            ProviderKind::Ec2 | ProviderKind::Gcp if self.rehearse => Err(BadInput(
+                "--rehearse plays the plan with agents on this machine and --provider aws|gcp runs it on VMs: give one of them".into(),
             )),
-            ProviderKind::Ec2 => Ok(Metering::Cloud),
+            ProviderKind::Ec2 | ProviderKind::Gcp => Ok(Metering::Cloud),
             ProviderKind::Local if in_sky || self.rehearse => Ok(Metering::Rehearsal),
             ProviderKind::Local => Ok(Metering::Local),
         }
     }
 
-    /// The EC2 provider these flags describe for `topology`'s agents, under job tag `job`; every
-    /// missing or malformed setting is named.
-    pub fn ec2(
+    /// The cloud provider these flags describe for `topology`'s agents, under job `job`
+    /// (`None`: agents on this machine); every missing or malformed setting is named.
+    pub fn cloud(
         &self,
         topology: &Topology,
         job: &str,
         in_sky: bool,
-    ) -> Result<Ec2Provider, BadInput> {
+    ) -> Result<Option<Arc<dyn Provider>>, BadInput> {
         let regions: Vec<&str> = topology.agents.iter().map(|a| a.region.as_str()).collect();
-        self.ec2_for(&regions, job, in_sky)
+        self.cloud_for(&regions, job, in_sky)
     }
 
-    /// The EC2 provider for agents in `regions` (each `aws:...`), under job tag `job`.
-    pub fn ec2_for(
+    /// The cloud provider for agents in `regions` (each in the provider's cloud), under job
+    /// `job`; `None` for agents on this machine.
+    pub fn cloud_for(
         &self,
         regions: &[&str],
         job: &str,
         in_sky: bool,
-    ) -> Result<Ec2Provider, BadInput> {
+    ) -> Result<Option<Arc<dyn Provider>>, BadInput> {
+        let Some((prefix, flag)) = self.provider.cloud() else {
+            return Ok(None);
+        };
         if in_sky {
-            return Err(BadInput(
-                "--provider ec2 and --sky do not mix: a sky's agents run in its namespaces".into(),
-            ));
+            return Err(BadInput(format!(
+                "{flag} and --sky do not mix: a sky's agents run in its namespaces"
+            )));
         }
         for region in regions {
-            if !region.starts_with("aws:") {
+            if !region.starts_with(prefix) {
+                let cloud = prefix.trim_end_matches(':');
                 return Err(BadInput(format!(
-                    "--provider ec2 launches agents in aws: regions only, and the plan puts one in {region} (keep the plan in AWS: --only-cloud aws, or a pipeline's clouds = [\"aws\"])"
+                    "{flag} launches agents in {prefix} regions only, and the plan puts one in {region} (keep the plan in one cloud: --only-cloud {cloud}, or a pipeline's clouds = [\"{cloud}\"])"
                 )));
             }
         }
-        let images = self.ec2_images()?;
-        let subnets = per_region("--ec2-subnet", &self.ec2_subnets, "subnet-")?;
         let agent = self.agent_binary()?;
         let gateway_cidr = self.gateway_cidr.clone().ok_or_else(|| {
-            BadInput("--provider ec2 needs --gateway-cidr: this machine's address as the VMs see it, e.g. 203.0.113.7/32".into())
+            BadInput(format!("{flag} needs --gateway-cidr: this machine's address as the VMs see it, e.g. 203.0.113.7/32"))
         })?;
         if !is_ipv4_cidr(&gateway_cidr) {
             return Err(BadInput(format!(
                 "--gateway-cidr '{gateway_cidr}': expected an IPv4 address and prefix, e.g. 203.0.113.7/32"
             )));
         }
-        let ready = skyx_catalog::units::parse_duration_s(&self.ec2_ready_timeout)
-            .map_err(|e| BadInput(format!("--ec2-ready-timeout: {e}")))?;
+        let ready = skyx_catalog::units::parse_duration_s(&self.ready_timeout)
+            .map_err(|e| BadInput(format!("--vm-ready-timeout: {e}")))?;
+        let ready = Duration::from_secs_f64(ready);
+        Ok(Some(match self.provider {
+            ProviderKind::Gcp => Arc::new(self.gce.provider(agent, gateway_cidr, ready, job)?),
+            _ => Arc::new(self.ec2(agent, gateway_cidr, ready, job)?),
+        }))
+    }
+
+    fn ec2(
+        &self,
+        agent: AgentBinary,
+        gateway_cidr: String,
+        ready: Duration,
+        job: &str,
+    ) -> Result<Ec2Provider, BadInput> {
+        let images = self.ec2_images()?;
+        let subnets = per_region("--ec2-subnet", &self.ec2_subnets, "subnet-")?;
         Ok(Ec2Provider::new(
             Ec2Config {
                 images,
@@ -170,11 +213,11 @@ impl ProviderArgs {
                 instance_profile: self.ec2_instance_profile.clone(),
                 subnets,
                 spot: self.ec2_spot,
-                control_port: skyx_provision::ec2::CONTROL_PORT,
+                control_port: skyx_provision::bootstrap::CONTROL_PORT,
                 gateway_cidr,
                 endpoint: self.ec2_endpoint.clone(),
                 credentials: None,
-                ready_timeout: Duration::from_secs_f64(ready),
+                ready_timeout: ready,
             },
             job,
         ))
@@ -319,12 +362,10 @@ pub fn job_tag(kind: &str, name: &str) -> String {
 }
 
 /// Says, before any VM starts, how to find every VM of the job (`what`: "copy", "run").
-pub fn announce(ec2: &Ec2Provider, what: &str) {
-    eprintln!(
-        "agents on EC2: every VM of this {what} is tagged {}={}",
-        skyx_provision::ec2::JOB_TAG,
-        ec2.job()
-    );
+pub fn announce(cloud: &dyn Provider, what: &str) {
+    if let Some(marker) = cloud.job_marker() {
+        eprintln!("agents on VMs: every VM of this {what} is one of the {marker}");
+    }
 }
 
 /// A provider's error readying the clouds, as the CLI reports it: a setting that cannot work
@@ -332,7 +373,7 @@ pub fn announce(ec2: &Ec2Provider, what: &str) {
 pub fn setting_is_bad_input(e: skyx_provision::ProviderError) -> anyhow::Error {
     match e {
         skyx_provision::ProviderError::Setting { region, why } => {
-            BadInput(format!("--provider ec2 in {region}: {why}")).into()
+            BadInput(format!("--provider in {region}: {why}")).into()
         }
         other => other.into(),
     }
@@ -350,22 +391,21 @@ pub fn cancel_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     cancel_rx
 }
 
-/// Terminates whatever VMs `ec2`'s job left, whatever the job's end, and says what it did
+/// Removes whatever VMs `cloud`'s job left, whatever the job's end, and says what it did
 /// (`what`: "copy", "run").
-pub async fn sweep(ec2: &Ec2Provider, what: &str) {
-    match ec2.sweep().await {
+pub async fn sweep(cloud: &dyn Provider, what: &str) {
+    match cloud.sweep().await {
         Ok(left) if !left.is_empty() => {
             eprintln!(
-                "terminated {} VMs the {what} left: {}",
+                "removed {} VMs the {what} left: {}",
                 left.len(),
                 left.join(" ")
             );
         }
         Ok(_) => {}
         Err(e) => eprintln!(
-            "warning: could not sweep the {what}'s VMs ({e}); terminate every instance tagged {}={}",
-            skyx_provision::ec2::JOB_TAG,
-            ec2.job()
+            "warning: could not sweep the {what}'s VMs ({e}); remove every one of the {}",
+            cloud.job_marker().unwrap_or_default()
         ),
     }
 }

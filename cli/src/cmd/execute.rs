@@ -2,6 +2,7 @@
 //! `--provider ec2`) or server-side, with a progress bar and Ctrl-C handling.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -116,15 +117,15 @@ pub async fn execute(
 }
 
 /// Where a copy's agents run: local processes (in the sky's namespaces when a sky is up), or
-/// EC2 machines with `--provider ec2`.
+/// cloud VMs with `--provider aws|gcp`.
 pub struct Agents {
     local: LocalProvider,
-    ec2: Option<skyx_provision::ec2::Ec2Provider>,
+    cloud: Option<Arc<dyn Provider>>,
     what: &'static str,
 }
 
 impl Agents {
-    /// The provider for `topology`'s agents; a bad EC2 setting is refused here, before
+    /// The provider for `topology`'s agents; a bad cloud setting is refused here, before
     /// anything starts, so it launches no VM.
     pub fn new(
         args: &TransferArgs,
@@ -132,43 +133,41 @@ impl Agents {
         what: &'static str,
     ) -> Result<Agents> {
         let sky = load_sky(args)?;
-        let ec2 = match args.provider.provider {
-            ProviderKind::Local => None,
-            ProviderKind::Ec2 => {
-                if topology.agents.iter().any(|a| !a.region.contains(':')) {
-                    return Err(BadInput(
-                        "--provider ec2 needs the ends' regions: give --src-region and --dst-region (aws:...)".into(),
-                    )
-                    .into());
-                }
-                let tag = crate::args::provider::job_tag("cp", what);
-                let ec2 = args.provider.ec2(topology, &tag, sky.is_some())?;
-                crate::args::provider::announce(&ec2, what);
-                Some(ec2)
-            }
-        };
+        if args.provider.provider != ProviderKind::Local
+            && topology.agents.iter().any(|a| !a.region.contains(':'))
+        {
+            return Err(BadInput(
+                "agents on VMs need the ends' regions: give --src-region and --dst-region (aws:..., gcp:...)".into(),
+            )
+            .into());
+        }
+        let tag = crate::args::provider::job_tag("cp", what);
+        let cloud = args.provider.cloud(topology, &tag, sky.is_some())?;
+        if let Some(cloud) = &cloud {
+            crate::args::provider::announce(cloud.as_ref(), what);
+        }
         let mut local = LocalProvider::new(LocalProvider::default_program());
         local.log_dir = Some(state_dir(args).join("logs"));
         if let Some(sky) = &sky {
             in_sky(&mut local, sky);
         }
-        Ok(Agents { local, ec2, what })
+        Ok(Agents { local, cloud, what })
     }
 
     pub fn provider(&self) -> &dyn Provider {
-        match &self.ec2 {
-            Some(ec2) => ec2,
+        match &self.cloud {
+            Some(cloud) => cloud.as_ref(),
             None => &self.local,
         }
     }
 
-    /// Readies the clouds before any agent starts (images looked up, subnets found, the
-    /// job's groups made), so a setting that cannot work launches no VM; on failure what it
-    /// made is swept.
+    /// Readies the clouds before any agent starts (images looked up, networks found, the
+    /// job's groups and rules made), so a setting that cannot work launches no VM; on failure
+    /// what it made is swept.
     pub async fn prepare(&self, topology: &skyx_gateway::Topology) -> Result<()> {
-        if let Some(ec2) = &self.ec2 {
+        if let Some(cloud) = &self.cloud {
             let regions: Vec<&str> = topology.agents.iter().map(|a| a.region.as_str()).collect();
-            if let Err(e) = ec2.prepare(&regions).await {
+            if let Err(e) = cloud.prepare(&regions).await {
                 self.sweep().await;
                 return Err(crate::args::provider::setting_is_bad_input(e));
             }
@@ -178,8 +177,8 @@ impl Agents {
 
     /// Whatever the copy's end, no VM of the job outlives it.
     pub async fn sweep(&self) {
-        if let Some(ec2) = &self.ec2 {
-            crate::args::provider::sweep(ec2, self.what).await;
+        if let Some(cloud) = &self.cloud {
+            crate::args::provider::sweep(cloud.as_ref(), self.what).await;
         }
     }
 }

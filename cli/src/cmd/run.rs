@@ -12,7 +12,7 @@ use skyx_pipeline_run::AgentCompute;
 use skyx_pipeline_run::ComputeProvider;
 use skyx_provision::{LocalProvider, Provider};
 
-use crate::args::provider::{Metering, ProviderArgs, ProviderKind};
+use crate::args::provider::{Metering, ProviderArgs};
 use skyx_pipeline::schedule::DataSource;
 use skyx_pipeline::{DataRef, JointProblem, PipelinePlan, PipelineSpec, Schedule};
 use skyx_pipeline_run::{
@@ -221,26 +221,22 @@ fn execute(
             .map(|r| (r.region.to_string(), r.namespace.clone()))
             .collect();
     }
-    // Checked before anything starts: a bad EC2 setting launches no VM.
+    // Checked before anything starts: a bad cloud setting launches no VM.
     let job = crate::args::provider::job_tag("run", &spec.name);
     let mut regions: Vec<String> = run.stages.iter().map(|s| s.region.clone()).collect();
     regions.extend(run.inputs.iter().map(|i| i.region.clone()));
     regions.sort_unstable();
     regions.dedup();
     let regions: Vec<&str> = regions.iter().map(String::as_str).collect();
-    let ec2 = match args.provider.provider {
-        ProviderKind::Local => None,
-        ProviderKind::Ec2 => {
-            let ec2 = Arc::new(args.provider.ec2_for(&regions, &job, sky.is_some())?);
-            crate::args::provider::announce(&ec2, "run");
-            Some(ec2)
-        }
-    };
-    let provider: Arc<dyn Provider> = match &ec2 {
-        Some(ec2) => ec2.clone(),
+    let cloud = args.provider.cloud_for(&regions, &job, sky.is_some())?;
+    if let Some(cloud) = &cloud {
+        crate::args::provider::announce(cloud.as_ref(), "run");
+    }
+    let provider: Arc<dyn Provider> = match &cloud {
+        Some(cloud) => cloud.clone(),
         None => Arc::new(local),
     };
-    let compute: Arc<dyn ComputeProvider> = if ec2.is_some() || args.stages_on_agents {
+    let compute: Arc<dyn ComputeProvider> = if cloud.is_some() || args.stages_on_agents {
         Arc::new(AgentCompute {
             provider: provider.clone(),
             job: job.clone(),
@@ -268,11 +264,11 @@ fn execute(
                 eprintln!("[{:>7.1}s] {msg}", started.elapsed().as_secs_f64());
             }
         };
-        if let Some(ec2) = &ec2
-            && let Err(e) = ec2.prepare(&regions).await
+        if let Some(cloud) = &cloud
+            && let Err(e) = cloud.prepare(&regions).await
         {
             // A setting that cannot work launches no VM; the groups it made go.
-            crate::args::provider::sweep(ec2, "run").await;
+            crate::args::provider::sweep(cloud.as_ref(), "run").await;
             return Err(crate::args::provider::setting_is_bad_input(e));
         }
         let report = run_pipeline(
@@ -284,9 +280,9 @@ fn execute(
             cancel_rx,
         )
         .await;
-        if let Some(ec2) = &ec2 {
+        if let Some(cloud) = &cloud {
             // Whatever the run's end, no VM of it outlives it.
-            crate::args::provider::sweep(ec2, "run").await;
+            crate::args::provider::sweep(cloud.as_ref(), "run").await;
         }
         Ok(report?)
     })

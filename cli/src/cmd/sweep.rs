@@ -1,23 +1,24 @@
-//! `skyx sweep`: finds and removes what skyx jobs left in a cloud (agent VMs and the jobs'
-//! security groups, all tagged `skyx-job`), for a gateway that crashed or was killed before
-//! its own sweep. One job's (`--job`, the tag a copy prints when it starts) or, said
-//! explicitly, every job's, which also stops jobs still running.
+//! `skyx sweep`: finds and removes what skyx jobs left in a cloud (agent VMs, and the jobs'
+//! security groups on EC2 or firewall rules on GCE, all tagged or labelled `skyx-job`), for a
+//! gateway that crashed or was killed before its own sweep. One job's (`--job`, the tag a copy
+//! prints when it starts) or, said explicitly, every job's, which also stops jobs still running.
 
 use anyhow::{Result, bail};
 use clap::Args;
 use skyx_provision::ec2::{self, Swept};
 
 use crate::args::catalog::CatalogArgs;
+use crate::args::gce::GceApiArgs;
 use crate::args::provider::ProviderKind;
 use crate::error::BadInput;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// The cloud to sweep (`ec2`; local agents die with their gateway).
+    /// The cloud to sweep (`aws`, `gcp`; local agents die with their gateway).
     #[arg(long, value_enum)]
     pub provider: ProviderKind,
-    /// Regions to sweep (`aws:us-east-1,aws:eu-west-1`); default: every region of the cloud
-    /// the catalog knows.
+    /// EC2: regions to sweep (`aws:us-east-1,aws:eu-west-1`); default: every AWS region the
+    /// catalog knows. (GCE is swept in every zone of the project at once.)
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub region: Vec<String>,
     /// Only this job's VMs and groups (its `skyx-job` tag value).
@@ -33,6 +34,8 @@ pub struct SweepArgs {
     #[arg(long, env = "SKYX_EC2_ENDPOINT", value_name = "URL")]
     pub ec2_endpoint: Option<String>,
     #[command(flatten)]
+    pub gce: GceApiArgs,
+    #[command(flatten)]
     pub catalog: CatalogArgs,
 }
 
@@ -47,9 +50,43 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             "name what to sweep: --job JOB (the skyx-job tag a copy prints when it starts) or --all-jobs (also stops jobs still running)".into()
         ));
     }
-    let regions = regions(args)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if args.provider == ProviderKind::Gcp {
+        return runtime.block_on(sweep_gce(args));
+    }
+    let regions = regions(args)?;
     runtime.block_on(sweep(args, &regions))
+}
+
+/// Every zone of the project: its VMs by label, then the jobs' firewall rules.
+async fn sweep_gce(args: &SweepArgs) -> Result<()> {
+    let compute = args.gce.compute()?;
+    let label = args.job.as_deref().map(skyx_provision::gce::job_label);
+    let swept = skyx_provision::gce::sweep(&compute, label.as_deref(), args.dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not sweep GCE: {e}; its VMs may still run"))?;
+    let (vm, rule) = if args.dry_run {
+        ("would delete", "would delete")
+    } else {
+        ("deleted", "deleted")
+    };
+    for id in &swept.instances {
+        println!("gcp: {vm} VM {id}");
+    }
+    for name in &swept.rules {
+        println!("gcp: {rule} firewall rule {name}");
+    }
+    println!(
+        "{} {} VMs and {} firewall rules",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        swept.instances.len(),
+        swept.rules.len()
+    );
+    Ok(())
 }
 
 /// The AWS regions to sweep (`us-east-1`).
@@ -68,7 +105,7 @@ fn regions(args: &SweepArgs) -> Result<Vec<String>> {
         .map(|r| match r.trim().strip_prefix("aws:") {
             Some(name) if !name.is_empty() => Ok(name.to_string()),
             _ => Err(BadInput(format!(
-                "--region {r}: --provider ec2 sweeps aws: regions (aws:us-east-1)"
+                "--region {r}: --provider aws sweeps aws: regions (aws:us-east-1)"
             ))
             .into()),
         })

@@ -3,10 +3,10 @@
 //! Each job gets, per region it uses, a security group that admits the agents' control port
 //! from the gateway's address alone and everything else from the job's own agents alone: each
 //! launch adds the new VM's address to every region's group, and the group of a new region
-//! starts with every peer already launched. A VM boots with [`render_user_data`] (cloud-init
-//! running `deploy/agent/bootstrap.sh`: install `skyx-agent` and refuse it unless its SHA-256
-//! is the pinned one, ask the address of the VM of the metadata service with an IMDSv2 token,
-//! start the agent under systemd with the job token) and is launched with IMDSv2 required and
+//! starts with every peer already launched. A VM boots with [`crate::bootstrap::cloud_init`]
+//! (cloud-init running `deploy/agent/bootstrap.sh`: install `skyx-agent` and refuse it unless
+//! its SHA-256 is the pinned one, ask the address of the VM of the metadata service with an
+//! IMDSv2 token, start the agent under systemd with the job token) and is launched with IMDSv2 required and
 //! "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
 //! because the gateway is gone) or a bootstrap that fails takes its VM with it. Its image is
 //! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are
@@ -45,13 +45,7 @@ pub use sweep::{Swept, job_instances, sweep_regions, terminate};
 /// to delete a group while a shutting-down VM still holds it).
 pub const SWEEP_WAIT: Duration = Duration::from_secs(180);
 
-/// The systemd unit and cloud-init template shipped in `deploy/agent/`.
-pub const AGENT_SERVICE: &str = include_str!("../../../deploy/agent/skyx-agent.service");
-pub const CLOUD_INIT_TEMPLATE: &str = include_str!("../../../deploy/agent/cloud-init.yaml");
-pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../../../deploy/agent/bootstrap.sh");
-
-/// The agents' control port: where `deploy/agent/skyx-agent.service` starts them.
-pub const CONTROL_PORT: u16 = 7443;
+pub use crate::bootstrap::CONTROL_PORT;
 
 /// The tag every VM and group of a job carries.
 pub const JOB_TAG: &str = "skyx-job";
@@ -137,50 +131,6 @@ pub struct Ec2Provider {
     regions: tokio::sync::Mutex<BTreeMap<String, RegionState>>,
     /// Addresses of every agent launched so far (the peers each group admits).
     peers: Mutex<Vec<IpAddr>>,
-}
-
-/// Why user data could not be rendered: what would go into its shell script is not safe to.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UserDataError {
-    /// The agent binary's URL or pin.
-    #[error(transparent)]
-    Binary(#[from] crate::BinaryError),
-    /// An agent name with characters a shell would read.
-    #[error("agent name '{0}': letters, digits and :#-_. only")]
-    Name(String),
-}
-
-/// cloud-init user data for one agent. The agent's URL, pin and name go into a shell script:
-/// each is checked first.
-pub fn render_user_data(
-    name: &str,
-    token: &str,
-    gateway_cert: &str,
-    agent: &AgentBinary,
-) -> Result<String, UserDataError> {
-    agent.check()?;
-    if !plain_name(name) {
-        return Err(UserDataError::Name(name.to_string()));
-    }
-    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    let bootstrap = BOOTSTRAP_TEMPLATE
-        .replace("@AGENT_URL@", agent.url.as_deref().unwrap_or(""))
-        .replace("@AGENT_SHA256@", agent.sha256.as_deref().unwrap_or(""))
-        .replace("@NAME@", name);
-    Ok(CLOUD_INIT_TEMPLATE
-        .replace("@TOKEN@", token)
-        .replace("@GATEWAY_CERT_B64@", gateway_cert)
-        .replace("@SERVICE_B64@", &b64(AGENT_SERVICE))
-        .replace("@BOOTSTRAP_B64@", &b64(&bootstrap)))
-}
-
-/// Whether `name` can stand in a shell script unquoted-safe (`aws:us-east-1#0`, `stage-2`).
-fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '#' | '-' | '_' | '.'))
 }
 
 fn aws_region(region: &str) -> Option<&str> {
@@ -405,6 +355,18 @@ impl Provider for Ec2Provider {
         "ec2"
     }
 
+    async fn prepare(&self, regions: &[&str]) -> Result<(), ProviderError> {
+        Ec2Provider::prepare(self, regions).await
+    }
+
+    async fn sweep(&self) -> Result<Vec<String>, String> {
+        Ec2Provider::sweep(self).await
+    }
+
+    fn job_marker(&self) -> Option<String> {
+        Some(format!("EC2 instances tagged {JOB_TAG}={}", self.job))
+    }
+
     async fn launch(&self, req: LaunchRequest) -> Result<LaunchedAgent, ProviderError> {
         let Some(region) = aws_region(&req.region) else {
             return Err(ProviderError::Capacity {
@@ -413,12 +375,13 @@ impl Provider for Ec2Provider {
                 why: "the EC2 provider launches in aws: regions only".into(),
             });
         };
-        let user_data = render_user_data(
-            &req.name,
-            &req.token,
-            &crate::cert_env(&req.gateway),
-            &self.config.agent,
-        )
+        let user_data = crate::bootstrap::cloud_init(&crate::bootstrap::Boot {
+            name: &req.name,
+            token: &req.token,
+            gateway_cert: &crate::cert_env(&req.gateway),
+            agent: &self.config.agent,
+            address: crate::bootstrap::Address::Ec2Metadata,
+        })
         .map_err(|e| Self::fail(&req.name, region, e))?;
         let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);
         let state = self.region_state(&req.name, region).await?;

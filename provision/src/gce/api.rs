@@ -1,0 +1,285 @@
+//! The slice of Compute Engine's REST API v1 the GCE provider calls, over reqwest: JSON in and
+//! out, Google's error envelope read into [`ApiError`], and long-running operations waited
+//! for with `zoneOperations.wait` / `globalOperations.wait` (which may answer before the
+//! operation is done: the caller loops until `status` is `DONE`). A failed operation is
+//! `DONE` with an `error` member; capacity and quota answers, synchronous or in an operation,
+//! are told apart by [`ApiError::is_capacity`].
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use token_source::TokenSource;
+
+/// Where the API is when no endpoint is given.
+pub const GOOGLE_ENDPOINT: &str = "https://compute.googleapis.com/";
+
+/// The OAuth scope the gateway's calls need.
+pub const COMPUTE_SCOPE: &str = "https://www.googleapis.com/auth/compute";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The API answered the call with an error (Google's envelope: code, reason, message).
+    #[error("{call}: HTTP {status} {reason}: {message}")]
+    Http {
+        call: String,
+        status: u16,
+        reason: String,
+        message: String,
+    },
+    /// The call was accepted, and its operation ended in an error.
+    #[error("{call}: operation failed with {code}: {message}")]
+    Operation {
+        call: String,
+        code: String,
+        message: String,
+    },
+    /// No answer, or one that is not the API's JSON.
+    #[error("{call}: {why}")]
+    Transport { call: String, why: String },
+    /// No credentials to call with.
+    #[error("Google credentials: {0}")]
+    Auth(String),
+}
+
+impl ApiError {
+    /// Whether this says the zone has no capacity or the project no quota for the VM: the
+    /// planner's cue to place it elsewhere (codes and reasons from docs/cloud-contracts.md A.3).
+    pub fn is_capacity(&self) -> bool {
+        let (code, message) = match self {
+            ApiError::Http {
+                reason, message, ..
+            } => (reason.as_str(), message.as_str()),
+            ApiError::Operation { code, message, .. } => (code.as_str(), message.as_str()),
+            _ => return false,
+        };
+        [
+            "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+            "QUOTA_EXCEEDED",
+            "quotaExceeded",
+            "insufficientCapacity",
+        ]
+        .contains(&code)
+            || (message.starts_with("Quota '") && message.contains("exceeded"))
+    }
+
+    /// Whether the API said the resource does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Http { status: 404, .. })
+    }
+}
+
+/// How calls are authorised.
+#[derive(Clone)]
+pub enum Auth {
+    /// Google's application default credentials (a service-account key file named by
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's user credentials, or the metadata server),
+    /// with the compute scope, found at the first call.
+    Default(Arc<tokio::sync::OnceCell<Arc<dyn TokenSource>>>),
+    /// A fixed bearer token (`gcloud auth print-access-token`, or a contract server).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::Default(_) => "Auth::Default",
+            Auth::Bearer(_) => "Auth::Bearer(..)",
+        })
+    }
+}
+
+impl Auth {
+    /// Google's application default credentials.
+    pub fn default_credentials() -> Auth {
+        Auth::Default(Arc::new(tokio::sync::OnceCell::new()))
+    }
+
+    async fn header(&self) -> Result<String, ApiError> {
+        let source = match self {
+            Auth::Bearer(token) => return Ok(format!("Bearer {token}")),
+            Auth::Default(cell) => {
+                cell.get_or_try_init(|| async {
+                    use token_source::TokenSourceProvider as _;
+                    let config =
+                        gcloud_auth::project::Config::default().with_scopes(&[COMPUTE_SCOPE]);
+                    gcloud_auth::token::DefaultTokenSourceProvider::new(config)
+                        .await
+                        .map(|p| p.token_source())
+                        .map_err(|e| ApiError::Auth(e.to_string()))
+                })
+                .await?
+            }
+        };
+        // The token source answers "Bearer …" and refreshes it on its own.
+        source
+            .token()
+            .await
+            .map_err(|e| ApiError::Auth(e.to_string()))
+    }
+}
+
+/// One project's Compute Engine API.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    http: reqwest::Client,
+    /// `{endpoint}compute/v1/projects/{project}/`
+    base: String,
+    auth: Auth,
+}
+
+impl Compute {
+    /// The API of `project` at `endpoint` (Google's unless given).
+    pub fn new(endpoint: Option<&str>, project: &str, auth: Auth) -> Compute {
+        let endpoint = endpoint.unwrap_or(GOOGLE_ENDPOINT).trim_end_matches('/');
+        Compute {
+            http: reqwest::Client::new(),
+            base: format!("{endpoint}/compute/v1/projects/{project}/"),
+            auth,
+        }
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::GET, path, query, None).await
+    }
+
+    /// A POST (a body-less one for `wait`); mutating calls carry a [`request_id`].
+    pub async fn post(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::POST, path, query, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::PATCH, path, &[], Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::DELETE, path, &[], None).await
+    }
+
+    /// A call and its answer; `path` is relative to the project (`zones/z/instances`).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let call = format!("{method} {path}");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", self.auth.header().await?)
+            .query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let transport = |why: String| ApiError::Transport {
+            call: call.clone(),
+            why,
+        };
+        let response = request.send().await.map_err(|e| transport(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let json: Value = serde_json::from_str(&text).map_err(|_| {
+            transport(format!(
+                "HTTP {status}, not JSON: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(json);
+        }
+        let error = &json["error"];
+        Err(ApiError::Http {
+            call,
+            status,
+            reason: error["errors"][0]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            message: error["message"].as_str().unwrap_or(&text).to_string(),
+        })
+    }
+
+    /// Waits until `operation` (as an insert, delete or patch returned it) is done; its error,
+    /// if it ended in one, as [`ApiError::Operation`].
+    pub async fn wait(&self, operation: &Value, call: &str) -> Result<(), ApiError> {
+        let name = operation["name"].as_str().unwrap_or_default();
+        // Zonal operations name their zone (a URL); global ones do not.
+        let path = match operation["zone"]
+            .as_str()
+            .and_then(|z| z.rsplit('/').next())
+        {
+            Some(zone) => format!("zones/{zone}/operations/{name}/wait"),
+            None => format!("global/operations/{name}/wait"),
+        };
+        let mut op = operation.clone();
+        while op["status"].as_str() != Some("DONE") {
+            op = self.post(&path, &[], None).await?;
+        }
+        match op["error"]["errors"].get(0) {
+            None => Ok(()),
+            Some(first) => Err(ApiError::Operation {
+                call: call.to_string(),
+                code: first["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                message: first["message"].as_str().unwrap_or("").to_string(),
+            }),
+        }
+    }
+}
+
+/// A `requestId` for a mutating call: a retry with the same id is not done twice.
+pub fn request_id() -> String {
+    let hex = skyx_agent_api::control_tls::launch_token();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_and_quota_answers_are_told_apart() {
+        let op = |code: &str, message: &str| ApiError::Operation {
+            call: "insert".into(),
+            code: code.into(),
+            message: message.into(),
+        };
+        assert!(op("ZONE_RESOURCE_POOL_EXHAUSTED", "The zone ...").is_capacity());
+        assert!(op("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.").is_capacity());
+        assert!(op("SOMETHING", "Quota 'CPUS_ALL_REGIONS' exceeded. Limit: 8").is_capacity());
+        assert!(!op("RESOURCE_NOT_FOUND", "The resource was not found").is_capacity());
+        let http = ApiError::Http {
+            call: "insert".into(),
+            status: 403,
+            reason: "forbidden".into(),
+            message: "Required 'compute.instances.create' permission".into(),
+        };
+        assert!(!http.is_capacity());
+    }
+
+    #[test]
+    fn request_ids_are_uuids() {
+        let id = request_id();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert_ne!(id, request_id());
+    }
+}
