@@ -31,11 +31,13 @@ AZ_KEY_B='c2t5eC10ZXN0cy1zZWNvbmQtYWNjb3VudC1rZXktbm90LWEtc2VjcmV0LTAwMDA='
 install() {
     mkdir -p "$TOOLS"
     # The emulated sky's tests build namespaces and shape links with iproute2's ip and tc.
-    # ... and measure its links with ping and iperf3.
+    # ... and measure its links with ping and iperf3. VMs booted as namespaces
+    # (contracts/vmboot.py) run their bootstrap, which needs curl, and nsenter (util-linux).
     if ! command -v tc >/dev/null || ! command -v ip >/dev/null || ! command -v ping >/dev/null \
-        || ! command -v iperf3 >/dev/null; then
-        log "installing iproute2, iputils-ping, iperf3 (apt)"
-        local pkgs="iproute2 iputils-ping iperf3"
+        || ! command -v iperf3 >/dev/null || ! command -v curl >/dev/null \
+        || ! command -v nsenter >/dev/null; then
+        log "installing iproute2, iputils-ping, iperf3, curl, util-linux (apt)"
+        local pkgs="iproute2 iputils-ping iperf3 curl util-linux"
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
     fi
@@ -138,6 +140,8 @@ export SKYX_TEST_AZURE_B_CONNECTION_STRING='DefaultEndpointsProtocol=http;Accoun
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
 export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
 export SKYX_TEST_GCE_ENDPOINT=http://127.0.0.1:$GCE_PORT
+export SKYX_TEST_CONTRACTS_PYTHON=$TOOLS/contracts/bin/python
+export SKYX_TEST_GCE_DISCOVERY=$gce_doc
 export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
 ENV
     log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT); env in $RUN/env"

@@ -36,6 +36,9 @@
 //!   `--files-from`, size and age bounds.
 //! - `throttle`: a destination that throttles (503 SlowDown) and refuses one upload, through
 //!   a proxy that answers as S3 does: every other object lands.
+//! - `vm_boot`: `skyx cp --provider gcp` through a relay, every agent on a VM the contract
+//!   server boots as a network namespace from the startup script the provider sent (metadata
+//!   server, own mount view, the pinned agent downloaded and checked).
 //! - `tidy`: the layout's rules (dependency direction, pure modules, headers, no environment
 //!   reads or exits in libraries, file length, no import cycles), each a test.
 
@@ -65,4 +68,5 @@ mod sync_modes;
 mod throttle;
 mod tidy;
 mod util;
+mod vm_boot;
 mod write_options;

@@ -516,33 +516,13 @@ impl GceProvider {
         req: &LaunchRequest,
     ) -> Result<SocketAddr, ProviderError> {
         let deadline = Instant::now() + self.config.ready_timeout;
-        let path = format!("zones/{zone}/instances/{name}");
         let ip = loop {
-            let vm = self
-                .compute
-                .get(&path, &[])
-                .await
-                .map_err(|e| Self::fail(&req.name, zone, e))?;
-            let status = vm["status"].as_str().unwrap_or("");
-            let nic = &vm["networkInterfaces"][0];
-            let ip = nic["accessConfigs"][0]["natIP"]
-                .as_str()
-                .or(nic["networkIP"].as_str())
-                .and_then(|a| a.parse::<IpAddr>().ok());
-            match (status, ip) {
-                ("RUNNING", Some(ip)) => break ip,
-                // Stopped: its bootstrap powered it off (or GCE reclaimed a spot VM).
-                ("STOPPING" | "STOPPED" | "TERMINATED" | "SUSPENDED", _) => {
-                    return Err(Self::fail(
-                        &req.name,
-                        zone,
-                        format!("{name} is {status}: its bootstrap failed or it was reclaimed"),
-                    ));
-                }
-                _ if Instant::now() > deadline => {
+            match self.look(zone, name, req).await? {
+                Some(ip) => break ip,
+                None if Instant::now() > deadline => {
                     return Err(Self::fail(&req.name, zone, format!("{name} did not start")));
                 }
-                _ => tokio::time::sleep(self.config.poll).await,
+                None => tokio::time::sleep(self.config.poll).await,
             }
         };
         self.admit_peer(ip)
@@ -559,8 +539,45 @@ impl GceProvider {
                         format!("{name} runs but its agent never answered on {control}: {e}"),
                     ));
                 }
-                Err(_) => tokio::time::sleep(self.config.poll).await,
+                Err(_) => {
+                    // A bootstrap that fails powers its VM off: no need to wait out the
+                    // deadline for an agent that will never start.
+                    self.look(zone, name, req).await?;
+                    tokio::time::sleep(self.config.poll).await;
+                }
             }
+        }
+    }
+
+    /// The VM's address once it runs (`None` while it is still starting); an error once it
+    /// stopped: its bootstrap powered it off, or GCE reclaimed a spot VM.
+    async fn look(
+        &self,
+        zone: &str,
+        name: &str,
+        req: &LaunchRequest,
+    ) -> Result<Option<IpAddr>, ProviderError> {
+        let vm = self
+            .compute
+            .get(&format!("zones/{zone}/instances/{name}"), &[])
+            .await
+            .map_err(|e| Self::fail(&req.name, zone, e))?;
+        let status = vm["status"].as_str().unwrap_or("");
+        let nic = &vm["networkInterfaces"][0];
+        let ip = nic["accessConfigs"][0]["natIP"]
+            .as_str()
+            .or(nic["networkIP"].as_str())
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        match (status, ip) {
+            ("RUNNING", Some(ip)) => Ok(Some(ip)),
+            ("STOPPING" | "STOPPED" | "TERMINATED" | "SUSPENDING" | "SUSPENDED", _) => {
+                Err(Self::fail(
+                    &req.name,
+                    zone,
+                    format!("{name} is {status}: its bootstrap failed or it was reclaimed"),
+                ))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -1,0 +1,278 @@
+//! Agents on VMs booted as they would boot in the cloud: `skyx cp --provider gcp` against a
+//! Compute Engine contract server of the test's own whose boot hook (`deploy/contracts/
+//! vmboot.py`) boots each VM it says is running as a network namespace of this machine, with
+//! the VM's external address, a metadata server at 169.254.169.254 answering as GCE's does,
+//! its own mount view, and the exact startup script the provider sent, run by bash as GCE's
+//! guest environment runs it. That script downloads the agent from a URL the test serves on
+//! the VMs' bridge and refuses it unless its SHA-256 is the pinned one. Root and iproute2, as
+//! the sky's tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stores::Scratch;
+use crate::util::{bin, stderr, stdout};
+
+fn vmboot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts/vmboot.py")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "nothing answers on {address}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A GCE contract server whose VMs boot as namespaces on a bridge of their own, and a file
+/// server on that bridge with this build's `skyx-agent`. Dropping it halts every VM and removes
+/// the bridge.
+struct BootedGce {
+    state: PathBuf,
+    endpoint: String,
+    agent_url: String,
+    bridge_ip: String,
+    children: Vec<Child>,
+}
+
+impl BootedGce {
+    /// `bridge`: the host's address on the VMs' bridge (`10.204.0.1/16`); `public`: the
+    /// range VMs' external addresses come from.
+    fn start(scratch: &Scratch, bridge: &str, public: &str) -> BootedGce {
+        let state = scratch.dir.join("vms");
+        std::fs::create_dir_all(&state).unwrap();
+        let up = Command::new("python3")
+            .arg(vmboot())
+            .args(["up", state.to_str().unwrap(), bridge, public])
+            .output()
+            .unwrap();
+        let bridge_ip = bridge.split('/').next().unwrap().to_string();
+        let mut booted = BootedGce {
+            state: state.clone(),
+            endpoint: String::new(),
+            agent_url: String::new(),
+            bridge_ip: bridge_ip.clone(),
+            children: Vec::new(),
+        };
+        assert!(up.status.success(), "vmboot up: {}", stderr(&up));
+        let files = free_port();
+        let agent_dir = bin("skyx-agent").parent().unwrap().to_path_buf();
+        booted.children.push(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &files.to_string(),
+                    "--bind",
+                    &bridge_ip,
+                ])
+                .current_dir(&agent_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        booted.agent_url = format!("http://{bridge_ip}:{files}/skyx-agent");
+        let api = free_port();
+        booted.endpoint = format!("http://127.0.0.1:{api}");
+        let python = std::env::var("SKYX_TEST_CONTRACTS_PYTHON")
+            .expect("SKYX_TEST_CONTRACTS_PYTHON: start the servers with deploy/test-servers.sh");
+        let discovery = std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap();
+        let hook = format!(
+            "python3 {} hook {} {} gce",
+            vmboot().display(),
+            state.display(),
+            booted.endpoint
+        );
+        let log = std::fs::File::create(state.join("gce.log")).unwrap();
+        booted.children.push(
+            Command::new(python)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts/gce.py"))
+                .args(["--host", "127.0.0.1", "--port", &api.to_string()])
+                .args(["--discovery", &discovery, "--nat-pool", public])
+                .args(["--boot-hook", &hook])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(&format!("{bridge_ip}:{files}"));
+        wait_port(&format!("127.0.0.1:{api}"));
+        booted
+    }
+
+    /// The namespaces of VMs that still run.
+    fn running(&self) -> Vec<String> {
+        std::fs::read_dir(self.state.join("vms"))
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What every booted VM logged (its boot, its metadata server, its bootstrap).
+    fn vm_logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.state).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("vm-") {
+                for log in ["vm.log", "agent.log"] {
+                    all += &std::fs::read_to_string(entry.path().join(log)).unwrap_or_default();
+                }
+            }
+        }
+        all
+    }
+
+    fn state(&self, project: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*"])
+            .arg(format!(
+                "{}/_contract/state?project={project}",
+                self.endpoint
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for BootedGce {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("python3")
+            .arg(vmboot())
+            .args(["down", self.state.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// Waits (a little) for the VMs a copy's end deleted to be halted: the contract server runs
+/// its halt hook after the delete operation is done.
+fn settle(gce: &BootedGce) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gce.running().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    gce.running()
+}
+
+#[test]
+fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
+    let scratch = Scratch::new("vm-boot");
+    let gce = BootedGce::start(&scratch, "10.204.0.1/16", "198.51.100.0/24");
+    let src = scratch.dir.join("src");
+    std::fs::create_dir_all(src.join("nested")).unwrap();
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("nested/small.txt"), b"through three booted VMs\n").unwrap();
+    let dst = scratch.dir.join("dst");
+    let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
+    let gateway = format!("{}/32", gce.bridge_ip);
+    let cp = |project: &str, extra: &[&str]| {
+        let mut args = vec![
+            "cp",
+            "-r",
+            &src,
+            &dst_arg,
+            "--src-region",
+            "gcp:us-east1-b",
+            "--dst-region",
+            "gcp:europe-west1-b",
+            "--via",
+            "gcp:us-west1-a",
+            "--max-vms-per-region",
+            "1",
+            "--provider",
+            "gcp",
+            "--gcp-project",
+            project,
+            "--gce-endpoint",
+            &gce.endpoint,
+            "--gce-access-token",
+            "e2e",
+            "--agent-url",
+            &gce.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "90s",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        scratch.skyx(&args, &[])
+    };
+
+    // A VM refuses an agent whose hash is not the pinned one, powers itself off, and the
+    // launch fails at once saying so; nothing of the job is left.
+    let out = cp("boot-pin", &["--agent-sha256", &"0".repeat(64)]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("bootstrap failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        gce.vm_logs()
+            .contains("is not the agent the gateway pinned"),
+        "{}",
+        gce.vm_logs()
+    );
+    assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
+    let left = gce.state("boot-pin");
+    assert_eq!(left["instances"], serde_json::json!([]), "{left}");
+
+    // The pinned build: three VMs boot, the copy goes through the relay, byte for byte.
+    let out = cp("boot-copy", &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        gce.vm_logs()
+    );
+    assert!(stdout(&out).contains("gcp:us-west1-a"), "{}", stdout(&out));
+    assert_eq!(std::fs::read(dst.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(dst.join("nested/small.txt")).unwrap(),
+        b"through three booted VMs\n"
+    );
+    // Each agent learnt its address from the metadata server, with the header GCE requires.
+    let logs = gce.vm_logs();
+    assert_eq!(
+        logs.matches("access-configs/0/external-ip HTTP/1.1\" 200")
+            .count(),
+        3,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("agent ready").count(), 3, "{logs}");
+    // Nothing of the job is left: no VM, no firewall rule, no namespace.
+    assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
+    let left = gce.state("boot-copy");
+    assert_eq!(left["instances"], serde_json::json!([]), "{left}");
+    let rules: Vec<&Value> = left["firewalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"].as_str().unwrap().starts_with("skyx-"))
+        .collect();
+    assert!(rules.is_empty(), "{rules:?}");
+}
