@@ -5,8 +5,8 @@
 //!
 //! One module per kind of machine: [`local`] (processes on this machine, optionally inside a
 //! network namespace per region: the default and the emulated sky), [`ec2`] (VMs on EC2,
-//! behind the `ec2` feature) and [`gce`] (VMs on Compute Engine, behind `gce`); an Azure
-//! provider goes beside them. What every cloud VM boots with is [`bootstrap`]. Every provider
+//! behind the `ec2` feature), [`gce`] (VMs on Compute Engine, behind `gce`) and [`azure`]
+//! (VMs on Azure, behind `azure`). What every cloud VM boots with is [`bootstrap`]. Every provider
 //! runs the same conformance checks (`tests/`).
 //!
 //! This crate never decides what agents do: it starts them, says hello, and stops them.
@@ -17,17 +17,23 @@ use base64::Engine as _;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod binary;
 pub mod bootstrap;
+pub mod clouds;
 #[cfg(feature = "ec2")]
 pub mod ec2;
 #[cfg(feature = "gce")]
 pub mod gce;
 pub mod local;
+pub mod names;
 pub mod session;
 
 pub use binary::{AgentBinary, BinaryError};
+pub use clouds::Clouds;
 pub use local::LocalProvider;
+pub use names::job_label;
 pub use session::{AgentSession, SessionError};
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +126,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// setting that cannot work ([`ProviderError::Setting`]) launches nothing. Processes need
     /// nothing readied.
     async fn prepare(&self, _regions: &[&str]) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Admits an agent launched elsewhere (another cloud's VM at `ip`) to this job's agents:
+    /// their rules let it in as they let in the job's own. Processes need no rules.
+    async fn admit(&self, _ip: std::net::IpAddr) -> Result<(), ProviderError> {
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! agents run (`provider`), the ordered `--include` / `--exclude` filters (`filters`) and what
 //! else selects source objects (`select`).
 
+pub mod azure;
 pub mod catalog;
 pub mod ends;
 pub mod filters;

@@ -1,7 +1,7 @@
 //! `--provider`: where a copy's agents run. `local` (the default) starts them as processes on
 //! this machine: one source and one sink agent copying directly, or the plan's whole route
 //! played here with `--rehearse` (and in a sky's namespaces with `--sky`), its costs shown as
-//! predictions ([`Metering`]). `aws` (`ec2`) and `gcp` (`gce`) launch one VM per agent through
+//! predictions ([`Metering`]). `aws` (`ec2`), `gcp` (`gce`) and `azure` launch one VM per agent through
 //! the cloud's API, bootstrapped to download the pinned `skyx-agent` and start it, reachable
 //! from this gateway and the job's own agents only, and removed at the end, whatever the end
 //! (everything of the job is swept by its tag or label as the last step).
@@ -15,6 +15,7 @@ use skyx_gateway::Topology;
 use skyx_provision::ec2::{Ec2Config, Ec2Provider, Image, Images};
 use skyx_provision::{AgentBinary, Provider};
 
+use crate::args::azure::AzureArgs;
 use crate::args::gce::GceArgs;
 use crate::error::BadInput;
 
@@ -23,11 +24,16 @@ pub enum ProviderKind {
     /// Agents as local processes.
     Local,
     /// Agents on AWS EC2 VMs (aws: regions only).
-    #[value(alias = "aws")]
+    #[value(name = "aws", alias = "ec2")]
     Ec2,
     /// Agents on Google Compute Engine VMs (gcp: regions only).
     #[value(name = "gcp", alias = "gce")]
     Gcp,
+    /// Agents on Azure VMs (azure: regions only).
+    Azure,
+    /// Agents on VMs of each region's own cloud (EC2, GCE, Azure), the clouds' settings as
+    /// for each one alone.
+    Cloud,
 }
 
 impl ProviderKind {
@@ -37,6 +43,8 @@ impl ProviderKind {
             ProviderKind::Local => None,
             ProviderKind::Ec2 => Some(("aws:", "--provider aws")),
             ProviderKind::Gcp => Some(("gcp:", "--provider gcp")),
+            ProviderKind::Azure => Some(("azure:", "--provider azure")),
+            ProviderKind::Cloud => Some(("", "--provider cloud")),
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct ProviderArgs {
     pub ready_timeout: String,
     #[command(flatten)]
     pub gce: GceArgs,
+    #[command(flatten)]
+    pub azure: AzureArgs,
     /// With agents on this machine: play the plan's route here, relays as local processes
     /// standing in for its regions, and show every cost as the plan's prediction for cloud
     /// agents (no VM runs). Without it, agents on this machine copy directly: one
@@ -133,12 +143,12 @@ impl ProviderArgs {
     /// namespaces stand in for its regions).
     pub fn metering(&self, in_sky: bool) -> Result<Metering, BadInput> {
         match self.provider {
-            ProviderKind::Ec2 | ProviderKind::Gcp if self.rehearse => Err(BadInput(
-                "--rehearse plays the plan with agents on this machine and --provider aws|gcp runs it on VMs: give one of them".into(),
-            )),
-            ProviderKind::Ec2 | ProviderKind::Gcp => Ok(Metering::Cloud),
             ProviderKind::Local if in_sky || self.rehearse => Ok(Metering::Rehearsal),
             ProviderKind::Local => Ok(Metering::Local),
+            _ if self.rehearse => Err(BadInput(
+                "--rehearse plays the plan with agents on this machine and --provider aws|gcp|azure|cloud runs it on VMs: give one of them".into(),
+            )),
+            _ => Ok(Metering::Cloud),
         }
     }
 
@@ -170,13 +180,24 @@ impl ProviderArgs {
                 "{flag} and --sky do not mix: a sky's agents run in its namespaces"
             )));
         }
+        const CLOUDS: [&str; 3] = ["aws:", "gcp:", "azure:"];
         for region in regions {
-            if !region.starts_with(prefix) {
-                let cloud = prefix.trim_end_matches(':');
+            let fits = match self.provider {
+                ProviderKind::Cloud => CLOUDS.iter().any(|c| region.starts_with(c)),
+                _ => region.starts_with(prefix),
+            };
+            if fits {
+                continue;
+            }
+            if self.provider == ProviderKind::Cloud {
                 return Err(BadInput(format!(
-                    "{flag} launches agents in {prefix} regions only, and the plan puts one in {region} (keep the plan in one cloud: --only-cloud {cloud}, or a pipeline's clouds = [\"{cloud}\"])"
+                    "--provider cloud launches agents in aws:, gcp: and azure: regions, and the plan puts one in {region}"
                 )));
             }
+            let cloud = prefix.trim_end_matches(':');
+            return Err(BadInput(format!(
+                "{flag} launches agents in {prefix} regions only, and the plan puts one in {region} (keep the plan in one cloud: --only-cloud {cloud}, or a pipeline's clouds = [\"{cloud}\"]; --provider cloud launches in each region's own cloud)"
+            )));
         }
         let agent = self.agent_binary()?;
         let gateway_cidr = self.gateway_cidr.clone().ok_or_else(|| {
@@ -190,10 +211,25 @@ impl ProviderArgs {
         let ready = skyx_catalog::units::parse_duration_s(&self.ready_timeout)
             .map_err(|e| BadInput(format!("--vm-ready-timeout: {e}")))?;
         let ready = Duration::from_secs_f64(ready);
-        Ok(Some(match self.provider {
-            ProviderKind::Gcp => Arc::new(self.gce.provider(agent, gateway_cidr, ready, job)?),
-            _ => Arc::new(self.ec2(agent, gateway_cidr, ready, job)?),
-        }))
+        let member = |cloud: &str| -> Result<Arc<dyn Provider>, BadInput> {
+            let (agent, gateway_cidr) = (agent.clone(), gateway_cidr.clone());
+            Ok(match cloud {
+                "gcp:" => Arc::new(self.gce.provider(agent, gateway_cidr, ready, job)?),
+                "azure:" => Arc::new(self.azure.provider(agent, gateway_cidr, ready, job)?),
+                _ => Arc::new(self.ec2(agent, gateway_cidr, ready, job)?),
+            })
+        };
+        if self.provider != ProviderKind::Cloud {
+            return member(prefix).map(Some);
+        }
+        // One provider per cloud the plan uses, each checked before any VM starts.
+        let mut members = Vec::new();
+        for cloud in CLOUDS {
+            if regions.iter().any(|r| r.starts_with(cloud)) {
+                members.push((cloud.to_string(), member(cloud)?));
+            }
+        }
+        Ok(Some(Arc::new(skyx_provision::Clouds::new(members))))
     }
 
     fn ec2(

@@ -227,7 +227,7 @@ fn plan(
         // Agents on this machine: one source agent forks to the sinks, no relay pretends to
         // be a region.
         eprintln!(
-            "skyx: agents on this machine copy directly (one source agent forking to each destination); --rehearse plays the planned broadcast here, --provider aws|gcp runs it on VMs"
+            "skyx: agents on this machine copy directly (one source agent forking to each destination); --rehearse plays the planned broadcast here, --provider aws|gcp|azure runs it on VMs"
         );
         return star();
     }

@@ -117,7 +117,7 @@ pub async fn execute(
 }
 
 /// Where a copy's agents run: local processes (in the sky's namespaces when a sky is up), or
-/// cloud VMs with `--provider aws|gcp`.
+/// cloud VMs with `--provider aws|gcp|azure`.
 pub struct Agents {
     local: LocalProvider,
     cloud: Option<Arc<dyn Provider>>,
@@ -137,7 +137,7 @@ impl Agents {
             && topology.agents.iter().any(|a| !a.region.contains(':'))
         {
             return Err(BadInput(
-                "agents on VMs need the ends' regions: give --src-region and --dst-region (aws:..., gcp:...)".into(),
+                "agents on VMs need the ends' regions: give --src-region and --dst-region (aws:..., gcp:..., azure:...)".into(),
             )
             .into());
         }

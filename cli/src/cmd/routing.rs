@@ -232,7 +232,7 @@ pub fn plan_routing(
 fn local_pair(args: &TransferArgs, planned: Routing) -> Result<Routing> {
     if args.route.via != "auto" && args.route.via != "direct" {
         bail!(BadInput(format!(
-            "--via {} asks for relays, and agents on this machine copy directly: add --rehearse to play the route here (costs shown as predictions), or run it on VMs (--provider aws|gcp)",
+            "--via {} asks for relays, and agents on this machine copy directly: add --rehearse to play the route here (costs shown as predictions), or run it on VMs (--provider aws|gcp|azure)",
             args.route.via
         )));
     }

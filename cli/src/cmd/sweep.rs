@@ -1,12 +1,13 @@
 //! `skyx sweep`: finds and removes what skyx jobs left in a cloud (agent VMs, and the jobs'
-//! security groups on EC2 or firewall rules on GCE, all tagged or labelled `skyx-job`), for a
-//! gateway that crashed or was killed before its own sweep. One job's (`--job`, the tag a copy
+//! security groups on EC2, firewall rules on GCE, resource groups on Azure, all tagged or
+//! labelled `skyx-job`), for a gateway that crashed or was killed before its own sweep. One job's (`--job`, the tag a copy
 //! prints when it starts) or, said explicitly, every job's, which also stops jobs still running.
 
 use anyhow::{Result, bail};
 use clap::Args;
 use skyx_provision::ec2::{self, Swept};
 
+use crate::args::azure::AzureApiArgs;
 use crate::args::catalog::CatalogArgs;
 use crate::args::gce::GceApiArgs;
 use crate::args::provider::ProviderKind;
@@ -14,7 +15,7 @@ use crate::error::BadInput;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// The cloud to sweep (`aws`, `gcp`; local agents die with their gateway).
+    /// The cloud to sweep (`aws`, `gcp`, `azure`; local agents die with their gateway).
     #[arg(long, value_enum)]
     pub provider: ProviderKind,
     /// EC2: regions to sweep (`aws:us-east-1,aws:eu-west-1`); default: every AWS region the
@@ -36,6 +37,8 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub gce: GceApiArgs,
     #[command(flatten)]
+    pub azure: AzureApiArgs,
+    #[command(flatten)]
     pub catalog: CatalogArgs,
 }
 
@@ -54,14 +57,44 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     if args.provider == ProviderKind::Gcp {
         return runtime.block_on(sweep_gce(args));
     }
+    if args.provider == ProviderKind::Azure {
+        return runtime.block_on(sweep_azure(args));
+    }
     let regions = regions(args)?;
     runtime.block_on(sweep(args, &regions))
+}
+
+/// The jobs' resource groups of the subscription, and everything in them.
+async fn sweep_azure(args: &SweepArgs) -> Result<()> {
+    let arm = args.azure.arm()?;
+    let label = args.job.as_deref().map(skyx_provision::job_label);
+    let groups = skyx_provision::azure::sweep(&arm, label.as_deref(), args.dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not sweep Azure: {e}; its VMs may still run"))?;
+    for group in &groups {
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        println!("azure: {verb} resource group {group} (its VMs, disks, addresses, networks)");
+    }
+    println!(
+        "{} {} resource groups",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        groups.len()
+    );
+    Ok(())
 }
 
 /// Every zone of the project: its VMs by label, then the jobs' firewall rules.
 async fn sweep_gce(args: &SweepArgs) -> Result<()> {
     let compute = args.gce.compute()?;
-    let label = args.job.as_deref().map(skyx_provision::gce::job_label);
+    let label = args.job.as_deref().map(skyx_provision::job_label);
     let swept = skyx_provision::gce::sweep(&compute, label.as_deref(), args.dry_run)
         .await
         .map_err(|e| anyhow::anyhow!("could not sweep GCE: {e}; its VMs may still run"))?;

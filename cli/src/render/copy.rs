@@ -101,7 +101,7 @@ fn metering_note(routing: &Routing) -> Option<&'static str> {
     match (routing.metering, &routing.plan) {
         (Metering::Cloud, _) | (Metering::Local, None) => None,
         (Metering::Local, Some(_)) => Some(
-            "Agents on this machine copy directly (one source agent, one sink agent): the plan is what cloud agents would do, not run (--rehearse plays it here, --provider aws|gcp runs it)",
+            "Agents on this machine copy directly (one source agent, one sink agent): the plan is what cloud agents would do, not run (--rehearse plays it here, --provider aws|gcp|azure runs it)",
         ),
         (Metering::Rehearsal, _) => Some(
             "A rehearsal: agents on this machine play the plan's regions; every cost is the plan's prediction for cloud agents (no VM ran, no hop crossed between clouds)",

@@ -363,6 +363,12 @@ impl Provider for Ec2Provider {
         Ec2Provider::sweep(self).await
     }
 
+    async fn admit(&self, ip: IpAddr) -> Result<(), ProviderError> {
+        self.admit_peer(ip)
+            .await
+            .map_err(|why| Self::fail("(a peer in another cloud)", "every region", why))
+    }
+
     fn job_marker(&self) -> Option<String> {
         Some(format!("EC2 instances tagged {JOB_TAG}={}", self.job))
     }

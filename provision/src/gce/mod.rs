@@ -32,8 +32,9 @@ use crate::{AgentBinary, AgentHandle, LaunchRequest, LaunchedAgent, Provider, Pr
 pub mod api;
 pub mod sweep;
 
+pub use crate::names::job_label;
 pub use api::{ApiError, Auth, Compute};
-pub use sweep::{Swept, job_label, sweep};
+pub use sweep::{Swept, sweep};
 
 /// The label every VM of a job carries (its value: [`job_label`]).
 pub const JOB_LABEL: &str = "skyx-job";
@@ -419,6 +420,12 @@ impl Provider for GceProvider {
 
     async fn sweep(&self) -> Result<Vec<String>, String> {
         GceProvider::sweep(self).await
+    }
+
+    async fn admit(&self, ip: IpAddr) -> Result<(), ProviderError> {
+        self.admit_peer(ip)
+            .await
+            .map_err(|e| Self::fail("(a peer in another cloud)", "global", e))
     }
 
     fn job_marker(&self) -> Option<String> {
