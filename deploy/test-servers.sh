@@ -13,6 +13,8 @@
 #          driven by Compute Engine's discovery document compute.v1.json from the pinned
 #          google-api-python-client 2.202.0 (pip; revision 20261106, the one
 #          docs/cloud-contracts.md cites)
+#   ARM    our contract server deploy/contracts/azure.py (stdlib python; see its docstring),
+#          driven by Azure's REST API specs vendored in deploy/contracts/azure-specs (SOURCE.md)
 # and the AWS CLI (pip awscli), the reference the differential tests compare skyx's cp/sync with.
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
@@ -72,6 +74,11 @@ install() {
         python3 -m venv "$TOOLS/contracts"
         "$TOOLS/contracts/bin/pip" install --quiet google-api-python-client==2.202.0
     fi
+    # The cloud-init stand-in of VMs booted as namespaces (contracts/vmguest.py) reads YAML.
+    if ! "$TOOLS/contracts/bin/python" -c "import yaml" 2>/dev/null; then
+        log "installing PyYAML into the contracts' environment (pip)"
+        "$TOOLS/contracts/bin/pip" install --quiet pyyaml
+    fi
     if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
         log "installing the AWS CLI (pip awscli)"
         python3 -m venv "$TOOLS/awscli"
@@ -98,7 +105,7 @@ start() {
     stop 2>/dev/null || true
     rm -rf "$RUN"; mkdir -p "$RUN/s3" "$RUN/s3b" "$RUN/azurite"
     S3_PORT=$(free_port); S3B_PORT=$(free_port); AZ_PORT=$(free_port); GCS_PORT=$(free_port)
-    EC2_PORT=$(free_port); GCE_PORT=$(free_port)
+    EC2_PORT=$(free_port); GCE_PORT=$(free_port); ARM_PORT=$(free_port)
     "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port $S3_PORT --access-key skyx-test \
         --secret-key skyx-test-secret "$RUN/s3" >"$RUN/s3s.log" 2>&1 &
     echo $! >"$RUN/s3s.pid"
@@ -126,8 +133,14 @@ start() {
     "$TOOLS/contracts/bin/python" "$PWD/contracts/gce.py" --host 127.0.0.1 --port $GCE_PORT \
         --discovery "$gce_doc" --nat-pool 127.77.0.0/24 >"$RUN/gce.log" 2>&1 &
     echo $! >"$RUN/gce.pid"
+    # The ARM contract server checks every request against the vendored Azure specs. Its public
+    # IP addresses are loopback ones (127.78.0.x): nothing boots there yet, so a provider's
+    # connect is refused at once instead of waiting out a connect timeout.
+    python3 "$PWD/contracts/azure.py" --host 127.0.0.1 --port $ARM_PORT \
+        --specs "$PWD/contracts/azure-specs" --public-ip-pool 127.78.0.0/24 >"$RUN/arm.log" 2>&1 &
+    echo $! >"$RUN/arm.pid"
     wait_port $S3_PORT s3s; wait_port $S3B_PORT s3s-b; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
-    wait_port $GCE_PORT gce
+    wait_port $GCE_PORT gce; wait_port $ARM_PORT arm
     cat >"$RUN/env" <<ENV
 export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export SKYX_TEST_S3_ACCESS_KEY=skyx-test
@@ -140,15 +153,16 @@ export SKYX_TEST_AZURE_B_CONNECTION_STRING='DefaultEndpointsProtocol=http;Accoun
 export SKYX_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
 export SKYX_TEST_EC2_ENDPOINT=http://127.0.0.1:$EC2_PORT
 export SKYX_TEST_GCE_ENDPOINT=http://127.0.0.1:$GCE_PORT
+export SKYX_TEST_AZURE_ARM_ENDPOINT=http://127.0.0.1:$ARM_PORT
 export SKYX_TEST_CONTRACTS_PYTHON=$TOOLS/contracts/bin/python
 export SKYX_TEST_GCE_DISCOVERY=$gce_doc
 export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
 ENV
-    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT); env in $RUN/env"
+    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT, ARM :$ARM_PORT); env in $RUN/env"
 }
 
 stop() {
-    for name in s3s s3s-b azurite gcs moto gce; do
+    for name in s3s s3s-b azurite gcs moto gce arm; do
         if [ -f "$RUN/$name.pid" ]; then
             kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
             rm -f "$RUN/$name.pid"

@@ -33,22 +33,21 @@ named in it is touched):
 
 import fcntl
 import hashlib
-import http.server
 import ipaddress
 import json
 import os
 import re
 import shlex
 import signal
-import socketserver
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 
+import vmguest
+
 HERE = os.path.abspath(__file__)
+GUEST = os.path.join(os.path.dirname(HERE), "vmguest.py")
 PREFIX = "sxvm"
 # Every address this talks to is on this machine or its bridge: never through a proxy the
 # environment names.
@@ -127,20 +126,15 @@ def ns_name(key):
 def boot(state, control, cloud, resource_file):
     with open(resource_file) as f:
         res = json.load(f)
-    if cloud != "gce":
-        raise SystemExit(f"vmboot: cloud {cloud} is not booted yet")
-    m = re.search(r"projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$", res["selfLink"])
-    project, zone, name = m.groups()
-    public = res["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
-    key = f"{project}/{zone}/{name}"
+    key, public, power = vmguest.describe(cloud, res)
     ns = ns_name(key)
     vm_dir = os.path.join(state, "vm-" + ns)
     os.makedirs(vm_dir, exist_ok=True)
     res_copy = os.path.join(vm_dir, "instance.json")
     with open(res_copy, "w") as f:
         json.dump(res, f)
-    record = {"ns": ns, "key": key, "cloud": cloud, "public": public, "dir": vm_dir, "state": state,
-              "control": control, "power": {"project": project, "zone": zone, "instance": name}}
+    record = {"ns": ns, "key": key, "cloud": cloud, "public": public, "dir": vm_dir,
+              "state": state, "control": control, "power": power}
     with open(os.path.join(state, "vms", ns + ".json"), "w") as f:
         json.dump(record, f)
     # The namespace and its link to the bridge (hooks run concurrently: the next private
@@ -170,7 +164,7 @@ def boot(state, control, cloud, resource_file):
     run(*inside, "ip", "route", "add", "default", "via", str(bridge_ip.ip))
     # Its metadata server, then the machine itself in its own mount view.
     logf = open(os.path.join(vm_dir, "vm.log"), "ab")
-    subprocess.Popen([*inside, sys.executable, HERE, "metadata", cloud, res_copy],
+    subprocess.Popen([*inside, sys.executable, GUEST, "metadata", cloud, res_copy],
                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
     subprocess.Popen([*inside, "unshare", "--mount", "--propagation", "private", "--",
                       sys.executable, HERE, "machine", state, ns],
@@ -199,9 +193,8 @@ def halt_ns(state, ns):
 
 
 def halt(state, cloud, args):
-    if cloud == "gce":
-        project, zone, name = args
-        halt_ns(state, ns_name(f"{project}/{zone}/{name}"))
+    """The contract server's halt hook: GCE `PROJECT ZONE NAME`, Azure `SUB GROUP VM`."""
+    halt_ns(state, ns_name("/".join(args)))
 
 
 # --- inside the VM --------------------------------------------------------------------------
@@ -235,25 +228,8 @@ def machine(state, ns):
         os.chmod(shim, 0o755)
     env = {"PATH": f"{shim_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "HOME": "/root", "LANG": "C.UTF-8"}
-    if vm["cloud"] == "gce":
-        # GCE's guest environment: the startup-script attribute from the metadata server, run
-        # by bash as root.
-        req = urllib.request.Request(
-            "http://169.254.169.254/computeMetadata/v1/instance/attributes/startup-script",
-            headers={"Metadata-Flavor": "Google"})
-        for _ in range(300):
-            try:
-                script = URLS.open(req, timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("vmboot: the metadata server never answered")
-        path = os.path.join(root, "startup-script")
-        with open(path, "wb") as f:
-            f.write(script)
-        code = subprocess.call(["/bin/bash", path], env=env, cwd="/")
-        log(f"startup-script exited {code}")
+    code = vmguest.run_guest(vm["cloud"], os.path.join(root, "instance.json"), root, env)
+    log(f"the guest's boot scripts exited {code}")
 
 
 def unit_service(path):
@@ -323,7 +299,7 @@ def shim(state, ns, verb, args):
 
 def poweroff(vm):
     """What the guest's poweroff does on the cloud: tell the contract server, then stop."""
-    if vm["cloud"] == "gce":
+    if vm["power"]:
         told = subprocess.run(
             ["nsenter", f"--net={host_net(vm['state'])}", sys.executable, HERE, "tell",
              vm["control"] + "/_contract/guest-poweroff", json.dumps(vm["power"])])
@@ -337,60 +313,6 @@ def poweroff(vm):
             except ProcessLookupError:
                 pass
     return 0
-
-
-# --- the metadata server inside the VM ------------------------------------------------------
-
-def metadata(cloud, resource_file):
-    with open(resource_file) as f:
-        res = json.load(f)
-    m = re.search(r"projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$", res["selfLink"])
-    project, zone, name = m.groups()
-    nic = res["networkInterfaces"][0]
-    values = {
-        "instance/name": name,
-        "instance/zone": f"projects/{project}/zones/{zone}",
-        "instance/id": res.get("id", ""),
-        "instance/network-interfaces/0/ip": nic.get("networkIP", ""),
-        "project/project-id": project,
-    }
-    for i, ac in enumerate(nic.get("accessConfigs", [])):
-        if "natIP" in ac:
-            values[f"instance/network-interfaces/0/access-configs/{i}/external-ip"] = ac["natIP"]
-    for item in res.get("metadata", {}).get("items", []):
-        values[f"instance/attributes/{item['key']}"] = item["value"]
-
-    class Metadata(http.server.BaseHTTPRequestHandler):
-        def answer(self, code, text):
-            body = text.encode()
-            self.send_response(code)
-            self.send_header("Metadata-Flavor", "Google")
-            self.send_header("Content-Type", "application/text")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            # GCE refuses requests without the header, and proxied ones.
-            if self.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in self.headers:
-                return self.answer(403, "Missing Metadata-Flavor:Google header.\n")
-            path = self.path.split("?")[0]
-            key = path.removeprefix("/computeMetadata/v1/")
-            if key == path or key not in values:
-                return self.answer(404, "Not Found\n")
-            self.answer(200, values[key])
-
-        def log_message(self, fmt, *args):
-            log("metadata: " + fmt % args)
-
-    class Server(http.server.ThreadingHTTPServer):
-        def server_bind(self):
-            # HTTPServer's own asks DNS for the address's name: a VM without a resolver would
-            # wait out its timeouts before answering anything.
-            socketserver.TCPServer.server_bind(self)
-            self.server_name, self.server_port = self.server_address[:2]
-
-    Server(("169.254.169.254", 80), Metadata).serve_forever()
 
 
 def main(argv):
@@ -420,8 +342,6 @@ def main(argv):
             # 404: the VM was deleted first (the gateway's teardown), nothing to power off.
             if e.code != 404:
                 raise
-    elif verb == "metadata":
-        metadata(rest[0], rest[1])
     else:
         raise SystemExit(__doc__)
 

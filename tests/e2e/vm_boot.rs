@@ -91,15 +91,16 @@ impl BootedGce {
         let python = std::env::var("SKYX_TEST_CONTRACTS_PYTHON")
             .expect("SKYX_TEST_CONTRACTS_PYTHON: start the servers with deploy/test-servers.sh");
         let discovery = std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap();
+        // (The contracts' Python: its cloud-init stand-in reads YAML.)
         let hook = format!(
-            "python3 {} hook {} {} gce",
+            "{python} {} hook {} {} gce",
             vmboot().display(),
             state.display(),
             booted.endpoint
         );
         let log = std::fs::File::create(state.join("gce.log")).unwrap();
         booted.children.push(
-            Command::new(python)
+            Command::new(&python)
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts/gce.py"))
                 .args(["--host", "127.0.0.1", "--port", &api.to_string()])
                 .args(["--discovery", &discovery, "--nat-pool", public])

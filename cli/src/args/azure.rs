@@ -14,18 +14,28 @@ pub struct AzureArgs {
     #[command(flatten)]
     pub api: AzureApiArgs,
     /// Azure: the agents' VM size (the catalog's gateway size, which plans are priced with).
-    #[arg(long = "azure-vm-size", default_value = "Standard_D32_v5")]
+    #[arg(
+        id = "azure_vm_size",
+        long = "azure-vm-size",
+        default_value = "Standard_D32_v5"
+    )]
     pub vm_size: String,
     /// Azure: the image, `PUBLISHER:OFFER:SKU:VERSION`: a Linux with cloud-init, systemd,
     /// curl, sha256sum and a glibc as new as Debian 12's.
-    #[arg(long = "azure-image", default_value = skyx_provision::azure::DEFAULT_IMAGE)]
+    #[arg(
+        id = "azure_image",
+        long = "azure-image", default_value = skyx_provision::azure::DEFAULT_IMAGE)]
     pub image: String,
     /// Azure: a user-assigned managed identity agent VMs run as (its resource id), their
     /// access to the job's containers (README "Agents on real machines" has the roles).
-    #[arg(long = "azure-identity", value_name = "RESOURCE_ID")]
+    #[arg(
+        id = "azure_identity",
+        long = "azure-identity",
+        value_name = "RESOURCE_ID"
+    )]
     pub identity: Option<String>,
     /// Azure: spot VMs (evicted ones are deleted; their agents are replaced like any that die).
-    #[arg(long = "azure-spot")]
+    #[arg(id = "azure_spot", long = "azure-spot")]
     pub spot: bool,
 }
 
@@ -34,6 +44,7 @@ pub struct AzureArgs {
 pub struct AzureApiArgs {
     /// Azure: the subscription VMs are made in (and billed to).
     #[arg(
+        id = "azure_subscription",
         long = "azure-subscription",
         env = "AZURE_SUBSCRIPTION_ID",
         value_name = "ID"
@@ -42,6 +53,7 @@ pub struct AzureApiArgs {
     /// Azure: a Resource Manager-compatible endpoint instead of Azure's (the contract server
     /// in tests).
     #[arg(
+        id = "azure_arm_endpoint",
         long = "azure-arm-endpoint",
         env = "SKYX_AZURE_ARM_ENDPOINT",
         value_name = "URL"
@@ -50,6 +62,7 @@ pub struct AzureApiArgs {
     /// Azure: an ARM access token (`az account get-access-token`); default: the Azure CLI's
     /// login.
     #[arg(
+        id = "azure_access_token",
         long = "azure-access-token",
         env = "SKYX_AZURE_ACCESS_TOKEN",
         hide_env_values = true

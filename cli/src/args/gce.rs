@@ -14,25 +14,44 @@ pub struct GceArgs {
     #[command(flatten)]
     pub api: GceApiArgs,
     /// GCE: the agents' machine type (the catalog's gateway type, which plans are priced with).
-    #[arg(long = "gce-machine-type", default_value = "n2-standard-32")]
+    #[arg(
+        id = "gce_machine_type",
+        long = "gce-machine-type",
+        default_value = "n2-standard-32"
+    )]
     pub machine_type: String,
     /// GCE: the boot image, `projects/P/global/images/family/F` or `.../images/NAME`: a Linux
     /// with systemd, curl, sha256sum, GCE's guest environment and a glibc as new as Debian 12's.
-    #[arg(long = "gce-image", default_value = skyx_provision::gce::DEFAULT_IMAGE)]
+    #[arg(
+        id = "gce_image",
+        long = "gce-image", default_value = skyx_provision::gce::DEFAULT_IMAGE)]
     pub image: String,
     /// GCE: the service account agent VMs run as (its email), their access to the job's
     /// buckets without keys in metadata (README "Agents on real machines" has the roles).
-    #[arg(long = "gce-service-account", value_name = "EMAIL")]
+    #[arg(
+        id = "gce_service_account",
+        long = "gce-service-account",
+        value_name = "EMAIL"
+    )]
     pub service_account: Option<String>,
     /// GCE: the VPC network of the VMs and the job's firewall rules.
-    #[arg(long = "gce-network", default_value = "global/networks/default")]
+    #[arg(
+        id = "gce_network",
+        long = "gce-network",
+        default_value = "global/networks/default"
+    )]
     pub network: String,
     /// GCE: spot VMs (cheaper; a reclaimed VM's agent is replaced like one that died).
-    #[arg(long = "gce-spot")]
+    #[arg(id = "gce_spot", long = "gce-spot")]
     pub spot: bool,
     /// GCE: after this long GCE deletes each VM whatever happens (the teardown of last
     /// resort, should this gateway die and no one sweep): longer than the job.
-    #[arg(long = "gce-max-run", default_value = "24h", value_name = "DURATION")]
+    #[arg(
+        id = "gce_max_run",
+        long = "gce-max-run",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
     pub max_run: String,
 }
 
@@ -41,17 +60,24 @@ pub struct GceArgs {
 pub struct GceApiArgs {
     /// GCE: the project VMs are launched in (and billed to).
     #[arg(
+        id = "gcp_project",
         long = "gcp-project",
         env = "GOOGLE_CLOUD_PROJECT",
         value_name = "PROJECT"
     )]
     pub project: Option<String>,
     /// GCE: a Compute-compatible endpoint instead of Google's (the contract server in tests).
-    #[arg(long = "gce-endpoint", env = "SKYX_GCE_ENDPOINT", value_name = "URL")]
+    #[arg(
+        id = "gce_endpoint",
+        long = "gce-endpoint",
+        env = "SKYX_GCE_ENDPOINT",
+        value_name = "URL"
+    )]
     pub endpoint: Option<String>,
     /// GCE: an OAuth access token to call the API with (`gcloud auth print-access-token`);
     /// default: Google's application default credentials.
     #[arg(
+        id = "gce_access_token",
         long = "gce-access-token",
         env = "SKYX_GCE_ACCESS_TOKEN",
         hide_env_values = true

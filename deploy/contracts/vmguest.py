@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""What differs between clouds inside a VM that vmboot.py boots: how its resource names it,
+how its guest runs the boot scripts the provider sent, and its metadata service.
+
+- GCE: the guest environment fetches the `startup-script` attribute from the metadata server
+  (`/computeMetadata/v1/`, `Metadata-Flavor: Google` required and echoed) and runs it with
+  bash as root (GoogleCloudPlatform/guest-agent's metadata script runner).
+- Azure: cloud-init runs the VM's custom data (base64 in `osProfile.customData`), handed over
+  at provisioning; the metadata service (`/metadata/instance?api-version=...`, `Metadata: true`
+  required) names no public address for a Standard SKU one, as Azure's does not.
+
+The cloud-init here is a stand-in for the two modules skyx's user data uses, as cloud-init's
+documentation describes them: `write_files` (path, content, encoding text|b64|base64|gz+b64,
+permissions, append), run at init, then `runcmd` (each entry a shell line, or an argv list
+quoted for the shell), run as one shell script at the final stage. A user data that is a
+script (`#!`) is run as one. Anything else in the cloud-config is refused, not ignored.
+
+Usage: vmguest.py metadata CLOUD RESOURCE_FILE  (inside the VM's namespace)
+"""
+
+import base64
+import gzip
+import http.server
+import json
+import os
+import re
+import shlex
+import socketserver
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+URLS = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def log(msg):
+    print(f"vmguest: {msg}", file=sys.stderr, flush=True)
+
+
+def describe(cloud, res):
+    """(key, public address, what the contract server's guest-poweroff wants) of a VM."""
+    if cloud == "gce":
+        m = re.search(r"projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$", res["selfLink"])
+        project, zone, name = m.groups()
+        public = res["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+        return f"{project}/{zone}/{name}", public, {"project": project, "zone": zone,
+                                                   "instance": name}
+    if cloud == "azure":
+        m = re.search(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
+                      r"Microsoft\.Compute/virtualMachines/([^/]+)$", res["id"], re.I)
+        sub, group, vm = m.groups()
+        return f"{sub}/{group}/{vm}", res["skyxPublicIp"], {
+            "subscription": sub, "resourceGroup": group, "vm": vm}
+    raise SystemExit(f"vmboot: cloud {cloud} is not booted")
+
+
+def run_guest(cloud, resource_file, root, env):
+    """Runs the boot scripts the provider sent, as the cloud's guest runs them."""
+    if cloud == "gce":
+        req = urllib.request.Request(
+            "http://169.254.169.254/computeMetadata/v1/instance/attributes/startup-script",
+            headers={"Metadata-Flavor": "Google"})
+        script = wait_for(lambda: URLS.open(req, timeout=2).read())
+        path = os.path.join(root, "startup-script")
+        with open(path, "wb") as f:
+            f.write(script)
+        return subprocess.call(["/bin/bash", path], env=env, cwd="/")
+    with open(resource_file) as f:
+        res = json.load(f)
+    custom = res["properties"]["osProfile"].get("customData", "")
+    return cloud_init(base64.b64decode(custom).decode(), root, env)
+
+
+def wait_for(fetch):
+    for _ in range(300):
+        try:
+            return fetch()
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("vmguest: the metadata server never answered")
+
+
+def cloud_init(user_data, root, env):
+    if user_data.startswith("#!"):
+        path = os.path.join(root, "user-data")
+        with open(path, "w") as f:
+            f.write(user_data)
+        os.chmod(path, 0o700)
+        return subprocess.call([path], env=env, cwd="/")
+    if not user_data.startswith("#cloud-config"):
+        log("user data is neither #cloud-config nor a script: cloud-init would skip it")
+        return 1
+    import yaml  # PyYAML, in the contracts environment (deploy/test-servers.sh)
+    config = yaml.safe_load(user_data) or {}
+    unknown = set(config) - {"write_files", "runcmd"}
+    if unknown:
+        log(f"cloud-config modules this stand-in does not run: {sorted(unknown)}")
+        return 1
+    for entry in config.get("write_files", []):
+        content, encoding = entry.get("content", ""), entry.get("encoding", "text")
+        if encoding in ("b64", "base64"):
+            data = base64.b64decode(content)
+        elif encoding in ("gz+b64", "gzip+base64", "gz+base64"):
+            data = gzip.decompress(base64.b64decode(content))
+        else:
+            data = content.encode()
+        path = entry["path"]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "ab" if entry.get("append") else "wb") as f:
+            f.write(data)
+        os.chmod(path, int(str(entry.get("permissions", "0644")), 8))
+    lines = ["#!/bin/sh"]
+    for cmd in config.get("runcmd", []):
+        lines.append(cmd if isinstance(cmd, str) else shlex.join(str(c) for c in cmd))
+    path = os.path.join(root, "runcmd")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return subprocess.call(["/bin/sh", path], env=env, cwd="/")
+
+
+# --- metadata services ----------------------------------------------------------------------
+
+def gce_values(res):
+    m = re.search(r"projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$", res["selfLink"])
+    project, zone, name = m.groups()
+    nic = res["networkInterfaces"][0]
+    values = {
+        "instance/name": name,
+        "instance/zone": f"projects/{project}/zones/{zone}",
+        "instance/id": res.get("id", ""),
+        "instance/network-interfaces/0/ip": nic.get("networkIP", ""),
+        "project/project-id": project,
+    }
+    for i, ac in enumerate(nic.get("accessConfigs", [])):
+        if "natIP" in ac:
+            values[f"instance/network-interfaces/0/access-configs/{i}/external-ip"] = ac["natIP"]
+    for item in res.get("metadata", {}).get("items", []):
+        values[f"instance/attributes/{item['key']}"] = item["value"]
+    return values
+
+
+def azure_document(res):
+    m = re.search(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/", res["id"], re.I)
+    return {
+        "compute": {"name": res["name"], "location": res["location"],
+                    "vmId": res["properties"].get("vmId", ""), "subscriptionId": m.group(1),
+                    "resourceGroupName": m.group(2),
+                    "vmSize": res["properties"]["hardwareProfile"]["vmSize"]},
+        # A Standard SKU public address is not in the metadata service (cloud-contracts B.7).
+        "network": {"interface": [{"ipv4": {"ipAddress": [
+            {"privateIpAddress": res.get("skyxPrivateIp", ""), "publicIpAddress": ""}]}}]},
+    }
+
+
+def metadata(cloud, resource_file):
+    with open(resource_file) as f:
+        res = json.load(f)
+    values = gce_values(res) if cloud == "gce" else None
+    document = azure_document(res) if cloud == "azure" else None
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def answer(self, code, text, content_type="application/text"):
+            body = text.encode()
+            self.send_response(code)
+            if cloud == "gce":
+                self.send_header("Metadata-Flavor", "Google")
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            url = urllib.parse.urlsplit(self.path)
+            if "X-Forwarded-For" in self.headers:
+                return self.answer(403, "Forbidden: proxied requests are refused\n")
+            if cloud == "gce":
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    return self.answer(403, "Missing Metadata-Flavor:Google header.\n")
+                key = url.path.removeprefix("/computeMetadata/v1/")
+                if key == url.path or key not in values:
+                    return self.answer(404, "Not Found\n")
+                return self.answer(200, values[key])
+            query = urllib.parse.parse_qs(url.query)
+            if self.headers.get("Metadata", "").lower() != "true":
+                return self.answer(400, json.dumps({"error": "Bad request. Required metadata header not specified"}), "application/json")
+            if "api-version" not in query:
+                return self.answer(400, json.dumps({"error": "Bad request. api-version was not specified in the request"}), "application/json")
+            node = document
+            for part in [p for p in url.path.removeprefix("/metadata/instance").split("/") if p]:
+                node = node[int(part)] if isinstance(node, list) else node.get(part)
+                if node is None:
+                    return self.answer(404, json.dumps({"error": "Not found"}), "application/json")
+            if query.get("format") == ["text"] and not isinstance(node, (dict, list)):
+                return self.answer(200, str(node))
+            return self.answer(200, json.dumps(node), "application/json")
+
+        def log_message(self, fmt, *args):
+            log("metadata: " + fmt % args)
+
+    class Server(http.server.ThreadingHTTPServer):
+        def server_bind(self):
+            # HTTPServer's own asks DNS for the address's name: a VM without a resolver would
+            # wait out its timeouts before answering anything.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+
+    Server(("169.254.169.254", 80), Metadata).serve_forever()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["metadata"]:
+        metadata(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(__doc__)
