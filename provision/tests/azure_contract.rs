@@ -218,7 +218,10 @@ async fn a_vm_whose_agent_never_answers_is_deleted_and_was_launched_as_asked() {
             .any(|(m, p, _)| m == "DELETE" && p.contains("/virtualMachines/")),
         "{calls:?}"
     );
-    assert_eq!(provider.sweep().await.unwrap(), std::slice::from_ref(&group));
+    assert_eq!(
+        provider.sweep().await.unwrap(),
+        std::slice::from_ref(&group)
+    );
     let left = state(&sub).await.to_string();
     assert!(!left.contains(&group), "{left}");
 }

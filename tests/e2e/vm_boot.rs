@@ -1,11 +1,12 @@
-//! Agents on VMs booted as they would boot in the cloud: `skyx cp --provider gcp` against a
-//! Compute Engine contract server of the test's own whose boot hook (`deploy/contracts/
-//! vmboot.py`) boots each VM it says is running as a network namespace of this machine, with
-//! the VM's external address, a metadata server at 169.254.169.254 answering as GCE's does,
-//! its own mount view, and the exact startup script the provider sent, run by bash as GCE's
-//! guest environment runs it. That script downloads the agent from a URL the test serves on
-//! the VMs' bridge and refuses it unless its SHA-256 is the pinned one. Root and iproute2, as
-//! the sky's tests.
+//! Agents on VMs booted as they would boot in the cloud: `skyx cp --provider gcp|azure`
+//! against a contract server of the test's own (Compute Engine, Resource Manager) whose boot
+//! hook (`deploy/contracts/vmboot.py`) boots each VM it says is running as a network namespace
+//! of this machine, with the VM's public address, a metadata server at 169.254.169.254
+//! answering as the cloud's does, its own mount view, and the exact boot scripts the provider
+//! sent, run as the cloud's guest runs them (GCE: the startup script by bash; Azure: the custom
+//! data by cloud-init). The bootstrap downloads the agent from a URL the test serves on the
+//! VMs' bridge and refuses it unless its SHA-256 is the pinned one. Root and iproute2, as the
+//! sky's tests.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,10 +38,10 @@ fn wait_port(address: &str) {
     }
 }
 
-/// A GCE contract server whose VMs boot as namespaces on a bridge of their own, and a file
-/// server on that bridge with this build's `skyx-agent`. Dropping it halts every VM and removes
-/// the bridge.
-struct BootedGce {
+/// A contract server (`gce`, `azure`) whose VMs boot as namespaces on a bridge of their own,
+/// and a file server on that bridge with this build's `skyx-agent`. Dropping it halts every
+/// VM and removes the bridge.
+struct Booted {
     state: PathBuf,
     endpoint: String,
     agent_url: String,
@@ -48,10 +49,10 @@ struct BootedGce {
     children: Vec<Child>,
 }
 
-impl BootedGce {
+impl Booted {
     /// `bridge`: the host's address on the VMs' bridge (`10.204.0.1/16`); `public`: the
     /// range VMs' external addresses come from.
-    fn start(scratch: &Scratch, bridge: &str, public: &str) -> BootedGce {
+    fn start(scratch: &Scratch, cloud: &str, bridge: &str, public: &str) -> Booted {
         let state = scratch.dir.join("vms");
         std::fs::create_dir_all(&state).unwrap();
         let up = Command::new("python3")
@@ -60,7 +61,7 @@ impl BootedGce {
             .output()
             .unwrap();
         let bridge_ip = bridge.split('/').next().unwrap().to_string();
-        let mut booted = BootedGce {
+        let mut booted = Booted {
             state: state.clone(),
             endpoint: String::new(),
             agent_url: String::new(),
@@ -90,20 +91,33 @@ impl BootedGce {
         booted.endpoint = format!("http://127.0.0.1:{api}");
         let python = std::env::var("SKYX_TEST_CONTRACTS_PYTHON")
             .expect("SKYX_TEST_CONTRACTS_PYTHON: start the servers with deploy/test-servers.sh");
-        let discovery = std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap();
         // (The contracts' Python: its cloud-init stand-in reads YAML.)
         let hook = format!(
-            "{python} {} hook {} {} gce",
+            "{python} {} hook {} {} {cloud}",
             vmboot().display(),
             state.display(),
             booted.endpoint
         );
-        let log = std::fs::File::create(state.join("gce.log")).unwrap();
+        let contracts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts");
+        let mut server = Command::new(&python);
+        match cloud {
+            "gce" => server.arg(contracts.join("gce.py")).args([
+                "--discovery",
+                &std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap(),
+                "--nat-pool",
+                public,
+            ]),
+            _ => server.arg(contracts.join("azure.py")).args([
+                "--specs",
+                contracts.join("azure-specs").to_str().unwrap(),
+                "--public-ip-pool",
+                public,
+            ]),
+        };
+        let log = std::fs::File::create(state.join("server.log")).unwrap();
         booted.children.push(
-            Command::new(&python)
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts/gce.py"))
+            server
                 .args(["--host", "127.0.0.1", "--port", &api.to_string()])
-                .args(["--discovery", &discovery, "--nat-pool", public])
                 .args(["--boot-hook", &hook])
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -138,20 +152,23 @@ impl BootedGce {
         all
     }
 
-    fn state(&self, project: &str) -> Value {
+    /// What the contract server holds for `scope` (a project, a subscription).
+    fn state(&self, scope: &str) -> Value {
+        let key = if scope.contains('-') && scope.len() == 36 {
+            "subscription"
+        } else {
+            "project"
+        };
         let out = Command::new("curl")
             .args(["-sS", "--noproxy", "*"])
-            .arg(format!(
-                "{}/_contract/state?project={project}",
-                self.endpoint
-            ))
+            .arg(format!("{}/_contract/state?{key}={scope}", self.endpoint))
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
 
-impl Drop for BootedGce {
+impl Drop for Booted {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
@@ -166,7 +183,7 @@ impl Drop for BootedGce {
 
 /// Waits (a little) for the VMs a copy's end deleted to be halted: the contract server runs
 /// its halt hook after the delete operation is done.
-fn settle(gce: &BootedGce) -> Vec<String> {
+fn settle(gce: &Booted) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !gce.running().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -177,7 +194,7 @@ fn settle(gce: &BootedGce) -> Vec<String> {
 #[test]
 fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     let scratch = Scratch::new("vm-boot");
-    let gce = BootedGce::start(&scratch, "10.204.0.1/16", "198.51.100.0/24");
+    let gce = Booted::start(&scratch, "gce", "10.204.0.1/16", "198.51.100.0/24");
     let src = scratch.dir.join("src");
     std::fs::create_dir_all(src.join("nested")).unwrap();
     let big: Vec<u8> = (0..5_000_000u32)
@@ -276,4 +293,65 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
         .filter(|r| r["name"].as_str().unwrap().starts_with("skyx-"))
         .collect();
     assert!(rules.is_empty(), "{rules:?}");
+}
+
+#[test]
+fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
+    let scratch = Scratch::new("vm-boot-azure");
+    let azure = Booted::start(&scratch, "azure", "10.205.0.1/16", "100.100.0.0/24");
+    let src = scratch.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let dst = scratch.dir.join("dst");
+    let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
+    let gateway = format!("{}/32", azure.bridge_ip);
+    let subscription = "5b7e4c1a-0d2f-4e6b-9a8c-3f1e2d4c5b6a";
+    let out = scratch.skyx(
+        &[
+            "cp",
+            "-r",
+            &src,
+            &dst_arg,
+            "--src-region",
+            "azure:eastus",
+            "--dst-region",
+            "azure:westeurope",
+            "--max-vms-per-region",
+            "1",
+            "--provider",
+            "azure",
+            "--azure-subscription",
+            subscription,
+            "--azure-arm-endpoint",
+            &azure.endpoint,
+            "--azure-access-token",
+            "e2e",
+            "--agent-url",
+            &azure.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "90s",
+            "--no-progress",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        azure.vm_logs()
+    );
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), data);
+    // cloud-init wrote the files and ran the bootstrap, which took the address the gateway gave.
+    let logs = azure.vm_logs();
+    assert!(logs.matches("agent ready").count() >= 2, "{logs}");
+    // Nothing of the job is left: its resource group went, and every VM's namespace with it.
+    assert_eq!(settle(&azure), Vec::<String>::new(), "VMs left running");
+    let left = azure.state(subscription);
+    assert_eq!(left["resourceGroups"], serde_json::json!([]), "{left}");
 }
