@@ -52,7 +52,7 @@ enum Command {
     /// Plan (and run) a staged pipeline: stages placed jointly with the transfers between them.
     Run(Box<cmd::run::RunArgs>),
     /// Measure egress paths between regions with real agents.
-    Bench(cmd::bench::BenchCmd),
+    Bench(Box<cmd::bench::BenchCmd>),
     /// The emulated multi-region sky: network namespaces, shaped links, a store per region.
     Sky(cmd::sky::SkyCmd),
     /// Find and remove what skyx jobs left in a cloud (agent VMs, their security groups).

@@ -293,6 +293,44 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
         .filter(|r| r["name"].as_str().unwrap().starts_with("skyx-"))
         .collect();
     assert!(rules.is_empty(), "{rules:?}");
+
+    // `bench paths` on two booted VMs: each direction measured between them, then swept.
+    let out = scratch.skyx(
+        &[
+            "bench",
+            "paths",
+            "--regions",
+            "gcp:us-east1-b,gcp:europe-west1-b",
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+            "--json",
+            "--provider",
+            "gcp",
+            "--gcp-project",
+            "boot-bench",
+            "--gce-endpoint",
+            &gce.endpoint,
+            "--gce-access-token",
+            "e2e",
+            "--agent-url",
+            &gce.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "90s",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gce.vm_logs());
+    let measured: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(measured.len(), 2, "{measured:?}");
+    for m in &measured {
+        assert!(m["gbps"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
+    assert_eq!(gce.state("boot-bench")["instances"], serde_json::json!([]));
 }
 
 #[test]

@@ -53,6 +53,10 @@ pub struct PathsArgs {
     pub log_dir: Option<PathBuf>,
     #[command(flatten)]
     pub catalog: CatalogArgs,
+    /// Where the probing agents run (`aws`, `gcp`, `azure`, `cloud`: VMs in the regions
+    /// measured, with the providers' flags; default: this machine).
+    #[command(flatten)]
+    pub provider: crate::args::provider::ProviderArgs,
 }
 
 pub fn run(cmd: &BenchCmd) -> Result<()> {
@@ -95,9 +99,13 @@ fn paths(args: &PathsArgs) -> Result<()> {
     };
     let mut provider = LocalProvider::new(LocalProvider::default_program());
     provider.log_dir = args.log_dir.clone();
-    match &sky {
-        Some(s) => provider.namespaces = s.namespaces(),
-        None => tracing::warn!(
+    let names: Vec<&str> = regions.iter().map(String::as_str).collect();
+    let job = crate::args::provider::job_tag("bench", "paths");
+    let cloud = args.provider.cloud_for(&names, &job, sky.is_some())?;
+    match (&sky, &cloud) {
+        (Some(s), _) => provider.namespaces = s.namespaces(),
+        (None, Some(cloud)) => crate::args::provider::announce(cloud.as_ref(), "benchmark"),
+        (None, None) => tracing::warn!(
             "no --sky: every agent runs on this machine, so the grid measures loopback"
         ),
     }
@@ -141,8 +149,19 @@ fn paths(args: &PathsArgs) -> Result<()> {
         );
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let measurements =
-        runtime.block_on(measure_paths(&provider, &regions, &options, &mut on_pair))?;
+    let measurements = runtime.block_on(async {
+        let Some(cloud) = &cloud else {
+            return Ok(measure_paths(&provider, &regions, &options, &mut on_pair).await?);
+        };
+        // VMs in the measured regions: readied first, and swept whatever the end.
+        if let Err(e) = cloud.prepare(&names).await {
+            crate::args::provider::sweep(cloud.as_ref(), "benchmark").await;
+            return Err(crate::args::provider::setting_is_bad_input(e));
+        }
+        let measured = measure_paths(cloud.as_ref(), &regions, &options, &mut on_pair).await;
+        crate::args::provider::sweep(cloud.as_ref(), "benchmark").await;
+        Ok(measured?)
+    })?;
     if let Some(path) = &args.out {
         let grid = skyx_gateway::paths::to_grid(&measurements);
         let tag = format!("skyx-bench-paths-{}c-{}s", args.connections, args.seconds);
