@@ -51,7 +51,8 @@ struct Booted {
 
 impl Booted {
     /// `bridge`: the host's address on the VMs' bridge (`10.204.0.1/16`); `public`: the
-    /// range VMs' external addresses come from.
+    /// range VMs' external addresses come from. Tests that run at once use disjoint ranges:
+    /// each is routed to its own bridge.
     fn start(scratch: &Scratch, cloud: &str, bridge: &str, public: &str) -> Booted {
         let state = scratch.dir.join("vms");
         std::fs::create_dir_all(&state).unwrap();
@@ -194,7 +195,7 @@ fn settle(gce: &Booted) -> Vec<String> {
 #[test]
 fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     let scratch = Scratch::new("vm-boot");
-    let gce = Booted::start(&scratch, "gce", "10.204.0.1/16", "198.51.100.0/24");
+    let gce = Booted::start(&scratch, "gce", "10.204.0.1/16", "198.51.100.0/25");
     let src = scratch.dir.join("src");
     std::fs::create_dir_all(src.join("nested")).unwrap();
     let big: Vec<u8> = (0..5_000_000u32)
@@ -392,4 +393,95 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     assert_eq!(settle(&azure), Vec::<String>::new(), "VMs left running");
     let left = azure.state(subscription);
     assert_eq!(left["resourceGroups"], serde_json::json!([]), "{left}");
+}
+
+/// Ctrl-C while a copy's agents on booted GCE VMs are moving bytes: the copy stops, and no VM,
+/// firewall rule or namespace of the job is left.
+#[test]
+fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
+    let scratch = Scratch::new("vm-boot-ctrl-c");
+    let gce = Booted::start(&scratch, "gce", "10.206.0.1/16", "198.51.100.128/25");
+    let src = scratch.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("slow.bin"), vec![7u8; 40_000_000]).unwrap();
+    let (src, dst) = (
+        src.display().to_string(),
+        scratch.dir.join("dst").display().to_string(),
+    );
+    let gateway = format!("{}/32", gce.bridge_ip);
+    let mut copy = scratch
+        .command(
+            &[
+                "cp",
+                "-r",
+                &src,
+                &dst,
+                "--src-region",
+                "gcp:us-east1-b",
+                "--dst-region",
+                "gcp:europe-west1-b",
+                "--max-vms-per-region",
+                "1",
+                // 40 MB at 2 MB/s: twenty seconds to interrupt it in.
+                "--bwlimit",
+                "2MB",
+                "--provider",
+                "gcp",
+                "--gcp-project",
+                "boot-ctrl-c",
+                "--gce-endpoint",
+                &gce.endpoint,
+                "--gce-access-token",
+                "e2e",
+                "--agent-url",
+                &gce.agent_url,
+                "--gateway-cidr",
+                &gateway,
+                "--vm-ready-timeout",
+                "90s",
+                "--no-progress",
+            ],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once both agents answer and the copy is under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while gce.vm_logs().matches("job installed").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the agents never got their job: {}",
+            gce.vm_logs()
+        );
+        assert!(
+            copy.try_wait().unwrap().is_none(),
+            "the copy ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(gce.running().len(), 2, "both VMs run before Ctrl-C");
+    let pid = copy.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = copy.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
+    let left = gce.state("boot-ctrl-c");
+    assert_eq!(left["instances"], serde_json::json!([]), "{left}");
+    assert!(
+        !left["firewalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"].as_str().unwrap().starts_with("skyx-")),
+        "{left}"
+    );
 }
