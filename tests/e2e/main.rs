@@ -4,6 +4,8 @@
 //! - `plan`: `skyx plan` output, JSON schema, Graphviz, exit codes and error messages.
 //! - `aws_cli`: `cp`/`sync` paths, filters, markers, links and `--delete` against the AWS CLI
 //!   on the same bucket (differential), and the deliberate differences.
+//! - `azure_vms`: `skyx cp --provider azure` and `skyx sweep --provider azure` against the
+//!   Resource Manager contract server: settings checked first, nothing left after.
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
 //! - `check`: `skyx check` by checksum and by `--download`, every kind of difference named.
 //! - `clean_failures`: faults from outside the process on a route with a relay (a source
@@ -43,6 +45,7 @@
 //!   reads or exits in libraries, file length, no import cycles), each a test.
 
 mod aws_cli;
+mod azure_vms;
 mod catalog;
 mod check;
 mod clean_failures;
