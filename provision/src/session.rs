@@ -2,6 +2,9 @@
 //! compute all need the same four steps, and a step skipped in one of them (an unchecked API
 //! version, an agent left running after a failed hello) is a bug there only.
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
 use skyx_agent_api::{API_VERSION, AgentClient, ClientError};
 
 use crate::{LaunchRequest, LaunchedAgent, Provider, ProviderError};
@@ -63,6 +66,33 @@ impl AgentSession {
             Err(e) => {
                 self.agent.handle.terminate().await;
                 Err(e)
+            }
+        }
+    }
+}
+
+/// Says hello to a new VM's agent at `control` until it answers (proving its launch token) or
+/// `deadline` passes (`never`: the error then, from the last refusal). `between` runs between
+/// tries and may end the wait early (a VM that stopped: its bootstrap failed).
+pub(crate) async fn await_hello<B, F>(
+    req: &LaunchRequest,
+    control: SocketAddr,
+    deadline: Instant,
+    pause: Duration,
+    mut between: B,
+    never: impl FnOnce(ClientError) -> ProviderError,
+) -> Result<(), ProviderError>
+where
+    B: FnMut() -> F,
+    F: Future<Output = Result<(), ProviderError>>,
+{
+    loop {
+        match AgentClient::connect(req.name.clone(), control, &req.token, &req.gateway).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(never(e)),
+            Err(_) => {
+                between().await?;
+                tokio::time::sleep(pause).await;
             }
         }
     }

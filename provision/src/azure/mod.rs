@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use skyx_agent_api::AgentClient;
 
 use crate::bootstrap::{Address, Boot};
 use crate::{AgentBinary, AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
@@ -597,20 +596,12 @@ impl AzureProvider {
             .await
             .map_err(|e| Self::fail(&req.name, location, e))?;
         let control = SocketAddr::new(ip, self.config.control_port);
-        loop {
-            match AgentClient::connect(req.name.clone(), control, &req.token, &req.gateway).await {
-                Ok(_) => return Ok(control),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(Self::fail(
-                        &req.name,
-                        location,
-                        format!("the VM runs but its agent never answered on {control}: {e}"),
-                    ));
-                }
-                Err(_) => {
-                    tokio::time::sleep(self.config.poll.max(Duration::from_millis(200))).await
-                }
-            }
-        }
+        let never = |e| {
+            let why = format!("the VM runs but its agent never answered on {control}: {e}");
+            Self::fail(&req.name, location, why)
+        };
+        let pause = self.config.poll.max(Duration::from_millis(200));
+        crate::session::await_hello(req, control, deadline, pause, async || Ok(()), never).await?;
+        Ok(control)
     }
 }

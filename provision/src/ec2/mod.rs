@@ -31,7 +31,6 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use base64::Engine;
-use skyx_agent_api::AgentClient;
 
 use crate::{AgentBinary, AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
 
@@ -572,21 +571,13 @@ impl Ec2Provider {
             .map_err(|e| Self::fail(&req.name, region, e))?;
         // The agent answers once cloud-init has installed and started it.
         let control = SocketAddr::new(ip, self.config.control_port);
-        loop {
-            match AgentClient::connect(req.name.clone(), control, &req.token, &req.gateway).await {
-                Ok(_) => return Ok(control),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(Self::fail(
-                        &req.name,
-                        region,
-                        format!(
-                            "{instance_id} runs but its agent never answered on {control}: {e}"
-                        ),
-                    ));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
-            }
-        }
+        let never = |e| {
+            let why = format!("{instance_id} runs but its agent never answered on {control}: {e}");
+            Self::fail(&req.name, region, why)
+        };
+        let pause = Duration::from_secs(2);
+        crate::session::await_hello(req, control, deadline, pause, async || Ok(()), never).await?;
+        Ok(control)
     }
 }
 

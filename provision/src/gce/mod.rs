@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use skyx_agent_api::AgentClient;
 
 use crate::bootstrap::{Address, Boot};
 use crate::{AgentBinary, AgentHandle, LaunchRequest, LaunchedAgent, Provider, ProviderError};
@@ -536,24 +535,16 @@ impl GceProvider {
             .await
             .map_err(|e| Self::fail(&req.name, zone, e))?;
         let control = SocketAddr::new(ip, self.config.control_port);
-        loop {
-            match AgentClient::connect(req.name.clone(), control, &req.token, &req.gateway).await {
-                Ok(_) => return Ok(control),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(Self::fail(
-                        &req.name,
-                        zone,
-                        format!("{name} runs but its agent never answered on {control}: {e}"),
-                    ));
-                }
-                Err(_) => {
-                    // A bootstrap that fails powers its VM off: no need to wait out the
-                    // deadline for an agent that will never start.
-                    self.look(zone, name, req).await?;
-                    tokio::time::sleep(self.config.poll).await;
-                }
-            }
-        }
+        let never = |e| {
+            let why = format!("{name} runs but its agent never answered on {control}: {e}");
+            Self::fail(&req.name, zone, why)
+        };
+        // A bootstrap that fails powers its VM off: no need to wait out the deadline for an
+        // agent that will never start.
+        let stopped = async || self.look(zone, name, req).await.map(|_| ());
+        crate::session::await_hello(req, control, deadline, self.config.poll, stopped, never)
+            .await?;
+        Ok(control)
     }
 
     /// The VM's address once it runs (`None` while it is still starting); an error once it
