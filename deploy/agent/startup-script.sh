@@ -11,7 +11,9 @@ fail() {
     exit 1
 }
 umask 077
-mkdir -p /etc/skyx || fail "cannot make /etc/skyx"
+# (0755: the agent runs as a dynamic user and reads the certificate there; the token stays
+# 0600, handed over by systemd as a credential.)
+mkdir -p -m 0755 /etc/skyx || fail "cannot make /etc/skyx"
 printf '%s' '@TOKEN@' >/etc/skyx/token || fail "cannot write the token"
 echo '@GATEWAY_CERT_B64@' | base64 -d >/etc/skyx/gateway.der || fail "cannot write the certificate"
 echo '@SERVICE_B64@' | base64 -d >/etc/systemd/system/skyx-agent.service ||

@@ -2,20 +2,22 @@
 """Boots a contract server's VMs as network namespaces on this machine (root; iproute2).
 
 What it is: the nearest thing to a cloud VM that runs here. No emulator of GCE or Azure compute
-exists, and moto runs no machines; so when a contract server (gce.py, azure.py) says a VM is
-running, it calls this as its boot hook, and the VM is:
+exists, and moto runs no machines; so when a contract server (gce.py, azure.py) or moto's
+watcher (ec2boot.py) says a VM is running, it calls this as its boot hook, and the VM is:
 - a network namespace holding the VM's external address (the contract server's NAT/public IP
   pool) on a veth attached to a bridge on this host, so the gateway (on the host) and the other
   VMs reach it at that address, as they would on the internet;
 - a metadata server at 169.254.169.254 inside the namespace that answers as the cloud's does
-  (GCE: `/computeMetadata/v1/...` with `Metadata-Flavor: Google` required and echoed;
-  requests with `X-Forwarded-For` refused);
+  (vmguest.py: EC2's IMDSv2, GCE's `Metadata-Flavor: Google`, Azure's `Metadata: true`);
 - its own mount view: /etc, /usr/local and /var are overlays whose writes stay the VM's (what
   the bootstrap installs and writes never touches this host), everything else is the host's;
-- the exact bootstrap the provider sent, fetched from that metadata server and run as the
-  cloud's guest runs it (GCE's guest environment: `startup-script` with bash, as root).
+- the exact boot scripts the provider sent, run as the cloud's guest runs them (GCE's guest
+  environment: `startup-script` from the metadata server, with bash; EC2 and Azure:
+  cloud-init on the user or custom data).
 
-What it is not (and says so in the README): not a kernel, not systemd, no firewall. systemd is
+What it is not (and says so in the README): not a kernel, not systemd, no firewall, not a
+sandbox: the shims come first on the bootstrap's PATH (a script calling /bin/systemctl by its
+full path would reach this host's), and files outside the overlays are this host's. systemd is
 stood in for by `systemctl`/`poweroff` shims first on the VM's PATH: `systemctl enable --now
 UNIT` reads the unit file the bootstrap wrote and starts its ExecStart as root (EnvironmentFile
 and LoadCredential honoured; DynamicUser, sandboxing and limits are not), and runs ExecStopPost
@@ -27,8 +29,9 @@ Usage (STATE: a directory this run owns; nothing outside it, the bridge and the 
 named in it is touched):
   vmboot.py up STATE BRIDGE_CIDR PUBLIC_CIDR...   bridge (host address BRIDGE_CIDR's), routes
   vmboot.py down STATE                            every VM halted, bridge and routes removed
-  vmboot.py hook STATE CONTROL_URL gce boot FILE  (the contract server's boot hook, FILE appended)
-  vmboot.py hook STATE CONTROL_URL gce halt P Z N (its halt hook)
+  vmboot.py hook STATE CONTROL_URL CLOUD boot FILE   (a boot hook, FILE appended; CLOUD:
+                                                     gce, azure, ec2)
+  vmboot.py hook STATE CONTROL_URL CLOUD halt ARGS.. (its halt hook)
 """
 
 import fcntl
@@ -119,15 +122,17 @@ def down(state):
 
 # --- one VM ---------------------------------------------------------------------------------
 
-def ns_name(key):
-    return PREFIX + hashlib.sha256(key.encode()).hexdigest()[:8]
+def ns_name(state, key):
+    # Salted with the run's state directory: two runs booting the same VM name never share
+    # a namespace.
+    return PREFIX + hashlib.sha256(f"{os.path.abspath(state)}\0{key}".encode()).hexdigest()[:8]
 
 
 def boot(state, control, cloud, resource_file):
     with open(resource_file) as f:
         res = json.load(f)
     key, public, power = vmguest.describe(cloud, res)
-    ns = ns_name(key)
+    ns = ns_name(state, key)
     vm_dir = os.path.join(state, "vm-" + ns)
     os.makedirs(vm_dir, exist_ok=True)
     res_copy = os.path.join(vm_dir, "instance.json")
@@ -193,8 +198,8 @@ def halt_ns(state, ns):
 
 
 def halt(state, cloud, args):
-    """The contract server's halt hook: GCE `PROJECT ZONE NAME`, Azure `SUB GROUP VM`."""
-    halt_ns(state, ns_name("/".join(args)))
+    """The halt hook: GCE `PROJECT ZONE NAME`, Azure `SUB GROUP VM`, EC2 `REGION INSTANCE`."""
+    halt_ns(state, ns_name(state, "/".join(args)))
 
 
 # --- inside the VM --------------------------------------------------------------------------

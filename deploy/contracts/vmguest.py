@@ -2,6 +2,13 @@
 """What differs between clouds inside a VM that vmboot.py boots: how its resource names it,
 how its guest runs the boot scripts the provider sent, and its metadata service.
 
+- EC2: cloud-init runs the instance's user data; the metadata service is IMDSv2 as EC2
+  launches it with `HttpTokens: required` (a session token from `PUT /latest/api/token` with
+  a TTL of 1 to 21600 s, said back in a header, then every request carries it; without it
+  401; a request carrying `X-Forwarded-For` refused), answering `meta-data/public-ipv4`,
+  `local-ipv4`, `instance-id`, `placement/region`, `user-data` and, for an instance with a
+  profile, `iam/security-credentials/ROLE` (keys the test names: no STS runs here).
+
 - GCE: the guest environment fetches the `startup-script` attribute from the metadata server
   (`/computeMetadata/v1/`, `Metadata-Flavor: Google` required and echoed) and runs it with
   bash as root (GoogleCloudPlatform/guest-agent's metadata script runner).
@@ -47,6 +54,10 @@ def describe(cloud, res):
         public = res["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
         return f"{project}/{zone}/{name}", public, {"project": project, "zone": zone,
                                                    "instance": name}
+    if cloud == "ec2":
+        region, instance = res["Region"], res["InstanceId"]
+        return f"{region}/{instance}", res["PublicIpAddress"], {"region": region,
+                                                               "instance": instance}
     if cloud == "azure":
         m = re.search(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
                       r"Microsoft\.Compute/virtualMachines/([^/]+)$", res["id"], re.I)
@@ -69,6 +80,8 @@ def run_guest(cloud, resource_file, root, env):
         return subprocess.call(["/bin/bash", path], env=env, cwd="/")
     with open(resource_file) as f:
         res = json.load(f)
+    if cloud == "ec2":
+        return cloud_init(res["UserData"], root, env)
     custom = res["properties"]["osProfile"].get("customData", "")
     return cloud_init(base64.b64decode(custom).decode(), root, env)
 
@@ -106,7 +119,11 @@ def cloud_init(user_data, root, env):
             data = gzip.decompress(base64.b64decode(content))
         else:
             data = content.encode()
-        path = entry["path"]
+        path = os.path.normpath(entry["path"])
+        # Only where the VM's own overlays are: anywhere else would be this host's files.
+        if not path.startswith(("/etc/", "/usr/local/", "/var/")):
+            log(f"write_files {path}: outside /etc, /usr/local and /var, the VM's own layers")
+            return 1
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "ab" if entry.get("append") else "wb") as f:
             f.write(data)
@@ -154,9 +171,34 @@ def azure_document(res):
     }
 
 
+def ec2_values(res):
+    values = {
+        "meta-data/public-ipv4": res["PublicIpAddress"],
+        "meta-data/local-ipv4": res["PrivateIpAddress"],
+        "meta-data/instance-id": res["InstanceId"],
+        "meta-data/placement/region": res["Region"],
+        "user-data": res["UserData"],
+    }
+    # An instance profile's role credentials, as EC2 serves them to the VM (the keys its
+    # role grants are the test's to say: there is no STS here).
+    role, keys = res.get("IamRole"), res.get("RoleCredentials")
+    if role and keys:
+        key_id, secret = keys.split(":", 1)
+        values["meta-data/iam/security-credentials/"] = role
+        values[f"meta-data/iam/security-credentials/{role}"] = json.dumps({
+            "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": key_id,
+            "SecretAccessKey": secret, "Token": "",
+            "LastUpdated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * 3600)),
+        })
+    return values
+
+
 def metadata(cloud, resource_file):
     with open(resource_file) as f:
         res = json.load(f)
+    if cloud == "ec2":
+        return ec2_metadata(res)
     values = gce_values(res) if cloud == "gce" else None
     document = azure_document(res) if cloud == "azure" else None
 
@@ -199,6 +241,60 @@ def metadata(cloud, resource_file):
         def log_message(self, fmt, *args):
             log("metadata: " + fmt % args)
 
+    serve(Metadata)
+
+
+def ec2_metadata(res):
+    values, tokens = ec2_values(res), {}
+
+    class Imds(http.server.BaseHTTPRequestHandler):
+        def answer(self, code, text=""):
+            body = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            if "X-Forwarded-For" in self.headers:
+                return self.answer(403)
+            if self.path != "/latest/api/token":
+                return self.answer(404)
+            try:
+                ttl = int(self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", ""))
+            except ValueError:
+                return self.answer(400)
+            if not 1 <= ttl <= 21600:
+                return self.answer(400)
+            token = base64.b64encode(os.urandom(32)).decode()
+            tokens[token] = time.time() + ttl
+            body = token.encode()
+            self.send_response(200)
+            # EC2 says the token's TTL back; the AWS SDKs refuse a token without it.
+            self.send_header("X-aws-ec2-metadata-token-ttl-seconds", str(ttl))
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            token = self.headers.get("X-aws-ec2-metadata-token", "")
+            # Tokens required: IMDSv1 (no token) and expired tokens get 401.
+            if tokens.get(token, 0) < time.time():
+                return self.answer(401)
+            key = self.path.split("?")[0].removeprefix("/latest/")
+            if key not in values:
+                return self.answer(404)
+            self.answer(200, values[key])
+
+        def log_message(self, fmt, *args):
+            log("metadata: " + fmt % args)
+
+    serve(Imds)
+
+
+def serve(handler):
     class Server(http.server.ThreadingHTTPServer):
         def server_bind(self):
             # HTTPServer's own asks DNS for the address's name: a VM without a resolver would
@@ -206,7 +302,7 @@ def metadata(cloud, resource_file):
             socketserver.TCPServer.server_bind(self)
             self.server_name, self.server_port = self.server_address[:2]
 
-    Server(("169.254.169.254", 80), Metadata).serve_forever()
+    Server(("169.254.169.254", 80), handler).serve_forever()
 
 
 if __name__ == "__main__":

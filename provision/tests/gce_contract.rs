@@ -191,14 +191,19 @@ async fn a_vm_whose_agent_never_answers_is_deleted_and_was_launched_as_asked() {
         .filter(|(m, p, _)| m == "POST" && p == "global/firewalls")
         .map(|(_, _, b)| b)
         .collect();
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
     assert_eq!(rules[0]["sourceRanges"], json!(["203.0.113.7/32"]));
     assert_eq!(
         rules[0]["allowed"],
         json!([{"IPProtocol": "tcp", "ports": ["7443"]}])
     );
     let peer = provider.peers().await[0];
-    assert_eq!(rules[1]["sourceRanges"], json!([format!("{peer}/32")]));
+    // Below the job's rules, above the network's own: nothing else reaches the VMs (a default
+    // network admits every internal address, and SSH from anywhere).
+    assert_eq!(rules[1]["denied"], json!([{"IPProtocol": "all"}]));
+    assert_eq!(rules[1]["sourceRanges"], json!(["0.0.0.0/0"]));
+    assert_eq!(rules[1]["priority"], 1100);
+    assert_eq!(rules[2]["sourceRanges"], json!([format!("{peer}/32")]));
     for rule in &rules {
         assert_eq!(rule["targetTags"], json!([label]));
     }
@@ -357,13 +362,20 @@ async fn sweeping_a_job_deletes_every_vm_and_rule_it_labelled_and_nothing_else()
         .collect();
     assert_eq!(names.len(), 1);
     assert!(names[0].starts_with(&format!("skyx-{}-", theirs.label())));
-    let rules: Vec<&str> = left["firewalls"]
+    let mut rules: Vec<&str> = left["firewalls"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(rules, [format!("skyx-{}-gw", theirs.label())]);
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        [
+            format!("skyx-{}-deny", theirs.label()),
+            format!("skyx-{}-gw", theirs.label())
+        ]
+    );
     // Every job's: what `skyx sweep --all-jobs` does.
     let all = sweep(theirs.compute(), None, false).await.unwrap();
     assert_eq!(all.instances.len(), 1);

@@ -6,6 +6,8 @@
 //!   on the same bucket (differential), and the deliberate differences.
 //! - `azure_vms`: `skyx cp --provider azure` and `skyx sweep --provider azure` against the
 //!   Resource Manager contract server: settings checked first, nothing left after.
+//! - `booted`: fixtures for `vm_boot` (clouds whose VMs boot as namespaces, stores on their
+//!   bridge).
 //! - `catalog`: `skyx catalog` inspection and user-supplied grid files.
 //! - `check`: `skyx check` by checksum and by `--download`, every kind of difference named.
 //! - `clean_failures`: faults from outside the process on a route with a relay (a source
@@ -46,6 +48,7 @@
 
 mod aws_cli;
 mod azure_vms;
+mod booted;
 mod catalog;
 mod check;
 mod clean_failures;

@@ -8,194 +8,19 @@
 //! VMs' bridge and refuses it unless its SHA-256 is the pinned one. Root and iproute2, as the
 //! sky's tests.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::booted::{Booted, S3_KEY, S3_SECRET, settle};
 use crate::stores::Scratch;
-use crate::util::{bin, stderr, stdout};
-
-fn vmboot() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts/vmboot.py")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < deadline, "nothing answers on {address}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A contract server (`gce`, `azure`) whose VMs boot as namespaces on a bridge of their own,
-/// and a file server on that bridge with this build's `skyx-agent`. Dropping it halts every
-/// VM and removes the bridge.
-struct Booted {
-    state: PathBuf,
-    endpoint: String,
-    agent_url: String,
-    bridge_ip: String,
-    children: Vec<Child>,
-}
-
-impl Booted {
-    /// `bridge`: the host's address on the VMs' bridge (`10.204.0.1/16`); `public`: the
-    /// range VMs' external addresses come from. Tests that run at once use disjoint ranges:
-    /// each is routed to its own bridge.
-    fn start(scratch: &Scratch, cloud: &str, bridge: &str, public: &str) -> Booted {
-        let state = scratch.dir.join("vms");
-        std::fs::create_dir_all(&state).unwrap();
-        let up = Command::new("python3")
-            .arg(vmboot())
-            .args(["up", state.to_str().unwrap(), bridge, public])
-            .output()
-            .unwrap();
-        let bridge_ip = bridge.split('/').next().unwrap().to_string();
-        let mut booted = Booted {
-            state: state.clone(),
-            endpoint: String::new(),
-            agent_url: String::new(),
-            bridge_ip: bridge_ip.clone(),
-            children: Vec::new(),
-        };
-        assert!(up.status.success(), "vmboot up: {}", stderr(&up));
-        let files = free_port();
-        let agent_dir = bin("skyx-agent").parent().unwrap().to_path_buf();
-        booted.children.push(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "http.server",
-                    &files.to_string(),
-                    "--bind",
-                    &bridge_ip,
-                ])
-                .current_dir(&agent_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        booted.agent_url = format!("http://{bridge_ip}:{files}/skyx-agent");
-        let api = free_port();
-        booted.endpoint = format!("http://127.0.0.1:{api}");
-        let python = std::env::var("SKYX_TEST_CONTRACTS_PYTHON")
-            .expect("SKYX_TEST_CONTRACTS_PYTHON: start the servers with deploy/test-servers.sh");
-        // (The contracts' Python: its cloud-init stand-in reads YAML.)
-        let hook = format!(
-            "{python} {} hook {} {} {cloud}",
-            vmboot().display(),
-            state.display(),
-            booted.endpoint
-        );
-        let contracts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts");
-        let mut server = Command::new(&python);
-        match cloud {
-            "gce" => server.arg(contracts.join("gce.py")).args([
-                "--discovery",
-                &std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap(),
-                "--nat-pool",
-                public,
-            ]),
-            _ => server.arg(contracts.join("azure.py")).args([
-                "--specs",
-                contracts.join("azure-specs").to_str().unwrap(),
-                "--public-ip-pool",
-                public,
-            ]),
-        };
-        let log = std::fs::File::create(state.join("server.log")).unwrap();
-        booted.children.push(
-            server
-                .args(["--host", "127.0.0.1", "--port", &api.to_string()])
-                .args(["--boot-hook", &hook])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(&format!("{bridge_ip}:{files}"));
-        wait_port(&format!("127.0.0.1:{api}"));
-        booted
-    }
-
-    /// The namespaces of VMs that still run.
-    fn running(&self) -> Vec<String> {
-        std::fs::read_dir(self.state.join("vms"))
-            .map(|d| {
-                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// What every booted VM logged (its boot, its metadata server, its bootstrap).
-    fn vm_logs(&self) -> String {
-        let mut all = String::new();
-        for entry in std::fs::read_dir(&self.state).unwrap().flatten() {
-            if entry.file_name().to_string_lossy().starts_with("vm-") {
-                for log in ["vm.log", "agent.log"] {
-                    all += &std::fs::read_to_string(entry.path().join(log)).unwrap_or_default();
-                }
-            }
-        }
-        all
-    }
-
-    /// What the contract server holds for `scope` (a project, a subscription).
-    fn state(&self, scope: &str) -> Value {
-        let key = if scope.contains('-') && scope.len() == 36 {
-            "subscription"
-        } else {
-            "project"
-        };
-        let out = Command::new("curl")
-            .args(["-sS", "--noproxy", "*"])
-            .arg(format!("{}/_contract/state?{key}={scope}", self.endpoint))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Booted {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("python3")
-            .arg(vmboot())
-            .args(["down", self.state.to_str().unwrap()])
-            .status();
-    }
-}
-
-/// Waits (a little) for the VMs a copy's end deleted to be halted: the contract server runs
-/// its halt hook after the delete operation is done.
-fn settle(gce: &Booted) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !gce.running().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    gce.running()
-}
+use crate::util::{stderr, stdout};
 
 #[test]
 fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     let scratch = Scratch::new("vm-boot");
-    let gce = Booted::start(&scratch, "gce", "10.204.0.1/16", "198.51.100.0/25");
+    let gce = Booted::start(&scratch, "10.204.0.1/16", &[("gce", "198.51.100.0/25")]);
     let src = scratch.dir.join("src");
     std::fs::create_dir_all(src.join("nested")).unwrap();
     let big: Vec<u8> = (0..5_000_000u32)
@@ -205,7 +30,7 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     std::fs::write(src.join("nested/small.txt"), b"through three booted VMs\n").unwrap();
     let dst = scratch.dir.join("dst");
     let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
-    let gateway = format!("{}/32", gce.bridge_ip);
+    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
     let cp = |project: &str, extra: &[&str]| {
         let mut args = vec![
             "cp",
@@ -225,7 +50,7 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
             "--gcp-project",
             project,
             "--gce-endpoint",
-            &gce.endpoint,
+            &endpoint,
             "--gce-access-token",
             "e2e",
             "--agent-url",
@@ -256,7 +81,7 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
         gce.vm_logs()
     );
     assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
-    let left = gce.state("boot-pin");
+    let left = gce.state("gce", "boot-pin");
     assert_eq!(left["instances"], serde_json::json!([]), "{left}");
 
     // The pinned build: three VMs boot, the copy goes through the relay, byte for byte.
@@ -285,7 +110,7 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     assert_eq!(logs.matches("agent ready").count(), 3, "{logs}");
     // Nothing of the job is left: no VM, no firewall rule, no namespace.
     assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
-    let left = gce.state("boot-copy");
+    let left = gce.state("gce", "boot-copy");
     assert_eq!(left["instances"], serde_json::json!([]), "{left}");
     let rules: Vec<&Value> = left["firewalls"]
         .as_array()
@@ -312,7 +137,7 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
             "--gcp-project",
             "boot-bench",
             "--gce-endpoint",
-            &gce.endpoint,
+            &endpoint,
             "--gce-access-token",
             "e2e",
             "--agent-url",
@@ -331,13 +156,16 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
         assert!(m["gbps"].as_f64().unwrap() > 0.0, "{m}");
     }
     assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
-    assert_eq!(gce.state("boot-bench")["instances"], serde_json::json!([]));
+    assert_eq!(
+        gce.state("gce", "boot-bench")["instances"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
 fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     let scratch = Scratch::new("vm-boot-azure");
-    let azure = Booted::start(&scratch, "azure", "10.205.0.1/16", "100.100.0.0/24");
+    let azure = Booted::start(&scratch, "10.205.0.1/16", &[("azure", "100.100.0.0/24")]);
     let src = scratch.dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let data: Vec<u8> = (0..3_000_000u32)
@@ -346,7 +174,7 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     std::fs::write(src.join("data.bin"), &data).unwrap();
     let dst = scratch.dir.join("dst");
     let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
-    let gateway = format!("{}/32", azure.bridge_ip);
+    let (gateway, endpoint) = (format!("{}/32", azure.bridge_ip), azure.endpoint("azure"));
     let subscription = "5b7e4c1a-0d2f-4e6b-9a8c-3f1e2d4c5b6a";
     let out = scratch.skyx(
         &[
@@ -365,7 +193,7 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
             "--azure-subscription",
             subscription,
             "--azure-arm-endpoint",
-            &azure.endpoint,
+            &endpoint,
             "--azure-access-token",
             "e2e",
             "--agent-url",
@@ -391,7 +219,7 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     assert!(logs.matches("agent ready").count() >= 2, "{logs}");
     // Nothing of the job is left: its resource group went, and every VM's namespace with it.
     assert_eq!(settle(&azure), Vec::<String>::new(), "VMs left running");
-    let left = azure.state(subscription);
+    let left = azure.state("azure", subscription);
     assert_eq!(left["resourceGroups"], serde_json::json!([]), "{left}");
 }
 
@@ -400,7 +228,7 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
 #[test]
 fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
     let scratch = Scratch::new("vm-boot-ctrl-c");
-    let gce = Booted::start(&scratch, "gce", "10.206.0.1/16", "198.51.100.128/25");
+    let gce = Booted::start(&scratch, "10.206.0.1/16", &[("gce", "198.51.100.128/25")]);
     let src = scratch.dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("slow.bin"), vec![7u8; 40_000_000]).unwrap();
@@ -408,7 +236,7 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
         src.display().to_string(),
         scratch.dir.join("dst").display().to_string(),
     );
-    let gateway = format!("{}/32", gce.bridge_ip);
+    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
     let mut copy = scratch
         .command(
             &[
@@ -430,7 +258,7 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
                 "--gcp-project",
                 "boot-ctrl-c",
                 "--gce-endpoint",
-                &gce.endpoint,
+                &endpoint,
                 "--gce-access-token",
                 "e2e",
                 "--agent-url",
@@ -474,7 +302,7 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
     let out = copy.wait_with_output().unwrap();
     assert!(!out.status.success(), "{}", stdout(&out));
     assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
-    let left = gce.state("boot-ctrl-c");
+    let left = gce.state("gce", "boot-ctrl-c");
     assert_eq!(left["instances"], serde_json::json!([]), "{left}");
     assert!(
         !left["firewalls"]
@@ -483,5 +311,204 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
             .iter()
             .any(|r| r["name"].as_str().unwrap().starts_with("skyx-")),
         "{left}"
+    );
+}
+
+/// The moto AMI of `region` (moto holds a set of public ones).
+fn moto_image(endpoint: &str, region: &str) -> String {
+    let python = std::path::PathBuf::from(std::env::var("SKYX_TEST_TOOLS_DIR").unwrap())
+        .join("moto/bin/python");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(format!(
+            "import boto3; print(boto3.client('ec2', region_name='{region}', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t').describe_images()['Images'][0]['ImageId'])"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Instances moto still runs (any region the test used).
+fn moto_running(endpoint: &str) -> usize {
+    let python = std::path::PathBuf::from(std::env::var("SKYX_TEST_TOOLS_DIR").unwrap())
+        .join("moto/bin/python");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(format!(
+            "import boto3\nn = 0\nfor r in ['us-east-1', 'us-west-2', 'eu-west-1']:\n    c = boto3.client('ec2', region_name=r, endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t')\n    n += sum(1 for x in c.describe_instances()['Reservations'] for i in x['Instances'] if i['State']['Name'] in ('pending', 'running'))\nprint(n)"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The issue's whole path: an S3 bucket's objects through a relay on GCE into an Azure
+/// container, `--provider cloud` putting each agent in its own region's cloud, every VM booted
+/// from what its provider sent (EC2: user data under cloud-init with IMDSv2; GCE: the startup
+/// script; Azure: custom data), byte for byte, and nothing of the job left in any cloud.
+#[test]
+fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
+    let scratch = Scratch::new("vm-boot-sky");
+    let mut sky = Booted::start(
+        &scratch,
+        "10.208.0.1/16",
+        &[
+            ("ec2", "54.214.0.0/16"),
+            ("gce", "100.101.0.0/24"),
+            ("azure", "100.102.0.0/24"),
+        ],
+    );
+    let (s3, azurite) = (sky.s3(), sky.azurite());
+    // The sink's account key as a remote's setting: carried to the sink agent in its job (an
+    // Azure VM would use its managed identity; Azurite takes keys only).
+    let config = scratch.dir.join("sky.toml");
+    std::fs::write(
+        &config,
+        format!("[remotes.sink]\ntype = \"azure\"\naccount = \"devstoreaccount1\"\nconnection_string = \"{azurite}\"\n"),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.as_str()),
+        ("AWS_ACCESS_KEY_ID", S3_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AZURE_STORAGE_CONNECTION_STRING", azurite.as_str()),
+        ("SKYX_CONFIG", config.as_str()),
+    ];
+    let local = scratch.dir.join("data");
+    std::fs::create_dir_all(local.join("deep")).unwrap();
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    std::fs::write(local.join("big.bin"), &big).unwrap();
+    std::fs::write(local.join("deep/small.txt"), b"s3 -> gce -> azure\n").unwrap();
+    for bucket in ["s3://booted-src", "az://devstoreaccount1/booted-dst"] {
+        let out = scratch.skyx(&["mb", bucket], &env);
+        assert!(out.status.success(), "mb {bucket}: {}", stderr(&out));
+    }
+    let local_arg = local.display().to_string();
+    let out = scratch.skyx(
+        &[
+            "cp",
+            "-r",
+            &local_arg,
+            "s3://booted-src/data",
+            "--no-progress",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (ec2, gce, azure) = (
+        sky.endpoint("ec2"),
+        sky.endpoint("gce"),
+        sky.endpoint("azure"),
+    );
+    // The source agent reads S3 with its VM's role, from the metadata service, as on EC2.
+    sky.instance_profile("booted-agents");
+    let image = format!("us-east-1={}", moto_image(&ec2, "us-east-1"));
+    let gateway = format!("{}/32", sky.bridge_ip);
+    let subscription = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
+    let out = scratch.skyx(
+        &[
+            "cp",
+            "-r",
+            "s3://booted-src/data",
+            "sink:booted-dst/data",
+            "--src-region",
+            "aws:us-east-1",
+            "--dst-region",
+            "azure:westeurope",
+            "--via",
+            "gcp:us-west1-a",
+            "--max-vms-per-region",
+            "1",
+            "--provider",
+            "cloud",
+            "--ec2-endpoint",
+            &ec2,
+            "--ec2-image",
+            &image,
+            "--ec2-instance-profile",
+            "booted-agents",
+            // (The agents reach S3 at its endpoint on the bridge, which the job carries.)
+            "--src-endpoint",
+            &s3,
+            "--gcp-project",
+            "booted-sky",
+            "--gce-endpoint",
+            &gce,
+            "--gce-access-token",
+            "e2e",
+            "--azure-subscription",
+            subscription,
+            "--azure-arm-endpoint",
+            &azure,
+            "--azure-access-token",
+            "e2e",
+            "--agent-url",
+            &sky.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "120s",
+            "--no-progress",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        sky.vm_logs()
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("aws:us-east-1") && text.contains("gcp:us-west1-a"),
+        "{text}"
+    );
+    assert!(text.contains("azure:westeurope"), "{text}");
+    // Every cloud's guest booted its agent: IMDSv2 on EC2, GCE's metadata server, and the
+    // address Azure's gateway gave.
+    let logs = sky.vm_logs();
+    assert_eq!(logs.matches("agent ready").count(), 3, "{logs}");
+    assert!(logs.contains("PUT /latest/api/token"), "{logs}");
+    assert!(logs.contains("access-configs/0/external-ip"), "{logs}");
+
+    let back = scratch.dir.join("back");
+    let back_arg = back.display().to_string();
+    let out = scratch.skyx(
+        &[
+            "cp",
+            "-r",
+            "sink:booted-dst/data",
+            &back_arg,
+            "--no-progress",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(back.join("deep/small.txt")).unwrap(),
+        b"s3 -> gce -> azure\n"
+    );
+
+    // Nothing of the job is left in any cloud, nor any namespace on this machine.
+    assert_eq!(settle(&sky), Vec::<String>::new(), "VMs left running");
+    assert_eq!(moto_running(&ec2), 0);
+    assert_eq!(
+        sky.state("gce", "booted-sky")["instances"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        sky.state("azure", subscription)["resourceGroups"],
+        serde_json::json!([])
     );
 }

@@ -205,7 +205,7 @@ impl ProviderArgs {
         })?;
         if !is_ipv4_cidr(&gateway_cidr) {
             return Err(BadInput(format!(
-                "--gateway-cidr '{gateway_cidr}': expected an IPv4 address and prefix, e.g. 203.0.113.7/32"
+                "--gateway-cidr '{gateway_cidr}': expected this machine's IPv4 address and a prefix of /16 to /32, e.g. 203.0.113.7/32"
             )));
         }
         let ready = skyx_catalog::units::parse_duration_s(&self.ready_timeout)
@@ -382,10 +382,12 @@ fn per_region(
     Ok(out)
 }
 
-/// Just enough CIDR checking to refuse a typo before any VM is launched.
+/// Just enough CIDR checking to refuse a typo before any VM is launched, and a range so wide
+/// (shorter than /16) that the agents' control port would be open to much of the internet.
 fn is_ipv4_cidr(s: &str) -> bool {
     s.split_once('/').is_some_and(|(addr, prefix)| {
-        addr.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+        addr.parse::<std::net::Ipv4Addr>().is_ok()
+            && prefix.parse::<u8>().is_ok_and(|p| (16..=32).contains(&p))
     })
 }
 

@@ -153,14 +153,20 @@ fn paths(args: &PathsArgs) -> Result<()> {
         let Some(cloud) = &cloud else {
             return Ok(measure_paths(&provider, &regions, &options, &mut on_pair).await?);
         };
-        // VMs in the measured regions: readied first, and swept whatever the end.
-        if let Err(e) = cloud.prepare(&names).await {
-            crate::args::provider::sweep(cloud.as_ref(), "benchmark").await;
-            return Err(crate::args::provider::setting_is_bad_input(e));
-        }
-        let measured = measure_paths(cloud.as_ref(), &regions, &options, &mut on_pair).await;
+        // VMs in the measured regions: readied first, and swept whatever the end (Ctrl-C
+        // included: the sweep finds every VM of the job by its label or tag).
+        let measured = tokio::select! {
+            measured = async {
+                cloud
+                    .prepare(&names)
+                    .await
+                    .map_err(crate::args::provider::setting_is_bad_input)?;
+                Ok(measure_paths(cloud.as_ref(), &regions, &options, &mut on_pair).await?)
+            } => measured,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
         crate::args::provider::sweep(cloud.as_ref(), "benchmark").await;
-        Ok(measured?)
+        measured
     })?;
     if let Some(path) = &args.out {
         let grid = skyx_gateway::paths::to_grid(&measurements);

@@ -167,9 +167,18 @@ impl Agents {
     pub async fn prepare(&self, topology: &skyx_gateway::Topology) -> Result<()> {
         if let Some(cloud) = &self.cloud {
             let regions: Vec<&str> = topology.agents.iter().map(|a| a.region.as_str()).collect();
-            if let Err(e) = cloud.prepare(&regions).await {
+            // A Ctrl-C while the clouds are readied stops there, and what was made goes.
+            let prepared = tokio::select! {
+                prepared = cloud.prepare(&regions) => {
+                    prepared.map_err(crate::args::provider::setting_is_bad_input)
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    Err(anyhow::anyhow!("interrupted while readying the clouds"))
+                }
+            };
+            if let Err(e) = prepared {
                 self.sweep().await;
-                return Err(crate::args::provider::setting_is_bad_input(e));
+                return Err(e);
             }
         }
         Ok(())

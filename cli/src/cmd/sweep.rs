@@ -48,6 +48,11 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             "--provider local: nothing to sweep (local agents die with their gateway, or after their idle timeout)".into()
         ));
     }
+    if args.provider == ProviderKind::Cloud {
+        bail!(BadInput(
+            "--provider cloud: sweep each cloud the job used, --provider aws, gcp and azure in turn".into()
+        ));
+    }
     if args.job.is_none() && !args.all_jobs {
         bail!(BadInput(
             "name what to sweep: --job JOB (the skyx-job tag a copy prints when it starts) or --all-jobs (also stops jobs still running)".into()

@@ -14,6 +14,9 @@ use serde_json::Value;
 /// Where ARM is when no endpoint is given.
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
 
+/// How long an operation may take before the provider gives up on it.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
 /// The scope of an ARM token.
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
@@ -231,6 +234,11 @@ impl Arm {
         format!("{}{path}{sep}api-version={api}", self.base)
     }
 
+    /// A GET of a URL ARM gave (a `nextLink`).
+    pub async fn get_url(&self, url: &str) -> Result<Value, ArmError> {
+        Ok(self.call(reqwest::Method::GET, url, None).await?.body)
+    }
+
     pub async fn get(&self, path: &str, api: &str) -> Result<Value, ArmError> {
         Ok(self
             .call(reqwest::Method::GET, &self.url(path, api), None)
@@ -280,8 +288,16 @@ impl Arm {
     /// gave one, else its `Location` (202 while running).
     async fn follow(&self, first: &Answer, call: &str) -> Result<(), ArmError> {
         let mut wait = first.retry_after.unwrap_or(self.poll).max(self.poll);
+        let deadline = std::time::Instant::now() + OPERATION_TIMEOUT;
+        let overdue = || ArmError::Transport {
+            call: call.to_string(),
+            why: format!("operation not done after {OPERATION_TIMEOUT:?}"),
+        };
         if let Some(status_url) = &first.async_operation {
             loop {
+                if std::time::Instant::now() > deadline {
+                    return Err(overdue());
+                }
                 tokio::time::sleep(wait).await;
                 let answer = self.call(reqwest::Method::GET, status_url, None).await?;
                 let status = answer.body["status"].as_str().unwrap_or("InProgress");
@@ -304,6 +320,9 @@ impl Arm {
             return Ok(());
         };
         loop {
+            if std::time::Instant::now() > deadline {
+                return Err(overdue());
+            }
             tokio::time::sleep(wait).await;
             let answer = self.call(reqwest::Method::GET, location, None).await?;
             if answer.status != 202 {

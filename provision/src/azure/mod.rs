@@ -155,21 +155,27 @@ impl AgentHandle for AzureAgent {
 /// delete options; deleted here too, should those not have been honoured).
 async fn delete_vm(arm: &Arm, group: &str, vm: &str) -> Result<(), ArmError> {
     let rg = format!("/resourceGroups/{group}/providers");
-    arm.delete(
-        &format!("{rg}/Microsoft.Compute/virtualMachines/{vm}?forceDeletion=true"),
-        COMPUTE_API,
-    )
-    .await?;
-    arm.delete(
-        &format!("{rg}/Microsoft.Network/networkInterfaces/{vm}-nic"),
-        NETWORK_API,
-    )
-    .await?;
-    arm.delete(
-        &format!("{rg}/Microsoft.Network/publicIPAddresses/{vm}-ip"),
-        NETWORK_API,
-    )
-    .await
+    let vm_deleted = arm
+        .delete(
+            &format!("{rg}/Microsoft.Compute/virtualMachines/{vm}?forceDeletion=true"),
+            COMPUTE_API,
+        )
+        .await;
+    // Each is tried whatever the one before answered (a NIC still attached to a VM that
+    // could not be deleted is refused, and says so).
+    let nic_deleted = arm
+        .delete(
+            &format!("{rg}/Microsoft.Network/networkInterfaces/{vm}-nic"),
+            NETWORK_API,
+        )
+        .await;
+    let ip_deleted = arm
+        .delete(
+            &format!("{rg}/Microsoft.Network/publicIPAddresses/{vm}-ip"),
+            NETWORK_API,
+        )
+        .await;
+    vm_deleted.and(nic_deleted).and(ip_deleted)
 }
 
 fn azure_location(region: &str) -> Option<&str> {
@@ -327,8 +333,9 @@ impl AzureProvider {
         if state.peers.contains(&ip) {
             return Ok(());
         }
-        state.peers.push(ip);
-        let rule = peers_rule(&state.peers);
+        let mut peers = state.peers.clone();
+        peers.push(ip);
+        let rule = peers_rule(&peers);
         for site in state.sites.values() {
             self.arm
                 .put(
@@ -338,6 +345,8 @@ impl AzureProvider {
                 )
                 .await?;
         }
+        // Recorded once every location admits it: a failed update is tried again next time.
+        state.peers = peers;
         Ok(())
     }
 

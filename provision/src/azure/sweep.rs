@@ -15,16 +15,24 @@ pub async fn groups(arm: &Arm, label: Option<&str>) -> Result<Vec<String>, Strin
     let encoded: String =
         percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    let page = arm
+    let mut page = arm
         .get(&format!("/resourcegroups?$filter={encoded}"), RESOURCES_API)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(page["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g["name"].as_str().map(str::to_string))
-        .collect())
+    let mut found = Vec::new();
+    loop {
+        found.extend(
+            page["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["name"].as_str().map(str::to_string)),
+        );
+        let Some(next) = page["nextLink"].as_str().filter(|l| !l.is_empty()) else {
+            return Ok(found);
+        };
+        page = arm.get_url(next).await.map_err(|e| e.to_string())?;
+    }
 }
 
 /// Deletes the resource groups of `label`'s job (any skyx job's when `None`), each waited for;

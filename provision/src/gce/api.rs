@@ -13,6 +13,9 @@ use token_source::TokenSource;
 /// Where the API is when no endpoint is given.
 pub const GOOGLE_ENDPOINT: &str = "https://compute.googleapis.com/";
 
+/// How long an operation may take before the provider gives up on it.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 /// The OAuth scope the gateway's calls need.
 pub const COMPUTE_SCOPE: &str = "https://www.googleapis.com/auth/compute";
 
@@ -224,7 +227,18 @@ impl Compute {
             None => format!("global/operations/{name}/wait"),
         };
         let mut op = operation.clone();
+        let deadline = std::time::Instant::now() + OPERATION_TIMEOUT;
         while op["status"].as_str() != Some("DONE") {
+            if std::time::Instant::now() > deadline {
+                return Err(ApiError::Transport {
+                    call: call.to_string(),
+                    why: format!("operation {name} not done after {OPERATION_TIMEOUT:?}"),
+                });
+            }
+            // `wait` may answer before the operation is done (it is only best effort).
+            if op["status"].as_str() == Some("RUNNING") {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
             op = self.post(&path, &[], None).await?;
         }
         match op["error"]["errors"].get(0) {

@@ -305,6 +305,16 @@ impl GceProvider {
         self.insert_rule(&rule)
             .await
             .map_err(|e| Self::fail(agent, "global", e))?;
+        // Below the job's two rules and above the network's own (a default network admits
+        // every internal address, and SSH from anywhere, at 65534): nothing else reaches the
+        // job's VMs.
+        let mut deny = self.rule("deny", Value::Null, vec!["0.0.0.0/0".into()]);
+        deny.as_object_mut().map(|r| r.remove("allowed"));
+        deny["denied"] = json!([{"IPProtocol": "all"}]);
+        deny["priority"] = json!(1100);
+        self.insert_rule(&deny)
+            .await
+            .map_err(|e| Self::fail(agent, "global", e))?;
         state.gateway_rule = true;
         Ok(())
     }
@@ -314,6 +324,7 @@ impl GceProvider {
             "name": self.rule_name(which),
             "description": format!("skyx job {}: {}", self.job, match which {
                 "gw" => "the gateway to the agents' control port",
+                "deny" => "nothing else to the job's agents",
                 _ => "the job's agents to each other",
             }),
             "network": self.config.network,
@@ -326,15 +337,27 @@ impl GceProvider {
     }
 
     async fn insert_rule(&self, rule: &Value) -> Result<(), ApiError> {
-        let op = self
+        let inserted = self
             .compute
             .post(
                 "global/firewalls",
                 &[("requestId", &api::request_id())],
                 Some(rule),
             )
-            .await?;
-        self.compute.wait(&op, "firewalls.insert").await
+            .await;
+        match inserted {
+            Ok(op) => self.compute.wait(&op, "firewalls.insert").await,
+            // Made by an earlier try whose answer was lost: brought to what is asked now.
+            Err(ApiError::Http { status: 409, .. }) => {
+                let name = rule["name"].as_str().unwrap_or_default();
+                let op = self
+                    .compute
+                    .patch(&format!("global/firewalls/{name}"), rule)
+                    .await?;
+                self.compute.wait(&op, "firewalls.patch").await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Admits a new agent's address: the peers' rule made with it, or widened to it.
@@ -471,7 +494,16 @@ impl Provider for GceProvider {
                 )
                 .await
             {
-                Ok(op) => self.compute.wait(&op, "instances.insert").await,
+                Ok(op) => match self.compute.wait(&op, "instances.insert").await {
+                    Err(e) if !e.is_capacity() => {
+                        // Accepted, then lost or failed: whatever it made goes (gone is fine).
+                        if let Err(d) = sweep::delete_instance(&self.compute, zone, &name).await {
+                            tracing::warn!("VM {name} of a failed launch stays: {d}");
+                        }
+                        Err(e)
+                    }
+                    done => done,
+                },
                 Err(e) => Err(e),
             };
             match inserted {

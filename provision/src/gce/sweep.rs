@@ -51,7 +51,8 @@ pub async fn labelled(
 /// described as a skyx job's, so a user's own rule that happens to start with `skyx-` stays.
 pub async fn rules(compute: &Compute, label: Option<&str>) -> Result<Vec<String>, ApiError> {
     let filter = match label {
-        Some(l) => format!("name eq skyx-{l}-.*"),
+        // Exactly the job's rules: `--job cp` must not match another job's `skyx-cp-x-gw`.
+        Some(l) => format!("name eq skyx-{l}-(gw|peers|deny)"),
         None => "name eq skyx-.*".to_string(),
     };
     let mut found = Vec::new();

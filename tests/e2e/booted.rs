@@ -1,0 +1,315 @@
+//! [`Booted`]: clouds whose VMs boot as network namespaces of this machine, for the tests
+//! that run agents as they would run in the cloud. One bridge of the test's own; per cloud a
+//! server of the test's own whose boot hook is `deploy/contracts/vmboot.py` (GCE: the contract
+//! server `gce.py`; Azure: `azure.py`; EC2: a moto server and `ec2boot.py`, moto's missing
+//! boot hook); a file server on the bridge with this build's `skyx-agent`; and, when asked,
+//! object stores on the bridge (s3s-fs, Azurite) that the VMs' agents can reach. Dropping it
+//! stops every server, halts every VM and removes the bridge.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stores::Scratch;
+use crate::util::bin;
+
+fn contracts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts")
+}
+
+fn tools() -> PathBuf {
+    PathBuf::from(
+        std::env::var("SKYX_TEST_TOOLS_DIR")
+            .expect("SKYX_TEST_TOOLS_DIR: start the servers with deploy/test-servers.sh"),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "nothing answers on {address}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Azurite's well-known development key (its account `devstoreaccount1`).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The keys of the bridge's S3 server, and what an EC2 VM's instance profile grants.
+pub const S3_KEY: &str = "booted";
+pub const S3_SECRET: &str = "booted-secret";
+
+pub struct Booted {
+    state: PathBuf,
+    pub agent_url: String,
+    pub bridge_ip: String,
+    endpoints: BTreeMap<&'static str, String>,
+    children: Vec<Child>,
+}
+
+impl Booted {
+    /// `bridge`: the host's address on the VMs' bridge (`10.204.0.1/16`); `clouds`: each cloud
+    /// (`gce`, `azure`, `ec2`) with the range its VMs' public addresses come from (EC2's are
+    /// moto's, 54.214.0.0/16). Tests that run at once use disjoint ranges: each is routed to
+    /// its own bridge.
+    pub fn start(scratch: &Scratch, bridge: &str, clouds: &[(&'static str, &str)]) -> Booted {
+        let state = scratch.dir.join("vms");
+        std::fs::create_dir_all(&state).unwrap();
+        let bridge_ip = bridge.split('/').next().unwrap().to_string();
+        let mut booted = Booted {
+            state: state.clone(),
+            agent_url: String::new(),
+            bridge_ip: bridge_ip.clone(),
+            endpoints: BTreeMap::new(),
+            children: Vec::new(),
+        };
+        let up = Command::new("python3")
+            .arg(contracts().join("vmboot.py"))
+            .args(["up", state.to_str().unwrap(), bridge])
+            .args(clouds.iter().map(|(_, public)| *public))
+            .output()
+            .unwrap();
+        assert!(
+            up.status.success(),
+            "vmboot up: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let files = free_port();
+        let agent_dir = bin("skyx-agent").parent().unwrap().to_path_buf();
+        booted.spawn(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &files.to_string(),
+                    "--bind",
+                    &bridge_ip,
+                ])
+                .current_dir(&agent_dir),
+            "files",
+        );
+        booted.agent_url = format!("http://{bridge_ip}:{files}/skyx-agent");
+        wait_port(&format!("{bridge_ip}:{files}"));
+        for (cloud, public) in clouds {
+            booted.start_cloud(cloud, public);
+        }
+        booted
+    }
+
+    fn spawn(&mut self, command: &mut Command, log: &str) {
+        let log = std::fs::File::create(self.state.join(format!("{log}.log"))).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    fn start_cloud(&mut self, cloud: &'static str, public: &str) {
+        let python = std::env::var("SKYX_TEST_CONTRACTS_PYTHON")
+            .expect("SKYX_TEST_CONTRACTS_PYTHON: start the servers with deploy/test-servers.sh");
+        let api = free_port();
+        let endpoint = format!("http://127.0.0.1:{api}");
+        // The hook reports power-offs to the cloud's server (EC2: to ec2boot.py's own port).
+        let control = match cloud {
+            "ec2" => free_port(),
+            _ => api,
+        };
+        // (The contracts' Python: its cloud-init stand-in reads YAML.)
+        let hook = format!(
+            "{python} {} hook {} http://127.0.0.1:{control} {cloud}",
+            contracts().join("vmboot.py").display(),
+            self.state.display(),
+        );
+        match cloud {
+            "gce" => self.spawn(
+                Command::new(&python)
+                    .arg(contracts().join("gce.py"))
+                    .args(["--host", "127.0.0.1", "--port", &api.to_string()])
+                    .args([
+                        "--discovery",
+                        &std::env::var("SKYX_TEST_GCE_DISCOVERY").unwrap(),
+                    ])
+                    .args(["--nat-pool", public, "--boot-hook", &hook]),
+                "gce",
+            ),
+            "azure" => self.spawn(
+                Command::new(&python)
+                    .arg(contracts().join("azure.py"))
+                    .args(["--host", "127.0.0.1", "--port", &api.to_string()])
+                    .arg("--specs")
+                    .arg(contracts().join("azure-specs"))
+                    .args(["--public-ip-pool", public, "--boot-hook", &hook]),
+                "azure",
+            ),
+            _ => {
+                let moto = tools().join("moto/bin");
+                self.spawn(
+                    Command::new(moto.join("moto_server")).args([
+                        "-H",
+                        "127.0.0.1",
+                        "-p",
+                        &api.to_string(),
+                    ]),
+                    "moto",
+                );
+                wait_port(&format!("127.0.0.1:{api}"));
+                self.spawn(
+                    Command::new(moto.join("python"))
+                        .arg(contracts().join("ec2boot.py"))
+                        .args([&endpoint, &control.to_string(), &hook])
+                        .args(["us-east-1", "us-west-2", "eu-west-1"])
+                        // What an instance profile's role grants: the bridge S3's keys.
+                        .env("SKYX_BOOT_ROLE_KEYS", format!("{S3_KEY}:{S3_SECRET}")),
+                    "ec2boot",
+                );
+                wait_port(&format!("127.0.0.1:{control}"));
+            }
+        }
+        wait_port(&format!("127.0.0.1:{api}"));
+        self.endpoints.insert(cloud, endpoint);
+    }
+
+    /// Makes an instance profile in the EC2 cloud's moto (RunInstances refuses a profile that
+    /// does not exist, as AWS does). moto routes by the credential scope of the Authorization
+    /// header and checks no signature, so a plain query request does.
+    pub fn instance_profile(&self, name: &str) {
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "-X", "POST"])
+            .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+            .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0"])
+            .args(["-d", &format!("Action=CreateInstanceProfile&InstanceProfileName={name}&Version=2010-05-08")])
+            .arg(format!("{}/", self.endpoint("ec2")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("CreateInstanceProfileResponse"), "{text}");
+    }
+
+    /// The API endpoint of `cloud`'s server.
+    pub fn endpoint(&self, cloud: &str) -> String {
+        self.endpoints[cloud].clone()
+    }
+
+    /// An S3 server (s3s-fs, keys [`S3_KEY`]/[`S3_SECRET`]) on the bridge: its endpoint.
+    pub fn s3(&mut self) -> String {
+        let port = free_port();
+        let dir = self.state.join("s3");
+        std::fs::create_dir_all(&dir).unwrap();
+        self.spawn(
+            Command::new(tools().join("bin/s3s-fs"))
+                .args([
+                    "--host",
+                    &self.bridge_ip.clone(),
+                    "--port",
+                    &port.to_string(),
+                ])
+                .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+                .arg(&dir),
+            "s3",
+        );
+        wait_port(&format!("{}:{port}", self.bridge_ip));
+        format!("http://{}:{port}", self.bridge_ip)
+    }
+
+    /// Azurite (account `devstoreaccount1`) on the bridge: its connection string.
+    pub fn azurite(&mut self) -> String {
+        let port = free_port();
+        self.spawn(
+            Command::new(tools().join("npm/bin/azurite-blob"))
+                .args([
+                    "--blobHost",
+                    &self.bridge_ip.clone(),
+                    "--blobPort",
+                    &port.to_string(),
+                ])
+                .args(["--inMemoryPersistence", "--loose", "--skipApiVersionCheck"])
+                .arg("--disableTelemetry"),
+            "azurite",
+        );
+        wait_port(&format!("{}:{port}", self.bridge_ip));
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://{}:{port}/devstoreaccount1;",
+            self.bridge_ip
+        )
+    }
+
+    /// The namespaces of VMs that still run.
+    pub fn running(&self) -> Vec<String> {
+        std::fs::read_dir(self.state.join("vms"))
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What every booted VM logged (its boot, its metadata server, its bootstrap, its agent).
+    pub fn vm_logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.state).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("vm-") {
+                for log in ["vm.log", "agent.log"] {
+                    all += &std::fs::read_to_string(entry.path().join(log)).unwrap_or_default();
+                }
+            }
+        }
+        all
+    }
+
+    /// What `cloud`'s contract server holds for `scope` (a project, a subscription).
+    pub fn state(&self, cloud: &str, scope: &str) -> Value {
+        let key = if cloud == "azure" {
+            "subscription"
+        } else {
+            "project"
+        };
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*"])
+            .arg(format!(
+                "{}/_contract/state?{key}={scope}",
+                self.endpoint(cloud)
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("python3")
+            .arg(contracts().join("vmboot.py"))
+            .args(["down", self.state.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// Waits (a little) for the VMs a copy's end deleted to be halted: the servers run their
+/// halt hooks once the delete is done.
+pub fn settle(booted: &Booted) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !booted.running().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    booted.running()
+}
