@@ -61,18 +61,18 @@ pub enum BootError {
 /// cloud-init user data (EC2, Azure): writes the token, certificate, unit and bootstrap, then
 /// runs the bootstrap.
 pub fn cloud_init(boot: &Boot<'_>) -> Result<String, BootError> {
-    let bootstrap = bootstrap(boot)?;
-    Ok(CLOUD_INIT_TEMPLATE
-        .replace("@TOKEN@", boot.token)
-        .replace("@GATEWAY_CERT_B64@", boot.gateway_cert)
-        .replace("@SERVICE_B64@", &b64(AGENT_SERVICE))
-        .replace("@BOOTSTRAP_B64@", &b64(&bootstrap)))
+    writing_files(CLOUD_INIT_TEMPLATE, boot)
 }
 
 /// A GCE `startup-script`: the same files written by a shell script, then the bootstrap.
 pub fn startup_script(boot: &Boot<'_>) -> Result<String, BootError> {
+    writing_files(STARTUP_SCRIPT_TEMPLATE, boot)
+}
+
+/// `template` (one of the two ways a VM is handed its files) with every placeholder filled.
+fn writing_files(template: &str, boot: &Boot<'_>) -> Result<String, BootError> {
     let bootstrap = bootstrap(boot)?;
-    Ok(STARTUP_SCRIPT_TEMPLATE
+    Ok(template
         .replace("@TOKEN@", boot.token)
         .replace("@GATEWAY_CERT_B64@", boot.gateway_cert)
         .replace("@SERVICE_B64@", &b64(AGENT_SERVICE))

@@ -3,6 +3,8 @@
 //! depend on the gateway that launched them: `skyx sweep --provider gcp` runs it from anywhere
 //! with the project's credentials.
 
+use serde_json::Value;
+
 use super::JOB_LABEL;
 use super::api::{ApiError, Compute};
 
@@ -25,13 +27,7 @@ pub async fn labelled(
         None => format!("labels.{JOB_LABEL}:*"),
     };
     let mut found = Vec::new();
-    let mut token = String::new();
-    loop {
-        let mut query = vec![("filter", filter.as_str())];
-        if !token.is_empty() {
-            query.push(("pageToken", token.as_str()));
-        }
-        let page = compute.get("aggregated/instances", &query).await?;
+    for page in pages(compute, "aggregated/instances", &filter).await? {
         for (scope, list) in page["items"].as_object().into_iter().flatten() {
             let zone = scope.trim_start_matches("zones/");
             for vm in list["instances"].as_array().into_iter().flatten() {
@@ -40,10 +36,29 @@ pub async fn labelled(
                 }
             }
         }
-        match page["nextPageToken"].as_str() {
-            Some(next) if !next.is_empty() => token = next.to_string(),
-            _ => return Ok(found),
+    }
+    Ok(found)
+}
+
+/// Every page of the list at `path` that `filter` selects.
+async fn pages(compute: &Compute, path: &str, filter: &str) -> Result<Vec<Value>, ApiError> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut query = vec![("filter", filter)];
+        if !token.is_empty() {
+            query.push(("pageToken", token.as_str()));
         }
+        let page = compute.get(path, &query).await?;
+        let next = page["nextPageToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        pages.push(page);
+        if next.is_empty() {
+            return Ok(pages);
+        }
+        token = next;
     }
 }
 
@@ -56,13 +71,7 @@ pub async fn rules(compute: &Compute, label: Option<&str>) -> Result<Vec<String>
         None => "name eq skyx-.*".to_string(),
     };
     let mut found = Vec::new();
-    let mut token = String::new();
-    loop {
-        let mut query = vec![("filter", filter.as_str())];
-        if !token.is_empty() {
-            query.push(("pageToken", token.as_str()));
-        }
-        let page = compute.get("global/firewalls", &query).await?;
+    for page in pages(compute, "global/firewalls", &filter).await? {
         for rule in page["items"].as_array().into_iter().flatten() {
             let ours = rule["description"]
                 .as_str()
@@ -71,11 +80,8 @@ pub async fn rules(compute: &Compute, label: Option<&str>) -> Result<Vec<String>
                 found.push(name.to_string());
             }
         }
-        match page["nextPageToken"].as_str() {
-            Some(next) if !next.is_empty() => token = next.to_string(),
-            _ => return Ok(found),
-        }
     }
+    Ok(found)
 }
 
 /// Deletes one VM and waits for it to be gone; one already gone is fine.
