@@ -34,12 +34,13 @@ install() {
     mkdir -p "$TOOLS"
     # The emulated sky's tests build namespaces and shape links with iproute2's ip and tc.
     # ... and measure its links with ping and iperf3. VMs booted as namespaces
-    # (contracts/vmboot.py) run their bootstrap, which needs curl, and nsenter (util-linux).
+    # (contracts/vmboot.py) run their bootstrap, which needs curl, and nsenter (util-linux);
+    # tcpdump sniffs their links.
     if ! command -v tc >/dev/null || ! command -v ip >/dev/null || ! command -v ping >/dev/null \
         || ! command -v iperf3 >/dev/null || ! command -v curl >/dev/null \
-        || ! command -v nsenter >/dev/null; then
-        log "installing iproute2, iputils-ping, iperf3, curl, util-linux (apt)"
-        local pkgs="iproute2 iputils-ping iperf3 curl util-linux"
+        || ! command -v nsenter >/dev/null || ! command -v tcpdump >/dev/null; then
+        log "installing iproute2, iputils-ping, iperf3, curl, util-linux, tcpdump (apt)"
+        local pkgs="iproute2 iputils-ping iperf3 curl util-linux tcpdump"
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
     fi

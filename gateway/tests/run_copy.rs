@@ -371,7 +371,11 @@ struct ToTheRelay {
 }
 
 impl skyx_gateway::Replanner for ToTheRelay {
-    fn replan(&self, estimate: &skyx_gateway::VolumeEstimate) -> Option<skyx_gateway::Replanned> {
+    fn replan(
+        &self,
+        estimate: &skyx_gateway::VolumeEstimate,
+        _refused: &[String],
+    ) -> Option<skyx_gateway::Replanned> {
         self.asked.lock().unwrap().push(*estimate);
         Some(skyx_gateway::Replanned {
             topology: relayed(4),
@@ -468,4 +472,140 @@ async fn a_listing_that_grows_past_its_plan_moves_the_copy_onto_the_new_route() 
     );
     assert_eq!(provider.launched(), 3);
     assert_eq!(provider.running(), Vec::<String>::new());
+}
+
+/// Agents in this process, but none in `full`: there the cloud says it has no capacity.
+#[derive(Debug)]
+struct Full {
+    full: &'static str,
+    agents: InProcessProvider,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl skyx_provision::Provider for Full {
+    fn name(&self) -> &str {
+        "in-process, one region full"
+    }
+
+    async fn launch(
+        &self,
+        req: skyx_provision::LaunchRequest,
+    ) -> Result<skyx_provision::LaunchedAgent, skyx_provision::ProviderError> {
+        if req.region == self.full {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(skyx_provision::ProviderError::Capacity {
+                agent: req.name,
+                region: req.region,
+                why: "ZONE_RESOURCE_POOL_EXHAUSTED".into(),
+            });
+        }
+        self.agents.launch(req).await
+    }
+}
+
+/// A planner that routes around the refused regions: directly when the relay is refused.
+#[derive(Debug, Default)]
+struct AroundRefused {
+    asked: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+impl skyx_gateway::Replanner for AroundRefused {
+    fn replan(
+        &self,
+        _estimate: &skyx_gateway::VolumeEstimate,
+        refused: &[String],
+    ) -> Option<skyx_gateway::Replanned> {
+        self.asked.lock().unwrap().push(refused.to_vec());
+        let relayed = relayed(4);
+        let topology = if refused.iter().any(|r| r == "test:relay") {
+            Topology {
+                agents: vec![relayed.agents[0].clone(), relayed.agents[2].clone()],
+                routes: vec![RouteSpec::chain(vec![0, 1], vec![4], 1.0)],
+            }
+        } else {
+            relayed
+        };
+        Some(skyx_gateway::Replanned {
+            topology,
+            pricing: Pricing::default(),
+            summary: "test:src -> test:dst".into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() {
+    let s = Scratch::new("capacity");
+    let files = write_source(&s.0.join("src"), &[3 * MIB, 100, 0]);
+    let provider = Full {
+        full: "test:relay",
+        agents: InProcessProvider::default(),
+        refused: Default::default(),
+    };
+    let (_cancel, cancel) = watch::channel(false);
+
+    // Without a planner, the cloud's answer fails the copy, and nothing is left running.
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options(MIB as u64)).await;
+    let err = run_copy(
+        &copy.job,
+        items_of(copy.items.clone()),
+        &provider,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
+        "{err}"
+    );
+    assert_eq!(provider.agents.running(), Vec::<String>::new());
+
+    // With one, the route is planned again without the relay's region: the agents launched
+    // for the first plan are stopped, the direct route carries everything.
+    let planner = Arc::new(AroundRefused::default());
+    let mut opts = options(MIB as u64);
+    opts.capacity_replan = Some(planner.clone());
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
+    let launched_before = provider.agents.launched();
+    let report = run_copy(
+        &copy.job,
+        items_of(copy.items.clone()),
+        &provider,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.objects_copied, 3);
+    assert_landed(&s.0.join("dst"), &files);
+    assert_eq!(
+        *planner.asked.lock().unwrap(),
+        vec![vec!["test:relay".to_string()]]
+    );
+    let r = &report.refinements;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        r[0].cause.as_deref(),
+        Some("test:relay had no capacity (ZONE_RESOURCE_POOL_EXHAUSTED)")
+    );
+    assert_eq!(r[0].plan.as_deref(), Some("test:src -> test:dst"));
+    assert!(
+        report.hops.iter().all(|h| h.src_region != "test:relay"),
+        "{:?}",
+        report.hops
+    );
+    // Two agents for the refused plan (source and sink), two for the new one; none left.
+    assert_eq!(provider.agents.launched() - launched_before, 4);
+    assert_eq!(
+        provider.refused.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert_eq!(provider.agents.running(), Vec::<String>::new());
 }

@@ -15,7 +15,7 @@
 //! receiver asks for that chunk again); a corrupt header is not (the stream position is lost, so
 //! the connection must be reset and in-flight chunks resent).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 pub const MAGIC: [u8; 4] = *b"SKX1";
 pub const HEADER_LEN: usize = 56;
@@ -49,7 +49,7 @@ impl Codec {
         }
     }
 
-    fn from_byte(b: u8) -> Option<Codec> {
+    pub(crate) fn from_byte(b: u8) -> Option<Codec> {
         match b {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
@@ -83,7 +83,7 @@ impl NackReason {
         }
     }
 
-    fn from_byte(b: u8) -> Option<NackReason> {
+    pub(crate) fn from_byte(b: u8) -> Option<NackReason> {
         match b {
             1 => Some(NackReason::Corrupt),
             2 => Some(NackReason::WrongJob),
@@ -185,13 +185,13 @@ pub enum Frame {
     },
 }
 
-const KIND_DATA: u8 = 1;
+pub(crate) const KIND_DATA: u8 = 1;
 /// Set in a data frame's codec byte when the payload is sealed.
-const SEALED_BIT: u8 = 0x80;
-const KIND_ACK: u8 = 2;
-const KIND_NACK: u8 = 3;
-const KIND_RECEIVED: u8 = 4;
-const KIND_PROGRESS: u8 = 5;
+pub(crate) const SEALED_BIT: u8 = 0x80;
+pub(crate) const KIND_ACK: u8 = 2;
+pub(crate) const KIND_NACK: u8 = 3;
+pub(crate) const KIND_RECEIVED: u8 = 4;
+pub(crate) const KIND_PROGRESS: u8 = 5;
 
 /// Why bytes did not decode into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,141 +312,9 @@ impl Frame {
     }
 }
 
-/// Incremental decoder for a byte stream of frames (sans-IO: feed bytes, take frames).
-#[derive(Debug, Default)]
-pub struct FrameDecoder {
-    buf: BytesMut,
-}
-
-impl FrameDecoder {
-    pub fn new() -> Self {
-        FrameDecoder::default()
-    }
-
-    /// Adds bytes read from the stream.
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Bytes received but not yet decoded.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// How many more bytes the next frame needs (at least 1 when nothing can be decoded).
-    pub fn wanted(&self) -> usize {
-        if self.buf.len() < HEADER_LEN {
-            return HEADER_LEN - self.buf.len();
-        }
-        let wire_len = u32::from_le_bytes(self.buf[36..40].try_into().expect("4 bytes")) as usize;
-        (HEADER_LEN + wire_len)
-            .saturating_sub(self.buf.len())
-            .max(1)
-    }
-
-    /// The next complete frame, `Ok(None)` when more bytes are needed. After a fatal error the
-    /// decoder's state is meaningless; drop it with the connection.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
-            return Ok(None);
-        }
-        let h = &self.buf[..HEADER_LEN];
-        if h[..4] != MAGIC {
-            return Err(FrameError::CorruptHeader("bad magic"));
-        }
-        let stored = u32::from_le_bytes(h[52..56].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&h[..52]) != stored {
-            return Err(FrameError::CorruptHeader("header checksum mismatch"));
-        }
-        let wire_len = u32::from_le_bytes(h[36..40].try_into().expect("4 bytes"));
-        if wire_len > MAX_WIRE {
-            return Err(FrameError::CorruptHeader("payload length too large"));
-        }
-        if self.buf.len() < HEADER_LEN + wire_len as usize {
-            return Ok(None);
-        }
-        let mut header = self.buf.split_to(HEADER_LEN);
-        let payload = self.buf.split_to(wire_len as usize).freeze();
-        header.advance(4);
-        let kind = header.get_u8();
-        let code = header.get_u8();
-        let dests = Dests(header.get_u16_le());
-        let job = JobId(header.get_u64_le());
-        let chunk = ChunkId(header.get_u64_le());
-        let offset = header.get_u64_le();
-        let raw_len = header.get_u32_le();
-        let _wire_len = header.get_u32_le();
-        let raw_crc32c = header.get_u32_le();
-        let wire_crc32c = header.get_u32_le();
-        let object = header.get_u32_le();
-        match kind {
-            KIND_DATA => {
-                if crc32c::crc32c(&payload) != wire_crc32c {
-                    return Err(FrameError::CorruptPayload { job, chunk });
-                }
-                let codec = Codec::from_byte(code & !SEALED_BIT)
-                    .ok_or(FrameError::CorruptHeader("unknown codec"))?;
-                Ok(Some(Frame::Data(DataFrame {
-                    chunk: ChunkRef {
-                        job,
-                        chunk,
-                        object,
-                        offset,
-                        raw_len,
-                        raw_crc32c,
-                        dests,
-                    },
-                    codec,
-                    sealed: code & SEALED_BIT != 0,
-                    payload,
-                })))
-            }
-            KIND_ACK => Ok(Some(Frame::Ack { job, chunk })),
-            KIND_RECEIVED => Ok(Some(Frame::Received { job, chunk })),
-            KIND_PROGRESS => Ok(Some(Frame::Progress {
-                job,
-                received: offset,
-                paused: code != 0,
-            })),
-            KIND_NACK => {
-                let reason = NackReason::from_byte(code)
-                    .ok_or(FrameError::CorruptHeader("unknown nack reason"))?;
-                Ok(Some(Frame::Nack { job, chunk, reason }))
-            }
-            _ => Err(FrameError::CorruptHeader("unknown frame kind")),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data() -> Frame {
-        Frame::Data(DataFrame {
-            chunk: ChunkRef {
-                job: JobId(7),
-                chunk: ChunkId(42),
-                object: 3,
-                offset: 1 << 33,
-                raw_len: 11,
-                raw_crc32c: crc32c::crc32c(b"hello world"),
-                dests: Dests(0b101),
-            },
-            codec: Codec::Raw,
-            sealed: false,
-            payload: Bytes::from_static(b"hello world"),
-        })
-    }
-
-    fn sealed() -> Frame {
-        let Frame::Data(mut d) = data() else {
-            unreachable!()
-        };
-        d.sealed = true;
-        d.codec = Codec::Zstd;
-        Frame::Data(d)
-    }
 
     #[test]
     fn a_chunk_for_some_destinations_meets_only_branches_behind_one_of_them() {
@@ -454,98 +322,5 @@ mod tests {
         assert!(first.with(third).meets(third));
         assert!(!first.meets(third));
         assert!(Dests::ALL.meets(third) && third.meets(Dests::ALL));
-    }
-
-    #[test]
-    fn frames_round_trip_through_a_byte_stream_split_anywhere() {
-        let frames = vec![
-            data(),
-            sealed(),
-            Frame::Ack {
-                job: JobId(7),
-                chunk: ChunkId(42),
-            },
-            Frame::Nack {
-                job: JobId(7),
-                chunk: ChunkId(43),
-                reason: NackReason::Corrupt,
-            },
-            Frame::Progress {
-                job: JobId(7),
-                received: u64::MAX - 3,
-                paused: true,
-            },
-            Frame::Progress {
-                job: JobId(7),
-                received: 12,
-                paused: false,
-            },
-        ];
-        let mut stream = BytesMut::new();
-        for f in &frames {
-            f.encode(&mut stream);
-        }
-        for split in 0..stream.len() {
-            let mut dec = FrameDecoder::new();
-            let mut got = Vec::new();
-            for piece in [&stream[..split], &stream[split..]] {
-                dec.push(piece);
-                while let Some(f) = dec.next_frame().unwrap() {
-                    got.push(f);
-                }
-            }
-            assert_eq!(got, frames, "split at {split}");
-            assert_eq!(dec.buffered(), 0);
-        }
-    }
-
-    #[test]
-    fn corrupt_payloads_are_recoverable_and_corrupt_headers_are_not() {
-        let bytes = data().to_bytes();
-        for i in 0..bytes.len() {
-            let mut damaged = bytes.to_vec();
-            damaged[i] ^= 0x40;
-            let mut dec = FrameDecoder::new();
-            dec.push(&damaged);
-            match dec.next_frame() {
-                Err(FrameError::CorruptPayload { chunk, .. }) => {
-                    assert!(i >= HEADER_LEN, "byte {i}");
-                    assert_eq!(chunk, ChunkId(42));
-                    assert_eq!(
-                        dec.buffered(),
-                        0,
-                        "the damaged frame is consumed; the stream goes on"
-                    );
-                }
-                Err(e) => {
-                    assert!(e.is_fatal());
-                    assert!(i < HEADER_LEN, "byte {i}: {e}");
-                }
-                // A flipped bit in the wire length can make the decoder wait for more bytes;
-                // the header checksum still catches it first.
-                Ok(other) => panic!("byte {i}: damage not detected: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn absurd_lengths_are_refused_before_buffering() {
-        let mut bytes = data().to_bytes().to_vec();
-        bytes[36..40].copy_from_slice(&(MAX_WIRE + 1).to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..52]);
-        bytes[52..56].copy_from_slice(&crc.to_le_bytes());
-        let mut dec = FrameDecoder::new();
-        dec.push(&bytes[..HEADER_LEN]);
-        assert_eq!(
-            dec.next_frame(),
-            Err(FrameError::CorruptHeader("payload length too large"))
-        );
-        // A sealed chunk of the largest size is not absurd: the decoder waits for its bytes.
-        bytes[36..40].copy_from_slice(&MAX_WIRE.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..52]);
-        bytes[52..56].copy_from_slice(&crc.to_le_bytes());
-        let mut dec = FrameDecoder::new();
-        dec.push(&bytes[..HEADER_LEN]);
-        assert_eq!(dec.next_frame(), Ok(None));
     }
 }

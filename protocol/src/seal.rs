@@ -125,8 +125,9 @@ pub fn open_chunk(frame: &DataFrame, key: &ChunkKey) -> Result<DataFrame, Decode
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FrameDecoder;
     use crate::codec::{Compression, decode_chunk, encode_chunk};
-    use crate::frame::{ChunkId, Dests, Frame, FrameDecoder, JobId};
+    use crate::frame::{ChunkId, Dests, Frame, JobId};
 
     const TEXT: &[u8] = b"id,region,value\n1,aws:us-east-1,42\n2,gcp:europe-west4,17\n";
 

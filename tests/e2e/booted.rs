@@ -272,8 +272,54 @@ impl Booted {
         all
     }
 
+    /// The boot token every VM booted so far was given (`/etc/skyx/token` in its mount view,
+    /// which outlives it in the test's state directory).
+    pub fn boot_tokens(&self) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for entry in std::fs::read_dir(&self.state).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("vm-") {
+                let token = entry.path().join("layers/etc/upper/skyx/token");
+                if let Ok(t) = std::fs::read_to_string(token) {
+                    tokens.push(t.trim().to_string());
+                }
+            }
+        }
+        tokens
+    }
+
     /// What `cloud`'s contract server holds for `scope` (a project, a subscription).
     pub fn state(&self, cloud: &str, scope: &str) -> Value {
+        self.contract(cloud, "state", scope)
+    }
+
+    /// Every API request `cloud`'s contract server answered for `scope`: method, path, body,
+    /// status.
+    pub fn requests(&self, cloud: &str, scope: &str) -> Value {
+        self.contract(cloud, "requests", scope)
+    }
+
+    /// Tells `cloud`'s contract server to fail launches as `fault` (the body of its
+    /// `/_contract/faults`) says.
+    pub fn fault(&self, cloud: &str, fault: &Value) {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--noproxy", "*", "-X", "POST"])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &fault.to_string(),
+            ])
+            .arg(format!("{}/_contract/faults", self.endpoint(cloud)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn contract(&self, cloud: &str, what: &str, scope: &str) -> Value {
         let key = if cloud == "azure" {
             "subscription"
         } else {
@@ -282,7 +328,7 @@ impl Booted {
         let out = Command::new("curl")
             .args(["-sS", "--noproxy", "*"])
             .arg(format!(
-                "{}/_contract/state?{key}={scope}",
+                "{}/_contract/{what}?{key}={scope}",
                 self.endpoint(cloud)
             ))
             .output()

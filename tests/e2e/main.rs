@@ -35,6 +35,9 @@
 //!   two regions' stores through a third, and a teardown that leaves nothing.
 //! - `sky_links`: the `ping` and `iperf3` checks of every link of a sky.
 //! - `proxy`: a TCP proxy that takes a store server away (reset, refused) for a while.
+//! - `sniffed`: tcpdump on the links of booted GCE VMs while a copy runs through a relay: no
+//!   data, boot token or cleartext control connection on the wire (and the data, with
+//!   `--encrypt off`).
 //! - `stores`: fixtures for the above (servers, buckets, datasets, byte-for-byte checks).
 //! - `sync_modes`: `--size-only`, `--checksum`, `--update`, `--no-clobber`, `--max-delete`,
 //!   `--files-from`, size and age bounds.
@@ -69,6 +72,7 @@ mod server_side;
 mod sky;
 mod sky_broadcast;
 mod sky_links;
+mod sniffed;
 mod stores;
 mod sync_modes;
 mod throttle;

@@ -512,3 +512,121 @@ fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
         serde_json::json!([])
     );
 }
+
+/// A zone out of room and a region over quota as a copy's agents launch on booted GCE VMs: the
+/// source's VM goes to the next zone of its region, and the route is planned again around the
+/// relay's region, through another relay. The copy lands byte for byte, and the VMs the first
+/// plan launched are gone with the rest.
+#[test]
+fn a_full_zone_and_a_region_over_quota_are_planned_around_on_booted_vms() {
+    let scratch = Scratch::new("vm-boot-capacity");
+    let gce = Booted::start(&scratch, "10.210.0.1/16", &[("gce", "100.104.0.0/24")]);
+    // The direct path slow, two relays fast, through us-west1 the faster.
+    let grid = scratch.dir.join("grid.csv");
+    let gbps = |from: &str, to: &str, g: u64| format!("gcp:{from},gcp:{to},{g}000000000\n");
+    std::fs::write(
+        &grid,
+        [
+            "src_region,dst_region,throughput_received\n".to_string(),
+            gbps("us-east1-b", "europe-west1-b", 2),
+            gbps("us-east1-b", "us-west1-a", 20),
+            gbps("us-west1-a", "europe-west1-b", 20),
+            gbps("us-east1-b", "asia-east1-a", 15),
+            gbps("asia-east1-a", "europe-west1-b", 15),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let project = "boot-capacity";
+    let full = |place: &str, at: &str, code: &str| {
+        gce.fault(
+            "gce",
+            &serde_json::json!({"project": project, place: at, "code": code}),
+        );
+    };
+    full("zone", "us-east1-b", "ZONE_RESOURCE_POOL_EXHAUSTED");
+    full("region", "us-west1", "QUOTA_EXCEEDED");
+    let src = scratch.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let dst = scratch.dir.join("dst");
+    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
+    let out = scratch.skyx(
+        &[
+            "cp",
+            "-r",
+            &src.display().to_string(),
+            &dst.display().to_string(),
+            "--src-region",
+            "gcp:us-east1-b",
+            "--dst-region",
+            "gcp:europe-west1-b",
+            "--throughput-grid",
+            grid.to_str().unwrap(),
+            "--throughput-floor",
+            "4",
+            "--max-vms-per-region",
+            "1",
+            "--provider",
+            "gcp",
+            "--gcp-project",
+            project,
+            "--gce-endpoint",
+            &endpoint,
+            "--gce-access-token",
+            "e2e",
+            "--agent-url",
+            &gce.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "90s",
+            "--no-progress",
+        ],
+        &[],
+    );
+    let (said, logs) = (stdout(&out), gce.vm_logs());
+    assert!(out.status.success(), "{said}\n{}\n{logs}", stderr(&out));
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), data);
+    assert!(
+        said.contains("planned again before starting, gcp:us-west1-a had no capacity"),
+        "{said}"
+    );
+    assert!(said.contains("gcp:asia-east1-a"), "{said}");
+    // Where VMs were asked for: the source's zone, then the next; the relay's region in one
+    // launch (each of its three zones once), never again once planned around.
+    let inserts: Vec<String> = gce
+        .requests("gce", project)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("/instances"))
+        .map(|r| {
+            let path = r["path"].as_str().unwrap();
+            path[path.find("zones/").unwrap()..].to_string()
+        })
+        .collect();
+    for zone in [
+        "us-east1-b",
+        "us-east1-c",
+        "us-west1-a",
+        "asia-east1-a",
+        "europe-west1-b",
+    ] {
+        assert!(
+            inserts.contains(&format!("zones/{zone}/instances")),
+            "{inserts:?}"
+        );
+    }
+    assert_eq!(
+        inserts.iter().filter(|i| i.contains("us-west1")).count(),
+        3,
+        "{inserts:?}"
+    );
+    assert_eq!(settle(&gce), Vec::<String>::new(), "VMs left running");
+    let left = gce.state("gce", project);
+    assert_eq!(left["instances"], serde_json::json!([]), "{left}");
+}

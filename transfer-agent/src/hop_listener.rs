@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use skyx_protocol::liveness::HEARTBEAT_EVERY;
 use skyx_protocol::{
-    ChunkKey, DataFrame, Frame, FrameDecoder, JobId, Receiver, ReceiverEvent, Role,
+    BufferPool, ChunkKey, DataFrame, Frame, FrameDecoder, JobId, ReadInto, Receiver, ReceiverEvent,
+    Role,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -24,6 +25,10 @@ use skyx_agent_api::tls::AgentIdentity;
 
 use crate::hop::{BoxRead, BoxWrite, HopError, halves};
 use crate::hop_auth::{HANDSHAKE_TIMEOUT, HopGuard};
+
+/// The least a read between frames asks for: acknowledgements and the next header arrive in
+/// one read, not one syscall each.
+const READ_AT_LEAST: usize = 256 * 1024;
 
 /// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is
 /// written (sink) or queued onward (relay), or [`Delivery::fail`].
@@ -224,6 +229,8 @@ struct Served {
     slots: Arc<Semaphore>,
     deliveries: mpsc::Sender<Delivery>,
     corrupt: Arc<AtomicU64>,
+    /// Buffers the payloads are read into, used again once written or sent on.
+    buffers: Arc<BufferPool>,
 }
 
 impl Served {
@@ -242,6 +249,8 @@ impl Served {
             slots: Arc::new(Semaphore::new(max_pending.max(1))),
             deliveries: tx,
             corrupt: Arc::new(AtomicU64::new(0)),
+            // As many as the listener holds chunks awaiting commit: more would only idle.
+            buffers: BufferPool::new(max_pending.max(1)),
         };
         (served, rx)
     }
@@ -259,14 +268,14 @@ async fn serve_connection(
         slots,
         deliveries,
         corrupt,
+        buffers,
     } = shared;
     let mut receiver = match opens_with {
         Some(key) => Receiver::new(job, role).opening_with(key),
         None => Receiver::new(job, role),
     };
-    let mut decoder = FrameDecoder::new();
+    let mut decoder = FrameDecoder::pooled(buffers);
     let mut pending = tokio::task::JoinSet::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut eof = false;
     let mut corrupt_seen = 0;
     // Bytes read off the connection, for the heartbeat.
@@ -325,11 +334,10 @@ async fn serve_connection(
         }
         let can_read = !eof;
         tokio::select! {
-            r = read.read(&mut buf), if can_read => match r {
+            r = read_some(&mut read, &mut decoder), if can_read => match r {
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
                     received += n as u64;
-                    decoder.push(&buf[..n]);
                     loop {
                         match decoder.next_frame() {
                             Ok(Some(f)) => receiver.handle_frame(Ok(f)),
@@ -354,6 +362,14 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// Reads what the connection has into where the decoder wants it.
+async fn read_some(read: &mut BoxRead, decoder: &mut FrameDecoder) -> std::io::Result<usize> {
+    match decoder.read_buffer(READ_AT_LEAST) {
+        ReadInto::Stream(buf) => read.read_buf(buf).await,
+        ReadInto::Payload(mut buf) => read.read_buf(&mut buf).await,
     }
 }
 

@@ -86,6 +86,11 @@ pub async fn execute(
             volume,
         });
     }
+    // A region out of capacity for an agent as the copy starts is planned around.
+    options.capacity_replan = routing
+        .replanner
+        .clone()
+        .map(|p| p as Arc<dyn skyx_gateway::Replanner>);
     let agents = Agents::new(args, &routing.topology, "copy")?;
     agents.prepare(&routing.topology).await?;
     let job = CopyJob {

@@ -279,12 +279,20 @@ impl RoutePlanner {
 }
 
 impl Replanner for RoutePlanner {
-    fn replan(&self, estimate: &VolumeEstimate) -> Option<Replanned> {
-        let req = self.request_for(estimate);
+    fn replan(&self, estimate: &VolumeEstimate, refused: &[String]) -> Option<Replanned> {
+        let mut req = self.request_for(estimate);
+        for region in refused {
+            match region.parse() {
+                Ok(id) => req.constraints.deny_regions.push(id),
+                Err(e) => {
+                    tracing::warn!(%region, error = %e, "a refused region not in the catalog")
+                }
+            }
+        }
         let plan = match plan_transfer(&self.catalog, &req) {
             Ok(plan) => plan,
             Err(e) => {
-                tracing::warn!(error = %e, "planning again on the refined volume failed; the route stays");
+                tracing::warn!(error = %e, "planning again failed; the route stays");
                 return None;
             }
         };
@@ -421,8 +429,40 @@ mod tests {
             }
         );
         // Planned again, it plans: a plan for the new volume, with its topology and prices.
-        let again = p.replan(&estimate(40_000_000_000, 0)).unwrap();
+        let again = p.replan(&estimate(40_000_000_000, 0), &[]).unwrap();
         assert!(!again.topology.routes.is_empty());
         assert!(again.summary.contains("aws:us-east-1"), "{}", again.summary);
+    }
+
+    #[test]
+    fn a_plan_made_around_refused_regions_goes_through_none_of_them() {
+        let p = planner(Objective::MaxThroughput {
+            cost_cap: CostCap::TotalUsd(1e6),
+        });
+        let relays = |plan: &Replanned| -> Vec<String> {
+            let ends = ["aws:us-east-1", "aws:eu-west-1"];
+            (plan.topology.agents.iter())
+                .map(|a| a.region.clone())
+                .filter(|r| !ends.contains(&r.as_str()))
+                .collect()
+        };
+        let first = p.replan(&estimate(10_000_000_000, 0), &[]).unwrap();
+        let refused = relays(&first);
+        assert!(
+            !refused.is_empty(),
+            "the fastest plan has relays: {}",
+            first.summary
+        );
+        let around = p.replan(&estimate(10_000_000_000, 0), &refused).unwrap();
+        assert!(
+            relays(&around).iter().all(|r| !refused.contains(r)),
+            "{refused:?} in {}",
+            around.summary
+        );
+        // An end's own region cannot be planned around.
+        assert!(
+            p.replan(&estimate(1, 0), &["aws:eu-west-1".into()])
+                .is_none()
+        );
     }
 }

@@ -290,6 +290,12 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
 
 /// One refinement of the plan, in a line.
 fn refinement_line(f: &skyx_gateway::Refinement) -> String {
+    if let Some(cause) = &f.cause {
+        return match &f.plan {
+            Some(plan) => format!("planned again before starting, {cause}: {plan}"),
+            None => format!("{cause}, and no plan avoids it"),
+        };
+    }
     let at = format!(
         "planned again at {} objects ({}) listed{}, {} to go",
         f.listed_objects,

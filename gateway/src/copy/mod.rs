@@ -61,7 +61,9 @@ use crate::core::topology::{AgentSlot, RouteSpec, Topology};
 use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, TrackerEvent};
 use crate::journal::{Journal, JournalBatch, JournalError, JournalState, digest};
 use crate::listing::{CopyItem, CopyItems, version_of};
-use skyx_provision::{AgentSession, LaunchRequest, LaunchedAgent, Provider, SessionError};
+use skyx_provision::{
+    AgentSession, LaunchRequest, LaunchedAgent, Provider, ProviderError, SessionError,
+};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -107,6 +109,9 @@ pub struct CopyOptions {
     /// Planning the route again as a streamed listing shows more of the volume (`refine.rs`);
     /// `None`: the topology given is kept whatever the listing shows.
     pub replan: Option<Replan>,
+    /// Planning the route again without a region that has no capacity for an agent as the
+    /// copy starts (`wiring.rs`); `None`: such a launch fails the copy.
+    pub capacity_replan: Option<Arc<dyn Replanner>>,
 }
 
 /// Fault injection: once `after` events have happened, `crash` runs. The binary's edge passes a
@@ -145,6 +150,7 @@ impl Default for CopyOptions {
             max_write_failures: 2,
             crash_after_landed: None,
             replan: None,
+            capacity_replan: None,
         }
     }
 }
@@ -238,6 +244,20 @@ pub enum CopyError {
     Broadcast(String),
 }
 
+impl CopyError {
+    /// The region and the cloud's words, when this is a launch the region had no capacity for.
+    fn out_of_capacity(&self) -> Option<(String, String)> {
+        match self {
+            CopyError::Launch(SessionError::Provider(ProviderError::Capacity {
+                region,
+                why,
+                ..
+            })) => Some((region.clone(), why.clone())),
+            _ => None,
+        }
+    }
+}
+
 struct AgentRt {
     slot: AgentSlot,
     /// The planned slot it fills (a replacement stands for the agent it replaced).
@@ -308,6 +328,10 @@ struct Run<'a> {
     /// The job's hop key and chunk key (see `skyx_agent_api::keys`).
     keys: JobKeys,
     provider: &'a dyn Provider,
+    /// The topology launched: the job's, or one planned around regions out of capacity.
+    topology: Topology,
+    /// Regions a launch found out of capacity: no plan made again goes there.
+    refused: Vec<String>,
     /// The destinations' stores, destination `i` at `i` (one but for a broadcast).
     dsts: Vec<Arc<dyn ObjectStore>>,
     src: Arc<dyn ObjectStore>,
@@ -428,6 +452,8 @@ pub async fn run_broadcast(
         ca: JobCa::generate(job_id).map_err(|e| CopyError::Setup(e.to_string()))?,
         keys: JobKeys::generate(job.options.seal_chunks),
         provider,
+        topology: job.topology.clone(),
+        refused: Vec::new(),
         dsts,
         src,
         agents: Vec::new(),

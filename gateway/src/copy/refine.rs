@@ -83,11 +83,13 @@ pub struct Replanned {
     pub summary: String,
 }
 
-/// Plans the route again on a refined volume (the caller owns the planner and its request).
+/// Plans the route again on a refined volume, or around regions out of capacity (the caller
+/// owns the planner and its request).
 pub trait Replanner: Send + Sync + std::fmt::Debug {
-    /// The plan for `estimate`'s volume to go; `None` when it cannot be planned (the running
-    /// plan stays; say why in the log).
-    fn replan(&self, estimate: &VolumeEstimate) -> Option<Replanned>;
+    /// The plan for `estimate`'s volume to go, through none of the `refused` regions (found
+    /// out of capacity); `None` when it cannot be planned (the running plan stays; say why in
+    /// the log).
+    fn replan(&self, estimate: &VolumeEstimate, refused: &[String]) -> Option<Replanned>;
 }
 
 /// How a run plans again: the bytes its first plan was made on, the planner, and where the
@@ -148,12 +150,7 @@ impl<'a> Run<'a> {
             listing_ended: ended,
             landed_bytes: tracker.progress().bytes_landed + self.resumed.1,
         };
-        // The planner is CPU work of up to a second: off the runtime's threads.
-        let planner = replan.planner.clone();
-        let planned = tokio::task::spawn_blocking(move || planner.replan(&estimate))
-            .await
-            .ok()
-            .flatten();
+        let planned = self.plan(replan.planner.clone(), estimate).await;
         let mut refinement = Refinement {
             listed_objects: objects,
             listed_bytes: bytes,
@@ -164,6 +161,7 @@ impl<'a> Run<'a> {
             routes_built: 0,
             routes_drained: 0,
             failures: Vec::new(),
+            cause: None,
         };
         let Some(new) = planned else {
             self.record(refinement);
@@ -175,12 +173,7 @@ impl<'a> Run<'a> {
             self.record(refinement);
             return;
         }
-        self.pricing
-            .egress_usd_per_gb
-            .extend(new.pricing.egress_usd_per_gb);
-        self.pricing
-            .vm_usd_per_hour
-            .extend(new.pricing.vm_usd_per_hour);
+        self.add_prices(new.pricing);
         let mut launches = Vec::new();
         for a in &changes.launch {
             // A slot whose agent died is the replacements' (`--max-replacements`), not ours.
@@ -333,6 +326,72 @@ impl<'a> Run<'a> {
                     .push(format!("launching {}: {e}", a.slot.name())),
             }
         }
+    }
+
+    /// A plan without `region`, which had no capacity for an agent as the copy started
+    /// (`why`), nor any region refused before; recorded as a refinement. `None` when there is
+    /// none: no planner, the region refused already, or no plan avoids it (an end's own
+    /// region, or a route pinned through it).
+    pub(super) async fn plan_around(&mut self, region: &str, why: &str) -> Option<Replanned> {
+        let planner = self.job.options.capacity_replan.clone()?;
+        if self.refused.iter().any(|r| r == region) {
+            return None;
+        }
+        self.refused.push(region.to_string());
+        let (objects, bytes, ended) = match self.job.options.replan.as_ref() {
+            Some(Replan {
+                volume: Some(v), ..
+            }) => v.read(),
+            _ => self.feed.listed().read(),
+        };
+        let estimate = VolumeEstimate {
+            listed_objects: objects,
+            listed_bytes: bytes,
+            listing_ended: ended,
+            landed_bytes: self.resumed.1,
+        };
+        let planned = self
+            .plan(planner, estimate)
+            .await
+            // A plan through a refused region would only meet the same answer there.
+            .filter(|p| (p.topology.agents.iter()).all(|a| !self.refused.contains(&a.region)));
+        self.record(Refinement {
+            listed_objects: objects,
+            listed_bytes: bytes,
+            listing_ended: ended,
+            to_go_bytes: estimate.to_go(),
+            plan: planned.as_ref().map(|p| p.summary.clone()),
+            agents_launched: Vec::new(),
+            routes_built: 0,
+            routes_drained: 0,
+            failures: Vec::new(),
+            cause: Some(format!("{region} had no capacity ({why})")),
+        });
+        let new = planned?;
+        self.add_prices(new.pricing.clone());
+        Some(new)
+    }
+
+    /// Plans for `estimate` around the regions refused so far. The planner is CPU work of up
+    /// to a second: off the runtime's threads.
+    async fn plan(
+        &self,
+        planner: Arc<dyn Replanner>,
+        estimate: VolumeEstimate,
+    ) -> Option<Replanned> {
+        let refused = self.refused.clone();
+        tokio::task::spawn_blocking(move || planner.replan(&estimate, &refused))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Prices of a new plan's regions and hops, for metering.
+    fn add_prices(&mut self, pricing: Pricing) {
+        self.pricing
+            .egress_usd_per_gb
+            .extend(pricing.egress_usd_per_gb);
+        self.pricing.vm_usd_per_hour.extend(pricing.vm_usd_per_hour);
     }
 
     fn record(&mut self, refinement: Refinement) {

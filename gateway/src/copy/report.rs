@@ -58,6 +58,9 @@ pub struct Refinement {
     pub routes_drained: usize,
     /// What could not be done (the routes that could be are running).
     pub failures: Vec<String>,
+    /// Why it planned again, when not for the listing: a region with no capacity for an agent
+    /// as the copy started.
+    pub cause: Option<String>,
 }
 
 /// What a copy did.

@@ -55,7 +55,7 @@ impl Run<'_> {
     ) -> Result<JobSpec, CopyError> {
         // `--tpslimit` is shared by the agents using one store: the sources, or the sinks of
         // one destination.
-        let topology = &self.job.topology;
+        let topology = &self.topology;
         let (sources, sinks) = (
             topology.sources().len(),
             sink.map_or(0, |d| {
@@ -234,51 +234,73 @@ impl Run<'_> {
         }
     }
 
+    /// Launches every agent of the topology and wires its routes. When a region has no
+    /// capacity for one of its agents (the cloud says so), the route is planned again without
+    /// that region (`plan_around`): what this plan launched is terminated, having moved no
+    /// byte, and the new plan is launched instead.
     pub(super) async fn setup(&mut self) -> Result<(), CopyError> {
-        let topo = self.job.topology.clone();
-        let sources = topo.sources();
-        let mut specs = Vec::with_capacity(topo.agents.len());
-        for (i, slot) in topo.agents.iter().enumerate() {
-            specs.push(self.job_spec(
-                &slot.name(),
-                sources.contains(&i),
-                topo.destination_of(i),
-            )?);
-        }
-        // Launch and install every agent at once: launching is the slow part on real clouds.
-        let (provider, gateway) = (self.provider, self.gateway.clone());
-        let launched = futures::future::join_all(
-            topo.agents
+        loop {
+            let topo = self.topology.clone();
+            let sources = topo.sources();
+            let mut specs = Vec::with_capacity(topo.agents.len());
+            for (i, slot) in topo.agents.iter().enumerate() {
+                specs.push(self.job_spec(
+                    &slot.name(),
+                    sources.contains(&i),
+                    topo.destination_of(i),
+                )?);
+            }
+            // Launch and install every agent at once: launching is the slow part on real
+            // clouds.
+            let (provider, gateway) = (self.provider, self.gateway.clone());
+            let launched = futures::future::join_all(
+                topo.agents
+                    .iter()
+                    .zip(&specs)
+                    .map(|(slot, spec)| launch_and_install(provider, slot, &gateway, spec)),
+            )
+            .await;
+            let full = launched
                 .iter()
-                .zip(&specs)
-                .map(|(slot, spec)| launch_and_install(provider, slot, &gateway, spec)),
-        )
-        .await;
-        let mut first_error = None;
-        let mut index = HashMap::new();
-        for (i, res) in launched.into_iter().enumerate() {
-            match res {
-                Ok(l) => {
-                    let roles = (sources.contains(&i), topo.destination_of(i));
-                    index.insert(i, self.adopt(topo.agents[i].clone(), l, roles.0, roles.1));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                .find_map(|l| l.as_ref().err()?.out_of_capacity());
+            if let Some((region, why)) = full
+                && let Some(new) = self.plan_around(&region, &why).await
+            {
+                tracing::warn!(%region, plan = %new.summary, "no capacity there; planned again");
+                let stops = launched
+                    .into_iter()
+                    .flatten()
+                    .map(|mut s| async move { s.agent.handle.terminate().await });
+                futures::future::join_all(stops).await;
+                self.topology = new.topology;
+                continue;
+            }
+            let mut first_error = None;
+            let mut index = HashMap::new();
+            for (i, res) in launched.into_iter().enumerate() {
+                match res {
+                    Ok(l) => {
+                        let roles = (sources.contains(&i), topo.destination_of(i));
+                        index.insert(i, self.adopt(topo.agents[i].clone(), l, roles.0, roles.1));
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            for r in &topo.routes {
+                let agents = r.agents.iter().map(|a| index[a]).collect();
+                self.build_route(RouteSpec {
+                    agents,
+                    ..r.clone()
+                })
+                .await?;
+            }
+            return Ok(());
         }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        for r in &topo.routes {
-            let agents = r.agents.iter().map(|a| index[a]).collect();
-            self.build_route(RouteSpec {
-                agents,
-                ..r.clone()
-            })
-            .await?;
-        }
-        Ok(())
     }
 
     /// Marks agents that died (process gone, or unreachable for a while); returns them.
