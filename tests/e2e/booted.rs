@@ -272,6 +272,29 @@ impl Booted {
         all
     }
 
+    /// `args` and the flags that put a command's agents on this harness's GCE VMs, in
+    /// `project`.
+    pub fn on_gce(&self, project: &str, args: &[&str]) -> Vec<String> {
+        let gateway = format!("{}/32", self.bridge_ip);
+        let flags = [
+            "--provider",
+            "gcp",
+            "--gcp-project",
+            project,
+            "--gce-endpoint",
+            &self.endpoint("gce"),
+            "--gce-access-token",
+            "e2e",
+            "--agent-url",
+            &self.agent_url,
+            "--gateway-cidr",
+            &gateway,
+            "--vm-ready-timeout",
+            "90s",
+        ];
+        args.iter().chain(&flags).map(|a| a.to_string()).collect()
+    }
+
     /// The boot token every VM booted so far was given (`/etc/skyx/token` in its mount view,
     /// which outlives it in the test's state directory).
     pub fn boot_tokens(&self) -> Vec<String> {

@@ -57,6 +57,11 @@ pub fn skyx(args: &[&str]) -> Output {
         .expect("run skyx")
 }
 
+/// Arguments held as strings, as a command takes them.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::booted::{Booted, S3_KEY, S3_SECRET, settle};
 use crate::stores::Scratch;
-use crate::util::{stderr, stdout};
+use crate::util::{stderr, stdout, strs};
 
 #[test]
 fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
@@ -30,7 +30,6 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     std::fs::write(src.join("nested/small.txt"), b"through three booted VMs\n").unwrap();
     let dst = scratch.dir.join("dst");
     let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
-    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
     let cp = |project: &str, extra: &[&str]| {
         let mut args = vec![
             "cp",
@@ -45,24 +44,10 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
             "gcp:us-west1-a",
             "--max-vms-per-region",
             "1",
-            "--provider",
-            "gcp",
-            "--gcp-project",
-            project,
-            "--gce-endpoint",
-            &endpoint,
-            "--gce-access-token",
-            "e2e",
-            "--agent-url",
-            &gce.agent_url,
-            "--gateway-cidr",
-            &gateway,
-            "--vm-ready-timeout",
-            "90s",
             "--no-progress",
         ];
         args.extend_from_slice(extra);
-        scratch.skyx(&args, &[])
+        scratch.skyx(&strs(&gce.on_gce(project, &args)), &[])
     };
 
     // A VM refuses an agent whose hash is not the pinned one, powers itself off, and the
@@ -121,7 +106,8 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
     assert!(rules.is_empty(), "{rules:?}");
 
     // `bench paths` on two booted VMs: each direction measured between them, then swept.
-    let out = scratch.skyx(
+    let bench = gce.on_gce(
+        "boot-bench",
         &[
             "bench",
             "paths",
@@ -132,23 +118,9 @@ fn a_copy_runs_through_a_relay_on_gce_vms_booted_from_their_startup_script() {
             "--connections",
             "2",
             "--json",
-            "--provider",
-            "gcp",
-            "--gcp-project",
-            "boot-bench",
-            "--gce-endpoint",
-            &endpoint,
-            "--gce-access-token",
-            "e2e",
-            "--agent-url",
-            &gce.agent_url,
-            "--gateway-cidr",
-            &gateway,
-            "--vm-ready-timeout",
-            "90s",
         ],
-        &[],
     );
+    let out = scratch.skyx(&strs(&bench), &[]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), gce.vm_logs());
     let measured: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(measured.len(), 2, "{measured:?}");
@@ -236,41 +208,27 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
         src.display().to_string(),
         scratch.dir.join("dst").display().to_string(),
     );
-    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
+    let args = gce.on_gce(
+        "boot-ctrl-c",
+        &[
+            "cp",
+            "-r",
+            &src,
+            &dst,
+            "--src-region",
+            "gcp:us-east1-b",
+            "--dst-region",
+            "gcp:europe-west1-b",
+            "--max-vms-per-region",
+            "1",
+            // 40 MB at 2 MB/s: twenty seconds to interrupt it in.
+            "--bwlimit",
+            "2MB",
+            "--no-progress",
+        ],
+    );
     let mut copy = scratch
-        .command(
-            &[
-                "cp",
-                "-r",
-                &src,
-                &dst,
-                "--src-region",
-                "gcp:us-east1-b",
-                "--dst-region",
-                "gcp:europe-west1-b",
-                "--max-vms-per-region",
-                "1",
-                // 40 MB at 2 MB/s: twenty seconds to interrupt it in.
-                "--bwlimit",
-                "2MB",
-                "--provider",
-                "gcp",
-                "--gcp-project",
-                "boot-ctrl-c",
-                "--gce-endpoint",
-                &endpoint,
-                "--gce-access-token",
-                "e2e",
-                "--agent-url",
-                &gce.agent_url,
-                "--gateway-cidr",
-                &gateway,
-                "--vm-ready-timeout",
-                "90s",
-                "--no-progress",
-            ],
-            &[],
-        )
+        .command(&strs(&args), &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -553,13 +511,14 @@ fn a_full_zone_and_a_region_over_quota_are_planned_around_on_booted_vms() {
         .collect();
     std::fs::write(src.join("data.bin"), &data).unwrap();
     let dst = scratch.dir.join("dst");
-    let (gateway, endpoint) = (format!("{}/32", gce.bridge_ip), gce.endpoint("gce"));
-    let out = scratch.skyx(
+    let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
+    let args = gce.on_gce(
+        project,
         &[
             "cp",
             "-r",
-            &src.display().to_string(),
-            &dst.display().to_string(),
+            &src,
+            &dst_arg,
             "--src-region",
             "gcp:us-east1-b",
             "--dst-region",
@@ -570,24 +529,10 @@ fn a_full_zone_and_a_region_over_quota_are_planned_around_on_booted_vms() {
             "4",
             "--max-vms-per-region",
             "1",
-            "--provider",
-            "gcp",
-            "--gcp-project",
-            project,
-            "--gce-endpoint",
-            &endpoint,
-            "--gce-access-token",
-            "e2e",
-            "--agent-url",
-            &gce.agent_url,
-            "--gateway-cidr",
-            &gateway,
-            "--vm-ready-timeout",
-            "90s",
             "--no-progress",
         ],
-        &[],
     );
+    let out = scratch.skyx(&strs(&args), &[]);
     let (said, logs) = (stdout(&out), gce.vm_logs());
     assert!(out.status.success(), "{said}\n{}\n{logs}", stderr(&out));
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), data);
