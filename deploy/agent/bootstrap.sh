@@ -71,5 +71,9 @@ fi
 umask 077
 printf 'SKYX_AGENT_NAME=%s\nSKYX_ADVERTISE=%s\n' '@NAME@' "$ADDRESS" >/etc/skyx/agent.env ||
     fail "cannot write /etc/skyx/agent.env"
+# The VM's managed identity, for Azure stores the job gives no credential of their own.
+[ -z '@STORE_IDENTITY@' ] ||
+    printf 'SKYX_AZURE_MANAGED_IDENTITY=%s\n' '@STORE_IDENTITY@' >>/etc/skyx/agent.env ||
+    fail "cannot write /etc/skyx/agent.env"
 systemctl daemon-reload && systemctl enable --now skyx-agent.service ||
     fail "systemd did not start skyx-agent"

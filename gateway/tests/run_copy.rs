@@ -569,7 +569,11 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
     // for the first plan are stopped, the direct route carries everything.
     let planner = Arc::new(AroundRefused::default());
     let mut opts = options(MIB as u64);
-    opts.capacity_replan = Some(planner.clone());
+    opts.capacity_replan = Some(skyx_gateway::Replan {
+        planned_on: 0,
+        planner: planner.clone(),
+        volume: None,
+    });
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
     let launched_before = provider.agents.launched();
     let report = run_copy(
@@ -608,4 +612,40 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
         2
     );
     assert_eq!(provider.agents.running(), Vec::<String>::new());
+    // The given-up plan's agents are metered with the rest.
+    assert_eq!(report.agents.len(), 4, "{:?}", report.agents);
+
+    // The source's own region cannot be planned around: the copy fails saying so.
+    let source_full = Full {
+        full: "test:src",
+        agents: InProcessProvider::default(),
+        refused: Default::default(),
+    };
+    let mut opts = options(MIB as u64);
+    opts.capacity_replan = Some(skyx_gateway::Replan {
+        planned_on: 0,
+        planner: Arc::new(AroundRefused::default()),
+        volume: None,
+    });
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst2"), opts).await;
+    let (_cancel, cancel) = watch::channel(false);
+    let err = run_copy(
+        &copy.job,
+        items_of(copy.items.clone()),
+        &source_full,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "no capacity in test:src (ZONE_RESOURCE_POOL_EXHAUSTED), and no plan avoids it"
+        ),
+        "{err}"
+    );
+    assert_eq!(source_full.agents.running(), Vec::<String>::new());
 }

@@ -32,13 +32,14 @@ impl BufferPool {
     }
 
     /// An empty buffer with room for `len` bytes: the smallest idle one that fits without
-    /// wasting more than `len` besides, else a new one.
+    /// wasting more than `len` (or one rounding) besides, else a new one.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut idle = self.idle.lock().expect("buffer pool lock");
+        let most = len.saturating_mul(2).max(ROUND_TO);
         let fits = idle
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= len && b.capacity() <= len.saturating_mul(2))
+            .filter(|(_, b)| b.capacity() >= len && b.capacity() <= most)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         match fits {
@@ -64,11 +65,14 @@ impl BufferPool {
         self.idle.lock().expect("buffer pool lock").len()
     }
 
+    /// Keeps `buf`, in place of the one idle longest when the pool is full: as the sizes of
+    /// chunks change, buffers no chunk fits any more leave.
     fn give(&self, buf: Vec<u8>) {
         let mut idle = self.idle.lock().expect("buffer pool lock");
-        if idle.len() < self.max_idle {
-            idle.push(buf);
+        if idle.len() >= self.max_idle.max(1) {
+            idle.remove(0);
         }
+        idle.push(buf);
     }
 }
 
@@ -117,12 +121,19 @@ mod tests {
     }
 
     #[test]
-    fn no_more_than_max_idle_buffers_are_kept() {
+    fn no_more_than_max_idle_buffers_are_kept_the_newest_staying() {
         let pool = BufferPool::new(2);
-        let payloads: Vec<Bytes> = (0..3)
-            .map(|_| pool.freeze(pool.take(POOLED_FROM)))
-            .collect();
+        let small = pool.take(POOLED_FROM);
+        let at = small.as_ptr();
+        drop(pool.freeze(small));
+        let again = pool.take(100_000);
+        assert_eq!(again.as_ptr(), at, "a small payload's buffer is used again");
+        let payloads: Vec<Bytes> = [1, 2, 3]
+            .map(|n| pool.freeze(pool.take(n * ROUND_TO)))
+            .into();
         drop(payloads);
         assert_eq!(pool.idle(), 2);
+        // The first (the smallest) left; the newest stay.
+        assert!(pool.take(ROUND_TO).capacity() >= 2 * ROUND_TO);
     }
 }

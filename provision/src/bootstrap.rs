@@ -41,6 +41,9 @@ pub struct Boot<'a> {
     pub gateway_cert: &'a str,
     pub agent: &'a AgentBinary,
     pub address: Address,
+    /// The managed identity an Azure VM's agent reaches Azure stores as when the job gives
+    /// an Azure end no credential of its own (a user-assigned identity's resource id).
+    pub store_identity: Option<&'a str>,
 }
 
 /// Why a bootstrap could not be rendered: what would go into its shell script is not safe to.
@@ -56,6 +59,9 @@ pub enum BootError {
     /// A token or certificate that is not the hex or base64 the gateway makes.
     #[error("the launch token or certificate has characters a shell would read")]
     Secret,
+    /// A managed identity's resource id with characters no resource id has.
+    #[error("managed identity '{0}': a resource id has letters, digits and /._()- only")]
+    Identity(String),
 }
 
 /// cloud-init user data (EC2, Azure): writes the token, certificate, unit and bootstrap, then
@@ -88,6 +94,13 @@ pub fn bootstrap(boot: &Boot<'_>) -> Result<String, BootError> {
     if !plain_secret(boot.token) || !plain_secret(boot.gateway_cert) {
         return Err(BootError::Secret);
     }
+    let identity = boot.store_identity.unwrap_or("");
+    if !identity
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '(' | ')' | '-'))
+    {
+        return Err(BootError::Identity(identity.to_string()));
+    }
     let (cloud, address) = match boot.address {
         Address::Ec2Metadata => ("aws", String::new()),
         Address::GceMetadata => ("gcp", String::new()),
@@ -98,6 +111,7 @@ pub fn bootstrap(boot: &Boot<'_>) -> Result<String, BootError> {
         .replace("@AGENT_SHA256@", boot.agent.sha256.as_deref().unwrap_or(""))
         .replace("@CLOUD@", cloud)
         .replace("@ADDRESS@", &address)
+        .replace("@STORE_IDENTITY@", identity)
         .replace("@NAME@", boot.name))
 }
 
@@ -137,6 +151,7 @@ mod tests {
             gateway_cert: "TUlJQw==",
             agent,
             address,
+            store_identity: None,
         }
     }
 
@@ -181,5 +196,27 @@ mod tests {
         };
         let b = boot(&bad, Address::Ec2Metadata);
         assert!(matches!(cloud_init(&b), Err(BootError::Binary(_))));
+        let mut b = boot(&agent, Address::Ec2Metadata);
+        b.store_identity = Some("/subscriptions/x/resourceGroups/g'; reboot; '");
+        assert!(matches!(cloud_init(&b), Err(BootError::Identity(_))));
+    }
+
+    #[test]
+    fn an_azure_vms_identity_is_what_its_agent_reaches_azure_stores_as() {
+        let agent = agent();
+        let id = "/subscriptions/5b7e4c1a-0d2f-4e6b-9a8c-3f1e2d4c5b6a/resourceGroups/data(eu)\
+                  /providers/Microsoft.ManagedIdentity/userAssignedIdentities/skyx-agents";
+        let mut b = boot(&agent, Address::Given("203.0.113.9".parse().unwrap()));
+        b.store_identity = Some(id);
+        let script = bootstrap(&b).unwrap();
+        assert!(
+            script.contains(&format!(
+                "printf 'SKYX_AZURE_MANAGED_IDENTITY=%s\\n' '{id}' >>/etc/skyx/agent.env"
+            )),
+            "{script}"
+        );
+        // Without one, the line writes nothing.
+        let none = bootstrap(&boot(&agent, Address::GceMetadata)).unwrap();
+        assert!(none.contains("[ -z '' ] ||"), "{none}");
     }
 }

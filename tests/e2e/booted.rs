@@ -295,19 +295,19 @@ impl Booted {
         args.iter().chain(&flags).map(|a| a.to_string()).collect()
     }
 
-    /// The boot token every VM booted so far was given (`/etc/skyx/token` in its mount view,
-    /// which outlives it in the test's state directory).
-    pub fn boot_tokens(&self) -> Vec<String> {
-        let mut tokens = Vec::new();
+    /// The file `/etc/{path}` of every VM booted so far that wrote one (its writes to /etc
+    /// outlive it in the test's state directory).
+    pub fn vm_etc(&self, path: &str) -> Vec<String> {
+        let mut files = Vec::new();
         for entry in std::fs::read_dir(&self.state).unwrap().flatten() {
             if entry.file_name().to_string_lossy().starts_with("vm-") {
-                let token = entry.path().join("layers/etc/upper/skyx/token");
-                if let Ok(t) = std::fs::read_to_string(token) {
-                    tokens.push(t.trim().to_string());
+                let file = entry.path().join("layers/etc/upper").join(path);
+                if let Ok(text) = std::fs::read_to_string(file) {
+                    files.push(text);
                 }
             }
         }
-        tokens
+        files
     }
 
     /// What `cloud`'s contract server holds for `scope` (a project, a subscription).

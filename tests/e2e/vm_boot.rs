@@ -148,6 +148,9 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     let (src, dst_arg) = (src.display().to_string(), dst.display().to_string());
     let (gateway, endpoint) = (format!("{}/32", azure.bridge_ip), azure.endpoint("azure"));
     let subscription = "5b7e4c1a-0d2f-4e6b-9a8c-3f1e2d4c5b6a";
+    let identity = format!(
+        "/subscriptions/{subscription}/resourceGroups/ops/providers/Microsoft.ManagedIdentity/userAssignedIdentities/agents"
+    );
     let out = scratch.skyx(
         &[
             "cp",
@@ -168,6 +171,8 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
             &endpoint,
             "--azure-access-token",
             "e2e",
+            "--azure-identity",
+            &identity,
             "--agent-url",
             &azure.agent_url,
             "--gateway-cidr",
@@ -189,6 +194,15 @@ fn a_copy_runs_on_azure_vms_booted_from_their_custom_data() {
     // cloud-init wrote the files and ran the bootstrap, which took the address the gateway gave.
     let logs = azure.vm_logs();
     assert!(logs.matches("agent ready").count() >= 2, "{logs}");
+    // Each agent would reach Azure stores the job gives no credential for as the VM's identity.
+    let envs = azure.vm_etc("skyx/agent.env");
+    assert!(envs.len() >= 2, "{envs:?}");
+    for env in &envs {
+        assert!(
+            env.contains(&format!("SKYX_AZURE_MANAGED_IDENTITY={identity}\n")),
+            "{env}"
+        );
+    }
     // Nothing of the job is left: its resource group went, and every VM's namespace with it.
     assert_eq!(settle(&azure), Vec::<String>::new(), "VMs left running");
     let left = azure.state("azure", subscription);

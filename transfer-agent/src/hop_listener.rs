@@ -26,8 +26,8 @@ use skyx_agent_api::tls::AgentIdentity;
 use crate::hop::{BoxRead, BoxWrite, HopError, halves};
 use crate::hop_auth::{HANDSHAKE_TIMEOUT, HopGuard};
 
-/// The least a read between frames asks for: acknowledgements and the next header arrive in
-/// one read, not one syscall each.
+/// The least a read between frames asks for: small frames and the next header arrive in one
+/// read, not one syscall each.
 const READ_AT_LEAST: usize = 256 * 1024;
 
 /// A chunk handed to the agent; acknowledge it by calling [`Delivery::commit`] once it is

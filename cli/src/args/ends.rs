@@ -142,6 +142,9 @@ struct AzureRemote {
     client_secret: Option<String>,
     #[serde(default)]
     managed_identity: bool,
+    /// A user-assigned identity of the VM (resource id or client id); with
+    /// `managed_identity`, which one.
+    managed_identity_id: Option<String>,
     #[serde(default)]
     anonymous: bool,
 }
@@ -338,6 +341,7 @@ fn apply_remote(settings: &mut StoreConfig, remote: &Remote) {
                 sas_token: r.sas_token.clone(),
                 account_key: r.account_key.clone().map(|k| (r.account.clone(), k)),
                 managed_identity: r.managed_identity,
+                managed_identity_id: r.managed_identity_id.clone(),
                 client_secret: match (&r.tenant_id, &r.client_id, &r.client_secret) {
                     (Some(t), Some(c), Some(s)) => Some((t.clone(), c.clone(), s.clone())),
                     _ => None,

@@ -47,6 +47,16 @@ impl ProviderKind {
             ProviderKind::Cloud => Some(("", "--provider cloud")),
         }
     }
+
+    /// The one cloud this provider launches in (`None`: processes, or every cloud).
+    pub fn only_cloud(self) -> Option<skyx_catalog::Cloud> {
+        match self {
+            ProviderKind::Ec2 => Some(skyx_catalog::Cloud::Aws),
+            ProviderKind::Gcp => Some(skyx_catalog::Cloud::Gcp),
+            ProviderKind::Azure => Some(skyx_catalog::Cloud::Azure),
+            ProviderKind::Local | ProviderKind::Cloud => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -79,18 +79,19 @@ pub async fn execute(
         return execute_server_side(args, ends, items, total, routing).await;
     }
     let mut options = options(args, &ends.src_url, &ends.dst_url)?;
-    if still_listing && let Some(planner) = &routing.replanner {
-        options.replan = Some(skyx_gateway::Replan {
+    let replan = routing
+        .replanner
+        .as_ref()
+        .map(|planner| skyx_gateway::Replan {
             planned_on: total,
             planner: planner.clone(),
             volume,
         });
-    }
     // A region out of capacity for an agent as the copy starts is planned around.
-    options.capacity_replan = routing
-        .replanner
-        .clone()
-        .map(|p| p as Arc<dyn skyx_gateway::Replanner>);
+    options.capacity_replan = replan.clone();
+    if still_listing {
+        options.replan = replan;
+    }
     let agents = Agents::new(args, &routing.topology, "copy")?;
     agents.prepare(&routing.topology).await?;
     let job = CopyJob {

@@ -215,6 +215,13 @@ pub fn plan_routing(
         // Through agents: planned again on the volume still to go as a streamed listing
         // shows more of it (the provider's copy is no longer a choice once agents run).
         req.server_side = false;
+        // Planned again, the route stays where the agents' provider launches VMs: a region
+        // of another cloud would only answer as one out of capacity.
+        if let Some(cloud) = args.provider.provider.only_cloud()
+            && req.constraints.allow_clouds.is_empty()
+        {
+            req.constraints.allow_clouds.push(cloud);
+        }
         routing.replanner = Some(Arc::new(RoutePlanner {
             catalog,
             req,
@@ -292,7 +299,7 @@ impl Replanner for RoutePlanner {
         let plan = match plan_transfer(&self.catalog, &req) {
             Ok(plan) => plan,
             Err(e) => {
-                tracing::warn!(error = %e, "planning again failed; the route stays");
+                tracing::warn!(error = %e, "planning again failed");
                 return None;
             }
         };

@@ -290,11 +290,9 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
 
 /// One refinement of the plan, in a line.
 fn refinement_line(f: &skyx_gateway::Refinement) -> String {
-    if let Some(cause) = &f.cause {
-        return match &f.plan {
-            Some(plan) => format!("planned again before starting, {cause}: {plan}"),
-            None => format!("{cause}, and no plan avoids it"),
-        };
+    // (A copy that found no plan around a region out of capacity failed, with no report.)
+    if let (Some(cause), Some(plan)) = (&f.cause, &f.plan) {
+        return format!("planned again before starting, {cause}: {plan}");
     }
     let at = format!(
         "planned again at {} objects ({}) listed{}, {} to go",

@@ -109,9 +109,10 @@ pub struct CopyOptions {
     /// Planning the route again as a streamed listing shows more of the volume (`refine.rs`);
     /// `None`: the topology given is kept whatever the listing shows.
     pub replan: Option<Replan>,
-    /// Planning the route again without a region that has no capacity for an agent as the
-    /// copy starts (`wiring.rs`); `None`: such a launch fails the copy.
-    pub capacity_replan: Option<Arc<dyn Replanner>>,
+    /// Planning the route again without regions that have no capacity for an agent as the
+    /// copy starts (`wiring.rs`), on the volume planned on or listed since; `None`: such a
+    /// launch fails the copy.
+    pub capacity_replan: Option<Replan>,
 }
 
 /// Fault injection: once `after` events have happened, `crash` runs. The binary's edge passes a
@@ -567,7 +568,7 @@ fn check_destinations(job: &CopyJob, stores: usize) -> Result<(), CopyError> {
     if named > 1 && (job.options.journal.is_some() || job.options.resume) {
         return bad("a broadcast keeps no journal, so it cannot be resumed".into());
     }
-    if named > 1 && job.options.replan.is_some() {
+    if named > 1 && (job.options.replan.is_some() || job.options.capacity_replan.is_some()) {
         return bad("a broadcast is planned once, before it starts".into());
     }
     Ok(())

@@ -328,62 +328,77 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// A plan without `region`, which had no capacity for an agent as the copy started
-    /// (`why`), nor any region refused before; recorded as a refinement. `None` when there is
-    /// none: no planner, the region refused already, or no plan avoids it (an end's own
-    /// region, or a route pinned through it).
-    pub(super) async fn plan_around(&mut self, region: &str, why: &str) -> Option<Replanned> {
-        let planner = self.job.options.capacity_replan.clone()?;
-        if self.refused.iter().any(|r| r == region) {
+    /// A plan without the `full` regions, which had no capacity for an agent as the copy
+    /// started (each with the cloud's words), nor any region refused before; recorded as a
+    /// refinement. `None` when there is none: no planner, every one refused already, or no
+    /// plan avoids them (an end's own region, or a route pinned through one).
+    pub(super) async fn plan_around(&mut self, full: &[(String, String)]) -> Option<Replanned> {
+        let replan = self.job.options.capacity_replan.clone()?;
+        let new: Vec<&(String, String)> = full
+            .iter()
+            .filter(|(r, _)| !self.refused.contains(r))
+            .collect();
+        if new.is_empty() {
             return None;
         }
-        self.refused.push(region.to_string());
-        let (objects, bytes, ended) = match self.job.options.replan.as_ref() {
-            Some(Replan {
-                volume: Some(v), ..
-            }) => v.read(),
-            _ => self.feed.listed().read(),
+        self.refused.extend(new.iter().map(|(r, _)| r.clone()));
+        let (objects, bytes, ended) = match &replan.volume {
+            Some(v) => v.read(),
+            None => self.feed.listed().read(),
         };
+        // The copy's own listing runs only a queue's length ahead: at least what the first
+        // plan was made on is to go.
+        let bytes = bytes.max(replan.planned_on);
         let estimate = VolumeEstimate {
             listed_objects: objects,
             listed_bytes: bytes,
             listing_ended: ended,
             landed_bytes: self.resumed.1,
         };
-        let planned = self
-            .plan(planner, estimate)
-            .await
-            // A plan through a refused region would only meet the same answer there.
-            .filter(|p| (p.topology.agents.iter()).all(|a| !self.refused.contains(&a.region)));
+        let planned = self.plan(replan.planner, estimate).await?;
+        let cause = (new.iter())
+            .map(|(r, why)| format!("{r} had no capacity ({why})"))
+            .collect::<Vec<_>>()
+            .join("; ");
         self.record(Refinement {
             listed_objects: objects,
             listed_bytes: bytes,
             listing_ended: ended,
             to_go_bytes: estimate.to_go(),
-            plan: planned.as_ref().map(|p| p.summary.clone()),
+            plan: Some(planned.summary.clone()),
             agents_launched: Vec::new(),
             routes_built: 0,
             routes_drained: 0,
             failures: Vec::new(),
-            cause: Some(format!("{region} had no capacity ({why})")),
+            cause: Some(cause),
         });
-        let new = planned?;
-        self.add_prices(new.pricing.clone());
-        Some(new)
+        self.add_prices(planned.pricing.clone());
+        Some(planned)
     }
 
     /// Plans for `estimate` around the regions refused so far. The planner is CPU work of up
-    /// to a second: off the runtime's threads.
+    /// to a second: off the runtime's threads. A plan through a refused region (it would only
+    /// meet the same answer there), or one that does not hold together, is no plan.
     async fn plan(
         &self,
         planner: Arc<dyn Replanner>,
         estimate: VolumeEstimate,
     ) -> Option<Replanned> {
         let refused = self.refused.clone();
-        tokio::task::spawn_blocking(move || planner.replan(&estimate, &refused))
+        let planned = tokio::task::spawn_blocking(move || planner.replan(&estimate, &refused))
             .await
             .ok()
-            .flatten()
+            .flatten()?;
+        let avoids = |a: &AgentSlot| !self.refused.contains(&a.region);
+        if !planned.topology.agents.iter().all(avoids) {
+            tracing::warn!(plan = %planned.summary, "a plan through a refused region; not taken");
+            return None;
+        }
+        if let Err(e) = planned.topology.check() {
+            tracing::warn!(plan = %planned.summary, error = %e, "a plan that does not hold together");
+            return None;
+        }
+        Some(planned)
     }
 
     /// Prices of a new plan's regions and hops, for metering.

@@ -41,7 +41,8 @@ pub struct AgentReport {
     pub objects_held_peak: u64,
 }
 
-/// The route planned again at a milestone of the listing, and what that changed.
+/// The route planned again at a milestone of the listing, or around regions out of capacity
+/// as the copy started, and what that changed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Refinement {
     /// How far the listing had gone.
@@ -58,8 +59,9 @@ pub struct Refinement {
     pub routes_drained: usize,
     /// What could not be done (the routes that could be are running).
     pub failures: Vec<String>,
-    /// Why it planned again, when not for the listing: a region with no capacity for an agent
-    /// as the copy started.
+    /// Why it planned again, when not for the listing: regions with no capacity for an agent
+    /// as the copy started (then the new plan's agents are launched in its place, not listed
+    /// here).
     pub cause: Option<String>,
 }
 

@@ -13,6 +13,10 @@ const TREE_LINKS: u32 = 1 << 31;
 /// Unanswered polls in a row after which an agent is lost.
 const LOST_AFTER_POLLS: u32 = 3;
 
+/// Plans made around regions out of capacity before a copy gives up: each launches every
+/// agent again.
+const CAPACITY_REPLANS: u32 = 3;
+
 /// How soon a live agent answers a hello, however loaded its machine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -234,11 +238,12 @@ impl Run<'_> {
         }
     }
 
-    /// Launches every agent of the topology and wires its routes. When a region has no
-    /// capacity for one of its agents (the cloud says so), the route is planned again without
-    /// that region (`plan_around`): what this plan launched is terminated, having moved no
-    /// byte, and the new plan is launched instead.
+    /// Launches every agent of the topology and wires its routes. When regions have no
+    /// capacity for some of its agents (the cloud says so), the route is planned again without
+    /// them (`plan_around`, at most `CAPACITY_REPLANS` times): what this plan launched is
+    /// stopped, having moved no byte, and the new plan is launched instead.
     pub(super) async fn setup(&mut self) -> Result<(), CopyError> {
+        let mut replans = 0;
         loop {
             let topo = self.topology.clone();
             let sources = topo.sources();
@@ -260,23 +265,7 @@ impl Run<'_> {
                     .map(|(slot, spec)| launch_and_install(provider, slot, &gateway, spec)),
             )
             .await;
-            let full = launched
-                .iter()
-                .find_map(|l| l.as_ref().err()?.out_of_capacity());
-            if let Some((region, why)) = full
-                && let Some(new) = self.plan_around(&region, &why).await
-            {
-                tracing::warn!(%region, plan = %new.summary, "no capacity there; planned again");
-                let stops = launched
-                    .into_iter()
-                    .flatten()
-                    .map(|mut s| async move { s.agent.handle.terminate().await });
-                futures::future::join_all(stops).await;
-                self.topology = new.topology;
-                continue;
-            }
-            let mut first_error = None;
-            let mut index = HashMap::new();
+            let (mut index, mut full, mut first_error) = (HashMap::new(), Vec::new(), None);
             for (i, res) in launched.into_iter().enumerate() {
                 match res {
                     Ok(l) => {
@@ -284,9 +273,36 @@ impl Run<'_> {
                         index.insert(i, self.adopt(topo.agents[i].clone(), l, roles.0, roles.1));
                     }
                     Err(e) => {
+                        match e.out_of_capacity() {
+                            Some(f) if !full.contains(&f) => full.push(f),
+                            Some(_) => {}
+                            None => tracing::warn!(error = %e, "a launch failed"),
+                        }
                         first_error.get_or_insert(e);
                     }
                 }
+            }
+            if !full.is_empty() && self.job.options.capacity_replan.is_some() {
+                let planned = if replans < CAPACITY_REPLANS {
+                    self.plan_around(&full).await
+                } else {
+                    None
+                };
+                let Some(new) = planned else {
+                    let regions: Vec<String> =
+                        full.iter().map(|(r, why)| format!("{r} ({why})")).collect();
+                    return Err(CopyError::Setup(format!(
+                        "no capacity in {}, and no plan avoids it (an end's own region, a \
+                         route pinned through it, or {CAPACITY_REPLANS} plans made around \
+                         regions already)",
+                        regions.join("; ")
+                    )));
+                };
+                replans += 1;
+                tracing::warn!(plan = %new.summary, "no capacity; planned again");
+                self.retire(index.into_values().collect()).await;
+                self.topology = new.topology;
+                continue;
             }
             if let Some(e) = first_error {
                 return Err(e);
@@ -510,6 +526,23 @@ impl Run<'_> {
             }
         }
         Ok(agents)
+    }
+
+    /// Stops `agents` for good (the plan they were launched for was given up); their time
+    /// is metered as any agent's.
+    async fn retire(&mut self, agents: Vec<usize>) {
+        let stops = (self.agents.iter_mut().enumerate())
+            .filter(|(i, _)| agents.contains(i))
+            .map(|(_, rt)| async move {
+                if let Some(p) = rt.poller.take() {
+                    p.abort();
+                }
+                let _ = rt.client.shutdown().await;
+                rt.launched.handle.terminate().await;
+                rt.ended = Some(Instant::now());
+                rt.alive = false;
+            });
+        futures::future::join_all(stops).await;
     }
 
     pub(super) async fn teardown(&mut self) {

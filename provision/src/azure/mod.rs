@@ -526,6 +526,7 @@ impl AzureProvider {
             gateway_cert: &crate::cert_env(&req.gateway),
             agent: &self.config.agent,
             address: Address::Given(ip),
+            store_identity: self.config.identity.as_deref(),
         })
         .map_err(|e| Self::fail(&req.name, location, e))?;
         let body = self.vm_body(req, location, vm, &nic_path, &custom_data);

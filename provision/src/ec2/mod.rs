@@ -386,6 +386,8 @@ impl Provider for Ec2Provider {
             gateway_cert: &crate::cert_env(&req.gateway),
             agent: &self.config.agent,
             address: crate::bootstrap::Address::Ec2Metadata,
+            // The instance profile's keys come from the metadata service on their own.
+            store_identity: None,
         })
         .map_err(|e| Self::fail(&req.name, region, e))?;
         let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);

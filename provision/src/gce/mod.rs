@@ -472,6 +472,8 @@ impl Provider for GceProvider {
             gateway_cert: &crate::cert_env(&req.gateway),
             agent: &self.config.agent,
             address: Address::GceMetadata,
+            // The service account's tokens come from the metadata server on their own.
+            store_identity: None,
         })
         .map_err(|e| Self::fail(&req.name, region, e))?;
         self.gateway_rule(&req.name).await?;

@@ -59,6 +59,9 @@ pub struct AzureConfig {
     pub account_key: Option<(String, String)>,
     /// Use the VM's managed identity for Entra ID tokens.
     pub managed_identity: bool,
+    /// Which of the VM's identities: a user-assigned one's resource id (`/subscriptions/…`)
+    /// or client id; `None`: the system-assigned identity.
+    pub managed_identity_id: Option<String>,
     /// An Entra ID service principal: (tenant id, client id, client secret).
     pub client_secret: Option<(String, String, String)>,
     /// The blob endpoint (`https://ACCOUNT.blob.core.windows.net` otherwise; a connection
@@ -82,6 +85,7 @@ impl std::fmt::Debug for AzureConfig {
                 &self.account_key.as_ref().map(|(a, _)| (a, "<secret>")),
             )
             .field("managed_identity", &self.managed_identity)
+            .field("managed_identity_id", &self.managed_identity_id)
             .field(
                 "client_secret",
                 &self
@@ -102,11 +106,14 @@ impl AzureConfig {
 
     /// As `from_env`, reading variables through `var`.
     pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
+        let identity = var("SKYX_AZURE_MANAGED_IDENTITY").filter(|v| !v.is_empty() && v != "0");
         AzureConfig {
             connection_string: var("AZURE_STORAGE_CONNECTION_STRING"),
             sas_token: var("AZURE_STORAGE_SAS_TOKEN"),
             account_key: var("AZURE_STORAGE_ACCOUNT").zip(var("AZURE_STORAGE_KEY")),
-            managed_identity: var("SKYX_AZURE_MANAGED_IDENTITY").is_some_and(|v| v == "1"),
+            // `1`: the system-assigned identity; a resource id or client id: that one.
+            managed_identity: identity.is_some(),
+            managed_identity_id: identity.filter(|v| v != "1"),
             client_secret: match (
                 var("AZURE_TENANT_ID"),
                 var("AZURE_CLIENT_ID"),
@@ -376,7 +383,20 @@ fn entra_credential(config: &AzureConfig) -> azure_core::Result<Arc<dyn TokenCre
         )?);
     }
     if config.managed_identity {
-        return Ok(azure_identity::ManagedIdentityCredential::new(None)?);
+        use azure_identity::UserAssignedId;
+        let user_assigned_id = config.managed_identity_id.as_ref().map(|id| {
+            if id.starts_with('/') {
+                UserAssignedId::ResourceId(id.clone())
+            } else {
+                UserAssignedId::ClientId(id.clone())
+            }
+        });
+        return Ok(azure_identity::ManagedIdentityCredential::new(Some(
+            azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id,
+                ..Default::default()
+            },
+        ))?);
     }
     Ok(azure_identity::DeveloperToolsCredential::new(None)?)
 }
@@ -759,5 +779,23 @@ mod tests {
                 .unwrap_err()
                 .contains("base64")
         );
+    }
+
+    #[test]
+    fn the_managed_identity_variable_names_the_system_one_or_a_user_assigned_one() {
+        let with = |value: &str| {
+            AzureConfig::from_lookup(&|k| {
+                (k == "SKYX_AZURE_MANAGED_IDENTITY").then(|| value.to_string())
+            })
+        };
+        let system = with("1");
+        assert!(system.managed_identity && system.managed_identity_id.is_none());
+        let id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/skyx";
+        let user = with(id);
+        assert!(user.managed_identity);
+        assert_eq!(user.managed_identity_id.as_deref(), Some(id));
+        assert!(!with("0").managed_identity && !with("").managed_identity);
+        // Either way, a token source is made without touching the network.
+        assert!(entra_credential(&user).is_ok() && entra_credential(&system).is_ok());
     }
 }
