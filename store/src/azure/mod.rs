@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, StatusCode};
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
@@ -44,169 +44,14 @@ use crate::{
     Properties, StoreLocation,
 };
 
+mod config;
 mod copy;
 mod sas;
 
+pub use config::AzureConfig;
+pub(crate) use config::{blob_endpoint, url_readable_elsewhere};
+use config::{connection_for, entra_credential};
 pub use sas::account_sas;
-
-/// Credentials and endpoint overrides; `from_env` reads the standard Azure variables.
-#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AzureConfig {
-    pub connection_string: Option<String>,
-    pub sas_token: Option<String>,
-    /// Account key (base64), with the account it belongs to.
-    pub account_key: Option<(String, String)>,
-    /// Use the VM's managed identity for Entra ID tokens.
-    pub managed_identity: bool,
-    /// Which of the VM's identities: a user-assigned one's resource id (`/subscriptions/…`)
-    /// or client id; `None`: the system-assigned identity.
-    pub managed_identity_id: Option<String>,
-    /// An Entra ID service principal: (tenant id, client id, client secret).
-    pub client_secret: Option<(String, String, String)>,
-    /// The blob endpoint (`https://ACCOUNT.blob.core.windows.net` otherwise; a connection
-    /// string's `BlobEndpoint` wins).
-    pub endpoint: Option<String>,
-    /// No credentials at all: a container with public read access.
-    pub anonymous: bool,
-}
-
-impl std::fmt::Debug for AzureConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secret = |set: bool| if set { "<secret>" } else { "-" };
-        f.debug_struct("AzureConfig")
-            .field(
-                "connection_string",
-                &secret(self.connection_string.is_some()),
-            )
-            .field("sas_token", &secret(self.sas_token.is_some()))
-            .field(
-                "account_key",
-                &self.account_key.as_ref().map(|(a, _)| (a, "<secret>")),
-            )
-            .field("managed_identity", &self.managed_identity)
-            .field("managed_identity_id", &self.managed_identity_id)
-            .field(
-                "client_secret",
-                &self
-                    .client_secret
-                    .as_ref()
-                    .map(|(t, c, _)| (t, c, "<secret>")),
-            )
-            .field("endpoint", &self.endpoint)
-            .field("anonymous", &self.anonymous)
-            .finish()
-    }
-}
-
-impl AzureConfig {
-    pub fn from_env() -> Self {
-        Self::from_lookup(&crate::env_var)
-    }
-
-    /// As `from_env`, reading variables through `var`.
-    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {
-        let identity = var("SKYX_AZURE_MANAGED_IDENTITY").filter(|v| !v.is_empty() && v != "0");
-        AzureConfig {
-            connection_string: var("AZURE_STORAGE_CONNECTION_STRING"),
-            sas_token: var("AZURE_STORAGE_SAS_TOKEN"),
-            account_key: var("AZURE_STORAGE_ACCOUNT").zip(var("AZURE_STORAGE_KEY")),
-            // `1`: the system-assigned identity; a resource id or client id: that one.
-            managed_identity: identity.is_some(),
-            managed_identity_id: identity.filter(|v| v != "1"),
-            client_secret: match (
-                var("AZURE_TENANT_ID"),
-                var("AZURE_CLIENT_ID"),
-                var("AZURE_CLIENT_SECRET"),
-            ) {
-                (Some(tenant), Some(client), Some(secret)) => Some((tenant, client, secret)),
-                _ => None,
-            },
-            endpoint: None,
-            anonymous: false,
-        }
-    }
-}
-
-/// Fields of a storage connection string that matter here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct ConnectionString {
-    account: Option<String>,
-    key: Option<String>,
-    sas: Option<String>,
-    blob_endpoint: Option<String>,
-    protocol: Option<String>,
-    suffix: Option<String>,
-}
-
-fn parse_connection_string(s: &str) -> ConnectionString {
-    let mut out = ConnectionString::default();
-    for part in s.split(';').filter(|p| !p.trim().is_empty()) {
-        let Some((k, v)) = part.split_once('=') else {
-            continue;
-        };
-        let v = v.trim().to_string();
-        match k.trim() {
-            "AccountName" => out.account = Some(v),
-            "AccountKey" => out.key = Some(v),
-            "SharedAccessSignature" => out.sas = Some(v),
-            "BlobEndpoint" => out.blob_endpoint = Some(v),
-            "DefaultEndpointsProtocol" => out.protocol = Some(v),
-            "EndpointSuffix" => out.suffix = Some(v),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The connection string's settings, when it is for `account`.
-fn connection_for(config: &AzureConfig, account: &str) -> Option<ConnectionString> {
-    config
-        .connection_string
-        .as_deref()
-        .map(parse_connection_string)
-        .filter(|c| c.account.as_deref() == Some(account))
-}
-
-/// Whether a store of `account` reached with `config` can hand out URLs another account's
-/// service can read: it signs them (a SAS, or an account key to sign one) or needs no signature
-/// (anonymous, a public container). Entra ID credentials sign nothing.
-pub(crate) fn url_readable_elsewhere(config: &AzureConfig, account: &str) -> bool {
-    let conn = connection_for(config, account);
-    conn.as_ref()
-        .is_some_and(|c| c.sas.is_some() || c.key.is_some())
-        || config.sas_token.is_some()
-        || config
-            .account_key
-            .as_ref()
-            .is_some_and(|(a, _)| a == account)
-        || config.anonymous
-}
-
-/// The blob service endpoint of `account`, and whether it is a custom one (a connection
-/// string's `BlobEndpoint` or a configured endpoint: an emulator or a private endpoint) rather
-/// than the public service's.
-pub(crate) fn blob_endpoint(config: &AzureConfig, account: &str) -> (String, bool) {
-    let conn = connection_for(config, account);
-    match conn
-        .as_ref()
-        .and_then(|c| c.blob_endpoint.clone())
-        .or_else(|| config.endpoint.clone())
-    {
-        Some(e) => (e, true),
-        None => {
-            let proto = conn
-                .as_ref()
-                .and_then(|c| c.protocol.clone())
-                .unwrap_or_else(|| "https".into());
-            let suffix = conn
-                .as_ref()
-                .and_then(|c| c.suffix.clone())
-                .unwrap_or_else(|| "core.windows.net".into());
-            (format!("{proto}://{account}.blob.{suffix}"), false)
-        }
-    }
-}
 
 /// How long a SAS signed from a key stays valid; transfers can run for days.
 const SAS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -371,34 +216,6 @@ impl AzureStore {
         // Every block id of a blob must have the same length.
         format!("{}-{part_number:06}", upload.upload_id).into_bytes()
     }
-}
-
-fn entra_credential(config: &AzureConfig) -> azure_core::Result<Arc<dyn TokenCredential>> {
-    if let Some((tenant, client, secret)) = &config.client_secret {
-        return Ok(azure_identity::ClientSecretCredential::new(
-            tenant,
-            client.clone(),
-            Secret::new(secret.clone()),
-            None,
-        )?);
-    }
-    if config.managed_identity {
-        use azure_identity::UserAssignedId;
-        let user_assigned_id = config.managed_identity_id.as_ref().map(|id| {
-            if id.starts_with('/') {
-                UserAssignedId::ResourceId(id.clone())
-            } else {
-                UserAssignedId::ClientId(id.clone())
-            }
-        });
-        return Ok(azure_identity::ManagedIdentityCredential::new(Some(
-            azure_identity::ManagedIdentityCredentialOptions {
-                user_assigned_id,
-                ..Default::default()
-            },
-        ))?);
-    }
-    Ok(azure_identity::DeveloperToolsCredential::new(None)?)
 }
 
 /// A block list committed with the object's properties (Azure sets them on commit).
@@ -755,19 +572,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_strings_parse() {
-        let c = parse_connection_string(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;",
-        );
-        assert_eq!(c.account.as_deref(), Some("devstoreaccount1"));
-        assert_eq!(c.key.as_deref(), Some("a2V5"));
-        assert_eq!(
-            c.blob_endpoint.as_deref(),
-            Some("http://127.0.0.1:10000/devstoreaccount1")
-        );
-    }
-
-    #[test]
     fn account_sas_has_the_documented_fields_and_a_stable_signature() {
         let expiry = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800); // 2100-01-01
         let sas = account_sas("acct", "a2V5a2V5a2V5", expiry).unwrap();
@@ -779,23 +583,5 @@ mod tests {
                 .unwrap_err()
                 .contains("base64")
         );
-    }
-
-    #[test]
-    fn the_managed_identity_variable_names_the_system_one_or_a_user_assigned_one() {
-        let with = |value: &str| {
-            AzureConfig::from_lookup(&|k| {
-                (k == "SKYX_AZURE_MANAGED_IDENTITY").then(|| value.to_string())
-            })
-        };
-        let system = with("1");
-        assert!(system.managed_identity && system.managed_identity_id.is_none());
-        let id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/skyx";
-        let user = with(id);
-        assert!(user.managed_identity);
-        assert_eq!(user.managed_identity_id.as_deref(), Some(id));
-        assert!(!with("0").managed_identity && !with("").managed_identity);
-        // Either way, a token source is made without touching the network.
-        assert!(entra_credential(&user).is_ok() && entra_credential(&system).is_ok());
     }
 }
