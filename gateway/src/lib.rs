@@ -32,8 +32,8 @@ pub use crate::core::tracker::{Progress, RouteId, Tracker, TrackerConfig, Tracke
 pub use check::{CheckOptions, CheckReport, Outcome, check};
 pub use copy::{
     Broadcast, CopyError, CopyJob, CopyOptions, CopyReport, CrashAfter, Destination, ListedVolume,
-    MAX_DESTINATIONS, Pricing, ProgressSnapshot, Refinement, Replan, Replanned, Replanner,
-    ServerSideJob, Verification, VolumeEstimate, items_of, run_broadcast, run_copy,
+    MAX_DESTINATIONS, Prediction, Pricing, ProgressSnapshot, Refinement, Replan, Replanned,
+    Replanner, ServerSideJob, Verification, VolumeEstimate, items_of, run_broadcast, run_copy,
     run_server_side,
 };
 pub use journal::{Journal, JournalError, journal_path};

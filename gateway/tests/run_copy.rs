@@ -381,6 +381,7 @@ impl skyx_gateway::Replanner for ToTheRelay {
             topology: relayed(4),
             pricing: Pricing::default(),
             summary: "test:src -> test:relay -> test:dst".into(),
+            prediction: None,
         })
     }
 }
@@ -480,6 +481,8 @@ struct Full {
     full: &'static str,
     agents: InProcessProvider,
     refused: std::sync::atomic::AtomicUsize,
+    /// Interrupts the copy as the cloud refuses (a user's Ctrl-C while VMs launch).
+    interrupt: Option<watch::Sender<bool>>,
 }
 
 #[async_trait::async_trait]
@@ -495,6 +498,9 @@ impl skyx_provision::Provider for Full {
         if req.region == self.full {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(interrupt) = &self.interrupt {
+                let _ = interrupt.send(true);
+            }
             return Err(skyx_provision::ProviderError::Capacity {
                 agent: req.name,
                 region: req.region,
@@ -531,6 +537,7 @@ impl skyx_gateway::Replanner for AroundRefused {
             topology,
             pricing: Pricing::default(),
             summary: "test:src -> test:dst".into(),
+            prediction: None,
         })
     }
 }
@@ -543,6 +550,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
         full: "test:relay",
         agents: InProcessProvider::default(),
         refused: Default::default(),
+        interrupt: None,
     };
     let (_cancel, cancel) = watch::channel(false);
 
@@ -620,6 +628,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
         full: "test:src",
         agents: InProcessProvider::default(),
         refused: Default::default(),
+        interrupt: None,
     };
     let mut opts = options(MIB as u64);
     opts.capacity_replan = Some(skyx_gateway::Replan {
@@ -648,4 +657,42 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
         "{err}"
     );
     assert_eq!(source_full.agents.running(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_while_agents_launch_plans_and_launches_nothing_more() {
+    let s = Scratch::new("capacity-interrupted");
+    write_source(&s.0.join("src"), &[3 * MIB, 100]);
+    let (interrupt, cancel) = watch::channel(false);
+    let provider = Full {
+        full: "test:relay",
+        agents: InProcessProvider::default(),
+        refused: Default::default(),
+        interrupt: Some(interrupt),
+    };
+    let planner = Arc::new(AroundRefused::default());
+    let mut opts = options(MIB as u64);
+    opts.capacity_replan = Some(skyx_gateway::Replan {
+        planned_on: 0,
+        planner: planner.clone(),
+        volume: None,
+    });
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
+    let err = run_copy(
+        &copy.job,
+        items_of(copy.items.clone()),
+        &provider,
+        copy.src.clone(),
+        copy.dst.clone(),
+        &mut |_| {},
+        cancel,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, CopyError::Interrupted { .. }), "{err}");
+    // No plan made around the full region, nothing launched for one; what the first plan
+    // launched (source and sink) is torn down.
+    assert!(planner.asked.lock().unwrap().is_empty());
+    assert_eq!(provider.agents.launched(), 2);
+    assert_eq!(provider.agents.running(), Vec::<String>::new());
 }

@@ -6,7 +6,8 @@
 //! cloud-init, a NIC, a VM of the catalog's size from Debian 12 with the pinned bootstrap,
 //! spot and a managed identity when asked), that `SkuNotAvailable`, quota and an allocation
 //! failure are capacity with nothing left behind, and that no VM outlives a launch whose agent
-//! never answers, nor a job that is swept. Each test has its own subscription.
+//! never answers (or whose VM powers off, which ends the launch at once), nor a job that is
+//! swept. Each test has its own subscription.
 
 use std::time::Duration;
 
@@ -224,6 +225,53 @@ async fn a_vm_whose_agent_never_answers_is_deleted_and_was_launched_as_asked() {
     );
     let left = state(&sub).await.to_string();
     assert!(!left.contains(&group), "{left}");
+}
+
+#[tokio::test]
+async fn a_vm_that_powers_itself_off_ends_its_launch_before_the_deadline_and_is_deleted() {
+    let sub = subscription();
+    let mut config = config(&sub);
+    // Long enough that only the VM's stop, not the deadline, ends the launch in this test.
+    config.ready_timeout = Duration::from_secs(30);
+    let provider = AzureProvider::new(config, "cp-poweroff-1");
+    provider.prepare(&["azure:eastus"]).await.unwrap();
+    let group = provider.group();
+    // What the bootstrap does when it refuses the agent: `poweroff` in the guest, once the VM
+    // runs (the contract server refuses it before).
+    let poweroff = async {
+        loop {
+            if let Some(vm) = resources(&sub, &group, "virtualMachines").await.first() {
+                let answer = reqwest::Client::new()
+                    .post(format!("{}/_contract/guest-poweroff", endpoint()))
+                    .json(&json!({"subscription": sub, "resourceGroup": group, "vm": vm}))
+                    .send()
+                    .await
+                    .unwrap();
+                if answer.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let launch = provider.launch(request("eastus"));
+    tokio::pin!(launch);
+    let launched = tokio::select! {
+        // Ended before its VM ran: what it says is checked below.
+        launched = &mut launch => launched,
+        () = poweroff => launch.await,
+    };
+    let err = launched.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::NotReady { why, .. }
+            if why.contains("is stopped: its bootstrap failed")),
+        "{err}"
+    );
+    assert_eq!(
+        resources(&sub, &group, "virtualMachines").await,
+        Vec::<String>::new()
+    );
+    provider.sweep().await.unwrap();
 }
 
 /// The bootstrap cloud-init writes, decoded from the user data.

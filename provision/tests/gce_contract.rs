@@ -238,7 +238,7 @@ fn decoded_bootstrap(script: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_full_zone_moves_the_launch_to_the_next_and_a_region_over_quota_is_capacity() {
+async fn a_full_zone_moves_the_launch_to_the_next_and_a_region_over_quota_is_capacity_at_once() {
     let project = project("full");
     let provider = GceProvider::new(config(&project), "cp-full-1");
     fault(
@@ -266,6 +266,17 @@ async fn a_full_zone_moves_the_launch_to_the_next_and_a_region_over_quota_is_cap
         }
         other => panic!("expected capacity, got {other}"),
     }
+    // A region's quota is every zone's: after it, no other zone is asked (us-east1-b is still
+    // full, us-east1-c answers with the quota, us-east1-d is not tried).
+    let tried: Vec<String> = inserts(&calls(&project).await)
+        .into_iter()
+        .skip(2)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        tried,
+        ["zones/us-east1-b/instances", "zones/us-east1-c/instances"]
+    );
     assert_eq!(state(&project).await["instances"], json!([]));
     provider.sweep().await.unwrap();
 }

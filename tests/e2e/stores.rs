@@ -94,9 +94,12 @@ pub fn store_config() -> StoreConfig {
 }
 
 /// A scratch area private to one test: a state directory for journals and agent logs, and
-/// local directories.
+/// local directories; the buckets made for it in the test servers are emptied when it ends.
 pub struct Scratch {
     pub dir: PathBuf,
+    /// Buckets made by `root`, by URL: the servers outlive the test, and the suite's data left
+    /// there together would fill the disk (s3s-fs) or the memory (Azurite, the GCS emulator).
+    buckets: std::sync::Mutex<Vec<String>>,
 }
 
 /// Marks a scratch directory kept on purpose (`SKYX_KEEP_SCRATCH`): never swept.
@@ -130,7 +133,10 @@ impl Scratch {
         SWEPT.call_once(remove_scratch_of_dead_runs);
         let dir = std::env::temp_dir().join(unique(&format!("skyx-e2e-{name}")));
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
+        Scratch {
+            dir,
+            buckets: Default::default(),
+        }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -181,6 +187,7 @@ impl Scratch {
             "skyx mb {url}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.buckets.lock().unwrap().push(url.clone());
         format!("{url}/{name}")
     }
 
@@ -214,7 +221,32 @@ impl Drop for Scratch {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let buckets = std::mem::take(&mut *self.buckets.lock().unwrap_or_else(|e| e.into_inner()));
+        if !buckets.is_empty() {
+            // On a thread of its own: the test's own runtime may be the one dropping this.
+            let emptied = std::thread::spawn(move || runtime().block_on(empty(&buckets))).join();
+            if let Ok(Err(e)) = emptied {
+                eprintln!("emptying the test's buckets: {e}");
+            }
+        }
     }
+}
+
+/// Deletes every object in `buckets` (URLs of whole buckets), a few at a time.
+async fn empty(buckets: &[String]) -> Result<(), skyx_store::StoreError> {
+    for url in buckets {
+        let store = skyx_store::open(&ObjectUrl::parse(url).unwrap(), &store_config()).await?;
+        let keys: Vec<String> = store.list("").map_ok(|m| m.key).try_collect().await?;
+        futures::stream::iter(keys)
+            .map(|key| {
+                let store = store.clone();
+                async move { store.delete(&key).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
+    }
+    Ok(())
 }
 
 /// Pids of agent processes (`skyx agent` / `skyx-agent`) whose environment holds `marker`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use skyx_catalog::Catalog;
-use skyx_gateway::{Pricing, Replanned, Replanner, Topology, VolumeEstimate};
+use skyx_gateway::{Prediction, Pricing, Replanned, Replanner, Topology, VolumeEstimate};
 use skyx_planner::{CostCap, Objective, TransferPlan, TransferRequest, plan_transfer};
 use skyx_sky::SkyManifest;
 use skyx_store::{ObjectStore, ObjectUrl};
@@ -304,13 +304,26 @@ impl Replanner for RoutePlanner {
             }
         };
         let summary = plan_line(&plan.chosen, req.volume_bytes);
+        let prediction = Some(prediction(&plan.chosen));
         let routing =
             routing_from_plan(&self.catalog, plan, self.max_connections, self.connections);
         Some(Replanned {
             topology: routing.topology,
             pricing: routing.pricing,
             summary,
+            prediction,
         })
+    }
+}
+
+/// What the planner predicts for `plan`.
+pub fn prediction(plan: &skyx_planner::RoutePlan) -> Prediction {
+    Prediction {
+        time_s: plan.time_s,
+        throughput_gbps: plan.throughput_gbps,
+        cost_usd: plan.cost_usd.total,
+        egress_usd: plan.cost_usd.egress,
+        vm_usd: plan.cost_usd.vm,
     }
 }
 

@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use skyx_gateway::{CopyItem, CopyReport};
+use skyx_gateway::{CopyItem, CopyReport, Prediction};
 
 use crate::args::provider::Metering;
-use crate::cmd::routing::Routing;
+use crate::cmd::routing::{Routing, prediction};
 use crate::units::{format_bytes, format_duration};
 
 pub fn render_dry_run(items: &[CopyItem], routing: &Routing, what: &str) -> String {
@@ -111,13 +111,14 @@ fn metering_note(routing: &Routing) -> Option<&'static str> {
 
 /// The summary: human-readable or JSON, with the plan's prediction next to what happened.
 pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Result<String> {
-    let predicted = routing.plan.as_ref().map(|p| {
+    let started_on = started_on(report, routing);
+    let predicted = started_on.map(|(p, _)| {
         serde_json::json!({
-            "time_s": p.chosen.time_s,
-            "throughput_gbps": p.chosen.throughput_gbps,
-            "cost_usd": p.chosen.cost_usd.total,
-            "egress_usd": p.chosen.cost_usd.egress,
-            "vm_usd": p.chosen.cost_usd.vm,
+            "time_s": p.time_s,
+            "throughput_gbps": p.throughput_gbps,
+            "cost_usd": p.cost_usd,
+            "egress_usd": p.egress_usd,
+            "vm_usd": p.vm_usd,
         })
     });
     if json {
@@ -227,23 +228,29 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
             r.agents.iter().map(|a| a.cpu_seconds).sum::<f64>()
         );
     }
-    if let Some(p) = &routing.plan {
+    if let Some((p, around_full)) = started_on {
+        let listing_refined = r.refinements.iter().any(|f| f.cause.is_none());
         let _ = writeln!(
             out,
-            "  {}: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}",
+            "  {}: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}{}",
             match routing.metering {
                 Metering::Local => "planned for cloud agents, not run here (--rehearse plays it)",
                 _ => "planner predicted",
             },
-            format_duration(p.chosen.time_s),
-            p.chosen.throughput_gbps,
-            p.chosen.cost_usd.total,
-            p.chosen.cost_usd.egress,
-            p.chosen.cost_usd.vm,
-            if r.refinements.is_empty() {
-                ""
+            format_duration(p.time_s),
+            p.throughput_gbps,
+            p.cost_usd,
+            p.egress_usd,
+            p.vm_usd,
+            if around_full {
+                ", for the plan made around regions out of capacity"
             } else {
+                ""
+            },
+            if listing_refined {
                 ", for the volume first listed"
+            } else {
+                ""
             }
         );
     }
@@ -286,6 +293,19 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         );
     }
     Ok(out)
+}
+
+/// What the planner predicted for the plan the copy started on, and whether that is a plan
+/// made around regions out of capacity (the first plan then never ran).
+fn started_on(report: &CopyReport, routing: &Routing) -> Option<(Prediction, bool)> {
+    let first = routing.plan.as_ref()?;
+    let around_full = (report.refinements.iter().rev())
+        .filter(|f| f.cause.is_some())
+        .find_map(|f| f.prediction);
+    Some(match around_full {
+        Some(p) => (p, true),
+        None => (prediction(&first.chosen), false),
+    })
 }
 
 /// One refinement of the plan, in a line.

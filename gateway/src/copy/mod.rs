@@ -52,7 +52,8 @@ use admit::{ActiveObject, Feed};
 
 pub use refine::{ListedVolume, Replan, Replanned, Replanner, VolumeEstimate};
 pub use report::{
-    AgentReport, CopyReport, FailedObject, HopReport, ProgressSnapshot, Refinement, Verification,
+    AgentReport, CopyReport, FailedObject, HopReport, Prediction, ProgressSnapshot, Refinement,
+    Verification,
 };
 pub use server_side::{ServerSideJob, run_server_side};
 
@@ -501,7 +502,7 @@ pub async fn run_broadcast(
         // already in place (a resume after the last landing, or nothing to copy) needs none.
         run.admit_until_work(&mut tracker, &mut cancel).await?;
         if !tracker.is_done() || !run.feed.ended() {
-            run.setup().await?;
+            run.setup(&cancel).await?;
         }
         run.drive(&mut tracker, &mut polls_rx, progress, started, &mut cancel)
             .await?;

@@ -81,6 +81,8 @@ pub struct Replanned {
     pub pricing: Pricing,
     /// The plan in a line, for the report.
     pub summary: String,
+    /// What the planner predicts for it, when it says.
+    pub prediction: Option<Prediction>,
 }
 
 /// Plans the route again on a refined volume, or around regions out of capacity (the caller
@@ -157,6 +159,7 @@ impl<'a> Run<'a> {
             listing_ended: ended,
             to_go_bytes: estimate.to_go(),
             plan: None,
+            prediction: None,
             agents_launched: Vec::new(),
             routes_built: 0,
             routes_drained: 0,
@@ -168,6 +171,7 @@ impl<'a> Run<'a> {
             return;
         };
         refinement.plan = Some(new.summary.clone());
+        refinement.prediction = new.prediction;
         let changes = self.changes_for(&new.topology);
         if changes.is_empty() {
             self.record(refinement);
@@ -366,6 +370,7 @@ impl<'a> Run<'a> {
             listing_ended: ended,
             to_go_bytes: estimate.to_go(),
             plan: Some(planned.summary.clone()),
+            prediction: planned.prediction,
             agents_launched: Vec::new(),
             routes_built: 0,
             routes_drained: 0,

@@ -41,6 +41,16 @@ pub struct AgentReport {
     pub objects_held_peak: u64,
 }
 
+/// What the planner predicted for a plan, on the volume it was made for.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    pub time_s: f64,
+    pub throughput_gbps: f64,
+    pub cost_usd: f64,
+    pub egress_usd: f64,
+    pub vm_usd: f64,
+}
+
 /// The route planned again at a milestone of the listing, or around regions out of capacity
 /// as the copy started, and what that changed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -53,6 +63,8 @@ pub struct Refinement {
     pub to_go_bytes: u64,
     /// The new plan in a line; `None` when it could not be planned (the route stayed).
     pub plan: Option<String>,
+    /// What the planner predicted for it, when it says.
+    pub prediction: Option<Prediction>,
     pub agents_launched: Vec<String>,
     pub routes_built: usize,
     /// Routes that stopped taking chunks for the new ones.

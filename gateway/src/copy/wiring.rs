@@ -241,8 +241,10 @@ impl Run<'_> {
     /// Launches every agent of the topology and wires its routes. When regions have no
     /// capacity for some of its agents (the cloud says so), the route is planned again without
     /// them (`plan_around`, at most `CAPACITY_REPLANS` times): what this plan launched is
-    /// stopped, having moved no byte, and the new plan is launched instead.
-    pub(super) async fn setup(&mut self) -> Result<(), CopyError> {
+    /// stopped, having moved no byte, and the new plan is launched instead. An interrupt is
+    /// answered once the launches in flight end (a launch dropped halfway could leave a VM no
+    /// one tears down): nothing more is planned or launched.
+    pub(super) async fn setup(&mut self, cancel: &watch::Receiver<bool>) -> Result<(), CopyError> {
         let mut replans = 0;
         loop {
             let topo = self.topology.clone();
@@ -281,6 +283,12 @@ impl Run<'_> {
                         first_error.get_or_insert(e);
                     }
                 }
+            }
+            // What launched is adopted, so the teardown reaches it.
+            if *cancel.borrow() {
+                return Err(CopyError::Interrupted {
+                    resume: self.resume_hint(),
+                });
             }
             if !full.is_empty() && self.job.options.capacity_replan.is_some() {
                 let planned = if replans < CAPACITY_REPLANS {

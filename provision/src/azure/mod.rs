@@ -438,7 +438,7 @@ impl Provider for AzureProvider {
             deleted: false,
         };
         match self.create(&req, location, &site, &vm).await {
-            Ok(ip) => match self.wait_ready(location, ip, &req).await {
+            Ok(ip) => match self.wait_ready(location, &vm, ip, &req).await {
                 Ok(control) => Ok(LaunchedAgent {
                     name: req.name,
                     region: req.region,
@@ -594,10 +594,12 @@ impl AzureProvider {
         body
     }
 
-    /// Admits the VM as a peer and waits until its agent answers hello.
+    /// Admits the VM as a peer and waits until its agent answers hello; fails as soon as the
+    /// VM stopped (no need to wait out the deadline for an agent that will never start).
     async fn wait_ready(
         &self,
         location: &str,
+        vm: &str,
         ip: IpAddr,
         req: &LaunchRequest,
     ) -> Result<SocketAddr, ProviderError> {
@@ -611,7 +613,36 @@ impl AzureProvider {
             Self::fail(&req.name, location, why)
         };
         let pause = self.config.poll.max(Duration::from_millis(200));
-        crate::session::await_hello(req, control, deadline, pause, async || Ok(()), never).await?;
+        let stopped = async || self.not_stopped(location, vm, req).await;
+        crate::session::await_hello(req, control, deadline, pause, stopped, never).await?;
         Ok(control)
+    }
+
+    /// An error once the VM stopped: its bootstrap powers it off when it refuses the agent,
+    /// and Azure stops a spot VM it evicts. (A guest's `poweroff` leaves the VM allocated, and
+    /// billed, in `PowerState/stopped`.)
+    async fn not_stopped(
+        &self,
+        location: &str,
+        vm: &str,
+        req: &LaunchRequest,
+    ) -> Result<(), ProviderError> {
+        let path = self.path(&format!(
+            "Microsoft.Compute/virtualMachines/{vm}/instanceView"
+        ));
+        let view = (self.arm.get(&path, COMPUTE_API).await)
+            .map_err(|e| Self::fail(&req.name, location, e))?;
+        let statuses = view["statuses"].as_array().into_iter().flatten();
+        let power = statuses
+            .filter_map(|s| s["code"].as_str()?.strip_prefix("PowerState/"))
+            .next();
+        match power {
+            Some(p @ ("stopping" | "stopped" | "deallocating" | "deallocated")) => Err(Self::fail(
+                &req.name,
+                location,
+                format!("{vm} is {p}: its bootstrap failed or it was evicted"),
+            )),
+            _ => Ok(()),
+        }
     }
 }

@@ -46,24 +46,39 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The API's code (an HTTP error's reason) and message, when it answered with one.
+    fn code_and_message(&self) -> Option<(&str, &str)> {
+        match self {
+            ApiError::Http {
+                reason, message, ..
+            } => Some((reason, message)),
+            ApiError::Operation { code, message, .. } => Some((code, message)),
+            _ => None,
+        }
+    }
+
     /// Whether this says the zone has no capacity or the project no quota for the VM: the
     /// planner's cue to place it elsewhere (codes and reasons from docs/cloud-contracts.md A.3).
     pub fn is_capacity(&self) -> bool {
-        let (code, message) = match self {
-            ApiError::Http {
-                reason, message, ..
-            } => (reason.as_str(), message.as_str()),
-            ApiError::Operation { code, message, .. } => (code.as_str(), message.as_str()),
-            _ => return false,
+        let zone_full = self.code_and_message().is_some_and(|(code, _)| {
+            [
+                "ZONE_RESOURCE_POOL_EXHAUSTED",
+                "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                "insufficientCapacity",
+            ]
+            .contains(&code)
+        });
+        zone_full || self.is_quota()
+    }
+
+    /// Whether this is a quota the project is over. GCE's quotas are the region's or the
+    /// project's (`Limit: 8.0 in region us-west1`, `CPUS_ALL_REGIONS`), never a zone's: the
+    /// region's other zones would only answer the same.
+    pub fn is_quota(&self) -> bool {
+        let Some((code, message)) = self.code_and_message() else {
+            return false;
         };
-        [
-            "ZONE_RESOURCE_POOL_EXHAUSTED",
-            "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-            "QUOTA_EXCEEDED",
-            "quotaExceeded",
-            "insufficientCapacity",
-        ]
-        .contains(&code)
+        ["QUOTA_EXCEEDED", "quotaExceeded"].contains(&code)
             || (message.starts_with("Quota '") && message.contains("exceeded"))
     }
 
@@ -278,6 +293,8 @@ mod tests {
         };
         assert!(op("ZONE_RESOURCE_POOL_EXHAUSTED", "The zone ...").is_capacity());
         assert!(op("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.").is_capacity());
+        assert!(op("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.").is_quota());
+        assert!(!op("ZONE_RESOURCE_POOL_EXHAUSTED", "The zone ...").is_quota());
         assert!(op("SOMETHING", "Quota 'CPUS_ALL_REGIONS' exceeded. Limit: 8").is_capacity());
         assert!(!op("RESOURCE_NOT_FOUND", "The resource was not found").is_capacity());
         let http = ApiError::Http {

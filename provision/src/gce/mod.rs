@@ -15,7 +15,7 @@
 //!
 //! Capacity is zonal and arrives in the insert's operation, after the call was accepted: a
 //! launch tries the region's zones in turn and reports [`ProviderError::Capacity`] for the
-//! region only when every zone said so.
+//! region only when every zone said so (or at once for a quota: the region's or the project's).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -530,10 +530,13 @@ impl Provider for GceProvider {
                         }
                     };
                 }
-                // Capacity is zonal: the region's next zone may have it.
+                // Capacity is zonal: the region's next zone may have it. A quota is not.
                 Err(e) if e.is_capacity() => {
                     tracing::info!(zone = %zone, "no capacity for {}: {e}", req.name);
                     full.push(format!("{zone}: {e}"));
+                    if e.is_quota() {
+                        break;
+                    }
                 }
                 Err(e) => return Err(Self::fail(&req.name, region, e)),
             }
