@@ -77,7 +77,7 @@ async fn prepare(src_dir: &Path, dst_dir: &Path, options: CopyOptions) -> Copy {
 
 async fn run(
     copy: &Copy,
-    provider: &InProcessProvider,
+    provider: &dyn skyx_provision::Provider,
     cancel: watch::Receiver<bool>,
 ) -> Result<CopyReport, CopyError> {
     run_copy(
@@ -515,6 +515,8 @@ impl skyx_provision::Provider for Full {
 #[derive(Debug, Default)]
 struct AroundRefused {
     asked: std::sync::Mutex<Vec<Vec<String>>>,
+    /// Interrupts the copy as it plans (a user's Ctrl-C while the route is planned again).
+    interrupt: Option<watch::Sender<bool>>,
 }
 
 impl skyx_gateway::Replanner for AroundRefused {
@@ -524,6 +526,9 @@ impl skyx_gateway::Replanner for AroundRefused {
         refused: &[String],
     ) -> Option<skyx_gateway::Replanned> {
         self.asked.lock().unwrap().push(refused.to_vec());
+        if let Some(interrupt) = &self.interrupt {
+            let _ = interrupt.send(true);
+        }
         let relayed = relayed(4);
         let topology = if refused.iter().any(|r| r == "test:relay") {
             Topology {
@@ -556,17 +561,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
 
     // Without a planner, the cloud's answer fails the copy, and nothing is left running.
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), options(MIB as u64)).await;
-    let err = run_copy(
-        &copy.job,
-        items_of(copy.items.clone()),
-        &provider,
-        copy.src.clone(),
-        copy.dst.clone(),
-        &mut |_| {},
-        cancel.clone(),
-    )
-    .await
-    .unwrap_err();
+    let err = run(&copy, &provider, cancel.clone()).await.unwrap_err();
     assert!(
         err.to_string().contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
         "{err}"
@@ -584,17 +579,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
     });
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
     let launched_before = provider.agents.launched();
-    let report = run_copy(
-        &copy.job,
-        items_of(copy.items.clone()),
-        &provider,
-        copy.src.clone(),
-        copy.dst.clone(),
-        &mut |_| {},
-        cancel,
-    )
-    .await
-    .unwrap();
+    let report = run(&copy, &provider, cancel).await.unwrap();
     assert_eq!(report.objects_copied, 3);
     assert_landed(&s.0.join("dst"), &files);
     assert_eq!(
@@ -638,18 +623,10 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
     });
     let copy = prepare(&s.0.join("src"), &s.0.join("dst2"), opts).await;
     let (_cancel, cancel) = watch::channel(false);
-    let err = run_copy(
-        &copy.job,
-        items_of(copy.items.clone()),
-        &source_full,
-        copy.src.clone(),
-        copy.dst.clone(),
-        &mut |_| {},
-        cancel,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = run(&copy, &source_full, cancel)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(
             "no capacity in test:src (ZONE_RESOURCE_POOL_EXHAUSTED), and no plan avoids it"
@@ -660,7 +637,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupt_while_agents_launch_plans_and_launches_nothing_more() {
+async fn an_interrupt_while_agents_launch_or_a_plan_is_made_again_launches_nothing_more() {
     let s = Scratch::new("capacity-interrupted");
     write_source(&s.0.join("src"), &[3 * MIB, 100]);
     let (interrupt, cancel) = watch::channel(false);
@@ -678,21 +655,36 @@ async fn an_interrupt_while_agents_launch_plans_and_launches_nothing_more() {
         volume: None,
     });
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
-    let err = run_copy(
-        &copy.job,
-        items_of(copy.items.clone()),
-        &provider,
-        copy.src.clone(),
-        copy.dst.clone(),
-        &mut |_| {},
-        cancel,
-    )
-    .await
-    .unwrap_err();
+    let err = run(&copy, &provider, cancel).await.unwrap_err();
     assert!(matches!(err, CopyError::Interrupted { .. }), "{err}");
     // No plan made around the full region, nothing launched for one; what the first plan
     // launched (source and sink) is torn down.
     assert!(planner.asked.lock().unwrap().is_empty());
+    assert_eq!(provider.agents.launched(), 2);
+    assert_eq!(provider.agents.running(), Vec::<String>::new());
+
+    // Ctrl-C as the route is planned again: the new plan's agents are not launched.
+    let (interrupt, cancel) = watch::channel(false);
+    let provider = Full {
+        full: "test:relay",
+        agents: InProcessProvider::default(),
+        refused: Default::default(),
+        interrupt: None,
+    };
+    let planner = Arc::new(AroundRefused {
+        interrupt: Some(interrupt),
+        ..Default::default()
+    });
+    let mut opts = options(MIB as u64);
+    opts.capacity_replan = Some(skyx_gateway::Replan {
+        planned_on: 0,
+        planner: planner.clone(),
+        volume: None,
+    });
+    let copy = prepare(&s.0.join("src"), &s.0.join("dst2"), opts).await;
+    let err = run(&copy, &provider, cancel).await.unwrap_err();
+    assert!(matches!(err, CopyError::Interrupted { .. }), "{err}");
+    assert_eq!(planner.asked.lock().unwrap().len(), 1);
     assert_eq!(provider.agents.launched(), 2);
     assert_eq!(provider.agents.running(), Vec::<String>::new());
 }

@@ -264,7 +264,7 @@ async fn a_vm_that_powers_itself_off_ends_its_launch_before_the_deadline_and_is_
     let err = launched.unwrap_err();
     assert!(
         matches!(&err, ProviderError::NotReady { why, .. }
-            if why.contains("is stopped: its bootstrap failed")),
+            if why.contains("is stopped: its bootstrap failed, or someone stopped it")),
         "{err}"
     );
     assert_eq!(

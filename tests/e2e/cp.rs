@@ -239,6 +239,7 @@ fn local_agents_copy_directly_unless_asked_to_rehearse() {
     assert_eq!(r["total_usd"].as_f64(), Some(0.0), "{r}");
     // The plan is still shown, as a prediction for cloud agents.
     assert!(r["predicted"]["cost_usd"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["predicted_for"], "first plan", "{r}");
     assert_holds(&dst, &data);
 
     let mut text = vec!["cp", "-r", &src, &dst, "--no-progress"];

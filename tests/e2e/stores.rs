@@ -222,31 +222,42 @@ impl Drop for Scratch {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         let buckets = std::mem::take(&mut *self.buckets.lock().unwrap_or_else(|e| e.into_inner()));
-        if !buckets.is_empty() {
-            // On a thread of its own: the test's own runtime may be the one dropping this.
-            let emptied = std::thread::spawn(move || runtime().block_on(empty(&buckets))).join();
-            if let Ok(Err(e)) = emptied {
-                eprintln!("emptying the test's buckets: {e}");
-            }
+        if buckets.is_empty() {
+            return;
+        }
+        // On a thread of its own: the test's own runtime may be the one dropping this. Bounded:
+        // a server that stopped answering must not hold the test forever.
+        let emptied = std::thread::spawn(move || {
+            let limit = std::time::Duration::from_secs(120);
+            runtime().block_on(async {
+                for url in &buckets {
+                    match tokio::time::timeout(limit, empty(url)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => eprintln!("emptying {url}: {e}"),
+                        Err(_) => eprintln!("emptying {url}: no end after {limit:?}"),
+                    }
+                }
+            })
+        })
+        .join();
+        if emptied.is_err() {
+            eprintln!("emptying the test's buckets panicked");
         }
     }
 }
 
-/// Deletes every object in `buckets` (URLs of whole buckets), a few at a time.
-async fn empty(buckets: &[String]) -> Result<(), skyx_store::StoreError> {
-    for url in buckets {
-        let store = skyx_store::open(&ObjectUrl::parse(url).unwrap(), &store_config()).await?;
-        let keys: Vec<String> = store.list("").map_ok(|m| m.key).try_collect().await?;
-        futures::stream::iter(keys)
-            .map(|key| {
-                let store = store.clone();
-                async move { store.delete(&key).await }
-            })
-            .buffer_unordered(16)
-            .try_collect::<()>()
-            .await?;
-    }
-    Ok(())
+/// Deletes every object in bucket `url`, a few at a time.
+async fn empty(url: &str) -> Result<(), skyx_store::StoreError> {
+    let store = skyx_store::open(&ObjectUrl::parse(url).unwrap(), &store_config()).await?;
+    let keys: Vec<String> = store.list("").map_ok(|m| m.key).try_collect().await?;
+    futures::stream::iter(keys)
+        .map(|key| {
+            let store = store.clone();
+            async move { store.delete(&key).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
 }
 
 /// Pids of agent processes (`skyx agent` / `skyx-agent`) whose environment holds `marker`.

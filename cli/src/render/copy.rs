@@ -112,18 +112,14 @@ fn metering_note(routing: &Routing) -> Option<&'static str> {
 /// The summary: human-readable or JSON, with the plan's prediction next to what happened.
 pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Result<String> {
     let started_on = started_on(report, routing);
-    let predicted = started_on.map(|(p, _)| {
-        serde_json::json!({
-            "time_s": p.time_s,
-            "throughput_gbps": p.throughput_gbps,
-            "cost_usd": p.cost_usd,
-            "egress_usd": p.egress_usd,
-            "vm_usd": p.vm_usd,
-        })
-    });
     if json {
         let mut v = serde_json::to_value(report)?;
-        v["predicted"] = predicted.unwrap_or(serde_json::Value::Null);
+        v["predicted"] = serde_json::to_value(started_on.map(|(p, _)| p))?;
+        v["predicted_for"] = match started_on {
+            Some((_, true)) => "plan around regions out of capacity".into(),
+            Some((_, false)) => "first plan".into(),
+            None => serde_json::Value::Null,
+        };
         v["metering"] = routing.metering.as_str().into();
         return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
@@ -232,7 +228,7 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
         let listing_refined = r.refinements.iter().any(|f| f.cause.is_none());
         let _ = writeln!(
             out,
-            "  {}: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}{}",
+            "  {}: {} at {:.2} Gbps, ${:.4} (egress ${:.4} + VMs ${:.4}){}",
             match routing.metering {
                 Metering::Local => "planned for cloud agents, not run here (--rehearse plays it)",
                 _ => "planner predicted",
@@ -242,15 +238,10 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
             p.cost_usd,
             p.egress_usd,
             p.vm_usd,
-            if around_full {
-                ", for the plan made around regions out of capacity"
-            } else {
-                ""
-            },
-            if listing_refined {
-                ", for the volume first listed"
-            } else {
-                ""
+            match (around_full, listing_refined) {
+                (true, _) => ", for the plan made around regions out of capacity",
+                (false, true) => ", for the volume first listed",
+                (false, false) => "",
             }
         );
     }
@@ -296,16 +287,15 @@ pub fn render_report(report: &CopyReport, routing: &Routing, json: bool) -> Resu
 }
 
 /// What the planner predicted for the plan the copy started on, and whether that is a plan
-/// made around regions out of capacity (the first plan then never ran).
+/// made around regions out of capacity (the first plan then never ran); `None` when the plan
+/// it started on has no prediction.
 fn started_on(report: &CopyReport, routing: &Routing) -> Option<(Prediction, bool)> {
     let first = routing.plan.as_ref()?;
-    let around_full = (report.refinements.iter().rev())
-        .filter(|f| f.cause.is_some())
-        .find_map(|f| f.prediction);
-    Some(match around_full {
-        Some(p) => (p, true),
-        None => (prediction(&first.chosen), false),
-    })
+    let around_full = report.refinements.iter().rev().find(|f| f.cause.is_some());
+    match around_full {
+        Some(f) => f.prediction.map(|p| (p, true)),
+        None => Some((prediction(&first.chosen), false)),
+    }
 }
 
 /// One refinement of the plan, in a line.

@@ -247,6 +247,13 @@ impl Run<'_> {
     pub(super) async fn setup(&mut self, cancel: &watch::Receiver<bool>) -> Result<(), CopyError> {
         let mut replans = 0;
         loop {
+            // Before each round: Ctrl-C while a plan was made again, or the last one's agents
+            // were stopped, launches nothing more.
+            if *cancel.borrow() {
+                return Err(CopyError::Interrupted {
+                    resume: self.resume_hint(),
+                });
+            }
             let topo = self.topology.clone();
             let sources = topo.sources();
             let mut specs = Vec::with_capacity(topo.agents.len());

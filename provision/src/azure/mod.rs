@@ -618,9 +618,11 @@ impl AzureProvider {
         Ok(control)
     }
 
-    /// An error once the VM stopped: its bootstrap powers it off when it refuses the agent,
-    /// and Azure stops a spot VM it evicts. (A guest's `poweroff` leaves the VM allocated, and
-    /// billed, in `PowerState/stopped`.)
+    /// An error once the VM stopped (its bootstrap powers it off when it refuses the agent) or
+    /// is gone (Azure deletes a spot VM it evicts: `evictionPolicy` `Delete`). A read that fails
+    /// otherwise (throttled, a passing outage) says nothing of the VM: the wait goes on, and
+    /// its deadline still holds. (A guest's `poweroff` leaves the VM allocated, and billed, in
+    /// `PowerState/stopped`.)
     async fn not_stopped(
         &self,
         location: &str,
@@ -630,8 +632,17 @@ impl AzureProvider {
         let path = self.path(&format!(
             "Microsoft.Compute/virtualMachines/{vm}/instanceView"
         ));
-        let view = (self.arm.get(&path, COMPUTE_API).await)
-            .map_err(|e| Self::fail(&req.name, location, e))?;
+        let view = match self.arm.get(&path, COMPUTE_API).await {
+            Ok(view) => view,
+            Err(e) if e.is_not_found() => {
+                let why = format!("{vm} is gone (evicted, or deleted by someone else): {e}");
+                return Err(Self::fail(&req.name, location, why));
+            }
+            Err(e) => {
+                tracing::debug!(vm, error = %e, "reading the VM's instance view");
+                return Ok(());
+            }
+        };
         let statuses = view["statuses"].as_array().into_iter().flatten();
         let power = statuses
             .filter_map(|s| s["code"].as_str()?.strip_prefix("PowerState/"))
@@ -640,7 +651,7 @@ impl AzureProvider {
             Some(p @ ("stopping" | "stopped" | "deallocating" | "deallocated")) => Err(Self::fail(
                 &req.name,
                 location,
-                format!("{vm} is {p}: its bootstrap failed or it was evicted"),
+                format!("{vm} is {p}: its bootstrap failed, or someone stopped it"),
             )),
             _ => Ok(()),
         }

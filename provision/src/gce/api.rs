@@ -82,6 +82,15 @@ impl ApiError {
             || (message.starts_with("Quota '") && message.contains("exceeded"))
     }
 
+    /// Whether this is a quota of the whole project (`Quota 'CPUS_ALL_REGIONS' exceeded.
+    /// Limit: 32.0 globally.`), not of one region.
+    pub fn is_global_quota(&self) -> bool {
+        self.is_quota()
+            && self
+                .code_and_message()
+                .is_some_and(|(_, m)| m.contains("_ALL_REGIONS") || m.contains(" globally"))
+    }
+
     /// Whether the API said the resource does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Http { status: 404, .. })
@@ -295,6 +304,13 @@ mod tests {
         assert!(op("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.").is_capacity());
         assert!(op("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.").is_quota());
         assert!(!op("ZONE_RESOURCE_POOL_EXHAUSTED", "The zone ...").is_quota());
+        let regional = op(
+            "QUOTA_EXCEEDED",
+            "Quota 'CPUS' exceeded.  Limit: 8.0 in region x.",
+        );
+        assert!(!regional.is_global_quota());
+        let global = "Quota 'CPUS_ALL_REGIONS' exceeded.  Limit: 32.0 globally.";
+        assert!(op("QUOTA_EXCEEDED", global).is_global_quota());
         assert!(op("SOMETHING", "Quota 'CPUS_ALL_REGIONS' exceeded. Limit: 8").is_capacity());
         assert!(!op("RESOURCE_NOT_FOUND", "The resource was not found").is_capacity());
         let http = ApiError::Http {

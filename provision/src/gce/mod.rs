@@ -530,6 +530,12 @@ impl Provider for GceProvider {
                         }
                     };
                 }
+                // A quota of the whole project: no other region would have room either, so
+                // it is no cue to plan around this one.
+                Err(e) if e.is_global_quota() => {
+                    let why = format!("{e} (the project's quota in every region)");
+                    return Err(Self::fail(&req.name, region, why));
+                }
                 // Capacity is zonal: the region's next zone may have it. A quota is not.
                 Err(e) if e.is_capacity() => {
                     tracing::info!(zone = %zone, "no capacity for {}: {e}", req.name);
