@@ -547,6 +547,17 @@ impl skyx_gateway::Replanner for AroundRefused {
     }
 }
 
+/// Options of a copy that plans around regions out of capacity with `planner`.
+fn around_full(planner: Arc<AroundRefused>) -> CopyOptions {
+    let mut opts = options(MIB as u64);
+    opts.capacity_replan = Some(skyx_gateway::Replan {
+        planned_on: 0,
+        planner,
+        volume: None,
+    });
+    opts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() {
     let s = Scratch::new("capacity");
@@ -571,12 +582,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
     // With one, the route is planned again without the relay's region: the agents launched
     // for the first plan are stopped, the direct route carries everything.
     let planner = Arc::new(AroundRefused::default());
-    let mut opts = options(MIB as u64);
-    opts.capacity_replan = Some(skyx_gateway::Replan {
-        planned_on: 0,
-        planner: planner.clone(),
-        volume: None,
-    });
+    let opts = around_full(planner.clone());
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
     let launched_before = provider.agents.launched();
     let report = run(&copy, &provider, cancel).await.unwrap();
@@ -615,12 +621,7 @@ async fn a_relay_region_out_of_capacity_is_planned_around_before_a_byte_moves() 
         refused: Default::default(),
         interrupt: None,
     };
-    let mut opts = options(MIB as u64);
-    opts.capacity_replan = Some(skyx_gateway::Replan {
-        planned_on: 0,
-        planner: Arc::new(AroundRefused::default()),
-        volume: None,
-    });
+    let opts = around_full(Arc::new(AroundRefused::default()));
     let copy = prepare(&s.0.join("src"), &s.0.join("dst2"), opts).await;
     let (_cancel, cancel) = watch::channel(false);
     let err = run(&copy, &source_full, cancel)
@@ -648,12 +649,7 @@ async fn an_interrupt_while_agents_launch_or_a_plan_is_made_again_launches_nothi
         interrupt: Some(interrupt),
     };
     let planner = Arc::new(AroundRefused::default());
-    let mut opts = options(MIB as u64);
-    opts.capacity_replan = Some(skyx_gateway::Replan {
-        planned_on: 0,
-        planner: planner.clone(),
-        volume: None,
-    });
+    let opts = around_full(planner.clone());
     let copy = prepare(&s.0.join("src"), &s.0.join("dst"), opts).await;
     let err = run(&copy, &provider, cancel).await.unwrap_err();
     assert!(matches!(err, CopyError::Interrupted { .. }), "{err}");
@@ -675,12 +671,7 @@ async fn an_interrupt_while_agents_launch_or_a_plan_is_made_again_launches_nothi
         interrupt: Some(interrupt),
         ..Default::default()
     });
-    let mut opts = options(MIB as u64);
-    opts.capacity_replan = Some(skyx_gateway::Replan {
-        planned_on: 0,
-        planner: planner.clone(),
-        volume: None,
-    });
+    let opts = around_full(planner.clone());
     let copy = prepare(&s.0.join("src"), &s.0.join("dst2"), opts).await;
     let err = run(&copy, &provider, cancel).await.unwrap_err();
     assert!(matches!(err, CopyError::Interrupted { .. }), "{err}");

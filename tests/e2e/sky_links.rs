@@ -32,7 +32,8 @@ fn run_in(ns: Option<&str>, cmd: &[&str]) -> String {
     stdout(&out)
 }
 
-/// The average round trip `ping` measures from `ns` to `addr`, in ms.
+/// The round trip `ping` measures from `ns` to `addr`, in ms: the least of five, the path's
+/// own (the sky delays packets in user space, so a loaded machine adds its own wait to some).
 fn ping_ms(ns: Option<&str>, addr: &str) -> f64 {
     let out = run_in(ns, &["ping", "-c", "5", "-i", "0.2", "-q", addr]);
     // rtt min/avg/max/mdev = 216.6/216.9/217.2/0.2 ms
@@ -41,7 +42,7 @@ fn ping_ms(ns: Option<&str>, addr: &str) -> f64 {
         .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.contains("min/avg")))
         .unwrap_or_else(|| panic!("no round-trip line in ping's output: {out}"))
         .1;
-    stats.split('/').nth(1).unwrap().parse().unwrap()
+    stats.split('/').next().unwrap().parse().unwrap()
 }
 
 /// The goodput `iperf3` measures from `src` to `dst` (4 streams for 6 s after 3 s of slow
