@@ -243,17 +243,13 @@ impl Run<'_> {
     /// them (`plan_around`, at most `CAPACITY_REPLANS` times): what this plan launched is
     /// stopped, having moved no byte, and the new plan is launched instead. An interrupt is
     /// answered once the launches in flight end (a launch dropped halfway could leave a VM no
-    /// one tears down): nothing more is planned or launched.
+    /// one tears down): nothing more is launched.
     pub(super) async fn setup(&mut self, cancel: &watch::Receiver<bool>) -> Result<(), CopyError> {
         let mut replans = 0;
         loop {
             // Before each round: Ctrl-C while a plan was made again, or the last one's agents
             // were stopped, launches nothing more.
-            if *cancel.borrow() {
-                return Err(CopyError::Interrupted {
-                    resume: self.resume_hint(),
-                });
-            }
+            self.unless_interrupted(cancel)?;
             let topo = self.topology.clone();
             let sources = topo.sources();
             let mut specs = Vec::with_capacity(topo.agents.len());
@@ -292,11 +288,7 @@ impl Run<'_> {
                 }
             }
             // What launched is adopted, so the teardown reaches it.
-            if *cancel.borrow() {
-                return Err(CopyError::Interrupted {
-                    resume: self.resume_hint(),
-                });
-            }
+            self.unless_interrupted(cancel)?;
             if !full.is_empty() && self.job.options.capacity_replan.is_some() {
                 let planned = if replans < CAPACITY_REPLANS {
                     self.plan_around(&full).await
@@ -331,6 +323,16 @@ impl Run<'_> {
                 .await?;
             }
             return Ok(());
+        }
+    }
+
+    /// `Interrupted` once the user asked to stop.
+    fn unless_interrupted(&self, cancel: &watch::Receiver<bool>) -> Result<(), CopyError> {
+        match *cancel.borrow() {
+            true => Err(CopyError::Interrupted {
+                resume: self.resume_hint(),
+            }),
+            false => Ok(()),
         }
     }
 
