@@ -44,19 +44,9 @@ pub fn encode_chunk(mut chunk: ChunkRef, raw: Bytes, compression: Compression) -
         && let Ok(packed) = zstd::bulk::compress(&raw, level)
         && packed.len() < raw.len()
     {
-        return DataFrame {
-            chunk,
-            codec: Codec::Zstd,
-            sealed: false,
-            payload: Bytes::from(packed),
-        };
+        return DataFrame::new(chunk, Codec::Zstd, false, Bytes::from(packed));
     }
-    DataFrame {
-        chunk,
-        codec: Codec::Raw,
-        sealed: false,
-        payload: raw,
-    }
+    DataFrame::new(chunk, Codec::Raw, false, raw)
 }
 
 /// Decodes a frame's payload to the raw chunk and checks it end to end.

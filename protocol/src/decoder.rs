@@ -2,7 +2,9 @@
 //! buffer it is given, then takes frames). A large data payload is read straight into a
 //! buffer of its own — from a [`BufferPool`] when the decoder has one — where it stays until
 //! it is written or sent on: copied through a smaller buffer and then into a growing one, every
-//! byte was copied twice more, and the growth faulted in fresh pages each time.
+//! byte was copied twice more, and the growth faulted in fresh pages each time. Its checksum
+//! is computed a read at a time, while the bytes just read are still in the cache (at most
+//! [`PAYLOAD_READ`] each), and stays with the frame for whoever sends it on.
 
 use std::sync::Arc;
 
@@ -15,14 +17,36 @@ use crate::frame::{
     KIND_DATA, KIND_NACK, KIND_PROGRESS, KIND_RECEIVED, MAGIC, MAX_WIRE, NackReason, SEALED_BIT,
 };
 
+/// The most of a large payload one read takes: a read's bytes are checksummed right after it,
+/// while they are still in the CPU's cache (a core's L2 holds this many easily; a whole
+/// multi-MiB chunk it does not).
+pub const PAYLOAD_READ: usize = 256 * 1024;
+
 /// Incremental decoder for a byte stream of frames.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: BytesMut,
     pool: Option<Arc<BufferPool>>,
-    /// A data frame whose payload is being read into a buffer of its own: its header, and
-    /// the payload so far.
-    partial: Option<(Header, Vec<u8>)>,
+    /// A data frame whose payload is being read into a buffer of its own.
+    partial: Option<Partial>,
+}
+
+/// A payload being read into a buffer of its own: its header, the payload so far, and the
+/// CRC32C of the bytes of it already checksummed.
+#[derive(Debug)]
+struct Partial {
+    header: Header,
+    payload: Vec<u8>,
+    crc: u32,
+    checked: usize,
+}
+
+impl Partial {
+    /// Checksums the bytes read since the last call.
+    fn check_new_bytes(&mut self) {
+        self.crc = crc32c::crc32c_append(self.crc, &self.payload[self.checked..]);
+        self.checked = self.payload.len();
+    }
 }
 
 /// Where the next read goes ([`FrameDecoder::read_buffer`]); read into either with
@@ -31,7 +55,8 @@ pub struct FrameDecoder {
 pub enum ReadInto<'a> {
     /// The stream's buffer: headers, small frames, the start of a payload.
     Stream(&'a mut BytesMut),
-    /// The rest of a large payload, into its own buffer (limited to what it lacks).
+    /// The rest of a large payload, into its own buffer (limited to what it lacks, and to
+    /// [`PAYLOAD_READ`]).
     Payload(Limit<&'a mut Vec<u8>>),
 }
 
@@ -57,9 +82,9 @@ impl FrameDecoder {
     /// buffer with room for the rest of the frame being read (a payload so lands once, where
     /// it stays) or, between frames, for at least `min` bytes.
     pub fn read_buffer(&mut self, min: usize) -> ReadInto<'_> {
-        if let Some((header, payload)) = &mut self.partial {
-            let lacks = header.wire_len - payload.len();
-            return ReadInto::Payload(payload.limit(lacks));
+        if let Some(p) = &mut self.partial {
+            let lacks = p.header.wire_len - p.payload.len();
+            return ReadInto::Payload((&mut p.payload).limit(lacks.min(PAYLOAD_READ)));
         }
         let room = stream_wanted(&self.buf)
             .min(HEADER_LEN + MAX_WIRE as usize)
@@ -74,13 +99,13 @@ impl FrameDecoder {
             + self
                 .partial
                 .as_ref()
-                .map_or(0, |(_, p)| HEADER_LEN + p.len())
+                .map_or(0, |p| HEADER_LEN + p.payload.len())
     }
 
     /// How many more bytes the next frame needs (at least 1 when nothing can be decoded).
     pub fn wanted(&self) -> usize {
-        if let Some((header, payload)) = &self.partial {
-            return (header.wire_len - payload.len()).max(1);
+        if let Some(p) = &self.partial {
+            return (p.header.wire_len - p.payload.len()).max(1);
         }
         stream_wanted(&self.buf)
     }
@@ -88,19 +113,23 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` when more bytes are needed. After a fatal error the
     /// decoder's state is meaningless; drop it with the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if let Some((header, mut payload)) = self.partial.take() {
-            let n = (header.wire_len - payload.len()).min(self.buf.len());
-            payload.extend_from_slice(&self.buf[..n]);
+        if let Some(mut p) = self.partial.take() {
+            let n = (p.header.wire_len - p.payload.len()).min(self.buf.len());
+            p.payload.extend_from_slice(&self.buf[..n]);
             self.buf.advance(n);
-            if payload.len() < header.wire_len {
-                self.partial = Some((header, payload));
+            p.check_new_bytes();
+            if p.payload.len() < p.header.wire_len {
+                self.partial = Some(p);
                 return Ok(None);
             }
             let pool = self
                 .pool
                 .as_ref()
                 .expect("payloads are read apart only when pooled");
-            return header.frame(pool.freeze(payload)).map(Some);
+            return p
+                .header
+                .frame(pool.freeze(p.payload), Some(p.crc))
+                .map(Some);
         }
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
@@ -111,7 +140,12 @@ impl FrameDecoder {
             && header.wire_len >= POOLED_FROM
         {
             self.buf.advance(HEADER_LEN);
-            self.partial = Some((header, pool.take(header.wire_len)));
+            self.partial = Some(Partial {
+                header,
+                payload: pool.take(header.wire_len),
+                crc: 0,
+                checked: 0,
+            });
             return self.next_frame();
         }
         if self.buf.len() < HEADER_LEN + header.wire_len {
@@ -119,7 +153,7 @@ impl FrameDecoder {
         }
         self.buf.advance(HEADER_LEN);
         let payload = self.buf.split_to(header.wire_len).freeze();
-        header.frame(payload).map(Some)
+        header.frame(payload, None).map(Some)
     }
 }
 
@@ -184,12 +218,14 @@ impl Header {
         })
     }
 
-    /// The frame this header heads, with its `payload` (checked against the header's CRC).
-    fn frame(self, payload: Bytes) -> Result<Frame, FrameError> {
+    /// The frame this header heads, with its `payload` (checked against the header's CRC:
+    /// `crc` when the caller computed it already).
+    fn frame(self, payload: Bytes, crc: Option<u32>) -> Result<Frame, FrameError> {
         let Header { job, chunk, .. } = self;
         match self.kind {
             KIND_DATA => {
-                if crc32c::crc32c(&payload) != self.wire_crc32c {
+                let crc = crc.unwrap_or_else(|| crc32c::crc32c(&payload));
+                if crc != self.wire_crc32c {
                     return Err(FrameError::CorruptPayload { job, chunk });
                 }
                 let codec = Codec::from_byte(self.code & !SEALED_BIT)
@@ -207,6 +243,7 @@ impl Header {
                     codec,
                     sealed: self.code & SEALED_BIT != 0,
                     payload,
+                    payload_crc32c: Some(crc),
                 }))
             }
             KIND_ACK => Ok(Frame::Ack { job, chunk }),
@@ -244,6 +281,7 @@ mod tests {
             codec: Codec::Raw,
             sealed: false,
             payload: Bytes::from_static(b"hello world"),
+            payload_crc32c: None,
         })
     }
 
@@ -265,6 +303,7 @@ mod tests {
             .map(|i| (i * 7 % 251) as u8)
             .collect::<Vec<u8>>()
             .into();
+        d.payload_crc32c = None;
         d.chunk.raw_len = len as u32;
         Frame::Data(d)
     }
@@ -407,6 +446,45 @@ mod tests {
             assert_eq!(dec.buffered(), 0);
             drop(got);
             assert_eq!(pool.idle(), 2, "both large payloads' buffers are back");
+        }
+    }
+
+    #[test]
+    fn a_decoded_payload_keeps_the_checksum_it_was_checked_with() {
+        for (frame, pool) in [
+            (data(), None),
+            (large(3 * POOLED_FROM), Some(BufferPool::new(1))),
+        ] {
+            let bytes = frame.to_bytes();
+            let mut dec = match pool {
+                Some(p) => FrameDecoder::pooled(p),
+                None => FrameDecoder::new(),
+            };
+            // A socket's reads: a large payload comes in several, each checksummed as it lands.
+            let mut at = 0;
+            let mut got = None;
+            while got.is_none() {
+                let n = match dec.read_buffer(4096) {
+                    ReadInto::Stream(b) => {
+                        let n = (bytes.len() - at).min(HEADER_LEN + 100);
+                        b.put_slice(&bytes[at..at + n]);
+                        n
+                    }
+                    ReadInto::Payload(mut p) => {
+                        let n = p.remaining_mut().min(POOLED_FROM / 2);
+                        p.put_slice(&bytes[at..at + n]);
+                        n
+                    }
+                };
+                at += n;
+                got = dec.next_frame().unwrap();
+            }
+            let Some(Frame::Data(d)) = got else {
+                panic!("not a data frame: {got:?}")
+            };
+            assert_eq!(d.payload_crc32c, Some(crc32c::crc32c(&d.payload)));
+            // Sent on, the frame's header is the one it came with.
+            assert_eq!(Frame::Data(d).encode_header()[..], bytes[..HEADER_LEN]);
         }
     }
 

@@ -144,7 +144,7 @@ impl Dests {
 }
 
 /// A chunk on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub struct DataFrame {
     pub chunk: ChunkRef,
     pub codec: Codec,
@@ -153,6 +153,45 @@ pub struct DataFrame {
     /// checksum travels inside the seal, so the header says nothing about the plaintext).
     pub sealed: bool,
     pub payload: Bytes,
+    /// The payload's CRC32C when it is already known: the decoder's, computed as the bytes
+    /// came off the wire and checked against the header. Sending the frame on reuses it, so a
+    /// relay checksums each byte it forwards once, not twice. `None` has it computed when the
+    /// header is encoded; whatever replaces `payload` resets it to `None` (debug builds check
+    /// it on every header). A cache, not part of the frame: frames compare without it.
+    pub payload_crc32c: Option<u32>,
+}
+
+impl DataFrame {
+    /// A frame whose payload's checksum is computed when it is sent.
+    pub fn new(chunk: ChunkRef, codec: Codec, sealed: bool, payload: Bytes) -> DataFrame {
+        DataFrame {
+            chunk,
+            codec,
+            sealed,
+            payload,
+            payload_crc32c: None,
+        }
+    }
+
+    /// The payload's CRC32C: the one known, else computed now.
+    fn payload_checksum(&self) -> u32 {
+        let Some(known) = self.payload_crc32c else {
+            return crc32c::crc32c(&self.payload);
+        };
+        debug_assert_eq!(
+            known,
+            crc32c::crc32c(&self.payload),
+            "a frame's known checksum outlived its payload"
+        );
+        known
+    }
+}
+
+impl PartialEq for DataFrame {
+    fn eq(&self, other: &DataFrame) -> bool {
+        (self.chunk, self.codec, self.sealed, &self.payload)
+            == (other.chunk, other.codec, other.sealed, &other.payload)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +280,7 @@ impl Frame {
             u32,
             u32,
             u32,
-            &[u8],
+            Option<&DataFrame>,
         ) = match self {
             Frame::Data(d) => (
                 KIND_DATA,
@@ -253,10 +292,10 @@ impl Frame {
                 d.chunk.raw_len,
                 d.chunk.raw_crc32c,
                 d.chunk.object,
-                &d.payload,
+                Some(d),
             ),
-            Frame::Ack { job, chunk } => (KIND_ACK, 0, 0, *job, *chunk, 0, 0, 0, 0, &[]),
-            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, 0, *job, *chunk, 0, 0, 0, 0, &[]),
+            Frame::Ack { job, chunk } => (KIND_ACK, 0, 0, *job, *chunk, 0, 0, 0, 0, None),
+            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, 0, *job, *chunk, 0, 0, 0, 0, None),
             // The byte count rides in the offset field.
             Frame::Progress {
                 job,
@@ -272,7 +311,7 @@ impl Frame {
                 0,
                 0,
                 0,
-                &[],
+                None,
             ),
             Frame::Nack { job, chunk, reason } => (
                 KIND_NACK,
@@ -284,7 +323,7 @@ impl Frame {
                 0,
                 0,
                 0,
-                &[],
+                None,
             ),
         };
         let mut out = BytesMut::with_capacity(HEADER_LEN);
@@ -296,9 +335,10 @@ impl Frame {
         out.put_u64_le(chunk.0);
         out.put_u64_le(offset);
         out.put_u32_le(raw_len);
-        out.put_u32_le(payload.len() as u32);
+        out.put_u32_le(payload.map_or(0, |d| d.payload.len() as u32));
         out.put_u32_le(raw_crc);
-        out.put_u32_le(crc32c::crc32c(payload));
+        // An empty payload's CRC32C is 0.
+        out.put_u32_le(payload.map_or(0, DataFrame::payload_checksum));
         out.put_u32_le(object);
         let header_crc = crc32c::crc32c(&out[..52]);
         out.put_u32_le(header_crc);

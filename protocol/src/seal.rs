@@ -85,6 +85,7 @@ pub fn seal_chunk(mut frame: DataFrame, key: &ChunkKey, nonce: [u8; NONCE_LEN]) 
     frame.chunk.raw_crc32c = 0;
     frame.sealed = true;
     frame.payload = out.freeze();
+    frame.payload_crc32c = None;
     frame
 }
 
@@ -114,12 +115,7 @@ pub fn open_chunk(frame: &DataFrame, key: &ChunkKey) -> Result<DataFrame, Decode
     let crc = body.split_off(plain_len - 4);
     let mut chunk = frame.chunk;
     chunk.raw_crc32c = u32::from_le_bytes(crc[..].try_into().expect("4 bytes"));
-    Ok(DataFrame {
-        chunk,
-        codec: frame.codec,
-        sealed: false,
-        payload: Bytes::from(body),
-    })
+    Ok(DataFrame::new(chunk, frame.codec, false, Bytes::from(body)))
 }
 
 #[cfg(test)]

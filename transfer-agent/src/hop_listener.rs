@@ -233,6 +233,10 @@ struct Served {
     buffers: Arc<BufferPool>,
 }
 
+/// Connections a pool expects to be reading a payload at once (past it, a few buffers are
+/// taken afresh now and then).
+const CONNECTIONS_READING: usize = 8;
+
 impl Served {
     /// The shared state of a new listener, and the receiving end of its deliveries.
     fn new(
@@ -249,8 +253,11 @@ impl Served {
             slots: Arc::new(Semaphore::new(max_pending.max(1))),
             deliveries: tx,
             corrupt: Arc::new(AtomicU64::new(0)),
-            // As many as the listener holds chunks awaiting commit: more would only idle.
-            buffers: BufferPool::new(max_pending.max(1)),
+            // As many as can be in use at once, so a steady stream takes no new memory (a
+            // buffer freshly faulted in costs its pages' zeroing): the chunks awaiting commit,
+            // as many again held after it (a relay's next hop holds that many until they are
+            // acknowledged), and one being read per connection (a few). More would only idle.
+            buffers: BufferPool::new(2 * max_pending.max(1) + CONNECTIONS_READING),
         };
         (served, rx)
     }
