@@ -268,21 +268,17 @@ mod tests {
     use super::*;
 
     fn data() -> Frame {
-        Frame::Data(DataFrame {
-            chunk: ChunkRef {
-                job: JobId(7),
-                chunk: ChunkId(42),
-                object: 3,
-                offset: 1 << 33,
-                raw_len: 11,
-                raw_crc32c: crc32c::crc32c(b"hello world"),
-                dests: Dests(0b101),
-            },
-            codec: Codec::Raw,
-            sealed: false,
-            payload: Bytes::from_static(b"hello world"),
-            payload_crc32c: None,
-        })
+        let chunk = ChunkRef {
+            job: JobId(7),
+            chunk: ChunkId(42),
+            object: 3,
+            offset: 1 << 33,
+            raw_len: 11,
+            raw_crc32c: crc32c::crc32c(b"hello world"),
+            dests: Dests(0b101),
+        };
+        let payload = Bytes::from_static(b"hello world");
+        Frame::Data(DataFrame::new(chunk, Codec::Raw, false, payload))
     }
 
     fn sealed() -> Frame {
@@ -303,9 +299,35 @@ mod tests {
             .map(|i| (i * 7 % 251) as u8)
             .collect::<Vec<u8>>()
             .into();
-        d.payload_crc32c = None;
         d.chunk.raw_len = len as u32;
         Frame::Data(d)
+    }
+
+    /// The frames `dec` decodes from `stream` read as a socket would: at most `piece` bytes
+    /// at a time, into where the decoder says.
+    fn read_in_pieces(dec: &mut FrameDecoder, stream: &[u8], piece: usize) -> Vec<Frame> {
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let n = piece.min(stream.len() - at);
+            let chunk = &stream[at..at + n];
+            let n = match dec.read_buffer(4096) {
+                ReadInto::Stream(b) => {
+                    b.put_slice(chunk);
+                    n
+                }
+                ReadInto::Payload(mut p) => {
+                    let n = n.min(p.remaining_mut());
+                    p.put_slice(&chunk[..n]);
+                    n
+                }
+            };
+            at += n;
+            while let Some(f) = dec.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        got
     }
 
     #[test]
@@ -420,28 +442,7 @@ mod tests {
         for piece in [1, 55, 56, 57, 4096, POOLED_FROM, stream.len()] {
             let pool = BufferPool::new(4);
             let mut dec = FrameDecoder::pooled(pool.clone());
-            let mut got = Vec::new();
-            let mut at = 0;
-            while at < stream.len() {
-                // Read as a socket would: at most `piece` bytes into where the decoder says.
-                let n = piece.min(stream.len() - at);
-                let chunk = &stream[at..at + n];
-                let n = match dec.read_buffer(4096) {
-                    ReadInto::Stream(b) => {
-                        b.put_slice(chunk);
-                        n
-                    }
-                    ReadInto::Payload(mut p) => {
-                        let n = n.min(p.remaining_mut());
-                        p.put_slice(&chunk[..n]);
-                        n
-                    }
-                };
-                at += n;
-                while let Some(f) = dec.next_frame().unwrap() {
-                    got.push(f);
-                }
-            }
+            let got = read_in_pieces(&mut dec, &stream, piece);
             assert_eq!(got, frames, "read {piece} bytes at a time");
             assert_eq!(dec.buffered(), 0);
             drop(got);
@@ -451,40 +452,20 @@ mod tests {
 
     #[test]
     fn a_decoded_payload_keeps_the_checksum_it_was_checked_with() {
-        for (frame, pool) in [
-            (data(), None),
-            (large(3 * POOLED_FROM), Some(BufferPool::new(1))),
-        ] {
+        // Small (checksummed whole) and large (a read at a time, as each lands).
+        for frame in [data(), large(3 * POOLED_FROM)] {
             let bytes = frame.to_bytes();
-            let mut dec = match pool {
-                Some(p) => FrameDecoder::pooled(p),
-                None => FrameDecoder::new(),
-            };
-            // A socket's reads: a large payload comes in several, each checksummed as it lands.
-            let mut at = 0;
-            let mut got = None;
-            while got.is_none() {
-                let n = match dec.read_buffer(4096) {
-                    ReadInto::Stream(b) => {
-                        let n = (bytes.len() - at).min(HEADER_LEN + 100);
-                        b.put_slice(&bytes[at..at + n]);
-                        n
-                    }
-                    ReadInto::Payload(mut p) => {
-                        let n = p.remaining_mut().min(POOLED_FROM / 2);
-                        p.put_slice(&bytes[at..at + n]);
-                        n
-                    }
-                };
-                at += n;
-                got = dec.next_frame().unwrap();
-            }
-            let Some(Frame::Data(d)) = got else {
-                panic!("not a data frame: {got:?}")
+            let mut dec = FrameDecoder::pooled(BufferPool::new(1));
+            let got = read_in_pieces(&mut dec, &bytes, POOLED_FROM / 2);
+            let [Frame::Data(d)] = &got[..] else {
+                panic!("not one data frame: {got:?}")
             };
             assert_eq!(d.payload_crc32c, Some(crc32c::crc32c(&d.payload)));
             // Sent on, the frame's header is the one it came with.
-            assert_eq!(Frame::Data(d).encode_header()[..], bytes[..HEADER_LEN]);
+            assert_eq!(
+                Frame::Data(d.clone()).encode_header()[..],
+                bytes[..HEADER_LEN]
+            );
         }
     }
 

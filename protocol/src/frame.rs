@@ -270,7 +270,7 @@ impl Frame {
     /// The header alone, so a large payload can be written from its own buffer without being
     /// copied next to it.
     pub fn encode_header(&self) -> [u8; HEADER_LEN] {
-        let (kind, code, dests, job, chunk, offset, raw_len, raw_crc, object, payload): (
+        let (kind, code, dests, job, chunk, offset, raw_len, raw_crc, object): (
             u8,
             u8,
             u16,
@@ -280,7 +280,6 @@ impl Frame {
             u32,
             u32,
             u32,
-            Option<&DataFrame>,
         ) = match self {
             Frame::Data(d) => (
                 KIND_DATA,
@@ -292,10 +291,9 @@ impl Frame {
                 d.chunk.raw_len,
                 d.chunk.raw_crc32c,
                 d.chunk.object,
-                Some(d),
             ),
-            Frame::Ack { job, chunk } => (KIND_ACK, 0, 0, *job, *chunk, 0, 0, 0, 0, None),
-            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, 0, *job, *chunk, 0, 0, 0, 0, None),
+            Frame::Ack { job, chunk } => (KIND_ACK, 0, 0, *job, *chunk, 0, 0, 0, 0),
+            Frame::Received { job, chunk } => (KIND_RECEIVED, 0, 0, *job, *chunk, 0, 0, 0, 0),
             // The byte count rides in the offset field.
             Frame::Progress {
                 job,
@@ -311,20 +309,15 @@ impl Frame {
                 0,
                 0,
                 0,
-                None,
             ),
-            Frame::Nack { job, chunk, reason } => (
-                KIND_NACK,
-                reason.to_byte(),
-                0,
-                *job,
-                *chunk,
-                0,
-                0,
-                0,
-                0,
-                None,
-            ),
+            Frame::Nack { job, chunk, reason } => {
+                (KIND_NACK, reason.to_byte(), 0, *job, *chunk, 0, 0, 0, 0)
+            }
+        };
+        // The payload's length and CRC32C (no payload: 0 and 0, an empty one's CRC32C).
+        let (wire_len, wire_crc) = match self {
+            Frame::Data(d) => (d.payload.len() as u32, d.payload_checksum()),
+            _ => (0, 0),
         };
         let mut out = BytesMut::with_capacity(HEADER_LEN);
         out.put_slice(&MAGIC);
@@ -335,10 +328,9 @@ impl Frame {
         out.put_u64_le(chunk.0);
         out.put_u64_le(offset);
         out.put_u32_le(raw_len);
-        out.put_u32_le(payload.map_or(0, |d| d.payload.len() as u32));
+        out.put_u32_le(wire_len);
         out.put_u32_le(raw_crc);
-        // An empty payload's CRC32C is 0.
-        out.put_u32_le(payload.map_or(0, DataFrame::payload_checksum));
+        out.put_u32_le(wire_crc);
         out.put_u32_le(object);
         let header_crc = crc32c::crc32c(&out[..52]);
         out.put_u32_le(header_crc);
