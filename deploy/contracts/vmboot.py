@@ -11,6 +11,8 @@ watcher (ec2boot.py) says a VM is running, it calls this as its boot hook, and t
   (vmguest.py: EC2's IMDSv2, GCE's `Metadata-Flavor: Google`, Azure's `Metadata: true`);
 - its own mount view: /etc, /usr/local and /var are overlays whose writes stay the VM's (what
   the bootstrap installs and writes never touches this host), everything else is the host's;
+  its certificate bundle also trusts STATE/trusted-ca.pem when the test wrote one (the
+  authority of the test's HTTPS stores);
 - the exact boot scripts the provider sent, run as the cloud's guest runs them (GCE's guest
   environment: `startup-script` from the metadata server, with bash; EC2 and Azure:
   cloud-init on the user or custom data).
@@ -223,6 +225,13 @@ def machine(state, ns):
         os.makedirs(layer + "/work", exist_ok=True)
         run("mount", "-t", "overlay", "overlay", "-o",
             f"lowerdir={path},upperdir={layer}/upper,workdir={layer}/work", path)
+    # The image trusts the authority that signed the test's HTTPS stores, as a cloud's images
+    # trust the public ones that sign the clouds' own endpoints (in the VM's /etc only).
+    ca = os.path.join(state, "trusted-ca.pem")
+    if os.path.exists(ca):
+        os.makedirs("/etc/ssl/certs", exist_ok=True)
+        with open(ca, "rb") as src, open("/etc/ssl/certs/ca-certificates.crt", "ab") as dst:
+            dst.write(b"\n" + src.read())
     shim_dir = os.path.join(root, "shims")
     os.makedirs(shim_dir, exist_ok=True)
     for name, verb in SHIMS.items():

@@ -14,7 +14,8 @@ how its guest runs the boot scripts the provider sent, and its metadata service.
   bash as root (GoogleCloudPlatform/guest-agent's metadata script runner).
 - Azure: cloud-init runs the VM's custom data (base64 in `osProfile.customData`), handed over
   at provisioning; the metadata service (`/metadata/instance?api-version=...`, `Metadata: true`
-  required) names no public address for a Standard SKU one, as Azure's does not.
+  required) names no public address for a Standard SKU one, as Azure's does not, and hands out
+  its managed identities' tokens (`/metadata/identity/oauth2/token`).
 
 The cloud-init here is a stand-in for the two modules skyx's user data uses, as cloud-init's
 documentation describes them: `write_files` (path, content, encoding text|b64|base64|gz+b64,
@@ -171,6 +172,54 @@ def azure_document(res):
     }
 
 
+def azure_identity_token(res, query):
+    """(status, body) of IMDS's managed-identity token endpoint for the VM `res`, as Azure's
+    documents it (learn.microsoft.com, "How to use managed identities for Azure resources on an
+    Azure VM to acquire an access token"): `resource` required; `msi_res_id`, `client_id` or
+    `object_id` pick a user-assigned identity, none the system-assigned one; an identity the VM
+    does not have is 400 "Identity not found". The token is a JWT with the claims Entra ID
+    puts in a managed identity's v1 token and no real signature: no key of Microsoft's signs it,
+    and the storage stand-in (Azurite's OAuth "basic" mode) checks claims, not signatures."""
+    def bad(description):
+        return 400, {"error": "invalid_request", "error_description": description}
+
+    resource = query.get("resource", [""])[0]
+    if not resource:
+        return bad("Required audience parameter not specified")
+    identity = res.get("identity") or {}
+    assigned = {k.lower(): v for k, v in (identity.get("userAssignedIdentities") or {}).items()}
+    tenant = identity.get("tenantId") or "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    if "msi_res_id" in query:
+        chosen = assigned.get(query["msi_res_id"][0].lower())
+    elif "client_id" in query:
+        chosen = next((v for v in assigned.values() if v.get("clientId") == query["client_id"][0]), None)
+    elif "object_id" in query:
+        chosen = next((v for v in assigned.values() if v.get("principalId") == query["object_id"][0]), None)
+    elif "SystemAssigned" in identity.get("type", ""):
+        chosen = {"principalId": identity["principalId"], "clientId": identity["principalId"]}
+    else:
+        chosen = None
+    if chosen is None:
+        return bad("Identity not found")
+    now = int(time.time())
+    claims = {"aud": resource, "iss": f"https://sts.windows.net/{tenant}/", "iat": now - 300,
+              "nbf": now - 300, "exp": now + 86399, "aio": "stand-in", "appid": chosen["clientId"],
+              "appidacr": "2", "idp": f"https://sts.windows.net/{tenant}/", "idtyp": "app",
+              "oid": chosen["principalId"], "sub": chosen["principalId"], "tid": tenant,
+              "ver": "1.0", "xms_mirid": res["id"]}
+
+    def part(value):
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    token = ".".join([part({"typ": "JWT", "alg": "RS256", "kid": "stand-in"}), part(claims),
+                      base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()])
+    # expires_on and expires_in are strings of seconds, as IMDS sends them.
+    return 200, {"access_token": token, "client_id": chosen["clientId"],
+                 "expires_in": "86399", "expires_on": str(claims["exp"]),
+                 "ext_expires_in": "86399", "not_before": str(claims["nbf"]),
+                 "resource": resource, "token_type": "Bearer"}
+
+
 def ec2_values(res):
     values = {
         "meta-data/public-ipv4": res["PublicIpAddress"],
@@ -229,6 +278,11 @@ def metadata(cloud, resource_file):
                 return self.answer(400, json.dumps({"error": "Bad request. Required metadata header not specified"}), "application/json")
             if "api-version" not in query:
                 return self.answer(400, json.dumps({"error": "Bad request. api-version was not specified in the request"}), "application/json")
+            if url.path == "/metadata/identity/oauth2/token":
+                code, answer = azure_identity_token(res, query)
+                return self.answer(code, json.dumps(answer), "application/json")
+            if not url.path.startswith("/metadata/instance"):
+                return self.answer(404, json.dumps({"error": "Not found"}), "application/json")
             node = document
             for part in [p for p in url.path.removeprefix("/metadata/instance").split("/") if p]:
                 node = node[int(part)] if isinstance(node, list) else node.get(part)

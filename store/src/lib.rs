@@ -549,6 +549,19 @@ impl StoreConfig {
         Self::from_lookup(&env_var)
     }
 
+    /// Where each store is and how it is used, without how to authenticate to it (keys, a
+    /// profile, a connection string, a SAS): what another machine is told when the
+    /// credentials are this one's own. It then authenticates as itself: S3's credential chain,
+    /// Azure's `or_credentials_of` its own settings. Anonymous access is kept: it is how the
+    /// store is used, not a secret.
+    pub fn without_credentials(mut self) -> StoreConfig {
+        self.s3.static_credentials = None;
+        self.s3.profile = None;
+        self.azure = self.azure.without_credentials();
+        self.gcs.credentials_file = None;
+        self
+    }
+
     /// Every store's settings from variables looked up through `var` instead of the process
     /// environment (e.g. one region of an emulated sky, whose stores differ per region).
     pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Self {

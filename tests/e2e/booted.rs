@@ -227,26 +227,48 @@ impl Booted {
         format!("http://{}:{port}", self.bridge_ip)
     }
 
-    /// Azurite (account `devstoreaccount1`) on the bridge: its connection string.
-    pub fn azurite(&mut self) -> String {
+    /// Azurite over HTTPS taking Entra ID bearer tokens as well as keys (its OAuth "basic"
+    /// mode, which checks a token's audience, issuer and times but no signature), on the
+    /// bridge: its blob endpoint (`https://IP:PORT/devstoreaccount1`) and the file of the
+    /// authority that signed its certificate. The VMs booted from now on trust that authority
+    /// (vmboot.py adds it to their certificate bundle); the gateway is told with
+    /// `SSL_CERT_FILE`.
+    pub fn azurite_oauth(&mut self) -> (String, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![self.bridge_ip.clone()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let files = |name: &str, pem: String| {
+            let path = self.state.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_file = files("trusted-ca.pem", ca.pem());
+        let (cert, key) = (
+            files("azurite-cert.pem", cert.pem()),
+            files("azurite-key.pem", key.serialize_pem()),
+        );
         let port = free_port();
         self.spawn(
             Command::new(tools().join("npm/bin/azurite-blob"))
-                .args([
-                    "--blobHost",
-                    &self.bridge_ip.clone(),
-                    "--blobPort",
-                    &port.to_string(),
-                ])
-                .args(["--inMemoryPersistence", "--loose", "--skipApiVersionCheck"])
-                .arg("--disableTelemetry"),
-            "azurite",
+                .args(["--blobHost", &self.bridge_ip.clone()])
+                .args(["--blobPort", &port.to_string()])
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .args(["--oauth", "basic", "--inMemoryPersistence", "--loose"])
+                .args(["--skipApiVersionCheck", "--disableTelemetry"]),
+            "azurite-oauth",
         );
         wait_port(&format!("{}:{port}", self.bridge_ip));
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://{}:{port}/devstoreaccount1;",
-            self.bridge_ip
-        )
+        let endpoint = format!("https://{}:{port}/devstoreaccount1", self.bridge_ip);
+        (endpoint, ca_file)
     }
 
     /// The namespaces of VMs that still run.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::booted::{Booted, S3_KEY, S3_SECRET, settle};
+use crate::booted::{AZURITE_KEY, Booted, S3_KEY, S3_SECRET, settle};
 use crate::stores::Scratch;
 use crate::util::{stderr, stdout, strs};
 
@@ -334,22 +334,28 @@ fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
             ("azure", "100.102.0.0/24"),
         ],
     );
-    let (s3, azurite) = (sky.s3(), sky.azurite());
-    // The sink's account key as a remote's setting: carried to the sink agent in its job (an
-    // Azure VM would use its managed identity; Azurite takes keys only).
+    let (s3, (blob, ca)) = (sky.s3(), sky.azurite_oauth());
+    // The sink's account is named by where it is, with no credential: this machine reaches it
+    // with the key in its environment, and the sink agent as its VM's managed identity (a
+    // token from the VM's metadata service, which Azurite checks as Azure Storage would).
     let config = scratch.dir.join("sky.toml");
     std::fs::write(
         &config,
-        format!("[remotes.sink]\ntype = \"azure\"\naccount = \"devstoreaccount1\"\nconnection_string = \"{azurite}\"\n"),
+        format!("[remotes.sink]\ntype = \"azure\"\naccount = \"devstoreaccount1\"\nendpoint = \"{blob}\"\n"),
     )
     .unwrap();
     let config = config.display().to_string();
+    let key = format!(
+        "DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={blob};"
+    );
+    let ca = ca.display().to_string();
     let env = [
         ("AWS_ENDPOINT_URL", s3.as_str()),
         ("AWS_ACCESS_KEY_ID", S3_KEY),
         ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
         ("AWS_REGION", "us-east-1"),
-        ("AZURE_STORAGE_CONNECTION_STRING", azurite.as_str()),
+        ("AZURE_STORAGE_CONNECTION_STRING", key.as_str()),
+        ("SSL_CERT_FILE", ca.as_str()),
         ("SKYX_CONFIG", config.as_str()),
     ];
     let local = scratch.dir.join("data");
@@ -386,6 +392,9 @@ fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
     let image = format!("us-east-1={}", moto_image(&ec2, "us-east-1"));
     let gateway = format!("{}/32", sky.bridge_ip);
     let subscription = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
+    let identity = format!(
+        "/subscriptions/{subscription}/resourceGroups/ops/providers/Microsoft.ManagedIdentity/userAssignedIdentities/sink-writer"
+    );
     let out = scratch.skyx(
         &[
             "cp",
@@ -423,6 +432,8 @@ fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
             &azure,
             "--azure-access-token",
             "e2e",
+            "--azure-identity",
+            &identity,
             "--agent-url",
             &sky.agent_url,
             "--gateway-cidr",
@@ -452,6 +463,21 @@ fn s3_through_a_gce_relay_to_azure_on_vms_booted_in_each_cloud() {
     assert_eq!(logs.matches("agent ready").count(), 3, "{logs}");
     assert!(logs.contains("PUT /latest/api/token"), "{logs}");
     assert!(logs.contains("access-configs/0/external-ip"), "{logs}");
+    // Each end reached its store as its VM: the source with its instance profile's keys, the
+    // sink with its managed identity's token; this machine's keys never left it.
+    assert!(
+        logs.contains(
+            "GET /latest/meta-data/iam/security-credentials/booted-agents HTTP/1.1\" 200"
+        ),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("GET /metadata/identity/oauth2/token?")
+                && l.contains("msi_res_id=")
+                && l.contains("HTTP/1.1\" 200")),
+        "{logs}"
+    );
 
     let back = scratch.dir.join("back");
     let back_arg = back.display().to_string();

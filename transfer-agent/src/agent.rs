@@ -111,19 +111,22 @@ impl Agent {
     }
 
     /// How to reach one end's store: the job's settings when the user configured that end
-    /// (another account, endpoint, anonymous), else this agent's own; retries are always the
-    /// agent's.
+    /// (another account, endpoint, anonymous), with this agent's own credentials where they
+    /// name none, else this agent's own settings; retries are always the agent's.
     fn end_settings(
         &self,
         given: Option<StoreConfig>,
         requests_per_second: Option<f64>,
     ) -> StoreConfig {
+        let own = &self.config.store;
         let mut config = match given {
             Some(settings) => StoreConfig {
-                retry: self.config.store.retry.clone(),
+                retry: own.retry.clone(),
+                // Told where the store is and not how to authenticate: as this agent.
+                azure: settings.azure.or_credentials_of(&own.azure),
                 ..settings
             },
-            None => self.config.store.clone(),
+            None => own.clone(),
         };
         config.retry.requests_per_second = requests_per_second.or(config.retry.requests_per_second);
         config

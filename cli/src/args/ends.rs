@@ -253,6 +253,22 @@ pub struct End {
     pub url: ObjectUrl,
     pub settings: StoreConfig,
     pub configured: bool,
+    /// Whether the end's credentials were named for it (by its remote or a flag) rather than
+    /// taken from this machine's environment.
+    pub named_credentials: bool,
+}
+
+impl End {
+    /// What the copy's agents are told of this end: `settings` (this end's, as the copy uses
+    /// them) less the credentials that are only this machine's: an agent reaches the store as
+    /// itself, with its own keys or its VM's identity, and this machine's keys stay here.
+    pub fn for_agents(&self, settings: StoreConfig) -> StoreConfig {
+        if self.named_credentials {
+            settings
+        } else {
+            settings.without_credentials()
+        }
+    }
 }
 
 /// Resolves `text` (a URL, a local path or `REMOTE:path`) for `side`, starting from the
@@ -291,14 +307,14 @@ pub fn resolve(
         ),
     };
     let mut settings = base(&url)?;
-    if let Some(remote) = remote {
-        apply_remote(&mut settings, remote);
-    }
+    let remote_credentials = remote.is_some_and(|r| apply_remote(&mut settings, r));
     let flags = args.of(side);
     let flagged = apply_flags(&mut settings, &url, side, &flags)?;
+    let named_credentials = remote_credentials || flags.no_sign_request || flags.profile.is_some();
     Ok(End {
         url,
         settings,
+        named_credentials,
         configured: remote.is_some() || flagged,
     })
 }
@@ -313,7 +329,8 @@ fn remote_part(text: &str) -> Option<(&str, &str)> {
     Some((name, rest))
 }
 
-fn apply_remote(settings: &mut StoreConfig, remote: &Remote) {
+/// Applies a remote's settings; whether it named credentials (or anonymous access).
+fn apply_remote(settings: &mut StoreConfig, remote: &Remote) -> bool {
     match remote {
         Remote::S3(r) => {
             let s3 = &mut settings.s3;
@@ -333,10 +350,10 @@ fn apply_remote(settings: &mut StoreConfig, remote: &Remote) {
             s3.anonymous |= r.anonymous;
             s3.requester_pays |= r.requester_pays;
             s3.force_path_style |= r.path_style || r.endpoint.is_some();
+            r.profile.is_some() || r.access_key_id.is_some() || r.anonymous
         }
         Remote::Azure(r) => {
-            // A remote's credentials replace the environment's: they are another account's.
-            settings.azure = skyx_store::azure::AzureConfig {
+            let named = skyx_store::azure::AzureConfig {
                 connection_string: r.connection_string.clone(),
                 sas_token: r.sas_token.clone(),
                 account_key: r.account_key.clone().map(|k| (r.account.clone(), k)),
@@ -349,6 +366,22 @@ fn apply_remote(settings: &mut StoreConfig, remote: &Remote) {
                 endpoint: r.endpoint.clone(),
                 anonymous: r.anonymous,
             };
+            // A remote's credentials replace the environment's: they are another account's.
+            // A remote that names none only says where its account is, reached as whoever
+            // runs the copy (this machine's environment; an agent's own, its VM's identity).
+            let names_credentials = named.names_credentials();
+            settings.azure = if names_credentials {
+                named
+            } else {
+                skyx_store::azure::AzureConfig {
+                    endpoint: r
+                        .endpoint
+                        .clone()
+                        .or_else(|| settings.azure.endpoint.clone()),
+                    ..settings.azure.clone()
+                }
+            };
+            names_credentials
         }
         Remote::Gcs(r) => {
             let gcs = &mut settings.gcs;
@@ -362,6 +395,7 @@ fn apply_remote(settings: &mut StoreConfig, remote: &Remote) {
                 gcs.credentials_file = r.credentials_file.clone();
             }
             gcs.anonymous |= r.anonymous;
+            r.credentials_file.is_some() || r.anonymous
         }
     }
 }
@@ -529,6 +563,11 @@ sas_token = "sv=1&sig=x"
 [remotes.public]
 type = "gcs"
 anonymous = true
+
+[remotes.private]
+type = "azure"
+account = "ours"
+endpoint = "https://ours.privatelink.blob.core.windows.net"
 "#;
 
     fn env(_: &ObjectUrl) -> anyhow::Result<StoreConfig> {
@@ -541,6 +580,50 @@ anonymous = true
 
     fn remotes() -> Remotes {
         Remotes::parse(FILE, Path::new("config.toml")).unwrap()
+    }
+
+    /// This machine's keys are this machine's: agents are told where a store is, and reach it
+    /// with their own credentials, unless the end names its own.
+    #[test]
+    fn the_environments_credentials_stay_here_and_named_ones_travel() {
+        let r = remotes();
+        let keyed = |_: &ObjectUrl| -> anyhow::Result<StoreConfig> {
+            let mut config = StoreConfig::default();
+            config.azure.connection_string = Some("AccountName=ours;AccountKey=a2V5".into());
+            config.s3.static_credentials = Some(("ENV-AK".into(), "ENV-SK".into()));
+            Ok(config)
+        };
+        // An S3 end given an endpoint: agents are told the endpoint, not this machine's keys.
+        let args = EndArgs {
+            src_endpoint: Some("http://10.0.0.1:9000".into()),
+            ..EndArgs::default()
+        };
+        let end = resolve("s3://bkt/k", Side::Src, &args, &r, keyed).unwrap();
+        assert!(end.configured && end.settings.s3.static_credentials.is_some());
+        let told = end.for_agents(end.settings.clone()).s3;
+        assert_eq!(told.static_credentials, None);
+        assert_eq!(told.endpoint.as_deref(), Some("http://10.0.0.1:9000"));
+        // A remote's own keys are the end's: they travel.
+        let end = resolve("wasabi:bkt/k", Side::Src, &args, &r, keyed).unwrap();
+        let told = end.for_agents(end.settings.clone()).s3;
+        assert_eq!(told.static_credentials, Some(("AK".into(), "SK".into())));
+        let args = EndArgs::default();
+        let end = resolve("private:data/k", Side::Dst, &args, &r, keyed).unwrap();
+        let here = &end.settings.azure;
+        assert_eq!(
+            here.connection_string.as_deref(),
+            Some("AccountName=ours;AccountKey=a2V5")
+        );
+        let endpoint = "https://ours.privatelink.blob.core.windows.net";
+        assert_eq!(here.endpoint.as_deref(), Some(endpoint));
+        let told = end.for_agents(end.settings.clone()).azure;
+        assert!(!told.names_credentials(), "{told:?}");
+        assert_eq!(told.endpoint.as_deref(), Some(endpoint));
+        // A remote's own SAS is the end's: it travels.
+        let end = resolve("partner:data/k", Side::Dst, &args, &r, keyed).unwrap();
+        let told = end.for_agents(end.settings.clone()).azure;
+        assert_eq!(told.sas_token.as_deref(), Some("sv=1&sig=x"));
+        assert!(told.connection_string.is_none());
     }
 
     #[test]

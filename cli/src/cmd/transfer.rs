@@ -312,7 +312,9 @@ pub struct Endpoints {
     pub dst_url: ObjectUrl,
     pub src: Arc<dyn ObjectStore>,
     pub dst: Arc<dyn ObjectStore>,
-    /// Each end's settings when the user configured that end (handed to its agents).
+    /// Each end's settings when the user configured that end, as its agents are told them
+    /// (credentials only when they were named for the end:
+    /// [`crate::args::ends::End::for_agents`]).
     pub src_settings: Option<StoreConfig>,
     pub dst_settings: Option<StoreConfig>,
     /// How the destination stores what is written (`--storage-class`, `--sse`, ...).
@@ -427,11 +429,11 @@ pub async fn open_endpoints_in(
     let dst_end = resolve(dst, Side::Dst, &args.ends, &remotes, |url| {
         end_config(sky.as_ref(), dst_region, url, "--dst-region")
     })?;
-    let (src_url, dst_url) = (src_end.url, dst_end.url);
-    let mut src_config = src_end.settings;
+    let (src_url, dst_url) = (src_end.url.clone(), dst_end.url.clone());
+    let mut src_config = src_end.settings.clone();
     src_config.retry.requests_per_second = tps_limit(args)?;
     src_config.local.follow_symlinks = !args.no_follow_symlinks;
-    let mut dst_config = dst_end.settings;
+    let mut dst_config = dst_end.settings.clone();
     dst_config.retry.requests_per_second = tps_limit(args)?;
     // Checked before any store opens: a bad class or key writes nothing.
     dst_config.write = args.write.options(&dst_url.location)?;
@@ -479,9 +481,9 @@ pub async fn open_endpoints_in(
         dst_url,
         src: src_store,
         dst: dst_store,
-        src_settings: src_end.configured.then_some(src_config),
+        src_settings: src_end.configured.then(|| src_end.for_agents(src_config)),
         dst_write: dst_config.write.clone(),
-        dst_settings: dst_end.configured.then_some(dst_config),
+        dst_settings: dst_end.configured.then(|| dst_end.for_agents(dst_config)),
     })
 }
 

@@ -85,6 +85,40 @@ impl AzureConfig {
     }
 }
 
+impl AzureConfig {
+    /// Whether these settings name how to authenticate (a credential, or anonymous access).
+    pub fn names_credentials(&self) -> bool {
+        self.connection_string.is_some()
+            || self.sas_token.is_some()
+            || self.account_key.is_some()
+            || self.managed_identity
+            || self.client_secret.is_some()
+            || self.anonymous
+    }
+
+    /// Where the store is, without how to authenticate: what another machine is told when
+    /// the credentials are this one's own (its environment's), not the end's.
+    pub fn without_credentials(&self) -> AzureConfig {
+        AzureConfig {
+            endpoint: self.endpoint.clone(),
+            anonymous: self.anonymous,
+            ..AzureConfig::default()
+        }
+    }
+
+    /// These settings, authenticating with `own`'s credentials when they name none: an agent
+    /// told where a store is reaches it as itself (its keys, its VM's identity).
+    pub fn or_credentials_of(self, own: &AzureConfig) -> AzureConfig {
+        if self.names_credentials() {
+            return self;
+        }
+        AzureConfig {
+            endpoint: self.endpoint.or_else(|| own.endpoint.clone()),
+            ..own.clone()
+        }
+    }
+}
+
 /// Fields of a storage connection string that matter here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct ConnectionString {
@@ -198,6 +232,31 @@ pub(super) fn entra_credential(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_name_no_credential_take_the_agents_own() {
+        let own = AzureConfig {
+            managed_identity: true,
+            endpoint: Some("https://own.example".into()),
+            ..AzureConfig::default()
+        };
+        let told = AzureConfig {
+            endpoint: Some("https://told.example".into()),
+            ..AzureConfig::default()
+        };
+        let used = told.clone().or_credentials_of(&own);
+        assert!(used.managed_identity);
+        assert_eq!(used.endpoint.as_deref(), Some("https://told.example"));
+        // Settings that name a credential keep it.
+        let keyed = AzureConfig {
+            sas_token: Some("sv=1".into()),
+            ..told
+        };
+        assert_eq!(keyed.clone().or_credentials_of(&own), keyed);
+        let stripped = keyed.without_credentials();
+        assert!(!stripped.names_credentials());
+        assert_eq!(stripped.endpoint.as_deref(), Some("https://told.example"));
+    }
 
     #[test]
     fn connection_strings_parse() {
