@@ -9,6 +9,7 @@
 pub mod agent_compute;
 pub mod hooks;
 pub mod journal;
+pub mod ray;
 pub mod run;
 
 pub use agent_compute::AgentCompute;
