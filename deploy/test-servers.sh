@@ -15,6 +15,8 @@
 #          docs/cloud-contracts.md cites)
 #   ARM    our contract server deploy/contracts/azure.py (stdlib python; see its docstring),
 #          driven by Azure's REST API specs vendored in deploy/contracts/azure-specs (SOURCE.md)
+#   Ray    two Ray heads (pip ray[default]), each its own cluster, for pipeline stages as Ray
+#          jobs: A offers 2 CPUs, B 16 (logical), so a stage asking 8 fits only on B
 # and the AWS CLI (pip awscli), the reference the differential tests compare skyx's cp/sync with.
 # Usage: deploy/test-servers.sh install | start | stop | env
 # `start` writes deploy/.servers/env (the variables the tests read) and waits until every server
@@ -80,6 +82,11 @@ install() {
         log "installing PyYAML into the contracts' environment (pip)"
         "$TOOLS/contracts/bin/pip" install --quiet pyyaml
     fi
+    if [ ! -x "$TOOLS/ray/bin/ray" ]; then
+        log "installing Ray (pip ray[default], about a minute)"
+        python3 -m venv "$TOOLS/ray"
+        "$TOOLS/ray/bin/pip" install --quiet "ray[default]"
+    fi
     if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
         log "installing the AWS CLI (pip awscli)"
         python3 -m venv "$TOOLS/awscli"
@@ -94,6 +101,35 @@ wait_port() {
         sleep 0.1
     done
     log "$name did not start on port $port; its log:"; cat "$RUN/$name.log" >&2 || true
+    return 1
+}
+
+# A Ray head of its own, NAME with CPUS logical CPUs, every port its own (two heads share a
+# machine only so), in its own session so `stop` ends all of its processes and no other Ray's
+# (`ray stop` would end every Ray on the machine). Its dashboard port goes to NAME.port.
+ray_head() {
+    local name=$1 cpus=$2 workers=$3 dash tmp
+    dash=$(free_port)
+    # Ray's unix sockets live under the temporary directory: short, as socket paths must be.
+    tmp="/tmp/skyx-ray-$(echo "$RUN" | sha256sum | head -c 8)-$name"
+    rm -rf "$tmp"
+    echo "$dash" >"$RUN/$name.port"
+    setsid "$TOOLS/ray/bin/ray" start --head --block --disable-usage-stats \
+        --port "$(free_port)" --dashboard-port "$dash" \
+        --dashboard-agent-listen-port "$(free_port)" --ray-client-server-port "$(free_port)" \
+        --min-worker-port "$workers" --max-worker-port "$((workers + 999))" \
+        --temp-dir "$tmp" --num-cpus "$cpus" --num-gpus 0 >"$RUN/$name.log" 2>&1 &
+    echo $! >"$RUN/$name.pid"
+}
+
+wait_ray() {
+    local name=$1 port
+    port=$(cat "$RUN/$name.port")
+    for _ in $(seq 1 300); do
+        if curl -sf --noproxy '*' "http://127.0.0.1:$port/api/version" >/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    log "$name (a Ray head) did not answer on port $port; its log:"; cat "$RUN/$name.log" >&2 || true
     return 1
 }
 
@@ -140,8 +176,11 @@ start() {
     python3 "$PWD/contracts/azure.py" --host 127.0.0.1 --port $ARM_PORT \
         --specs "$PWD/contracts/azure-specs" --public-ip-pool 127.78.0.0/24 >"$RUN/arm.log" 2>&1 &
     echo $! >"$RUN/arm.pid"
+    ray_head ray-a 2 20000
+    ray_head ray-b 16 21000
     wait_port $S3_PORT s3s; wait_port $S3B_PORT s3s-b; wait_port $AZ_PORT azurite; wait_port $GCS_PORT gcs; wait_port $EC2_PORT moto
     wait_port $GCE_PORT gce; wait_port $ARM_PORT arm
+    wait_ray ray-a; wait_ray ray-b
     cat >"$RUN/env" <<ENV
 export SKYX_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export SKYX_TEST_S3_ACCESS_KEY=skyx-test
@@ -159,14 +198,23 @@ export SKYX_TEST_CONTRACTS_PYTHON=$TOOLS/contracts/bin/python
 export SKYX_TEST_TOOLS_DIR=$TOOLS
 export SKYX_TEST_GCE_DISCOVERY=$gce_doc
 export SKYX_TEST_AWS_CLI=$TOOLS/awscli/bin/aws
+export SKYX_TEST_RAY_A=http://127.0.0.1:$(cat "$RUN/ray-a.port")
+export SKYX_TEST_RAY_B=http://127.0.0.1:$(cat "$RUN/ray-b.port")
 ENV
-    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT, ARM :$ARM_PORT); env in $RUN/env"
+    log "servers up (S3 :$S3_PORT, Azurite :$AZ_PORT, GCS :$GCS_PORT, EC2 :$EC2_PORT, GCE :$GCE_PORT, ARM :$ARM_PORT, Ray :$(cat "$RUN/ray-a.port") :$(cat "$RUN/ray-b.port")); env in $RUN/env"
 }
 
 stop() {
     for name in s3s s3s-b azurite gcs moto gce arm; do
         if [ -f "$RUN/$name.pid" ]; then
             kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+            rm -f "$RUN/$name.pid"
+        fi
+    done
+    # A Ray head is a session of processes: all of them go (SIGTERM would drain for 30 s).
+    for name in ray-a ray-b; do
+        if [ -f "$RUN/$name.pid" ]; then
+            kill -KILL -- "-$(cat "$RUN/$name.pid")" 2>/dev/null || true
             rm -f "$RUN/$name.pid"
         fi
     done

@@ -60,6 +60,9 @@ enum Command {
     /// Run a transfer agent (what the gateway launches on every VM; same as `skyx-agent`).
     #[command(hide = true)]
     Agent(Box<skyx_agent::daemon::DaemonArgs>),
+    /// Run one pipeline stage here (a Ray job's entrypoint; the stage from SKYX_STAGE_REQUEST).
+    #[command(hide = true)]
+    StageRun,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Mb(args) => cmd::store::mb(args),
         Command::Ls(args) => cmd::store::ls(args),
+        Command::StageRun => cmd::stage_run::run(),
         Command::Agent(_) => unreachable!("handled above"),
     };
     match result {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use skyx_agent_api::AgentClient;
 use skyx_agent_api::wire::{StageRequest, StageState};
 
-use crate::run::{Compute, ComputeError, ComputeProvider, StageContext};
+use crate::run::{Compute, ComputeError, ComputeProvider, StageContext, StageRunError};
 use skyx_provision::{
     AgentSession, LaunchRequest, LaunchedAgent, Provider, ProviderError, SessionError,
 };
@@ -85,7 +85,23 @@ struct StageAgent {
 
 #[async_trait]
 impl Compute for StageAgent {
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), StageRunError> {
+        self.follow(stage, ctx).await.map_err(StageRunError::Failed)
+    }
+
+    async fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let _ = self.client.shutdown().await;
+        self.launched.handle.terminate().await;
+    }
+}
+
+impl StageAgent {
+    /// Starts the stage on the agent and waits for its end.
+    async fn follow(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
         let agent = self.launched.name.clone();
         self.client
             .start_stage(stage)
@@ -123,14 +139,5 @@ impl Compute for StageAgent {
                 }
             }
         }
-    }
-
-    async fn release(&mut self) {
-        if self.released {
-            return;
-        }
-        self.released = true;
-        let _ = self.client.shutdown().await;
-        self.launched.handle.terminate().await;
     }
 }

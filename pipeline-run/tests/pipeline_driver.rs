@@ -14,7 +14,8 @@ use skyx_agent_api::wire::StageRequest;
 use skyx_pipeline::schedule::DataSource;
 use skyx_pipeline_run::{
     Compute, ComputeError, ComputeProvider, EdgeRun, LocalCompute, PipelineHooks, PipelineRun,
-    PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun, run_pipeline,
+    PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun, StageRunError,
+    run_pipeline,
 };
 use skyx_provision::LocalProvider;
 use tokio::sync::watch;
@@ -26,19 +27,25 @@ const SECOND: &str = "aws:us-west-2";
 /// and what comes back.
 struct CountingCompute {
     full: Vec<String>,
+    /// Regions whose compute takes a stage and then cannot schedule it.
+    unschedulable: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
     live: Arc<AtomicUsize>,
 }
 
 struct Counted {
     inner: Box<dyn Compute>,
+    unschedulable: bool,
     live: Arc<AtomicUsize>,
     released: bool,
 }
 
 #[async_trait]
 impl Compute for Counted {
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), StageRunError> {
+        if self.unschedulable {
+            return Err(StageRunError::Unschedulable("test: no node fits".into()));
+        }
         self.inner.run(stage, ctx).await
     }
 
@@ -75,6 +82,7 @@ impl ComputeProvider for CountingCompute {
         self.live.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(Counted {
             inner,
+            unschedulable: self.unschedulable.iter().any(|r| r == region),
             live: self.live.clone(),
             released: false,
         }))
@@ -185,6 +193,7 @@ async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started
     let live = Arc::new(AtomicUsize::new(0));
     let compute = Arc::new(CountingCompute {
         full: vec![FIRST.into()],
+        unschedulable: Vec::new(),
         log: log.clone(),
         live: live.clone(),
     });
@@ -233,6 +242,59 @@ async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Compute that took a stage and could not schedule it (a Ray cluster with no node that fits)
+/// is given back, and the stage is placed elsewhere, as after a capacity error.
+#[tokio::test]
+async fn a_stage_its_compute_could_not_schedule_moves_and_its_compute_is_given_back() {
+    let dir = scratch("unschedulable");
+    let run = chain(&dir, "true");
+    let root = run.root.clone();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let live = Arc::new(AtomicUsize::new(0));
+    let compute = Arc::new(CountingCompute {
+        full: Vec::new(),
+        unschedulable: vec![FIRST.into()],
+        log: log.clone(),
+        live: live.clone(),
+    });
+    let hooks = Arc::new(MoveAllHooks {
+        asked: Mutex::new(Vec::new()),
+    });
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let mut lines = Vec::new();
+    let report = run_pipeline(
+        run,
+        hooks.clone(),
+        provider(),
+        compute,
+        &mut |l| lines.push(l.to_string()),
+        cancel,
+    )
+    .await
+    .expect("the pipeline runs after moving");
+    assert_eq!(*hooks.asked.lock().unwrap(), vec![vec![true, true, true]]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("a@{FIRST}/m6i.large"),
+            format!("a@{SECOND}/m6i.large"),
+            format!("b@{SECOND}/m6i.large"),
+            format!("c@{SECOND}/m6i.large"),
+        ]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("a could not be scheduled in")),
+        "{lines:?}"
+    );
+    assert!(report.stages.iter().all(|s| s.region == SECOND));
+    let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
+    assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
+    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_interrupted_run_stops_its_stage_and_gives_back_all_compute() {
     let dir = scratch("interrupt");
@@ -244,6 +306,7 @@ async fn an_interrupted_run_stops_its_stage_and_gives_back_all_compute() {
     let live = Arc::new(AtomicUsize::new(0));
     let compute = Arc::new(CountingCompute {
         full: Vec::new(),
+        unschedulable: Vec::new(),
         log: Arc::default(),
         live: live.clone(),
     });

@@ -78,6 +78,12 @@ pub enum DagEvent {
         success: bool,
         why: String,
     },
+    /// The stage's compute could not run it after all (a cluster whose nodes never offered
+    /// what it asks): like a provisioning that found no room, it is placed elsewhere.
+    StageUnschedulable {
+        stage: usize,
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,6 +239,19 @@ impl Dag {
                     t.dst_region
                 );
                 self.abort(what, &mut out);
+                return out;
+            }
+            DagEvent::StageUnschedulable { stage, why } => {
+                if self.stage_state[stage] != StageState::Running {
+                    return out;
+                }
+                self.stage_state[stage] = StageState::Waiting;
+                out.push(DagCommand::Release { stage });
+                out.push(DagCommand::Replan {
+                    stage,
+                    region: self.stages[stage].region.clone(),
+                    why,
+                });
                 return out;
             }
             DagEvent::StageExited {
@@ -514,6 +533,46 @@ mod tests {
         assert_eq!(
             d.handle(TransferLanded { transfer: 0 }),
             vec![RunStage { stage: 0 }]
+        );
+    }
+
+    #[test]
+    fn a_stage_its_compute_could_not_schedule_is_placed_elsewhere() {
+        let mut d = chain();
+        d.start();
+        d.handle(Provisioned { stage: 0 });
+        assert_eq!(
+            d.handle(TransferLanded { transfer: 0 }),
+            vec![RunStage { stage: 0 }]
+        );
+        let out = d.handle(StageUnschedulable {
+            stage: 0,
+            why: "no node has 8 CPUs".into(),
+        });
+        assert_eq!(
+            out,
+            vec![
+                Release { stage: 0 },
+                Replan {
+                    stage: 0,
+                    region: "r1".into(),
+                    why: "no node has 8 CPUs".into()
+                }
+            ]
+        );
+        assert!(d.replaceable(0)[0]);
+        // Moved: its input goes again, to the new region, where it is provisioned.
+        assert_eq!(
+            d.relocate(&[(0, "r5".into())]),
+            vec![StartTransfer { transfer: 0 }, Provision { stage: 0 }]
+        );
+        // A word that comes late (the stage is no longer running) changes nothing.
+        assert_eq!(
+            d.handle(StageUnschedulable {
+                stage: 0,
+                why: "late".into()
+            }),
+            vec![]
         );
     }
 

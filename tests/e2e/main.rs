@@ -30,6 +30,8 @@
 //! - `resume`: an interrupted `sync` resumed, a rerun without `--resume` keeping landed parts.
 //! - `run`: `skyx run` planning (the shipped example, bad specs) and a three-region pipeline
 //!   executed, killed and resumed, and re-planned after a capacity failure.
+//! - `run_ray`: `skyx run --compute ray` against two real Ray heads: stages as Ray jobs, a
+//!   stage no node fits re-planned, a killed gateway's job followed on resume, Ctrl-C.
 //! - `sky`: the emulated sky brought up, every link's round trip (`ping`) and goodput
 //!   (`iperf3`) and its measured grid against what it was built to be, an overlay copy between
 //!   two regions' stores through a third, and a teardown that leaves nothing.
@@ -68,6 +70,7 @@ mod plan;
 mod proxy;
 mod resume;
 mod run;
+mod run_ray;
 mod server_side;
 mod sky;
 mod sky_broadcast;

@@ -61,9 +61,9 @@ fn bad_specs_are_refused_with_the_line_at_fault() {
 
 /// Three stages pinned to three regions of three clouds. Each stage first checks its input
 /// against the manifest the previous stage wrote (every file present, every checksum right),
-/// then writes its own output and manifest. Stage `a` counts its runs in `runs-a`; stage `b`
-/// announces itself and, when `HOLD` exists, waits for it to go away.
-fn pipeline(dir: &Path) -> String {
+/// then writes its own output and manifest. Stages `a` and `b` count their runs in `runs-a` and
+/// `runs-b`; `b` announces itself and, when `HOLD` exists, waits for it to go away.
+pub fn pipeline(dir: &Path) -> String {
     let raw = format!("{}/raw/", dir.display());
     pipeline_over(
         dir,
@@ -124,7 +124,7 @@ candidate = [{{ instance = "{ia}", hours = 1 }}]
 
 [[stage]]
 name = "b"
-run = 'IN=$SKYX_INPUT_a; {check} && touch {d}/b-started && while [ -e {d}/HOLD ]; do sleep 0.2; done && {write}'
+run = 'IN=$SKYX_INPUT_a; {check} && echo run >> {d}/runs-b && touch {d}/b-started && while [ -e {d}/HOLD ]; do sleep 0.2; done && {write}'
 inputs = ["a"]
 output = {{ size = "1MB" }}
 constraints = {{ regions = {b_regions} }}
@@ -313,7 +313,7 @@ fn stages_run_on_agents_of_their_own_when_asked() {
     let spec = scratch.dir.join("three.toml");
     std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
     let out = run_cmd(&scratch, &spec)
-        .arg("--stages-on-agents")
+        .args(["--compute", "agents"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));

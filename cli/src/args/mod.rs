@@ -9,5 +9,6 @@ pub mod ends;
 pub mod filters;
 pub mod gce;
 pub mod provider;
+pub mod ray;
 pub mod select;
 pub mod write;

@@ -12,6 +12,7 @@ pub mod plan_broadcast;
 pub mod routing;
 pub mod run;
 pub mod sky;
+pub mod stage_run;
 pub mod store;
 pub mod sweep;
 pub mod sync;

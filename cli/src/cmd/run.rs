@@ -44,14 +44,28 @@ pub struct RunArgs {
     /// $SKYX_STATE_DIR, else $XDG_STATE_HOME/skyx, else ~/.local/state/skyx).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Run each stage on an agent of its own (launched by the provider, as stage VMs are with
-    /// `--provider ec2`) rather than as a process of this gateway.
-    #[arg(long)]
+    /// Where stages run: `local` (processes of this gateway, the default), `agents` (an agent
+    /// of its own each, launched by the provider; the default with a cloud provider), `ray`
+    /// (a job on the Ray cluster of each stage's region, --ray-cluster).
+    #[arg(long, value_enum)]
+    pub compute: Option<ComputeKind>,
+    /// Same as `--compute agents`.
+    #[arg(long, hide = true, conflicts_with = "compute")]
     pub stages_on_agents: bool,
+    #[command(flatten)]
+    pub ray: crate::args::ray::RayArgs,
     #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub catalog: CatalogArgs,
+}
+
+/// Where a pipeline's stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeKind {
+    Local,
+    Agents,
+    Ray,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -236,15 +250,24 @@ fn execute(
         Some(cloud) => cloud.clone(),
         None => Arc::new(local),
     };
-    let compute: Arc<dyn ComputeProvider> = if cloud.is_some() || args.stages_on_agents {
-        Arc::new(AgentCompute {
+    let kind = match (args.compute, args.stages_on_agents) {
+        (Some(kind), _) => kind,
+        (None, true) => ComputeKind::Agents,
+        (None, false) if cloud.is_some() => ComputeKind::Agents,
+        (None, false) => ComputeKind::Local,
+    };
+    let compute: Arc<dyn ComputeProvider> = match kind {
+        ComputeKind::Agents => Arc::new(AgentCompute {
             provider: provider.clone(),
             job: job.clone(),
             gateway: Arc::new(skyx_agent_api::GatewayIdentity::generate()?),
-        })
-    } else {
-        Arc::new(local_compute)
+        }),
+        ComputeKind::Local => Arc::new(local_compute),
+        ComputeKind::Ray => Arc::new(args.ray.compute(&run, &catalog, sky.is_some())?),
     };
+    if kind != ComputeKind::Ray {
+        args.ray.check_unused()?;
+    }
     let hooks = PlannerHooks {
         catalog,
         problem,

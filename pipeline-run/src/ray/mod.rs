@@ -1,5 +1,11 @@
-//! Stages as Ray jobs (issue #18, under way): `jobs` is the Jobs REST API as a stage uses it,
-//! pure — the submission body, the head's answers, and what a job's state means for the stage.
-//! The compute provider that submits each stage to its region's Ray head comes next.
+//! Stages as Ray jobs: `jobs` is the Jobs REST API as a stage uses it, pure (the submission
+//! body, the head's answers, what a job's state means for the stage); `head` its thin HTTP
+//! driver; `compute` the compute provider that runs each stage as a job of its region's
+//! cluster.
 
+pub mod compute;
+pub mod head;
 pub mod jobs;
+
+pub use compute::{RayCompute, STAGE_REQUEST_ENV, StageResources};
+pub use head::{RayError, RayHead};

@@ -13,6 +13,17 @@ pub enum ComputeError {
     Failed(String),
 }
 
+/// Why a stage did not run to success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageRunError {
+    #[error("{0}")]
+    Failed(String),
+    /// Its compute could not schedule it (no node offered what it asks within the bound):
+    /// the stage belongs elsewhere, as with a capacity error on provisioning.
+    #[error("could not be scheduled: {0}")]
+    Unschedulable(String),
+}
+
 /// Where a stage's run keeps its things on the gateway's side.
 #[derive(Debug, Clone)]
 pub struct StageContext {
@@ -29,7 +40,7 @@ pub struct StageContext {
 pub trait Compute: Send + Sync {
     /// Runs the stage to its end: its inputs brought to its machine, its command, its output
     /// taken to its region's store. `Err` says what failed.
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String>;
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), StageRunError>;
     /// Gives the compute back (terminates the VM).
     async fn release(&mut self);
 }
@@ -81,12 +92,14 @@ struct LocalProcess {
 
 #[async_trait]
 impl Compute for LocalProcess {
-    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), String> {
+    async fn run(&mut self, stage: &StageRequest, ctx: &StageContext) -> Result<(), StageRunError> {
         let wrapper: Vec<String> = match &self.namespace {
             Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
             None => Vec::new(),
         };
-        skyx_agent::stage::run_stage(stage, &ctx.work, &ctx.config, &wrapper, &ctx.log).await
+        skyx_agent::stage::run_stage(stage, &ctx.work, &ctx.config, &wrapper, &ctx.log)
+            .await
+            .map_err(StageRunError::Failed)
     }
 
     async fn release(&mut self) {}

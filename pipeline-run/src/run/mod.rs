@@ -28,7 +28,9 @@ mod transfers;
 
 pub use crate::hooks::{PipelineHooks, Placement, PlannedRoute, Replanned};
 use crate::journal::{PipelineJournal, RunJournal};
-pub use compute::{Compute, ComputeError, ComputeProvider, LocalCompute, StageContext};
+pub use compute::{
+    Compute, ComputeError, ComputeProvider, LocalCompute, StageContext, StageRunError,
+};
 pub use model::{
     EdgeRun, InputRun, PipelineReport, PipelineRun, RegionStore, StageReport, StageRun,
     TransferReport,
@@ -426,6 +428,14 @@ pub async fn run_pipeline(
                 let StageDone { stage, compute, outcome } = done.expect("stage task panicked");
                 computes.insert(stage, compute);
                 let name = driver.run.stages[stage].name.clone();
+                if let Some(Err(StageRunError::Unschedulable(why))) = outcome {
+                    // Not run: it starts again wherever the re-plan puts it.
+                    let region = &driver.run.stages[stage].region;
+                    on_status(&format!("{name} could not be scheduled in {region}: {why}"));
+                    driver.stage_reports[stage].started_s = None;
+                    pending.extend(dag.handle(DagEvent::StageUnschedulable { stage, why }));
+                    continue;
+                }
                 let finished_s = driver.started.elapsed().as_secs_f64();
                 let report = &mut driver.stage_reports[stage];
                 report.finished_s = Some(finished_s);
@@ -434,7 +444,7 @@ pub async fn run_pipeline(
                 }
                 let (success, why) = match outcome {
                     Some(Ok(())) => (true, String::new()),
-                    Some(Err(why)) => (false, why),
+                    Some(Err(e)) => (false, e.to_string()),
                     None => (false, "it was stopped".into()),
                 };
                 if success {
@@ -495,7 +505,7 @@ type Copies = BTreeMap<usize, (watch::Sender<bool>, tokio::task::JoinHandle<()>)
 struct StageDone {
     stage: usize,
     compute: Box<dyn Compute>,
-    outcome: Option<Result<(), String>>,
+    outcome: Option<Result<(), StageRunError>>,
 }
 
 /// How long an abort waits for provisioning under way, so that compute that comes up is
