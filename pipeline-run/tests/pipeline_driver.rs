@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use skyx_agent_api::wire::StageRequest;
 use skyx_pipeline::schedule::DataSource;
 use skyx_pipeline_run::{
-    Compute, ComputeError, ComputeProvider, EdgeRun, LocalCompute, PipelineHooks, PipelineRun,
-    PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun, StageRunError,
-    run_pipeline,
+    Compute, ComputeError, ComputeProvider, EdgeRun, LocalCompute, PipelineHooks, PipelineReport,
+    PipelineRun, PipelineRunError, Placement, PlannedRoute, Replanned, StageContext, StageRun,
+    StageRunError, run_pipeline,
 };
 use skyx_provision::LocalProvider;
 use tokio::sync::watch;
@@ -184,16 +184,25 @@ fn provider() -> Arc<LocalProvider> {
     Arc::new(LocalProvider::new(LocalProvider::default_program()))
 }
 
-#[tokio::test]
-async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started() {
-    let dir = scratch("replan");
+/// Runs the chain with FIRST refusing its stages (`full`: no capacity at provisioning;
+/// `unschedulable`: compute given, the stage then not schedulable), and checks what both must
+/// end in: a, which failed first, moved to SECOND with b and c (neither had started), every
+/// stage ran there once, and every piece of compute came back. Its report, status lines and
+/// state root.
+async fn moved_off_first(
+    name: &str,
+    full: bool,
+    unschedulable: bool,
+) -> (PipelineReport, Vec<String>, PathBuf) {
+    let dir = scratch(name);
     let run = chain(&dir, "true");
     let root = run.root.clone();
     let log = Arc::new(Mutex::new(Vec::new()));
     let live = Arc::new(AtomicUsize::new(0));
+    let first = || vec![FIRST.to_string()];
     let compute = Arc::new(CountingCompute {
-        full: vec![FIRST.into()],
-        unschedulable: Vec::new(),
+        full: if full { first() } else { Vec::new() },
+        unschedulable: if unschedulable { first() } else { Vec::new() },
         log: log.clone(),
         live: live.clone(),
     });
@@ -212,8 +221,6 @@ async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started
     )
     .await
     .expect("the pipeline runs after moving");
-
-    // a failed first; b and c had not started, so they could move with it.
     assert_eq!(*hooks.asked.lock().unwrap(), vec![vec![true, true, true]]);
     assert_eq!(
         *log.lock().unwrap(),
@@ -225,74 +232,41 @@ async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started
         ]
     );
     assert!(report.stages.iter().all(|s| s.region == SECOND));
+    let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
+    assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
+    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
+    (report, lines, root)
+}
+
+#[tokio::test]
+async fn a_capacity_error_moves_the_failed_stage_and_every_stage_not_yet_started() {
+    let (report, _, root) = moved_off_first("replan", true, false).await;
     assert_eq!(report.replans.len(), 3, "{:?}", report.replans);
     assert!(
         report.replans[1].contains("moved with a"),
         "{:?}",
         report.replans
     );
-    let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
-    assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
-    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
     let placements = skyx_pipeline_run::journaled_placements(&root, "test").unwrap();
     assert!(
         placements.values().all(|p| p.region == SECOND) && placements.len() == 3,
         "{placements:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
 }
 
 /// Compute that took a stage and could not schedule it (a Ray cluster with no node that fits)
 /// is given back, and the stage is placed elsewhere, as after a capacity error.
 #[tokio::test]
 async fn a_stage_its_compute_could_not_schedule_moves_and_its_compute_is_given_back() {
-    let dir = scratch("unschedulable");
-    let run = chain(&dir, "true");
-    let root = run.root.clone();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let live = Arc::new(AtomicUsize::new(0));
-    let compute = Arc::new(CountingCompute {
-        full: Vec::new(),
-        unschedulable: vec![FIRST.into()],
-        log: log.clone(),
-        live: live.clone(),
-    });
-    let hooks = Arc::new(MoveAllHooks {
-        asked: Mutex::new(Vec::new()),
-    });
-    let (_cancel_tx, cancel) = watch::channel(false);
-    let mut lines = Vec::new();
-    let report = run_pipeline(
-        run,
-        hooks.clone(),
-        provider(),
-        compute,
-        &mut |l| lines.push(l.to_string()),
-        cancel,
-    )
-    .await
-    .expect("the pipeline runs after moving");
-    assert_eq!(*hooks.asked.lock().unwrap(), vec![vec![true, true, true]]);
-    assert_eq!(
-        *log.lock().unwrap(),
-        vec![
-            format!("a@{FIRST}/m6i.large"),
-            format!("a@{SECOND}/m6i.large"),
-            format!("b@{SECOND}/m6i.large"),
-            format!("c@{SECOND}/m6i.large"),
-        ]
-    );
+    let (_, lines, root) = moved_off_first("unschedulable", false, true).await;
     assert!(
         lines
             .iter()
             .any(|l| l.contains("a could not be scheduled in")),
         "{lines:?}"
     );
-    assert!(report.stages.iter().all(|s| s.region == SECOND));
-    let trail = std::fs::read_to_string(root.join("regions/aws_us-west-2/c/output/trail")).unwrap();
-    assert_eq!(trail, format!("a@{SECOND}\nb@{SECOND}\nc@{SECOND}\n"));
-    assert_eq!(live.load(Ordering::SeqCst), 0, "compute left running");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
 }
 
 #[tokio::test]
