@@ -82,10 +82,11 @@ install() {
         log "installing PyYAML into the contracts' environment (pip)"
         "$TOOLS/contracts/bin/pip" install --quiet pyyaml
     fi
-    if [ ! -x "$TOOLS/ray/bin/ray" ]; then
-        log "installing Ray (pip ray[default], about a minute)"
+    # Pinned: the Ray code reads its Jobs API's answers (docs/ray-jobs.md).
+    if ! "$TOOLS/ray/bin/ray" --version 2>/dev/null | grep -q 'version 2.60.0$'; then
+        log "installing Ray 2.60.0 (pip ray[default], about a minute)"
         python3 -m venv "$TOOLS/ray"
-        "$TOOLS/ray/bin/pip" install --quiet "ray[default]"
+        "$TOOLS/ray/bin/pip" install --quiet "ray[default]==2.60.0"
     fi
     if [ ! -x "$TOOLS/awscli/bin/aws" ]; then
         log "installing the AWS CLI (pip awscli)"
@@ -104,9 +105,11 @@ wait_port() {
     return 1
 }
 
-# A Ray head of its own, NAME with CPUS logical CPUs, every port its own (two heads share a
-# machine only so), in its own session so `stop` ends all of its processes and no other Ray's
-# (`ray stop` would end every Ray on the machine). Its dashboard port goes to NAME.port.
+# A Ray head of its own, NAME with CPUS logical CPUs: its own free ports and temporary
+# directory, and worker ports from WORKERS (two heads share a machine only so; two checkouts
+# running their servers at once would share these ranges), a small object store, in its own
+# session so `stop` ends its processes and no other Ray's (`ray stop` would end every Ray on
+# the machine). Its dashboard port goes to NAME.port.
 ray_head() {
     local name=$1 cpus=$2 workers=$3 dash tmp
     dash=$(free_port)
@@ -118,6 +121,7 @@ ray_head() {
         --port "$(free_port)" --dashboard-port "$dash" \
         --dashboard-agent-listen-port "$(free_port)" --ray-client-server-port "$(free_port)" \
         --min-worker-port "$workers" --max-worker-port "$((workers + 999))" \
+        --object-store-memory 100000000 \
         --temp-dir "$tmp" --num-cpus "$cpus" --num-gpus 0 >"$RUN/$name.log" 2>&1 &
     echo $! >"$RUN/$name.pid"
 }

@@ -17,6 +17,10 @@ const DOCUMENT: &str = "state";
 /// What a previous run finished.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunJournal {
+    /// This run's own name, made when it starts afresh and kept by its resumes: what compute
+    /// outside this machine (a Ray cluster's jobs) knows the run's work by.
+    #[serde(default)]
+    pub run_id: String,
     /// Stage → where it runs (after any re-plans).
     pub placements: BTreeMap<String, Placement>,
     pub succeeded: BTreeSet<String>,

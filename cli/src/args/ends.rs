@@ -263,11 +263,18 @@ impl End {
     /// them) less the credentials that are only this machine's: an agent reaches the store as
     /// itself, with its own keys or its VM's identity, and this machine's keys stay here.
     pub fn for_agents(&self, settings: StoreConfig) -> StoreConfig {
+        let mut told = settings.clone().without_credentials();
+        // Only the end's own store's credentials, and only when they were named for it: the
+        // environment's keys of other stores stay here too.
         if self.named_credentials {
-            settings
-        } else {
-            settings.without_credentials()
+            match self.url.location {
+                StoreLocation::S3 { .. } => told.s3 = settings.s3,
+                StoreLocation::Azure { .. } => told.azure = settings.azure,
+                StoreLocation::Gcs { .. } => told.gcs = settings.gcs,
+                StoreLocation::Local | StoreLocation::Synthetic { .. } => {}
+            }
         }
+        told
     }
 }
 
@@ -603,10 +610,12 @@ endpoint = "https://ours.privatelink.blob.core.windows.net"
         let told = end.for_agents(end.settings.clone()).s3;
         assert_eq!(told.static_credentials, None);
         assert_eq!(told.endpoint.as_deref(), Some("http://10.0.0.1:9000"));
-        // A remote's own keys are the end's: they travel.
+        // A remote's own keys are the end's: they travel, and the environment's Azure key,
+        // which is not the end's, does not.
         let end = resolve("wasabi:bkt/k", Side::Src, &args, &r, keyed).unwrap();
-        let told = end.for_agents(end.settings.clone()).s3;
-        assert_eq!(told.static_credentials, Some(("AK".into(), "SK".into())));
+        let told = end.for_agents(end.settings.clone());
+        assert_eq!(told.s3.static_credentials, Some(("AK".into(), "SK".into())));
+        assert!(!told.azure.names_credentials(), "{:?}", told.azure);
         let args = EndArgs::default();
         let end = resolve("private:data/k", Side::Dst, &args, &r, keyed).unwrap();
         let here = &end.settings.azure;

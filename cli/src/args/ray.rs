@@ -91,25 +91,25 @@ impl RayArgs {
             heads,
             resources: resources(catalog),
             skyx: self.skyx.clone(),
-            fingerprint: run.fingerprint.clone(),
             start_bound: Duration::from_secs_f64(start_bound),
             poll: Duration::from_secs(1),
         })
     }
 }
 
-/// What each instance type of the catalog asks of a Ray cluster: its vCPUs, and its
-/// accelerators (GPUs counted as Ray's `GPU`, their kind as Ray's `accelerator_type:KIND`).
+/// What each instance type of the catalog asks of a Ray cluster: its vCPUs, and its GPUs as
+/// Ray's `GPU`. (Not the accelerators' kind: the catalog's names, SkyPilot's, are not Ray's
+/// `accelerator_type` values, and a wrong one would fit no node anywhere.)
 fn resources(catalog: &Catalog) -> BTreeMap<String, StageResources> {
+    let is_gpu = |kind: &str| {
+        let k = kind.to_ascii_lowercase();
+        !(k.starts_with("tpu") || k.starts_with("inferentia") || k.starts_with("trainium"))
+    };
     let mut out = BTreeMap::new();
     for offer in catalog.vm_prices().offers() {
         if offer.instance_type.is_empty() {
             continue;
         }
-        let is_gpu = |kind: &str| {
-            let k = kind.to_ascii_lowercase();
-            !(k.starts_with("tpu") || k.starts_with("inferentia") || k.starts_with("trainium"))
-        };
         out.entry(offer.instance_type.clone())
             .or_insert_with(|| StageResources {
                 cpus: offer.vcpus,
@@ -118,10 +118,6 @@ fn resources(catalog: &Catalog) -> BTreeMap<String, StageResources> {
                     .as_ref()
                     .filter(|(kind, _)| is_gpu(kind))
                     .map(|(_, n)| *n),
-                accelerator: offer
-                    .accelerator
-                    .as_ref()
-                    .map(|(kind, _)| format!("accelerator_type:{kind}")),
             });
     }
     out

@@ -4,7 +4,7 @@
 //! with skyx's own store code, runs the stage's command (`SKYX_INPUT_*`, `SKYX_OUTPUT`,
 //! `SKYX_REGION`) and takes the output up, as an agent's stage runner does; the stage's request
 //! travels in the job's runtime environment (`SKYX_STAGE_REQUEST`). The job asks for the
-//! planned instance's CPUs and accelerators, so Ray places it on a node that has them. A job
+//! planned instance's CPUs and GPUs, so Ray places it on a node that has them. A job
 //! still waiting to start after a bound is stopped and its stage placed elsewhere; a job
 //! already submitted for the stage (a gateway that died and runs again) is followed, not
 //! started again; giving the compute back stops a job that has not ended.
@@ -25,16 +25,15 @@ use crate::run::{Compute, ComputeError, ComputeProvider, StageContext, StageRunE
 pub const STAGE_REQUEST_ENV: &str = "SKYX_STAGE_REQUEST";
 /// Attempts of one stage in one run (each a job of its own) before giving up.
 const MAX_ATTEMPTS: u32 = 100;
-/// Failed calls to the head in a row before the stage is given up as lost.
-const CALL_RETRIES: u32 = 5;
+/// How long the head may fail every call (a restarting dashboard) before the stage is given up
+/// as lost.
+const HEAD_SILENCE: Duration = Duration::from_secs(120);
 
 /// What a stage asks of its cluster, from the instance type the plan chose.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageResources {
     pub cpus: Option<f64>,
     pub gpus: Option<f64>,
-    /// Ray's accelerator resource (`accelerator_type:A100`), one unit when the instance has one.
-    pub accelerator: Option<String>,
 }
 
 /// Provisions each stage as a job of its region's Ray cluster.
@@ -47,8 +46,6 @@ pub struct RayCompute {
     pub resources: BTreeMap<String, StageResources>,
     /// `skyx` as the clusters' nodes run it.
     pub skyx: String,
-    /// The run's fingerprint: the stable part of every submission id.
-    pub fingerprint: String,
     /// How long a job may wait to start before its stage is placed elsewhere.
     pub start_bound: Duration,
     /// How often a running job is asked about.
@@ -75,8 +72,8 @@ impl ComputeProvider for RayCompute {
         Ok(Box::new(RayStage {
             head: head.clone(),
             resources: self.resources.get(instance).cloned().unwrap_or_default(),
+            placement: format!("{region}/{instance}"),
             skyx: self.skyx.clone(),
-            fingerprint: self.fingerprint.clone(),
             start_bound: self.start_bound,
             poll: self.poll,
             job: None,
@@ -89,8 +86,9 @@ impl ComputeProvider for RayCompute {
 struct RayStage {
     head: RayHead,
     resources: StageResources,
+    /// Its region and instance: part of its jobs' ids.
+    placement: String,
     skyx: String,
-    fingerprint: String,
     start_bound: Duration,
     poll: Duration,
     /// The submission id of the job this stage follows.
@@ -105,8 +103,13 @@ impl Compute for RayStage {
         let failed = |why: String| StageRunError::Failed(why);
         let head = self.head.address().to_string();
         for attempt in 1..=MAX_ATTEMPTS {
-            let submission = self.submission(stage, attempt).map_err(failed)?;
+            let submission = self
+                .submission(stage, &ctx.run_id, attempt)
+                .map_err(failed)?;
             let id = submission.submission_id.clone();
+            // Known before it is asked for: a submission cut short may still have been taken,
+            // and giving the compute back then stops it.
+            self.job = Some(id.clone());
             match self.head.submit(&submission).await {
                 Ok(Submitted::Accepted) => {}
                 Ok(Submitted::AlreadyExists) => {
@@ -134,7 +137,6 @@ impl Compute for RayStage {
                 }
                 Err(e) => return Err(failed(e.to_string())),
             }
-            self.job = Some(id.clone());
             return self.follow(&id, ctx).await;
         }
         Err(failed(format!(
@@ -155,7 +157,12 @@ impl Compute for RayStage {
 }
 
 impl RayStage {
-    fn submission(&self, stage: &StageRequest, attempt: u32) -> Result<Submission, String> {
+    fn submission(
+        &self,
+        stage: &StageRequest,
+        run_id: &str,
+        attempt: u32,
+    ) -> Result<Submission, String> {
         let request = serde_json::to_string(stage).map_err(|e| e.to_string())?;
         let env_vars = [
             (STAGE_REQUEST_ENV.to_string(), request),
@@ -164,17 +171,12 @@ impl RayStage {
         ]
         .into();
         Ok(Submission {
-            submission_id: submission_id(&self.fingerprint, &stage.stage, attempt),
+            submission_id: submission_id(run_id, &stage.stage, &self.placement, attempt),
             entrypoint: format!("exec {} stage-run", shell_word(&self.skyx)),
             runtime_env: RuntimeEnv { env_vars },
             entrypoint_num_cpus: self.resources.cpus,
             entrypoint_num_gpus: self.resources.gpus,
-            entrypoint_resources: self
-                .resources
-                .accelerator
-                .iter()
-                .map(|a| (a.clone(), 1.0))
-                .collect(),
+            entrypoint_resources: BTreeMap::new(),
             metadata: [
                 ("skyx_stage".to_string(), stage.stage.clone()),
                 ("skyx_region".to_string(), stage.region.clone()),
@@ -187,7 +189,7 @@ impl RayStage {
     async fn follow(&mut self, id: &str, ctx: &StageContext) -> Result<(), StageRunError> {
         let head = self.head.address().to_string();
         let mut pending_since: Option<Instant> = None;
-        let mut failures = 0;
+        let mut failing_since: Option<Instant> = None;
         let mut polls: u64 = 0;
         loop {
             let details = match self.head.details(id).await {
@@ -198,15 +200,14 @@ impl RayStage {
                     )));
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures > CALL_RETRIES {
+                    if failing_since.get_or_insert_with(Instant::now).elapsed() > HEAD_SILENCE {
                         return Err(StageRunError::Failed(e.to_string()));
                     }
                     tokio::time::sleep(self.poll).await;
                     continue;
                 }
             };
-            failures = 0;
+            failing_since = None;
             let pending_for = match details.status {
                 JobStatus::Pending => pending_since.get_or_insert_with(Instant::now).elapsed(),
                 _ => Duration::ZERO,
@@ -289,10 +290,9 @@ mod tests {
             resources: StageResources {
                 cpus: Some(8.0),
                 gpus: Some(1.0),
-                accelerator: Some("accelerator_type:A100".into()),
             },
+            placement: "gcp:us-central1-a/a2-highgpu-1g".into(),
             skyx: "/usr/local/bin/skyx".into(),
-            fingerprint: "f00dfeedf00dfeedf00d".into(),
             start_bound: Duration::from_secs(60),
             poll: Duration::from_secs(1),
             job: None,
@@ -305,14 +305,18 @@ mod tests {
             inputs: vec![("data".into(), "gs://b/data/".into())],
             output: "gs://b/model/".into(),
         };
-        let s = stage.submission(&request, 2).unwrap();
-        assert_eq!(s.submission_id, "skyx-f00dfeedf00dfeed-train-2");
+        let s = stage.submission(&request, "f00dfeed", 2).unwrap();
+        assert!(
+            s.submission_id.starts_with("skyx-f00dfeed-train-"),
+            "{}",
+            s.submission_id
+        );
         assert_eq!(s.entrypoint, "exec /usr/local/bin/skyx stage-run");
         assert_eq!(
             (s.entrypoint_num_cpus, s.entrypoint_num_gpus),
             (Some(8.0), Some(1.0))
         );
-        assert_eq!(s.entrypoint_resources["accelerator_type:A100"], 1.0);
+        assert!(s.entrypoint_resources.is_empty());
         let carried: StageRequest =
             serde_json::from_str(&s.runtime_env.env_vars[STAGE_REQUEST_ENV]).unwrap();
         assert_eq!(carried, request);

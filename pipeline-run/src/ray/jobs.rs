@@ -132,10 +132,12 @@ pub fn progress(details: &JobDetails, pending_for: Duration, start_bound: Durati
     }
 }
 
-/// The submission id of `stage`'s `attempt` in the run `fingerprint`: stable across restarts
-/// of the gateway, so a job already submitted is found rather than started again; another
-/// attempt (after a failure) is another id. Letters, digits, `-` and `_` only.
-pub fn submission_id(fingerprint: &str, stage: &str, attempt: u32) -> String {
+/// The submission id of `stage`'s `attempt` at `placement` (its region and instance) in the
+/// run `run_id`: stable across restarts of the gateway, so a job already submitted is found
+/// rather than started again; another run, another placement (after a re-plan, maybe on the
+/// same cluster) or another attempt (after a failure) is another id. Letters, digits, `-` and
+/// `_` only.
+pub fn submission_id(run_id: &str, stage: &str, placement: &str, attempt: u32) -> String {
     let clean: String = stage
         .chars()
         .map(|c| {
@@ -146,8 +148,22 @@ pub fn submission_id(fingerprint: &str, stage: &str, attempt: u32) -> String {
             }
         })
         .collect();
-    let short: String = fingerprint.chars().take(16).collect();
-    format!("skyx-{short}-{clean}-{attempt}")
+    let run: String = run_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect();
+    format!(
+        "skyx-{run}-{clean}-{:08x}-{attempt}",
+        fnv1a(placement) as u32
+    )
+}
+
+/// FNV-1a, 64 bits: a short, stable tag of a string (not a defence against anyone).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn first_line(text: &str) -> String {
@@ -260,16 +276,30 @@ mod tests {
     }
 
     #[test]
-    fn submission_ids_are_stable_per_attempt_and_safe() {
-        let a = submission_id("0123456789abcdef0123", "feature extract", 1);
-        assert_eq!(a, "skyx-0123456789abcdef-feature_extract-1");
+    fn submission_ids_are_stable_per_run_placement_and_attempt_and_safe() {
+        let id = |run: &str, place: &str, attempt: u32| {
+            submission_id(run, "feature extract", place, attempt)
+        };
+        let a = id("0123456789abcdef01234567", "aws:us-east-1/m6i.2xlarge", 1);
+        assert!(
+            a.starts_with("skyx-0123456789abcdef01234567-feature_extract-"),
+            "{a}"
+        );
+        assert!(a.ends_with("-1"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(
             a,
-            submission_id("0123456789abcdef0123", "feature extract", 1)
+            id("0123456789abcdef01234567", "aws:us-east-1/m6i.2xlarge", 1)
         );
-        assert_ne!(
-            a,
-            submission_id("0123456789abcdef0123", "feature extract", 2)
-        );
+        for other in [
+            id("0123456789abcdef01234567", "aws:us-east-1/m6i.2xlarge", 2),
+            id("0123456789abcdef01234567", "aws:us-west-2/m6i.2xlarge", 1),
+            id("fedcba9876543210fedcba98", "aws:us-east-1/m6i.2xlarge", 1),
+        ] {
+            assert_ne!(a, other);
+        }
     }
 }

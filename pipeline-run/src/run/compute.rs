@@ -27,6 +27,9 @@ pub enum StageRunError {
 /// Where a stage's run keeps its things on the gateway's side.
 #[derive(Debug, Clone)]
 pub struct StageContext {
+    /// The run's own name (its journal's): the same when the run resumes, another for a run
+    /// started afresh.
+    pub run_id: String,
     /// Scratch space when the stage runs on this machine.
     pub work: PathBuf,
     /// The region's store settings when the stage runs on this machine.

@@ -160,12 +160,30 @@ impl Driver {
             output: self.output_location(s),
         };
         let ctx = StageContext {
+            run_id: self.journal.run_id.clone(),
             work: self.run.root.join("work").join(&st.name),
             config: self.store_config(&st.region),
             log: self.run.root.join(format!("{}.log", st.name)),
         };
         (request, ctx)
     }
+}
+
+/// A name for a run started afresh: its fingerprint's first 12 characters, then 12 of a digest
+/// of it with the time and this process (another run of the same pipeline is another name).
+fn new_run_id(fingerprint: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let salt = skyx_gateway::journal::digest([
+        fingerprint.to_string(),
+        now.to_string(),
+        std::process::id().to_string(),
+    ]);
+    let head: String = fingerprint.chars().take(12).collect();
+    let tail: String = salt.chars().take(12).collect();
+    format!("{head}{tail}")
 }
 
 /// What a copy task says when it ends: its transfer's event, for attempt `attempt`.
@@ -220,9 +238,17 @@ pub async fn run_pipeline(
         }
     }
     let edges = run.edges.len();
+    let mut previous = previous;
+    if let Some(j) = previous.as_mut()
+        && j.run_id.is_empty()
+    {
+        // A journal of an older skyx: its run is named now.
+        j.run_id = new_run_id(&run.fingerprint);
+    }
     let mut driver = Driver {
         journal_file,
         journal: previous.clone().unwrap_or_else(|| RunJournal {
+            run_id: new_run_id(&run.fingerprint),
             placements: run
                 .stages
                 .iter()

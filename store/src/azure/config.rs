@@ -21,8 +21,8 @@ pub struct AzureConfig {
     pub managed_identity_id: Option<String>,
     /// An Entra ID service principal: (tenant id, client id, client secret).
     pub client_secret: Option<(String, String, String)>,
-    /// The blob endpoint (`https://ACCOUNT.blob.core.windows.net` otherwise; a connection
-    /// string's `BlobEndpoint` wins).
+    /// The blob endpoint (else a connection string's `BlobEndpoint`, else
+    /// `https://ACCOUNT.blob.core.windows.net`): set only by a flag or a remote, it wins.
     pub endpoint: Option<String>,
     /// No credentials at all: a container with public read access.
     pub anonymous: bool,
@@ -179,10 +179,12 @@ pub(crate) fn url_readable_elsewhere(config: &AzureConfig, account: &str) -> boo
 /// than the public service's.
 pub(crate) fn blob_endpoint(config: &AzureConfig, account: &str) -> (String, bool) {
     let conn = connection_for(config, account);
-    match conn
-        .as_ref()
-        .and_then(|c| c.blob_endpoint.clone())
-        .or_else(|| config.endpoint.clone())
+    // An endpoint the user gave for this end wins over the one of a connection string, which
+    // may be this machine's own (an agent told where the end's store is keeps its own keys).
+    match config
+        .endpoint
+        .clone()
+        .or_else(|| conn.as_ref().and_then(|c| c.blob_endpoint.clone()))
     {
         Some(e) => (e, true),
         None => {
