@@ -96,13 +96,19 @@ fn spawn_held(cmd: &mut Command, dir: &Path) -> Child {
     child
 }
 
+/// The raw input and the three-region pipeline over it in `scratch` (`run::pipeline`): its spec.
+fn three_region_spec(scratch: &Scratch) -> std::path::PathBuf {
+    raw_input(&scratch.dir);
+    let spec = scratch.dir.join("three.toml");
+    std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
+    spec
+}
+
 #[test]
 fn a_pipelines_stages_run_as_ray_jobs_and_a_resumed_run_follows_the_job_it_left() {
     let scratch = Scratch::new("run-ray");
     let b = head("SKYX_TEST_RAY_B");
-    raw_input(&scratch.dir);
-    let spec = scratch.dir.join("three.toml");
-    std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
+    let spec = three_region_spec(&scratch);
     let regions = [
         "aws:us-east-1",
         "gcp:europe-west1-b",
@@ -169,9 +175,7 @@ fn a_pipelines_stages_run_as_ray_jobs_and_a_resumed_run_follows_the_job_it_left(
 fn a_stage_no_node_of_its_cluster_fits_is_placed_in_another_region() {
     let scratch = Scratch::new("run-ray-fit");
     let (a, b) = (head("SKYX_TEST_RAY_A"), head("SKYX_TEST_RAY_B"));
-    raw_input(&scratch.dir);
-    let spec = scratch.dir.join("three.toml");
-    std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
+    let spec = three_region_spec(&scratch);
     let dry = ok(&["run", &spec.display().to_string(), "--dry-run", "--json"]);
     let plan: Value = serde_json::from_str(&dry).unwrap();
     let first = plan["plan"]["joint"]["stages"][2]["option"]["region"]
@@ -255,9 +259,7 @@ fn ctrl_c_stops_the_running_ray_job_and_its_command() {
 #[test]
 fn ray_settings_are_checked_before_anything_starts() {
     let scratch = Scratch::new("run-ray-bad");
-    raw_input(&scratch.dir);
-    let spec = scratch.dir.join("three.toml");
-    std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();
+    let spec = three_region_spec(&scratch);
     let refused = |mut cmd: Command, says: &str| {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::jobs::{JobDetails, Submission, Submitted, submitted};
+use super::jobs::{JobDetails, Submission, Submitted, last_line, submitted};
 
 /// How long one call to the head may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,12 +74,7 @@ impl RayHead {
             head: self.base.clone(),
             what: what.to_string(),
             status,
-            why: body
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string(),
+            why: last_line(body),
         }
     }
 

@@ -171,7 +171,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// Ray's error bodies are often Python tracebacks: the last line says what went wrong.
-fn last_line(text: &str) -> String {
+pub(super) fn last_line(text: &str) -> String {
     let line = text
         .lines()
         .rev()
