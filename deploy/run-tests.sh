@@ -53,5 +53,7 @@ if [ "$status" -ne 0 ]; then
     df -h "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/disk after tests: /'
     free -m | sed 's/^/memory after tests: /'
     dmesg 2>/dev/null | grep -iE "out of memory|killed process" | tail -5 || true
+    echo "== the test servers' logs, their ends"
+    bash deploy/test-servers.sh logs 2>&1 | head -400 || true
 fi
 exit "$status"

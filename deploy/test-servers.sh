@@ -113,8 +113,7 @@ wait_port() {
 ray_head() {
     local name=$1 cpus=$2 workers=$3 dash tmp
     dash=$(free_port)
-    # Ray's unix sockets live under the temporary directory: short, as socket paths must be.
-    tmp="/tmp/skyx-ray-$(echo "$RUN" | sha256sum | head -c 8)-$name"
+    tmp=$(ray_tmp "$name")
     rm -rf "$tmp"
     echo "$dash" >"$RUN/$name.port"
     setsid "$TOOLS/ray/bin/ray" start --head --block --disable-usage-stats \
@@ -124,6 +123,12 @@ ray_head() {
         --object-store-memory 100000000 \
         --temp-dir "$tmp" --num-cpus "$cpus" --num-gpus 0 >"$RUN/$name.log" 2>&1 &
     echo $! >"$RUN/$name.pid"
+}
+
+# A head's temporary directory: Ray's unix sockets live under it, so short, as socket paths
+# must be.
+ray_tmp() {
+    echo "/tmp/skyx-ray-$(echo "$RUN" | sha256sum | head -c 8)-$1"
 }
 
 wait_ray() {
@@ -224,10 +229,25 @@ stop() {
     done
 }
 
+# The end of each server's log (for a failed run's record), a Ray head's dashboard's too.
+logs() {
+    local f name
+    for f in "$RUN"/*.log; do
+        [ -f "$f" ] || continue
+        echo "--- $f"; tail -n 15 "$f"
+    done
+    for name in ray-a ray-b; do
+        f="$(ray_tmp "$name")/session_latest/logs/dashboard.log"
+        [ -f "$f" ] || continue
+        echo "--- $f"; tail -n 15 "$f"
+    done
+}
+
 case "${1:-}" in
     install) install ;;
+    logs) logs ;;
     start) start ;;
     stop) stop ;;
     env) cat "$RUN/env" ;;
-    *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|env|logs" >&2; exit 2 ;;
 esac

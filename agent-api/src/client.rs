@@ -308,7 +308,9 @@ impl AgentClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` with every error under it (`a: b: c`): reqwest's own text hides why a request failed
+/// (refused, reset, timed out).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

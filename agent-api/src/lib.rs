@@ -17,7 +17,7 @@ pub mod keys;
 pub mod tls;
 pub mod wire;
 
-pub use client::{AgentClient, ClientError};
+pub use client::{AgentClient, ClientError, error_chain};
 pub use control_tls::{ControlIdentity, GatewayIdentity};
 pub use keys::{JobKeys, Secret};
 pub use tls::{AgentIdentity, JobCa, TlsError};

@@ -17,11 +17,11 @@ use serde_json::Value;
 use crate::stores::Scratch;
 use crate::util::bin;
 
-fn contracts() -> PathBuf {
+pub(crate) fn contracts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/contracts")
 }
 
-fn tools() -> PathBuf {
+pub(crate) fn tools() -> PathBuf {
     PathBuf::from(
         std::env::var("SKYX_TEST_TOOLS_DIR")
             .expect("SKYX_TEST_TOOLS_DIR: start the servers with deploy/test-servers.sh"),

@@ -71,6 +71,7 @@ mod proxy;
 mod resume;
 mod run;
 mod run_ray;
+mod run_ray_launch;
 mod server_side;
 mod sky;
 mod sky_broadcast;

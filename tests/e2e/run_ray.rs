@@ -15,14 +15,14 @@ use crate::run::{pipeline, pipeline_over, raw_input};
 use crate::stores::Scratch;
 use crate::util::{bin, ok, stderr, stdout};
 
-fn head(name: &str) -> String {
+pub(crate) fn head(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name}: start the servers with deploy/test-servers.sh (it starts the Ray heads)")
     })
 }
 
 /// Every job the head at `address` knows.
-fn jobs(address: &str) -> Vec<Value> {
+pub(crate) fn jobs(address: &str) -> Vec<Value> {
     let out = Command::new("curl")
         .args(["-sS", "--fail", "--noproxy", "*"])
         .arg(format!("{address}/api/jobs/"))
@@ -37,7 +37,7 @@ fn jobs(address: &str) -> Vec<Value> {
 }
 
 /// The jobs of stage `stage` of the pipeline whose spec is in `dir`, on the head at `address`.
-fn stage_jobs(address: &str, dir: &Path, stage: &str) -> Vec<Value> {
+pub(crate) fn stage_jobs(address: &str, dir: &Path, stage: &str) -> Vec<Value> {
     let marker = dir.display().to_string();
     jobs(address)
         .into_iter()
@@ -59,7 +59,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// `skyx run SPEC --json --compute ray` with each region's head.
-fn ray_run(scratch: &Scratch, spec: &Path, clusters: &[(&str, &str)], extra: &[&str]) -> Command {
+pub(crate) fn ray_run(
+    scratch: &Scratch,
+    spec: &Path,
+    clusters: &[(&str, &str)],
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(bin("skyx"));
     cmd.args([
         "run",
@@ -68,12 +73,13 @@ fn ray_run(scratch: &Scratch, spec: &Path, clusters: &[(&str, &str)], extra: &[&
         "--compute",
         "ray",
     ])
-    .arg("--ray-skyx")
-    .arg(bin("skyx"))
     .args(extra)
     .env_remove("RUST_LOG")
     .env_remove("SKYX_SKY")
     .env("SKYX_STATE_DIR", scratch.state());
+    if !extra.contains(&"--ray-skyx") {
+        cmd.arg("--ray-skyx").arg(bin("skyx"));
+    }
     for (region, address) in clusters {
         cmd.arg("--ray-cluster").arg(format!("{region}={address}"));
     }
@@ -97,7 +103,7 @@ fn spawn_held(cmd: &mut Command, dir: &Path) -> Child {
 }
 
 /// The raw input and the three-region pipeline over it in `scratch` (`run::pipeline`): its spec.
-fn three_region_spec(scratch: &Scratch) -> std::path::PathBuf {
+pub(crate) fn three_region_spec(scratch: &Scratch) -> std::path::PathBuf {
     raw_input(&scratch.dir);
     let spec = scratch.dir.join("three.toml");
     std::fs::write(&spec, pipeline(&scratch.dir)).unwrap();

@@ -70,6 +70,8 @@ const PURE: &[(&str, &[&str])] = &[
         "Instant::now", "SystemTime::now", "ObjectStore"]),
     ("pipeline-run/src/ray/jobs.rs", &["tokio", "std::net", "std::fs", "std::env",
         "Instant::now", "SystemTime::now", "reqwest"]),
+    ("pipeline-run/src/ray/cluster.rs", &["tokio", "std::net", "std::fs", "std::env",
+        "std::process", "Instant::now", "SystemTime::now", "reqwest"]),
 ];
 
 /// (file, reason) for files without a `//!` header.

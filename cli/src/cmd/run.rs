@@ -263,7 +263,15 @@ fn execute(
             gateway: Arc::new(skyx_agent_api::GatewayIdentity::generate()?),
         }),
         ComputeKind::Local => Arc::new(local_compute),
-        ComputeKind::Ray => Arc::new(args.ray.compute(&run, &catalog, sky.is_some())?),
+        ComputeKind::Ray => {
+            let launch = crate::args::ray::LaunchSettings {
+                pipeline: run.name.clone(),
+                dir: root.join("ray-clusters"),
+                gcp_project: args.provider.gce.api.project.clone(),
+                azure_subscription: args.provider.azure.api.subscription.clone(),
+            };
+            Arc::new(args.ray.compute(&run, &catalog, sky.is_some(), launch)?)
+        }
     };
     if kind != ComputeKind::Ray {
         args.ray.check_unused()?;

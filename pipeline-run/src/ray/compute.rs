@@ -7,7 +7,9 @@
 //! planned instance's CPUs and GPUs, so Ray places it on a node that has them. A job
 //! still waiting to start after a bound is stopped and its stage placed elsewhere; a job
 //! already submitted for the stage (a gateway that died and runs again) is followed, not
-//! started again; giving the compute back stops a job that has not ended.
+//! started again; giving the compute back stops a job that has not ended. A stage in a region
+//! given no cluster gets one of its own from the launcher, if there is one, torn down as its
+//! compute is given back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,10 +17,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use skyx_agent_api::wire::StageRequest;
 
-use super::head::RayHead;
+use super::head::{RayError, RayHead};
+pub use super::jobs::StageResources;
 use super::jobs::{
     JobStatus, Progress, RuntimeEnv, Submission, Submitted, progress, submission_id,
 };
+use super::launch::{LaunchedCluster, RayLauncher};
 use crate::run::{Compute, ComputeError, ComputeProvider, StageContext, StageRunError};
 
 /// The variable `skyx stage-run` reads the stage's request from.
@@ -28,13 +32,6 @@ const MAX_ATTEMPTS: u32 = 100;
 /// How long the head may fail every call (a restarting dashboard) before the stage is given up
 /// as lost.
 const HEAD_SILENCE: Duration = Duration::from_secs(120);
-
-/// What a stage asks of its cluster, from the instance type the plan chose.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StageResources {
-    pub cpus: Option<f64>,
-    pub gpus: Option<f64>,
-}
 
 /// Provisions each stage as a job of its region's Ray cluster.
 #[derive(Debug, Clone)]
@@ -50,34 +47,63 @@ pub struct RayCompute {
     pub start_bound: Duration,
     /// How often a running job is asked about.
     pub poll: Duration,
+    /// Launches a cluster of its own for each stage planned in a region `heads` has none for.
+    pub launcher: Option<RayLauncher>,
 }
 
 #[async_trait]
 impl ComputeProvider for RayCompute {
     async fn provision(
         &self,
-        _stage: &str,
+        stage: &str,
         region: &str,
         instance: &str,
     ) -> Result<Box<dyn Compute>, ComputeError> {
+        let resources = self.resources.get(instance).cloned().unwrap_or_default();
+        let placement = format!("{region}/{instance}");
         let Some(head) = self.heads.get(region) else {
-            return Err(ComputeError::Capacity {
-                region: region.to_string(),
-                why: "no Ray cluster is given for this region".into(),
-            });
+            let Some(launcher) = &self.launcher else {
+                return Err(ComputeError::Capacity {
+                    region: region.to_string(),
+                    why: "no Ray cluster is given for this region".into(),
+                });
+            };
+            let (cluster, head) = launcher.up(stage, region, instance, &resources).await?;
+            return Ok(Box::new(RayStage {
+                head,
+                resources,
+                placement,
+                skyx: shell_word(launcher.node_skyx()),
+                start_bound: self.start_bound,
+                poll: self.poll,
+                job: None,
+                ended: false,
+                cluster: Some(cluster),
+            }));
         };
-        head.version()
-            .await
-            .map_err(|e| ComputeError::Failed(e.to_string()))?;
+        // A head that does not answer may be restarting its dashboard: it has as long as a
+        // running job's head has (a head that answers and refuses is no head to wait for).
+        let asked = Instant::now();
+        loop {
+            match head.version().await {
+                Ok(_) => break,
+                Err(e @ RayError::Unreachable { .. }) if asked.elapsed() < HEAD_SILENCE => {
+                    tracing::warn!(region, "waiting for the region's Ray head: {e}");
+                    tokio::time::sleep(self.poll).await;
+                }
+                Err(e) => return Err(ComputeError::Failed(e.to_string())),
+            }
+        }
         Ok(Box::new(RayStage {
             head: head.clone(),
-            resources: self.resources.get(instance).cloned().unwrap_or_default(),
-            placement: format!("{region}/{instance}"),
-            skyx: self.skyx.clone(),
+            resources,
+            placement,
+            skyx: shell_word(&self.skyx),
             start_bound: self.start_bound,
             poll: self.poll,
             job: None,
             ended: false,
+            cluster: None,
         }))
     }
 }
@@ -88,6 +114,7 @@ struct RayStage {
     resources: StageResources,
     /// Its region and instance: part of its jobs' ids.
     placement: String,
+    /// `skyx` on the cluster's nodes, as a word of the entrypoint's shell command.
     skyx: String,
     start_bound: Duration,
     poll: Duration,
@@ -95,6 +122,8 @@ struct RayStage {
     job: Option<String>,
     /// Its job reached a final state.
     ended: bool,
+    /// The cluster launched for it, if it was: torn down as the compute is given back.
+    cluster: Option<LaunchedCluster>,
 }
 
 #[async_trait]
@@ -153,6 +182,9 @@ impl Compute for RayStage {
             }
             self.ended = true;
         }
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.down().await;
+        }
     }
 }
 
@@ -172,7 +204,7 @@ impl RayStage {
         .into();
         Ok(Submission {
             submission_id: submission_id(run_id, &stage.stage, &self.placement, attempt),
-            entrypoint: format!("exec {} stage-run", shell_word(&self.skyx)),
+            entrypoint: format!("exec {} stage-run", self.skyx),
             runtime_env: RuntimeEnv { env_vars },
             entrypoint_num_cpus: self.resources.cpus,
             entrypoint_num_gpus: self.resources.gpus,
@@ -259,8 +291,12 @@ impl RayStage {
     }
 }
 
-/// `word` quoted for `sh` (Ray runs the entrypoint with `shell=True`).
+/// `word` quoted for `sh` (Ray runs the entrypoint with `shell=True`), a leading `~/` left to
+/// the shell.
 fn shell_word(word: &str) -> String {
+    if let Some(rest) = word.strip_prefix("~/") {
+        return format!("~/{}", shell_word(rest));
+    }
     if !word.is_empty()
         && word
             .chars()
@@ -281,6 +317,8 @@ mod tests {
         assert_eq!(shell_word("/opt/skyx/bin/skyx"), "/opt/skyx/bin/skyx");
         assert_eq!(shell_word("/a b/it's"), r"'/a b/it'\''s'");
         assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("~/skyx"), "~/skyx");
+        assert_eq!(shell_word("~/my skyx"), "~/'my skyx'");
     }
 
     #[test]
@@ -292,11 +330,12 @@ mod tests {
                 gpus: Some(1.0),
             },
             placement: "gcp:us-central1-a/a2-highgpu-1g".into(),
-            skyx: "/usr/local/bin/skyx".into(),
+            skyx: shell_word("/usr/local/bin/skyx"),
             start_bound: Duration::from_secs(60),
             poll: Duration::from_secs(1),
             job: None,
             ended: false,
+            cluster: None,
         };
         let request = StageRequest {
             stage: "train".into(),

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use skyx_agent_api::error_chain;
+
 use super::jobs::{JobDetails, Submission, Submitted, last_line, submitted};
 
 /// How long one call to the head may take.
@@ -57,7 +59,7 @@ impl RayHead {
     fn unreachable(&self, e: reqwest::Error) -> RayError {
         RayError::Unreachable {
             head: self.base.clone(),
-            why: e.to_string(),
+            why: error_chain(&e),
         }
     }
 

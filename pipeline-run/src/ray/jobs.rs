@@ -13,6 +13,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A stage's job as submitted to a Ray head.
+/// What a stage asks of its cluster, from the instance type the plan chose.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageResources {
+    pub cpus: Option<f64>,
+    pub gpus: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Submission {
     /// The stage's own id for the job: a gateway that restarts finds the job by it.
@@ -160,7 +167,7 @@ pub fn submission_id(run_id: &str, stage: &str, placement: &str, attempt: u32) -
 }
 
 /// FNV-1a, 64 bits: a short, stable tag of a string (not a defence against anyone).
-fn fnv1a(text: &str) -> u64 {
+pub(super) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
