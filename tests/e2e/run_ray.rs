@@ -110,6 +110,22 @@ pub(crate) fn three_region_spec(scratch: &Scratch) -> std::path::PathBuf {
     spec
 }
 
+/// Stage c's regions (`run::pipeline` allows it the two Azure ones): the one the plan puts it
+/// in first, and the other.
+pub(crate) fn c_regions(spec: &Path) -> (String, &'static str) {
+    let dry = ok(&["run", &spec.display().to_string(), "--dry-run", "--json"]);
+    let plan: Value = serde_json::from_str(&dry).unwrap();
+    let first = plan["plan"]["joint"]["stages"][2]["option"]["region"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = ["azure:eastus", "azure:westus2"]
+        .into_iter()
+        .find(|r| *r != first)
+        .unwrap();
+    (first, other)
+}
+
 #[test]
 fn a_pipelines_stages_run_as_ray_jobs_and_a_resumed_run_follows_the_job_it_left() {
     let scratch = Scratch::new("run-ray");
@@ -182,16 +198,7 @@ fn a_stage_no_node_of_its_cluster_fits_is_placed_in_another_region() {
     let scratch = Scratch::new("run-ray-fit");
     let (a, b) = (head("SKYX_TEST_RAY_A"), head("SKYX_TEST_RAY_B"));
     let spec = three_region_spec(&scratch);
-    let dry = ok(&["run", &spec.display().to_string(), "--dry-run", "--json"]);
-    let plan: Value = serde_json::from_str(&dry).unwrap();
-    let first = plan["plan"]["joint"]["stages"][2]["option"]["region"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = ["azure:eastus", "azure:westus2"]
-        .into_iter()
-        .find(|r| *r != first)
-        .unwrap();
+    let (first, other) = c_regions(&spec);
     // c's first region is A's (2 CPUs: its 8 never fit), its other B's.
     let clusters = [
         ("aws:us-east-1", b.as_str()),

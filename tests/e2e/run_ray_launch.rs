@@ -12,9 +12,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::booted::{contracts, tools};
-use crate::run_ray::{head, ray_run, stage_jobs, three_region_spec};
+use crate::run_ray::{c_regions, head, ray_run, stage_jobs, three_region_spec};
 use crate::stores::Scratch;
-use crate::util::{ok, stderr, stdout};
+use crate::util::{stderr, stdout};
 
 /// An executable `ray` in `dir`: the stand-in, run by the Ray install's Python.
 fn standin_ray(dir: &Path) -> PathBuf {
@@ -44,16 +44,7 @@ fn stages_without_a_cluster_get_one_launched_and_torn_down_and_a_full_region_is_
     let scratch = Scratch::new("run-ray-launch");
     let b = head("SKYX_TEST_RAY_B");
     let spec = three_region_spec(&scratch);
-    let dry = ok(&["run", &spec.display().to_string(), "--dry-run", "--json"]);
-    let plan: Value = serde_json::from_str(&dry).unwrap();
-    let first = plan["plan"]["joint"]["stages"][2]["option"]["region"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = ["azure:eastus", "azure:westus2"]
-        .into_iter()
-        .find(|r| *r != first)
-        .unwrap();
+    let (first, other) = c_regions(&spec);
     // No stage has a cluster: each gets one (a in AWS, b in GCP, c in Azure), and c's first
     // region is full.
     let ray = standin_ray(&scratch.dir);
