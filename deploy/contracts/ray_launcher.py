@@ -3,7 +3,8 @@
 here, so no node is made. It is NOT Ray's launcher. What is real: each config is checked by the
 installed Ray's own code, as `ray up` checks it before it calls any cloud
 (`prepare_config` then `validate_config`, which validates against the `ray-schema.json` Ray
-ships); and the head the tunnel reaches is a real Ray head.
+ships); each command's arguments are parsed by Ray's own CLI (`ray.scripts.scripts`), so a
+flag Ray does not have is refused; and the head the tunnel reaches is a real Ray head.
 
 Run with the Python of the Ray install (it imports ray). Settings, from the environment:
   SKYX_RAY_STANDIN_HEAD    http://HOST:PORT of the real head every "cluster" stands for
@@ -21,8 +22,10 @@ import shutil
 import sys
 import urllib.parse
 
+import click
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.scripts import scripts
 
 VERSION = "2.60.0"
 
@@ -111,26 +114,23 @@ def main(argv):
     if argv == ["--version"]:
         print(f"ray, version {VERSION}")
         return
-    command, rest = argv[0], argv[1:]
-    port = None
-    if "--port" in rest:
-        i = rest.index("--port")
-        port = int(rest[i + 1])
-        del rest[i:i + 2]
-    flags = {"-y", "--no-config-cache", "--disable-usage-stats"}
-    args = [a for a in rest if a not in flags]
-    if len(args) != 1 or (command == "dashboard") != (port is not None):
-        print(f"stand-in ray: unexpected arguments {argv}", file=sys.stderr)
+    commands = {"up": scripts.up, "down": scripts.down, "dashboard": scripts.dashboard}
+    if not argv or argv[0] not in commands:
+        print(f"stand-in ray: no command {argv[:1]}", file=sys.stderr)
         sys.exit(2)
-    if command == "up":
-        up(args[0])
-    elif command == "down":
-        down(args[0])
-    elif command == "dashboard":
-        dashboard(args[0], port)
+    # The arguments as Ray's own CLI parses them: a flag it has not is refused, as it would be.
+    try:
+        params = commands[argv[0]].make_context(argv[0], list(argv[1:])).params
+    except click.exceptions.ClickException as e:
+        print(f"ray {argv[0]}: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    config = params["cluster_config_file"]
+    if argv[0] == "up":
+        up(config)
+    elif argv[0] == "down":
+        down(config)
     else:
-        print(f"stand-in ray: no command {command}", file=sys.stderr)
-        sys.exit(2)
+        dashboard(config, params["port"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -77,7 +78,15 @@ fn stages_without_a_cluster_get_one_launched_and_torn_down_and_a_full_region_is_
 
     // What each cluster went through: the full region's, a failed up and a teardown all the
     // same; every other, up, its tunnel, down after its stage's job, the tunnel gone.
-    let said = std::fs::read_to_string(&record).unwrap();
+    // (`ray down` is not waited for.)
+    let started = std::time::Instant::now();
+    let said = loop {
+        let said = std::fs::read_to_string(&record).unwrap();
+        if said.matches("down ").count() == 4 || started.elapsed() > Duration::from_secs(120) {
+            break said;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let mut clusters: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut tunnels = Vec::new();
     for line in said.lines() {
@@ -147,7 +156,13 @@ fn launch_settings_are_checked_before_anything_starts() {
         &scratch,
         &spec,
         &[],
-        &["--ray-launch", "--ray-program", "/nonexistent/ray"],
+        &[
+            "--ray-launch",
+            "--ray-program",
+            "/nonexistent/ray",
+            "--gcp-project",
+            "p",
+        ],
     )
     .output()
     .unwrap();
@@ -157,6 +172,12 @@ fn launch_settings_are_checked_before_anything_starts() {
         "{}",
         stderr(&out)
     );
+    let out = ray_run(&scratch, &spec, &[], &["--ray-launch"])
+        .env_remove("GOOGLE_CLOUD_PROJECT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(--gcp-project)"), "{}", stderr(&out));
     let mut cmd = Command::new(crate::util::bin("skyx"));
     cmd.args(["run", &spec.display().to_string(), "--ray-launch"])
         .env("SKYX_STATE_DIR", scratch.state());

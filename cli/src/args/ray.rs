@@ -100,6 +100,20 @@ impl RayArgs {
             }
         }
         for stage in &run.stages {
+            let launched = self.launch && !heads.contains_key(&stage.region);
+            if launched
+                && stage.region.starts_with("gcp:")
+                && launch
+                    .gcp_project
+                    .as_deref()
+                    .is_none_or(|p| p.trim().is_empty())
+            {
+                return Err(BadInput(format!(
+                    "--ray-launch: stage {} is planned in {}, and a Ray cluster in GCP needs the \
+                     project to make it in (--gcp-project)",
+                    stage.name, stage.region
+                )));
+            }
             if !heads.contains_key(&stage.region) && !self.launch {
                 let given: Vec<&String> = heads.keys().collect();
                 return Err(BadInput(format!(

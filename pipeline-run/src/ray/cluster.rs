@@ -61,11 +61,42 @@ pub fn cluster_name(pipeline: &str, stage: &str, placement: &str) -> String {
     }
 }
 
+/// Why there is no config.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    /// A setting the cluster needs is missing.
+    #[error("{0}")]
+    Setting(String),
+    /// Ray's launcher cannot make the node there (the stage can go elsewhere).
+    #[error("{0}")]
+    NotOffered(String),
+}
+
+/// The regions Ray 2.60's AWS provider has a default image for (`DEFAULT_AMI` in
+/// `ray/autoscaler/_private/aws/config.py`); anywhere else `ray up` needs an `ImageId`.
+const AWS_DEFAULT_AMI_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "sa-east-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+];
+
 /// The cluster's configuration for `ray up` (JSON, which YAML readers take as it is).
-pub fn cluster_config(spec: &ClusterSpec) -> Result<Value, String> {
+pub fn cluster_config(spec: &ClusterSpec) -> Result<Value, ClusterError> {
     let gpus = spec.resources.gpus.unwrap_or(0.0);
     let (provider, node_config, setup, head_setup) = match spec.region.cloud() {
-        Cloud::Aws => aws(spec),
+        Cloud::Aws => aws(spec)?,
         Cloud::Gcp => gcp(spec, gpus > 0.0)?,
         Cloud::Azure => azure(spec),
     };
@@ -81,7 +112,7 @@ pub fn cluster_config(spec: &ClusterSpec) -> Result<Value, String> {
         "pip install -U \"ray[default]=={}\"",
         spec.ray_version
     ));
-    setup_commands.push(format!("chmod +x {}", spec.node_skyx));
+    setup_commands.push(format!("chmod +x {}", shell_word(&spec.node_skyx)));
     Ok(json!({
         "cluster_name": spec.name,
         "max_workers": 0,
@@ -124,8 +155,14 @@ pub fn cluster_config(spec: &ClusterSpec) -> Result<Value, String> {
 type CloudParts = (Value, Value, Vec<String>, Vec<String>);
 
 /// Ray's AWS provider picks its Deep Learning AMI for the region when no `ImageId` is given.
-fn aws(spec: &ClusterSpec) -> CloudParts {
-    (
+fn aws(spec: &ClusterSpec) -> Result<CloudParts, ClusterError> {
+    let region = spec.region.name();
+    if !AWS_DEFAULT_AMI_REGIONS.contains(&region) {
+        return Err(ClusterError::NotOffered(format!(
+            "Ray's launcher has no default image for {region}"
+        )));
+    }
+    Ok((
         json!({"type": "aws", "region": spec.region.name(), "cache_stopped_nodes": false}),
         json!({
             "InstanceType": spec.instance,
@@ -137,23 +174,28 @@ fn aws(spec: &ClusterSpec) -> CloudParts {
                 .into(),
         ],
         vec!["pip install 'boto3>=1.4.8'".into()],
-    )
+    ))
 }
 
-/// The region's zone is the catalog's region (GCP regions are zones there); without one, the
-/// region's `-a` zone.
-fn gcp(spec: &ClusterSpec, gpu: bool) -> Result<CloudParts, String> {
+/// In the catalog's zone (GCP regions are zones there).
+fn gcp(spec: &ClusterSpec, gpu: bool) -> Result<CloudParts, ClusterError> {
     let project = spec
         .gcp_project
         .as_deref()
         .filter(|p| !p.trim().is_empty())
-        .ok_or("a Ray cluster in GCP needs the project to make it in (--gcp-project)")?;
+        .ok_or_else(|| {
+            ClusterError::Setting(
+                "a Ray cluster in GCP needs the project to make it in (--gcp-project)".into(),
+            )
+        })?;
     let region = spec.region.region_name();
-    let zone = if region == spec.region.name() {
-        format!("{region}-a")
-    } else {
-        spec.region.name().to_string()
-    };
+    let zone = spec.region.name();
+    if region == zone {
+        return Err(ClusterError::Setting(format!(
+            "a Ray cluster in GCP goes in a zone, and {} names none",
+            spec.region
+        )));
+    }
     let mut node = json!({
         "machineType": spec.instance,
         "disks": [{
@@ -169,7 +211,8 @@ fn gcp(spec: &ClusterSpec, gpu: bool) -> Result<CloudParts, String> {
     });
     if gpu {
         // GPU machines cannot live-migrate; the image installs the driver when asked.
-        node["scheduling"] = json!([{"onHostMaintenance": "TERMINATE"}]);
+        // (An object, as Compute Engine's API has it; Ray's own examples' list is refused.)
+        node["scheduling"] = json!({"onHostMaintenance": "TERMINATE"});
         node["metadata"] = json!({"items": [{"key": "install-nvidia-driver", "value": "True"}]});
     }
     Ok((
@@ -222,6 +265,23 @@ fn azure(spec: &ClusterSpec) -> CloudParts {
                 .into(),
         ],
     )
+}
+
+/// `word` quoted for `sh` (Ray runs a job's entrypoint with `shell=True`; `ray up` its setup commands), a leading `~/` left to
+/// the shell.
+pub(super) fn shell_word(word: &str) -> String {
+    if let Some(rest) = word.strip_prefix("~/") {
+        return format!("~/{}", shell_word(rest));
+    }
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// Whether `ray up`'s output says the cloud had no room (capacity or quota), so the stage can be
@@ -303,6 +363,10 @@ mod tests {
         assert_eq!(c["file_mounts"][NODE_SKYX], "/usr/local/bin/skyx");
         let setup = c["setup_commands"].to_string();
         assert!(setup.contains("ray[default]==2.60.0"), "{setup}");
+        assert!(setup.contains("chmod +x ~/skyx"), "{setup}");
+        // Where Ray has no image of its own, the stage goes elsewhere.
+        let e = cluster_config(&spec("aws:eu-north-1", None)).unwrap_err();
+        assert!(matches!(e, ClusterError::NotOffered(_)), "{e}");
         let start = c["head_start_ray_commands"].to_string();
         assert!(start.contains("--dashboard-host=127.0.0.1"), "{start}");
     }
@@ -314,14 +378,19 @@ mod tests {
         assert_eq!(c["provider"]["availability_zone"], "europe-west1-b");
         assert_eq!(c["provider"]["project_id"], "proj");
         let node = &c["available_node_types"][NODE_TYPE]["node_config"];
-        assert_eq!(node["scheduling"][0]["onHostMaintenance"], "TERMINATE");
-        let cpu = cluster_config(&spec("gcp:us-central1", None)).unwrap();
+        assert_eq!(node["scheduling"]["onHostMaintenance"], "TERMINATE");
+        let cpu = cluster_config(&spec("gcp:us-central1-a", None)).unwrap();
         assert_eq!(cpu["provider"]["availability_zone"], "us-central1-a");
         assert!(cpu["available_node_types"][NODE_TYPE]["node_config"]["scheduling"].is_null());
-        let mut no_project = spec("gcp:us-central1", None);
+        let e = cluster_config(&spec("gcp:us-central1", None)).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Setting(w) if w.contains("zone")),
+            "{e}"
+        );
+        let mut no_project = spec("gcp:us-central1-a", None);
         no_project.gcp_project = None;
         let e = cluster_config(&no_project).unwrap_err();
-        assert!(e.contains("--gcp-project"), "{e}");
+        assert!(e.to_string().contains("--gcp-project"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use skyx_agent_api::wire::StageRequest;
 
+use super::cluster::shell_word;
 use super::head::{RayError, RayHead};
 pub use super::jobs::StageResources;
 use super::jobs::{
@@ -84,11 +85,14 @@ impl ComputeProvider for RayCompute {
         // A head that does not answer may be restarting its dashboard: it has as long as a
         // running job's head has (a head that answers and refuses is no head to wait for).
         let asked = Instant::now();
+        let mut said = false;
         loop {
             match head.version().await {
                 Ok(_) => break,
                 Err(e @ RayError::Unreachable { .. }) if asked.elapsed() < HEAD_SILENCE => {
-                    tracing::warn!(region, "waiting for the region's Ray head: {e}");
+                    if !std::mem::replace(&mut said, true) {
+                        tracing::warn!(region, "waiting for the region's Ray head: {e}");
+                    }
                     tokio::time::sleep(self.poll).await;
                 }
                 Err(e) => return Err(ComputeError::Failed(e.to_string())),
@@ -288,23 +292,6 @@ impl RayStage {
             }
             Err(e) => tracing::debug!(job = %id, "reading the job's log: {e}"),
         }
-    }
-}
-
-/// `word` quoted for `sh` (Ray runs the entrypoint with `shell=True`), a leading `~/` left to
-/// the shell.
-fn shell_word(word: &str) -> String {
-    if let Some(rest) = word.strip_prefix("~/") {
-        return format!("~/{}", shell_word(rest));
-    }
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A stage's job as submitted to a Ray head.
 /// What a stage asks of its cluster, from the instance type the plan chose.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageResources {
@@ -20,6 +19,7 @@ pub struct StageResources {
     pub gpus: Option<f64>,
 }
 
+/// A stage's job as submitted to a Ray head.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Submission {
     /// The stage's own id for the job: a gateway that restarts finds the job by it.

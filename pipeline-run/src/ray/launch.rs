@@ -4,16 +4,22 @@
 //! of [`super::cluster`].
 //!
 //! A cluster is torn down whatever happens: by [`LaunchedCluster::down`] when its stage gives
-//! its compute back, and otherwise (a launch cut short, a compute dropped) by a `ray down`
-//! started as it is dropped, which runs on after skyx exits.
+//! its compute back, and otherwise (a launch cut short, a compute dropped) as it is dropped.
+//! `ray down` takes minutes: it runs as a process of its own, not waited for (the run goes on,
+//! and it outlives skyx if it must; its log is beside the config). Every `ray` command runs in
+//! a process group of its own, so the terminal's Ctrl-C, meant for skyx, reaches none of them
+//! (skyx stops them itself), and the tunnel's `ssh` goes with it.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use skyx_catalog::RegionId;
 
-use super::cluster::{ClusterSpec, NODE_SKYX, cluster_config, cluster_name, says_no_capacity};
+use super::cluster::{
+    ClusterError, ClusterSpec, NODE_SKYX, cluster_config, cluster_name, says_no_capacity,
+};
 use super::head::RayHead;
 use super::jobs::StageResources;
 use crate::run::ComputeError;
@@ -44,7 +50,7 @@ pub struct RayLauncher {
 pub struct LaunchedCluster {
     pub name: String,
     teardown: Teardown,
-    tunnel: Option<tokio::process::Child>,
+    tunnel: Option<Tunnel>,
 }
 
 impl RayLauncher {
@@ -77,7 +83,13 @@ impl RayLauncher {
             gcp_project: self.gcp_project.clone(),
             azure_subscription: self.azure_subscription.clone(),
         };
-        let config = cluster_config(&spec).map_err(failed)?;
+        let config = cluster_config(&spec).map_err(|e| match e {
+            ClusterError::NotOffered(why) => ComputeError::Capacity {
+                region: region.to_string(),
+                why,
+            },
+            ClusterError::Setting(why) => failed(why),
+        })?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| failed(format!("{}: {e}", self.dir.display())))?;
         let path = self.dir.join(format!("{name}.yaml"));
@@ -94,9 +106,17 @@ impl RayLauncher {
         };
         tracing::info!(cluster = %name, %region, %instance, "ray up");
         let up_log = self.dir.join(format!("{name}.up.log"));
+        // `--no-restart`: a cluster that is up already (a resumed run's) keeps its Ray, and so
+        // the job an earlier gateway left running on it.
         let up = self
             .ray(
-                &["up", "-y", "--no-config-cache", "--disable-usage-stats"],
+                &[
+                    "up",
+                    "-y",
+                    "--no-restart",
+                    "--no-config-cache",
+                    "--disable-usage-stats",
+                ],
                 &path,
                 &up_log,
             )
@@ -104,10 +124,16 @@ impl RayLauncher {
         if let Err(why) = up {
             let said = std::fs::read_to_string(&up_log).unwrap_or_default();
             cluster.down().await;
-            return Err(if says_no_capacity(&said) {
+            // Only how it ended: Ray's AWS provider logs a subnet out of capacity and goes on
+            // to the next, and a later failure is no capacity error.
+            return Err(if says_no_capacity(&last_lines(&said, 5)) {
                 ComputeError::Capacity {
                     region: region.to_string(),
-                    why: format!("ray up of cluster {name}: {}", last_lines(&said, 3)),
+                    why: format!(
+                        "ray up of cluster {name}: {} (its log: {})",
+                        last_lines(&said, 3),
+                        up_log.display()
+                    ),
                 }
             } else {
                 failed(format!(
@@ -131,11 +157,7 @@ impl RayLauncher {
 
     /// `ray dashboard`: the head's dashboard on a free port of this machine's loopback, once it
     /// answers there.
-    async fn tunnel(
-        &self,
-        name: &str,
-        config: &Path,
-    ) -> Result<(tokio::process::Child, RayHead), String> {
+    async fn tunnel(&self, name: &str, config: &Path) -> Result<(Tunnel, RayHead), String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("a free local port: {e}"))?
@@ -143,7 +165,7 @@ impl RayLauncher {
         let log = self.dir.join(format!("{name}.tunnel.log"));
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let mut tunnel = tokio::process::Command::new(&self.program)
+        let tunnel = tokio::process::Command::new(&self.program)
             .args([
                 "dashboard",
                 "--no-config-cache",
@@ -154,16 +176,18 @@ impl RayLauncher {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("{}: {e}", self.program))?;
+        let mut tunnel = Tunnel(tunnel);
         let head = RayHead::new(&format!("http://127.0.0.1:{port}"))?;
         let asked = Instant::now();
         loop {
             if head.version().await.is_ok() {
                 return Ok((tunnel, head));
             }
-            if let Ok(Some(status)) = tunnel.try_wait() {
+            if let Ok(Some(status)) = tunnel.0.try_wait() {
                 let said = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(format!(
                     "`ray dashboard` ended ({status}): {}",
@@ -188,40 +212,43 @@ impl RayLauncher {
 }
 
 impl LaunchedCluster {
-    /// Closes the tunnel and runs `ray down`, to its end.
+    /// Closes the tunnel and starts `ray down` (not waited for).
     pub async fn down(&mut self) {
-        if let Some(mut tunnel) = self.tunnel.take() {
-            let _ = tunnel.kill().await;
+        if let Some(tunnel) = self.tunnel.take() {
+            tunnel.close().await;
         }
-        if !self.teardown.armed {
-            return;
-        }
-        let t = &self.teardown;
-        let log = t.config.with_extension("down.log");
-        tracing::info!(cluster = %self.name, "ray down");
-        let down = run_ray(
-            &t.program,
-            &["down", "-y", "--no-config-cache"],
-            &t.config,
-            &log,
-        )
-        .await;
-        // (Cut short, it is started again as the cluster is dropped.)
-        self.teardown.armed = false;
-        if let Err(why) = down {
-            tracing::error!(
-                cluster = %self.name,
-                "ray down {why}: the cluster may still run; `{} down -y {}` tears it down (its \
-                 log: {})",
-                self.teardown.program,
-                self.teardown.config.display(),
-                log.display()
-            );
-        }
+        self.teardown.start();
     }
 }
 
-/// The `ray down` a cluster is owed: run on drop unless [`LaunchedCluster::down`] ran it.
+/// `ray dashboard` and the `ssh` it runs, a process group of their own.
+#[derive(Debug)]
+struct Tunnel(tokio::process::Child);
+
+impl Tunnel {
+    async fn close(mut self) {
+        kill_group(&self.0);
+        let _ = self.0.wait().await;
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        kill_group(&self.0);
+    }
+}
+
+/// SIGKILL to the process group `child` leads (its `ssh` too).
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The `ray down` a cluster is owed: started by [`LaunchedCluster::down`], or as it is dropped.
 #[derive(Debug)]
 struct Teardown {
     program: String,
@@ -229,31 +256,44 @@ struct Teardown {
     armed: bool,
 }
 
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        if !self.armed {
+impl Teardown {
+    /// Starts `ray down` once, in a process group of its own, its output beside the config.
+    fn start(&mut self) {
+        if !std::mem::replace(&mut self.armed, false) {
             return;
         }
-        // Not waited for: it outlives this process if it must.
         let log = self.config.with_extension("down.log");
-        let out = std::fs::File::create(&log).ok();
         let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(["down", "-y", "--no-config-cache"])
+        cmd.args(["down", "-y"])
             .arg(&self.config)
-            .stdin(Stdio::null());
-        if let Some(out) = out {
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Ok(out) = std::fs::File::create(&log) {
             if let Ok(err) = out.try_clone() {
                 cmd.stderr(err);
             }
             cmd.stdout(out);
         }
         match cmd.spawn() {
-            Ok(_) => tracing::warn!(config = %self.config.display(), "ray down started"),
+            Ok(_) => tracing::info!(
+                config = %self.config.display(),
+                "ray down started (its log: {})",
+                log.display()
+            ),
             Err(e) => tracing::error!(
                 config = %self.config.display(),
-                "ray down could not start ({e}): the cluster may still run"
+                "ray down could not start ({e}): the cluster may still run; `{} down -y {}` \
+                 tears it down",
+                self.program,
+                self.config.display()
             ),
         }
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.start();
     }
 }
 
@@ -266,6 +306,7 @@ async fn run_ray(program: &str, args: &[&str], config: &Path, log: &Path) -> Res
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
+        .process_group(0)
         // A command cut short (a launch abandoned) ends with it; the cluster's teardown follows.
         .kill_on_drop(true)
         .status()

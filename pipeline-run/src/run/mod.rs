@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 mod compute;
 mod model;
+mod status;
 mod transfers;
 
 pub use crate::hooks::{PipelineHooks, Placement, PlannedRoute, Replanned};
@@ -37,9 +38,7 @@ pub use model::{
 };
 use skyx_gateway::{CopyJob, CopyOptions, CopyReport, run_copy};
 use skyx_gateway::{ListError, ObjectFilter, list_copy};
-use skyx_pipeline::schedule::{
-    Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource, StageState, TransferState,
-};
+use skyx_pipeline::schedule::{Dag, DagCommand, DagEvent, DagStage, DagTransfer, DataSource};
 use skyx_provision::Provider;
 use transfers::CopyCtx;
 
@@ -747,47 +746,5 @@ impl Driver {
         }
         self.save()?;
         Ok(moved)
-    }
-
-    /// One line on every stage and every copy under way.
-    fn status_line(&self, dag: &Dag) -> String {
-        let now = self.started.elapsed().as_secs_f64();
-        let mut parts: Vec<String> = (0..self.run.stages.len())
-            .map(|s| {
-                let name = &self.run.stages[s].name;
-                match dag.stage_state(s) {
-                    StageState::Waiting => format!("{name} waiting"),
-                    StageState::Provisioning => format!("{name} provisioning"),
-                    StageState::Provisioned => {
-                        let inbound: Vec<usize> = (0..self.run.edges.len())
-                            .filter(|&t| self.run.edges[t].to_stage == s)
-                            .collect();
-                        let landed = inbound
-                            .iter()
-                            .filter(|&&t| dag.transfer_state(t) == TransferState::Landed)
-                            .count();
-                        format!("{name} up, {landed}/{} inputs in", inbound.len())
-                    }
-                    StageState::Running => format!(
-                        "{name} running {:.0} s",
-                        now - self.stage_reports[s].started_s.unwrap_or(now)
-                    ),
-                    StageState::Succeeded => format!("{name} done"),
-                    StageState::Failed => format!("{name} failed"),
-                }
-            })
-            .collect();
-        let progress = self.progress.lock().expect("progress");
-        for (&t, &(landed, total)) in progress.iter() {
-            let e = &self.run.edges[t];
-            parts.push(format!(
-                "{}→{} {:.1}/{:.1} MB",
-                e.name,
-                self.run.stages[e.to_stage].name,
-                landed as f64 / 1e6,
-                total as f64 / 1e6
-            ));
-        }
-        format!("status: {}", parts.join(" · "))
     }
 }
