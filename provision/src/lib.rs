@@ -29,12 +29,14 @@ pub mod gce;
 pub mod local;
 pub mod names;
 pub mod session;
+pub mod token_command;
 
 pub use binary::{AgentBinary, BinaryError};
 pub use clouds::Clouds;
 pub use local::LocalProvider;
 pub use names::job_label;
 pub use session::{AgentSession, SessionError};
+pub use token_command::TokenCommand;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -200,19 +200,24 @@ async fn a_vm_whose_agent_never_answers_is_deleted_and_was_launched_as_asked() {
         .unwrap();
     let custom = String::from_utf8(custom).unwrap();
     assert!(custom.starts_with("#cloud-config"), "{custom}");
-    let peer = provider.peers().await[0];
+    // The VM's address, as the launch's error names it.
+    let peer = err.to_string();
+    let peer = peer.split(" never answered on ").nth(1).unwrap();
+    let peer = peer.split(':').next().unwrap();
     let bootstrap = bootstrap_of(&custom);
     assert!(
         bootstrap.contains(&format!("ADDRESS='{peer}'")),
         "{bootstrap}"
     );
     assert!(bootstrap.contains(&format!("AGENT_SHA256='{PIN}'")));
-    // The VM's address joined the peers' rule.
-    let peers = puts(&calls, "/securityRules/skyx-peers");
+    // Its address joined no peers' rule: its agent never proved the job's identity.
+    assert_eq!(provider.peers().await, Vec::<std::net::IpAddr>::new());
     assert_eq!(
-        peers[0]["properties"]["sourceAddressPrefixes"],
-        json!([format!("{peer}/32")])
+        puts(&calls, "/securityRules/skyx-peers"),
+        Vec::<&Value>::new()
     );
+    assert_eq!(nsg.len(), 1, "{calls:?}");
+    assert!(!nsg[0].to_string().contains(peer), "{}", nsg[0]);
     assert!(
         calls
             .iter()

@@ -184,26 +184,25 @@ async fn a_vm_whose_agent_never_answers_is_deleted_and_was_launched_as_asked() {
     assert!(bootstrap.contains("CLOUD='gcp'"), "{bootstrap}");
     assert!(!script.contains('@') && !bootstrap.contains('@'));
 
-    // The gateway reaches the control port; the VM's own address joined the peers' rule; the
-    // VM was deleted.
+    // The gateway reaches the control port; the VM's address joined no peers' rule (its agent
+    // never proved the job's identity); the VM was deleted.
     let rules: Vec<&Value> = calls
         .iter()
         .filter(|(m, p, _)| m == "POST" && p == "global/firewalls")
         .map(|(_, _, b)| b)
         .collect();
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules.len(), 2, "{rules:?}");
     assert_eq!(rules[0]["sourceRanges"], json!(["203.0.113.7/32"]));
     assert_eq!(
         rules[0]["allowed"],
         json!([{"IPProtocol": "tcp", "ports": ["7443"]}])
     );
-    let peer = provider.peers().await[0];
+    assert_eq!(provider.peers().await, Vec::<std::net::IpAddr>::new());
     // Below the job's rules, above the network's own: nothing else reaches the VMs (a default
     // network admits every internal address, and SSH from anywhere).
     assert_eq!(rules[1]["denied"], json!([{"IPProtocol": "all"}]));
     assert_eq!(rules[1]["sourceRanges"], json!(["0.0.0.0/0"]));
     assert_eq!(rules[1]["priority"], 1100);
-    assert_eq!(rules[2]["sourceRanges"], json!([format!("{peer}/32")]));
     for rule in &rules {
         assert_eq!(rule["targetTags"], json!([label]));
     }

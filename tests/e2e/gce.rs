@@ -224,8 +224,9 @@ fn sweep_removes_what_a_crashed_gateway_left_on_gce() {
             &project,
             "--gce-endpoint",
             &ep,
-            "--gce-access-token",
-            "e2e",
+            // The token as a command prints it (gcloud's, for a real sweep).
+            "--gce-access-token-command",
+            "echo e2e",
         ];
         args.extend_from_slice(extra);
         scratch.skyx(&args, &[])

@@ -1,11 +1,12 @@
 //! `--provider azure` flags: the subscription, size, image, identity and spot of the agents'
 //! Azure VMs, and how the gateway reaches Resource Manager.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use skyx_provision::AgentBinary;
 use skyx_provision::azure::{Arm, ArmAuth, AzureConfig, AzureProvider, ImageReference};
+use skyx_provision::{AgentBinary, TokenCommand};
 
 use crate::error::BadInput;
 
@@ -59,15 +60,27 @@ pub struct AzureApiArgs {
         value_name = "URL"
     )]
     pub endpoint: Option<String>,
-    /// Azure: an ARM access token (`az account get-access-token`); default: the Azure CLI's
-    /// login.
+    /// Azure: an ARM access token (`az account get-access-token`); it lives about an hour,
+    /// and a job that outlives it cannot delete its resource group: prefer
+    /// --azure-access-token-command. Default: the Azure CLI's login.
     #[arg(
         id = "azure_access_token",
         long = "azure-access-token",
         env = "SKYX_AZURE_ACCESS_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "azure_access_token_command"
     )]
     pub access_token: Option<String>,
+    /// Azure: a command that prints an ARM access token (`az account get-access-token
+    /// --query accessToken -o tsv`), run again every 10 minutes and whenever ARM refuses its
+    /// token.
+    #[arg(
+        id = "azure_access_token_command",
+        long = "azure-access-token-command",
+        env = "SKYX_AZURE_ACCESS_TOKEN_COMMAND",
+        value_name = "COMMAND"
+    )]
+    pub access_token_command: Option<String>,
 }
 
 impl AzureApiArgs {
@@ -92,9 +105,13 @@ impl AzureApiArgs {
     }
 
     fn auth(&self) -> Result<ArmAuth, BadInput> {
-        match &self.access_token {
-            Some(token) => Ok(ArmAuth::Bearer(token.clone())),
-            None => ArmAuth::developer_tools().map_err(|e| BadInput(e.to_string())),
+        match (&self.access_token, &self.access_token_command) {
+            (Some(token), _) => Ok(ArmAuth::Bearer(token.clone())),
+            (None, Some(line)) => Ok(ArmAuth::Command(Arc::new(TokenCommand::new(
+                line,
+                skyx_provision::token_command::DEFAULT_MAX_AGE,
+            )))),
+            (None, None) => ArmAuth::developer_tools().map_err(|e| BadInput(e.to_string())),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! `--provider gcp` flags: the project, machine type, image, service account, network and
 //! spot of the agents' GCE VMs, and how the gateway reaches the Compute Engine API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use skyx_provision::AgentBinary;
 use skyx_provision::gce::{Auth, Compute, GceConfig, GceProvider};
+use skyx_provision::{AgentBinary, TokenCommand};
 
 use crate::error::BadInput;
 
@@ -75,14 +76,25 @@ pub struct GceApiArgs {
     )]
     pub endpoint: Option<String>,
     /// GCE: an OAuth access token to call the API with (`gcloud auth print-access-token`);
-    /// default: Google's application default credentials.
+    /// it lives about an hour, and a job that outlives it cannot delete its VMs: prefer
+    /// --gce-access-token-command. Default: Google's application default credentials.
     #[arg(
         id = "gce_access_token",
         long = "gce-access-token",
         env = "SKYX_GCE_ACCESS_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "gce_access_token_command"
     )]
     pub access_token: Option<String>,
+    /// GCE: a command that prints an access token (`gcloud auth print-access-token`), run
+    /// again every 10 minutes and whenever the API refuses its token.
+    #[arg(
+        id = "gce_access_token_command",
+        long = "gce-access-token-command",
+        env = "SKYX_GCE_ACCESS_TOKEN_COMMAND",
+        value_name = "COMMAND"
+    )]
+    pub access_token_command: Option<String>,
 }
 
 impl GceApiArgs {
@@ -104,9 +116,13 @@ impl GceApiArgs {
     }
 
     fn auth(&self) -> Auth {
-        match &self.access_token {
-            Some(token) => Auth::Bearer(token.clone()),
-            None => Auth::default_credentials(),
+        match (&self.access_token, &self.access_token_command) {
+            (Some(token), _) => Auth::Bearer(token.clone()),
+            (None, Some(line)) => Auth::Command(Arc::new(TokenCommand::new(
+                line,
+                skyx_provision::token_command::DEFAULT_MAX_AGE,
+            ))),
+            (None, None) => Auth::default_credentials(),
         }
     }
 }

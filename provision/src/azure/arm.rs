@@ -96,6 +96,8 @@ pub enum ArmAuth {
     Credential(Arc<dyn TokenCredential>),
     /// A fixed bearer token (`az account get-access-token`, or a contract server).
     Bearer(String),
+    /// A token a command prints, asked again when old or refused.
+    Command(Arc<crate::TokenCommand>),
 }
 
 impl std::fmt::Debug for ArmAuth {
@@ -103,6 +105,7 @@ impl std::fmt::Debug for ArmAuth {
         f.write_str(match self {
             ArmAuth::Credential(_) => "ArmAuth::Credential",
             ArmAuth::Bearer(_) => "ArmAuth::Bearer(..)",
+            ArmAuth::Command(_) => "ArmAuth::Command",
         })
     }
 }
@@ -118,11 +121,27 @@ impl ArmAuth {
     async fn header(&self) -> Result<String, ArmError> {
         match self {
             ArmAuth::Bearer(token) => Ok(format!("Bearer {token}")),
+            ArmAuth::Command(command) => command
+                .token()
+                .await
+                .map(|t| format!("Bearer {t}"))
+                .map_err(ArmError::Auth),
             ArmAuth::Credential(credential) => credential
                 .get_token(&[ARM_SCOPE], None)
                 .await
                 .map(|t| format!("Bearer {}", t.token.secret()))
                 .map_err(|e| ArmError::Auth(e.to_string())),
+        }
+    }
+
+    /// ARM refused `header` (401): whether a call may be tried again with a new token.
+    async fn refused(&self, header: &str) -> bool {
+        match self {
+            ArmAuth::Command(command) => {
+                command.refused(header.trim_start_matches("Bearer ")).await;
+                true
+            }
+            ArmAuth::Credential(_) | ArmAuth::Bearer(_) => false,
         }
     }
 }
@@ -165,17 +184,36 @@ impl Arm {
         format!("{}{path}", &self.base[at..])
     }
 
+    /// A call and its answer. A call refused for its token (401) is made once more with a new
+    /// one, where the auth has one.
     async fn call(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Option<&Value>,
     ) -> Result<Answer, ArmError> {
+        let header = self.auth.header().await?;
+        match self.call_with(method.clone(), url, body, &header).await {
+            Err(ArmError::Http { status: 401, .. }) if self.auth.refused(&header).await => {
+                let header = self.auth.header().await?;
+                self.call_with(method, url, body, &header).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        authorization: &str,
+    ) -> Result<Answer, ArmError> {
         let call = format!("{method} {}", url.split('?').next().unwrap_or(url));
         let mut request = self
             .http
             .request(method, url)
-            .header("Authorization", self.auth.header().await?);
+            .header("Authorization", authorization);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -340,6 +378,24 @@ fn terminal(state: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token_command::{TokenCommand, testing};
+
+    #[tokio::test]
+    async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
+        let (endpoint, seen) = testing::refusing("old").await;
+        let dir = std::env::temp_dir().join(format!("skyx-arm-401-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("refreshed").display().to_string();
+        let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
+        let auth = ArmAuth::Command(Arc::new(TokenCommand::new(
+            &line,
+            Duration::from_secs(3600),
+        )));
+        let arm = Arm::new(Some(&endpoint), "s", auth, Duration::from_millis(10));
+        arm.get("/resourcegroups", RESOURCES_API).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["old", "new"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn capacity_and_quota_answers_are_told_apart() {

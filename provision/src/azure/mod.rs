@@ -6,7 +6,7 @@
 //! guest powers off. In each location the job has a virtual network whose subnet carries a
 //! network security group admitting the agents' control port from the gateway's address alone
 //! and everything from the job's own agents alone (each launch adds the new VM's address to
-//! the peers' rule of every location). A VM gets a Standard static public address made first,
+//! the peers' rule of every location once its agent answered hello). A VM gets a Standard static public address made first,
 //! so the gateway knows it before the VM boots and hands it to the bootstrap (Azure's metadata
 //! service names no Standard address), a NIC, and cloud-init custom data
 //! ([`crate::bootstrap::cloud_init`]); the VM's NIC, address and disk go with the VM.
@@ -594,8 +594,8 @@ impl AzureProvider {
         body
     }
 
-    /// Admits the VM as a peer and waits until its agent answers hello; fails as soon as the
-    /// VM stopped (no need to wait out the deadline for an agent that will never start).
+    /// Waits until the VM's agent answers hello, then admits it as a peer; fails as soon as
+    /// the VM stopped (no need to wait out the deadline for an agent that will never start).
     async fn wait_ready(
         &self,
         location: &str,
@@ -604,9 +604,6 @@ impl AzureProvider {
         req: &LaunchRequest,
     ) -> Result<SocketAddr, ProviderError> {
         let deadline = Instant::now() + self.config.ready_timeout;
-        self.admit_peer(ip)
-            .await
-            .map_err(|e| Self::fail(&req.name, location, e))?;
         let control = SocketAddr::new(ip, self.config.control_port);
         let never = |e| {
             let why = format!("the VM runs but its agent never answered on {control}: {e}");
@@ -615,6 +612,10 @@ impl AzureProvider {
         let pause = self.config.poll.max(Duration::from_millis(200));
         let stopped = async || self.not_stopped(location, vm, req).await;
         crate::session::await_hello(req, control, deadline, pause, stopped, never).await?;
+        // Admitted once its agent proved the job's identity (see the GCE provider's reason).
+        self.admit_peer(ip)
+            .await
+            .map_err(|e| Self::fail(&req.name, location, e))?;
         Ok(control)
     }
 

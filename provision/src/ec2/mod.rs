@@ -2,8 +2,8 @@
 //!
 //! Each job gets, per region it uses, a security group that admits the agents' control port
 //! from the gateway's address alone and everything else from the job's own agents alone: each
-//! launch adds the new VM's address to every region's group, and the group of a new region
-//! starts with every peer already launched. A VM boots with [`crate::bootstrap::cloud_init`]
+//! launch adds the new VM's address to every region's group once its agent answered hello, and
+//! the group of a new region starts with every peer already admitted. A VM boots with [`crate::bootstrap::cloud_init`]
 //! (cloud-init running `deploy/agent/bootstrap.sh`: install `skyx-agent` and refuse it unless
 //! its SHA-256 is the pinned one, ask the address of the VM of the metadata service with an
 //! IMDSv2 token, start the agent under systemd with the job token) and is launched with IMDSv2 required and
@@ -568,9 +568,6 @@ impl Ec2Provider {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         };
-        self.admit_peer(ip)
-            .await
-            .map_err(|e| Self::fail(&req.name, region, e))?;
         // The agent answers once cloud-init has installed and started it.
         let control = SocketAddr::new(ip, self.config.control_port);
         let never = |e| {
@@ -579,6 +576,10 @@ impl Ec2Provider {
         };
         let pause = Duration::from_secs(2);
         crate::session::await_hello(req, control, deadline, pause, async || Ok(()), never).await?;
+        // Admitted once its agent proved the job's identity (see the GCE provider's reason).
+        self.admit_peer(ip)
+            .await
+            .map_err(|e| Self::fail(&req.name, region, e))?;
         Ok(control)
     }
 }

@@ -106,6 +106,8 @@ pub enum Auth {
     Default(Arc<tokio::sync::OnceCell<Arc<dyn TokenSource>>>),
     /// A fixed bearer token (`gcloud auth print-access-token`, or a contract server).
     Bearer(String),
+    /// A token a command prints, asked again when old or refused.
+    Command(Arc<crate::TokenCommand>),
 }
 
 impl std::fmt::Debug for Auth {
@@ -113,6 +115,7 @@ impl std::fmt::Debug for Auth {
         f.write_str(match self {
             Auth::Default(_) => "Auth::Default",
             Auth::Bearer(_) => "Auth::Bearer(..)",
+            Auth::Command(_) => "Auth::Command",
         })
     }
 }
@@ -126,6 +129,10 @@ impl Auth {
     async fn header(&self) -> Result<String, ApiError> {
         let source = match self {
             Auth::Bearer(token) => return Ok(format!("Bearer {token}")),
+            Auth::Command(command) => {
+                let token = command.token().await.map_err(ApiError::Auth)?;
+                return Ok(format!("Bearer {token}"));
+            }
             Auth::Default(cell) => {
                 cell.get_or_try_init(|| async {
                     use token_source::TokenSourceProvider as _;
@@ -144,6 +151,17 @@ impl Auth {
             .token()
             .await
             .map_err(|e| ApiError::Auth(e.to_string()))
+    }
+
+    /// The API refused `header` (401): whether a call may be tried again with a new token.
+    async fn refused(&self, header: &str) -> bool {
+        match self {
+            Auth::Command(command) => {
+                command.refused(header.trim_start_matches("Bearer ")).await;
+                true
+            }
+            Auth::Default(_) | Auth::Bearer(_) => false,
+        }
     }
 }
 
@@ -190,7 +208,8 @@ impl Compute {
         self.call(reqwest::Method::DELETE, path, &[], None).await
     }
 
-    /// A call and its answer; `path` is relative to the project (`zones/z/instances`).
+    /// A call and its answer; `path` is relative to the project (`zones/z/instances`). A call
+    /// refused for its token (401) is made once more with a new one, where the auth has one.
     async fn call(
         &self,
         method: reqwest::Method,
@@ -198,11 +217,32 @@ impl Compute {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        let header = self.auth.header().await?;
+        match self
+            .call_with(method.clone(), path, query, body, &header)
+            .await
+        {
+            Err(ApiError::Http { status: 401, .. }) if self.auth.refused(&header).await => {
+                let header = self.auth.header().await?;
+                self.call_with(method, path, query, body, &header).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        authorization: &str,
+    ) -> Result<Value, ApiError> {
         let call = format!("{method} {path}");
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header("Authorization", self.auth.header().await?)
+            .header("Authorization", authorization)
             .query(query);
         if let Some(body) = body {
             request = request.json(body);
@@ -292,6 +332,27 @@ pub fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token_command::{TokenCommand, testing};
+
+    #[tokio::test]
+    async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
+        let (endpoint, seen) = testing::refusing("old").await;
+        let dir = std::env::temp_dir().join(format!("skyx-gce-401-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("refreshed").display().to_string();
+        // "old" until asked once, then "new".
+        let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
+        let hour = std::time::Duration::from_secs(3600);
+        let auth = Auth::Command(Arc::new(TokenCommand::new(&line, hour)));
+        let compute = Compute::new(Some(&endpoint), "p", auth);
+        compute.get("zones", &[]).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["old", "new"]);
+        // A fixed token that is refused is the caller's error, not asked again.
+        let fixed = Compute::new(Some(&endpoint), "p", Auth::Bearer("old".into()));
+        let err = fixed.get("zones", &[]).await.unwrap_err();
+        assert!(matches!(err, ApiError::Http { status: 401, .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn capacity_and_quota_answers_are_told_apart() {

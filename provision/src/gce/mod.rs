@@ -3,8 +3,9 @@
 //! A job's VMs carry its network tag and label (`skyx-job`). Two firewall rules of the job
 //! (firewalls are global to a network) admit, on the VMs with the tag, the agents' control
 //! port from the gateway's address alone, and everything from the job's own agents alone:
-//! each launch adds the new VM's address to the peers' rule, made with the first address (a
-//! rule with no source would admit the whole internet). A VM boots with
+//! each launch adds the new VM's address to the peers' rule once its agent answered hello (the
+//! rule is made with the first such address: a rule with no source would admit the whole
+//! internet). A VM boots with
 //! [`crate::bootstrap::startup_script`]: GCE's Debian images run no cloud-init, and their
 //! guest environment runs the `startup-script` metadata as root at every boot.
 //!
@@ -556,8 +557,8 @@ impl Provider for GceProvider {
 }
 
 impl GceProvider {
-    /// Waits until the VM runs with an external address, admits it as a peer, and waits
-    /// until its agent answers hello.
+    /// Waits until the VM runs with an external address and its agent answers hello, then
+    /// admits it as a peer.
     async fn wait_ready(
         &self,
         zone: &str,
@@ -574,9 +575,6 @@ impl GceProvider {
                 None => tokio::time::sleep(self.config.poll).await,
             }
         };
-        self.admit_peer(ip)
-            .await
-            .map_err(|e| Self::fail(&req.name, zone, e))?;
         let control = SocketAddr::new(ip, self.config.control_port);
         let never = |e| {
             let why = format!("{name} runs but its agent never answered on {control}: {e}");
@@ -587,6 +585,12 @@ impl GceProvider {
         let stopped = async || self.look(zone, name, req).await.map(|_| ());
         crate::session::await_hello(req, control, deadline, self.config.poll, stopped, never)
             .await?;
+        // Only an address whose agent proved the job's identity joins the peers' rule (the
+        // gateway's own rule is what its hello needs): an address admitted before could be
+        // a VM that never became the job's, released and handed to a stranger.
+        self.admit_peer(ip)
+            .await
+            .map_err(|e| Self::fail(&req.name, zone, e))?;
         Ok(control)
     }
 
