@@ -36,7 +36,7 @@ pub use clouds::Clouds;
 pub use local::LocalProvider;
 pub use names::job_label;
 pub use session::{AgentSession, SessionError};
-pub use token_command::TokenCommand;
+pub use token_command::{TokenCommand, TokenCommandError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -10,9 +10,37 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-/// How long a token is used before the command is asked again. Google's and Entra ID's
-/// access tokens live an hour at least; asked every 10 minutes, a token is never near its end.
+/// How long a token is used before the command is asked again. gcloud and az print the
+/// token they cached until a few minutes before it ends, so a token may be older than it
+/// looks: asking often keeps most calls clear of that end, and a call refused with 401 asks
+/// again at once.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// How long the command may run: one that hangs (a stalled network, a login prompt) would
+/// otherwise hold every API call, the job's teardown among them.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why the command gave no token. Each names the command line (which, like any command
+/// line, should hold no secret: `ps` shows it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenCommandError {
+    #[error("the access token command `{line}` could not start: {source}")]
+    Start {
+        line: String,
+        source: std::io::Error,
+    },
+    #[error("the access token command `{line}` did not finish within {}s", RUN_TIMEOUT.as_secs())]
+    Hung { line: String },
+    #[error("the access token command `{line}` failed ({status}): {stderr}")]
+    Failed {
+        line: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the access token command `{line}` printed {what} (one word, the token, is expected)")]
+    NoToken { line: String, what: &'static str },
+}
 
 /// A shell command line whose standard output is a bearer token.
 pub struct TokenCommand {
@@ -43,7 +71,8 @@ impl TokenCommand {
     }
 
     /// The current token: the cached one while it is young, else the command's new one.
-    pub async fn token(&self) -> Result<String, String> {
+    /// Calls wait for one run of the command together.
+    pub async fn token(&self) -> Result<String, TokenCommandError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, at)) = &*cached
             && at.elapsed() < self.max_age
@@ -55,41 +84,55 @@ impl TokenCommand {
         Ok(token)
     }
 
-    /// The API refused `token` (401): the next call asks the command again. A token the
-    /// command has replaced meanwhile is left alone (another call already refreshed it).
+    /// The current token as an `Authorization` header's value.
+    pub async fn header(&self) -> Result<String, TokenCommandError> {
+        Ok(format!("Bearer {}", self.token().await?))
+    }
+
+    /// The API refused `token` (401; bare or as its header's value): the next call asks the
+    /// command again. A token the command has replaced meanwhile is left alone (another call
+    /// already refreshed it).
     pub async fn refused(&self, token: &str) {
+        let token = token.trim_start_matches("Bearer ");
         let mut cached = self.cached.lock().await;
         if cached.as_ref().is_some_and(|(t, _)| t == token) {
             *cached = None;
         }
     }
 
-    async fn run(&self) -> Result<String, String> {
-        let failed = |why: String| format!("the access token command `{}` {why}", self.line);
-        let out = tokio::process::Command::new("sh")
+    async fn run(&self) -> Result<String, TokenCommandError> {
+        let line = || self.line.clone();
+        let run = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&self.line)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
-            .output()
+            .output();
+        let out = tokio::time::timeout(RUN_TIMEOUT, run)
             .await
-            .map_err(|e| failed(format!("could not start: {e}")))?;
+            .map_err(|_| TokenCommandError::Hung { line: line() })?
+            .map_err(|source| TokenCommandError::Start {
+                line: line(),
+                source,
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-            return Err(failed(format!(
-                "failed ({}): {}",
-                out.status,
-                last.unwrap_or("(nothing on stderr)").trim()
-            )));
+            return Err(TokenCommandError::Failed {
+                line: line(),
+                status: out.status.to_string(),
+                stderr: last.unwrap_or("(nothing on stderr)").trim().to_string(),
+            });
         }
-        let stdout = String::from_utf8(out.stdout)
-            .map_err(|_| failed("printed something that is not text".into()))?;
+        let no_token = |what| TokenCommandError::NoToken { line: line(), what };
+        let stdout =
+            String::from_utf8(out.stdout).map_err(|_| no_token("bytes that are not text"))?;
         let token = stdout.trim();
-        if token.is_empty() || token.contains(char::is_whitespace) {
-            return Err(failed(
-                "printed no token (one word on standard output is expected)".into(),
-            ));
+        if token.is_empty() {
+            return Err(no_token("nothing"));
+        }
+        if token.contains(char::is_whitespace) {
+            return Err(no_token("more than one word"));
         }
         Ok(token.to_string())
     }
@@ -123,7 +166,7 @@ mod tests {
         // Refusing a token already replaced changes nothing.
         command.refused("token-0").await;
         assert_eq!(command.token().await.unwrap(), "token-1");
-        command.refused("token-1").await;
+        command.refused("Bearer token-1").await;
         assert_eq!(command.token().await.unwrap(), "token-2");
 
         let always = TokenCommand::new(&counting(&dir), Duration::ZERO);
@@ -134,16 +177,17 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_silent_command_is_an_error_that_names_it() {
         let failing = TokenCommand::new("echo 'not logged in' >&2; exit 3", DEFAULT_MAX_AGE);
-        let err = failing.token().await.unwrap_err();
+        let err = failing.token().await.unwrap_err().to_string();
         assert!(
-            err.contains("`echo 'not logged in'") && err.contains("not logged in"),
+            err.contains("`echo 'not logged in'") && err.contains("): not logged in"),
             "{err}"
         );
         let silent = TokenCommand::new("true", DEFAULT_MAX_AGE);
-        let err = silent.token().await.unwrap_err();
-        assert!(err.contains("printed no token"), "{err}");
+        let err = silent.token().await.unwrap_err().to_string();
+        assert!(err.contains("printed nothing"), "{err}");
         let chatty = TokenCommand::new("echo two words", DEFAULT_MAX_AGE);
-        assert!(chatty.token().await.is_err());
+        let err = chatty.token().await.unwrap_err().to_string();
+        assert!(err.contains("printed more than one word"), "{err}");
     }
 }
 

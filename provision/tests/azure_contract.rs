@@ -410,3 +410,31 @@ async fn sweeping_a_job_deletes_its_resource_group_and_nothing_else() {
         [theirs.group()]
     );
 }
+
+#[tokio::test]
+async fn an_admitted_peer_joins_the_peers_rule_of_every_location_once() {
+    let sub = subscription();
+    let provider = AzureProvider::new(config(&sub), "cp-peers-1");
+    provider
+        .prepare(&["azure:eastus", "azure:westeurope"])
+        .await
+        .unwrap();
+    let (a, b) = (
+        "198.51.100.7".parse().unwrap(),
+        "198.51.100.8".parse().unwrap(),
+    );
+    for ip in [a, b, a] {
+        provider.admit(ip).await.unwrap();
+    }
+    assert_eq!(provider.peers().await, [a, b]);
+    let calls = calls(&sub).await;
+    let rules = puts(&calls, "/securityRules/skyx-peers");
+    // Each admission in both locations; the address admitted again asked nothing.
+    assert_eq!(rules.len(), 4, "{calls:?}");
+    assert_eq!(
+        rules[3]["properties"]["sourceAddressPrefixes"],
+        json!(["198.51.100.7/32", "198.51.100.8/32"])
+    );
+    assert_eq!(rules[3]["properties"]["access"], "Allow");
+    provider.sweep().await.unwrap();
+}

@@ -395,3 +395,40 @@ async fn regions_outside_aws_are_refused_as_capacity_elsewhere() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::Capacity { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn an_admitted_peer_joins_every_regions_group_once() {
+    let job = format!("p{}", std::process::id());
+    let (provider, client) = provider(&job).await;
+    provider.prepare(&["aws:us-east-1"]).await.unwrap();
+    let (a, b) = (
+        "198.51.100.7".parse().unwrap(),
+        "198.51.100.8".parse().unwrap(),
+    );
+    for ip in [a, b, a] {
+        provider.admit(ip).await.unwrap();
+    }
+    let groups = client
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("skyx-{job}"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut cidrs: Vec<String> = groups.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .flat_map(|p| p.ip_ranges().iter().filter_map(|r| r.cidr_ip()))
+        .map(str::to_string)
+        .collect();
+    cidrs.sort();
+    assert_eq!(
+        cidrs,
+        ["198.51.100.7/32", "198.51.100.8/32", "203.0.113.7/32"]
+    );
+    provider.sweep().await.unwrap();
+}

@@ -402,3 +402,45 @@ async fn regions_outside_gcp_are_refused_as_capacity_elsewhere() {
     let err = provider.launch(aws).await.unwrap_err();
     assert!(matches!(err, ProviderError::Capacity { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn admitted_peers_share_one_rule_made_with_the_first_and_widened_after() {
+    let project = project("peers");
+    let provider = GceProvider::new(config(&project), "cp-peers-1");
+    provider.prepare(&["gcp:us-east1"]).await.unwrap();
+    let (a, b) = (
+        "198.51.100.7".parse().unwrap(),
+        "198.51.100.8".parse().unwrap(),
+    );
+    for ip in [a, b, a] {
+        provider.admit(ip).await.unwrap();
+    }
+    assert_eq!(provider.peers().await, [a, b]);
+    let now = state(&project).await;
+    let peers: Vec<&Value> = now["firewalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"].as_str().unwrap().ends_with("peers"))
+        .collect();
+    assert_eq!(peers.len(), 1, "{now}");
+    assert_eq!(
+        peers[0]["sourceRanges"],
+        json!(["198.51.100.7/32", "198.51.100.8/32"])
+    );
+    assert_eq!(peers[0]["targetTags"], json!([job_label("cp-peers-1")]));
+    // The gateway's rule, the deny below, and the peers' rule made once; that one widened
+    // once; the address admitted again asked nothing.
+    let calls = calls(&project).await;
+    let count = |method: &str, path: &dyn Fn(&str) -> bool| {
+        calls
+            .iter()
+            .filter(|(m, p, _)| m == method && path(p))
+            .count()
+    };
+    let made = count("POST", &|p| p == "global/firewalls");
+    let widened = count("PATCH", &|p| p.ends_with("-peers"));
+    assert_eq!((made, widened), (3, 1), "{calls:?}");
+    provider.sweep().await.unwrap();
+    assert_eq!(state(&project).await["firewalls"], json!([]));
+}

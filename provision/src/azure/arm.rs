@@ -122,10 +122,9 @@ impl ArmAuth {
         match self {
             ArmAuth::Bearer(token) => Ok(format!("Bearer {token}")),
             ArmAuth::Command(command) => command
-                .token()
+                .header()
                 .await
-                .map(|t| format!("Bearer {t}"))
-                .map_err(ArmError::Auth),
+                .map_err(|e| ArmError::Auth(e.to_string())),
             ArmAuth::Credential(credential) => credential
                 .get_token(&[ARM_SCOPE], None)
                 .await
@@ -136,13 +135,11 @@ impl ArmAuth {
 
     /// ARM refused `header` (401): whether a call may be tried again with a new token.
     async fn refused(&self, header: &str) -> bool {
-        match self {
-            ArmAuth::Command(command) => {
-                command.refused(header.trim_start_matches("Bearer ")).await;
-                true
-            }
-            ArmAuth::Credential(_) | ArmAuth::Bearer(_) => false,
-        }
+        let ArmAuth::Command(command) = self else {
+            return false;
+        };
+        command.refused(header).await;
+        true
     }
 }
 
@@ -384,6 +381,8 @@ mod tests {
     async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
         let (endpoint, seen) = testing::refusing("old").await;
         let dir = std::env::temp_dir().join(format!("skyx-arm-401-{}", std::process::id()));
+        // (A run that panicked may have left its flag.)
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let flag = dir.join("refreshed").display().to_string();
         let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");

@@ -6,9 +6,10 @@
 //! guest powers off. In each location the job has a virtual network whose subnet carries a
 //! network security group admitting the agents' control port from the gateway's address alone
 //! and everything from the job's own agents alone (each launch adds the new VM's address to
-//! the peers' rule of every location once its agent answered hello). A VM gets a Standard static public address made first,
-//! so the gateway knows it before the VM boots and hands it to the bootstrap (Azure's metadata
-//! service names no Standard address), a NIC, and cloud-init custom data
+//! the peers' rule of every location once its agent answered hello). A VM gets a Standard
+//! static public address made first, so the gateway knows it before the VM boots and hands it
+//! to the bootstrap (Azure's metadata service names no Standard address), a NIC, and
+//! cloud-init custom data
 //! ([`crate::bootstrap::cloud_init`]); the VM's NIC, address and disk go with the VM.
 //!
 //! Capacity and quota arrive either at once (`SkuNotAvailable`, quota) or in the create

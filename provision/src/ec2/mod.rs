@@ -3,11 +3,11 @@
 //! Each job gets, per region it uses, a security group that admits the agents' control port
 //! from the gateway's address alone and everything else from the job's own agents alone: each
 //! launch adds the new VM's address to every region's group once its agent answered hello, and
-//! the group of a new region starts with every peer already admitted. A VM boots with [`crate::bootstrap::cloud_init`]
-//! (cloud-init running `deploy/agent/bootstrap.sh`: install `skyx-agent` and refuse it unless
-//! its SHA-256 is the pinned one, ask the address of the VM of the metadata service with an
-//! IMDSv2 token, start the agent under systemd with the job token) and is launched with IMDSv2 required and
-//! "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
+//! the group of a new region starts with every peer already admitted. A VM boots with
+//! [`crate::bootstrap::cloud_init`] (cloud-init running `deploy/agent/bootstrap.sh`: install
+//! `skyx-agent` and refuse it unless its SHA-256 is the pinned one, ask the address of the VM
+//! of the metadata service with an IMDSv2 token, start the agent under systemd with the job
+//! token) and is launched with IMDSv2 required and "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
 //! because the gateway is gone) or a bootstrap that fails takes its VM with it. Its image is
 //! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are
 //! tagged with the job, and [`Ec2Provider::sweep`] ([`sweep`]) terminates whatever a job
@@ -284,9 +284,10 @@ impl Ec2Provider {
         Ok(())
     }
 
-    /// Admits a new agent's address in every region's group.
+    /// Admits a new agent's address in every region's group. Recorded as a peer (which the
+    /// group of a region readied later admits) only once every group admits it, under the
+    /// regions' lock, so no region is readied in between without it.
     async fn admit_peer(&self, ip: IpAddr) -> Result<(), String> {
-        self.peers.lock().expect("peers").push(ip);
         let regions = self.regions.lock().await;
         for state in regions.values() {
             let granted = state
@@ -298,6 +299,7 @@ impl Ec2Provider {
                 .await;
             already_granted(granted)?;
         }
+        self.peers.lock().expect("peers").push(ip);
         Ok(())
     }
 

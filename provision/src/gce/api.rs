@@ -130,8 +130,10 @@ impl Auth {
         let source = match self {
             Auth::Bearer(token) => return Ok(format!("Bearer {token}")),
             Auth::Command(command) => {
-                let token = command.token().await.map_err(ApiError::Auth)?;
-                return Ok(format!("Bearer {token}"));
+                return command
+                    .header()
+                    .await
+                    .map_err(|e| ApiError::Auth(e.to_string()));
             }
             Auth::Default(cell) => {
                 cell.get_or_try_init(|| async {
@@ -155,13 +157,11 @@ impl Auth {
 
     /// The API refused `header` (401): whether a call may be tried again with a new token.
     async fn refused(&self, header: &str) -> bool {
-        match self {
-            Auth::Command(command) => {
-                command.refused(header.trim_start_matches("Bearer ")).await;
-                true
-            }
-            Auth::Default(_) | Auth::Bearer(_) => false,
-        }
+        let Auth::Command(command) = self else {
+            return false;
+        };
+        command.refused(header).await;
+        true
     }
 }
 
@@ -338,6 +338,8 @@ mod tests {
     async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
         let (endpoint, seen) = testing::refusing("old").await;
         let dir = std::env::temp_dir().join(format!("skyx-gce-401-{}", std::process::id()));
+        // (A run that panicked may have left its flag.)
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let flag = dir.join("refreshed").display().to_string();
         // "old" until asked once, then "new".
