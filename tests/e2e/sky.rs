@@ -230,7 +230,11 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
     // Every ordered pair measures what it was shaped to (link or VM egress cap), within the
     // error of a 3-second probe. (At 1/20 scale the slowest link runs at 5.5 Mbit/s; at the
     // benchmark's 1/50 it is 2.2 Mbit/s, where a few dozen flows' losses and timeouts make
-    // short probes read low: 0.84 of the shaping over 3 s in bench/results.)
+    // short probes read low: 0.84 of the shaping over 3 s in bench/results. They can read
+    // high too: the probe's window is the listener's clock between two snapshot requests that
+    // travel with the data, so a delay line that stalls on a loaded machine while it holds
+    // the first request, and then catches up, shortens the window and not the bytes: 1.10 of
+    // the shaping in a CI run of 2026-12-03. A link left unshaped reads many times it.)
     let grid = scratch.dir.join("grid.csv");
     let measured = sky.ok(&[
         "bench",
@@ -254,7 +258,7 @@ fn a_sky_comes_up_measures_as_shaped_carries_an_overlay_copy_and_goes_away() {
         );
         let ratio = got / shaped;
         assert!(
-            (0.8..=1.1).contains(&ratio),
+            (0.8..=1.2).contains(&ratio),
             "{} → {}: measured {:.1} Mbit/s, shaped {:.1} Mbit/s",
             row["src"],
             row["dst"],
