@@ -191,12 +191,25 @@ mod tests {
     }
 }
 
-/// For the API clients' tests: a server that refuses one token.
+/// For the API clients' tests: a server that refuses one token, and a command whose token it
+/// refuses at first.
 #[cfg(test)]
 pub(crate) mod testing {
     use std::sync::{Arc, Mutex};
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A command that prints "old" the first time and "new" after (its state in a directory
+    /// of the test's own, `name`).
+    pub(crate) fn old_then_new(name: &str) -> Arc<super::TokenCommand> {
+        let dir = std::env::temp_dir().join(format!("skyx-{name}-{}", std::process::id()));
+        // (A run that panicked may have left its flag.)
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("refreshed").display().to_string();
+        let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
+        Arc::new(super::TokenCommand::new(&line, super::DEFAULT_MAX_AGE))
+    }
 
     /// An HTTP server on loopback that answers 401 to a request whose bearer token is
     /// `refused`, and `{}` to any other; its base URL, and the tokens it was shown in turn.

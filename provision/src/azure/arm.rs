@@ -375,25 +375,15 @@ fn terminal(state: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token_command::{TokenCommand, testing};
+    use crate::token_command::testing;
 
     #[tokio::test]
     async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
         let (endpoint, seen) = testing::refusing("old").await;
-        let dir = std::env::temp_dir().join(format!("skyx-arm-401-{}", std::process::id()));
-        // (A run that panicked may have left its flag.)
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flag = dir.join("refreshed").display().to_string();
-        let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
-        let auth = ArmAuth::Command(Arc::new(TokenCommand::new(
-            &line,
-            Duration::from_secs(3600),
-        )));
+        let auth = ArmAuth::Command(testing::old_then_new("arm-401"));
         let arm = Arm::new(Some(&endpoint), "s", auth, Duration::from_millis(10));
         arm.get("/resourcegroups", RESOURCES_API).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), ["old", "new"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -332,20 +332,12 @@ pub fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token_command::{TokenCommand, testing};
+    use crate::token_command::testing;
 
     #[tokio::test]
     async fn a_token_refused_is_asked_of_its_command_again_and_the_call_made_again() {
         let (endpoint, seen) = testing::refusing("old").await;
-        let dir = std::env::temp_dir().join(format!("skyx-gce-401-{}", std::process::id()));
-        // (A run that panicked may have left its flag.)
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flag = dir.join("refreshed").display().to_string();
-        // "old" until asked once, then "new".
-        let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
-        let hour = std::time::Duration::from_secs(3600);
-        let auth = Auth::Command(Arc::new(TokenCommand::new(&line, hour)));
+        let auth = Auth::Command(testing::old_then_new("gce-401"));
         let compute = Compute::new(Some(&endpoint), "p", auth);
         compute.get("zones", &[]).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), ["old", "new"]);
@@ -353,7 +345,6 @@ mod tests {
         let fixed = Compute::new(Some(&endpoint), "p", Auth::Bearer("old".into()));
         let err = fixed.get("zones", &[]).await.unwrap_err();
         assert!(matches!(err, ApiError::Http { status: 401, .. }), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
