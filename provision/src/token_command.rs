@@ -61,13 +61,19 @@ impl std::fmt::Debug for TokenCommand {
 }
 
 impl TokenCommand {
-    /// `line` runs under `sh -c`; its token is used for `max_age` at most.
-    pub fn new(line: &str, max_age: Duration) -> TokenCommand {
+    /// `line` runs under `sh -c`; its token is used for [`DEFAULT_MAX_AGE`] at most.
+    pub fn new(line: &str) -> TokenCommand {
         TokenCommand {
             line: line.to_string(),
-            max_age,
+            max_age: DEFAULT_MAX_AGE,
             cached: Mutex::new(None),
         }
+    }
+
+    /// The same, its token used for `max_age` at most.
+    pub fn with_max_age(mut self, max_age: Duration) -> TokenCommand {
+        self.max_age = max_age;
+        self
     }
 
     /// The current token: the cached one while it is young, else the command's new one.
@@ -150,17 +156,10 @@ mod tests {
         )
     }
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("skyx-token-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[tokio::test]
     async fn a_young_token_is_reused_and_a_refused_or_old_one_asked_again() {
-        let dir = scratch("cache");
-        let command = TokenCommand::new(&counting(&dir), Duration::from_secs(3600));
+        let dir = testing::scratch("token-cache");
+        let command = TokenCommand::new(&counting(&dir)).with_max_age(Duration::from_secs(3600));
         assert_eq!(command.token().await.unwrap(), "token-1");
         assert_eq!(command.token().await.unwrap(), "token-1");
         // Refusing a token already replaced changes nothing.
@@ -169,23 +168,23 @@ mod tests {
         command.refused("Bearer token-1").await;
         assert_eq!(command.token().await.unwrap(), "token-2");
 
-        let always = TokenCommand::new(&counting(&dir), Duration::ZERO);
+        let always = TokenCommand::new(&counting(&dir)).with_max_age(Duration::ZERO);
         assert_eq!(always.token().await.unwrap(), "token-3");
         assert_eq!(always.token().await.unwrap(), "token-4");
     }
 
     #[tokio::test]
     async fn a_failing_or_silent_command_is_an_error_that_names_it() {
-        let failing = TokenCommand::new("echo 'not logged in' >&2; exit 3", DEFAULT_MAX_AGE);
+        let failing = TokenCommand::new("echo 'not logged in' >&2; exit 3");
         let err = failing.token().await.unwrap_err().to_string();
         assert!(
             err.contains("`echo 'not logged in'") && err.contains("): not logged in"),
             "{err}"
         );
-        let silent = TokenCommand::new("true", DEFAULT_MAX_AGE);
+        let silent = TokenCommand::new("true");
         let err = silent.token().await.unwrap_err().to_string();
         assert!(err.contains("printed nothing"), "{err}");
-        let chatty = TokenCommand::new("echo two words", DEFAULT_MAX_AGE);
+        let chatty = TokenCommand::new("echo two words");
         let err = chatty.token().await.unwrap_err().to_string();
         assert!(err.contains("printed more than one word"), "{err}");
     }
@@ -199,16 +198,21 @@ pub(crate) mod testing {
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// A command that prints "old" the first time and "new" after (its state in a directory
-    /// of the test's own, `name`).
-    pub(crate) fn old_then_new(name: &str) -> Arc<super::TokenCommand> {
+    /// An empty directory of the test's own, `name` (emptied first: a run that panicked may
+    /// have left its files).
+    pub(crate) fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("skyx-{name}-{}", std::process::id()));
-        // (A run that panicked may have left its flag.)
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let flag = dir.join("refreshed").display().to_string();
+        dir
+    }
+
+    /// A command that prints "old" the first time and "new" after (its state in
+    /// `scratch(name)`).
+    pub(crate) fn old_then_new(name: &str) -> Arc<super::TokenCommand> {
+        let flag = scratch(name).join("refreshed").display().to_string();
         let line = format!("if [ -e '{flag}' ]; then echo new; else touch '{flag}'; echo old; fi");
-        Arc::new(super::TokenCommand::new(&line, super::DEFAULT_MAX_AGE))
+        Arc::new(super::TokenCommand::new(&line))
     }
 
     /// An HTTP server on loopback that answers 401 to a request whose bearer token is

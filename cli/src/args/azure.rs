@@ -107,10 +107,7 @@ impl AzureApiArgs {
     fn auth(&self) -> Result<ArmAuth, BadInput> {
         match (&self.access_token, &self.access_token_command) {
             (Some(token), _) => Ok(ArmAuth::Bearer(token.clone())),
-            (None, Some(line)) => Ok(ArmAuth::Command(Arc::new(TokenCommand::new(
-                line,
-                skyx_provision::token_command::DEFAULT_MAX_AGE,
-            )))),
+            (None, Some(line)) => Ok(ArmAuth::Command(Arc::new(TokenCommand::new(line)))),
             (None, None) => ArmAuth::developer_tools().map_err(|e| BadInput(e.to_string())),
         }
     }

@@ -118,10 +118,7 @@ impl GceApiArgs {
     fn auth(&self) -> Auth {
         match (&self.access_token, &self.access_token_command) {
             (Some(token), _) => Auth::Bearer(token.clone()),
-            (None, Some(line)) => Auth::Command(Arc::new(TokenCommand::new(
-                line,
-                skyx_provision::token_command::DEFAULT_MAX_AGE,
-            ))),
+            (None, Some(line)) => Auth::Command(Arc::new(TokenCommand::new(line))),
             (None, None) => Auth::default_credentials(),
         }
     }

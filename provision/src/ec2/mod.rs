@@ -7,11 +7,12 @@
 //! [`crate::bootstrap::cloud_init`] (cloud-init running `deploy/agent/bootstrap.sh`: install
 //! `skyx-agent` and refuse it unless its SHA-256 is the pinned one, ask the address of the VM
 //! of the metadata service with an IMDSv2 token, start the agent under systemd with the job
-//! token) and is launched with IMDSv2 required and "terminate on shutdown", so an agent that exits (shutdown request, or its idle lease ends
-//! because the gateway is gone) or a bootstrap that fails takes its VM with it. Its image is
-//! an AMI given per region or the one a public SSM parameter names ([`image`]). VMs are
-//! tagged with the job, and [`Ec2Provider::sweep`] ([`sweep`]) terminates whatever a job
-//! left: termination does not depend on the gateway staying alive.
+//! token) and is launched with IMDSv2 required and "terminate on shutdown", so an agent that
+//! exits (shutdown request, or its idle lease ends because the gateway is gone) or a bootstrap
+//! that fails takes its VM with it. Its image is an AMI given per region or the one a public
+//! SSM parameter names ([`image`]). VMs are tagged with the job, and [`Ec2Provider::sweep`]
+//! ([`sweep`]) terminates whatever a job left: termination does not depend on the gateway
+//! staying alive.
 //!
 //! Launch waits until the VM runs and its agent answers the control API's hello with the proof
 //! of its launch token; a VM whose agent never does is terminated before the error is returned.
