@@ -36,7 +36,18 @@ What it changes, and why (nothing else is touched):
    current one: this emulator keeps no old generations), and an object resource in the request
    body is the destination's metadata. The emulator ignored both, copying the latest version
    with the source's metadata.
+
+7. `--require-tokens DIR` (an option of this launcher, not the emulator's): every request must
+   carry `Authorization: Bearer TOKEN` for a token a metadata server stand-in issued
+   (deploy/contracts/vmguest.py writes each as DIR/TOKEN: the service account and its scopes),
+   answered as GCS answers: 401 without one or with one nobody issued, 403 when the token's
+   scopes do not cover the request (reads: devstorage.read_only and up; writes: read_write,
+   full_control, cloud-platform). Each request let through is logged with its account, so a
+   test can tell who wrote what. Without the option the emulator is anonymous, as before.
 """
+import json
+import os
+import re
 import socket
 import sys
 import threading
@@ -132,8 +143,71 @@ for _regex, _handlers in emulator.HANDLERS:
             _handlers[_method] = rewrite_as_documented
 
 
+def _take_option(name):
+    """Removes `name VALUE` from the command line (the emulator's parser would refuse it)."""
+    if name not in sys.argv:
+        return None
+    i = sys.argv.index(name)
+    value = sys.argv[i + 1]
+    del sys.argv[i:i + 2]
+    return value
+
+
+_TOKENS = _take_option("--require-tokens")
+_READ_SCOPES = {"devstorage.read_only", "devstorage.read_write", "devstorage.full_control",
+                "cloud-platform", "cloud-platform.read-only"}
+_WRITE_SCOPES = {"devstorage.read_write", "devstorage.full_control", "cloud-platform"}
+
+
+def _refuse(handler, code, reason, message):
+    body = json.dumps({"error": {"code": code, "message": message, "errors": [
+        {"message": message, "domain": "global", "reason": reason}]}}).encode()
+    handler.send_response(code)
+    if code == 401:
+        handler.send_header("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')
+    handler.send_header("Content-Type", "application/json; charset=UTF-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+    # The request's body, if any, was not read: the connection cannot carry another.
+    handler.close_connection = True
+
+
+def _authorised(handler):
+    """Whether the request may go on (answered here when not), as GCS decides it for a private
+    bucket."""
+    got = handler.headers.get("Authorization", "")
+    m = re.fullmatch(r"Bearer ([A-Za-z0-9._-]{1,512})", got)
+    if not got:
+        _refuse(handler, 401, "required",
+                "Anonymous caller does not have storage access to the Google Cloud Storage "
+                "bucket. Permission denied on resource (or it may not exist).")
+        return False
+    issued = None
+    if m and not m.group(1).startswith("."):
+        try:
+            with open(os.path.join(_TOKENS, m.group(1))) as f:
+                issued = json.load(f)
+        except FileNotFoundError:
+            pass
+    if issued is None:
+        _refuse(handler, 401, "authError", "Invalid Credentials")
+        return False
+    scopes = {s.rsplit("/", 1)[-1] for s in issued["scopes"]}
+    wanted = _READ_SCOPES if handler.command in ("GET", "HEAD") else _WRITE_SCOPES
+    if not scopes & wanted:
+        _refuse(handler, 403, "insufficientPermissions",
+                "Provided scope(s) are not authorized")
+        return False
+    print(f"gcs: {handler.command} {handler.path.split('?')[0]} as {issued['email']}",
+          file=sys.stderr, flush=True)
+    return True
+
+
 def serialised(method):
     def run(self):
+        if _TOKENS is not None and not _authorised(self):
+            return None
         with _handler_lock:
             return method(self)
 

@@ -8,7 +8,9 @@ watcher (ec2boot.py) says a VM is running, it calls this as its boot hook, and t
   pool) on a veth attached to a bridge on this host, so the gateway (on the host) and the other
   VMs reach it at that address, as they would on the internet;
 - a metadata server at 169.254.169.254 inside the namespace that answers as the cloud's does
-  (vmguest.py: EC2's IMDSv2, GCE's `Metadata-Flavor: Google`, Azure's `Metadata: true`);
+  (vmguest.py: EC2's IMDSv2, GCE's `Metadata-Flavor: Google` and its service account's tokens,
+  kept in STATE/gce-tokens for the test's GCS emulator, Azure's `Metadata: true`); on GCE,
+  `metadata.google.internal` names it in the VM's /etc/hosts, as GCE's images do;
 - its own mount view: /etc, /usr/local and /var are overlays whose writes stay the VM's (what
   the bootstrap installs and writes never touches this host), everything else is the host's;
   its certificate bundle also trusts STATE/trusted-ca.pem when the test wrote one (the
@@ -171,7 +173,9 @@ def boot(state, control, cloud, resource_file):
     run(*inside, "ip", "route", "add", "default", "via", str(bridge_ip.ip))
     # Its metadata server, then the machine itself in its own mount view.
     logf = open(os.path.join(vm_dir, "vm.log"), "ab")
-    subprocess.Popen([*inside, sys.executable, GUEST, "metadata", cloud, res_copy],
+    # GCE's tokens go where the test's GCS emulator looks them up (gcs_emulator.py).
+    tokens = ["--tokens", os.path.join(state, "gce-tokens")] if cloud == "gce" else []
+    subprocess.Popen([*inside, sys.executable, GUEST, "metadata", cloud, res_copy, *tokens],
                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
     subprocess.Popen([*inside, "unshare", "--mount", "--propagation", "private", "--",
                       sys.executable, HERE, "machine", state, ns],
@@ -232,6 +236,11 @@ def machine(state, ns):
         os.makedirs("/etc/ssl/certs", exist_ok=True)
         with open(ca, "rb") as src, open("/etc/ssl/certs/ca-certificates.crt", "ab") as dst:
             dst.write(b"\n" + src.read())
+    if vm["cloud"] == "gce":
+        # GCE's images name the metadata server in /etc/hosts (Google's client libraries ask
+        # for it by name).
+        with open("/etc/hosts", "a") as f:
+            f.write("169.254.169.254 metadata.google.internal metadata\n")
     shim_dir = os.path.join(root, "shims")
     os.makedirs(shim_dir, exist_ok=True)
     for name, verb in SHIMS.items():

@@ -11,7 +11,13 @@ how its guest runs the boot scripts the provider sent, and its metadata service.
 
 - GCE: the guest environment fetches the `startup-script` attribute from the metadata server
   (`/computeMetadata/v1/`, `Metadata-Flavor: Google` required and echoed) and runs it with
-  bash as root (GoogleCloudPlatform/guest-agent's metadata script runner).
+  bash as root (GoogleCloudPlatform/guest-agent's metadata script runner). The server's root
+  answers any request with `Metadata-Flavor: Google` (how Google's client libraries tell they
+  are on GCE); a VM with a service account gets `instance/service-accounts/{default,EMAIL}/
+  {email,scopes,aliases,token}`, the token an access token with the VM's scopes (whatever
+  scopes the request asks for: an instance's access scopes bound its default token), written
+  to the `--tokens` directory when one is given, where the test's GCS emulator looks tokens up
+  (deploy/gcs_emulator.py --require-tokens). A VM without one gets 404 there, as on GCE.
 - Azure: cloud-init runs the VM's custom data (base64 in `osProfile.customData`), handed over
   at provisioning; the metadata service (`/metadata/instance?api-version=...`, `Metadata: true`
   required) names no public address for a Standard SKU one, as Azure's does not, and hands out
@@ -23,7 +29,9 @@ permissions, append), run at init, then `runcmd` (each entry a shell line, or an
 quoted for the shell), run as one shell script at the final stage. A user data that is a
 script (`#!`) is run as one. Anything else in the cloud-config is refused, not ignored.
 
-Usage: vmguest.py metadata CLOUD RESOURCE_FILE  (inside the VM's namespace)
+Usage: vmguest.py metadata CLOUD RESOURCE_FILE [--tokens DIR] [--listen HOST:PORT]
+  (inside the VM's namespace, on 169.254.169.254:80; or, with --listen, for a process of this
+  host that is told of it as a GCE VM's would be, with GCE_METADATA_HOST)
 """
 
 import base64
@@ -32,6 +40,7 @@ import http.server
 import json
 import os
 import re
+import secrets
 import shlex
 import socketserver
 import subprocess
@@ -156,7 +165,29 @@ def gce_values(res):
             values[f"instance/network-interfaces/0/access-configs/{i}/external-ip"] = ac["natIP"]
     for item in res.get("metadata", {}).get("items", []):
         values[f"instance/attributes/{item['key']}"] = item["value"]
+    for account in res.get("serviceAccounts", [])[:1]:
+        for alias in ("default", account["email"]):
+            base = f"instance/service-accounts/{alias}/"
+            values[base + "email"] = account["email"]
+            values[base + "aliases"] = "default\n"
+            values[base + "scopes"] = "".join(s + "\n" for s in account["scopes"])
     return values
+
+
+def gce_token(res, tokens):
+    """(status, body) of `instance/service-accounts/ACCOUNT/token`: an access token of the VM's
+    account with the VM's scopes, as GCE's metadata server hands out."""
+    accounts = res.get("serviceAccounts", [])
+    if not accounts:
+        return 404, "Not Found\n"
+    account = accounts[0]
+    token = "ya29.stand-in." + secrets.token_urlsafe(32)
+    if tokens:
+        os.makedirs(tokens, exist_ok=True)
+        with open(os.path.join(tokens, token), "w") as f:
+            json.dump({"email": account["email"], "scopes": account["scopes"]}, f)
+    return 200, json.dumps({"access_token": token, "expires_in": 3599,
+                            "token_type": "Bearer"})
 
 
 def azure_document(res):
@@ -243,7 +274,7 @@ def ec2_values(res):
     return values
 
 
-def metadata(cloud, resource_file):
+def metadata(cloud, resource_file, tokens=None, listen=("169.254.169.254", 80)):
     with open(resource_file) as f:
         res = json.load(f)
     if cloud == "ec2":
@@ -267,9 +298,15 @@ def metadata(cloud, resource_file):
             if "X-Forwarded-For" in self.headers:
                 return self.answer(403, "Forbidden: proxied requests are refused\n")
             if cloud == "gce":
+                if url.path == "/":
+                    return self.answer(200, "computeMetadata/\n")
                 if self.headers.get("Metadata-Flavor") != "Google":
                     return self.answer(403, "Missing Metadata-Flavor:Google header.\n")
                 key = url.path.removeprefix("/computeMetadata/v1/")
+                account = re.fullmatch(r"instance/service-accounts/([^/]+)/token", key)
+                if account and f"instance/service-accounts/{account.group(1)}/email" in values:
+                    code, body = gce_token(res, tokens)
+                    return self.answer(code, body, "application/json")
                 if key == url.path or key not in values:
                     return self.answer(404, "Not Found\n")
                 return self.answer(200, values[key])
@@ -295,7 +332,7 @@ def metadata(cloud, resource_file):
         def log_message(self, fmt, *args):
             log("metadata: " + fmt % args)
 
-    serve(Metadata)
+    serve(Metadata, listen)
 
 
 def ec2_metadata(res):
@@ -348,7 +385,7 @@ def ec2_metadata(res):
     serve(Imds)
 
 
-def serve(handler):
+def serve(handler, listen=("169.254.169.254", 80)):
     class Server(http.server.ThreadingHTTPServer):
         def server_bind(self):
             # HTTPServer's own asks DNS for the address's name: a VM without a resolver would
@@ -356,11 +393,16 @@ def serve(handler):
             socketserver.TCPServer.server_bind(self)
             self.server_name, self.server_port = self.server_address[:2]
 
-    Server(("169.254.169.254", 80), handler).serve_forever()
+    Server(listen, handler).serve_forever()
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["metadata"]:
-        metadata(sys.argv[2], sys.argv[3])
+        options = dict(zip(sys.argv[4::2], sys.argv[5::2]))
+        unknown = set(options) - {"--tokens", "--listen"}
+        if unknown or len(sys.argv[4:]) % 2:
+            raise SystemExit(__doc__)
+        host, _, port = options.get("--listen", "169.254.169.254:80").rpartition(":")
+        metadata(sys.argv[2], sys.argv[3], options.get("--tokens"), (host, int(port)))
     else:
         raise SystemExit(__doc__)

@@ -7,7 +7,9 @@
 //! against both real GCS and the emulator.
 //!
 //! `STORAGE_EMULATOR_HOST` is honoured as Google's own tools honour it (anonymous credentials,
-//! that endpoint). Otherwise credentials come from Application Default Credentials.
+//! that endpoint). Otherwise credentials come from a key file or Application Default
+//! Credentials (on a GCE VM: its service account, from the metadata server), also for an
+//! endpoint given otherwise (a Private Service Connect endpoint takes credentials as GCS does).
 //!
 //! Multipart maps to GCS's parallel composite upload: each part is a temporary object under
 //! `.skyx-uploads/<upload id>/`, completion composes them (32 per call, in levels) into the
@@ -49,7 +51,8 @@ const COMPOSE_FAN_IN: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcsConfig {
-    /// An emulator or proxy endpoint; implies anonymous access.
+    /// A GCS-compatible endpoint (a Private Service Connect endpoint, a proxy, an emulator);
+    /// requests still carry credentials unless `anonymous`.
     pub endpoint: Option<String>,
     /// The project new buckets belong to (`GOOGLE_CLOUD_PROJECT`).
     pub project: Option<String>,
@@ -60,7 +63,8 @@ pub struct GcsConfig {
 }
 
 impl GcsConfig {
-    /// Reads `STORAGE_EMULATOR_HOST` (`host:port` or a URL), as Google's tools do.
+    /// Reads `STORAGE_EMULATOR_HOST` (`host:port` or a URL: that endpoint, anonymously), as
+    /// Google's tools do.
     pub fn from_env() -> Self {
         Self::from_lookup(&crate::env_var)
     }
@@ -78,6 +82,7 @@ impl GcsConfig {
             .iter()
             .find_map(|v| var(v));
         GcsConfig {
+            anonymous: endpoint.is_some(),
             endpoint,
             project,
             ..GcsConfig::default()
@@ -88,7 +93,7 @@ impl GcsConfig {
 pub struct GcsStore {
     client: Client,
     project: Option<String>,
-    /// Behind an emulator endpoint, not Google.
+    /// Behind an anonymous endpoint of its own (an emulator), not Google: no bucket locations.
     emulator: bool,
     bucket: String,
     location: StoreLocation,
@@ -119,41 +124,39 @@ impl GcsStore {
                 e,
             )
         };
-        let client_config = match (&config.endpoint, &config.credentials_file) {
-            (Some(endpoint), _) => ClientConfig {
-                storage_endpoint: endpoint.trim_end_matches('/').to_string(),
-                ..Default::default()
-            }
-            .anonymous(),
-            _ if config.anonymous => ClientConfig::default().anonymous(),
-            (None, Some(path)) => {
+        let mut base = ClientConfig::default();
+        if let Some(endpoint) = &config.endpoint {
+            base.storage_endpoint = endpoint.trim_end_matches('/').to_string();
+        }
+        let client_config = match &config.credentials_file {
+            _ if config.anonymous => base.anonymous(),
+            Some(path) => {
                 let file = gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile::new_from_file(
                     path.display().to_string(),
                 )
                 .await
                 .map_err(|e| no_credentials(format!("credentials file {}: {e}", path.display())))?;
-                ClientConfig::default()
-                    .with_credentials(file)
-                    .await
-                    .map_err(|e| {
-                        no_credentials(format!("credentials file {}: {e}", path.display()))
-                    })?
+                base.with_credentials(file).await.map_err(|e| {
+                    no_credentials(format!("credentials file {}: {e}", path.display()))
+                })?
             }
-            (None, None) => ClientConfig::default().with_auth().await.map_err(|e| {
-                StoreError::new(
-                    ErrorKind::PermissionDenied,
-                    location.to_string(),
-                    "open",
-                    "",
-                    format!("no Google credentials (Application Default Credentials): {e}"),
-                )
+            None => base.with_auth().await.map_err(|e| {
+                let emulator = if config.endpoint.is_some() {
+                    " (an emulator at that endpoint takes no credentials: say so with \
+                     STORAGE_EMULATOR_HOST or --src/--dst-no-sign-request)"
+                } else {
+                    ""
+                };
+                no_credentials(format!(
+                    "no Google credentials (Application Default Credentials): {e}{emulator}"
+                ))
             })?,
         };
         Ok(GcsStore {
             write: crate::WriteOptions::default(),
             client: Client::new(client_config),
             project: config.project.clone(),
-            emulator: config.endpoint.is_some(),
+            emulator: config.endpoint.is_some() && config.anonymous,
             bucket: bucket.into(),
             location,
             retry,
@@ -720,5 +723,21 @@ impl ObjectStore for GcsStore {
 
     fn min_part_size(&self) -> u64 {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GcsConfig;
+
+    #[test]
+    fn the_emulator_variable_means_anonymous_and_an_endpoint_alone_does_not() {
+        let emulator = GcsConfig::from_lookup(&|v| {
+            (v == "STORAGE_EMULATOR_HOST").then(|| "127.0.0.1:9023".to_string())
+        });
+        assert_eq!(emulator.endpoint.as_deref(), Some("http://127.0.0.1:9023"));
+        assert!(emulator.anonymous);
+        let google = GcsConfig::from_lookup(&|_| None);
+        assert_eq!((google.endpoint, google.anonymous), (None, false));
     }
 }

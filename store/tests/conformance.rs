@@ -705,11 +705,11 @@ async fn azure_errors_name_missing_containers_and_bad_credentials() {
 }
 
 fn gcs_config() -> skyx_store::gcs::GcsConfig {
-    skyx_store::gcs::GcsConfig {
-        endpoint: Some(env("SKYX_TEST_GCS_ENDPOINT")),
-        project: Some("skyx-test".into()),
-        ..Default::default()
-    }
+    skyx_store::gcs::GcsConfig::from_lookup(&|v| match v {
+        "STORAGE_EMULATOR_HOST" => Some(env("SKYX_TEST_GCS_ENDPOINT")),
+        "GOOGLE_CLOUD_PROJECT" => Some("skyx-test".into()),
+        _ => None,
+    })
 }
 
 async fn gcs_bucket(name: &str) -> String {

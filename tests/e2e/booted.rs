@@ -227,6 +227,66 @@ impl Booted {
         format!("http://{}:{port}", self.bridge_ip)
     }
 
+    /// The GCS emulator on the bridge, taking only the access tokens a GCE metadata server
+    /// stand-in issued (a booted VM's, or [`Booted::gce_metadata`]'s), as GCS takes only
+    /// Google's, and logging who made each request (`gcs.log`): its endpoint.
+    pub fn gcs(&mut self) -> String {
+        let port = free_port();
+        let tokens = self.state.join("gce-tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        self.spawn(
+            Command::new(tools().join("venv/bin/python"))
+                .arg(contracts().join("../gcs_emulator.py"))
+                .args([
+                    "start",
+                    "-H",
+                    &self.bridge_ip.clone(),
+                    "--port",
+                    &port.to_string(),
+                ])
+                .arg("--in-memory")
+                .arg("--require-tokens")
+                .arg(&tokens),
+            "gcs",
+        );
+        wait_port(&format!("{}:{port}", self.bridge_ip));
+        format!("http://{}:{port}", self.bridge_ip)
+    }
+
+    /// A GCE metadata server for this host's processes (told with `GCE_METADATA_HOST`, as a
+    /// gateway on a GCE VM would find its own), its service account `email` with the
+    /// cloud-platform scope: its `host:port`.
+    pub fn gce_metadata(&mut self, email: &str) -> String {
+        let resource = self.state.join("gateway-instance.json");
+        let instance = serde_json::json!({
+            "selfLink": "https://compute.googleapis.com/compute/v1/projects/gateway/zones/us-east1-b/instances/gateway",
+            "networkInterfaces": [{"networkIP": self.bridge_ip, "accessConfigs": []}],
+            "serviceAccounts": [{
+                "email": email,
+                "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+            }],
+        });
+        std::fs::write(&resource, instance.to_string()).unwrap();
+        let address = format!("127.0.0.1:{}", free_port());
+        self.spawn(
+            Command::new("python3")
+                .arg(contracts().join("vmguest.py"))
+                .args(["metadata", "gce"])
+                .arg(&resource)
+                .arg("--tokens")
+                .arg(self.state.join("gce-tokens"))
+                .args(["--listen", &address]),
+            "gateway-metadata",
+        );
+        wait_port(&address);
+        address
+    }
+
+    /// What the bridge's GCS emulator logged ([`Booted::gcs`]).
+    pub fn gcs_log(&self) -> String {
+        std::fs::read_to_string(self.state.join("gcs.log")).unwrap_or_default()
+    }
+
     /// Azurite over HTTPS taking Entra ID bearer tokens as well as keys (its OAuth "basic"
     /// mode, which checks a token's audience, issuer and times but no signature), on the
     /// bridge: its blob endpoint (`https://IP:PORT/devstoreaccount1`) and the file of the

@@ -23,6 +23,8 @@
 //!   starts, and no VM outliving the copy.
 //! - `gce`: `skyx cp --provider gcp` and `skyx sweep --provider gcp` against the Compute
 //!   Engine contract server: the same, and a sweep that leaves other jobs' VMs.
+//! - `gcs_on_gce`: a sink agent on a booted GCE VM writing GCS as the VM's service account
+//!   (a token from its metadata server, checked by a GCS emulator that takes no other).
 //! - `keys`: hostile source keys (`..`, `//`, `.`) never written outside a local destination.
 //! - `metadata`: system properties, user metadata and mtime across S3, Azure, GCS and local
 //!   paths, written and read back by the AWS CLI; a static site's Content-Types; overrides.
@@ -62,6 +64,7 @@ mod cp_faults;
 mod ec2;
 mod ends;
 mod gce;
+mod gcs_on_gce;
 mod keys;
 mod limits;
 mod metadata;

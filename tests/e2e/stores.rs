@@ -89,6 +89,7 @@ pub fn store_config() -> StoreConfig {
     c.s3.force_path_style = true;
     c.azure.connection_string = Some(env("SKYX_TEST_AZURE_CONNECTION_STRING"));
     c.gcs.endpoint = Some(env("SKYX_TEST_GCS_ENDPOINT"));
+    c.gcs.anonymous = true;
     c.gcs.project = Some("skyx-test".into());
     c
 }

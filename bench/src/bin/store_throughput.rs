@@ -244,6 +244,7 @@ async fn main() -> Result<()> {
             &skyx_store::gcs::GcsConfig {
                 endpoint: Some(gcs_endpoint),
                 project: Some("skyx-bench".into()),
+                anonymous: true,
                 ..Default::default()
             },
             retry,

@@ -35,8 +35,9 @@ use crate::error::BadInput;
 /// The per-end flags every data-moving command takes.
 #[derive(Debug, Args, Default, Clone)]
 pub struct EndArgs {
-    /// The source's endpoint: an S3-compatible server (MinIO, R2, Wasabi), a GCS emulator, an
-    /// Azure blob endpoint.
+    /// The source's endpoint: an S3-compatible server (MinIO, R2, Wasabi), a GCS endpoint
+    /// (Private Service Connect; an emulator with --src-no-sign-request), an Azure blob
+    /// endpoint.
     #[arg(long, value_name = "URL")]
     pub src_endpoint: Option<String>,
     /// The destination's endpoint.
