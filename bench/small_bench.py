@@ -10,8 +10,7 @@ destination holds every object, and reports objects per second and the ratio to 
 import argparse, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 
 def run(cmd, env=None):
-    # What the previous command left for the disk to write is not billed to this one: on a
-    # busy filesystem, the first copy after 20,000 files were written took 3-4x its time.
+    # What the previous command left for the disk to write is not billed to this one.
     os.sync()
     time.sleep(2)
     t0 = time.monotonic()
@@ -23,6 +22,25 @@ def run(cmd, env=None):
 
 ALL_CASES = {"local-local", "local-s3", "s3-s3", "s3-azure"}
 
+def filesystem(path):
+    """What the local files live on. An ext4 without a journal (this sandbox's root) checks,
+    on every inode it hands out, whether the inode was freed in the last 60 s (360 s while its
+    table block is dirty) and skips it if so (fs/ext4/ialloc.c, recently_deleted): after the
+    previous round's 20,000 files were removed, the next tool's creates spent most of their
+    time there (perf: find_get_block_common under ext4_tmpfile, 3-4x the wall time), so the
+    tool that ran first after a removal lost, whichever it was."""
+    p = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", path], capture_output=True, text=True)
+    source, _, kind = p.stdout.strip().partition(" ")
+    kind = kind.strip()
+    note = f"{kind} on {source}"
+    if kind == "ext4":
+        try:
+            task = open(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task").read().strip()
+            note += ", no journal" if task == "<none>" else ", journaled"
+        except OSError:
+            pass
+    return note
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skyx", required=True)
@@ -32,12 +50,15 @@ def main():
                     help="each tool runs this many times, in turn; the median is reported")
     ap.add_argument("--cases", default=",".join(sorted(ALL_CASES)),
                     help="comma-separated subset of: local-local, local-s3, s3-s3, s3-azure")
+    ap.add_argument("--work-dir", default=None,
+                    help="where the dataset and the local destinations are written (a "
+                         "journaled filesystem: see filesystem())")
     a = ap.parse_args()
     if a.rounds < 1:
         sys.exit("--rounds: at least 1")
     wanted = set(a.cases.split(","))
     n, skyx = a.files, a.skyx
-    work = tempfile.mkdtemp(prefix="skyx-small-")
+    work = tempfile.mkdtemp(prefix="skyx-small-", dir=a.work_dir)
     src = f"{work}/src"
     for i in range(n):
         d = f"{src}/d{i // 1000:03}"
@@ -144,15 +165,21 @@ def main():
            f"Machine: {os.cpu_count()} vCPU ({cpu}), {platform.platform()}. Date: {time.strftime('%Y-%m-%d %H:%M')}.",
            "Servers: s3s-fs and Azurite on loopback (deploy/test-servers.sh). Every process shares these cores:",
            "compare rows of this run, not machines. Ratios are objects/s over rclone --transfers 16's in the same case.",
-           "Before each timed command the disk is synced and left 2 s to settle.\n"]
+           "Before each timed command the disk is synced and left 2 s to settle.",
+           f"Local files (the dataset, local destinations): {filesystem(work)}.\n"]
     for name, rows in cases.items():
         base = next((w for l, _, w, _ in rows if l == "rclone copy --transfers 16"), None)
+        # rclone's default (4 transfers), where the case ran it.
+        plain = next((w for l, _, w, _ in rows if l == "rclone copy (4 transfers)"), None)
         rounds = len(rows[0][3])
         head = "wall s" if rounds == 1 else f"wall s (median of {rounds}, in turn)"
         out.append(f"## {name}\n\n| tool | {head} | objects/s | vs rclone --transfers 16 |"
-                   + ("" if rounds == 1 else " every round, s |") + "\n|---|---|---|---|" + ("" if rounds == 1 else "---|"))
+                   + (" vs rclone (4 transfers) |" if plain else "")
+                   + ("" if rounds == 1 else " every round, s |") + "\n|---|---|---|---|"
+                   + ("---|" if plain else "") + ("" if rounds == 1 else "---|"))
         for label, cmd, wall, walls in rows:
             ratio = f"{base / wall:.2f}x" if base else "-"
+            ratio += f" | {plain / wall:.2f}x" if plain else ""
             every = "" if rounds == 1 else " " + ", ".join(f"{w:.2f}" for w in walls) + " |"
             out.append(f"| {label} | {wall:.2f} | {n / wall:,.0f} | {ratio} |{every}")
         out.append("\nCommands:\n" + "\n".join(f"- `{cmd}`" for _, cmd, _, _ in rows) + "\n")
