@@ -22,6 +22,8 @@ pub mod azure;
 pub mod binary;
 pub mod bootstrap;
 pub mod clouds;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "ec2")]
 pub mod ec2;
 #[cfg(feature = "gce")]

@@ -38,6 +38,8 @@
 //!   (`iperf3`) and its measured grid against what it was built to be, an overlay copy between
 //!   two regions' stores through a third, and a teardown that leaves nothing.
 //! - `sky_links`: the `ping` and `iperf3` checks of every link of a sky.
+//! - `provider_conformance`: the provider conformance suite against EC2 (moto), GCE and Azure
+//!   (contract servers), every VM booted as a network namespace.
 //! - `proxy`: a TCP proxy that takes a store server away (reset, refused) for a while.
 //! - `sniffed`: tcpdump on the links of booted GCE VMs while a copy runs through a relay: no
 //!   data, boot token or cleartext control connection on the wire (and the data, with
@@ -70,6 +72,7 @@ mod limits;
 mod metadata;
 mod moto;
 mod plan;
+mod provider_conformance;
 mod proxy;
 mod resume;
 mod run;

@@ -287,7 +287,7 @@ fn ctrl_c_mid_copy_leaves_no_vm_rule_or_namespace() {
 }
 
 /// The moto AMI of `region` (moto holds a set of public ones).
-fn moto_image(endpoint: &str, region: &str) -> String {
+pub(crate) fn moto_image(endpoint: &str, region: &str) -> String {
     let python = std::path::PathBuf::from(std::env::var("SKYX_TEST_TOOLS_DIR").unwrap())
         .join("moto/bin/python");
     let out = Command::new(python)
@@ -301,7 +301,7 @@ fn moto_image(endpoint: &str, region: &str) -> String {
 }
 
 /// Instances moto still runs (any region the test used).
-fn moto_running(endpoint: &str) -> usize {
+pub(crate) fn moto_running(endpoint: &str) -> usize {
     let python = std::path::PathBuf::from(std::env::var("SKYX_TEST_TOOLS_DIR").unwrap())
         .join("moto/bin/python");
     let out = Command::new(python)
