@@ -29,14 +29,14 @@ mkdir -p "$OUT"
 WORK=()
 if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null; then
     FS=$(mktemp -d /var/tmp/skyx-small-fs.XXXXXX)
+    trap 'if mountpoint -q "$FS"; then umount "$FS" || true; fi; rm -rf "$FS" "$FS.img"' EXIT
     truncate -s 8G "$FS.img"
-    mkfs.ext4 -q -F "$FS.img"
+    # Inode tables and journal written now, not by a background thread during the rounds.
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$FS.img"
     if mount -o loop "$FS.img" "$FS"; then
-        trap 'umount "$FS"; rm -rf "$FS" "$FS.img"' EXIT
         WORK=(--work-dir "$FS")
     else
-        rm -rf "$FS" "$FS.img"
         echo "run-small: no loop mount here; local files go to the system's temporary directory" >&2
     fi
 fi
-python3 bench/small_bench.py --skyx "$PWD/target/release/skyx" --out "$OUT/small.md" "${WORK[@]}" "$@"
+python3 bench/small_bench.py --skyx "$PWD/target/release/skyx" --out "$OUT/small.md" ${WORK[@]+"${WORK[@]}"} "$@"

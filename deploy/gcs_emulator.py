@@ -148,6 +148,8 @@ def _take_option(name):
     if name not in sys.argv:
         return None
     i = sys.argv.index(name)
+    if i + 1 >= len(sys.argv):
+        sys.exit(f"gcs_emulator.py: {name} needs a value")
     value = sys.argv[i + 1]
     del sys.argv[i:i + 2]
     return value
@@ -160,6 +162,9 @@ _WRITE_SCOPES = {"devstorage.read_write", "devstorage.full_control", "cloud-plat
 
 
 def _refuse(handler, code, reason, message):
+    # The request's body is read and dropped first: a connection closed with unread input is
+    # reset, and the client would see the reset, not the answer.
+    handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
     body = json.dumps({"error": {"code": code, "message": message, "errors": [
         {"message": message, "domain": "global", "reason": reason}]}}).encode()
     handler.send_response(code)
@@ -169,8 +174,6 @@ def _refuse(handler, code, reason, message):
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
-    # The request's body, if any, was not read: the connection cannot carry another.
-    handler.close_connection = True
 
 
 def _authorised(handler):
@@ -188,8 +191,9 @@ def _authorised(handler):
         try:
             with open(os.path.join(_TOKENS, m.group(1))) as f:
                 issued = json.load(f)
-        except FileNotFoundError:
-            pass
+            issued = {"email": str(issued["email"]), "scopes": list(issued["scopes"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            issued = None
     if issued is None:
         _refuse(handler, 401, "authError", "Invalid Credentials")
         return False

@@ -30,8 +30,8 @@ quoted for the shell), run as one shell script at the final stage. A user data t
 script (`#!`) is run as one. Anything else in the cloud-config is refused, not ignored.
 
 Usage: vmguest.py metadata CLOUD RESOURCE_FILE [--tokens DIR] [--listen HOST:PORT]
-  (inside the VM's namespace, on 169.254.169.254:80; or, with --listen, for a process of this
-  host that is told of it as a GCE VM's would be, with GCE_METADATA_HOST)
+  (inside the VM's namespace, on 169.254.169.254:80; GCE only: --tokens, and --listen for a
+  process of this host told of it as a GCE VM's would be, with GCE_METADATA_HOST)
 """
 
 import base64
@@ -400,7 +400,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["metadata"]:
         options = dict(zip(sys.argv[4::2], sys.argv[5::2]))
         unknown = set(options) - {"--tokens", "--listen"}
-        if unknown or len(sys.argv[4:]) % 2:
+        if unknown or len(sys.argv[4:]) % 2 or (options and sys.argv[2] != "gce"):
             raise SystemExit(__doc__)
         host, _, port = options.get("--listen", "169.254.169.254:80").rpartition(":")
         metadata(sys.argv[2], sys.argv[3], options.get("--tokens"), (host, int(port)))

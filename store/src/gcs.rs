@@ -127,6 +127,14 @@ impl GcsStore {
         let mut base = ClientConfig::default();
         if let Some(endpoint) = &config.endpoint {
             base.storage_endpoint = endpoint.trim_end_matches('/').to_string();
+            if !config.anonymous && endpoint.starts_with("http://") {
+                // Allowed (a proxy inside one trust domain), but whoever is on the path reads
+                // the token.
+                tracing::warn!(
+                    endpoint,
+                    "GCS credentials go to a plain-HTTP endpoint: anyone on the path can read them"
+                );
+            }
         }
         let client_config = match &config.credentials_file {
             _ if config.anonymous => base.anonymous(),
@@ -143,7 +151,8 @@ impl GcsStore {
             None => base.with_auth().await.map_err(|e| {
                 let emulator = if config.endpoint.is_some() {
                     " (an emulator at that endpoint takes no credentials: say so with \
-                     STORAGE_EMULATOR_HOST or --src/--dst-no-sign-request)"
+                     STORAGE_EMULATOR_HOST, --src/--dst-no-sign-request or a remote's \
+                     anonymous = true)"
                 } else {
                     ""
                 };

@@ -52,7 +52,12 @@ pub const AZURITE_KEY: &str =
 pub const S3_KEY: &str = "booted";
 pub const S3_SECRET: &str = "booted-secret";
 
+/// Held by a [`Booted`] with EC2 VMs: moto hands out public addresses from one range, which
+/// only one bridge can route (nextest's `moto-vms` group does the same across processes).
+static MOTO_RANGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct Booted {
+    _moto_range: Option<std::sync::MutexGuard<'static, ()>>,
     state: PathBuf,
     pub agent_url: String,
     pub bridge_ip: String,
@@ -69,7 +74,12 @@ impl Booted {
         let state = scratch.dir.join("vms");
         std::fs::create_dir_all(&state).unwrap();
         let bridge_ip = bridge.split('/').next().unwrap().to_string();
+        let moto_range = clouds
+            .iter()
+            .any(|(cloud, _)| *cloud == "ec2")
+            .then(|| MOTO_RANGE.lock().unwrap_or_else(|e| e.into_inner()));
         let mut booted = Booted {
+            _moto_range: moto_range,
             state: state.clone(),
             agent_url: String::new(),
             bridge_ip: bridge_ip.clone(),

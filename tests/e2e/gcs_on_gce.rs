@@ -24,10 +24,17 @@ fn a_sink_on_gce_writes_gcs_as_its_vms_service_account() {
     )
     .unwrap();
     let config = config.display().to_string();
-    // No emulator variable (it would make every GCS end anonymous): the gateway's credentials
-    // are its metadata server's.
+    // No emulator variable (it would make plain gs:// ends anonymous) and no credentials of
+    // this machine's (ADC reads a key file or gcloud's before the metadata server): the
+    // gateway's credentials are its metadata server's. (The VMs see this host's /root; a
+    // machine whose root has gcloud credentials would fail this test with a 401.)
+    let home = scratch.dir.display().to_string();
     let env = [
         ("STORAGE_EMULATOR_HOST", ""),
+        ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        ("GOOGLE_APPLICATION_CREDENTIALS_JSON", ""),
+        ("HOME", home.as_str()),
+        ("CLOUDSDK_CONFIG", home.as_str()),
         ("GCE_METADATA_HOST", metadata.as_str()),
         ("SKYX_CONFIG", config.as_str()),
     ];

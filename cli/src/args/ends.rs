@@ -394,7 +394,10 @@ fn apply_remote(settings: &mut StoreConfig, remote: &Remote) -> bool {
         Remote::Gcs(r) => {
             let gcs = &mut settings.gcs;
             if r.endpoint.is_some() {
+                // The environment's anonymity was its emulator's (STORAGE_EMULATOR_HOST), not
+                // this endpoint's.
                 gcs.endpoint = r.endpoint.clone();
+                gcs.anonymous = false;
             }
             if r.project.is_some() {
                 gcs.project = r.project.clone();
@@ -455,7 +458,11 @@ fn apply_flags(
                 settings.s3.endpoint = Some(endpoint.to_string());
                 settings.s3.force_path_style = true;
             }
-            StoreLocation::Gcs { .. } => settings.gcs.endpoint = Some(endpoint.to_string()),
+            StoreLocation::Gcs { .. } => {
+                // As a remote's endpoint: the emulator variable's anonymity is not this one's.
+                settings.gcs.endpoint = Some(endpoint.to_string());
+                settings.gcs.anonymous = false;
+            }
             _ => settings.azure.endpoint = Some(endpoint.to_string()),
         }
         given = true;
@@ -684,6 +691,39 @@ endpoint = "https://ours.privatelink.blob.core.windows.net"
                 e.0
             );
         }
+    }
+
+    /// `STORAGE_EMULATOR_HOST`'s anonymity is its emulator's: an endpoint a remote or a flag
+    /// names takes credentials unless it says otherwise.
+    #[test]
+    fn a_named_gcs_endpoint_is_not_anonymous_for_the_emulator_variable() {
+        let emulator = |_: &ObjectUrl| {
+            Ok(StoreConfig::from_lookup(&|v| {
+                (v == "STORAGE_EMULATOR_HOST").then(|| "127.0.0.1:9023".to_string())
+            }))
+        };
+        let psc =
+            "[remotes.psc]\ntype = \"gcs\"\nendpoint = \"https://storage-x.p.googleapis.com\"\n";
+        let r = Remotes::parse(psc, Path::new("c.toml")).unwrap();
+        let none = EndArgs::default();
+        assert!(
+            resolve("gs://bkt/x", Side::Src, &none, &r, emulator)
+                .unwrap()
+                .settings
+                .gcs
+                .anonymous
+        );
+        let end = resolve("psc:bkt/x", Side::Src, &none, &r, emulator).unwrap();
+        assert!(!end.settings.gcs.anonymous);
+        let mut flag = EndArgs {
+            src_endpoint: Some("https://storage-x.p.googleapis.com".into()),
+            ..EndArgs::default()
+        };
+        let end = resolve("gs://bkt/x", Side::Src, &flag, &r, emulator).unwrap();
+        assert!(!end.settings.gcs.anonymous);
+        flag.src_no_sign_request = true;
+        let end = resolve("gs://bkt/x", Side::Src, &flag, &r, emulator).unwrap();
+        assert!(end.settings.gcs.anonymous);
     }
 
     #[test]
