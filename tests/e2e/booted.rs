@@ -242,7 +242,7 @@ impl Booted {
     /// Google's, and logging who made each request (`gcs.log`): its endpoint.
     pub fn gcs(&mut self) -> String {
         let port = free_port();
-        let tokens = self.state.join("gce-tokens");
+        let tokens = self.gce_tokens();
         std::fs::create_dir_all(&tokens).unwrap();
         self.spawn(
             Command::new(tools().join("venv/bin/python"))
@@ -284,12 +284,18 @@ impl Booted {
                 .args(["metadata", "gce"])
                 .arg(&resource)
                 .arg("--tokens")
-                .arg(self.state.join("gce-tokens"))
+                .arg(self.gce_tokens())
                 .args(["--listen", &address]),
             "gateway-metadata",
         );
         wait_port(&address);
         address
+    }
+
+    /// Where GCE metadata stand-ins write the tokens they issue (vmboot.py passes its VMs'
+    /// the same directory), and the bridge's GCS emulator looks them up.
+    fn gce_tokens(&self) -> PathBuf {
+        self.state.join("gce-tokens")
     }
 
     /// What the bridge's GCS emulator logged ([`Booted::gcs`]).

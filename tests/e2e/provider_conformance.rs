@@ -17,7 +17,7 @@ use skyx_provision::gce::{Auth, GceConfig, GceProvider};
 use skyx_provision::{AgentBinary, LaunchRequest, Provider};
 
 use crate::booted::{Booted, settle};
-use crate::stores::Scratch;
+use crate::stores::{Scratch, runtime};
 use crate::util::bin;
 use crate::vm_boot::{moto_image, moto_running};
 
@@ -46,14 +46,6 @@ async fn run(provider: &dyn Provider, region: &str) {
         gone_within: Duration::from_secs(60),
     })
     .await;
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
